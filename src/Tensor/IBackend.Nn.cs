@@ -1,0 +1,52 @@
+namespace FashionViL.Tensors;
+
+public partial interface IBackend
+{
+    /// <summary>Layer norm over the last dim of x [R, D]; mean/rstd are [R].</summary>
+    void LayerNormForward(Tensor x, Tensor? weight, Tensor? bias, double eps, Tensor y, Tensor mean, Tensor rstd);
+    void LayerNormBackward(Tensor x, Tensor gy, Tensor? weight, Tensor mean, Tensor rstd, Tensor gx, Tensor? gw, Tensor? gb);
+
+    /// <summary>Softmax (or log-softmax) over the last dim of x [R, C].</summary>
+    void Softmax(Tensor x, Tensor y, bool log);
+    /// <summary>gx from the forward output y and gy.</summary>
+    void SoftmaxBackward(Tensor y, Tensor gy, Tensor gx, bool log);
+
+    /// <summary>
+    /// Per-row cross-entropy of logits [R, C]: with hard targets (Int64 [R]; rows equal to
+    /// <paramref name="ignoreIndex"/> give loss 0) or soft targets [R, C] (loss = −Σ t·log_softmax).
+    /// loss [R] and logSumExp [R] are written.
+    /// </summary>
+    void CrossEntropyForward(Tensor logits, Tensor? target, Tensor? softTarget, int ignoreIndex, Tensor loss, Tensor logSumExp);
+    /// <summary>gLogits [R, C] ← ∂(Σ gLoss·loss)/∂logits.</summary>
+    void CrossEntropyBackward(Tensor logits, Tensor? target, Tensor? softTarget, int ignoreIndex, Tensor logSumExp, Tensor gLoss, Tensor gLogits);
+
+    /// <summary>Inverted dropout: mask (UInt8) ← keep with probability 1−p from the Philox stream; y ← x·mask/(1−p).</summary>
+    void Dropout(Tensor x, Tensor y, Tensor mask, double p, ulong seed, ulong offset);
+
+    /// <summary>
+    /// Fused attention: o [B,H,L,D] ← dropout(softmax(scale·q·kᵀ + mask))·v with q [B,H,L,D], k and v [B,H,S,D].
+    /// mask is additive, any strides, already broadcast to [B,H,L,S] (zero strides allowed). Dropout on the
+    /// probabilities uses the Philox stream (element index = flat index in [B,H,L,S]). probs [B,H,L,S]
+    /// receives the softmax (before dropout) for the backward.
+    /// </summary>
+    void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor o, Tensor probs);
+    /// <summary>gq, gk, gv from the saved probs and the same dropout stream.</summary>
+    void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor probs, double scale, double dropoutP, ulong seed, ulong offset,
+        Tensor go, Tensor gq, Tensor gk, Tensor gv);
+
+    /// <summary>ids (Int64 [N]) ← argmin_k ‖z_n − e_k‖² over codebook [K, D]; first minimum on ties.</summary>
+    void VqLookup(Tensor z, Tensor codebook, Tensor ids);
+
+    /// <summary>The k largest (or smallest) of each row of x [R, C], sorted; indices Int64. Ties keep the lower index first.</summary>
+    void TopK(Tensor x, int k, bool largest, Tensor values, Tensor indices);
+    /// <summary>Stable sort of each row of x [R, C].</summary>
+    void Sort(Tensor x, bool descending, Tensor values, Tensor indices);
+
+    /// <summary>
+    /// One AdamW step in place (transformers 3.x): m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
+    /// step size = lr·√(1−β₂ᵗ)/(1−β₁ᵗ) (or lr without correction); p ← p − step·m/(√v + eps); then p ← p − lr·wd·p.
+    /// </summary>
+    void AdamWStep(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, AdamWParams p);
+    /// <summary>One SGD step in place; momentumBuffer is required when momentum ≠ 0 (zeros before the first step).</summary>
+    void SgdStep(Tensor param, Tensor grad, Tensor? momentumBuffer, SgdParams p, bool firstStep);
+}

@@ -1,0 +1,110 @@
+namespace FashionViL.Tensors;
+
+public enum UnaryOp
+{
+    Neg, Abs, Exp, Log, Sqrt, Rsqrt, Sin, Cos, Tanh, Sigmoid, Relu,
+    /// <summary>Exact GELU: x·Φ(x) with the error function.</summary>
+    Gelu,
+    /// <summary>x·sigmoid(x) (swish).</summary>
+    Silu,
+    Erf, Square, Reciprocal, Sign, Floor,
+    /// <summary>x^p0.</summary>
+    PowScalar,
+    /// <summary>min(max(x, p0), p1); use ±infinity for a one-sided clamp.</summary>
+    Clamp,
+    /// <summary>x + p0.</summary>
+    AddScalar,
+    /// <summary>x · p0.</summary>
+    MulScalar,
+    /// <summary>Bool → bool negation.</summary>
+    LogicalNot,
+}
+
+public enum BinaryOp
+{
+    Add, Sub, Mul, Div, Pow, Maximum, Minimum,
+    // Comparisons and logic produce Bool.
+    Eq, Ne, Lt, Le, Gt, Ge, LogicalAnd, LogicalOr,
+}
+
+public enum ReduceOp { Sum, Mean, Max, Min, Var }
+
+public enum RandomKind
+{
+    /// <summary>Uniform on [a, b).</summary>
+    Uniform,
+    /// <summary>Normal with mean a and standard deviation b.</summary>
+    Normal,
+    /// <summary>1 with probability a, else 0.</summary>
+    Bernoulli,
+    /// <summary>Integers uniform on [a, b).</summary>
+    RandInt,
+}
+
+/// <summary>Geometry of a 2-D convolution. Padding may be asymmetric.</summary>
+public readonly record struct Conv2dParams(int StrideH, int StrideW, int PadTop, int PadBottom, int PadLeft, int PadRight, int DilationH = 1, int DilationW = 1)
+{
+    public static Conv2dParams Symmetric(int stride, int padding, int dilation = 1) => new(stride, stride, padding, padding, padding, padding, dilation, dilation);
+
+    public int OutH(int h, int kh) => (h + PadTop + PadBottom - DilationH * (kh - 1) - 1) / StrideH + 1;
+    public int OutW(int w, int kw) => (w + PadLeft + PadRight - DilationW * (kw - 1) - 1) / StrideW + 1;
+}
+
+/// <summary>Geometry of max pooling (symmetric padding with -infinity, like PyTorch).</summary>
+public readonly record struct Pool2dParams(int KernelH, int KernelW, int StrideH, int StrideW, int PadH, int PadW)
+{
+    public int OutH(int h) => (h + 2 * PadH - KernelH) / StrideH + 1;
+    public int OutW(int w) => (w + 2 * PadW - KernelW) / StrideW + 1;
+}
+
+/// <summary>transformers-3.x AdamW: see <see cref="IBackend.AdamWStep"/>.</summary>
+public readonly record struct AdamWParams(double Lr, double Beta1, double Beta2, double Eps, double WeightDecay, int Step, bool CorrectBias = true);
+
+/// <summary>PyTorch SGD with momentum, dampening, nesterov and L2 weight decay.</summary>
+public readonly record struct SgdParams(double Lr, double Momentum, double Dampening, double WeightDecay, bool Nesterov);
+
+/// <summary>
+/// The primitive op set every device implements (spec §8). Conventions:
+/// outputs are preallocated by the caller and contiguous; inputs are contiguous unless a member says
+/// "any strides". Float ops accept Float32 and Float64 (the CPU reference also runs Float64 for gradcheck).
+/// Members validate what could corrupt memory (shapes, index ranges) and throw naming the op and shapes;
+/// everything else is validated once, in the differentiable op above.
+/// </summary>
+public partial interface IBackend
+{
+    Device Device { get; }
+    CachingAllocator Allocator { get; }
+
+    /// <summary>Blocks until queued work on this device is done (no-op on the CPU).</summary>
+    void Synchronize();
+
+    // ---- copies and fills
+    /// <summary>dst ← src, same shape, any strides on both sides, converting dtype.</summary>
+    void Copy(Tensor src, Tensor dst);
+    /// <summary>Copies between devices; both contiguous, same dtype and shape.</summary>
+    void Transfer(Tensor src, Tensor dst);
+    void Fill(Tensor dst, double value);
+
+    // ---- elementwise
+    /// <summary>y ← op(x); x any strides, y contiguous with x's shape.</summary>
+    void Unary(UnaryOp op, Tensor x, Tensor y, double p0 = 0, double p1 = 0);
+    /// <summary>gx ← gy · dop/dx, given the input x and output y of the forward.</summary>
+    void UnaryBackward(UnaryOp op, Tensor x, Tensor y, Tensor gy, Tensor gx, double p0 = 0, double p1 = 0);
+    /// <summary>y ← a op b; a and b are views already broadcast to y's shape (any strides, zero strides for broadcast dims).</summary>
+    void Binary(BinaryOp op, Tensor a, Tensor b, Tensor y);
+    /// <summary>y ← cond ? a : b; all three broadcast views of y's shape.</summary>
+    void Where(Tensor cond, Tensor a, Tensor b, Tensor y);
+
+    // ---- reductions
+    /// <summary>
+    /// Reduces x (any strides) over <paramref name="dims"/> (sorted, distinct) into y, which has x's rank
+    /// with the reduced dims set to 1. <see cref="ReduceOp.Var"/> uses correction p0 (1 = unbiased).
+    /// For Max/Min over a single dim, <paramref name="indices"/> (Int64, y's shape) receives the first arg-extremum.
+    /// </summary>
+    void Reduce(ReduceOp op, Tensor x, int[] dims, Tensor y, Tensor? indices = null, double p0 = 0);
+
+    // ---- random numbers (counter-based: value i depends only on seed, offset and i)
+    void Random(RandomKind kind, Tensor dst, ulong seed, ulong offset, double a = 0, double b = 1);
+    /// <summary>dst (Int64 [n]) ← a random permutation of 0..n-1.</summary>
+    void RandPerm(Tensor dst, ulong seed, ulong offset);
+}
