@@ -1,0 +1,116 @@
+using FashionViL.Tensors;
+
+namespace FashionViL.Autograd;
+
+/// <summary>Reverse-mode traversal: topological order from the root, gradients summed per node, leaves accumulate.</summary>
+public static class Engine
+{
+    public static void Backward(Tensor root, Tensor? gradient = null, bool retainGraph = false)
+    {
+        if (!root.RequiresGrad)
+            throw new InvalidOperationException($"backward: tensor {root.ShapeString} does not require grad and has no grad_fn");
+        Tensor seed;
+        if (gradient is null)
+        {
+            if (root.Numel != 1)
+                throw new InvalidOperationException($"backward: output {root.ShapeString} is not a scalar; pass a gradient of the same shape");
+            seed = Tensor.Full(root.Shape, 1.0, root.DType, root.Device);
+        }
+        else
+        {
+            if (!gradient.Sizes.SequenceEqual(root.Sizes))
+                throw new ArgumentException($"backward: gradient {gradient.ShapeString} does not match output {root.ShapeString}");
+            seed = gradient.DType == root.DType ? gradient.ContiguousRaw() : gradient.To(root.DType);
+        }
+
+        using var _ = GradMode.NoGrad();
+        if (root.GradFn is null) { Accumulate(root, seed); seed.Dispose(); return; }
+
+        // Dependency counts over the graph reachable from the root.
+        var deps = new Dictionary<GradNode, int>(ReferenceEqualityComparer.Instance);
+        var stack = new Stack<GradNode>();
+        stack.Push(root.GradFn);
+        deps[root.GradFn] = 0;
+        while (stack.Count > 0)
+        {
+            var n = stack.Pop();
+            if (n.IsReleased)
+                throw new InvalidOperationException($"backward: the graph through {n} was already freed (backward ran before without retainGraph: true, or its step scope closed)");
+            foreach (var e in n.Next)
+            {
+                if (e.Node is null) continue;
+                if (deps.TryGetValue(e.Node, out int c)) deps[e.Node] = c + 1;
+                else { deps[e.Node] = 1; stack.Push(e.Node); }
+            }
+        }
+
+        var pending = new Dictionary<GradNode, Tensor>(ReferenceEqualityComparer.Instance) { [root.GradFn] = seed };
+        var ready = new Stack<GradNode>();
+        ready.Push(root.GradFn);
+        while (ready.Count > 0)
+        {
+            var node = ready.Pop();
+            var g = pending[node];
+            pending.Remove(node);
+            Tensor?[] grads;
+            using (var gc = g.IsContiguous ? null : g.ContiguousRaw())
+                grads = node.Backward(gc ?? g);
+            g.Dispose();
+            if (!retainGraph) node.Release();
+
+            for (int i = 0; i < grads.Length; i++)
+            {
+                var gi = grads[i];
+                var e = node.Next[i];
+                if (gi is null || e.IsNone) continue;
+                if (e.Leaf is not null) Accumulate(e.Leaf, gi);
+                else
+                {
+                    var target = e.Node!;
+                    if (pending.TryGetValue(target, out var acc))
+                    {
+                        pending[target] = acc.Add(gi);
+                        acc.Dispose();
+                    }
+                    else pending[target] = gi.Alias();
+                    if (--deps[target] == 0) ready.Push(target);
+                }
+            }
+            // The rule's returned handles are ours; the buffers above hold their own.
+            foreach (var gi in grads.Distinct(ReferenceEqualityComparer.Instance)) (gi as Tensor)?.Dispose();
+        }
+        foreach (var leftover in pending.Values) leftover.Dispose();
+    }
+
+    private static void Accumulate(Tensor leaf, Tensor g)
+    {
+        if (!g.Sizes.SequenceEqual(leaf.Sizes))
+            throw new InvalidOperationException($"backward: gradient {g.ShapeString} does not match leaf {leaf.ShapeString}");
+        var gg = g.DType == leaf.DType ? g : g.To(leaf.DType);
+        if (leaf.Grad is null || leaf.Grad.IsDisposed)
+        {
+            var copy = Tensor.Empty(leaf.Shape, leaf.DType, leaf.Device);
+            Backends.Get(leaf.Device).Copy(gg, copy);
+            leaf.Grad = copy.Persist();
+        }
+        else
+        {
+            // In place: the leaf owns its gradient buffer.
+            Backends.Get(leaf.Device).Binary(BinaryOp.Add, leaf.Grad, gg, leaf.Grad);
+        }
+        if (!ReferenceEquals(gg, g)) gg.Dispose();
+    }
+}
+
+public static class BackwardExtensions
+{
+    extension(Tensor t)
+    {
+        /// <summary>
+        /// Computes gradients of this tensor with respect to every leaf that requires them, accumulating into
+        /// their <see cref="Tensor.Grad"/>. A non-scalar output needs <paramref name="gradient"/>. The graph is
+        /// freed as it is walked unless <paramref name="retainGraph"/> is set.
+        /// </summary>
+        public void Backward(Tensor? gradient = null, bool retainGraph = false) => Engine.Backward(t, gradient, retainGraph);
+    }
+}
