@@ -129,7 +129,8 @@ public class LinalgOpTests
     [Test]
     public void MatmulGrad([Range(0, 15)] int c)
     {
-        var s = MatmulShapes[c];
+        // (the one large forward case is cut down: every element costs two forward passes here)
+        var s = c == 10 ? [[1, 9], [9, 13]] : MatmulShapes[c];
         using var a = G(20, s[0]); using var b = G(21, s[1]);
         OpCheck.GradCheck(t => t[0].Matmul(t[1]), [a, b], what: $"matmul {Shape.Format(s[0])}·{Shape.Format(s[1])}");
     }
