@@ -36,9 +36,12 @@ def main():
     rounds = 7
     if args[:1] == ["--rounds"]:
         rounds, args = int(args[1]), args[2:]
+    other = None
+    if args[:1] == ["--against-dll"]:   # compare two builds of ours instead (for tuning)
+        other, args = args[1], args[2:]
     sizes = [int(a) for a in args] or [256, 1024, 2048]
     ours = start(["dotnet", DLL, "serve"])
-    torch = start(["/usr/bin/python3", os.path.join(HERE, "torch_sgemm.py"), "--serve"])
+    torch = start(["dotnet", other, "serve"] if other else ["/usr/bin/python3", os.path.join(HERE, "torch_sgemm.py"), "--serve"])
     print("load before:", open("/proc/loadavg").read().strip())
     res = {n: ([], []) for n in sizes}
     for r in range(rounds):
