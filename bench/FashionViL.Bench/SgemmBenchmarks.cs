@@ -32,7 +32,10 @@ public class SgemmBenchmarks
     public void Cleanup() { _a.Dispose(); _b.Dispose(); _c.Dispose(); }
 
     [Benchmark(Description = "Sgemm")]
-    public void Sgemm() => CpuBackend.Instance.MatMul(_a, _b, _c, false, false);
+    public void Sgemm() => CpuBackend.Instance.MatMul(_a, _b, _c, TransA, TransB);
+
+    /// <summary>Transpose flags for the quick mode (FVL_TRANS=NT etc.); the BenchmarkDotNet run uses NN.</summary>
+    internal static bool TransA, TransB;
 
     /// <summary>Floating-point operations of one call: 2·N³.</summary>
     public static double Flops(int n) => 2.0 * n * n * n;
@@ -68,6 +71,8 @@ public class SgemmBenchmarks
         var b = new SgemmBenchmarks { N = n };
         b.Setup();
         Parallelism.MaxThreads = threads;
+        var trans = Environment.GetEnvironmentVariable("FVL_TRANS") ?? "NN";
+        TransA = trans[0] == 'T'; TransB = trans[1] == 'T';
         int reps = n <= 256 ? 200 : n <= 1024 ? 15 : 5;
         for (int i = 0; i < 3; i++) b.Sgemm();
         var times = new double[reps];
@@ -81,7 +86,7 @@ public class SgemmBenchmarks
         double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
         Array.Sort(times);
         double med = times[reps / 2];
-        Console.WriteLine($"sgemm {n}^3 threads={threads}: median {med * 1e3:F3} ms, {Flops(n) / med / 1e9:F1} GFLOP/s (best {Flops(n) / times[0] / 1e9:F1}); {Flops(n) * reps / cpu / 1e9:F1} GFLOP per CPU-second");
+        Console.WriteLine($"sgemm {trans} {n}^3 threads={threads}: median {med * 1e3:F3} ms, {Flops(n) / med / 1e9:F1} GFLOP/s (best {Flops(n) / times[0] / 1e9:F1}); {Flops(n) * reps / cpu / 1e9:F1} GFLOP per CPU-second");
         b.Cleanup();
     }
 }
