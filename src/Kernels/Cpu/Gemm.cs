@@ -103,17 +103,19 @@ internal static unsafe class Gemm<T> where T : unmanaged, IFloatingPointIeee754<
         int nr = NR, K = g.K, M = g.M, N = g.N;
         T* a = g.A + b * g.StrideA, bm = g.B + b * g.StrideB, c = g.C + b * g.StrideC;
         int kcMax = KC, ncMax = Even(N, NC, nr);
-        // Row blocks: at most MC, and small enough that there are a few per thread to balance.
-        int mc = Math.Min(MC, Math.Max(4 * MR, RoundUp(Ceil(M, 3 * threads), MR)));
-        mc = Even(M, mc, MR);
-        int mBlocks = Ceil(M, mc);
+        // Row blocks: at most MC rows each, a multiple of the thread count in number, and equal to within MR rows,
+        // so that every thread gets the same work (9 blocks on 2 threads would idle one thread for a ninth of the time).
+        int units = Ceil(M, MR), maxUnits = MC / MR;
+        int mBlocks = Math.Min(units, RoundUp(Math.Max(Ceil(units, maxUnits), threads), threads));
+        int mc = Ceil(units, mBlocks) * MR;   // the largest block
         int kcFirst = Math.Min(kcMax, K);
         T* pb = Buffer(ref t_shared, ref t_sharedLen, (long)RoundUp(ncMax, nr) * kcFirst);
         for (int jc = 0; jc < N; jc += ncMax)
         {
             int nc = Math.Min(ncMax, N - jc);
             int panels = Ceil(nc, nr);
-            int nChunks = mBlocks >= 3 * threads ? 1 : Math.Min(panels, Ceil(3 * threads, mBlocks));
+            // Too few rows for one block per thread: split the columns as well.
+            int nChunks = mBlocks >= threads ? 1 : Math.Max(1, Math.Min(panels, RoundUp(threads, mBlocks) / mBlocks));
             for (int pc = 0; pc < K; pc += kcMax)
             {
                 int kc = Math.Min(kcMax, K - pc);
@@ -124,7 +126,8 @@ internal static unsafe class Gemm<T> where T : unmanaged, IFloatingPointIeee754<
                 Parallel.For(0, mBlocks * nChunks, opts, t =>
                 {
                     int ib = t / nChunks, jb = t % nChunks;
-                    int ic = ib * mc, mcs = Math.Min(mc, M - ic);
+                    int ic = Math.Min(M, (int)((long)units * ib / mBlocks) * MR);
+                    int mcs = Math.Min(M, (int)((long)units * (ib + 1) / mBlocks) * MR) - ic;
                     int j0 = panels * jb / nChunks * nr, j1 = Math.Min(nc, panels * (jb + 1) / nChunks * nr);
                     if (j0 >= j1) return;
                     T* pa = Buffer(ref t_packA, ref t_packALen, (long)RoundUp(mc, MR) * kcFirst);
