@@ -109,6 +109,9 @@ public class MatMulTests
         Check(1, 41, 260, 270, true, true, dtype, alpha: 2, seed: 51);
         Check(3, 70, 80, 100, false, true, dtype, withBias: true, seed: 52);
         Check(1, 7, 4100, 5, true, false, dtype, beta: 1, withBias: true, seed: 53);
+        Check(5, 40, 41, 70, true, false, dtype, beta: 0.5, seed: 54);             // many batches: one task per matrix
+        Check(1, 3, 700, 300, false, true, dtype, withBias: true, seed: 55);       // fewer rows than threads: columns split
+        Check(1, 13, 170, 300, true, true, dtype, seed: 56);
     }
 
     [Test]
