@@ -129,6 +129,20 @@ public class ViewAndReduceOpTests
         OpCheck.AssertClose(nc.Var([0, 2]), var02, 1e-12, 1e-12);
     }
 
+    [TestCase(7, 5)]
+    [TestCase(300, 2500)]   // more columns than one block of the leading-dims fast path
+    public void SumAndMeanOverLeadingDimsMatchScalarReference(int rows, int cols)
+    {
+        using var scope = Tensor.Scope();
+        var x = OpCheck.Rand([rows, cols], 5);
+        var v = Vals(x);
+        var sum = new double[cols];
+        for (int r = 0; r < rows; r++) for (int c = 0; c < cols; c++) sum[c] += v[r * cols + c];
+        OpCheck.Forward(t => t[0].Sum(0), _ => Tensor.FromArray(sum, cols), [x], 1e-5, 1e-5);
+        OpCheck.Forward(t => t[0].Mean(0), _ => Tensor.FromArray(sum.Select(s => s / rows).ToArray(), cols), [x], 1e-5, 1e-6);
+        OpCheck.Forward(t => t[0].Reshape(rows, 1, cols).Sum([0, 1]), _ => Tensor.FromArray(sum, cols), [x], 1e-5, 1e-5);
+    }
+
     [Test]
     public void ArgMaxTakesTheFirstOfTies()
     {
