@@ -47,8 +47,8 @@ public static partial class Ops
         if (p.StrideH < 1 || p.StrideW < 1 || p.DilationH < 1 || p.DilationW < 1 || p.PadTop < 0 || p.PadBottom < 0 || p.PadLeft < 0 || p.PadRight < 0)
             throw new ArgumentException($"{op}: invalid geometry {p} for input {x.ShapeString} (strides and dilations must be ≥ 1, paddings ≥ 0)");
         int kh = weight.Size(2), kw = weight.Size(3), ho = p.OutH(x.Size(2), kh), wo = p.OutW(x.Size(3), kw);
-        if (ho < 1 || wo < 1 || kh < 1 || kw < 1)
-            throw new ArgumentException($"{op}: input {x.ShapeString} is too small for weight {weight.ShapeString} with {p} (output would be {ho}×{wo})");
+        if (kh < 1 || kw < 1 || x.Size(2) + p.PadTop + p.PadBottom < p.DilationH * (kh - 1) + 1 || x.Size(3) + p.PadLeft + p.PadRight < p.DilationW * (kw - 1) + 1)
+            throw new ArgumentException($"{op}: input {x.ShapeString} is too small for weight {weight.ShapeString} with {p}");
 
         using var xc = x.ContiguousRaw();
         using var wc = weight.ContiguousRaw();
@@ -97,7 +97,7 @@ public static partial class Ops
         if (kernel < 1 || s < 1 || padding < 0 || padding > kernel / 2)
             throw new ArgumentException($"{op}: invalid kernel {kernel}, stride {s}, padding {padding} for input {x.ShapeString} (padding must be at most half the kernel)");
         int ho = p.OutH(x.Size(2)), wo = p.OutW(x.Size(3));
-        if (ho < 1 || wo < 1)
+        if (x.Size(2) + 2 * padding < kernel || x.Size(3) + 2 * padding < kernel)
             throw new ArgumentException($"{op}: input {x.ShapeString} is too small for kernel {kernel}, stride {s}, padding {padding}");
         using var xc = x.ContiguousRaw();
         int[] ys = [x.Size(0), x.Size(1), ho, wo], xs = x.Shape;
