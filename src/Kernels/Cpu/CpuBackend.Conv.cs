@@ -384,13 +384,6 @@ public sealed unsafe partial class CpuBackend
                 y.DataPtr<double>(), saveMean.DataPtr<double>(), saveInvStd.DataPtr<double>(), N, C, S);
     }
 
-    /// <summary>dst ← src·scale + shift.</summary>
-    private static void Affine<T>(ReadOnlySpan<T> src, T scale, T shift, Span<T> dst) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        TensorPrimitives.Multiply(src, scale, dst);
-        TensorPrimitives.Add(dst, shift, dst);
-    }
-
     private static T* P<T>(Tensor? t) where T : unmanaged => t is null ? null : t.DataPtr<T>();
 
     private static void BnFwdT<T>(T* x, T* w, T* b, T* rm, T* rv, bool training, double momentum, double eps,
@@ -398,23 +391,25 @@ public sealed unsafe partial class CpuBackend
     {
         nint px = (nint)x, pw = (nint)w, pb = (nint)b, prm = (nint)rm, prv = (nint)rv, py = (nint)y, psm = (nint)sm, psis = (nint)sis;
         long M = (long)N * S, cs = (long)C * S;
-        Parallelism.For(C, 3 * M, (s, e) =>
+        Parallelism.For(C, 2 * M, (s, e) =>
         {
             for (int c = s; c < e; c++)
             {
                 double mean, invStd;
                 if (training)
                 {
-                    double sum = 0;
-                    for (int n = 0; n < N; n++) { T* r = (T*)px + n * cs + (long)c * S; for (int i = 0; i < S; i++) sum += double.CreateTruncating(r[i]); }
-                    mean = M > 0 ? sum / M : 0;
-                    double ss = 0;
-                    for (int n = 0; n < N; n++) { T* r = (T*)px + n * cs + (long)c * S; for (int i = 0; i < S; i++) { double d = double.CreateTruncating(r[i]) - mean; ss += d * d; } }
-                    double var = M > 0 ? ss / M : 0;
+                    // One pass, shifted by the channel's first value so that the variance does not cancel.
+                    double shift = M > 0 ? double.CreateTruncating(((T*)px)[(long)c * S]) : 0, sum = 0, ss = 0;
+                    for (int n = 0; n < N; n++) NormMath<T>.SumSq((T*)px + n * cs + (long)c * S, S, shift, ref sum, ref ss);
+                    double d = M > 0 ? sum / M : 0;
+                    mean = shift + d;
+                    double var = M > 0 ? Math.Max(ss / M - d * d, 0) : 0;
                     invStd = 1.0 / Math.Sqrt(var + eps);
-                    if (M == 0) { } // nothing seen: leave the running statistics alone
-                    else if (prm != 0) { T* q = (T*)prm + c; *q = T.CreateTruncating((1 - momentum) * double.CreateTruncating(*q) + momentum * mean); }
-                    if (prv != 0 && M > 0) { T* q = (T*)prv + c; *q = T.CreateTruncating((1 - momentum) * double.CreateTruncating(*q) + momentum * (M > 1 ? ss / (M - 1) : 0)); }
+                    if (M > 0)
+                    {
+                        if (prm != 0) { T* q = (T*)prm + c; *q = T.CreateTruncating((1 - momentum) * double.CreateTruncating(*q) + momentum * mean); }
+                        if (prv != 0) { T* q = (T*)prv + c; *q = T.CreateTruncating((1 - momentum) * double.CreateTruncating(*q) + momentum * (M > 1 ? var * M / (M - 1) : 0)); }
+                    }
                 }
                 else
                 {
@@ -424,14 +419,9 @@ public sealed unsafe partial class CpuBackend
                 ((T*)psm)[c] = T.CreateTruncating(mean);
                 ((T*)psis)[c] = T.CreateTruncating(invStd);
                 double scale = invStd * (pw != 0 ? double.CreateTruncating(((T*)pw)[c]) : 1);
-                double shift = (pb != 0 ? double.CreateTruncating(((T*)pb)[c]) : 0) - mean * scale;
-                T tScale = T.CreateTruncating(scale), tShift = T.CreateTruncating(shift);
+                double shiftOut = (pb != 0 ? double.CreateTruncating(((T*)pb)[c]) : 0) - mean * scale;
                 for (int n = 0; n < N; n++)
-                {
-                    var src = new ReadOnlySpan<T>((T*)px + n * cs + (long)c * S, S);
-                    var dst = new Span<T>((T*)py + n * cs + (long)c * S, S);
-                    Affine(src, tScale, tShift, dst);
-                }
+                    NormMath<T>.Affine((T*)px + n * cs + (long)c * S, (T*)py + n * cs + (long)c * S, S, scale, shiftOut);
             }
         });
     }
@@ -467,29 +457,20 @@ public sealed unsafe partial class CpuBackend
                 double mean = double.CreateTruncating(((T*)psm)[c]), inv = double.CreateTruncating(((T*)psis)[c]);
                 double wc = pw != 0 ? double.CreateTruncating(((T*)pw)[c]) : 1;
                 // Σ gy and Σ gy·x̂ over the channel
-                double sg = 0, sgx = 0;
+                double sg = 0, sgc = 0;
                 for (int n = 0; n < N; n++)
-                {
-                    T* xr = (T*)px + n * cs + (long)c * S; T* gr = (T*)pgy + n * cs + (long)c * S;
-                    for (int i = 0; i < S; i++)
-                    {
-                        double g = double.CreateTruncating(gr[i]);
-                        sg += g; sgx += g * (double.CreateTruncating(xr[i]) - mean) * inv;
-                    }
-                }
+                    NormMath<T>.SumDot((T*)pgy + n * cs + (long)c * S, (T*)px + n * cs + (long)c * S, S, mean, ref sg, ref sgc);
+                double sgx = sgc * inv;
                 if (pgw != 0) ((T*)pgw)[c] = T.CreateTruncating(sgx);
                 if (pgb != 0) ((T*)pgb)[c] = T.CreateTruncating(sg);
-                // train: gx = w·inv·(gy − Σgy/M − x̂·Σ(gy·x̂)/M); eval: gx = w·inv·gy
+                // train: gx = k·(gy − Σgy/M − x̂·Σ(gy·x̂)/M), k = w·inv; eval: gx = k·gy. As a·gy + b·x + c:
                 double k = wc * inv;
                 double mg = training && M > 0 ? sg / M : 0, mgx = training && M > 0 ? sgx / M : 0;
+                double a = k, bx = -k * inv * mgx, c0 = -k * mg + k * inv * mgx * mean;
                 for (int n = 0; n < N; n++)
                 {
-                    T* xr = (T*)px + n * cs + (long)c * S; T* gr = (T*)pgy + n * cs + (long)c * S; T* o = (T*)pgx + n * cs + (long)c * S;
-                    for (int i = 0; i < S; i++)
-                    {
-                        double xh = (double.CreateTruncating(xr[i]) - mean) * inv;
-                        o[i] = T.CreateTruncating(k * (double.CreateTruncating(gr[i]) - mg - xh * mgx));
-                    }
+                    long o = n * cs + (long)c * S;
+                    NormMath<T>.Combine((T*)pgy + o, (T*)px + o, (T*)pgx + o, S, a, bx, c0);
                 }
             }
         });
@@ -526,24 +507,23 @@ public sealed unsafe partial class CpuBackend
         nint px = (nint)x, pw = (nint)w, pb = (nint)b, py = (nint)y, pm = (nint)mean, pr = (nint)rstd;
         int cg = C / G;
         long M = (long)cg * S;
-        Parallelism.For(N * G, 3 * M, (s, e) =>
+        Parallelism.For(N * G, 2 * M, (s, e) =>
         {
             for (int ng = s; ng < e; ng++)
             {
                 T* xs = (T*)px + ng * M; T* ys = (T*)py + ng * M;
-                double sum = 0;
-                for (long i = 0; i < M; i++) sum += double.CreateTruncating(xs[i]);
-                double mu = M > 0 ? sum / M : 0, ss = 0;
-                for (long i = 0; i < M; i++) { double d = double.CreateTruncating(xs[i]) - mu; ss += d * d; }
-                double r = 1.0 / Math.Sqrt((M > 0 ? ss / M : 0) + eps);
+                double shift = M > 0 ? double.CreateTruncating(xs[0]) : 0, sum = 0, ss = 0;
+                NormMath<T>.SumSq(xs, M, shift, ref sum, ref ss);
+                double d = M > 0 ? sum / M : 0, mu = shift + d;
+                double r = 1.0 / Math.Sqrt((M > 0 ? Math.Max(ss / M - d * d, 0) : 0) + eps);
                 ((T*)pm)[ng] = T.CreateTruncating(mu); ((T*)pr)[ng] = T.CreateTruncating(r);
                 int c0 = ng % G * cg;
                 for (int j = 0; j < cg; j++)
                 {
                     int c = c0 + j;
                     double scale = r * (pw != 0 ? double.CreateTruncating(((T*)pw)[c]) : 1);
-                    double shift = (pb != 0 ? double.CreateTruncating(((T*)pb)[c]) : 0) - mu * scale;
-                    Affine(new ReadOnlySpan<T>(xs + (long)j * S, S), T.CreateTruncating(scale), T.CreateTruncating(shift), new Span<T>(ys + (long)j * S, S));
+                    double shiftOut = (pb != 0 ? double.CreateTruncating(((T*)pb)[c]) : 0) - mu * scale;
+                    NormMath<T>.Affine(xs + (long)j * S, ys + (long)j * S, S, scale, shiftOut);
                 }
             }
         });
@@ -580,24 +560,16 @@ public sealed unsafe partial class CpuBackend
                 double sg = 0, sgx = 0;
                 for (int j = 0; j < cg; j++)
                 {
-                    double wc = pw != 0 ? double.CreateTruncating(((T*)pw)[c0 + j]) : 1;
-                    for (int i = 0; i < S; i++)
-                    {
-                        long k = (long)j * S + i;
-                        double g = double.CreateTruncating(gs[k]) * wc;
-                        sg += g; sgx += g * (double.CreateTruncating(xs[k]) - mu) * r;
-                    }
+                    double wc = pw != 0 ? double.CreateTruncating(((T*)pw)[c0 + j]) : 1, a = 0, b = 0;
+                    NormMath<T>.SumDot(gs + (long)j * S, xs + (long)j * S, S, mu, ref a, ref b);
+                    sg += wc * a; sgx += wc * b * r;
                 }
                 double mg = M > 0 ? sg / M : 0, mgx = M > 0 ? sgx / M : 0;
                 for (int j = 0; j < cg; j++)
                 {
                     double wc = pw != 0 ? double.CreateTruncating(((T*)pw)[c0 + j]) : 1;
-                    for (int i = 0; i < S; i++)
-                    {
-                        long k = (long)j * S + i;
-                        double xh = (double.CreateTruncating(xs[k]) - mu) * r;
-                        os[k] = T.CreateTruncating(r * (double.CreateTruncating(gs[k]) * wc - mg - xh * mgx));
-                    }
+                    long o = (long)j * S;
+                    NormMath<T>.Combine(gs + o, xs + o, os + o, S, r * wc, -r * r * mgx, -r * mg + r * r * mgx * mu);
                 }
             }
         });
@@ -612,13 +584,10 @@ public sealed unsafe partial class CpuBackend
                 for (int n = 0; n < N; n++)
                 {
                     long ng = (long)n * G + g;
-                    double mu = double.CreateTruncating(((T*)pm)[ng]), r = double.CreateTruncating(((T*)pr)[ng]);
-                    T* xs = (T*)px + ((long)n * C + c) * S; T* gs = (T*)pgy + ((long)n * C + c) * S;
-                    for (int i = 0; i < S; i++)
-                    {
-                        double gv = double.CreateTruncating(gs[i]);
-                        sb += gv; sw += gv * (double.CreateTruncating(xs[i]) - mu) * r;
-                    }
+                    double mu = double.CreateTruncating(((T*)pm)[ng]), r = double.CreateTruncating(((T*)pr)[ng]), a = 0, b = 0;
+                    long o = ((long)n * C + c) * S;
+                    NormMath<T>.SumDot((T*)pgy + o, (T*)px + o, S, mu, ref a, ref b);
+                    sb += a; sw += b * r;
                 }
                 if (pgw != 0) ((T*)pgw)[c] = T.CreateTruncating(sw);
                 if (pgb != 0) ((T*)pgb)[c] = T.CreateTruncating(sb);
