@@ -192,14 +192,15 @@ public class ConvKernelTests
         return (y, idx);
     }
 
-    [TestCase(1, 1, 5, 5, 3, 2, 1, TestName = "MaxPool 3x3 s2 p1 (ResNet) odd input")]
-    [TestCase(2, 3, 8, 7, 3, 2, 1, TestName = "MaxPool 3x3 s2 p1 even/odd")]
-    [TestCase(1, 2, 6, 6, 2, 2, 0, TestName = "MaxPool 2x2 s2")]
-    [TestCase(1, 2, 5, 6, 3, 1, 1, TestName = "MaxPool 3x3 s1 p1 overlapping")]
-    public void MaxPoolMatchesReference(int N, int C, int H, int W, int k, int s, int pad)
+    [TestCase(1, 1, 5, 5, 3, 3, 2, 2, 1, 1, TestName = "MaxPool 3x3 s2 p1 (ResNet) odd input")]
+    [TestCase(2, 3, 8, 7, 3, 3, 2, 2, 1, 1, TestName = "MaxPool 3x3 s2 p1 even/odd")]
+    [TestCase(1, 2, 6, 6, 2, 2, 2, 2, 0, 0, TestName = "MaxPool 2x2 s2")]
+    [TestCase(1, 2, 5, 6, 3, 3, 1, 1, 1, 1, TestName = "MaxPool 3x3 s1 p1 overlapping")]
+    [TestCase(2, 1, 7, 9, 2, 5, 1, 3, 1, 2, TestName = "MaxPool 2x5 s(1,3) p(1,2) non-square")]
+    public void MaxPoolMatchesReference(int N, int C, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw)
     {
         using var scope = Tensor.Scope();
-        var p = new Pool2dParams(k, k, s, s, pad, pad);
+        var p = new Pool2dParams(kh, kw, sh, sw, ph, pw);
         // Negative values: a zero-padded implementation would wrongly return 0 at the borders.
         var x = OpCheck.Rand([N, C, H, W], 21, DType.Float64, -3, -1);
         var (yRef, iRef) = RefMaxPool(x.ToArray<double>(), N * C, H, W, p);

@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 using FashionViL.Tensors;
 
@@ -216,33 +217,59 @@ public sealed unsafe partial class CpuBackend
         Parallelism.For(planes, (long)Ho * Wo * p.KernelH * p.KernelW, (s, e) =>
         {
             for (int pl = s; pl < e; pl++)
+                MaxPoolPlane((T*)px + (long)pl * H * W, (T*)py + (long)pl * Ho * Wo, (long*)pi + (long)pl * Ho * Wo, H, W, Ho, Wo,
+                    p.KernelH, p.KernelW, p.StrideH, p.StrideW, p.PadH, p.PadW);
+        });
+    }
+
+    private static void MaxPoolPlane<T>(T* xs, T* ys, long* ids, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int ph, int pw)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        // Tap-major order over a whole output row: each output still sees its window in row-major order (so the
+        // first max wins, and NaN wins as in PyTorch, padding being −∞), but consecutive iterations are independent.
+        for (int oh = 0; oh < Ho; oh++)
+        {
+            T* yr = ys + oh * Wo; long* ir = ids + oh * Wo;
+            int h0 = Math.Max(oh * sh - ph, 0), h1 = Math.Min(oh * sh - ph + kh, H);
+            for (int ow = 0; ow < Wo; ow++)
             {
-                T* xs = (T*)px + (long)pl * H * W;
-                T* ys = (T*)py + (long)pl * Ho * Wo;
-                long* ids = (long*)pi + (long)pl * Ho * Wo;
-                for (int oh = 0; oh < Ho; oh++)
+                int first = h0 * W + Math.Max(ow * sw - pw, 0);
+                yr[ow] = xs[first]; ir[ow] = first;
+            }
+            for (int ih = h0; ih < h1; ih++)
+            {
+                T* row = xs + ih * W;
+                for (int k = 0; k < kw; k++)
                 {
-                    int h0 = oh * p.StrideH - p.PadH, h1 = Math.Min(h0 + p.KernelH, H);
-                    h0 = Math.Max(h0, 0);
-                    for (int ow = 0; ow < Wo; ow++)
+                    int off = k - pw; // iw = ow·sw + off
+                    int lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+                    int hi = W - 1 - off < 0 ? 0 : Math.Min(Wo, (W - 1 - off) / sw + 1);
+                    for (int ow = lo; ow < hi; ow++)
                     {
-                        int w0 = ow * p.StrideW - p.PadW, w1 = Math.Min(w0 + p.KernelW, W);
-                        w0 = Math.Max(w0, 0);
-                        // Padding is −∞, so the max is over the in-image part; the first max wins, NaN propagates.
-                        int best = h0 * W + w0;
-                        T bv = xs[best];
-                        for (int ih = h0; ih < h1 && !T.IsNaN(bv); ih++)
-                            for (int iw = w0; iw < w1; iw++)
-                            {
-                                T v = xs[ih * W + iw];
-                                if (v > bv || T.IsNaN(v)) { bv = v; best = ih * W + iw; if (T.IsNaN(v)) break; }
-                            }
-                        ys[oh * Wo + ow] = bv;
-                        ids[oh * Wo + ow] = best;
+                        int iw = ow * sw + off;
+                        T v = row[iw], bv = yr[ow];
+                        bool take = (v > bv) | T.IsNaN(v);
+                        // Branch-free select: on real data the comparison is unpredictable.
+                        long m = -(long)Unsafe.As<bool, byte>(ref take);
+                        yr[ow] = SelectBits(m, v, bv);
+                        ir[ow] = ((long)(ih * W + iw) & m) | (ir[ow] & ~m);
                     }
                 }
             }
-        });
+        }
+    }
+
+    /// <summary>a where the mask <paramref name="m"/> is all ones, b where it is zero (bitwise, so −0 and NaN payloads survive).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T SelectBits<T>(long m, T a, T b) where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            int mi = (int)m, r = (Unsafe.As<T, int>(ref a) & mi) | (Unsafe.As<T, int>(ref b) & ~mi);
+            return Unsafe.As<int, T>(ref r);
+        }
+        long r2 = (Unsafe.As<T, long>(ref a) & m) | (Unsafe.As<T, long>(ref b) & ~m);
+        return Unsafe.As<long, T>(ref r2);
     }
 
     public void MaxPool2dBackward(Tensor gy, Tensor indices, Tensor gx)
