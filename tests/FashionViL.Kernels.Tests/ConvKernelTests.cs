@@ -157,6 +157,9 @@ public class ConvKernelTests
         var small = Tensor.Zeros([1, 3, 4, 4]);
         ex = Assert.Throws<ArgumentException>(() => Cpu.Conv2dForward(small, w3, null, y, Conv2dParams.Symmetric(1, 0)));
         Assert.That(ex!.Message, Does.Contain("conv2d").And.Contain("[1, 3, 4, 4]").And.Contain("too small"));
+        // (6 − 7)/2 truncates to 0 in integer division: the kernel does not fit even though OutH says 1.
+        ex = Assert.Throws<ArgumentException>(() => Cpu.Conv2dForward(Tensor.Zeros([1, 3, 6, 6]), w3, null, Tensor.Zeros([1, 64, 1, 1]), Conv2dParams.Symmetric(2, 0)));
+        Assert.That(ex!.Message, Does.Contain("conv2d").And.Contain("[1, 3, 6, 6]").And.Contain("too small"));
         var bias = Tensor.Zeros([63]);
         ex = Assert.Throws<ArgumentException>(() => Cpu.Conv2dForward(x, w3, bias, y, Conv2dParams.Symmetric(2, 3)));
         Assert.That(ex!.Message, Does.Contain("conv2d: bias [63]"));

@@ -28,8 +28,8 @@ public sealed unsafe partial class CpuBackend
         if (x.Size(1) != w.Size(1))
             throw new ArgumentException($"{op}: {xName} {x.ShapeString} has {x.Size(1)} channels, weight {w.ShapeString} expects {w.Size(1)}");
         var g = new ConvGeom(x.Size(0), x.Size(1), x.Size(2), x.Size(3), w.Size(0), w.Size(2), w.Size(3), p);
-        if (g.Ho < 1 || g.Wo < 1 || w.Size(2) < 1 || w.Size(3) < 1)
-            throw new ArgumentException($"{op}: {xName} {x.ShapeString} is too small for weight {w.ShapeString} with {p} (output would be {g.Ho}×{g.Wo})");
+        if (!ConvFits(g.H, g.W, g.Kh, g.Kw, p))
+            throw new ArgumentException($"{op}: {xName} {x.ShapeString} is too small for weight {w.ShapeString} with {p}");
         int[] want = [g.N, g.Cout, g.Ho, g.Wo];
         if (!y.Sizes.SequenceEqual(want))
             throw new ArgumentException($"{op}: {yName} {y.ShapeString} should be {Shape.Format(want)} for {xName} {x.ShapeString} and weight {w.ShapeString}");
@@ -38,6 +38,10 @@ public sealed unsafe partial class CpuBackend
         RequireContiguous(y, op, yName);
         return g;
     }
+
+    /// <summary>Whether the dilated kernel fits in the padded input (Conv2dParams.OutH alone truncates toward zero).</summary>
+    internal static bool ConvFits(int h, int w, int kh, int kw, Conv2dParams p)
+        => kh >= 1 && kw >= 1 && h + p.PadTop + p.PadBottom >= p.DilationH * (kh - 1) + 1 && w + p.PadLeft + p.PadRight >= p.DilationW * (kw - 1) + 1;
 
     private static void BiasCheck(string op, Tensor? b, int c, DType dt, string name = "bias")
     {
@@ -194,7 +198,7 @@ public sealed unsafe partial class CpuBackend
         if (p.KernelH < 1 || p.KernelW < 1 || p.StrideH < 1 || p.StrideW < 1 || p.PadH < 0 || p.PadW < 0 || p.PadH > p.KernelH / 2 || p.PadW > p.KernelW / 2)
             throw new ArgumentException($"{op}: invalid geometry {p} (padding must be at most half the kernel)");
         int N = x.Size(0), C = x.Size(1), H = x.Size(2), W = x.Size(3), Ho = p.OutH(H), Wo = p.OutW(W);
-        if (Ho < 1 || Wo < 1) throw new ArgumentException($"{op}: input {x.ShapeString} is too small for {p}");
+        if (H + 2 * p.PadH < p.KernelH || W + 2 * p.PadW < p.KernelW) throw new ArgumentException($"{op}: input {x.ShapeString} is too small for {p}");
         int[] want = [N, C, Ho, Wo];
         if (!y.Sizes.SequenceEqual(want) || !indices.Sizes.SequenceEqual(want))
             throw new ArgumentException($"{op}: output {y.ShapeString} and indices {indices.ShapeString} should be {Shape.Format(want)} for input {x.ShapeString}");
