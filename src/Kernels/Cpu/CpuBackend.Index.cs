@@ -109,7 +109,7 @@ public sealed unsafe partial class CpuBackend
         int d = Shape.Dim(dim, x.Rank, op);
         if (index.Rank > 1) throw new ArgumentException($"{op}: index {index.ShapeString} must be 1-D");
         RequireDType(x, y, op);
-        RequireContiguous(y, op, "output");
+        if (y.Numel > 0) RequireContiguous(y, op, "output"); // empty tensors report non-contiguous strides
         var want = x.Shape; want[d] = index.Numel;
         if (!y.Sizes.SequenceEqual(want)) throw new ArgumentException($"{op}: output {y.ShapeString} must be {Shape.Format(want)} for input {x.ShapeString} and index {index.ShapeString} on dim {d}");
         var idx = ReadIndices(index, x.Sizes[d], op, d);
@@ -230,7 +230,7 @@ public sealed unsafe partial class CpuBackend
             if (i != d && index.Sizes[i] > x.Sizes[i])
                 throw new ArgumentException($"{op}: index {index.ShapeString} is larger than input {x.ShapeString} in dim {i}");
         RequireDType(x, y, op);
-        RequireContiguous(y, op, "output");
+        if (y.Numel > 0) RequireContiguous(y, op, "output"); // empty tensors report non-contiguous strides
         if (!y.Sizes.SequenceEqual(index.Sizes)) throw new ArgumentException($"{op}: output {y.ShapeString} must have the index's shape {index.ShapeString}");
         var idx = ReadIndices(index, x.Sizes[d], op, d);
         if (y.Numel == 0) return;
@@ -375,7 +375,7 @@ public sealed unsafe partial class CpuBackend
     {
         const string op = "masked_select";
         RequireDType(x, y, op);
-        RequireContiguous(y, op, "output");
+        if (y.Numel > 0) RequireContiguous(y, op, "output"); // empty tensors report non-contiguous strides
         var (m, start) = MaskPrefix(mask, x, op);
         using var _ = m;
         int count = start[^1];
