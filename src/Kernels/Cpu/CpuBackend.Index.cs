@@ -361,9 +361,8 @@ public sealed unsafe partial class CpuBackend
             {
                 for (int c = s; c < e; c++)
                 {
-                    int a = c * MaskChunk, b = Math.Min(total, a + MaskChunk), cnt = 0;
-                    for (int i = a; i < b; i++) cnt += mp[i] != 0 ? 1 : 0;
-                    start[c + 1] = cnt;
+                    int a = c * MaskChunk, b = Math.Min(total, a + MaskChunk);
+                    start[c + 1] = (b - a) - new ReadOnlySpan<byte>(mp + a, b - a).Count((byte)0);
                 }
             });
             for (int c = 0; c < chunks; c++) start[c + 1] += start[c];
