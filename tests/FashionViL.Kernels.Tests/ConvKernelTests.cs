@@ -114,23 +114,30 @@ public class ConvKernelTests
         }
     }
 
-    [Test]
-    public void Conv2dChunksTheBatchWhenTheColumnBufferIsCapped()
+    // K = 18, P = 15 here: 270 = one image per chunk, 540 = chunks of 2 and 1,
+    // 180 = bands of 2 output rows (and a last band of 1), 1 = bands of one row.
+    [TestCase(270L)]
+    [TestCase(540L)]
+    [TestCase(180L)]
+    [TestCase(1L)]
+    public void Conv2dChunksWhenTheColumnBufferIsCapped(long budget)
     {
         using var scope = Tensor.Scope();
         int N = 3, Cin = 2, H = 6, W = 5, Cout = 3;
         var p = new Conv2dParams(2, 1, 1, 0, 1, 1);
         var x = OpCheck.Rand([N, Cin, H, W], 11); var w = OpCheck.Rand([Cout, Cin, 3, 3], 12);
+        var b = OpCheck.Rand([Cout], 14);
         var (Ho, Wo) = OutSize(H, W, 3, 3, p);
+        Assert.That((Ho, Wo), Is.EqualTo((3, 5)), "geometry the budgets above were chosen for");
         var gy = OpCheck.Rand([N, Cout, Ho, Wo], 13);
         double[] xd = x.ToArray<double>(), wd = w.ToArray<double>(), gyd = gy.ToArray<double>();
         long saved = CpuBackend.ConvColumnBudget;
         try
         {
-            CpuBackend.ConvColumnBudget = 1; // one image per chunk
+            CpuBackend.ConvColumnBudget = budget;
             var y = Tensor.Empty([N, Cout, Ho, Wo], DType.Float64);
-            Cpu.Conv2dForward(x, w, null, y, p);
-            OpCheck.AssertClose(y, RefConv(xd, wd, null, N, Cin, H, W, Cout, 3, 3, p), 1e-12, 1e-12, "forward");
+            Cpu.Conv2dForward(x, w, b, y, p);
+            OpCheck.AssertClose(y, RefConv(xd, wd, b.ToArray<double>(), N, Cin, H, W, Cout, 3, 3, p), 1e-12, 1e-12, "forward");
             var gx = Tensor.Empty([N, Cin, H, W], DType.Float64);
             Cpu.Conv2dBackwardInput(gy, w, gx, p);
             OpCheck.AssertClose(gx, RefConvGradInput(gyd, wd, N, Cin, H, W, Cout, 3, 3, p), 1e-12, 1e-12, "grad input");

@@ -69,7 +69,7 @@ public sealed unsafe partial class CpuBackend
             using var yv = View3(y, g.N, g.Cout, P, imgY, P, y.Offset);
             MatMul(wv, xv, yv, false, false);
         }
-        else
+        else if ((long)K * P <= ConvColumnBudget)
         {
             int nb = (int)Math.Clamp(ConvColumnBudget / Math.Max(1L * K * P, 1), 1, g.N);
             using var col = Tensor.Empty([nb, K, P], x.DType, x.Device);
@@ -83,6 +83,28 @@ public sealed unsafe partial class CpuBackend
                 using var yv = View3(y, cnt, g.Cout, P, imgY, P, y.Offset + n0 * imgY);
                 MatMul(wv, cv, yv, false, false);
             }
+        }
+        else
+        {
+            // One image's columns exceed the budget (e.g. the VQ-VAE's 3×3 convs at full resolution):
+            // unfold bands of output rows, multiply into a band buffer, and copy the band into y.
+            int rows = (int)Math.Clamp(ConvColumnBudget / Math.Max(1L * K * g.Wo, 1), 1, g.Ho);
+            using var col = Tensor.Empty([K, rows * g.Wo], x.DType, x.Device);
+            using var band = Tensor.Empty([g.Cout, rows * g.Wo], x.DType, x.Device);
+            using var wv = View3(w, 1, g.Cout, K, 0, K, w.Offset);
+            for (int n = 0; n < g.N; n++)
+                for (int oh0 = 0; oh0 < g.Ho; oh0 += rows)
+                {
+                    int cnt = Math.Min(rows, g.Ho - oh0), pt = cnt * g.Wo;
+                    if (x.DType == DType.Float32) Im2Col<float>.Unfold(x.DataPtr<float>() + (long)n * imgX, col.DataPtr<float>(), 1, g, 0, pt, oh0, cnt);
+                    else Im2Col<double>.Unfold(x.DataPtr<double>() + (long)n * imgX, col.DataPtr<double>(), 1, g, 0, pt, oh0, cnt);
+                    using var cv = View3(col, 1, K, pt, 0, pt, col.Offset);
+                    using var bv = View3(band, 1, g.Cout, pt, 0, pt, band.Offset);
+                    MatMul(wv, cv, bv, false, false);
+                    using var src = band.AsStrided([g.Cout, pt], [pt, 1], band.Offset);
+                    using var dst = y.AsStrided([g.Cout, pt], [P, 1], y.Offset + n * imgY + oh0 * g.Wo);
+                    Copy(src, dst);
+                }
         }
         if (bias is not null)
         {

@@ -42,14 +42,16 @@ internal static unsafe class Im2Col<T> where T : unmanaged, IFloatingPointIeee75
 {
     /// <summary>
     /// Unfolds images [nb, Cin, H, W] at <paramref name="x"/> into columns: image i's tap row r starts at
-    /// col + i·<paramref name="imageStride"/> + r·<paramref name="rowStride"/> and holds Ho·Wo values.
+    /// col + i·<paramref name="imageStride"/> + r·<paramref name="rowStride"/> and holds the
+    /// <paramref name="ohCount"/>·Wo values of output rows [ohStart, ohStart + ohCount) (all rows when ohCount &lt; 0).
     /// (imageStride, rowStride) = (K·P, P) gives [nb, K, P]; (P, nb·P) gives [K, nb·P].
     /// </summary>
-    public static void Unfold(T* x, T* col, int nb, in ConvGeom g, long imageStride, long rowStride)
+    public static void Unfold(T* x, T* col, int nb, in ConvGeom g, long imageStride, long rowStride, int ohStart = 0, int ohCount = -1)
     {
         var geo = g;
         int planes = nb * g.Cin;
-        long work = (long)g.Kh * g.Kw * g.Positions;
+        int oh0 = ohStart, oh1 = ohCount < 0 ? g.Ho : ohStart + ohCount;
+        long work = (long)g.Kh * g.Kw * (oh1 - oh0) * g.Wo;
         nint px = (nint)x, pc = (nint)col;
         int taps = g.Kh * g.Kw;
         Parallelism.For(planes, work, (s, e) =>
@@ -57,12 +59,12 @@ internal static unsafe class Im2Col<T> where T : unmanaged, IFloatingPointIeee75
             for (int pl = s; pl < e; pl++)
             {
                 int i = pl / geo.Cin, c = pl % geo.Cin;
-                UnfoldPlane((T*)px + (long)pl * geo.H * geo.W, (T*)pc + i * imageStride + (long)c * taps * rowStride, rowStride, geo);
+                UnfoldPlane((T*)px + (long)pl * geo.H * geo.W, (T*)pc + i * imageStride + (long)c * taps * rowStride, rowStride, geo, oh0, oh1);
             }
         });
     }
 
-    private static void UnfoldPlane(T* src, T* dst0, long rowStride, in ConvGeom g)
+    private static void UnfoldPlane(T* src, T* dst0, long rowStride, in ConvGeom g, int oh0, int oh1)
     {
         int sh = g.P.StrideH, sw = g.P.StrideW, Wo = g.Wo;
         for (int kh = 0; kh < g.Kh; kh++)
@@ -73,7 +75,7 @@ internal static unsafe class Im2Col<T> where T : unmanaged, IFloatingPointIeee75
                 T* dst = dst0 + (kh * g.Kw + kw) * rowStride;
                 g.ValidCols(kw, out int lo, out int hi);
                 int offW = kw * g.P.DilationW - g.P.PadLeft;
-                for (int oh = 0; oh < g.Ho; oh++, dst += Wo)
+                for (int oh = oh0; oh < oh1; oh++, dst += Wo)
                 {
                     int ih = oh * sh + offH;
                     if ((uint)ih >= (uint)g.H) { new Span<T>(dst, Wo).Clear(); continue; }
