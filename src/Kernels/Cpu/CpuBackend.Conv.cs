@@ -12,7 +12,10 @@ namespace FashionViL.Kernels.Cpu;
 /// </summary>
 public sealed unsafe partial class CpuBackend
 {
-    /// <summary>Upper bound on the elements of one im2col buffer; the batch is processed in chunks that fit (at least one image each).</summary>
+    /// <summary>
+    /// Upper bound on the elements of one im2col buffer (default 8M, 32 MB of float32): the batch is processed in
+    /// chunks of images that fit, and a forward image too large on its own in bands of output rows.
+    /// </summary>
     public static long ConvColumnBudget { get; set; } = 1L << 23;
 
     // ------------------------------------------------------------------ conv2d
