@@ -1,5 +1,6 @@
 using System.Runtime.Intrinsics;
 using BenchmarkDotNet.Running;
+using FashionViL.Kernels.Cpu;
 
 namespace FashionViL.Bench;
 
@@ -16,7 +17,18 @@ public static class Program
         if (args.Length > 0 && args[0] == "quick")
         {
             var sizes = args.Length > 1 ? args[1..].Select(int.Parse).ToArray() : [256, 1024, 2048];
-            foreach (var n in sizes) SgemmBenchmarks.Quick(n, threads: 2);
+            int threads = int.TryParse(Environment.GetEnvironmentVariable("FVL_THREADS"), out var t) ? t : 2;
+            foreach (var n in sizes) SgemmBenchmarks.Quick(n, threads);
+            return 0;
+        }
+        if (args.Length > 0 && args[0] == "serve")
+        {
+            // Line protocol for tools/bench/compare_sgemm.py: each input line is a size N; the reply is the median seconds.
+            Parallelism.MaxThreads = int.TryParse(Environment.GetEnvironmentVariable("FVL_THREADS"), out var st) ? st : 2;
+            Console.WriteLine("ready");
+            string? line;
+            while ((line = Console.ReadLine()) is not null && line.Length > 0)
+                Console.WriteLine(SgemmBenchmarks.MedianSeconds(int.Parse(line)).ToString("R", System.Globalization.CultureInfo.InvariantCulture));
             return 0;
         }
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

@@ -52,6 +52,8 @@ internal static unsafe class Gemm<T> where T : unmanaged, IFloatingPointIeee754<
     [ThreadStatic] private static long t_packALen;
     [ThreadStatic] private static T* t_packB;
     [ThreadStatic] private static long t_packBLen;
+    [ThreadStatic] private static T* t_shared;
+    [ThreadStatic] private static long t_sharedLen;
 
     private static T* Buffer(ref T* buf, ref long len, long need)
     {
@@ -80,30 +82,61 @@ internal static unsafe class Gemm<T> where T : unmanaged, IFloatingPointIeee754<
             return;
         }
 
-        // Items: each batch is cut into `parts` pieces along the larger of M and N, so the item count is a
-        // multiple of the thread count and every thread gets the same amount of work.
-        int parts = threads / Gcd(g.Batch, threads);
-        bool splitM = g.M >= g.N;
-        int extent = splitM ? g.M : g.N, align = splitM ? MR : NR;
-        int units = (extent + align - 1) / align;
-        parts = Math.Max(1, Math.Min(parts, units));
-        long items = (long)g.Batch * parts;
-        threads = (int)Math.Min(threads, items);
         var args = g;
-        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+        var opts = new ParallelOptions { MaxDegreeOfParallelism = threads };
+        if (g.Batch >= 2 * threads)
         {
-            long i0 = items * t / threads, i1 = items * (t + 1) / threads;
-            for (long it = i0; it < i1; it++)
-            {
-                int b = (int)(it / parts), p = (int)(it % parts);
-                int s = (int)((long)units * p / parts) * align, e = Math.Min(extent, (int)((long)units * (p + 1) / parts) * align);
-                if (s >= e) continue;
-                if (splitM) Serial(args, b, s, e, 0, args.N); else Serial(args, b, 0, args.M, s, e);
-            }
-        });
+            // Plenty of independent matrices: one per task, scheduled dynamically.
+            Parallel.For(0, g.Batch, opts, b => Serial(args, b, 0, args.M, 0, args.N));
+            return;
+        }
+        for (int b = 0; b < g.Batch; b++) SharedB(args, b, threads, opts);
     }
 
-    private static int Gcd(int a, int b) { while (b != 0) (a, b) = (b, a % b); return a; }
+    /// <summary>
+    /// One matrix on several threads: each K×NC block of B is packed once (in parallel) into a buffer all threads
+    /// read, then tasks of (MC rows × a range of B panels) are handed out dynamically, each packing its own A block.
+    /// Dynamic scheduling keeps both cores busy even when one of them is shared with other processes.
+    /// </summary>
+    private static void SharedB(GemmArgs<T> g, int b, int threads, ParallelOptions opts)
+    {
+        int nr = NR, K = g.K, M = g.M, N = g.N;
+        T* a = g.A + b * g.StrideA, bm = g.B + b * g.StrideB, c = g.C + b * g.StrideC;
+        int kcMax = KC, ncMax = Even(N, NC, nr);
+        // Row blocks: at most MC, and small enough that there are a few per thread to balance.
+        int mc = Math.Min(MC, Math.Max(4 * MR, RoundUp(Ceil(M, 3 * threads), MR)));
+        mc = Even(M, mc, MR);
+        int mBlocks = Ceil(M, mc);
+        int kcFirst = Math.Min(kcMax, K);
+        T* pb = Buffer(ref t_shared, ref t_sharedLen, (long)RoundUp(ncMax, nr) * kcFirst);
+        for (int jc = 0; jc < N; jc += ncMax)
+        {
+            int nc = Math.Min(ncMax, N - jc);
+            int panels = Ceil(nc, nr);
+            int nChunks = mBlocks >= 3 * threads ? 1 : Math.Min(panels, Ceil(3 * threads, mBlocks));
+            for (int pc = 0; pc < K; pc += kcMax)
+            {
+                int kc = Math.Min(kcMax, K - pc);
+                bool first = pc == 0;
+                int jcc = jc, pcc = pc;
+                Parallel.For(0, panels, opts, p =>
+                    PackB(g, bm, pb + (long)p * nr * kc, pcc, kc, jcc + p * nr, Math.Min(nr, nc - p * nr)));
+                Parallel.For(0, mBlocks * nChunks, opts, t =>
+                {
+                    int ib = t / nChunks, jb = t % nChunks;
+                    int ic = ib * mc, mcs = Math.Min(mc, M - ic);
+                    int j0 = panels * jb / nChunks * nr, j1 = Math.Min(nc, panels * (jb + 1) / nChunks * nr);
+                    if (j0 >= j1) return;
+                    T* pa = Buffer(ref t_packA, ref t_packALen, (long)RoundUp(mc, MR) * kcFirst);
+                    PackA(g, a, pa, ic, mcs, pcc, kc);
+                    Macro(g, pa, pb, c, ic, mcs, jcc, j0, j1, kc, first);
+                });
+            }
+        }
+    }
+
+    private static int Ceil(int a, int b) => (a + b - 1) / b;
+    private static int RoundUp(int a, int b) => Ceil(a, b) * b;
 
     /// <summary>C ← beta·C + bias when there is nothing to multiply.</summary>
     private static void ScaleC(in GemmArgs<T> g, T* c)
@@ -130,8 +163,9 @@ internal static unsafe class Gemm<T> where T : unmanaged, IFloatingPointIeee754<
         int ncAll = Math.Min(ncMax, n1 - n0), mcAll = Math.Min(mcMax, m1 - m0);
         T* pa = Buffer(ref t_packA, ref t_packALen, (long)((mcAll + MR - 1) / MR * MR) * kcFirst);
         T* pb = Buffer(ref t_packB, ref t_packBLen, (long)((ncAll + nr - 1) / nr * nr) * kcFirst);
-        T* tile = stackalloc T[MR * 2 * Vector512<T>.Count];
-
+        // Even out the blocks so that no block is a thin remainder (e.g. 130 rows → 66 + 64, not 126 + 4).
+        mcMax = Even(m1 - m0, mcMax, MR);
+        ncMax = Even(n1 - n0, ncMax, nr);
         for (int jc = n0; jc < n1; jc += ncMax)
         {
             int nc = Math.Min(ncMax, n1 - jc);
@@ -144,24 +178,43 @@ internal static unsafe class Gemm<T> where T : unmanaged, IFloatingPointIeee754<
                 {
                     int mc = Math.Min(mcMax, m1 - ic);
                     PackA(g, a, pa, ic, mc, pc, kc);
-                    for (int jr = 0; jr < nc; jr += nr)
-                    {
-                        int nv = Math.Min(nr, nc - jr);
-                        T* bp = pb + (long)jr * kc;
-                        T* bias = first && g.Bias != null ? g.Bias + jc + jr : null;
-                        for (int ir = 0; ir < mc; ir += MR)
-                        {
-                            int mv = Math.Min(MR, mc - ir);
-                            T* cp = c + (long)(ic + ir) * g.Ldc + jc + jr;
-                            if (Vector512.IsHardwareAccelerated)
-                                Kernel512(kc, pa + (long)ir * kc, bp, cp, g.Ldc, mv, nv, g.Alpha, g.Beta, first, bias, tile);
-                            else
-                                Kernel256(kc, pa + (long)ir * kc, bp, cp, g.Ldc, mv, nv, g.Alpha, g.Beta, first, bias, tile);
-                        }
-                    }
+                    Macro(g, pa, pb, c, ic, mc, jc, 0, nc, kc, first);
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// The macro-kernel: C[ic:ic+mc, jc+j0:jc+j1] from a packed A block and the packed B panels starting at
+    /// column j0 of the packed block (j0 a multiple of NR).
+    /// </summary>
+    private static void Macro(in GemmArgs<T> g, T* pa, T* pb, T* c, int ic, int mc, int jc, int j0, int j1, int kc, bool first)
+    {
+        int nr = NR;
+        T* tile = stackalloc T[MR * 2 * Vector512<T>.Count];
+        for (int jr = j0; jr < j1; jr += nr)
+        {
+            int nv = Math.Min(nr, j1 - jr);
+            T* bp = pb + (long)jr * kc;
+            T* bias = first && g.Bias != null ? g.Bias + jc + jr : null;
+            for (int ir = 0; ir < mc; ir += MR)
+            {
+                int mv = Math.Min(MR, mc - ir);
+                T* cp = c + (long)(ic + ir) * g.Ldc + jc + jr;
+                if (Vector512.IsHardwareAccelerated)
+                    Kernel512(kc, pa + (long)ir * kc, bp, cp, g.Ldc, mv, nv, g.Alpha, g.Beta, first, bias, tile);
+                else
+                    Kernel256(kc, pa + (long)ir * kc, bp, cp, g.Ldc, mv, nv, g.Alpha, g.Beta, first, bias, tile);
+            }
+        }
+    }
+
+    /// <summary>The block size (a multiple of <paramref name="align"/>, at most <paramref name="max"/>) that cuts <paramref name="extent"/> into equal blocks.</summary>
+    private static int Even(int extent, int max, int align)
+    {
+        int blocks = (extent + max - 1) / max;
+        int size = (extent + blocks - 1) / blocks;
+        return Math.Min(max, (size + align - 1) / align * align);
     }
 
     // ------------------------------------------------------------------ packing
