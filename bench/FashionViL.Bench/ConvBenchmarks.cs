@@ -87,7 +87,7 @@ public class ConvBenchmarks
 /// <summary>Adds a GFLOP/s column from the median time and the conv layer's flop count.</summary>
 public sealed class ConvGflopsConfig : ManualConfig
 {
-    public ConvGflopsConfig() => AddColumn(new ConvGflopsColumn());
+    public ConvGflopsConfig() => AddColumn(new ConvGflopsColumn(), StatisticColumn.Median);
 }
 
 public sealed class ConvGflopsColumn : IColumn
