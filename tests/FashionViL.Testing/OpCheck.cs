@@ -32,7 +32,7 @@ public static class OpCheck
         var rev = Enumerable.Range(0, t.Rank).Reverse().ToArray();
         var revShape = rev.Select(i => t.Sizes[i]).ToArray();
         using var store = Tensor.Empty(revShape, t.DType, t.Device);
-        using var view = store.AsStrided(t.Shape, rev.Select(i => store.Strides[Array.IndexOf(rev, i)]).ToArray(), 0);
+        using var view = store.AsStrided(t.Shape, Enumerable.Range(0, t.Rank).Select(i => store.Strides[Array.IndexOf(rev, i)]).ToArray(), 0);
         Backends.Get(t.Device).Copy(t, view);
         return view.Alias();
     }
