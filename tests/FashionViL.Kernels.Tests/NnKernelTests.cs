@@ -375,6 +375,41 @@ public class NnKernelTests
     }
 
     [Test]
+    public void AttentionMatchesReferenceWithPartialBlocksAndVectorTails([Values(DType.Float32, DType.Float64)] DType dt)
+    {
+        // L = 7 (a full block of 4 query rows and a partial one), D = 19 (vector body and a scalar tail)
+        const int bsz = 1, h = 2, l = 7, s = 6, d = 19; const double scale = 0.3, p = 0.2; const ulong seed = 4, offset = 1;
+        using var q = Rand([bsz, h, l, d], 33, dt); using var k = Rand([bsz, h, s, d], 34, dt); using var v = Rand([bsz, h, s, d], 35, dt);
+        using var o = Tensor.Empty([bsz, h, l, d], dt); using var probs = Tensor.Empty([bsz, h, l, s], dt);
+        Cpu.AttentionForward(q, k, v, null, scale, p, seed, offset, o, probs);
+        var (ro, rp) = AttentionRef(q.ToArray<double>(), k.ToArray<double>(), v.ToArray<double>(), null, bsz, h, l, s, d, scale, p, seed, offset);
+        var (rt, at) = Tol(dt);
+        OpCheck.AssertClose(probs, rp, rt, at, "probs");
+        OpCheck.AssertClose(o, ro, rt, at, "o");
+
+        // backward against finite differences of the reference, on a few coordinates of each input
+        using var go = Rand([bsz, h, l, d], 36, dt);
+        using var gq = Tensor.Empty(q.Shape, dt); using var gk = Tensor.Empty(k.Shape, dt); using var gv = Tensor.Empty(v.Shape, dt);
+        Cpu.AttentionBackward(q, k, v, probs, scale, p, seed, offset, go, gq, gk, gv);
+        var arrs = new[] { q.ToArray<double>(), k.ToArray<double>(), v.ToArray<double>() };
+        var g = go.ToArray<double>();
+        var got = new[] { gq.ToArray<double>(), gk.ToArray<double>(), gv.ToArray<double>() };
+        var (grt, gat) = dt == DType.Float32 ? (1e-4, 1e-5) : (1e-7, 1e-9);
+        for (int a = 0; a < 3; a++)
+            foreach (int i in new[] { 0, 18, 19, arrs[a].Length / 2, arrs[a].Length - 1 })
+            {
+                double orig = arrs[a][i], lp = 0, lm = 0;
+                arrs[a][i] = orig + 1e-6;
+                var op = AttentionRef(arrs[0], arrs[1], arrs[2], null, bsz, h, l, s, d, scale, p, seed, offset).o;
+                arrs[a][i] = orig - 1e-6;
+                var om = AttentionRef(arrs[0], arrs[1], arrs[2], null, bsz, h, l, s, d, scale, p, seed, offset).o;
+                arrs[a][i] = orig;
+                for (int j = 0; j < g.Length; j++) { lp += op[j] * g[j]; lm += om[j] * g[j]; }
+                OpCheck.AssertClose([got[a][i]], [(lp - lm) / 2e-6], grt, gat, $"grad {"qkv"[a]}[{i}]");
+            }
+    }
+
+    [Test]
     public void AttentionBackwardMatchesFiniteDifferencesOfTheReference([Values(DType.Float32, DType.Float64)] DType dt, [Values(0.0, 0.4)] double p)
     {
         const int bsz = 1, h = 2, l = 3, s = 5, d = 3; const double scale = 0.7; const ulong seed = 5, offset = 2;

@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using FashionViL.Tensors;
 
 namespace FashionViL.Kernels.Cpu;
@@ -507,6 +508,95 @@ public sealed unsafe partial class CpuBackend
         else AttentionForwardT<double>(qc, kc, vc, mask, scale, dropoutP, seed, offset, o, probs);
     }
 
+    // Attention works on blocks of 4 query rows per (b, h) so every k/v row loaded is used four times.
+    // The three inner routines below are the small GEMMs of attention written for that block shape.
+    private const int QBlock = 4;
+
+    /// <summary>r[i] ← a_i · b for the four rows a_i (length d).</summary>
+    private static void Dot4<T>(T** a, T* b, int d, T* r) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int e = 0;
+        T t0 = T.Zero, t1 = T.Zero, t2 = T.Zero, t3 = T.Zero;
+        if (Vector256.IsHardwareAccelerated && d >= Vector256<T>.Count)
+        {
+            int w = Vector256<T>.Count;
+            Vector256<T> s0 = default, s1 = default, s2 = default, s3 = default;
+            for (; e <= d - w; e += w)
+            {
+                var vb = Vector256.Load(b + e);
+                s0 += Vector256.Load(a[0] + e) * vb;
+                s1 += Vector256.Load(a[1] + e) * vb;
+                s2 += Vector256.Load(a[2] + e) * vb;
+                s3 += Vector256.Load(a[3] + e) * vb;
+            }
+            t0 = Vector256.Sum(s0); t1 = Vector256.Sum(s1); t2 = Vector256.Sum(s2); t3 = Vector256.Sum(s3);
+        }
+        for (; e < d; e++)
+        {
+            T be = b[e];
+            t0 += a[0][e] * be; t1 += a[1][e] * be; t2 += a[2][e] * be; t3 += a[3][e] * be;
+        }
+        r[0] = t0; r[1] = t1; r[2] = t2; r[3] = t3;
+    }
+
+    /// <summary>dst_i ← Σ_s w[i·n + s] · row_s for the four destination rows (row_s at rows + s·rowStride, length d).</summary>
+    private static void WeightedRows4<T>(T* rows, long rowStride, int n, T* w, int d, T** dst) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int e = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            int vw = Vector256<T>.Count;
+            for (; e <= d - vw; e += vw)
+            {
+                Vector256<T> a0 = default, a1 = default, a2 = default, a3 = default;
+                T* r = rows + e;
+                for (int s = 0; s < n; s++, r += rowStride)
+                {
+                    var vr = Vector256.Load(r);
+                    a0 += Vector256.Create(w[s]) * vr;
+                    a1 += Vector256.Create(w[n + s]) * vr;
+                    a2 += Vector256.Create(w[2 * n + s]) * vr;
+                    a3 += Vector256.Create(w[3 * n + s]) * vr;
+                }
+                a0.Store(dst[0] + e); a1.Store(dst[1] + e); a2.Store(dst[2] + e); a3.Store(dst[3] + e);
+            }
+        }
+        for (; e < d; e++)
+        {
+            T a0 = T.Zero, a1 = T.Zero, a2 = T.Zero, a3 = T.Zero;
+            T* r = rows + e;
+            for (int s = 0; s < n; s++, r += rowStride)
+            {
+                T x = *r;
+                a0 += w[s] * x; a1 += w[n + s] * x; a2 += w[2 * n + s] * x; a3 += w[3 * n + s] * x;
+            }
+            dst[0][e] = a0; dst[1][e] = a1; dst[2][e] = a2; dst[3][e] = a3;
+        }
+    }
+
+    /// <summary>row_s += Σ_i w[i·n + s] · src_i for every s (row_s at rows + s·rowStride, length d).</summary>
+    private static void AddWeightedSources4<T>(T* rows, long rowStride, int n, T* w, int d, T** src) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int s = 0; s < n; s++)
+        {
+            T* r = rows + s * rowStride;
+            T w0 = w[s], w1 = w[n + s], w2 = w[2 * n + s], w3 = w[3 * n + s];
+            int e = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                int vw = Vector256<T>.Count;
+                var c0 = Vector256.Create(w0); var c1 = Vector256.Create(w1); var c2 = Vector256.Create(w2); var c3 = Vector256.Create(w3);
+                for (; e <= d - vw; e += vw)
+                {
+                    var acc = Vector256.Load(r + e);
+                    acc += c0 * Vector256.Load(src[0] + e) + c1 * Vector256.Load(src[1] + e) + c2 * Vector256.Load(src[2] + e) + c3 * Vector256.Load(src[3] + e);
+                    acc.Store(r + e);
+                }
+            }
+            for (; e < d; e++) r[e] += w0 * src[0][e] + w1 * src[1][e] + w2 * src[2][e] + w3 * src[3][e];
+        }
+    }
+
     private static void AttentionForwardT<T>(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double p, ulong seed, ulong offset, Tensor o, Tensor probs)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -514,37 +604,56 @@ public sealed unsafe partial class CpuBackend
         T* bq = (T*)q.Storage.Pointer, bk = (T*)k.Storage.Pointer, bv = (T*)v.Storage.Pointer, bo = (T*)o.Storage.Pointer;
         T* pp = probs.DataPtr<T>();
         T* bm = mask is null ? null : (T*)mask.Storage.Pointer;
-        var gq = new Heads4(q); var gk = new Heads4(k); var gv = new Heads4(v); var go = new Heads4(o);
+        var sq = new Heads4(q); var sk = new Heads4(k); var sv = new Heads4(v); var so = new Heads4(o);
         int mb = 0, mh = 0, ml = 0, ms = 0, mo = 0;
         if (mask is not null) { mb = mask.Strides[0]; mh = mask.Strides[1]; ml = mask.Strides[2]; ms = mask.Strides[3]; mo = mask.Offset; }
         T tScale = T.CreateTruncating(scale);
         T drop = p >= 1 ? T.Zero : T.CreateTruncating(1.0 / (1.0 - p));
         Parallelism.For(bsz * heads, 2L * l * s * Math.Max(d, 1) + 1, (i0, i1) =>
         {
-            var keep = new byte[s];
-            for (int bh = i0; bh < i1; bh++)
+            var keep = new byte[Math.Max(s, 1)];
+            var wBuf = new T[QBlock * Math.Max(s, 1)];   // dropped, scaled probabilities of the block
+            var dummy = new T[Math.Max(d, 1)];           // destination for the unused rows of a partial block
+            var dotBuf = new T[QBlock];
+            fixed (T* w = wBuf, dm = dummy, dots = dotBuf)
             {
-                int b = bh / heads, h = bh % heads;
-                for (int li = 0; li < l; li++)
+                T** qr = stackalloc T*[QBlock];
+                T** orow = stackalloc T*[QBlock];
+                for (int bh = i0; bh < i1; bh++)
                 {
-                    var qr = new ReadOnlySpan<T>(bq + gq.Row(b, h, li), d);
-                    var pr = new Span<T>(pp + ((long)bh * l + li) * s, s);
-                    for (int si = 0; si < s; si++)
+                    int b = bh / heads, h = bh % heads;
+                    T* kBase = bk + sk.Row(b, h, 0), vBase = bv + sv.Row(b, h, 0);
+                    for (int l0 = 0; l0 < l; l0 += QBlock)
                     {
-                        T sc = tScale * TensorPrimitives.Dot(qr, new ReadOnlySpan<T>(bk + gk.Row(b, h, si), d));
-                        if (bm != null) sc += bm[mo + (long)b * mb + (long)h * mh + (long)li * ml + (long)si * ms];
-                        pr[si] = sc;
-                    }
-                    var orow = new Span<T>(bo + go.Row(b, h, li), d);
-                    orow.Clear();
-                    if (s == 0) continue;
-                    SoftmaxRow<T>(pr, pr, false);
-                    KeepMask(seed, offset, ((long)bh * l + li) * s, s, p, keep);
-                    for (int si = 0; si < s; si++)
-                    {
-                        if (keep[si] == 0) continue;
-                        T w = pr[si] * drop;
-                        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<T>(bv + gv.Row(b, h, si), d), w, orow, orow);
+                        int nb = Math.Min(QBlock, l - l0);
+                        for (int i = 0; i < QBlock; i++)
+                        {
+                            qr[i] = bq + sq.Row(b, h, l0 + Math.Min(i, nb - 1));
+                            orow[i] = i < nb ? bo + so.Row(b, h, l0 + i) : dm;
+                        }
+                        // scores → probs rows
+                        for (int si = 0; si < s; si++)
+                        {
+                            Dot4(qr, kBase + (long)si * sk.SR, d, dots);
+                            for (int i = 0; i < nb; i++)
+                            {
+                                int li = l0 + i;
+                                T sc = tScale * dots[i];
+                                if (bm != null) sc += bm[mo + (long)b * mb + (long)h * mh + (long)li * ml + (long)si * ms];
+                                pp[((long)bh * l + li) * s + si] = sc;
+                            }
+                        }
+                        new Span<T>(w, QBlock * s).Clear();
+                        for (int i = 0; i < nb; i++)
+                        {
+                            long rowStart = ((long)bh * l + l0 + i) * s;
+                            if (s == 0) continue;
+                            var pr = new Span<T>(pp + rowStart, s);
+                            SoftmaxRow<T>(pr, pr, false);
+                            KeepMask(seed, offset, rowStart, s, p, keep);
+                            for (int si = 0; si < s; si++) w[i * s + si] = keep[si] != 0 ? pr[si] * drop : T.Zero;
+                        }
+                        WeightedRows4(vBase, sv.SR, s, w, d, orow);
                     }
                 }
             }
@@ -585,48 +694,78 @@ public sealed unsafe partial class CpuBackend
         var sgq = new Heads4(gq); var sgk = new Heads4(gk); var sgv = new Heads4(gv);
         T tScale = T.CreateTruncating(scale);
         T drop = p >= 1 ? T.Zero : T.CreateTruncating(1.0 / (1.0 - p));
-        Parallelism.For(bsz * heads, 4L * l * s * Math.Max(d, 1) + 1, (i0, i1) =>
+        Parallelism.For(bsz * heads, 5L * l * s * Math.Max(d, 1) + 1, (i0, i1) =>
         {
-            var keep = new byte[s];
-            var gp = new T[s];
-            for (int bh = i0; bh < i1; bh++)
+            int sn = Math.Max(s, 1);
+            var keep = new byte[sn];
+            var pdBuf = new T[QBlock * sn];   // P·keep·drop: the weights of V in the forward
+            var gsBuf = new T[QBlock * sn];   // gradient of the scaled scores
+            var dummy = new T[Math.Max(d, 1)];
+            var zeros = new T[Math.Max(d, 1)];
+            var dotBuf = new T[QBlock];
+            fixed (T* pd = pdBuf, gs = gsBuf, dm = dummy, zr = zeros, dots = dotBuf)
             {
-                int b = bh / heads, h = bh % heads;
-                for (int si = 0; si < s; si++)
+                T** gor = stackalloc T*[QBlock];
+                T** qr = stackalloc T*[QBlock];
+                T** gqr = stackalloc T*[QBlock];
+                for (int bh = i0; bh < i1; bh++)
                 {
-                    new Span<T>(bgk + sgk.Row(b, h, si), d).Clear();
-                    new Span<T>(bgv + sgv.Row(b, h, si), d).Clear();
-                }
-                for (int li = 0; li < l; li++)
-                {
-                    var gor = new ReadOnlySpan<T>(bgo + sgo.Row(b, h, li), d);
-                    var qr = new ReadOnlySpan<T>(bq + sq.Row(b, h, li), d);
-                    var gqr = new Span<T>(bgq + sgq.Row(b, h, li), d);
-                    gqr.Clear();
-                    var pr = new ReadOnlySpan<T>(pp + ((long)bh * l + li) * s, s);
-                    KeepMask(seed, offset, ((long)bh * l + li) * s, s, p, keep);
-                    // through dropout and PV: gP = keep·drop·(go·v_s); gv_s += P·keep·drop·go
+                    int b = bh / heads, h = bh % heads;
+                    T* kBase = bk + sk.Row(b, h, 0), vBase = bv + sv.Row(b, h, 0);
+                    T* gkBase = bgk + sgk.Row(b, h, 0), gvBase = bgv + sgv.Row(b, h, 0);
                     for (int si = 0; si < s; si++)
                     {
-                        if (keep[si] == 0) { gp[si] = T.Zero; continue; }
-                        gp[si] = drop * TensorPrimitives.Dot(gor, new ReadOnlySpan<T>(bv + sv.Row(b, h, si), d));
-                        var gvr = new Span<T>(bgv + sgv.Row(b, h, si), d);
-                        TensorPrimitives.MultiplyAdd(gor, pr[si] * drop, gvr, gvr);
+                        new Span<T>(gkBase + (long)si * sgk.SR, d).Clear();
+                        new Span<T>(gvBase + (long)si * sgv.SR, d).Clear();
                     }
-                    // through softmax: gS = P·(gP − Σ P·gP), then the scaled QKᵀ
-                    T dot = TensorPrimitives.Dot(pr, new ReadOnlySpan<T>(gp, 0, s));
-                    for (int si = 0; si < s; si++)
+                    for (int l0 = 0; l0 < l; l0 += QBlock)
                     {
-                        T gs = pr[si] * (gp[si] - dot) * tScale;
-                        if (gs == T.Zero) continue;
-                        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<T>(bk + sk.Row(b, h, si), d), gs, gqr, gqr);
-                        var gkr = new Span<T>(bgk + sgk.Row(b, h, si), d);
-                        TensorPrimitives.MultiplyAdd(qr, gs, gkr, gkr);
+                        int nb = Math.Min(QBlock, l - l0);
+                        for (int i = 0; i < QBlock; i++)
+                        {
+                            bool real = i < nb;
+                            gor[i] = real ? bgo + sgo.Row(b, h, l0 + i) : zr;
+                            qr[i] = real ? bq + sq.Row(b, h, l0 + i) : zr;
+                            gqr[i] = real ? bgq + sgq.Row(b, h, l0 + i) : dm;
+                        }
+                        new Span<T>(pd, QBlock * s).Clear();
+                        new Span<T>(gs, QBlock * s).Clear();
+                        for (int i = 0; i < nb; i++)
+                        {
+                            long rowStart = ((long)bh * l + l0 + i) * s;
+                            KeepMask(seed, offset, rowStart, s, p, keep);
+                            for (int si = 0; si < s; si++)
+                            {
+                                // gs temporarily holds keep·drop, the factor between P and the weights of V
+                                T f = keep[si] != 0 ? drop : T.Zero;
+                                gs[i * s + si] = f;
+                                pd[i * s + si] = pp[rowStart + si] * f;
+                            }
+                        }
+                        // gV_s += Σ_i pd_i[s]·gO_i
+                        AddWeightedSources4(gvBase, sgv.SR, s, pd, d, gor);
+                        // gP_i[s] = keep·drop·(gO_i · v_s), then through the softmax: gS = P·(gP − Σ P·gP)·scale
+                        for (int si = 0; si < s; si++)
+                        {
+                            Dot4(gor, vBase + (long)si * sv.SR, d, dots);
+                            for (int i = 0; i < nb; i++) gs[i * s + si] *= dots[i];
+                        }
+                        for (int i = 0; i < nb; i++)
+                        {
+                            var pr = new ReadOnlySpan<T>(pp + ((long)bh * l + l0 + i) * s, s);
+                            var gr = new Span<T>(gs + i * s, s);
+                            T dot = TensorPrimitives.Dot(pr, gr);
+                            for (int si = 0; si < s; si++) gr[si] = pr[si] * (gr[si] - dot) * tScale;
+                        }
+                        // gQ_i = Σ_s gS_i[s]·k_s; gK_s += Σ_i gS_i[s]·q_i
+                        WeightedRows4(kBase, sk.SR, s, gs, d, gqr);
+                        AddWeightedSources4(gkBase, sgk.SR, s, gs, d, qr);
                     }
                 }
             }
         });
     }
+
 
     // ------------------------------------------------------------------ VQ lookup
 
