@@ -61,6 +61,7 @@ public sealed partial class Tensor : IDisposable
     {
         get
         {
+            if (Numel == 0) return true;   // an empty tensor has no layout to violate
             int expected = 1;
             for (int i = Rank - 1; i >= 0; i--)
             {
