@@ -347,6 +347,27 @@ public class NnOpTests
         Assert.That(ex.Message, Does.Contain("attention").And.Contain("[1, 1, 1, 4]").And.Contain("[1, 2, 3, 5]"));
     }
 
+    [Test]
+    public void EmptyInputs()
+    {
+        using var a = R([0, 4], 60);
+        using var sa = a.Softmax();
+        Assert.That(sa.Shape, Is.EqualTo(new[] { 0, 4 }));
+        using var b = R([2, 0], 61);
+        using var lb = b.LogSoftmax(0);
+        Assert.That(lb.Shape, Is.EqualTo(new[] { 2, 0 }));
+        using var ln = a.LayerNorm(null, null);
+        Assert.That(ln.Shape, Is.EqualTo(new[] { 0, 4 }));
+        using var t = Tensor.Empty([0], DType.Int64);
+        using var ce = Ops.CrossEntropy(a, t, reduction: Reduction.Sum);
+        Assert.That(ce.Item(), Is.EqualTo(0));
+        using var dr = Ops.Dropout(a, 0.5, true, new Generator(1));
+        Assert.That(dr.Shape, Is.EqualTo(new[] { 0, 4 }));
+        using var q = R([1, 1, 0, 3], 62); using var k = R([1, 1, 2, 3], 63);
+        using var o = Ops.Attention(q, k, k, null, 1.0);
+        Assert.That(o.Shape, Is.EqualTo(new[] { 1, 1, 0, 3 }));
+    }
+
     // ------------------------------------------------------------------ VQ, top-k, sort
 
     [Test]

@@ -60,7 +60,7 @@ public sealed unsafe partial class CpuBackend
         RequireContiguous(y, op, "output");
         RequireContiguous(mean, op, "mean"); RequireContiguous(rstd, op, "rstd");
         if (x.Rank == 0) throw new ArgumentException($"{op}: input must have at least one dim, got {x.ShapeString}");
-        int d = LastDim(x), r = d == 0 ? 0 : x.Numel / d;
+        int d = LastDim(x), r = Shape.Numel(x.Sizes[..^1].ToArray());
         if (mean.Numel != r || rstd.Numel != r) throw new ArgumentException($"{op}: input {x.ShapeString} has {r} rows but mean {mean.ShapeString} / rstd {rstd.ShapeString}");
         foreach (var (t, name) in new[] { (weight, "weight"), (bias, "bias") })
         {
@@ -110,7 +110,7 @@ public sealed unsafe partial class CpuBackend
         RequireSameShape(x, gy, op); RequireSameShape(x, gx, op);
         RequireContiguous(gx, op, "gx");
         if (x.Rank == 0) throw new ArgumentException($"{op}: input must have at least one dim, got {x.ShapeString}");
-        int d = LastDim(x), r = d == 0 ? 0 : x.Numel / d;
+        int d = LastDim(x), r = Shape.Numel(x.Sizes[..^1].ToArray());
         if (mean.Numel != r || rstd.Numel != r) throw new ArgumentException($"{op}: input {x.ShapeString} has {r} rows but mean {mean.ShapeString} / rstd {rstd.ShapeString}");
         foreach (var (t, name) in new[] { (weight, "weight"), (gw, "gw"), (gb, "gb") })
         {
