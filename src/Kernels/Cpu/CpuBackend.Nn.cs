@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using FashionViL.Tensors;
 
 namespace FashionViL.Kernels.Cpu;
@@ -30,7 +31,34 @@ public sealed unsafe partial class CpuBackend
     {
         if (p <= 0) { keep[..n].Fill(1); return; }
         if (p >= 1) { keep[..n].Clear(); return; }
-        long i = start, end = start + n;
+        // u = (w >> 8)·2⁻²⁴ ≥ p  ⇔  (w >> 8) ≥ ⌈p·2²⁴⌉ (exact: both sides are integers scaled by a power of two).
+        uint thr = (uint)Math.Ceiling(p * 16777216.0);
+        long end = start + n, i = start;
+        if (Avx2.IsSupported)
+        {
+            long aligned = (start + 3) & ~3L;
+            if (end - aligned >= 16)
+            {
+                KeepScalar(seed, offset, start, aligned, start, thr, keep);
+                for (i = aligned; i + 16 <= end; i += 16)
+                {
+                    Philox4Counters(seed, offset + (ulong)(i >> 2), out var w0, out var w1, out var w2, out var w3);
+                    int b = (int)(i - start);
+                    for (int j = 0; j < 4; j++, b += 4)
+                    {
+                        keep[b] = (byte)((uint)w0.GetElement(j) >> 8 >= thr ? 1 : 0);
+                        keep[b + 1] = (byte)((uint)w1.GetElement(j) >> 8 >= thr ? 1 : 0);
+                        keep[b + 2] = (byte)((uint)w2.GetElement(j) >> 8 >= thr ? 1 : 0);
+                        keep[b + 3] = (byte)((uint)w3.GetElement(j) >> 8 >= thr ? 1 : 0);
+                    }
+                }
+            }
+        }
+        KeepScalar(seed, offset, i, end, start, thr, keep);
+    }
+
+    private static void KeepScalar(ulong seed, ulong offset, long i, long end, long start, uint thr, Span<byte> keep)
+    {
         while (i < end)
         {
             Philox.Block(seed, offset + (ulong)(i >> 2), out var w0, out var w1, out var w2, out var w3);
@@ -38,11 +66,33 @@ public sealed unsafe partial class CpuBackend
             for (; i < blockEnd; i++)
             {
                 uint w = (i & 3) switch { 0 => w0, 1 => w1, 2 => w2, _ => w3 };
-                // Same value as Philox.Uniform(seed, offset, i): 24 bits, exact in float32 and double.
-                double u = (w >> 8) * (1.0 / 16777216.0);
-                keep[(int)(i - start)] = (byte)(u >= p ? 1 : 0);
+                keep[(int)(i - start)] = (byte)(w >> 8 >= thr ? 1 : 0);
             }
         }
+    }
+
+    /// <summary>
+    /// Philox4x32-10 on the four counters c, c+1, c+2, c+3 at once (one per 64-bit lane, values in the low 32 bits);
+    /// lane j of r_k equals word k of <see cref="Philox.Block"/>(seed, c + j).
+    /// </summary>
+    private static void Philox4Counters(ulong seed, ulong c, out Vector256<ulong> r0, out Vector256<ulong> r1, out Vector256<ulong> r2, out Vector256<ulong> r3)
+    {
+        var lo32 = Vector256.Create(0xFFFFFFFFUL);
+        var ctr = Vector256.Create(c, c + 1, c + 2, c + 3);
+        Vector256<ulong> c0 = ctr & lo32, c1 = ctr >> 32, c2 = Vector256<ulong>.Zero, c3 = Vector256<ulong>.Zero;
+        var m0 = Vector256.Create(0xD2511F53UL).AsUInt32();
+        var m1 = Vector256.Create(0xCD9E8D57UL).AsUInt32();
+        uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+        for (int round = 0; round < 10; round++)
+        {
+            var p0 = Avx2.Multiply(c0.AsUInt32(), m0); // 32×32→64 on the low half of each lane
+            var p1 = Avx2.Multiply(c2.AsUInt32(), m1);
+            var n0 = (p1 >> 32) ^ c1 ^ Vector256.Create((ulong)k0);
+            var n2 = (p0 >> 32) ^ c3 ^ Vector256.Create((ulong)k1);
+            c1 = p1 & lo32; c3 = p0 & lo32; c0 = n0; c2 = n2;
+            k0 += 0x9E3779B9; k1 += 0xBB67AE85;
+        }
+        r0 = c0; r1 = c1; r2 = c2; r3 = c3;
     }
 
     private static void CheckProbability(string op, double p)
@@ -915,7 +965,25 @@ public sealed unsafe partial class CpuBackend
         int n = param.Numel;
         Parallelism.For(n, 16, (s, e) =>
         {
-            for (int i = s; i < e; i++)
+            int i = s;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                // The same operations in the same order as the scalar tail, so every element rounds identically.
+                int w = Vector256<T>.Count;
+                var vb1 = Vector256.Create(b1); var vc1 = Vector256.Create(c1); var vb2 = Vector256.Create(b2); var vc2 = Vector256.Create(c2);
+                var veps = Vector256.Create(eps); var vstep = Vector256.Create(negStep); var vdec = Vector256.Create(negDecay);
+                for (; i <= e - w; i += w)
+                {
+                    var g = Vector256.Load(pg + i);
+                    var m = Vector256.Load(pm + i) * vb1 + g * vc1;
+                    var v = Vector256.Load(pv + i) * vb2 + g * g * vc2;
+                    m.Store(pm + i); v.Store(pv + i);
+                    var wv = Vector256.Load(pp + i) + vstep * (m / (Vector256.Sqrt(v) + veps));
+                    if (decay) wv += wv * vdec;
+                    wv.Store(pp + i);
+                }
+            }
+            for (; i < e; i++)
             {
                 T g = pg[i];
                 T m = pm[i] * b1 + g * c1;          // exp_avg.mul_(β₁).add_(g, alpha=1−β₁)
