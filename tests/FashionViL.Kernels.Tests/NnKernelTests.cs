@@ -257,6 +257,19 @@ public class NnKernelTests
     }
 
     [Test]
+    public void DropoutDropsExactlyWhereBernoulliDrawsOne()
+    {
+        const int n = 999; const double p = 0.37;
+        var gen = new Generator(123);
+        using var bern = gen.Bernoulli([n], p, DType.Float64); // drawn at offset 0
+        using var x = Tensor.Ones([n], DType.Float64);
+        using var y = Tensor.Empty([n], DType.Float64); using var m = Tensor.Empty([n], DType.UInt8);
+        Cpu.Dropout(x, y, m, p, 123, 0);
+        var want = bern.ToArray<double>().Select(b => 1 - b).ToArray();
+        OpCheck.AssertClose(m.ToArray<byte>().Select(v => (double)v).ToArray(), want, 0, 0, "mask");
+    }
+
+    [Test]
     public void DropoutIsReproducibleAndKeepsAboutOneMinusP()
     {
         const int n = 100_000; const double p = 0.1;

@@ -8,9 +8,11 @@ namespace FashionViL.Kernels.Cpu;
 
 /// <summary>
 /// Transformer, loss and optimiser kernels. Rows are the last dim; every kernel has one generic body for
-/// float32 and float64 (statistics accumulate in double). Dropout convention, shared by <see cref="Dropout"/>
-/// and the fused attention: element i is KEPT iff <c>Philox.Uniform(seed, offset, i) ≥ p</c> (compared in
-/// double), so the dropped set is exactly where <c>Generator.Bernoulli(p)</c> at the same (seed, offset) gives 1.
+/// float32 and float64 (layer-norm statistics accumulate in double; softmax and cross-entropy rows use
+/// TensorPrimitives in the tensor's dtype). Results do not depend on the thread count.
+/// Dropout convention, shared by <see cref="Dropout"/> and the fused attention: element i is KEPT iff
+/// <c>Philox.Uniform(seed, offset, i) ≥ p</c>, so the dropped set is exactly where
+/// <c>Generator.Bernoulli(p)</c> drawn at the same (seed, offset) gives 1.
 /// </summary>
 public sealed unsafe partial class CpuBackend
 {
