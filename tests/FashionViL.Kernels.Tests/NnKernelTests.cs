@@ -496,9 +496,9 @@ public class NnKernelTests
     // ------------------------------------------------------------------ VQ lookup
 
     [Test]
-    public void VqLookupMatchesBruteForce([Values(DType.Float32, DType.Float64)] DType dt)
+    public void VqLookupMatchesBruteForce([Values(DType.Float32, DType.Float64)] DType dt, [Values(13, 300)] int n)
     {
-        const int n = 13, kk = 17, d = 8;
+        const int kk = 17, d = 8;
         using var z = Rand([n, d], 30, dt); using var e = Rand([kk, d], 31, dt);
         using var ids = Tensor.Empty([n], DType.Int64);
         Cpu.VqLookup(z, e, ids);

@@ -839,29 +839,43 @@ public sealed unsafe partial class CpuBackend
         else VqLookupT<double>(zc, ec, ids);
     }
 
-    private static void VqLookupT<T>(Tensor z, Tensor e, Tensor ids) where T : unmanaged, IFloatingPointIeee754<T>
+    private void VqLookupT<T>(Tensor z, Tensor e, Tensor ids) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int n = z.Sizes[0], d = z.Sizes[1], kk = e.Sizes[0];
         T* pz = z.DataPtr<T>(), pe = e.DataPtr<T>();
         long* pi = ids.DataPtr<long>();
         var en = new T[kk];
         for (int j = 0; j < kk; j++) { var r = new ReadOnlySpan<T>(pe + (long)j * d, d); en[j] = TensorPrimitives.Dot(r, r); }
-        T two = T.CreateTruncating(2);
-        Parallelism.For(n, 2L * kk * Math.Max(d, 1), (r0, r1) =>
+        // d_k = ‖z‖² + ‖e_k‖² − 2 z·e_k, with the cross term from one GEMM per block of rows (bounded scratch).
+        const int Block = 256;
+        using var cross = Tensor.Empty([1, Math.Min(Block, n), kk], z.DType);
+        using var eView = e.AsStrided([1, kk, d], [0, d, 1], e.Offset);
+        T* pc = cross.DataPtr<T>();
+        for (int r0 = 0; r0 < n; r0 += Block)
         {
-            for (int i = r0; i < r1; i++)
+            int nb = Math.Min(Block, n - r0);
+            using var zBlock = z.AsStrided([1, nb, d], [0, d, 1], z.Offset + r0 * d);
+            using var cBlock = cross.AsStrided([1, nb, kk], [0, kk, 1], cross.Offset);
+            if (d > 0) MatMul(zBlock, eView, cBlock, transA: false, transB: true, alpha: -2);
+            else new Span<T>(pc, nb * kk).Clear();
+            Parallelism.For(nb, 2L * kk + d, (i0, i1) =>
             {
-                var zr = new ReadOnlySpan<T>(pz + (long)i * d, d);
-                T zn = TensorPrimitives.Dot(zr, zr);
-                long best = 0; T bestD = T.PositiveInfinity; bool found = false;
-                for (int j = 0; j < kk; j++)
+                for (int i = i0; i < i1; i++)
                 {
-                    T dist = zn + en[j] - two * TensorPrimitives.Dot(zr, new ReadOnlySpan<T>(pe + (long)j * d, d));
-                    if (!found || dist < bestD) { if (T.IsNaN(dist)) continue; bestD = dist; best = j; found = true; }
+                    var zr = new ReadOnlySpan<T>(pz + (long)(r0 + i) * d, d);
+                    T zn = TensorPrimitives.Dot(zr, zr);
+                    T* cr = pc + (long)i * kk;
+                    long best = 0; T bestD = T.PositiveInfinity; bool found = false;
+                    for (int j = 0; j < kk; j++)
+                    {
+                        T dist = zn + en[j] + cr[j];
+                        if (T.IsNaN(dist)) continue;
+                        if (!found || dist < bestD) { bestD = dist; best = j; found = true; } // strict <: the first minimum wins
+                    }
+                    pi[r0 + i] = best;
                 }
-                pi[i] = best;
-            }
-        });
+            });
+        }
     }
 
     // ------------------------------------------------------------------ top-k and sort
