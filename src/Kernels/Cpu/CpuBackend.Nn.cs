@@ -8,8 +8,8 @@ namespace FashionViL.Kernels.Cpu;
 
 /// <summary>
 /// Transformer, loss and optimiser kernels. Rows are the last dim; every kernel has one generic body for
-/// float32 and float64 (layer-norm statistics accumulate in double; softmax and cross-entropy rows use
-/// TensorPrimitives in the tensor's dtype). Results do not depend on the thread count.
+/// float32 and float64, vectorised with TensorPrimitives / Vector256 and accumulating in the tensor's dtype
+/// (as PyTorch does). Results do not depend on the thread count.
 /// Dropout convention, shared by <see cref="Dropout"/> and the fused attention: element i is KEPT iff
 /// <c>Philox.Uniform(seed, offset, i) ≥ p</c>, so the dropped set is exactly where
 /// <c>Generator.Bernoulli(p)</c> drawn at the same (seed, offset) gives 1.
@@ -133,24 +133,22 @@ public sealed unsafe partial class CpuBackend
     {
         T* px = x.DataPtr<T>(), py = y.DataPtr<T>(), pm = mean.DataPtr<T>(), pr = rstd.DataPtr<T>();
         T* pw = w is null ? null : w.DataPtr<T>(), pb = b is null ? null : b.DataPtr<T>();
+        T dd = T.CreateTruncating(d), teps = T.CreateTruncating(eps);
         Parallelism.For(rows, 4L * d, (r0, r1) =>
         {
             for (int r = r0; r < r1; r++)
             {
-                T* xr = px + (long)r * d, yr = py + (long)r * d;
-                double s = 0;
-                for (int i = 0; i < d; i++) s += double.CreateTruncating(xr[i]);
-                double m = s / d, ss = 0;
-                for (int i = 0; i < d; i++) { double c = double.CreateTruncating(xr[i]) - m; ss += c * c; }
-                double rs = 1.0 / Math.Sqrt(ss / d + eps);
-                pm[r] = T.CreateTruncating(m); pr[r] = T.CreateTruncating(rs);
-                for (int i = 0; i < d; i++)
-                {
-                    double v = (double.CreateTruncating(xr[i]) - m) * rs;
-                    if (pw != null) v *= double.CreateTruncating(pw[i]);
-                    if (pb != null) v += double.CreateTruncating(pb[i]);
-                    yr[i] = T.CreateTruncating(v);
-                }
+                var xr = new ReadOnlySpan<T>(px + (long)r * d, d);
+                var yr = new Span<T>(py + (long)r * d, d);
+                // two passes (mean, then the centred sum of squares): no cancellation for large means
+                T m = d == 0 ? T.Zero : TensorPrimitives.Sum(xr) / dd;
+                TensorPrimitives.Subtract(xr, m, yr);
+                T rs = T.One / T.Sqrt(TensorPrimitives.Dot<T>(yr, yr) / dd + teps);
+                pm[r] = m; pr[r] = rs;
+                TensorPrimitives.Multiply<T>(yr, rs, yr);
+                if (pw != null && pb != null) TensorPrimitives.MultiplyAdd<T>(yr, new ReadOnlySpan<T>(pw, d), new ReadOnlySpan<T>(pb, d), yr);
+                else if (pw != null) TensorPrimitives.Multiply<T>(yr, new ReadOnlySpan<T>(pw, d), yr);
+                else if (pb != null) TensorPrimitives.Add<T>(yr, new ReadOnlySpan<T>(pb, d), yr);
             }
         });
     }
@@ -187,26 +185,25 @@ public sealed unsafe partial class CpuBackend
     {
         T* px = x.DataPtr<T>(), pg = gy.DataPtr<T>(), pm = mean.DataPtr<T>(), pr = rstd.DataPtr<T>(), pgx = gx.DataPtr<T>();
         T* pw = w is null ? null : w.DataPtr<T>();
+        T dd = T.CreateTruncating(d);
         // gx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = gy · w.
         Parallelism.For(rows, 6L * d, (r0, r1) =>
         {
+            var gBuf = new T[d]; var hBuf = new T[d];
+            var g = gBuf.AsSpan(); var xh = hBuf.AsSpan();
             for (int r = r0; r < r1; r++)
             {
-                T* xr = px + (long)r * d, gr = pg + (long)r * d, gxr = pgx + (long)r * d;
-                double m = double.CreateTruncating(pm[r]), rs = double.CreateTruncating(pr[r]);
-                double sg = 0, sgx = 0;
-                for (int i = 0; i < d; i++)
-                {
-                    double g = double.CreateTruncating(gr[i]) * (pw == null ? 1.0 : double.CreateTruncating(pw[i]));
-                    sg += g; sgx += g * (double.CreateTruncating(xr[i]) - m) * rs;
-                }
-                sg /= d; sgx /= d;
-                for (int i = 0; i < d; i++)
-                {
-                    double g = double.CreateTruncating(gr[i]) * (pw == null ? 1.0 : double.CreateTruncating(pw[i]));
-                    double xh = (double.CreateTruncating(xr[i]) - m) * rs;
-                    gxr[i] = T.CreateTruncating(rs * (g - sg - xh * sgx));
-                }
+                var xr = new ReadOnlySpan<T>(px + (long)r * d, d);
+                var gr = new ReadOnlySpan<T>(pg + (long)r * d, d);
+                var gxr = new Span<T>(pgx + (long)r * d, d);
+                T m = pm[r], rs = pr[r];
+                if (pw != null) TensorPrimitives.Multiply(gr, new ReadOnlySpan<T>(pw, d), g); else gr.CopyTo(g);
+                TensorPrimitives.Subtract(xr, m, xh);
+                TensorPrimitives.Multiply<T>(xh, rs, xh);
+                T sg = TensorPrimitives.Sum<T>(g) / dd, sgx = TensorPrimitives.Dot<T>(g, xh) / dd;
+                TensorPrimitives.MultiplyAdd<T>(xh, -sgx, g, gxr);   // g − x̂·mean(g·x̂)
+                TensorPrimitives.Subtract<T>(gxr, sg, gxr);
+                TensorPrimitives.Multiply<T>(gxr, rs, gxr);
             }
         });
         if (gw is null && gb is null) return;
@@ -215,23 +212,18 @@ public sealed unsafe partial class CpuBackend
         Parallelism.For(d, 3L * rows, (c0, c1) =>
         {
             int n = c1 - c0;
-            var aw = new double[n]; var ab = new double[n];
+            var aw = new T[n]; var ab = new T[n]; var tmp = new T[n];
             for (int r = 0; r < rows; r++)
             {
-                T* xr = px + (long)r * d + c0, gr = pg + (long)r * d + c0;
-                double m = double.CreateTruncating(pm[r]), rs = double.CreateTruncating(pr[r]);
-                for (int i = 0; i < n; i++)
-                {
-                    double g = double.CreateTruncating(gr[i]);
-                    ab[i] += g;
-                    aw[i] += g * (double.CreateTruncating(xr[i]) - m) * rs;
-                }
+                var xr = new ReadOnlySpan<T>(px + (long)r * d + c0, n);
+                var gr = new ReadOnlySpan<T>(pg + (long)r * d + c0, n);
+                TensorPrimitives.Add<T>(ab, gr, ab);
+                TensorPrimitives.Subtract(xr, pm[r], tmp);
+                TensorPrimitives.Multiply<T>(tmp, pr[r], tmp);
+                TensorPrimitives.MultiplyAdd<T>(gr, tmp, aw, aw);
             }
-            for (int i = 0; i < n; i++)
-            {
-                if (pgw != null) pgw[c0 + i] = T.CreateTruncating(aw[i]);
-                if (pgb != null) pgb[c0 + i] = T.CreateTruncating(ab[i]);
-            }
+            if (pgw != null) aw.CopyTo(new Span<T>(pgw + c0, n));
+            if (pgb != null) ab.CopyTo(new Span<T>(pgb + c0, n));
         });
     }
 
