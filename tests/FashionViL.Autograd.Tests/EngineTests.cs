@@ -123,3 +123,25 @@ public class EngineTests
         kept.Dispose(); x.Dispose();
     }
 }
+
+public class GradOwnershipTests
+{
+    [Test]
+    public void ReplacingABackwardGradientFreesItButACallerGradientIsLeftAlone()
+    {
+        var x = Tensor.Ones([256]); x.RequiresGrad = true;
+        using (Tensor.Scope()) (x * 2.0).Sum().Backward();
+        var g = x.Grad!;
+        x.Grad = null;
+        Assert.That(g.IsDisposed, Is.True, "the engine's buffer belongs to the leaf");
+
+        var mine = Tensor.Full([256], 5.0);
+        x.Grad = mine;
+        using (Tensor.Scope()) (x * 2.0).Sum().Backward();
+        Assert.That(mine.ToArray<float>()[0], Is.EqualTo(5f), "a caller's tensor is not updated in place");
+        Assert.That(x.Grad!.ToArray<float>()[0], Is.EqualTo(7f));
+        x.Grad = null;
+        Assert.That(mine.IsDisposed, Is.False);
+        mine.Dispose(); x.Dispose();
+    }
+}
