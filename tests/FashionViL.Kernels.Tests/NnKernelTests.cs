@@ -97,6 +97,31 @@ public class NnKernelTests
     }
 
     [Test]
+    public void LayerNormBackwardDoesNotDependOnThreadCount()
+    {
+        const int rows = 97, d = 300;
+        using var x = Rand([rows, d], 70, DType.Float32, -2, 2);
+        using var w = Rand([d], 71, DType.Float32, 0.5, 1.5);
+        using var gy = Rand([rows, d], 72, DType.Float32);
+        using var y = Tensor.Empty([rows, d]); using var mean = Tensor.Empty([rows]); using var rstd = Tensor.Empty([rows]);
+        Cpu.LayerNormForward(x, w, null, 1e-12, y, mean, rstd);
+        int saved = Parallelism.MaxThreads;
+        try
+        {
+            var results = new List<float[][]>();
+            foreach (var threads in new[] { 1, 2 })
+            {
+                Parallelism.MaxThreads = threads;
+                using var gx = Tensor.Empty([rows, d]); using var gw = Tensor.Empty([d]); using var gb = Tensor.Empty([d]);
+                Cpu.LayerNormBackward(x, gy, w, mean, rstd, gx, gw, gb);
+                results.Add([gx.ToArray<float>(), gw.ToArray<float>(), gb.ToArray<float>()]);
+            }
+            for (int i = 0; i < 3; i++) Assert.That(results[1][i], Is.EqualTo(results[0][i]), $"output {i}");
+        }
+        finally { Parallelism.MaxThreads = saved; }
+    }
+
+    [Test]
     public void LayerNormRejectsWrongWeight()
     {
         using var x = Tensor.Zeros([2, 4]);
