@@ -1,14 +1,18 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using FashionViL.Tensors;
 
 namespace FashionViL.Kernels.Cpu;
 
 /// <summary>
 /// Transformer, loss and optimiser kernels. Rows are the last dim; every kernel has one generic body for
-/// float32 and float64 (statistics accumulate in double). Dropout convention, shared by <see cref="Dropout"/>
-/// and the fused attention: element i is KEPT iff <c>Philox.Uniform(seed, offset, i) ≥ p</c> (compared in
-/// double), so the dropped set is exactly where <c>Generator.Bernoulli(p)</c> at the same (seed, offset) gives 1.
+/// float32 and float64, vectorised with TensorPrimitives / Vector256 and accumulating in the tensor's dtype
+/// (as PyTorch does). Results do not depend on the thread count.
+/// Dropout convention, shared by <see cref="Dropout"/> and the fused attention: element i is KEPT iff
+/// <c>Philox.Uniform(seed, offset, i) ≥ p</c>, so the dropped set is exactly where
+/// <c>Generator.Bernoulli(p)</c> drawn at the same (seed, offset) gives 1.
 /// </summary>
 public sealed unsafe partial class CpuBackend
 {
@@ -29,7 +33,34 @@ public sealed unsafe partial class CpuBackend
     {
         if (p <= 0) { keep[..n].Fill(1); return; }
         if (p >= 1) { keep[..n].Clear(); return; }
-        long i = start, end = start + n;
+        // u = (w >> 8)·2⁻²⁴ ≥ p  ⇔  (w >> 8) ≥ ⌈p·2²⁴⌉ (exact: both sides are integers scaled by a power of two).
+        uint thr = (uint)Math.Ceiling(p * 16777216.0);
+        long end = start + n, i = start;
+        if (Avx2.IsSupported)
+        {
+            long aligned = (start + 3) & ~3L;
+            if (end - aligned >= 16)
+            {
+                KeepScalar(seed, offset, start, aligned, start, thr, keep);
+                for (i = aligned; i + 16 <= end; i += 16)
+                {
+                    Philox4Counters(seed, offset + (ulong)(i >> 2), out var w0, out var w1, out var w2, out var w3);
+                    int b = (int)(i - start);
+                    for (int j = 0; j < 4; j++, b += 4)
+                    {
+                        keep[b] = (byte)((uint)w0.GetElement(j) >> 8 >= thr ? 1 : 0);
+                        keep[b + 1] = (byte)((uint)w1.GetElement(j) >> 8 >= thr ? 1 : 0);
+                        keep[b + 2] = (byte)((uint)w2.GetElement(j) >> 8 >= thr ? 1 : 0);
+                        keep[b + 3] = (byte)((uint)w3.GetElement(j) >> 8 >= thr ? 1 : 0);
+                    }
+                }
+            }
+        }
+        KeepScalar(seed, offset, i, end, start, thr, keep);
+    }
+
+    private static void KeepScalar(ulong seed, ulong offset, long i, long end, long start, uint thr, Span<byte> keep)
+    {
         while (i < end)
         {
             Philox.Block(seed, offset + (ulong)(i >> 2), out var w0, out var w1, out var w2, out var w3);
@@ -37,11 +68,33 @@ public sealed unsafe partial class CpuBackend
             for (; i < blockEnd; i++)
             {
                 uint w = (i & 3) switch { 0 => w0, 1 => w1, 2 => w2, _ => w3 };
-                // Same value as Philox.Uniform(seed, offset, i): 24 bits, exact in float32 and double.
-                double u = (w >> 8) * (1.0 / 16777216.0);
-                keep[(int)(i - start)] = (byte)(u >= p ? 1 : 0);
+                keep[(int)(i - start)] = (byte)(w >> 8 >= thr ? 1 : 0);
             }
         }
+    }
+
+    /// <summary>
+    /// Philox4x32-10 on the four counters c, c+1, c+2, c+3 at once (one per 64-bit lane, values in the low 32 bits);
+    /// lane j of r_k equals word k of <see cref="Philox.Block"/>(seed, c + j).
+    /// </summary>
+    private static void Philox4Counters(ulong seed, ulong c, out Vector256<ulong> r0, out Vector256<ulong> r1, out Vector256<ulong> r2, out Vector256<ulong> r3)
+    {
+        var lo32 = Vector256.Create(0xFFFFFFFFUL);
+        var ctr = Vector256.Create(c, c + 1, c + 2, c + 3);
+        Vector256<ulong> c0 = ctr & lo32, c1 = ctr >> 32, c2 = Vector256<ulong>.Zero, c3 = Vector256<ulong>.Zero;
+        var m0 = Vector256.Create(0xD2511F53UL).AsUInt32();
+        var m1 = Vector256.Create(0xCD9E8D57UL).AsUInt32();
+        uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+        for (int round = 0; round < 10; round++)
+        {
+            var p0 = Avx2.Multiply(c0.AsUInt32(), m0); // 32×32→64 on the low half of each lane
+            var p1 = Avx2.Multiply(c2.AsUInt32(), m1);
+            var n0 = (p1 >> 32) ^ c1 ^ Vector256.Create((ulong)k0);
+            var n2 = (p0 >> 32) ^ c3 ^ Vector256.Create((ulong)k1);
+            c1 = p1 & lo32; c3 = p0 & lo32; c0 = n0; c2 = n2;
+            k0 += 0x9E3779B9; k1 += 0xBB67AE85;
+        }
+        r0 = c0; r1 = c1; r2 = c2; r3 = c3;
     }
 
     private static void CheckProbability(string op, double p)
@@ -59,7 +112,7 @@ public sealed unsafe partial class CpuBackend
         RequireContiguous(y, op, "output");
         RequireContiguous(mean, op, "mean"); RequireContiguous(rstd, op, "rstd");
         if (x.Rank == 0) throw new ArgumentException($"{op}: input must have at least one dim, got {x.ShapeString}");
-        int d = LastDim(x), r = d == 0 ? 0 : x.Numel / d;
+        int d = LastDim(x), r = Shape.Numel(x.Sizes[..^1].ToArray());
         if (mean.Numel != r || rstd.Numel != r) throw new ArgumentException($"{op}: input {x.ShapeString} has {r} rows but mean {mean.ShapeString} / rstd {rstd.ShapeString}");
         foreach (var (t, name) in new[] { (weight, "weight"), (bias, "bias") })
         {
@@ -80,24 +133,22 @@ public sealed unsafe partial class CpuBackend
     {
         T* px = x.DataPtr<T>(), py = y.DataPtr<T>(), pm = mean.DataPtr<T>(), pr = rstd.DataPtr<T>();
         T* pw = w is null ? null : w.DataPtr<T>(), pb = b is null ? null : b.DataPtr<T>();
+        T dd = T.CreateTruncating(d), teps = T.CreateTruncating(eps);
         Parallelism.For(rows, 4L * d, (r0, r1) =>
         {
             for (int r = r0; r < r1; r++)
             {
-                T* xr = px + (long)r * d, yr = py + (long)r * d;
-                double s = 0;
-                for (int i = 0; i < d; i++) s += double.CreateTruncating(xr[i]);
-                double m = s / d, ss = 0;
-                for (int i = 0; i < d; i++) { double c = double.CreateTruncating(xr[i]) - m; ss += c * c; }
-                double rs = 1.0 / Math.Sqrt(ss / d + eps);
-                pm[r] = T.CreateTruncating(m); pr[r] = T.CreateTruncating(rs);
-                for (int i = 0; i < d; i++)
-                {
-                    double v = (double.CreateTruncating(xr[i]) - m) * rs;
-                    if (pw != null) v *= double.CreateTruncating(pw[i]);
-                    if (pb != null) v += double.CreateTruncating(pb[i]);
-                    yr[i] = T.CreateTruncating(v);
-                }
+                var xr = new ReadOnlySpan<T>(px + (long)r * d, d);
+                var yr = new Span<T>(py + (long)r * d, d);
+                // two passes (mean, then the centred sum of squares): no cancellation for large means
+                T m = d == 0 ? T.Zero : TensorPrimitives.Sum(xr) / dd;
+                TensorPrimitives.Subtract(xr, m, yr);
+                T rs = T.One / T.Sqrt(TensorPrimitives.Dot<T>(yr, yr) / dd + teps);
+                pm[r] = m; pr[r] = rs;
+                TensorPrimitives.Multiply<T>(yr, rs, yr);
+                if (pw != null && pb != null) TensorPrimitives.MultiplyAdd<T>(yr, new ReadOnlySpan<T>(pw, d), new ReadOnlySpan<T>(pb, d), yr);
+                else if (pw != null) TensorPrimitives.Multiply<T>(yr, new ReadOnlySpan<T>(pw, d), yr);
+                else if (pb != null) TensorPrimitives.Add<T>(yr, new ReadOnlySpan<T>(pb, d), yr);
             }
         });
     }
@@ -109,7 +160,7 @@ public sealed unsafe partial class CpuBackend
         RequireSameShape(x, gy, op); RequireSameShape(x, gx, op);
         RequireContiguous(gx, op, "gx");
         if (x.Rank == 0) throw new ArgumentException($"{op}: input must have at least one dim, got {x.ShapeString}");
-        int d = LastDim(x), r = d == 0 ? 0 : x.Numel / d;
+        int d = LastDim(x), r = Shape.Numel(x.Sizes[..^1].ToArray());
         if (mean.Numel != r || rstd.Numel != r) throw new ArgumentException($"{op}: input {x.ShapeString} has {r} rows but mean {mean.ShapeString} / rstd {rstd.ShapeString}");
         foreach (var (t, name) in new[] { (weight, "weight"), (gw, "gw"), (gb, "gb") })
         {
@@ -134,26 +185,25 @@ public sealed unsafe partial class CpuBackend
     {
         T* px = x.DataPtr<T>(), pg = gy.DataPtr<T>(), pm = mean.DataPtr<T>(), pr = rstd.DataPtr<T>(), pgx = gx.DataPtr<T>();
         T* pw = w is null ? null : w.DataPtr<T>();
+        T dd = T.CreateTruncating(d);
         // gx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = gy · w.
         Parallelism.For(rows, 6L * d, (r0, r1) =>
         {
+            var gBuf = new T[d]; var hBuf = new T[d];
+            var g = gBuf.AsSpan(); var xh = hBuf.AsSpan();
             for (int r = r0; r < r1; r++)
             {
-                T* xr = px + (long)r * d, gr = pg + (long)r * d, gxr = pgx + (long)r * d;
-                double m = double.CreateTruncating(pm[r]), rs = double.CreateTruncating(pr[r]);
-                double sg = 0, sgx = 0;
-                for (int i = 0; i < d; i++)
-                {
-                    double g = double.CreateTruncating(gr[i]) * (pw == null ? 1.0 : double.CreateTruncating(pw[i]));
-                    sg += g; sgx += g * (double.CreateTruncating(xr[i]) - m) * rs;
-                }
-                sg /= d; sgx /= d;
-                for (int i = 0; i < d; i++)
-                {
-                    double g = double.CreateTruncating(gr[i]) * (pw == null ? 1.0 : double.CreateTruncating(pw[i]));
-                    double xh = (double.CreateTruncating(xr[i]) - m) * rs;
-                    gxr[i] = T.CreateTruncating(rs * (g - sg - xh * sgx));
-                }
+                var xr = new ReadOnlySpan<T>(px + (long)r * d, d);
+                var gr = new ReadOnlySpan<T>(pg + (long)r * d, d);
+                var gxr = new Span<T>(pgx + (long)r * d, d);
+                T m = pm[r], rs = pr[r];
+                if (pw != null) TensorPrimitives.Multiply(gr, new ReadOnlySpan<T>(pw, d), g); else gr.CopyTo(g);
+                TensorPrimitives.Subtract(xr, m, xh);
+                TensorPrimitives.Multiply<T>(xh, rs, xh);
+                T sg = TensorPrimitives.Sum<T>(g) / dd, sgx = TensorPrimitives.Dot<T>(g, xh) / dd;
+                TensorPrimitives.MultiplyAdd<T>(xh, -sgx, g, gxr);   // g − x̂·mean(g·x̂)
+                TensorPrimitives.Subtract<T>(gxr, sg, gxr);
+                TensorPrimitives.Multiply<T>(gxr, rs, gxr);
             }
         });
         if (gw is null && gb is null) return;
@@ -162,23 +212,18 @@ public sealed unsafe partial class CpuBackend
         Parallelism.For(d, 3L * rows, (c0, c1) =>
         {
             int n = c1 - c0;
-            var aw = new double[n]; var ab = new double[n];
+            var aw = new T[n]; var ab = new T[n]; var tmp = new T[n];
             for (int r = 0; r < rows; r++)
             {
-                T* xr = px + (long)r * d + c0, gr = pg + (long)r * d + c0;
-                double m = double.CreateTruncating(pm[r]), rs = double.CreateTruncating(pr[r]);
-                for (int i = 0; i < n; i++)
-                {
-                    double g = double.CreateTruncating(gr[i]);
-                    ab[i] += g;
-                    aw[i] += g * (double.CreateTruncating(xr[i]) - m) * rs;
-                }
+                var xr = new ReadOnlySpan<T>(px + (long)r * d + c0, n);
+                var gr = new ReadOnlySpan<T>(pg + (long)r * d + c0, n);
+                TensorPrimitives.Add<T>(ab, gr, ab);
+                TensorPrimitives.Subtract(xr, pm[r], tmp);
+                TensorPrimitives.Multiply<T>(tmp, pr[r], tmp);
+                TensorPrimitives.MultiplyAdd<T>(gr, tmp, aw, aw);
             }
-            for (int i = 0; i < n; i++)
-            {
-                if (pgw != null) pgw[c0 + i] = T.CreateTruncating(aw[i]);
-                if (pgb != null) pgb[c0 + i] = T.CreateTruncating(ab[i]);
-            }
+            if (pgw != null) aw.CopyTo(new Span<T>(pgw + c0, n));
+            if (pgb != null) ab.CopyTo(new Span<T>(pgb + c0, n));
         });
     }
 
@@ -507,6 +552,95 @@ public sealed unsafe partial class CpuBackend
         else AttentionForwardT<double>(qc, kc, vc, mask, scale, dropoutP, seed, offset, o, probs);
     }
 
+    // Attention works on blocks of 4 query rows per (b, h) so every k/v row loaded is used four times.
+    // The three inner routines below are the small GEMMs of attention written for that block shape.
+    private const int QBlock = 4;
+
+    /// <summary>r[i] ← a_i · b for the four rows a_i (length d).</summary>
+    private static void Dot4<T>(T** a, T* b, int d, T* r) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int e = 0;
+        T t0 = T.Zero, t1 = T.Zero, t2 = T.Zero, t3 = T.Zero;
+        if (Vector256.IsHardwareAccelerated && d >= Vector256<T>.Count)
+        {
+            int w = Vector256<T>.Count;
+            Vector256<T> s0 = default, s1 = default, s2 = default, s3 = default;
+            for (; e <= d - w; e += w)
+            {
+                var vb = Vector256.Load(b + e);
+                s0 += Vector256.Load(a[0] + e) * vb;
+                s1 += Vector256.Load(a[1] + e) * vb;
+                s2 += Vector256.Load(a[2] + e) * vb;
+                s3 += Vector256.Load(a[3] + e) * vb;
+            }
+            t0 = Vector256.Sum(s0); t1 = Vector256.Sum(s1); t2 = Vector256.Sum(s2); t3 = Vector256.Sum(s3);
+        }
+        for (; e < d; e++)
+        {
+            T be = b[e];
+            t0 += a[0][e] * be; t1 += a[1][e] * be; t2 += a[2][e] * be; t3 += a[3][e] * be;
+        }
+        r[0] = t0; r[1] = t1; r[2] = t2; r[3] = t3;
+    }
+
+    /// <summary>dst_i ← Σ_s w[i·n + s] · row_s for the four destination rows (row_s at rows + s·rowStride, length d).</summary>
+    private static void WeightedRows4<T>(T* rows, long rowStride, int n, T* w, int d, T** dst) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int e = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            int vw = Vector256<T>.Count;
+            for (; e <= d - vw; e += vw)
+            {
+                Vector256<T> a0 = default, a1 = default, a2 = default, a3 = default;
+                T* r = rows + e;
+                for (int s = 0; s < n; s++, r += rowStride)
+                {
+                    var vr = Vector256.Load(r);
+                    a0 += Vector256.Create(w[s]) * vr;
+                    a1 += Vector256.Create(w[n + s]) * vr;
+                    a2 += Vector256.Create(w[2 * n + s]) * vr;
+                    a3 += Vector256.Create(w[3 * n + s]) * vr;
+                }
+                a0.Store(dst[0] + e); a1.Store(dst[1] + e); a2.Store(dst[2] + e); a3.Store(dst[3] + e);
+            }
+        }
+        for (; e < d; e++)
+        {
+            T a0 = T.Zero, a1 = T.Zero, a2 = T.Zero, a3 = T.Zero;
+            T* r = rows + e;
+            for (int s = 0; s < n; s++, r += rowStride)
+            {
+                T x = *r;
+                a0 += w[s] * x; a1 += w[n + s] * x; a2 += w[2 * n + s] * x; a3 += w[3 * n + s] * x;
+            }
+            dst[0][e] = a0; dst[1][e] = a1; dst[2][e] = a2; dst[3][e] = a3;
+        }
+    }
+
+    /// <summary>row_s += Σ_i w[i·n + s] · src_i for every s (row_s at rows + s·rowStride, length d).</summary>
+    private static void AddWeightedSources4<T>(T* rows, long rowStride, int n, T* w, int d, T** src) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int s = 0; s < n; s++)
+        {
+            T* r = rows + s * rowStride;
+            T w0 = w[s], w1 = w[n + s], w2 = w[2 * n + s], w3 = w[3 * n + s];
+            int e = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                int vw = Vector256<T>.Count;
+                var c0 = Vector256.Create(w0); var c1 = Vector256.Create(w1); var c2 = Vector256.Create(w2); var c3 = Vector256.Create(w3);
+                for (; e <= d - vw; e += vw)
+                {
+                    var acc = Vector256.Load(r + e);
+                    acc += c0 * Vector256.Load(src[0] + e) + c1 * Vector256.Load(src[1] + e) + c2 * Vector256.Load(src[2] + e) + c3 * Vector256.Load(src[3] + e);
+                    acc.Store(r + e);
+                }
+            }
+            for (; e < d; e++) r[e] += w0 * src[0][e] + w1 * src[1][e] + w2 * src[2][e] + w3 * src[3][e];
+        }
+    }
+
     private static void AttentionForwardT<T>(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double p, ulong seed, ulong offset, Tensor o, Tensor probs)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -514,37 +648,56 @@ public sealed unsafe partial class CpuBackend
         T* bq = (T*)q.Storage.Pointer, bk = (T*)k.Storage.Pointer, bv = (T*)v.Storage.Pointer, bo = (T*)o.Storage.Pointer;
         T* pp = probs.DataPtr<T>();
         T* bm = mask is null ? null : (T*)mask.Storage.Pointer;
-        var gq = new Heads4(q); var gk = new Heads4(k); var gv = new Heads4(v); var go = new Heads4(o);
+        var sq = new Heads4(q); var sk = new Heads4(k); var sv = new Heads4(v); var so = new Heads4(o);
         int mb = 0, mh = 0, ml = 0, ms = 0, mo = 0;
         if (mask is not null) { mb = mask.Strides[0]; mh = mask.Strides[1]; ml = mask.Strides[2]; ms = mask.Strides[3]; mo = mask.Offset; }
         T tScale = T.CreateTruncating(scale);
         T drop = p >= 1 ? T.Zero : T.CreateTruncating(1.0 / (1.0 - p));
         Parallelism.For(bsz * heads, 2L * l * s * Math.Max(d, 1) + 1, (i0, i1) =>
         {
-            var keep = new byte[s];
-            for (int bh = i0; bh < i1; bh++)
+            var keep = new byte[Math.Max(s, 1)];
+            var wBuf = new T[QBlock * Math.Max(s, 1)];   // dropped, scaled probabilities of the block
+            var dummy = new T[Math.Max(d, 1)];           // destination for the unused rows of a partial block
+            var dotBuf = new T[QBlock];
+            fixed (T* w = wBuf, dm = dummy, dots = dotBuf)
             {
-                int b = bh / heads, h = bh % heads;
-                for (int li = 0; li < l; li++)
+                T** qr = stackalloc T*[QBlock];
+                T** orow = stackalloc T*[QBlock];
+                for (int bh = i0; bh < i1; bh++)
                 {
-                    var qr = new ReadOnlySpan<T>(bq + gq.Row(b, h, li), d);
-                    var pr = new Span<T>(pp + ((long)bh * l + li) * s, s);
-                    for (int si = 0; si < s; si++)
+                    int b = bh / heads, h = bh % heads;
+                    T* kBase = bk + sk.Row(b, h, 0), vBase = bv + sv.Row(b, h, 0);
+                    for (int l0 = 0; l0 < l; l0 += QBlock)
                     {
-                        T sc = tScale * TensorPrimitives.Dot(qr, new ReadOnlySpan<T>(bk + gk.Row(b, h, si), d));
-                        if (bm != null) sc += bm[mo + (long)b * mb + (long)h * mh + (long)li * ml + (long)si * ms];
-                        pr[si] = sc;
-                    }
-                    var orow = new Span<T>(bo + go.Row(b, h, li), d);
-                    orow.Clear();
-                    if (s == 0) continue;
-                    SoftmaxRow<T>(pr, pr, false);
-                    KeepMask(seed, offset, ((long)bh * l + li) * s, s, p, keep);
-                    for (int si = 0; si < s; si++)
-                    {
-                        if (keep[si] == 0) continue;
-                        T w = pr[si] * drop;
-                        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<T>(bv + gv.Row(b, h, si), d), w, orow, orow);
+                        int nb = Math.Min(QBlock, l - l0);
+                        for (int i = 0; i < QBlock; i++)
+                        {
+                            qr[i] = bq + sq.Row(b, h, l0 + Math.Min(i, nb - 1));
+                            orow[i] = i < nb ? bo + so.Row(b, h, l0 + i) : dm;
+                        }
+                        // scores → probs rows
+                        for (int si = 0; si < s; si++)
+                        {
+                            Dot4(qr, kBase + (long)si * sk.SR, d, dots);
+                            for (int i = 0; i < nb; i++)
+                            {
+                                int li = l0 + i;
+                                T sc = tScale * dots[i];
+                                if (bm != null) sc += bm[mo + (long)b * mb + (long)h * mh + (long)li * ml + (long)si * ms];
+                                pp[((long)bh * l + li) * s + si] = sc;
+                            }
+                        }
+                        new Span<T>(w, QBlock * s).Clear();
+                        for (int i = 0; i < nb; i++)
+                        {
+                            long rowStart = ((long)bh * l + l0 + i) * s;
+                            if (s == 0) continue;
+                            var pr = new Span<T>(pp + rowStart, s);
+                            SoftmaxRow<T>(pr, pr, false);
+                            KeepMask(seed, offset, rowStart, s, p, keep);
+                            for (int si = 0; si < s; si++) w[i * s + si] = keep[si] != 0 ? pr[si] * drop : T.Zero;
+                        }
+                        WeightedRows4(vBase, sv.SR, s, w, d, orow);
                     }
                 }
             }
@@ -585,48 +738,78 @@ public sealed unsafe partial class CpuBackend
         var sgq = new Heads4(gq); var sgk = new Heads4(gk); var sgv = new Heads4(gv);
         T tScale = T.CreateTruncating(scale);
         T drop = p >= 1 ? T.Zero : T.CreateTruncating(1.0 / (1.0 - p));
-        Parallelism.For(bsz * heads, 4L * l * s * Math.Max(d, 1) + 1, (i0, i1) =>
+        Parallelism.For(bsz * heads, 5L * l * s * Math.Max(d, 1) + 1, (i0, i1) =>
         {
-            var keep = new byte[s];
-            var gp = new T[s];
-            for (int bh = i0; bh < i1; bh++)
+            int sn = Math.Max(s, 1);
+            var keep = new byte[sn];
+            var pdBuf = new T[QBlock * sn];   // P·keep·drop: the weights of V in the forward
+            var gsBuf = new T[QBlock * sn];   // gradient of the scaled scores
+            var dummy = new T[Math.Max(d, 1)];
+            var zeros = new T[Math.Max(d, 1)];
+            var dotBuf = new T[QBlock];
+            fixed (T* pd = pdBuf, gs = gsBuf, dm = dummy, zr = zeros, dots = dotBuf)
             {
-                int b = bh / heads, h = bh % heads;
-                for (int si = 0; si < s; si++)
+                T** gor = stackalloc T*[QBlock];
+                T** qr = stackalloc T*[QBlock];
+                T** gqr = stackalloc T*[QBlock];
+                for (int bh = i0; bh < i1; bh++)
                 {
-                    new Span<T>(bgk + sgk.Row(b, h, si), d).Clear();
-                    new Span<T>(bgv + sgv.Row(b, h, si), d).Clear();
-                }
-                for (int li = 0; li < l; li++)
-                {
-                    var gor = new ReadOnlySpan<T>(bgo + sgo.Row(b, h, li), d);
-                    var qr = new ReadOnlySpan<T>(bq + sq.Row(b, h, li), d);
-                    var gqr = new Span<T>(bgq + sgq.Row(b, h, li), d);
-                    gqr.Clear();
-                    var pr = new ReadOnlySpan<T>(pp + ((long)bh * l + li) * s, s);
-                    KeepMask(seed, offset, ((long)bh * l + li) * s, s, p, keep);
-                    // through dropout and PV: gP = keep·drop·(go·v_s); gv_s += P·keep·drop·go
+                    int b = bh / heads, h = bh % heads;
+                    T* kBase = bk + sk.Row(b, h, 0), vBase = bv + sv.Row(b, h, 0);
+                    T* gkBase = bgk + sgk.Row(b, h, 0), gvBase = bgv + sgv.Row(b, h, 0);
                     for (int si = 0; si < s; si++)
                     {
-                        if (keep[si] == 0) { gp[si] = T.Zero; continue; }
-                        gp[si] = drop * TensorPrimitives.Dot(gor, new ReadOnlySpan<T>(bv + sv.Row(b, h, si), d));
-                        var gvr = new Span<T>(bgv + sgv.Row(b, h, si), d);
-                        TensorPrimitives.MultiplyAdd(gor, pr[si] * drop, gvr, gvr);
+                        new Span<T>(gkBase + (long)si * sgk.SR, d).Clear();
+                        new Span<T>(gvBase + (long)si * sgv.SR, d).Clear();
                     }
-                    // through softmax: gS = P·(gP − Σ P·gP), then the scaled QKᵀ
-                    T dot = TensorPrimitives.Dot(pr, new ReadOnlySpan<T>(gp, 0, s));
-                    for (int si = 0; si < s; si++)
+                    for (int l0 = 0; l0 < l; l0 += QBlock)
                     {
-                        T gs = pr[si] * (gp[si] - dot) * tScale;
-                        if (gs == T.Zero) continue;
-                        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<T>(bk + sk.Row(b, h, si), d), gs, gqr, gqr);
-                        var gkr = new Span<T>(bgk + sgk.Row(b, h, si), d);
-                        TensorPrimitives.MultiplyAdd(qr, gs, gkr, gkr);
+                        int nb = Math.Min(QBlock, l - l0);
+                        for (int i = 0; i < QBlock; i++)
+                        {
+                            bool real = i < nb;
+                            gor[i] = real ? bgo + sgo.Row(b, h, l0 + i) : zr;
+                            qr[i] = real ? bq + sq.Row(b, h, l0 + i) : zr;
+                            gqr[i] = real ? bgq + sgq.Row(b, h, l0 + i) : dm;
+                        }
+                        new Span<T>(pd, QBlock * s).Clear();
+                        new Span<T>(gs, QBlock * s).Clear();
+                        for (int i = 0; i < nb; i++)
+                        {
+                            long rowStart = ((long)bh * l + l0 + i) * s;
+                            KeepMask(seed, offset, rowStart, s, p, keep);
+                            for (int si = 0; si < s; si++)
+                            {
+                                // gs temporarily holds keep·drop, the factor between P and the weights of V
+                                T f = keep[si] != 0 ? drop : T.Zero;
+                                gs[i * s + si] = f;
+                                pd[i * s + si] = pp[rowStart + si] * f;
+                            }
+                        }
+                        // gV_s += Σ_i pd_i[s]·gO_i
+                        AddWeightedSources4(gvBase, sgv.SR, s, pd, d, gor);
+                        // gP_i[s] = keep·drop·(gO_i · v_s), then through the softmax: gS = P·(gP − Σ P·gP)·scale
+                        for (int si = 0; si < s; si++)
+                        {
+                            Dot4(gor, vBase + (long)si * sv.SR, d, dots);
+                            for (int i = 0; i < nb; i++) gs[i * s + si] *= dots[i];
+                        }
+                        for (int i = 0; i < nb; i++)
+                        {
+                            var pr = new ReadOnlySpan<T>(pp + ((long)bh * l + l0 + i) * s, s);
+                            var gr = new Span<T>(gs + i * s, s);
+                            T dot = TensorPrimitives.Dot(pr, gr);
+                            for (int si = 0; si < s; si++) gr[si] = pr[si] * (gr[si] - dot) * tScale;
+                        }
+                        // gQ_i = Σ_s gS_i[s]·k_s; gK_s += Σ_i gS_i[s]·q_i
+                        WeightedRows4(kBase, sk.SR, s, gs, d, gqr);
+                        AddWeightedSources4(gkBase, sgk.SR, s, gs, d, qr);
                     }
                 }
             }
         });
     }
+
 
     // ------------------------------------------------------------------ VQ lookup
 
@@ -648,29 +831,43 @@ public sealed unsafe partial class CpuBackend
         else VqLookupT<double>(zc, ec, ids);
     }
 
-    private static void VqLookupT<T>(Tensor z, Tensor e, Tensor ids) where T : unmanaged, IFloatingPointIeee754<T>
+    private void VqLookupT<T>(Tensor z, Tensor e, Tensor ids) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int n = z.Sizes[0], d = z.Sizes[1], kk = e.Sizes[0];
         T* pz = z.DataPtr<T>(), pe = e.DataPtr<T>();
         long* pi = ids.DataPtr<long>();
         var en = new T[kk];
         for (int j = 0; j < kk; j++) { var r = new ReadOnlySpan<T>(pe + (long)j * d, d); en[j] = TensorPrimitives.Dot(r, r); }
-        T two = T.CreateTruncating(2);
-        Parallelism.For(n, 2L * kk * Math.Max(d, 1), (r0, r1) =>
+        // d_k = ‖z‖² + ‖e_k‖² − 2 z·e_k, with the cross term from one GEMM per block of rows (bounded scratch).
+        const int Block = 256;
+        using var cross = Tensor.Empty([1, Math.Min(Block, n), kk], z.DType);
+        using var eView = e.AsStrided([1, kk, d], [0, d, 1], e.Offset);
+        T* pc = cross.DataPtr<T>();
+        for (int r0 = 0; r0 < n; r0 += Block)
         {
-            for (int i = r0; i < r1; i++)
+            int nb = Math.Min(Block, n - r0);
+            using var zBlock = z.AsStrided([1, nb, d], [0, d, 1], z.Offset + r0 * d);
+            using var cBlock = cross.AsStrided([1, nb, kk], [0, kk, 1], cross.Offset);
+            if (d > 0) MatMul(zBlock, eView, cBlock, transA: false, transB: true, alpha: -2);
+            else new Span<T>(pc, nb * kk).Clear();
+            Parallelism.For(nb, 2L * kk + d, (i0, i1) =>
             {
-                var zr = new ReadOnlySpan<T>(pz + (long)i * d, d);
-                T zn = TensorPrimitives.Dot(zr, zr);
-                long best = 0; T bestD = T.PositiveInfinity; bool found = false;
-                for (int j = 0; j < kk; j++)
+                for (int i = i0; i < i1; i++)
                 {
-                    T dist = zn + en[j] - two * TensorPrimitives.Dot(zr, new ReadOnlySpan<T>(pe + (long)j * d, d));
-                    if (!found || dist < bestD) { if (T.IsNaN(dist)) continue; bestD = dist; best = j; found = true; }
+                    var zr = new ReadOnlySpan<T>(pz + (long)(r0 + i) * d, d);
+                    T zn = TensorPrimitives.Dot(zr, zr);
+                    T* cr = pc + (long)i * kk;
+                    long best = 0; T bestD = T.PositiveInfinity; bool found = false;
+                    for (int j = 0; j < kk; j++)
+                    {
+                        T dist = zn + en[j] + cr[j];
+                        if (T.IsNaN(dist)) continue;
+                        if (!found || dist < bestD) { bestD = dist; best = j; found = true; } // strict <: the first minimum wins
+                    }
+                    pi[r0 + i] = best;
                 }
-                pi[i] = best;
-            }
-        });
+            });
+        }
     }
 
     // ------------------------------------------------------------------ top-k and sort
@@ -776,7 +973,25 @@ public sealed unsafe partial class CpuBackend
         int n = param.Numel;
         Parallelism.For(n, 16, (s, e) =>
         {
-            for (int i = s; i < e; i++)
+            int i = s;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                // The same operations in the same order as the scalar tail, so every element rounds identically.
+                int w = Vector256<T>.Count;
+                var vb1 = Vector256.Create(b1); var vc1 = Vector256.Create(c1); var vb2 = Vector256.Create(b2); var vc2 = Vector256.Create(c2);
+                var veps = Vector256.Create(eps); var vstep = Vector256.Create(negStep); var vdec = Vector256.Create(negDecay);
+                for (; i <= e - w; i += w)
+                {
+                    var g = Vector256.Load(pg + i);
+                    var m = Vector256.Load(pm + i) * vb1 + g * vc1;
+                    var v = Vector256.Load(pv + i) * vb2 + g * g * vc2;
+                    m.Store(pm + i); v.Store(pv + i);
+                    var wv = Vector256.Load(pp + i) + vstep * (m / (Vector256.Sqrt(v) + veps));
+                    if (decay) wv += wv * vdec;
+                    wv.Store(pp + i);
+                }
+            }
+            for (; i < e; i++)
             {
                 T g = pg[i];
                 T m = pm[i] * b1 + g * c1;          // exp_avg.mul_(β₁).add_(g, alpha=1−β₁)
