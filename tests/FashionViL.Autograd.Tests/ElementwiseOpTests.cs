@@ -108,6 +108,42 @@ public class ElementwiseOpTests
         }
     }
 
+    /// <summary>
+    /// Random shapes (seeded): rank 0–4, sizes 0–4, each operand dropping leading dims or setting dims to 1 at
+    /// random (broadcast), and each input possibly a non-contiguous view. Checks values against the scalar reference.
+    /// </summary>
+    [Test]
+    public void RandomBroadcastShapesAndLayouts([Range(0, 39)] int trial)
+    {
+        using var scope = Tensor.Scope();
+        var rng = new Random(1000 + trial);
+        int rank = rng.Next(0, 5);
+        var outShape = Enumerable.Range(0, rank).Select(_ => rng.Next(0, 5)).ToArray();
+        int[] Operand()
+        {
+            int drop = rng.Next(0, rank + 1);
+            return outShape.Skip(drop).Select(d => rng.Next(3) == 0 ? 1 : d).ToArray();
+        }
+        var sa = Operand(); var sb = Operand();
+        var full = Shape.Broadcast(sa, sb);
+        var a = OpCheck.Rand(sa, (ulong)trial, DType.Float32, 0.5, 2);
+        var b = OpCheck.Rand(sb, (ulong)trial + 100, DType.Float32, 0.5, 2);
+        if (rng.Next(2) == 0) a = OpCheck.NonContiguous(a);
+        if (rng.Next(2) == 0) b = OpCheck.NonContiguous(b);
+        var va = a.ToArray<double>(); var vb = b.ToArray<double>();
+        int n = Shape.Numel(full);
+        var want = new double[n];
+        for (int i = 0; i < n; i++) want[i] = (float)((float)va[BroadcastIndex(i, full, sa)] * (float)vb[BroadcastIndex(i, full, sb)]) - (float)va[BroadcastIndex(i, full, sa)];
+        var got = a * b - a;
+        Assert.That(got.Shape, Is.EqualTo(full), $"{Shape.Format(sa)} ⊗ {Shape.Format(sb)}");
+        OpCheck.AssertClose(got, want, 1e-6, 1e-6, $"{Shape.Format(sa)} ⊗ {Shape.Format(sb)}");
+
+        // The same expression's gradients (float64), summed back over the broadcast dims.
+        var a64 = a.To(DType.Float64); var b64 = b.To(DType.Float64);
+        a64.RequiresGrad = true; b64.RequiresGrad = true;
+        OpCheck.GradCheck(t => t[0] * t[1] - t[0], [a64, b64], what: $"{Shape.Format(sa)} ⊗ {Shape.Format(sb)}");
+    }
+
     /// <summary>Flat index into an operand of shape <paramref name="s"/> for flat output index i (numpy broadcasting).</summary>
     internal static int BroadcastIndex(int i, int[] outShape, int[] s)
     {
