@@ -87,16 +87,19 @@ public static class Engine
         if (!g.Sizes.SequenceEqual(leaf.Sizes))
             throw new InvalidOperationException($"backward: gradient {g.ShapeString} does not match leaf {leaf.ShapeString}");
         var gg = g.DType == leaf.DType ? g : g.To(leaf.DType);
-        if (leaf.Grad is null || leaf.Grad.IsDisposed)
+        var backend = Backends.Get(leaf.Device);
+        if (leaf.OwnsGrad)
         {
-            var copy = Tensor.Empty(leaf.Shape, leaf.DType, leaf.Device);
-            Backends.Get(leaf.Device).Copy(gg, copy);
-            leaf.Grad = copy.Persist();
+            // In place: the leaf owns its gradient buffer.
+            backend.Binary(BinaryOp.Add, leaf.Grad!, gg, leaf.Grad!);
         }
         else
         {
-            // In place: the leaf owns its gradient buffer.
-            Backends.Get(leaf.Device).Binary(BinaryOp.Add, leaf.Grad, gg, leaf.Grad);
+            // First gradient, or one the caller assigned (left untouched): a new buffer owned by the leaf.
+            var buf = Tensor.Empty(leaf.Shape, leaf.DType, leaf.Device).Persist();
+            if (leaf.Grad is { IsDisposed: false } prior) backend.Binary(BinaryOp.Add, Ops.ExpandRaw(prior, leaf.Shape), gg, buf);
+            else backend.Copy(gg, buf);
+            leaf.SetOwnedGrad(buf);
         }
         if (!ReferenceEquals(gg, g)) gg.Dispose();
     }

@@ -46,15 +46,19 @@ public readonly record struct Conv2dParams(int StrideH, int StrideW, int PadTop,
 {
     public static Conv2dParams Symmetric(int stride, int padding, int dilation = 1) => new(stride, stride, padding, padding, padding, padding, dilation, dilation);
 
-    public int OutH(int h, int kh) => (h + PadTop + PadBottom - DilationH * (kh - 1) - 1) / StrideH + 1;
-    public int OutW(int w, int kw) => (w + PadLeft + PadRight - DilationW * (kw - 1) - 1) / StrideW + 1;
+    /// <summary>Output height; zero or negative when the (dilated) kernel does not fit the padded input.</summary>
+    public int OutH(int h, int kh) => FloorDiv(h + PadTop + PadBottom - DilationH * (kh - 1) - 1, StrideH) + 1;
+    public int OutW(int w, int kw) => FloorDiv(w + PadLeft + PadRight - DilationW * (kw - 1) - 1, StrideW) + 1;
+
+    internal static int FloorDiv(int a, int b) => a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
 /// <summary>Geometry of max pooling (symmetric padding with -infinity, like PyTorch).</summary>
 public readonly record struct Pool2dParams(int KernelH, int KernelW, int StrideH, int StrideW, int PadH, int PadW)
 {
-    public int OutH(int h) => (h + 2 * PadH - KernelH) / StrideH + 1;
-    public int OutW(int w) => (w + 2 * PadW - KernelW) / StrideW + 1;
+    /// <summary>Output height; zero or negative when the window does not fit the padded input.</summary>
+    public int OutH(int h) => Conv2dParams.FloorDiv(h + 2 * PadH - KernelH, StrideH) + 1;
+    public int OutW(int w) => Conv2dParams.FloorDiv(w + 2 * PadW - KernelW, StrideW) + 1;
 }
 
 /// <summary>transformers-3.x AdamW: see <see cref="IBackend.AdamWStep"/>.</summary>

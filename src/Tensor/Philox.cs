@@ -15,8 +15,13 @@ public static class Philox
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Block(ulong seed, ulong counter, out uint r0, out uint r1, out uint r2, out uint r3)
+        => Block(seed, counter, 0, out r0, out r1, out r2, out r3);
+
+    /// <summary>The full 128-bit counter form: words (c0, c1, c2, c3) = (lo, lo &gt;&gt; 32, hi, hi &gt;&gt; 32).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Block(ulong seed, ulong counterLo, ulong counterHi, out uint r0, out uint r1, out uint r2, out uint r3)
     {
-        uint c0 = (uint)counter, c1 = (uint)(counter >> 32), c2 = 0, c3 = 0;
+        uint c0 = (uint)counterLo, c1 = (uint)(counterLo >> 32), c2 = (uint)counterHi, c3 = (uint)(counterHi >> 32);
         uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
         for (int round = 0; round < 10; round++)
         {

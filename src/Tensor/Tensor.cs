@@ -89,8 +89,36 @@ public sealed partial class Tensor : IDisposable
         }
     }
 
-    /// <summary>The accumulated gradient of a leaf after Backward(); null before.</summary>
-    public Tensor? Grad { get; set; }
+    private Tensor? _grad;
+    private bool _gradOwned;
+
+    /// <summary>
+    /// The accumulated gradient of a leaf after Backward(); null before. The buffer that backward
+    /// creates belongs to this tensor: replacing it (e.g. <c>p.Grad = null</c> between steps) frees it, so
+    /// a training loop needs no Dispose. Clone it to keep a copy. A gradient assigned by the caller stays
+    /// the caller's.
+    /// </summary>
+    public Tensor? Grad
+    {
+        get => _grad;
+        set
+        {
+            if (ReferenceEquals(value, _grad)) return;
+            if (_gradOwned) _grad?.Dispose();
+            _grad = value;
+            _gradOwned = false;
+        }
+    }
+
+    /// <summary>True when <see cref="Grad"/> is the buffer backward created (and may update in place).</summary>
+    internal bool OwnsGrad => _gradOwned && _grad is { IsDisposed: false };
+
+    /// <summary>Installs a gradient buffer owned by this tensor (used by the backward engine).</summary>
+    internal void SetOwnedGrad(Tensor grad)
+    {
+        Grad = grad;
+        _gradOwned = true;
+    }
 
     /// <summary>The node that produced this tensor (null for leaves).</summary>
     public GradNode? GradFn { get; private set; }

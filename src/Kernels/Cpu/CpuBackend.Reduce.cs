@@ -17,6 +17,7 @@ public sealed unsafe partial class CpuBackend
             if (y.Sizes[d] != (isReduced[d] ? 1 : x.Sizes[d])) throw new ArgumentException($"reduce {op}: output {y.ShapeString} does not match input {x.ShapeString} reduced over [{string.Join(",", dims)}]");
         if (indices is not null && (dims.Length != 1 || op is not (ReduceOp.Max or ReduceOp.Min)))
             throw new ArgumentException("reduce: indices are only produced by max/min over one dim");
+        if (x.DType == DType.Float32 && op is ReduceOp.Sum or ReduceOp.Mean && TrySumLeading(x, isReduced, y, op == ReduceOp.Mean)) return;
         if (x.DType == DType.Float32) ReduceT<float>(op, x, isReduced, y, indices, p0);
         else ReduceT<double>(op, x, isReduced, y, indices, p0);
     }
@@ -44,7 +45,7 @@ public sealed unsafe partial class CpuBackend
 
         Parallelism.For(nOut, nRed, (s, e) =>
         {
-            var buf = denseInner ? null : new double[nRed];
+            var buf = new double[nRed];
             for (int o = s; o < e; o++)
             {
                 int baseOff = 0, rem = o;
@@ -57,7 +58,7 @@ public sealed unsafe partial class CpuBackend
                     continue;
                 }
                 // Gather the reduced elements (in row-major order of the reduced dims) as doubles.
-                var vals = buf ?? new double[nRed];
+                var vals = buf;
                 if (denseInner) for (int j = 0; j < nRed; j++) vals[j] = double.CreateTruncating(p[j]);
                 else
                 {
@@ -99,6 +100,38 @@ public sealed unsafe partial class CpuBackend
                 py[o] = T.CreateTruncating(r);
             }
         });
+    }
+
+    /// <summary>
+    /// Sum over leading dims of a contiguous float32 tensor (the bias-gradient shape [rows, cols] → [cols]):
+    /// rows are added with SIMD into float32 sums, one column block per task.
+    /// </summary>
+    private static bool TrySumLeading(Tensor x, bool[] isReduced, Tensor y, bool mean)
+    {
+        if (!x.IsContiguous || x.Rank == 0) return false;
+        int k = 0;
+        while (k < x.Rank && isReduced[k]) k++;
+        for (int d = k; d < x.Rank; d++) if (isReduced[d]) return false;
+        if (k == 0 || k == x.Rank) return false;
+        int rows = 1, cols = 1;
+        for (int d = 0; d < k; d++) rows *= x.Sizes[d];
+        for (int d = k; d < x.Rank; d++) cols *= x.Sizes[d];
+        float* px = x.DataPtr<float>(), py = y.DataPtr<float>();
+        // Split the columns into blocks that stay in L1 while all rows stream through.
+        const int block = 1024;
+        int nb = (cols + block - 1) / block;
+        Parallelism.For(nb, (long)rows * Math.Min(block, cols), (s, e) =>
+        {
+            for (int b = s; b < e; b++)
+            {
+                int c0 = b * block, n = Math.Min(block, cols - c0);
+                var acc = new Span<float>(py + c0, n);
+                acc.Clear();
+                for (int r = 0; r < rows; r++) TensorPrimitives.Add(acc, new ReadOnlySpan<float>(px + (long)r * cols + c0, n), acc);
+                if (mean) TensorPrimitives.Multiply(acc, 1f / rows, acc);
+            }
+        });
+        return true;
     }
 
     private static double SumD(double[] v, int n)

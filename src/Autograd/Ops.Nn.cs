@@ -1,0 +1,234 @@
+using FashionViL.Tensors;
+
+namespace FashionViL.Autograd;
+
+/// <summary>How a per-row loss is reduced.</summary>
+public enum Reduction { Mean, Sum, None }
+
+public static partial class Ops
+{
+    private static int[] DropLast(Tensor x) => x.Sizes[..^1].ToArray();
+
+    extension(Tensor x)
+    {
+        /// <summary>
+        /// Layer norm over the last dim (PyTorch's <c>F.layer_norm(x, [D], weight, bias, eps)</c>); weight and
+        /// bias are [D] or null. BERT uses eps 1e-12. Statistics use the biased variance.
+        /// </summary>
+        public Tensor LayerNorm(Tensor? weight, Tensor? bias, double eps = 1e-12)
+        {
+            const string op = "layer_norm";
+            if (x.Rank == 0) throw new ArgumentException($"{op}: input must have at least one dim, got {x.ShapeString}");
+            if (weight is not null) SameDevice(op, x, weight);
+            if (bias is not null) SameDevice(op, x, bias);
+            using var xc = x.ContiguousRaw();
+            var y = Tensor.Empty(x.Shape, x.DType, x.Device);
+            var rows = DropLast(x);
+            using var mean = Tensor.Empty(rows, x.DType, x.Device);
+            using var rstd = Tensor.Empty(rows, x.DType, x.Device);
+            B(x).LayerNormForward(xc, weight, bias, eps, y, mean, rstd);
+            if (!Graph.NeedsGrad(x, weight, bias)) return y;
+            bool rx = x.RequiresGrad, rw = weight?.RequiresGrad == true, rb = bias?.RequiresGrad == true;
+            int[]? ws = weight?.Shape, bs = bias?.Shape;
+            return Graph.Record(y, op, [x, weight, bias], [xc, weight, mean, rstd], (gy, s) =>
+            {
+                var gx = Tensor.Empty(s[0]!.Shape, gy.DType, gy.Device);
+                Tensor? gw = rw ? Tensor.Empty(ws!, gy.DType, gy.Device) : null;
+                Tensor? gb = rb ? Tensor.Empty(bs!, gy.DType, gy.Device) : null;
+                B(gy).LayerNormBackward(s[0]!, gy, s[1], s[2]!, s[3]!, gx, gw, gb);
+                Tensor? gxr = gx;
+                if (!rx) { gx.Dispose(); gxr = null; }
+                return [gxr, gw, gb];
+            });
+        }
+
+        /// <summary>Softmax along <paramref name="dim"/> (numerically stable).</summary>
+        public Tensor Softmax(int dim = -1) => SoftmaxDim(x, dim, false);
+
+        /// <summary>log(softmax(x)) along <paramref name="dim"/>, computed as x − max − log Σ exp(x − max).</summary>
+        public Tensor LogSoftmax(int dim = -1) => SoftmaxDim(x, dim, true);
+
+        /// <summary>
+        /// The k largest (or smallest) entries of each row along the last dim, sorted; ties keep the lower
+        /// index first. Values carry a gradient (scattered back to the chosen positions); indices are Int64.
+        /// </summary>
+        public (Tensor Values, Tensor Indices) TopK(int k, bool largest = true)
+        {
+            if (x.Rank == 0) throw new ArgumentException($"topk: input must have at least one dim, got {x.ShapeString}");
+            var shape = x.Shape; shape[^1] = k;
+            if (k < 0 || k > x.Sizes[^1]) throw new ArgumentException($"topk: k = {k} is out of range for {x.Sizes[^1]} elements in the last dim of {x.ShapeString}");
+            var values = Tensor.Empty(shape, x.DType, x.Device);
+            var indices = Tensor.Empty(shape, DType.Int64, x.Device);
+            B(x).TopK(x, k, largest, values, indices);
+            return (RecordSelectRows("topk", x, values, indices), indices);
+        }
+
+        /// <summary>Stable sort along the last dim (ties keep the lower index first); NaN counts as the largest value.</summary>
+        public (Tensor Values, Tensor Indices) Sort(bool descending = false)
+        {
+            if (x.Rank == 0) throw new ArgumentException($"sort: input must have at least one dim, got {x.ShapeString}");
+            var values = Tensor.Empty(x.Shape, x.DType, x.Device);
+            var indices = Tensor.Empty(x.Shape, DType.Int64, x.Device);
+            B(x).Sort(x, descending, values, indices);
+            return (RecordSelectRows("sort", x, values, indices), indices);
+        }
+    }
+
+    /// <summary>values = x.gather(-1, indices): the gradient is scattered back into zeros of x's shape.</summary>
+    private static Tensor RecordSelectRows(string name, Tensor x, Tensor values, Tensor indices)
+    {
+        if (!Graph.NeedsGrad(x)) return values;
+        var xs = x.Shape;
+        return Graph.Record(values, name, [x], [indices], (gy, s) =>
+        {
+            var gx = Tensor.Zeros(xs, gy.DType, gy.Device);
+            B(gy).Scatter(gx, xs.Length - 1, s[0]!, gy, add: true);
+            return [gx];
+        });
+    }
+
+    private static Tensor SoftmaxDim(Tensor x, int dim, bool log)
+    {
+        string op = log ? "log_softmax" : "softmax";
+        if (x.Rank == 0)
+        {
+            using var one = x.Reshape(1);
+            using var r = SoftmaxDim(one, 0, log);
+            return r.Reshape([]);
+        }
+        int d = Shape.Dim(dim, x.Rank, op);
+        if (d == x.Rank - 1) return SoftmaxLast(x, log);
+        // Move the dim last, normalise there, and move it back (a permuted view of a contiguous result).
+        using var t = x.Transpose(d, -1);
+        using var y = SoftmaxLast(t, log);
+        return y.Transpose(d, -1);
+    }
+
+    private static Tensor SoftmaxLast(Tensor x, bool log)
+    {
+        string op = log ? "log_softmax" : "softmax";
+        var y = Tensor.Empty(x.Shape, x.DType, x.Device);
+        B(x).Softmax(x, y, log);
+        return Graph.Record(y, op, [x], [y], (gy, s) =>
+        {
+            var gx = Tensor.Empty(gy.Shape, gy.DType, gy.Device);
+            B(gy).SoftmaxBackward(s[0]!, gy, gx, log);
+            return [gx];
+        });
+    }
+
+    /// <summary>
+    /// Cross-entropy of logits [N, C]. With an Int64 target [N] (class ids; rows equal to
+    /// <paramref name="ignoreIndex"/> contribute 0 and are left out of the mean, as PyTorch), or with a
+    /// floating target [N, C] of class probabilities (loss = −Σ t·log_softmax(logits); the mean is over all N
+    /// rows; no gradient flows to the target). Mean over zero counted rows gives NaN, as PyTorch.
+    /// </summary>
+    public static Tensor CrossEntropy(Tensor logits, Tensor target, int ignoreIndex = -100, Reduction reduction = Reduction.Mean)
+    {
+        const string op = "cross_entropy";
+        SameDevice(op, logits, target);
+        if (logits.Rank != 2) throw new ArgumentException($"{op}: logits must be [N, C], got {logits.ShapeString}");
+        bool soft = target.DType.IsFloating();
+        if (!soft && target.DType != DType.Int64) throw new ArgumentException($"{op}: target {target.ShapeString} must be int64 class ids or floating probabilities, got {target.DType.Name()}");
+        if (soft && !target.Sizes.SequenceEqual(logits.Sizes)) throw new ArgumentException($"{op}: soft target {target.ShapeString} must match logits {logits.ShapeString}");
+        if (soft) SameDType(op, logits, target);
+        int n = logits.Sizes[0];
+        using var xc = logits.ContiguousRaw();
+        using var tc = target.ContiguousRaw();
+        var loss = Tensor.Empty([n], logits.DType, logits.Device);
+        using var lse = Tensor.Empty([n], logits.DType, logits.Device);
+        B(logits).CrossEntropyForward(xc, soft ? null : tc, soft ? tc : null, ignoreIndex, loss, lse);
+        var rows = Graph.Record(loss, op, [logits], [xc, tc, lse], (gy, s) =>
+        {
+            var g = Tensor.Empty(s[0]!.Shape, gy.DType, gy.Device);
+            B(gy).CrossEntropyBackward(s[0]!, soft ? null : s[1], soft ? s[1] : null, ignoreIndex, s[2]!, gy, g);
+            return [g];
+        });
+        if (reduction == Reduction.None) return rows;
+        double count = n;
+        if (!soft && reduction == Reduction.Mean) count = tc.ToArray<long>().Count(t => t != ignoreIndex);
+        using (rows)
+        {
+            if (reduction == Reduction.Sum) return rows.Sum();
+            using var sum = rows.Sum();
+            return sum.MulScalar(1.0 / count);
+        }
+    }
+
+    /// <summary>
+    /// Inverted dropout: in training, each element is zeroed with probability p and the rest scaled by
+    /// 1/(1−p); otherwise (or with p = 0) the identity. The mask comes from the Philox stream of
+    /// <paramref name="generator"/> (<see cref="Generator.Default"/> when null): element i is kept iff
+    /// Philox.Uniform(seed, offset, i) ≥ p, where offset is reserved from the generator for x.Numel elements.
+    /// </summary>
+    public static Tensor Dropout(Tensor x, double p, bool training = true, Generator? generator = null)
+    {
+        if (!(p >= 0 && p <= 1)) throw new ArgumentException($"dropout: probability {p} must be in [0, 1] (input {x.ShapeString})");
+        if (!training || p == 0) return ViewOp("dropout", x, x.Alias(), gy => gy.Alias());
+        var gen = generator ?? Generator.Default;
+        ulong seed = gen.Seed, offset = gen.Reserve(x.Numel);
+        var y = Tensor.Empty(x.Shape, x.DType, x.Device);
+        using (var mask = Tensor.Empty(x.Shape, DType.UInt8, x.Device))
+            B(x).Dropout(x, y, mask, p, seed, offset);
+        // Backward replays the same stream (gx = gy·mask/(1−p)) instead of keeping the mask.
+        return Graph.Record(y, "dropout", [x], [], (gy, _) =>
+        {
+            var gx = Tensor.Empty(gy.Shape, gy.DType, gy.Device);
+            using var m = Tensor.Empty(gy.Shape, DType.UInt8, gy.Device);
+            B(gy).Dropout(gy, gx, m, p, seed, offset);
+            return [gx];
+        });
+    }
+
+    /// <summary>
+    /// Fused scaled-dot-product attention: dropout(softmax(scale·q·kᵀ + mask))·v with q [B,H,L,D] and
+    /// k, v [B,H,S,D]. <paramref name="additiveMask"/> broadcasts to [B,H,L,S] (e.g. [B,1,1,S] with −10000 on
+    /// padded keys) and gets no gradient. Dropout (training and p &gt; 0) draws B·H·L·S elements from
+    /// <paramref name="generator"/> (<see cref="Generator.Default"/> when null) with the rule of <see cref="Dropout"/>.
+    /// </summary>
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v, Tensor? additiveMask, double scale, double dropoutP = 0, bool training = true, Generator? generator = null)
+    {
+        const string op = "attention";
+        SameDevice(op, q, k); SameDevice(op, q, v);
+        SameDType(op, q, k); SameDType(op, q, v);
+        if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4)
+            throw new ArgumentException($"{op}: q {q.ShapeString}, k {k.ShapeString}, v {v.ShapeString} must all be [B,H,L,D]");
+        if (!(dropoutP >= 0 && dropoutP <= 1)) throw new ArgumentException($"{op}: dropout probability {dropoutP} must be in [0, 1]");
+        int[] pShape = [q.Sizes[0], q.Sizes[1], q.Sizes[2], k.Sizes[2]];
+        double p = training ? dropoutP : 0;
+        ulong seed = 0, offset = 0;
+        if (p > 0)
+        {
+            var gen = generator ?? Generator.Default;
+            seed = gen.Seed; offset = gen.Reserve(Shape.Numel(pShape));
+        }
+        Tensor? m = null;
+        if (additiveMask is not null)
+        {
+            SameDevice(op, q, additiveMask); SameDType(op, q, additiveMask);
+            try { m = ExpandRaw(additiveMask, pShape); }
+            catch (ArgumentException) { throw new ArgumentException($"{op}: mask {additiveMask.ShapeString} does not broadcast to the scores {Shape.Format(pShape)} of q {q.ShapeString}, k {k.ShapeString}"); }
+        }
+        var o = Tensor.Empty(q.Shape, q.DType, q.Device);
+        using var probs = Tensor.Empty(pShape, q.DType, q.Device);
+        using (m) B(q).AttentionForward(q, k, v, m, scale, p, seed, offset, o, probs);
+        return Graph.Record(o, op, [q, k, v], [q, k, v, probs], (go, s) =>
+        {
+            var gq = Tensor.Empty(s[0]!.Shape, go.DType, go.Device);
+            var gk = Tensor.Empty(s[1]!.Shape, go.DType, go.Device);
+            var gv = Tensor.Empty(s[2]!.Shape, go.DType, go.Device);
+            B(go).AttentionBackward(s[0]!, s[1]!, s[2]!, s[3]!, scale, p, seed, offset, go, gq, gk, gv);
+            return [gq, gk, gv];
+        });
+    }
+
+    /// <summary>Nearest codebook entry for each row of z [N, D] (codebook [K, D]); Int64 [N]; first minimum on ties. No gradient.</summary>
+    public static Tensor VqLookup(Tensor z, Tensor codebook)
+    {
+        SameDevice("vq_lookup", z, codebook);
+        if (z.Rank != 2) throw new ArgumentException($"vq_lookup: z must be [N, D], got {z.ShapeString}");
+        var ids = Tensor.Empty([z.Sizes[0]], DType.Int64, z.Device);
+        B(z).VqLookup(z, codebook, ids);
+        return ids;
+    }
+}
