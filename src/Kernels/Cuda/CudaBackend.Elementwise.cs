@@ -15,6 +15,61 @@ public static class Elems
     public struct I32 : IElem<int> { public readonly double ToDouble(int v) => v; public readonly int FromDouble(double v) => (int)v; }
     public struct I64 : IElem<long> { public readonly double ToDouble(long v) => v; public readonly long FromDouble(double v) => (long)v; }
     public struct U8 : IElem<byte> { public readonly double ToDouble(byte v) => v; public readonly byte FromDouble(double v) => (byte)v; }
+    /// <summary>
+    /// float16 bits, converted by hand with round-to-nearest-even straight from double (as System.Half does;
+    /// ILGPU.Half's conversion on the CPU emulator truncates, and System.Half does not compile into kernels).
+    /// </summary>
+    public struct F16 : IElem<ushort>
+    {
+        public readonly double ToDouble(ushort h)
+        {
+            int e = (h >> 10) & 0x1F, m = h & 0x3FF;
+            double mag = e == 0 ? m * 5.9604644775390625E-8
+                : e == 31 ? (m == 0 ? double.PositiveInfinity : double.NaN)
+                : (1024 + m) * Interop.IntAsFloat((ulong)(e - 25 + 1023) << 52);
+            return (h & 0x8000) != 0 ? -mag : mag;
+        }
+
+        public readonly ushort FromDouble(double v)
+        {
+            ulong x = Interop.FloatAsInt(v);
+            uint sign = (uint)(x >> 48) & 0x8000;
+            ulong abs = x & 0x7FFF_FFFF_FFFF_FFFFUL;
+            int exp = (int)(abs >> 52);
+            ulong mant = abs & 0xF_FFFF_FFFF_FFFFUL;
+            if (exp == 0x7FF) return (ushort)(sign | (mant != 0 ? 0x7E00u : 0x7C00u));
+            int e = exp - 1023;
+            if (e >= 16) return (ushort)(sign | 0x7C00);
+            ulong r, rem, halfway;
+            if (e >= -14)
+            {
+                r = ((ulong)(e + 15) << 10) | (mant >> 42);
+                rem = mant & ((1UL << 42) - 1); halfway = 1UL << 41;
+            }
+            else
+            {
+                int shift = 28 - e;
+                if (shift > 60) return (ushort)sign;
+                ulong m = mant | (1UL << 52);
+                r = m >> shift;
+                rem = m & ((1UL << shift) - 1); halfway = 1UL << (shift - 1);
+            }
+            if (rem > halfway || (rem == halfway && (r & 1) != 0)) r++;
+            return (ushort)(sign | (uint)r);
+        }
+    }
+    /// <summary>bfloat16 bits: the upper half of a float32, rounded to nearest even (NaN stays NaN), as <see cref="FashionViL.Tensors.BFloat16"/>.</summary>
+    public struct BF16 : IElem<ushort>
+    {
+        public readonly double ToDouble(ushort v) => Interop.IntAsFloat((uint)v << 16);
+        public readonly ushort FromDouble(double v)
+        {
+            float f = (float)v;
+            uint u = Interop.FloatAsInt(f);
+            if (float.IsNaN(f)) return (ushort)((u >> 16) | 0x40);
+            return (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+        }
+    }
     public struct Bool : IElem<byte> { public readonly double ToDouble(byte v) => v != 0 ? 1.0 : 0.0; public readonly byte FromDouble(double v) => v != 0 ? (byte)1 : (byte)0; }
 }
 
@@ -165,6 +220,8 @@ public sealed partial class CudaBackend
             case DType.Int64: CopyFrom<long, Elems.I64>(src, dst); break;
             case DType.UInt8: CopyFrom<byte, Elems.U8>(src, dst); break;
             case DType.Bool: CopyFrom<byte, Elems.Bool>(src, dst); break;
+            case DType.Float16: CopyFrom<ushort, Elems.F16>(src, dst); break;
+            case DType.BFloat16: CopyFrom<ushort, Elems.BF16>(src, dst); break;
             default: throw new NotSupportedException($"cuda: copy {src.DType.Name()} → {dst.DType.Name()} is not implemented yet");
         }
     }
@@ -179,6 +236,8 @@ public sealed partial class CudaBackend
             case DType.Int64: Map<TS, long, CastOp<TS, long, TIn, Elems.I64>>(src, dst, default, "copy"); break;
             case DType.UInt8: Map<TS, byte, CastOp<TS, byte, TIn, Elems.U8>>(src, dst, default, "copy"); break;
             case DType.Bool: Map<TS, byte, CastOp<TS, byte, TIn, Elems.Bool>>(src, dst, default, "copy"); break;
+            case DType.Float16: Map<TS, ushort, CastOp<TS, ushort, TIn, Elems.F16>>(src, dst, default, "copy"); break;
+            case DType.BFloat16: Map<TS, ushort, CastOp<TS, ushort, TIn, Elems.BF16>>(src, dst, default, "copy"); break;
             default: throw new NotSupportedException($"cuda: copy {src.DType.Name()} → {dst.DType.Name()} is not implemented yet");
         }
     }
