@@ -54,6 +54,54 @@ internal static class ReduceKernels
         return max ? v1 > v2 : v1 < v2;
     }
 
+    /// <summary>
+    /// One thread per output, serial over the reduced elements: used when the outputs are the fast-moving
+    /// dims (adjacent threads then read adjacent memory, e.g. a column sum of a row-major matrix) or the
+    /// reductions are short. Same maths and tie rules as <see cref="Reduce{T, TIO}"/>.
+    /// </summary>
+    public static void ReducePerThread<T, TIO>(ArrayView<T> x, ArrayView<T> y, ArrayView<long> idx, ReduceLayout l,
+        int nOut, int nRed, int mode, double correction, int writeIdx)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var io = default(TIO);
+        for (int o = Grid.GlobalIndex.X; o < nOut; o += Grid.DimX * Group.DimX)
+        {
+            int baseOff = l.Base + ReduceLayout.Offset(l.KeptSize, l.KeptStride, o);
+            double r;
+            if (mode <= 2)
+            {
+                double s = 0;
+                for (int j = 0; j < nRed; j++) s += io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]);
+                r = mode == 0 ? s : s / nRed;
+                if (mode == 2)
+                {
+                    double ss = 0;
+                    for (int j = 0; j < nRed; j++)
+                    {
+                        double d = io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]) - r;
+                        ss += d * d;
+                    }
+                    double den = nRed - correction;
+                    r = ss / (den > 0 ? den : 0.0);
+                }
+            }
+            else
+            {
+                bool max = mode == 3;
+                double bv = max ? double.NegativeInfinity : double.PositiveInfinity;
+                int bk = int.MaxValue;
+                for (int j = 0; j < nRed; j++)
+                {
+                    double v = io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]);
+                    if (Better(v, j, bv, bk, max)) { bv = v; bk = j; }
+                }
+                r = bv;
+                if (writeIdx != 0) idx[o] = bk;
+            }
+            y[o] = io.FromDouble(r);
+        }
+    }
+
     public static void Reduce<T, TIO>(ArrayView<T> x, ArrayView<T> y, ArrayView<long> idx, ReduceLayout l,
         int nOut, int nRed, int mode, double correction, int writeIdx)
         where T : unmanaged where TIO : struct, IElem<T>
@@ -158,15 +206,26 @@ public sealed partial class CudaBackend
         int mode = op switch { ReduceOp.Sum => 0, ReduceOp.Mean => 1, ReduceOp.Var => 2, ReduceOp.Max => 3, _ => 4 };
         _noIndices ??= Acc.Allocate1D<long>(1);
         ArrayView<long> iv = indices is null ? _noIndices.View : Dense<long>(indices);
-        if (x.DType == DType.Float32) ReduceT<float, Elems.F32>(x, y, iv, l, nOut, nRed, mode, p0, indices is not null);
-        else ReduceT<double, Elems.F64>(x, y, iv, l, nOut, nRed, mode, p0, indices is not null);
+        // Per-thread when the fastest kept dim is unit-stride and the reduced dims are not (coalesced reads across
+        // threads), or when each reduction is short; otherwise a group per output with warp shuffles.
+        int keptInner = kc.Count > 0 ? kc[^1].Stride : 0, redInner = rc.Count > 0 ? rc[^1].Stride : 0;
+        bool perThread = nRed <= 16 || (keptInner == 1 && redInner != 1 && nOut >= 32);
+        if (x.DType == DType.Float32) ReduceT<float, Elems.F32>(x, y, iv, l, nOut, nRed, mode, p0, indices is not null, perThread);
+        else ReduceT<double, Elems.F64>(x, y, iv, l, nOut, nRed, mode, p0, indices is not null, perThread);
     }
 
-    private void ReduceT<T, TIO>(Tensor x, Tensor y, ArrayView<long> iv, ReduceLayout l, int nOut, int nRed, int mode, double correction, bool writeIdx)
+    private void ReduceT<T, TIO>(Tensor x, Tensor y, ArrayView<long> iv, ReduceLayout l, int nOut, int nRed, int mode, double correction, bool writeIdx, bool perThread)
         where T : unmanaged where TIO : struct, IElem<T>
     {
         var (xv, xb) = Strided<T>(x);
         l.Base = xb;
+        if (perThread)
+        {
+            var kt = Runtime.Kernel(("reduce-thread", typeof(T), typeof(TIO), typeof(void)),
+                acc => acc.LoadKernel<ArrayView<T>, ArrayView<T>, ArrayView<long>, ReduceLayout, int, int, int, double, int>(ReduceKernels.ReducePerThread<T, TIO>));
+            kt(Stream, Runtime.Grid(nOut), xv, Dense<T>(y), iv, l, nOut, nRed, mode, correction, writeIdx ? 1 : 0);
+            return;
+        }
         var k = Runtime.Kernel(("reduce", typeof(T), typeof(TIO), typeof(void)),
             acc => acc.LoadKernel<ArrayView<T>, ArrayView<T>, ArrayView<long>, ReduceLayout, int, int, int, double, int>(ReduceKernels.Reduce<T, TIO>));
         int groups = (int)Math.Min(nOut, (long)Runtime.MaxGroups * 4);

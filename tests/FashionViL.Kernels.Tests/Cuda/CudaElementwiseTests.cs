@@ -181,12 +181,13 @@ public class CudaElementwiseTests : CudaTestBase
     private static readonly int[][] DimSets = [[0], [1], [2], [3], [0, 2], [1, 3], [0, 1, 2, 3], [0, 1], [2, 3]];
 
     [Test]
-    public void ReductionsMatchCpuOverAnyDims([Values(DType.Float32, DType.Float64)] DType dt)
+    public void ReductionsMatchCpuOverAnyDims([Values(DType.Float32, DType.Float64)] DType dt, [Values] bool strided)
     {
+        // Contiguous inputs take the thread-per-output kernel for outer dims; permuted ones the group kernel.
         using var h = Rand([3, 5, 1, 37], 31, dt);
-        using var hs = Strided(h);
+        using var hs = strided ? Strided(h) : h.Alias();
         using var d = Up(h);
-        using var ds = Strided(d);
+        using var ds = strided ? Strided(d) : d.Alias();
         var (rtol, atol) = dt == DType.Float32 ? (1e-5, 1e-6) : (1e-11, 1e-13);
         foreach (var op in Enum.GetValues<ReduceOp>())
             foreach (var dims in DimSets)
@@ -222,15 +223,21 @@ public class CudaElementwiseTests : CudaTestBase
     }
 
     [Test]
-    public void LongReductionUsesTheWholeGroup()
+    public void LongAndColumnReductionsMatchCpu()
     {
+        // [2, 3001] over dim 1: a group per row; [301, 40] over dim 0: a thread per column.
         using var h = Rand([2, 3001], 41, DType.Float32);
         using var d = Up(h);
-        foreach (var op in new[] { ReduceOp.Sum, ReduceOp.Var, ReduceOp.Max })
+        using var hc = Rand([301, 40], 42, DType.Float32);
+        using var dc = Up(hc);
+        foreach (var op in new[] { ReduceOp.Sum, ReduceOp.Var, ReduceOp.Max, ReduceOp.Min })
         {
             using var want = Tensor.Empty([2, 1]); Cpu.Reduce(op, h, [1], want, null, 1);
             using var got = Tensor.Empty([2, 1], DType.Float32, Gpu); Dev.Reduce(op, d, [1], got, null, 1);
             AssertSame(got, want, 1e-5, 1e-5, op.ToString());
+            using var wantC = Tensor.Empty([1, 40]); Cpu.Reduce(op, hc, [0], wantC, null, 1);
+            using var gotC = Tensor.Empty([1, 40], DType.Float32, Gpu); Dev.Reduce(op, dc, [0], gotC, null, 1);
+            AssertSame(gotC, wantC, 1e-5, 1e-5, op + " columns");
         }
     }
 
