@@ -249,31 +249,70 @@ public sealed partial class CudaBackend
         RequireContiguous(src, "transfer", "source"); RequireContiguous(dst, "transfer", "destination");
         long bytes = (long)src.Numel * src.DType.Size();
         if (bytes == 0) return;
-        if (src.Device.IsCpu && dst.Device == Device)
-        {
-            var view = RawBytes(dst, bytes);
-            byte* p = (byte*)src.DataPtrRaw();
-            for (long o = 0; o < bytes; o += Chunk)
-            {
-                int len = (int)Math.Min(Chunk, bytes - o);
-                view.SubView(o, len).CopyFromCPU(Stream, new ReadOnlySpan<byte>(p + o, len));
-            }
-            // The host buffer may be freed as soon as we return.
-            Stream.Synchronize();
-        }
-        else if (src.Device == Device && dst.Device.IsCpu)
-        {
-            var view = RawBytes(src, bytes);
-            byte* p = (byte*)dst.DataPtrRaw();
-            for (long o = 0; o < bytes; o += Chunk)
-            {
-                int len = (int)Math.Min(Chunk, bytes - o);
-                view.SubView(o, len).CopyToCPU(Stream, new Span<byte>(p + o, len));
-            }
-            Stream.Synchronize();
-        }
+        if (src.Device.IsCpu && dst.Device == Device) Upload((byte*)src.DataPtrRaw(), RawBytes(dst, bytes), bytes);
+        else if (src.Device == Device && dst.Device.IsCpu) Download(RawBytes(src, bytes), (byte*)dst.DataPtrRaw(), bytes);
         else if (src.Device == Device && dst.Device == Device) Copy(src, dst);
         else throw new NotSupportedException($"cuda: transfer {src.Device} → {dst.Device} is not implemented yet");
+    }
+
+    /// <summary>
+    /// Host → device. Through the page-locked staging buffer (when <see cref="CudaRuntime.UsePageLockedStaging"/>):
+    /// the host bytes are copied into pinned memory and the device copy is queued asynchronously, so the call
+    /// returns before the copy lands; the next use of the staging buffer waits for it. Otherwise a pageable copy.
+    /// </summary>
+    private unsafe void Upload(byte* host, ArrayView<byte> dev, long bytes)
+    {
+        var staging = Runtime.Staging;
+        if (staging is null)
+        {
+            for (long o = 0; o < bytes; o += Chunk)
+            {
+                int len = (int)Math.Min(Chunk, bytes - o);
+                dev.SubView(o, len).CopyFromCPU(Stream, new ReadOnlySpan<byte>(host + o, len));
+            }
+            Stream.Synchronize(); // the host buffer may be freed as soon as we return
+            return;
+        }
+        lock (staging)
+        {
+            long cap = staging.Length;
+            for (long o = 0; o < bytes; o += cap)
+            {
+                int len = (int)Math.Min(cap, bytes - o);
+                if (Runtime.StagingBusy) Stream.Synchronize();
+                new ReadOnlySpan<byte>(host + o, len).CopyTo(staging.Span);
+                dev.SubView(o, len).CopyFrom(Stream, staging.ArrayView.SubView(0, len));
+                Runtime.StagingBusy = true;
+            }
+        }
+    }
+
+    /// <summary>Device → host: waits for the queued work (the host reads the values).</summary>
+    private unsafe void Download(ArrayView<byte> dev, byte* host, long bytes)
+    {
+        var staging = Runtime.Staging;
+        if (staging is null)
+        {
+            for (long o = 0; o < bytes; o += Chunk)
+            {
+                int len = (int)Math.Min(Chunk, bytes - o);
+                dev.SubView(o, len).CopyToCPU(Stream, new Span<byte>(host + o, len));
+            }
+            Stream.Synchronize();
+            return;
+        }
+        lock (staging)
+        {
+            long cap = staging.Length;
+            for (long o = 0; o < bytes; o += cap)
+            {
+                int len = (int)Math.Min(cap, bytes - o);
+                staging.ArrayView.SubView(0, len).CopyFrom(Stream, dev.SubView(o, len));
+                Stream.Synchronize();
+                Runtime.StagingBusy = false;
+                staging.Span[..len].CopyTo(new Span<byte>(host + o, len));
+            }
+        }
     }
 
     private const int Chunk = 1 << 30;

@@ -46,6 +46,37 @@ public sealed class CudaRuntime : IDisposable
     public AcceleratorStream Stream { get; }
     public CudaAllocator Allocator { get; }
 
+    /// <summary>Whether new runtimes stage host↔device copies through a page-locked buffer (default true).</summary>
+    public static bool UsePageLockedStaging { get; set; } = true;
+
+    /// <summary>Bytes of the page-locked staging buffer (copies larger than this go through it in pieces).</summary>
+    public const int StagingBytes = 4 << 20;
+
+    private PageLockedArray1D<byte>? _staging;
+    private bool _stagingFailed;
+
+    /// <summary>The page-locked staging buffer (created on first use), or null when staging is off or unavailable.</summary>
+    internal PageLockedArray1D<byte>? Staging
+    {
+        get
+        {
+            if (!UsePageLockedStaging || _stagingFailed) return null;
+            if (_staging is not null) return _staging;
+            lock (_kernels)
+            {
+                if (_staging is null && !_stagingFailed)
+                {
+                    try { _staging = Accelerator.AllocatePageLocked1D<byte>(StagingBytes); }
+                    catch (Exception e) when (e is not OutOfMemoryException) { _stagingFailed = true; }
+                }
+                return _staging;
+            }
+        }
+    }
+
+    /// <summary>True while an asynchronous upload may still read the staging buffer.</summary>
+    internal bool StagingBusy { get; set; }
+
     /// <summary>Threads per group for elementwise launches (256 on a GPU, the emulator's group size on the CPU).</summary>
     public int GroupSize { get; }
     /// <summary>Groups that fill the device once (grid-stride loops cover the rest).</summary>
@@ -154,6 +185,7 @@ public sealed class CudaRuntime : IDisposable
         {
             Stream.Synchronize();
             Allocator.ReleaseAll();
+            _staging?.Dispose();
             _kernels.Clear();
             Accelerator.Dispose();
             Context.Dispose();

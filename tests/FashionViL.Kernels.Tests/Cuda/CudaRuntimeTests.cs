@@ -62,6 +62,30 @@ public class CudaRuntimeTests : CudaTestBase
         Assert.That(devPerm.ToArray<double>(), Is.EqualTo(perm.ToArray<double>()));
     }
 
+    [TestCase(true)]
+    [TestCase(false)]
+    public void LargeTransfersRoundTripWithAndWithoutPageLockedStaging(bool staging)
+    {
+        bool old = CudaRuntime.UsePageLockedStaging;
+        CudaRuntime.UsePageLockedStaging = staging;
+        try
+        {
+            // 5 MiB: more than one staging buffer, not a multiple of it.
+            int n = (5 << 20) / 4 + 3;
+            var v = new float[n];
+            for (int i = 0; i < n; i++) v[i] = i * 0.5f - 7;
+            using var d = Tensor.FromArray(v, [n], Gpu);
+            // Queue work behind the (possibly still running) upload, then read back.
+            using var y = Tensor.Empty([n], DType.Float32, Gpu);
+            Dev.Unary(UnaryOp.AddScalar, d, y, 1);
+            var back = y.ToArray<float>();
+            for (int i = 0; i < n; i += 997) Assert.That(back[i], Is.EqualTo(v[i] + 1), $"element {i}");
+            Assert.That(back[^1], Is.EqualTo(v[^1] + 1));
+            if (staging) Assert.That(Dev.Runtime.Staging, Is.Not.Null, "the emulator supports page-locked staging");
+        }
+        finally { CudaRuntime.UsePageLockedStaging = old; }
+    }
+
     [Test]
     public void EmptyAndScalarTensorsTransfer()
     {
