@@ -107,7 +107,7 @@ public sealed class CudaRuntime : IDisposable
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
-                reason = $"{e.GetType().Name}: {e.Message}";
+                reason = e is NotSupportedException ? e.Message : $"{e.GetType().Name}: {e.Message}";
             }
             if (Accelerator is null)
             {

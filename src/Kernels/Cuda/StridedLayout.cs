@@ -33,10 +33,17 @@ public struct Strided3
     public const int MaxRank = 6;
     public Dims6 Size, S0, S1, S2;
     public int O0, O1, O2;
+    /// <summary>1 when the coalesced shape has at most one dim (the common dense case): offsets need no division.</summary>
+    public int Flat;
 
     /// <summary>Element offsets of operands 0..2 for row-major index <paramref name="i"/> (unrolled, no loops).</summary>
     public readonly void Offsets(int i, out int o0, out int o1, out int o2)
     {
+        if (Flat != 0)
+        {
+            o0 = O0 + i * S0.D5; o1 = O1 + i * S1.D5; o2 = O2 + i * S2.D5;
+            return;
+        }
         int r = i, q, c;
         o0 = O0; o1 = O1; o2 = O2;
         q = r / Size.D5; c = r - q * Size.D5; r = q; o0 += c * S0.D5; o1 += c * S1.D5; o2 += c * S2.D5;
@@ -75,7 +82,7 @@ public struct Strided3
         }
         if (dims.Count > MaxRank)
             throw new NotSupportedException($"cuda: {op} over {Shape.Format(shape)} has rank {dims.Count} after coalescing; the kernels take at most {MaxRank}");
-        var l = new Strided3 { Size = Dims6.From(dims.ToArray()) };
+        var l = new Strided3 { Size = Dims6.From(dims.ToArray()), Flat = dims.Count <= 1 ? 1 : 0 };
         if (n > 0) { l.S0 = Dims6.Strides(st[0].ToArray()); l.O0 = bases[0]; }
         if (n > 1) { l.S1 = Dims6.Strides(st[1].ToArray()); l.O1 = bases[1]; }
         if (n > 2) { l.S2 = Dims6.Strides(st[2].ToArray()); l.O2 = bases[2]; }

@@ -122,6 +122,27 @@ public class CudaRuntimeTests : CudaTestBase
         }
     }
 
+    [Test]
+    public void HalfAndBFloat16CastsRoundLikeTheHost()
+    {
+        // Ties, subnormals, overflow, NaN, negative zero, values past the largest half.
+        double[] v = [1 + 1.0 / 2048, 1 + 3.0 / 2048, 5.57421875 - 1e-9, 65504, 65519.99, 65520, 1e6, -3e-8, 6e-8, 2.98e-8, 1e-10, -0.0, double.NaN, double.NegativeInfinity, 1.00390625, 1.01171875];
+        using var h64 = Tensor.FromArray(v, [v.Length]);
+        using var d64 = Up(h64);
+        foreach (var dt in new[] { DType.Float16, DType.BFloat16 })
+            foreach (var from in new[] { DType.Float64, DType.Float32 })
+            {
+                using var hs = h64.To(from);
+                using var want = hs.To(dt);
+                using var ds = Up(hs);
+                using var got = ds.To(dt);
+                Assert.That(got.ToArray<double>(), Is.EqualTo(want.ToArray<double>()), $"{from} → {dt}");
+                using var back = got.To(DType.Float32);
+                using var wantBack = want.To(DType.Float32);
+                Assert.That(back.ToArray<float>(), Is.EqualTo(wantBack.ToArray<float>()), $"{dt} → float32");
+            }
+    }
+
     [TestCase(DType.Float32, 1.25)]
     [TestCase(DType.Float64, -3.5)]
     [TestCase(DType.Int32, 7)]
@@ -170,7 +191,8 @@ public class CudaRuntimeTests : CudaTestBase
             rt.Dispose();
             Assert.Ignore("a CUDA device is present on this machine");
         }
-        Assert.That(ex!.Message, Does.Contain("no CUDA device"));
+        TestContext.Out.WriteLine(ex!.Message);
+        Assert.That(ex.Message, Does.Contain("no CUDA device"));
         Assert.That(ex.Message, Does.Contain("cuda:0"));
         Assert.That(ex.Message, Does.Contain("FASHIONVIL_CUDA_EMULATOR=cpu"));
     }
