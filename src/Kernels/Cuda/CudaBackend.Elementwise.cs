@@ -92,7 +92,7 @@ internal static class ElementwiseKernels
     public static void Map<T, TR, TOp>(ArrayView<T> x, ArrayView<TR> y, Strided3 l, int n, TOp op)
         where T : unmanaged where TR : unmanaged where TOp : struct, IUnaryOp<T, TR>
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i += Grid.DimX * Group.DimX)
+        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
         {
             l.Offsets(i, out int o0, out int o1, out _);
             y[o1] = op.Apply(x[o0]);
@@ -102,7 +102,7 @@ internal static class ElementwiseKernels
     public static void Zip<T, TR, TOp>(ArrayView<T> a, ArrayView<T> b, ArrayView<TR> y, Strided3 l, int n, TOp op)
         where T : unmanaged where TR : unmanaged where TOp : struct, IBinaryOp<T, TR>
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i += Grid.DimX * Group.DimX)
+        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
         {
             l.Offsets(i, out int o0, out int o1, out int o2);
             y[o2] = op.Apply(a[o0], b[o1]);
@@ -112,7 +112,7 @@ internal static class ElementwiseKernels
     /// <summary>y (contiguous, from yOff) ← c ? a : b.</summary>
     public static void Where<T>(ArrayView<byte> c, ArrayView<T> a, ArrayView<T> b, ArrayView<T> y, Strided3 l, int n, int yOff) where T : unmanaged
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i += Grid.DimX * Group.DimX)
+        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
         {
             l.Offsets(i, out int o0, out int o1, out int o2);
             y[yOff + i] = c[o0] != 0 ? a[o1] : b[o2];
@@ -121,7 +121,7 @@ internal static class ElementwiseKernels
 
     public static void Fill<T>(ArrayView<T> y, Strided3 l, int n, T v) where T : unmanaged
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i += Grid.DimX * Group.DimX)
+        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
         {
             l.Offsets(i, out int o0, out _, out _);
             y[o0] = v;
@@ -132,7 +132,7 @@ internal static class ElementwiseKernels
     public static void Grad<T, TOp>(ArrayView<T> x, ArrayView<T> y, ArrayView<T> gy, ArrayView<T> gx, int n, TOp op)
         where T : unmanaged where TOp : struct, IGradOp<T>
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i += Grid.DimX * Group.DimX)
+        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
             gx[i] = op.Grad(x[i], y[i], gy[i]);
     }
 }

@@ -13,7 +13,7 @@ internal static class RandomKernels
     /// </summary>
     public static void Draw(ArrayView<double> y, int n, ulong seed, ulong offset, int kind, double a, double b, int f32, double cap)
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i += Grid.DimX * Group.DimX)
+        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
         {
             double v;
             if (kind == 0)
@@ -31,7 +31,7 @@ internal static class RandomKernels
     /// <summary>Sort keys of randperm: (Philox word i) · 2³² + i.</summary>
     public static void PermKeys(ArrayView<ulong> keys, int n, ulong seed, ulong offset)
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i += Grid.DimX * Group.DimX)
+        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
             keys[i] = ((ulong)Philox.Word(seed, offset, i) << 32) | (uint)i;
     }
 
@@ -39,7 +39,7 @@ internal static class RandomKernels
     public static void Dropout<T, TOp>(ArrayView<T> x, ArrayView<T> y, ArrayView<byte> mask, int n, ulong seed, ulong offset, uint thr, int mode, TOp scale)
         where T : unmanaged where TOp : struct, IUnaryOp<T, T>
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i += Grid.DimX * Group.DimX)
+        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
         {
             bool keep = mode == 1 || (mode == 0 && (Philox.Word(seed, offset, i) >> 8) >= thr);
             mask[i] = keep ? (byte)1 : (byte)0;

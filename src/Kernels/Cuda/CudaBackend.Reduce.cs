@@ -64,7 +64,7 @@ internal static class ReduceKernels
         where T : unmanaged where TIO : struct, IElem<T>
     {
         var io = default(TIO);
-        for (int o = Grid.GlobalIndex.X; o < nOut; o += Grid.DimX * Group.DimX)
+        for (int o = Grid.GlobalIndex.X; o < nOut; o = KMath.NextGridStride(o, nOut))
         {
             int baseOff = l.Base + ReduceLayout.Offset(l.KeptSize, l.KeptStride, o);
             double r;

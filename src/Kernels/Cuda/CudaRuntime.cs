@@ -31,9 +31,13 @@ public sealed class CudaRuntime : IDisposable
     /// </summary>
     public static bool EmulatorEnabled
     {
-        get => _emulatorOverride ?? string.Equals(Environment.GetEnvironmentVariable(EmulatorVariable), "cpu", StringComparison.OrdinalIgnoreCase);
+        get => _emulatorOverride ?? EmulatorRequestedByEnvironment;
         set => _emulatorOverride = value;
     }
+
+    /// <summary>True when FASHIONVIL_CUDA_EMULATOR is "cpu" (case-insensitive).</summary>
+    public static bool EmulatorRequestedByEnvironment
+        => string.Equals(Environment.GetEnvironmentVariable(EmulatorVariable)?.Trim(), "cpu", StringComparison.OrdinalIgnoreCase);
 
     private readonly ConcurrentDictionary<object, object> _kernels = new();
     private int _disposed;
@@ -175,6 +179,9 @@ public sealed class CudaRuntime : IDisposable
         long groups = Math.Clamp((n + GroupSize - 1) / GroupSize, 1, MaxGroups);
         return new KernelConfig((int)groups, GroupSize);
     }
+
+    /// <summary>Kernels compiled and held by the registry so far.</summary>
+    public int KernelCount => _kernels.Count;
 
     public void Synchronize() => Stream.Synchronize();
 

@@ -10,6 +10,16 @@ public static class KMath
     private const double InvSqrt2 = 0.7071067811865476;
     private const double InvSqrt2Pi = 0.3989422804014327;
 
+    /// <summary>
+    /// The next index of a grid-stride loop over [0, n), computed in 64 bits so that a loop near
+    /// int.MaxValue ends instead of wrapping (only valid inside an explicitly grouped kernel).
+    /// </summary>
+    public static int NextGridStride(int i, int n)
+    {
+        long j = (long)i + (long)ILGPU.Grid.DimX * ILGPU.Group.DimX;
+        return j < n ? (int)j : n;
+    }
+
     public static bool IsNaN(float v) => float.IsNaN(v);
     public static bool IsNaN(double v) => double.IsNaN(v);
 

@@ -17,6 +17,42 @@ public class CudaRuntimeTests : CudaTestBase
     }
 
     [Test]
+    public void EnvironmentVariableSelectsTheEmulator()
+    {
+        var old = Environment.GetEnvironmentVariable(CudaRuntime.EmulatorVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(CudaRuntime.EmulatorVariable, "CPU");
+            Assert.That(CudaRuntime.EmulatorRequestedByEnvironment, Is.True);
+            Environment.SetEnvironmentVariable(CudaRuntime.EmulatorVariable, null);
+            Assert.That(CudaRuntime.EmulatorRequestedByEnvironment, Is.False);
+            Environment.SetEnvironmentVariable(CudaRuntime.EmulatorVariable, "gpu");
+            Assert.That(CudaRuntime.EmulatorRequestedByEnvironment, Is.False);
+        }
+        finally { Environment.SetEnvironmentVariable(CudaRuntime.EmulatorVariable, old); }
+    }
+
+    [Test]
+    public void KernelsAreCompiledOncePerRuntime()
+    {
+        using var x = Tensor.Ones([5, 3], DType.Float32, Gpu);
+        using var y = Tensor.Empty([5, 3], DType.Float32, Gpu);
+        Dev.Unary(UnaryOp.Square, x, y);
+        int n = Dev.Runtime.KernelCount;
+        for (int i = 0; i < 3; i++) Dev.Unary(UnaryOp.Square, x, y);
+        Assert.That(Dev.Runtime.KernelCount, Is.EqualTo(n));
+        Assert.That(y.ToArray<float>(), Is.All.EqualTo(1f));
+        // A fresh runtime compiles through its own registry exactly once per key.
+        using var rt = CudaRuntime.Open(7, emulate: true);
+        int loads = 0;
+        var k1 = rt.Kernel("probe", _ => { loads++; return new object(); });
+        var k2 = rt.Kernel("probe", _ => { loads++; return new object(); });
+        Assert.That(k2, Is.SameAs(k1));
+        Assert.That(loads, Is.EqualTo(1));
+        Assert.That(rt.Device, Is.EqualTo(Device.Cuda(7)));
+    }
+
+    [Test]
     public void AllocatorReusesBlocksKeepsStatsAndEmptiesCache()
     {
         var alloc = (CudaAllocator)Dev.Allocator;
