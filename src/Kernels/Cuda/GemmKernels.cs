@@ -16,6 +16,8 @@ public enum GemmVersion
     Reg64x4 = 3,
     /// <summary>v4: 128×128 tile, BK 8, 8×8 outputs per thread, 128-bit global and shared loads/stores where aligned.</summary>
     Reg128x8Vec = 4,
+    /// <summary>v5: v4 with double-buffered shared tiles and the next K tile prefetched into registers (one barrier per tile).</summary>
+    Reg128x8Prefetch = 5,
 }
 
 /// <summary>
@@ -68,7 +70,7 @@ public struct F4
 public static class GemmKernels
 {
     /// <summary>The version <see cref="Launch(Accelerator, AcceleratorStream?, in GemmArgs)"/> runs.</summary>
-    public const GemmVersion Best = GemmVersion.Reg128x8Vec;
+    public const GemmVersion Best = GemmVersion.Reg128x8Prefetch;
 
     internal const int FlagTransA = 1, FlagTransB = 2, FlagBias = 4, FlagGelu = 8, FlagVecA = 16, FlagVecB = 32, FlagVecC = 64;
 
@@ -276,101 +278,93 @@ public static class GemmKernels
 
     private const int BM4 = 128, BN4 = 128, BK4 = 8, Micro4 = (BM4 / 8) * (BN4 / 8), Quads4 = BK4 * BM4 / 4;
 
-    /// <summary>Stages op(A)[m0.., k0..] into As[k·128 + m] (as float4 slots), 128-bit global loads where aligned and inside.</summary>
-    private static void StageA4(ArrayView<float> a, GemmShape s, long aOff, int m0, int k0, ArrayView<F4> As4, ArrayView<float> As, int tid, int nt)
+    /// <summary>Slot e (0..255) of the op(A)[m0.., k0..] tile as a float4 from global memory: one 128-bit load when aligned
+    /// and inside, else four bounds-checked scalar loads (zeros outside). TransA: the slot runs along m, else along k.</summary>
+    private static F4 LoadSlotA(ArrayView<float> a, GemmShape s, long aOff, int m0, int k0, int e)
     {
         bool vec = (s.Flags & FlagVecA) != 0;
-        var a4 = a.Cast<F4>();
-        for (int e = tid; e < Quads4; e += nt)
+        F4 v;
+        if ((s.Flags & FlagTransA) != 0)
         {
-            if ((s.Flags & FlagTransA) != 0)
-            {
-                // stored K×M: a float4 runs along m; it lands in As unchanged
-                int k = e >> 5, mq = (e & 31) << 2;
-                int gk = k0 + k, gm = m0 + mq;
-                long gi = aOff + (long)gk * s.Lda + gm;
-                F4 v;
-                if (vec && gk < s.K && gm + 3 < s.M) v = a4[gi >> 2];
-                else
-                {
-                    bool kin = gk < s.K;
-                    v.X = kin && gm < s.M ? a[gi] : 0f;
-                    v.Y = kin && gm + 1 < s.M ? a[gi + 1] : 0f;
-                    v.Z = kin && gm + 2 < s.M ? a[gi + 2] : 0f;
-                    v.W = kin && gm + 3 < s.M ? a[gi + 3] : 0f;
-                }
-                As4[k * (BM4 / 4) + (mq >> 2)] = v;
-            }
-            else
-            {
-                // stored M×K: a float4 runs along k; it is transposed into four rows of As
-                int r = e >> 1, kq = (e & 1) << 2;
-                int gm = m0 + r, gk = k0 + kq;
-                long gi = aOff + (long)gm * s.Lda + gk;
-                F4 v;
-                if (vec && gm < s.M && gk + 3 < s.K) v = a4[gi >> 2];
-                else
-                {
-                    bool min = gm < s.M;
-                    v.X = min && gk < s.K ? a[gi] : 0f;
-                    v.Y = min && gk + 1 < s.K ? a[gi + 1] : 0f;
-                    v.Z = min && gk + 2 < s.K ? a[gi + 2] : 0f;
-                    v.W = min && gk + 3 < s.K ? a[gi + 3] : 0f;
-                }
-                As[kq * BM4 + r] = v.X;
-                As[(kq + 1) * BM4 + r] = v.Y;
-                As[(kq + 2) * BM4 + r] = v.Z;
-                As[(kq + 3) * BM4 + r] = v.W;
-            }
+            int gk = k0 + (e >> 5), gm = m0 + ((e & 31) << 2);
+            long gi = aOff + (long)gk * s.Lda + gm;
+            if (vec && gk < s.K && gm + 3 < s.M) return a.Cast<F4>()[gi >> 2];
+            bool kin = gk < s.K;
+            v.X = kin && gm < s.M ? a[gi] : 0f;
+            v.Y = kin && gm + 1 < s.M ? a[gi + 1] : 0f;
+            v.Z = kin && gm + 2 < s.M ? a[gi + 2] : 0f;
+            v.W = kin && gm + 3 < s.M ? a[gi + 3] : 0f;
         }
+        else
+        {
+            int gm = m0 + (e >> 1), gk = k0 + ((e & 1) << 2);
+            long gi = aOff + (long)gm * s.Lda + gk;
+            if (vec && gm < s.M && gk + 3 < s.K) return a.Cast<F4>()[gi >> 2];
+            bool min = gm < s.M;
+            v.X = min && gk < s.K ? a[gi] : 0f;
+            v.Y = min && gk + 1 < s.K ? a[gi + 1] : 0f;
+            v.Z = min && gk + 2 < s.K ? a[gi + 2] : 0f;
+            v.W = min && gk + 3 < s.K ? a[gi + 3] : 0f;
+        }
+        return v;
     }
 
-    /// <summary>Stages op(B)[k0.., n0..] into Bs[k·128 + n] (as float4 slots), 128-bit global loads where aligned and inside.</summary>
-    private static void StageB4(ArrayView<float> b, GemmShape s, long bOff, int k0, int n0, ArrayView<F4> Bs4, ArrayView<float> Bs, int tid, int nt)
+    /// <summary>Slot e of the op(B)[k0.., n0..] tile (see <see cref="LoadSlotA"/>). Not TransB: the slot runs along n, else along k.</summary>
+    private static F4 LoadSlotB(ArrayView<float> b, GemmShape s, long bOff, int k0, int n0, int e)
     {
         bool vec = (s.Flags & FlagVecB) != 0;
-        var b4 = b.Cast<F4>();
-        for (int e = tid; e < Quads4; e += nt)
+        F4 v;
+        if ((s.Flags & FlagTransB) == 0)
         {
-            if ((s.Flags & FlagTransB) == 0)
-            {
-                // stored K×N: a float4 runs along n
-                int k = e >> 5, nq = (e & 31) << 2;
-                int gk = k0 + k, gn = n0 + nq;
-                long gi = bOff + (long)gk * s.Ldb + gn;
-                F4 v;
-                if (vec && gk < s.K && gn + 3 < s.N) v = b4[gi >> 2];
-                else
-                {
-                    bool kin = gk < s.K;
-                    v.X = kin && gn < s.N ? b[gi] : 0f;
-                    v.Y = kin && gn + 1 < s.N ? b[gi + 1] : 0f;
-                    v.Z = kin && gn + 2 < s.N ? b[gi + 2] : 0f;
-                    v.W = kin && gn + 3 < s.N ? b[gi + 3] : 0f;
-                }
-                Bs4[k * (BN4 / 4) + (nq >> 2)] = v;
-            }
-            else
-            {
-                // stored N×K: a float4 runs along k; transposed into four rows of Bs
-                int r = e >> 1, kq = (e & 1) << 2;
-                int gn = n0 + r, gk = k0 + kq;
-                long gi = bOff + (long)gn * s.Ldb + gk;
-                F4 v;
-                if (vec && gn < s.N && gk + 3 < s.K) v = b4[gi >> 2];
-                else
-                {
-                    bool nin = gn < s.N;
-                    v.X = nin && gk < s.K ? b[gi] : 0f;
-                    v.Y = nin && gk + 1 < s.K ? b[gi + 1] : 0f;
-                    v.Z = nin && gk + 2 < s.K ? b[gi + 2] : 0f;
-                    v.W = nin && gk + 3 < s.K ? b[gi + 3] : 0f;
-                }
-                Bs[kq * BN4 + r] = v.X;
-                Bs[(kq + 1) * BN4 + r] = v.Y;
-                Bs[(kq + 2) * BN4 + r] = v.Z;
-                Bs[(kq + 3) * BN4 + r] = v.W;
-            }
+            int gk = k0 + (e >> 5), gn = n0 + ((e & 31) << 2);
+            long gi = bOff + (long)gk * s.Ldb + gn;
+            if (vec && gk < s.K && gn + 3 < s.N) return b.Cast<F4>()[gi >> 2];
+            bool kin = gk < s.K;
+            v.X = kin && gn < s.N ? b[gi] : 0f;
+            v.Y = kin && gn + 1 < s.N ? b[gi + 1] : 0f;
+            v.Z = kin && gn + 2 < s.N ? b[gi + 2] : 0f;
+            v.W = kin && gn + 3 < s.N ? b[gi + 3] : 0f;
+        }
+        else
+        {
+            int gn = n0 + (e >> 1), gk = k0 + ((e & 1) << 2);
+            long gi = bOff + (long)gn * s.Ldb + gk;
+            if (vec && gn < s.N && gk + 3 < s.K) return b.Cast<F4>()[gi >> 2];
+            bool nin = gn < s.N;
+            v.X = nin && gk < s.K ? b[gi] : 0f;
+            v.Y = nin && gk + 1 < s.K ? b[gi + 1] : 0f;
+            v.Z = nin && gk + 2 < s.K ? b[gi + 2] : 0f;
+            v.W = nin && gk + 3 < s.K ? b[gi + 3] : 0f;
+        }
+        return v;
+    }
+
+    /// <summary>Writes slot e into a k-major shared tile T[k·128 + i] starting at float4 <paramref name="base4"/>: as one
+    /// float4 when the slot runs along i (<paramref name="alongI"/>), else transposed into four rows.</summary>
+    private static void PutSlot(ArrayView<F4> t4, ArrayView<float> t, int base4, int e, F4 v, bool alongI)
+    {
+        if (alongI)
+        {
+            t4[base4 + e] = v;   // e = k·32 + i/4
+            return;
+        }
+        int i = e >> 1, o = base4 * 4 + ((e & 1) << 2) * BM4 + i;
+        t[o] = v.X;
+        t[o + BM4] = v.Y;
+        t[o + 2 * BM4] = v.Z;
+        t[o + 3 * BM4] = v.W;
+    }
+
+    /// <summary>Stages op(A)[m0.., k0..] into As[k·128 + m] and op(B)[k0.., n0..] into Bs[k·128 + n] (all 256 slots of each,
+    /// strided by the group size) at float4 offset <paramref name="base4"/>.</summary>
+    private static void StageTiles(ArrayView<float> a, ArrayView<float> b, GemmShape s, long aOff, long bOff, int m0, int n0, int k0,
+        ArrayView<F4> As4, ArrayView<float> As, ArrayView<F4> Bs4, ArrayView<float> Bs, int base4, int first, int nt)
+    {
+        bool aAlong = (s.Flags & FlagTransA) != 0, bAlong = (s.Flags & FlagTransB) == 0;
+        for (int e = first; e < Quads4; e += nt)
+        {
+            PutSlot(As4, As, base4, e, LoadSlotA(a, s, aOff, m0, k0, e), aAlong);
+            PutSlot(Bs4, Bs, base4, e, LoadSlotB(b, s, bOff, k0, n0, e), bAlong);
         }
     }
 
@@ -410,8 +404,7 @@ public static class GemmKernels
                     float c70 = 0f, c71 = 0f, c72 = 0f, c73 = 0f, c74 = 0f, c75 = 0f, c76 = 0f, c77 = 0f;
                     for (int k0 = 0; k0 < s.K; k0 += BK4)
                     {
-                        StageA4(a, s, aOff, m0, k0, As4, As, tid, nt);
-                        StageB4(b, s, bOff, k0, n0, Bs4, Bs, tid, nt);
+                        StageTiles(a, b, s, aOff, bOff, m0, n0, k0, As4, As, Bs4, Bs, 0, tid, nt);
                         Group.Barrier();
                         for (int kk = 0; kk < BK4; kk++)
                         {
@@ -455,11 +448,113 @@ public static class GemmKernels
         }
     }
 
+    /// <summary>v5 (vs v4: double-buffered shared tiles, the next K tile's global loads issued before the FMAs of the current
+    /// one and stored after them, one barrier per K tile instead of two). Thread t prefetches slot t into registers; with
+    /// fewer than 256 threads (CPU emulator) the remaining slots are staged synchronously, so both paths run in tests.</summary>
+    internal static void Reg128PrefetchKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias, GemmShape s)
+    {
+        var As4 = SharedMemory.Allocate<F4>(2 * Quads4);   // two buffers of As[k·128 + m], as float4
+        var Bs4 = SharedMemory.Allocate<F4>(2 * Quads4);   // two buffers of Bs[k·128 + n], as float4
+        var As = As4.Cast<float>();
+        var Bs = Bs4.Cast<float>();
+        int tid = Group.IdxX, nt = Group.DimX;
+        int passes = (Micro4 + nt - 1) / nt;
+        int tilesM = (s.M + BM4 - 1) / BM4, tilesN = (s.N + BN4 - 1) / BN4;
+        int kTiles = (s.K + BK4 - 1) / BK4;
+        bool vecC = (s.Flags & FlagVecC) != 0;
+        bool aAlong = (s.Flags & FlagTransA) != 0, bAlong = (s.Flags & FlagTransB) == 0;
+        bool ownsSlot = tid < Quads4;
+        for (int bt = Grid.IdxZ; bt < s.Batch; bt += Grid.DimZ)
+        {
+            long aOff = bt * s.StrideA, bOff = bt * s.StrideB, cOff = bt * s.StrideC;
+            for (int tm = Grid.IdxY; tm < tilesM; tm += Grid.DimY)
+            for (int tn = Grid.IdxX; tn < tilesN; tn += Grid.DimX)
+            {
+                int m0 = tm * BM4, n0 = tn * BN4;
+                for (int p = 0; p < passes; p++)
+                {
+                    int mt = p * nt + tid;
+                    bool active = mt < Micro4;
+                    mt &= Micro4 - 1;
+                    int tx = mt & 15, ty = mt >> 4;
+                    float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c04 = 0f, c05 = 0f, c06 = 0f, c07 = 0f;
+                    float c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f, c14 = 0f, c15 = 0f, c16 = 0f, c17 = 0f;
+                    float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c24 = 0f, c25 = 0f, c26 = 0f, c27 = 0f;
+                    float c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f, c34 = 0f, c35 = 0f, c36 = 0f, c37 = 0f;
+                    float c40 = 0f, c41 = 0f, c42 = 0f, c43 = 0f, c44 = 0f, c45 = 0f, c46 = 0f, c47 = 0f;
+                    float c50 = 0f, c51 = 0f, c52 = 0f, c53 = 0f, c54 = 0f, c55 = 0f, c56 = 0f, c57 = 0f;
+                    float c60 = 0f, c61 = 0f, c62 = 0f, c63 = 0f, c64 = 0f, c65 = 0f, c66 = 0f, c67 = 0f;
+                    float c70 = 0f, c71 = 0f, c72 = 0f, c73 = 0f, c74 = 0f, c75 = 0f, c76 = 0f, c77 = 0f;
+                    if (kTiles > 0) StageTiles(a, b, s, aOff, bOff, m0, n0, 0, As4, As, Bs4, Bs, 0, tid, nt);
+                    Group.Barrier();
+                    for (int kt = 0; kt < kTiles; kt++)
+                    {
+                        int cur = (kt & 1) * Quads4, nxt = Quads4 - cur;
+                        bool more = kt + 1 < kTiles;
+                        int k1 = (kt + 1) * BK4;
+                        F4 pa = default, pb = default;
+                        if (more && ownsSlot)
+                        {
+                            pa = LoadSlotA(a, s, aOff, m0, k1, tid);
+                            pb = LoadSlotB(b, s, bOff, k1, n0, tid);
+                        }
+                        for (int kk = 0; kk < BK4; kk++)
+                        {
+                            int ab = cur + kk * (BM4 / 4) + ty, bb = cur + kk * (BN4 / 4) + tx;
+                            F4 al = As4[ab], ah = As4[ab + 16], bl = Bs4[bb], bh = Bs4[bb + 16];
+                            float a0 = al.X, a1 = al.Y, a2 = al.Z, a3 = al.W, a4 = ah.X, a5 = ah.Y, a6 = ah.Z, a7 = ah.W;
+                            float b0 = bl.X, b1 = bl.Y, b2 = bl.Z, b3 = bl.W, b4 = bh.X, b5 = bh.Y, b6 = bh.Z, b7 = bh.W;
+                            c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3; c04 += a0 * b4; c05 += a0 * b5; c06 += a0 * b6; c07 += a0 * b7;
+                            c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3; c14 += a1 * b4; c15 += a1 * b5; c16 += a1 * b6; c17 += a1 * b7;
+                            c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3; c24 += a2 * b4; c25 += a2 * b5; c26 += a2 * b6; c27 += a2 * b7;
+                            c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3; c34 += a3 * b4; c35 += a3 * b5; c36 += a3 * b6; c37 += a3 * b7;
+                            c40 += a4 * b0; c41 += a4 * b1; c42 += a4 * b2; c43 += a4 * b3; c44 += a4 * b4; c45 += a4 * b5; c46 += a4 * b6; c47 += a4 * b7;
+                            c50 += a5 * b0; c51 += a5 * b1; c52 += a5 * b2; c53 += a5 * b3; c54 += a5 * b4; c55 += a5 * b5; c56 += a5 * b6; c57 += a5 * b7;
+                            c60 += a6 * b0; c61 += a6 * b1; c62 += a6 * b2; c63 += a6 * b3; c64 += a6 * b4; c65 += a6 * b5; c66 += a6 * b6; c67 += a6 * b7;
+                            c70 += a7 * b0; c71 += a7 * b1; c72 += a7 * b2; c73 += a7 * b3; c74 += a7 * b4; c75 += a7 * b5; c76 += a7 * b6; c77 += a7 * b7;
+                        }
+                        if (more)
+                        {
+                            // nobody reads buffer nxt now: its last readers finished before the previous barrier
+                            if (ownsSlot)
+                            {
+                                PutSlot(As4, As, nxt, tid, pa, aAlong);
+                                PutSlot(Bs4, Bs, nxt, tid, pb, bAlong);
+                            }
+                            StageTiles(a, b, s, aOff, bOff, m0, n0, k1, As4, As, Bs4, Bs, nxt, tid + nt, nt);
+                        }
+                        Group.Barrier();
+                    }
+                    if (active)
+                    {
+                        int rowA = m0 + ty * 4, colB = n0 + tx * 4;
+                        StoreQuad(c, bias, s, cOff, rowA + 0, colB, vecC, c00, c01, c02, c03);
+                        StoreQuad(c, bias, s, cOff, rowA + 0, colB + 64, vecC, c04, c05, c06, c07);
+                        StoreQuad(c, bias, s, cOff, rowA + 1, colB, vecC, c10, c11, c12, c13);
+                        StoreQuad(c, bias, s, cOff, rowA + 1, colB + 64, vecC, c14, c15, c16, c17);
+                        StoreQuad(c, bias, s, cOff, rowA + 2, colB, vecC, c20, c21, c22, c23);
+                        StoreQuad(c, bias, s, cOff, rowA + 2, colB + 64, vecC, c24, c25, c26, c27);
+                        StoreQuad(c, bias, s, cOff, rowA + 3, colB, vecC, c30, c31, c32, c33);
+                        StoreQuad(c, bias, s, cOff, rowA + 3, colB + 64, vecC, c34, c35, c36, c37);
+                        StoreQuad(c, bias, s, cOff, rowA + 64, colB, vecC, c40, c41, c42, c43);
+                        StoreQuad(c, bias, s, cOff, rowA + 64, colB + 64, vecC, c44, c45, c46, c47);
+                        StoreQuad(c, bias, s, cOff, rowA + 65, colB, vecC, c50, c51, c52, c53);
+                        StoreQuad(c, bias, s, cOff, rowA + 65, colB + 64, vecC, c54, c55, c56, c57);
+                        StoreQuad(c, bias, s, cOff, rowA + 66, colB, vecC, c60, c61, c62, c63);
+                        StoreQuad(c, bias, s, cOff, rowA + 66, colB + 64, vecC, c64, c65, c66, c67);
+                        StoreQuad(c, bias, s, cOff, rowA + 67, colB, vecC, c70, c71, c72, c73);
+                        StoreQuad(c, bias, s, cOff, rowA + 67, colB + 64, vecC, c74, c75, c76, c77);
+                    }
+                }
+            }
+        }
+    }
+
     // ---------------------------------------------------------------- launcher
 
     private sealed class Loaded
     {
-        public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[] Kernels = new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[5];
+        public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[] Kernels = new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[6];
     }
 
     // Holds the typed delegates (ILGPU's own kernel cache is weak) for as long as the accelerator lives.
@@ -475,7 +570,8 @@ public static class GemmKernels
                 GemmVersion.Naive => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(NaiveKernel),
                 GemmVersion.Tiled16 => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(TiledKernel),
                 GemmVersion.Reg64x4 => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg64Kernel),
-                _ => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg128Kernel),
+                GemmVersion.Reg128x8Vec => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg128Kernel),
+                _ => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg128PrefetchKernel),
             };
         }
     }
@@ -486,11 +582,12 @@ public static class GemmKernels
         GemmVersion.Naive => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)NaiveKernel).Method,
         GemmVersion.Tiled16 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)TiledKernel).Method,
         GemmVersion.Reg64x4 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Reg64Kernel).Method,
-        _ => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Reg128Kernel).Method,
+        GemmVersion.Reg128x8Vec => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Reg128Kernel).Method,
+        _ => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Reg128PrefetchKernel).Method,
     };
 
     /// <summary>Every version, for the lab and the tests.</summary>
-    public static IReadOnlyList<GemmVersion> Versions { get; } = [GemmVersion.Naive, GemmVersion.Tiled16, GemmVersion.Reg64x4, GemmVersion.Reg128x8Vec];
+    public static IReadOnlyList<GemmVersion> Versions { get; } = [GemmVersion.Naive, GemmVersion.Tiled16, GemmVersion.Reg64x4, GemmVersion.Reg128x8Vec, GemmVersion.Reg128x8Prefetch];
 
     /// <summary>Loads (once per accelerator) and enqueues the best version on <paramref name="stream"/> (null: the default stream).</summary>
     public static void Launch(Accelerator acc, AcceleratorStream? stream, in GemmArgs args) => Launch(acc, stream, args, Best);

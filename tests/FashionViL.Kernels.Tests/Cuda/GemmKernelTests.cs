@@ -54,6 +54,10 @@ public class GemmKernelTests
 
     private void Check(GemmVersion v, int batch, int M, int N, int K, bool ta, bool tb, float alpha = 1f, float beta = 0f,
         bool bias = false, bool gelu = false, int pad = 0, int offset = 0, bool shareA = false, bool shareB = false, ulong seed = 1)
+        => Check(_acc, v, batch, M, N, K, ta, tb, alpha, beta, bias, gelu, pad, offset, shareA, shareB, seed);
+
+    private static void Check(Accelerator acc, GemmVersion v, int batch, int M, int N, int K, bool ta, bool tb, float alpha = 1f, float beta = 0f,
+        bool bias = false, bool gelu = false, int pad = 0, int offset = 0, bool shareA = false, bool shareB = false, ulong seed = 1)
     {
         string what = $"{v} batch {batch} M {M} N {N} K {K} transA {ta} transB {tb} alpha {alpha} beta {beta} bias {bias} gelu {gelu} pad {pad} offset {offset} shareA {shareA} shareB {shareB}";
         var a = ta ? Make(batch, K, M, pad, offset, shareA, seed) : Make(batch, M, K, pad, offset, shareA, seed);
@@ -77,10 +81,10 @@ public class GemmKernelTests
             for (int i = 0; i < M; i++)
                 for (int j = 0; j < N; j++)
                     cHost[offset + (bt * M + i) * ldc + j] = beta == 0f ? float.NaN : c0[(bt * M + i) * N + j];
-        using var aBuf = _acc.Allocate1D(a.Data.Length == 0 ? new float[1] : a.Data);
-        using var bBuf = _acc.Allocate1D(b.Data.Length == 0 ? new float[1] : b.Data);
-        using var cBuf = _acc.Allocate1D(cHost.Length == 0 ? new float[1] : cHost);
-        using var biasBuf = _acc.Allocate1D(bias ? biasT!.ToArray<float>() : new float[1]);
+        using var aBuf = acc.Allocate1D(a.Data.Length == 0 ? new float[1] : a.Data);
+        using var bBuf = acc.Allocate1D(b.Data.Length == 0 ? new float[1] : b.Data);
+        using var cBuf = acc.Allocate1D(cHost.Length == 0 ? new float[1] : cHost);
+        using var biasBuf = acc.Allocate1D(bias ? biasT!.ToArray<float>() : new float[1]);
         var args = new GemmArgs
         {
             A = aBuf.View.SubView(offset, a.Data.Length - offset), B = bBuf.View.SubView(offset, b.Data.Length - offset),
@@ -89,8 +93,8 @@ public class GemmKernelTests
             StrideA = a.BatchStride, StrideB = b.BatchStride, StrideC = (long)M * ldc,
             TransA = ta, TransB = tb, Alpha = alpha, Beta = beta, Gelu = gelu,
         };
-        GemmKernels.Launch(_acc, null, args, v);
-        _acc.Synchronize();
+        GemmKernels.Launch(acc, null, args, v);
+        acc.Synchronize();
         var got = cBuf.GetAsArray1D();
 
         var gotC = new double[batch * M * N];
@@ -135,6 +139,21 @@ public class GemmKernelTests
         Check(v, 2, 7, 9, 5, true, false, bias: true, gelu: true, seed: 22);
         Check(v, 1, 8, 16, 12, false, false, alpha: 3f, beta: 1f, bias: true, gelu: true, seed: 23);   // vector epilogue
         Check(v, 1, 3, 4, 0, false, false, beta: 0.5f, bias: true, seed: 24);   // K = 0: C ← beta·C + bias
+    }
+
+    [Test]
+    public void GpuGroupShapeOf256ThreadsGivesTheSameResults()
+    {
+        // The launcher gives a GPU 256-thread groups: one pass per tile, every thread owns one staging slot (v5's
+        // register-prefetch path only). A 256-thread CPU device runs that exact path (slow barriers: keep it small).
+        using var ctx = Context.Create(b => b.CPU(new CPUDevice(32, 8, 1)).EnableAlgorithms().Assertions());
+        using var acc = ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
+        Assert.That(acc.MaxNumThreadsPerGroup, Is.EqualTo(GemmKernels.GpuGroupSize));
+        foreach (var v in GemmKernels.Versions)
+        {
+            Check(acc, v, 1, 37, 133, 19, true, false, beta: 0.5f, bias: true, seed: 40);
+            Check(acc, v, 2, 9, 12, 20, false, true, pad: 4, shareA: true, seed: 41);
+        }
     }
 
     [Test]
@@ -188,12 +207,12 @@ public class GemmKernelTests
             var ptx = ((PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
             Assert.That(ptx, Does.Contain(".entry"), $"{v}: no PTX entry");
             if (Environment.GetEnvironmentVariable("FVL_DUMP_PTX") is { Length: > 0 } dir) File.WriteAllText(Path.Combine(dir, $"gemm_{v}.ptx"), ptx);
-            if (v == GemmVersion.Reg128x8Vec)
+            if (v >= GemmVersion.Reg128x8Vec)
             {
-                // the point of v4: 128-bit global and shared accesses
-                Assert.That(ptx, Does.Match(@"ld(\.global)?\.v4\.f32"), "v4: no 128-bit global load");
-                Assert.That(ptx, Does.Match(@"ld\.shared\.v4\.f32"), "v4: no 128-bit shared load");
-                Assert.That(ptx, Does.Match(@"st(\.global)?\.v4\.f32"), "v4: no 128-bit store");
+                // the point of v4 and v5: 128-bit global and shared accesses
+                Assert.That(ptx, Does.Match(@"ld(\.global)?\.v4\.f32"), $"{v}: no 128-bit global load");
+                Assert.That(ptx, Does.Match(@"ld\.shared\.v4\.f32"), $"{v}: no 128-bit shared load");
+                Assert.That(ptx, Does.Match(@"st(\.global)?\.v4\.f32"), $"{v}: no 128-bit store");
             }
         }
     }
