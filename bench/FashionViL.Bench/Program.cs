@@ -15,6 +15,7 @@ public static class Program
     {
         Console.WriteLine($"Vector512.IsHardwareAccelerated={Vector512.IsHardwareAccelerated} Vector256.IsHardwareAccelerated={Vector256.IsHardwareAccelerated} "
             + $"Fma={System.Runtime.Intrinsics.X86.Fma.IsSupported} cores={Environment.ProcessorCount}");
+        if (args.Length > 0 && args[0] == "lab") return KernelLab.Run(args[1..]);   // GPU kernel lab (ILGPU), see bench/README.md
         if (args.Length > 0 && args[0] == "quick")
         {
             var sizes = args.Length > 1 ? args[1..].Select(int.Parse).ToArray() : [256, 1024, 2048];
