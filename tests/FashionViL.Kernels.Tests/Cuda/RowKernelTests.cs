@@ -17,6 +17,7 @@ public class RowKernelTests
 {
     private Context _ctx = null!;
     private Accelerator _acc = null!;
+    private Accelerator _multi = null!;   // warp 2 × 4 warps: exercises the cross-warp shared-memory step
     private static CpuBackend Cpu => CpuBackend.Instance;
     private const double Rt = 1e-4, At = 1e-5;
 
@@ -25,19 +26,21 @@ public class RowKernelTests
     {
         _ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms());
         _acc = _ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
+        _multi = new CPUDevice(2, 4, 1).CreateCPUAccelerator(_ctx, CPUAcceleratorMode.Parallel);
     }
 
     [OneTimeTearDown]
     public void TearDown()
     {
+        _multi.Dispose();
         _acc.Dispose();
         _ctx.Dispose();
     }
 
-    private MemoryBuffer1D<float, Stride1D.Dense> Up(Tensor t) => _acc.Allocate1D(t.ToArray<float>());
-    private MemoryBuffer1D<float, Stride1D.Dense> Poisoned(long n)
+    private MemoryBuffer1D<float, Stride1D.Dense> Up(Tensor t, Accelerator? acc = null) => (acc ?? _acc).Allocate1D(t.ToArray<float>());
+    private MemoryBuffer1D<float, Stride1D.Dense> Poisoned(long n, Accelerator? acc = null)
     {
-        var b = _acc.Allocate1D<float>(Math.Max(n, 1));
+        var b = (acc ?? _acc).Allocate1D<float>(Math.Max(n, 1));
         var nan = new float[Math.Max(n, 1)]; Array.Fill(nan, float.NaN);
         b.CopyFromCPU(nan);
         return b;
@@ -143,8 +146,9 @@ public class RowKernelTests
 
     // ------------------------------------------------------------------ cross-entropy
 
-    private void CheckCrossEntropy(int rows, int c, bool soft, int ignoreIndex, ulong seed)
+    private void CheckCrossEntropy(int rows, int c, bool soft, int ignoreIndex, ulong seed, Accelerator? accel = null, int gs = 0)
     {
+        var acc = accel ?? _acc;
         using var x = Rand([rows, c], seed, -6, 6);
         using var gLoss = Rand([rows], seed + 1, 0.5, 2);
         long[] tv = new long[rows];
@@ -156,13 +160,13 @@ public class RowKernelTests
         Cpu.CrossEntropyForward(x, soft ? null : t, st, ignoreIndex, loss, lse);
         Cpu.CrossEntropyBackward(x, soft ? null : t, st, ignoreIndex, lse, gLoss, gx);
 
-        using var bx = Up(x); using var bt = _acc.Allocate1D(tv); using var bst = Up(st0); using var bgl = Up(gLoss);
-        using var bloss = Poisoned(rows); using var blse = Poisoned(rows); using var bgx = Poisoned((long)rows * c);
+        using var bx = Up(x, acc); using var bt = acc.Allocate1D(tv); using var bst = Up(st0, acc); using var bgl = Up(gLoss, acc);
+        using var bloss = Poisoned(rows, acc); using var blse = Poisoned(rows, acc); using var bgx = Poisoned((long)rows * c, acc);
         ArrayView<long>? tView = soft ? null : bt.View;
         ArrayView<float>? sView = soft ? bst.View : null;
-        RowKernels.CrossEntropyForward(_acc, null, bx.View, tView, sView, ignoreIndex, bloss.View, blse.View, rows, c);
-        RowKernels.CrossEntropyBackward(_acc, null, bx.View, tView, sView, ignoreIndex, blse.View, bgl.View, bgx.View, rows, c);
-        _acc.Synchronize();
+        RowKernels.CrossEntropyForward(acc, null, bx.View, tView, sView, ignoreIndex, bloss.View, blse.View, rows, c, gs);
+        RowKernels.CrossEntropyBackward(acc, null, bx.View, tView, sView, ignoreIndex, blse.View, bgl.View, bgx.View, rows, c, gs);
+        acc.Synchronize();
         string what = $"[{rows},{c}] soft={soft}";
         OpCheck.AssertClose(D(blse, rows), lse.ToArray<double>(), Rt, At, "lse " + what);
         OpCheck.AssertClose(D(bloss, rows), loss.ToArray<double>(), Rt, soft ? 1e-4 : At, "loss " + what);
@@ -177,6 +181,63 @@ public class RowKernelTests
 
     [Test]
     public void CrossEntropyVocabularyWidthMatchesCpu([Values] bool soft) => CheckCrossEntropy(3, 30522, soft, 0, 77);
+
+    // ------------------------------------------------------------------ groups of several warps
+
+    [Test]
+    public void MultiWarpGroupsMatchCpu([Values(4, 8)] int gs)
+    {
+        const int rows = 3;
+        var acc = _multi;
+        foreach (int d in new[] { 33, 768 })
+        {
+            string what = $"[{rows},{d}] group {gs}";
+            using var x = Rand([rows, d], (ulong)(d + gs), 3, 5);
+            using var w = Rand([d], 2, 0.5, 1.5); using var b = Rand([d], 3);
+            using var g = Rand([rows, d], 4);
+            using var y = Tensor.Empty([rows, d]); using var mean = Tensor.Empty([rows]); using var rstd = Tensor.Empty([rows]);
+            Cpu.LayerNormForward(x, w, b, 1e-5, y, mean, rstd);
+            using var gxRef = Tensor.Empty([rows, d]); using var gwRef = Tensor.Empty([d]); using var gbRef = Tensor.Empty([d]);
+            Cpu.LayerNormBackward(x, g, w, mean, rstd, gxRef, gwRef, gbRef);
+            using var bx = Up(x, acc); using var bw = Up(w, acc); using var bb = Up(b, acc); using var bg = Up(g, acc);
+            foreach (var variant in new[] { LayerNormVariant.ShiftedOnePass, LayerNormVariant.TwoPass })
+            {
+                using var by = Poisoned(rows * d, acc); using var bm = Poisoned(rows, acc); using var br = Poisoned(rows, acc);
+                RowKernels.LayerNormForward(acc, null, bx.View, bw.View, bb.View, 1e-5f, by.View, bm.View, br.View, rows, d, variant, gs);
+                acc.Synchronize();
+                OpCheck.AssertClose(D(by, rows * d), y.ToArray<double>(), Rt, At, $"ln y {variant} " + what);
+                OpCheck.AssertClose(D(br, rows), rstd.ToArray<double>(), Rt, At, $"ln rstd {variant} " + what);
+            }
+            using var bm2 = Up(mean, acc); using var br2 = Up(rstd, acc);
+            using var bgx = Poisoned(rows * d, acc); using var bgw = Poisoned(d, acc); using var bgb = Poisoned(d, acc);
+            using var ws = acc.Allocate1D<float>(RowKernels.LayerNormBackwardWorkspace(rows, d));
+            RowKernels.LayerNormBackward(acc, null, bx.View, bg.View, bw.View, bm2.View, br2.View, bgx.View, bgw.View, bgb.View, ws.View, rows, d, gs);
+            acc.Synchronize();
+            OpCheck.AssertClose(D(bgx, rows * d), gxRef.ToArray<double>(), Rt, At, "ln gx " + what);
+            OpCheck.AssertClose(D(bgw, d), gwRef.ToArray<double>(), Rt, At, "ln gw " + what);
+
+            foreach (bool log in new[] { false, true })
+            {
+                using var sy = Tensor.Empty([rows, d]); using var sgx = Tensor.Empty([rows, d]);
+                Cpu.Softmax(g, sy, log);
+                Cpu.SoftmaxBackward(sy, x, sgx, log);
+                using var bsx = Up(g, acc); using var bsy = Up(sy, acc); using var bgy = Up(x, acc);
+                foreach (var variant in new[] { SoftmaxVariant.Online, SoftmaxVariant.TwoPass })
+                {
+                    using var o = Poisoned(rows * d, acc);
+                    RowKernels.Softmax(acc, null, bsx.View, o.View, rows, d, log, variant, gs);
+                    acc.Synchronize();
+                    OpCheck.AssertClose(D(o, rows * d), sy.ToArray<double>(), Rt, At, $"softmax log={log} {variant} " + what);
+                }
+                using var og = Poisoned(rows * d, acc);
+                RowKernels.SoftmaxBackward(acc, null, bsy.View, bgy.View, og.View, rows, d, log, gs);
+                acc.Synchronize();
+                OpCheck.AssertClose(D(og, rows * d), sgx.ToArray<double>(), Rt, At, $"softmax backward log={log} " + what);
+            }
+            CheckCrossEntropy(rows, d, false, -100, 3, acc, gs);
+            CheckCrossEntropy(rows, d, true, -100, 4, acc, gs);
+        }
+    }
 
     // ------------------------------------------------------------------ AdamW
 
