@@ -100,7 +100,7 @@ public static class RowLab
             want = y.ToArray<float>();
         }
         long bytes = 4 * (2 * n + 2L * d + 2L * rows);
-        foreach (var variant in new[] { LayerNormVariant.ShiftedOnePass, LayerNormVariant.TwoPass })
+        foreach (var variant in Enum.GetValues<LayerNormVariant>())
             foreach (int gs in groups)
             {
                 void Launch(int i) => RowKernels.LayerNormForward(acc, null, xs[i % k].View, w.View, b.View, 1e-12f, ys[i % k].View, mean.View, rstd.View, rows, d, variant, gs);
@@ -157,7 +157,7 @@ public static class RowLab
                 CpuBackend.Instance.Softmax(x, y, log);
                 want = y.ToArray<float>();
             }
-            foreach (var variant in new[] { SoftmaxVariant.Online, SoftmaxVariant.TwoPass })
+            foreach (var variant in Enum.GetValues<SoftmaxVariant>())
                 foreach (int gs in groups)
                 {
                     void Launch(int i) => RowKernels.Softmax(acc, null, xs[i % k].View, ys[i % k].View, rows, c, log, variant, gs);

@@ -12,6 +12,8 @@ public enum LayerNormVariant
     ShiftedOnePass,
     /// <summary>Mean pass, centred sum-of-squares pass, write pass (three reads of the row).</summary>
     TwoPass,
+    /// <summary><see cref="ShiftedOnePass"/> with both loops unrolled by four (four independent loads in flight per thread).</summary>
+    ShiftedOnePassX4,
 }
 
 /// <summary>Which softmax forward kernel to run (the lab times both; <see cref="Online"/> is the default).</summary>
@@ -21,6 +23,8 @@ public enum SoftmaxVariant
     Online,
     /// <summary>Max pass, Σexp pass, write pass.</summary>
     TwoPass,
+    /// <summary><see cref="Online"/> with both loops unrolled by four: one rescale per four loads.</summary>
+    OnlineX4,
 }
 
 /// <summary>AdamW scalars, computed on the host exactly as the CPU backend computes them (double, then rounded to float).</summary>
@@ -182,6 +186,54 @@ internal static class RowKernels
         }
     }
 
+    internal static void LayerNormForwardX4Kernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> y,
+        ArrayView<float> mean, ArrayView<float> rstd, int rows, int d, float eps, int flags)
+    {
+        var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        float inv = 1f / d;
+        int g = Group.DimX;
+        for (int r = Grid.IdxX; r < rows; r += Grid.DimX)
+        {
+            long off = (long)r * d;
+            float shift = x[off];
+            double s = 0, ss = 0;
+            for (int i = Group.IdxX; i < d; i += 4 * g)
+            {
+                // padding with the shift contributes exactly zero
+                float t0 = x[off + i] - shift;
+                float t1 = (i + g < d ? x[off + i + g] : shift) - shift;
+                float t2 = (i + 2 * g < d ? x[off + i + 2 * g] : shift) - shift;
+                float t3 = (i + 3 * g < d ? x[off + i + 3 * g] : shift) - shift;
+                s += (t0 + t1) + (t2 + t3);
+                ss += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3);
+            }
+            var tot = GroupSum2((float)s, (float)ss, red);
+            float ms = tot.M * inv;
+            float var = tot.S * inv - ms * ms;
+            if (var < 0f) var = 0f;
+            float m = shift + ms, rs = 1f / MathF.Sqrt(var + eps);
+            if (Group.IdxX == 0) { mean[r] = m; rstd[r] = rs; }
+            for (int i = Group.IdxX; i < d; i += 4 * g)
+            {
+                int i1 = i + g, i2 = i + 2 * g, i3 = i + 3 * g;
+                float v0 = x[off + i];
+                float v1 = i1 < d ? x[off + i1] : 0f, v2 = i2 < d ? x[off + i2] : 0f, v3 = i3 < d ? x[off + i3] : 0f;
+                y[off + i] = Affine(v0, m, rs, w, b, i, flags);
+                if (i1 < d) y[off + i1] = Affine(v1, m, rs, w, b, i1, flags);
+                if (i2 < d) y[off + i2] = Affine(v2, m, rs, w, b, i2, flags);
+                if (i3 < d) y[off + i3] = Affine(v3, m, rs, w, b, i3, flags);
+            }
+        }
+    }
+
+    private static float Affine(float v, float m, float rs, ArrayView<float> w, ArrayView<float> b, int i, int flags)
+    {
+        v = (v - m) * rs;
+        if ((flags & 1) != 0) v *= w[i];
+        if ((flags & 2) != 0) v += b[i];
+        return v;
+    }
+
     internal static void LayerNormForwardTwoPassKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> y,
         ArrayView<float> mean, ArrayView<float> rstd, int rows, int d, float eps, int flags)
     {
@@ -291,6 +343,52 @@ internal static class RowKernels
             long off = (long)r * c;
             var st = RowMaxSum(x, off, c, red);
             WriteSoftmaxRow(x, y, off, c, st.M, st.S, log);
+        }
+    }
+
+    internal static void SoftmaxForwardX4Kernel(ArrayView<float> x, ArrayView<float> y, int rows, int c, int log)
+    {
+        var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        int g = Group.DimX;
+        for (int r = Grid.IdxX; r < rows; r += Grid.DimX)
+        {
+            long off = (long)r * c;
+            float m = float.MinValue; double s = 0;
+            for (int i = Group.IdxX; i < c; i += 4 * g)
+            {
+                // padding with −∞ adds exp(−∞ − m) = 0 (m ≥ float.MinValue is finite)
+                float a0 = x[off + i];
+                float a1 = i + g < c ? x[off + i + g] : float.NegativeInfinity;
+                float a2 = i + 2 * g < c ? x[off + i + 2 * g] : float.NegativeInfinity;
+                float a3 = i + 3 * g < c ? x[off + i + 3 * g] : float.NegativeInfinity;
+                float m01 = a0 > a1 ? a0 : a1, m23 = a2 > a3 ? a2 : a3;
+                float mx = m01 > m23 ? m01 : m23;
+                if (mx > m) { s *= MathF.Exp(m - mx); m = mx; }
+                s += (MathF.Exp(a0 - m) + MathF.Exp(a1 - m)) + (MathF.Exp(a2 - m) + MathF.Exp(a3 - m));
+            }
+            MaxSum st; st.M = m; st.S = (float)s;
+            st = GroupMaxSum(st, red);
+            float lse = st.M + MathF.Log(st.S), inv = 1f / st.S;
+            for (int i = Group.IdxX; i < c; i += 4 * g)
+            {
+                int i1 = i + g, i2 = i + 2 * g, i3 = i + 3 * g;
+                float v0 = x[off + i];
+                float v1 = i1 < c ? x[off + i1] : 0f, v2 = i2 < c ? x[off + i2] : 0f, v3 = i3 < c ? x[off + i3] : 0f;
+                if (log != 0)
+                {
+                    y[off + i] = v0 - lse;
+                    if (i1 < c) y[off + i1] = v1 - lse;
+                    if (i2 < c) y[off + i2] = v2 - lse;
+                    if (i3 < c) y[off + i3] = v3 - lse;
+                }
+                else
+                {
+                    y[off + i] = MathF.Exp(v0 - st.M) * inv;
+                    if (i1 < c) y[off + i1] = MathF.Exp(v1 - st.M) * inv;
+                    if (i2 < c) y[off + i2] = MathF.Exp(v2 - st.M) * inv;
+                    if (i3 < c) y[off + i3] = MathF.Exp(v3 - st.M) * inv;
+                }
+            }
         }
     }
 
@@ -461,11 +559,11 @@ internal static class RowKernels
     /// <summary>The typed delegates of one accelerator, each loaded (compiled) on first use and then kept alive.</summary>
     private sealed class Loaded
     {
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>? LnFwd, LnFwd2;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>? LnFwd, LnFwd2, LnFwd4;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? LnBwd;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? LnPart;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? LnReduce;
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? SmFwd, SmFwd2;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? SmFwd, SmFwd2, SmFwd4;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? SmBwd;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int>? CeFwdHard;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>? CeFwdSoft;
@@ -536,9 +634,12 @@ internal static class RowKernels
         if (bias is { } bv) Need(op, "bias", bv, d, rows, d);
         int gs = CheckGroup(acc, op, groupSize, d);
         var l = For(acc);
-        var k = variant == LayerNormVariant.TwoPass
-            ? l.LnFwd2 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>(LayerNormForwardTwoPassKernel)
-            : l.LnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>(LayerNormForwardKernel);
+        var k = variant switch
+        {
+            LayerNormVariant.TwoPass => l.LnFwd2 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>(LayerNormForwardTwoPassKernel),
+            LayerNormVariant.ShiftedOnePassX4 => l.LnFwd4 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>(LayerNormForwardX4Kernel),
+            _ => l.LnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>(LayerNormForwardKernel),
+        };
         int flags = (weight is null ? 0 : 1) | (bias is null ? 0 : 2);
         k(stream ?? acc.DefaultStream, RowConfig(rows, gs), x, weight ?? x, bias ?? x, y, mean, rstd, rows, d, eps, flags);
     }
@@ -595,9 +696,12 @@ internal static class RowKernels
         Need(op, "x", x, n, rows, c); Need(op, "y", y, n, rows, c);
         int gs = CheckGroup(acc, op, groupSize, c);
         var l = For(acc);
-        var k = variant == SoftmaxVariant.TwoPass
-            ? l.SmFwd2 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(SoftmaxForwardTwoPassKernel)
-            : l.SmFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(SoftmaxForwardKernel);
+        var k = variant switch
+        {
+            SoftmaxVariant.TwoPass => l.SmFwd2 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(SoftmaxForwardTwoPassKernel),
+            SoftmaxVariant.OnlineX4 => l.SmFwd4 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(SoftmaxForwardX4Kernel),
+            _ => l.SmFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(SoftmaxForwardKernel),
+        };
         k(stream ?? acc.DefaultStream, RowConfig(rows, gs), x, y, rows, c, log ? 1 : 0);
     }
 

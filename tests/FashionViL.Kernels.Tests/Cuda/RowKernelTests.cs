@@ -200,7 +200,7 @@ public class RowKernelTests
             using var gxRef = Tensor.Empty([rows, d]); using var gwRef = Tensor.Empty([d]); using var gbRef = Tensor.Empty([d]);
             Cpu.LayerNormBackward(x, g, w, mean, rstd, gxRef, gwRef, gbRef);
             using var bx = Up(x, acc); using var bw = Up(w, acc); using var bb = Up(b, acc); using var bg = Up(g, acc);
-            foreach (var variant in new[] { LayerNormVariant.ShiftedOnePass, LayerNormVariant.TwoPass })
+            foreach (var variant in Enum.GetValues<LayerNormVariant>())
             {
                 using var by = Poisoned(rows * d, acc); using var bm = Poisoned(rows, acc); using var br = Poisoned(rows, acc);
                 RowKernels.LayerNormForward(acc, null, bx.View, bw.View, bb.View, 1e-5f, by.View, bm.View, br.View, rows, d, variant, gs);
@@ -222,7 +222,7 @@ public class RowKernelTests
                 Cpu.Softmax(g, sy, log);
                 Cpu.SoftmaxBackward(sy, x, sgx, log);
                 using var bsx = Up(g, acc); using var bsy = Up(sy, acc); using var bgy = Up(x, acc);
-                foreach (var variant in new[] { SoftmaxVariant.Online, SoftmaxVariant.TwoPass })
+                foreach (var variant in Enum.GetValues<SoftmaxVariant>())
                 {
                     using var o = Poisoned(rows * d, acc);
                     RowKernels.Softmax(acc, null, bsx.View, o.View, rows, d, log, variant, gs);
@@ -275,5 +275,32 @@ public class RowKernelTests
         Assert.That(e.Message, Does.Contain("cross_entropy"));
         e = Assert.Throws<ArgumentException>(() => RowKernels.AdamWStep(_acc, null, a.View, a.View, a.View, r.View, 10, new AdamWParams(1e-3, 0.9, 0.999, 1e-6, 0, 1)))!;
         Assert.That(e.Message, Does.Contain("adamw").And.Contain("exp_avg_sq"));
+    }
+}
+
+/// <summary>Every row kernel compiles to PTX for sm_90 without a GPU (catches kernel code the CPU accelerator accepts but CUDA does not).</summary>
+[TestFixture, Category("Cuda")]
+public class RowKernelPtxTests
+{
+    [Test]
+    public void AllRowKernelsCompileToPtx()
+    {
+        using var ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms());
+        var arch = ILGPU.Runtime.Cuda.CudaArchitecture.SM_90;
+        var backend = new ILGPU.Backends.PTX.PTXBackend(ctx, new ILGPU.Runtime.Cuda.CudaCapabilityContext(arch), arch,
+            ILGPU.Runtime.Cuda.CudaInstructionSet.ISA_88, null);
+        var kernels = typeof(RowKernels).GetMethods(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic)
+            .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal)).ToArray();
+        Assert.That(kernels, Has.Length.EqualTo(15));
+        foreach (var mi in kernels)
+        {
+            var entry = ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(mi);
+            var compiled = (ILGPU.Backends.PTX.PTXCompiledKernel)backend.Compile(entry, default);
+            Assert.That(compiled.PTXAssembly, Does.Contain(".entry"), mi.Name);
+            if (Environment.GetEnvironmentVariable("FVL_PTX_DUMP") is { Length: > 0 } dir)   // for reading the generated code
+                File.WriteAllText(Path.Combine(dir, mi.Name + ".ptx"), compiled.PTXAssembly);
+            if (mi.Name.Contains("Softmax") || mi.Name.Contains("LayerNormForward"))
+                Assert.That(compiled.PTXAssembly, Does.Contain("shfl.sync"), mi.Name + " uses warp shuffles");
+        }
     }
 }
