@@ -159,6 +159,27 @@ internal static class RowKernels
         return GroupMaxSum(v, red);
     }
 
+    /// <summary><see cref="RowMaxSum"/> with four loads in flight per thread and one rescale per four elements.</summary>
+    private static MaxSum RowMaxSumX4(ArrayView<float> x, long off, int c, ArrayView<float> red)
+    {
+        int g = Group.DimX;
+        float m = float.MinValue; double s = 0;
+        for (int i = Group.IdxX; i < c; i += 4 * g)
+        {
+            // padding with −∞ adds exp(−∞ − m) = 0 (m ≥ float.MinValue is finite)
+            float a0 = x[off + i];
+            float a1 = i + g < c ? x[off + i + g] : float.NegativeInfinity;
+            float a2 = i + 2 * g < c ? x[off + i + 2 * g] : float.NegativeInfinity;
+            float a3 = i + 3 * g < c ? x[off + i + 3 * g] : float.NegativeInfinity;
+            float m01 = a0 > a1 ? a0 : a1, m23 = a2 > a3 ? a2 : a3;
+            float mx = m01 > m23 ? m01 : m23;
+            if (mx > m) { s *= MathF.Exp(m - mx); m = mx; }
+            s += (MathF.Exp(a0 - m) + MathF.Exp(a1 - m)) + (MathF.Exp(a2 - m) + MathF.Exp(a3 - m));
+        }
+        MaxSum v; v.M = m; v.S = (float)s;
+        return GroupMaxSum(v, red);
+    }
+
     // ================================================================== layer norm
 
     /// <summary>flags: 1 = weight present, 2 = bias present.</summary>
@@ -353,21 +374,7 @@ internal static class RowKernels
         for (int r = Grid.IdxX; r < rows; r += Grid.DimX)
         {
             long off = (long)r * c;
-            float m = float.MinValue; double s = 0;
-            for (int i = Group.IdxX; i < c; i += 4 * g)
-            {
-                // padding with −∞ adds exp(−∞ − m) = 0 (m ≥ float.MinValue is finite)
-                float a0 = x[off + i];
-                float a1 = i + g < c ? x[off + i + g] : float.NegativeInfinity;
-                float a2 = i + 2 * g < c ? x[off + i + 2 * g] : float.NegativeInfinity;
-                float a3 = i + 3 * g < c ? x[off + i + 3 * g] : float.NegativeInfinity;
-                float m01 = a0 > a1 ? a0 : a1, m23 = a2 > a3 ? a2 : a3;
-                float mx = m01 > m23 ? m01 : m23;
-                if (mx > m) { s *= MathF.Exp(m - mx); m = mx; }
-                s += (MathF.Exp(a0 - m) + MathF.Exp(a1 - m)) + (MathF.Exp(a2 - m) + MathF.Exp(a3 - m));
-            }
-            MaxSum st; st.M = m; st.S = (float)s;
-            st = GroupMaxSum(st, red);
+            var st = RowMaxSumX4(x, off, c, red);
             float lse = st.M + MathF.Log(st.S), inv = 1f / st.S;
             for (int i = Group.IdxX; i < c; i += 4 * g)
             {
@@ -457,6 +464,25 @@ internal static class RowKernels
         {
             long off = (long)r * c;
             var st = RowMaxSum(x, off, c, red);
+            if (Group.IdxX == 0)
+            {
+                float e = st.M + MathF.Log(st.S);
+                lse[r] = e;
+                long t = target[r];
+                loss[r] = t == ignoreIndex ? 0f : (t >= 0 && t < c ? e - x[off + t] : float.NaN);
+            }
+        }
+    }
+
+    /// <summary><see cref="CrossEntropyForwardHardKernel"/> with the 4-way unrolled log-sum-exp.</summary>
+    internal static void CrossEntropyForwardHardX4Kernel(ArrayView<float> x, ArrayView<long> target, ArrayView<float> loss, ArrayView<float> lse,
+        int rows, int c, int ignoreIndex)
+    {
+        var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        for (int r = Grid.IdxX; r < rows; r += Grid.DimX)
+        {
+            long off = (long)r * c;
+            var st = RowMaxSumX4(x, off, c, red);
             if (Group.IdxX == 0)
             {
                 float e = st.M + MathF.Log(st.S);
@@ -565,7 +591,7 @@ internal static class RowKernels
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? LnReduce;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? SmFwd, SmFwd2, SmFwd4;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? SmBwd;
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int>? CeFwdHard;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int>? CeFwdHard, CeFwdHard4;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>? CeFwdSoft;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? CeBwdHard;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>? CeBwdSoft;
@@ -723,10 +749,12 @@ internal static class RowKernels
     /// the caller) and <paramref name="softTarget"/> ([rows, c]). Writes loss [rows] and logSumExp [rows].
     /// </summary>
     public static void CrossEntropyForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> logits, ArrayView<long>? target,
-        ArrayView<float>? softTarget, int ignoreIndex, ArrayView<float> loss, ArrayView<float> logSumExp, int rows, int c, int groupSize = 0)
+        ArrayView<float>? softTarget, int ignoreIndex, ArrayView<float> loss, ArrayView<float> logSumExp, int rows, int c, int groupSize = 0,
+        SoftmaxVariant variant = SoftmaxVariant.Online)
     {
         const string op = "cross_entropy (cuda)";
         if ((target is null) == (softTarget is null)) throw new ArgumentException($"{op}: pass exactly one of target and softTarget");
+        if (variant == SoftmaxVariant.TwoPass) throw new ArgumentException($"{op}: variant {variant} is not implemented (Online or OnlineX4)");
         if (RowCheck(op, rows, c) == 0) return;
         long n = (long)rows * c;
         Need(op, "logits", logits, n, rows, c); Need(op, "loss", loss, rows, rows, c); Need(op, "logSumExp", logSumExp, rows, rows, c);
@@ -736,7 +764,9 @@ internal static class RowKernels
         if (target is { } t)
         {
             Need(op, "target", t, rows, rows, c);
-            var k = l.CeFwdHard ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int>(CrossEntropyForwardHardKernel);
+            var k = variant == SoftmaxVariant.OnlineX4
+                ? l.CeFwdHard4 ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int>(CrossEntropyForwardHardX4Kernel)
+                : l.CeFwdHard ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int>(CrossEntropyForwardHardKernel);
             k(s, RowConfig(rows, gs), logits, t, loss, logSumExp, rows, c, ignoreIndex);
         }
         else

@@ -146,7 +146,8 @@ public class RowKernelTests
 
     // ------------------------------------------------------------------ cross-entropy
 
-    private void CheckCrossEntropy(int rows, int c, bool soft, int ignoreIndex, ulong seed, Accelerator? accel = null, int gs = 0)
+    private void CheckCrossEntropy(int rows, int c, bool soft, int ignoreIndex, ulong seed, Accelerator? accel = null, int gs = 0,
+        SoftmaxVariant variant = SoftmaxVariant.Online)
     {
         var acc = accel ?? _acc;
         using var x = Rand([rows, c], seed, -6, 6);
@@ -164,7 +165,7 @@ public class RowKernelTests
         using var bloss = Poisoned(rows, acc); using var blse = Poisoned(rows, acc); using var bgx = Poisoned((long)rows * c, acc);
         ArrayView<long>? tView = soft ? null : bt.View;
         ArrayView<float>? sView = soft ? bst.View : null;
-        RowKernels.CrossEntropyForward(acc, null, bx.View, tView, sView, ignoreIndex, bloss.View, blse.View, rows, c, gs);
+        RowKernels.CrossEntropyForward(acc, null, bx.View, tView, sView, ignoreIndex, bloss.View, blse.View, rows, c, gs, soft ? SoftmaxVariant.Online : variant);
         RowKernels.CrossEntropyBackward(acc, null, bx.View, tView, sView, ignoreIndex, blse.View, bgl.View, bgx.View, rows, c, gs);
         acc.Synchronize();
         string what = $"[{rows},{c}] soft={soft}";
@@ -174,13 +175,14 @@ public class RowKernelTests
     }
 
     [Test]
-    public void CrossEntropyMatchesCpu([ValueSource(nameof(Widths))] int c, [Values] bool soft)
+    public void CrossEntropyMatchesCpu([ValueSource(nameof(Widths))] int c, [Values] bool soft, [Values(SoftmaxVariant.Online, SoftmaxVariant.OnlineX4)] SoftmaxVariant v)
     {
-        foreach (int rows in RowCounts) CheckCrossEntropy(rows, c, soft, -100, (ulong)(rows * 5 + c));
+        foreach (int rows in RowCounts) CheckCrossEntropy(rows, c, soft, -100, (ulong)(rows * 5 + c), variant: v);
     }
 
     [Test]
-    public void CrossEntropyVocabularyWidthMatchesCpu([Values] bool soft) => CheckCrossEntropy(3, 30522, soft, 0, 77);
+    public void CrossEntropyVocabularyWidthMatchesCpu([Values] bool soft, [Values(SoftmaxVariant.Online, SoftmaxVariant.OnlineX4)] SoftmaxVariant v)
+        => CheckCrossEntropy(3, 30522, soft, 0, 77, variant: v);
 
     // ------------------------------------------------------------------ groups of several warps
 
@@ -235,6 +237,7 @@ public class RowKernelTests
                 OpCheck.AssertClose(D(og, rows * d), sgx.ToArray<double>(), Rt, At, $"softmax backward log={log} " + what);
             }
             CheckCrossEntropy(rows, d, false, -100, 3, acc, gs);
+            CheckCrossEntropy(rows, d, false, -100, 5, acc, gs, SoftmaxVariant.OnlineX4);
             CheckCrossEntropy(rows, d, true, -100, 4, acc, gs);
         }
     }
@@ -291,7 +294,7 @@ public class RowKernelPtxTests
             ILGPU.Runtime.Cuda.CudaInstructionSet.ISA_88, null);
         var kernels = typeof(RowKernels).GetMethods(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic)
             .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal)).ToArray();
-        Assert.That(kernels, Has.Length.EqualTo(15));
+        Assert.That(kernels, Has.Length.EqualTo(16));
         foreach (var mi in kernels)
         {
             var entry = ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(mi);
