@@ -1,8 +1,5 @@
 using System.Diagnostics;
 using BenchmarkDotNet.Attributes;
-using BenchmarkDotNet.Columns;
-using BenchmarkDotNet.Configs;
-using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
 using FashionViL.Kernels.Cpu;
 
@@ -12,8 +9,8 @@ namespace FashionViL.Bench;
 /// float32 Conv2dForward (im2col + GEMM) at ResNet-50 layer shapes, batch 4, 2 threads.
 /// Run: <c>dotnet run -c Release --project bench/FashionViL.Bench -- --filter '*ConvBenchmarks*' --job short</c>.
 /// </summary>
-[Config(typeof(ConvGflopsConfig))]
-public class ConvBenchmarks
+[Config(typeof(GflopsConfig<ConvBenchmarks>))]
+public class ConvBenchmarks : IFlopCount
 {
     /// <summary>Layer geometry: (Cin, H, W, Cout, K, stride, pad).</summary>
     public static readonly Dictionary<string, (int Cin, int H, int W, int Cout, int K, int Stride, int Pad)> Layers = new()
@@ -62,6 +59,11 @@ public class ConvBenchmarks
         return 2.0 * Batch * cout * p.OutH(h, k) * p.OutW(w, k) * cin * k * k;
     }
 
+    public static double? Flops(BenchmarkCase c) =>
+        GflopsColumn.Param<string>(c, nameof(Layer)) is { } layer && Layers.ContainsKey(layer) ? Flops(layer) : null;
+
+    public static string FlopsFormula => "2·N·Cout·Ho·Wo·Cin·Kh·Kw";
+
     /// <summary>Stopwatch median over repeats after warm-up, printed as GFLOP/s (a quick check without the harness).</summary>
     public static void Quick()
     {
@@ -81,34 +83,5 @@ public class ConvBenchmarks
             Console.WriteLine($"conv2d {name,-24} batch {Batch}: median {times[4] * 1e3:F2} ms, {Flops(name) / times[4] / 1e9:F1} GFLOP/s");
             b.Cleanup();
         }
-    }
-}
-
-/// <summary>Adds a GFLOP/s column from the median time and the conv layer's flop count.</summary>
-public sealed class ConvGflopsConfig : ManualConfig
-{
-    public ConvGflopsConfig() => AddColumn(new ConvGflopsColumn(), StatisticColumn.Median);
-}
-
-public sealed class ConvGflopsColumn : IColumn
-{
-    public string Id => "ConvGFLOPs";
-    public string ColumnName => "GFLOP/s (median)";
-    public bool AlwaysShow => true;
-    public ColumnCategory Category => ColumnCategory.Custom;
-    public int PriorityInCategory => 0;
-    public bool IsNumeric => true;
-    public UnitType UnitType => UnitType.Dimensionless;
-    public string Legend => "2·N·Cout·Ho·Wo·Cin·Kh·Kw / median time, in 10⁹ floating-point operations per second";
-    public bool IsAvailable(Summary summary) => true;
-    public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
-    public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
-
-    public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
-    {
-        var stats = summary[benchmarkCase]?.ResultStatistics;
-        var layer = benchmarkCase.Parameters.Items.FirstOrDefault(p => p.Name == "Layer")?.Value as string;
-        if (stats is null || layer is null || !ConvBenchmarks.Layers.ContainsKey(layer)) return "-";
-        return (ConvBenchmarks.Flops(layer) / (stats.Median * 1e-9) / 1e9).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
     }
 }

@@ -6,7 +6,8 @@ namespace FashionViL.Bench;
 
 /// <summary>
 /// Entry point. <c>-- --filter '*Sgemm*'</c> runs BenchmarkDotNet; <c>-- quick [sizes…]</c> runs a short
-/// Stopwatch loop over SGEMM (median of repeats, GFLOP/s) for tuning without the full harness.
+/// Stopwatch loop over SGEMM (median of repeats, GFLOP/s) for tuning without the full harness, and
+/// <c>-- quick-conv</c> the same over the ResNet-50 conv layers of <see cref="ConvBenchmarks"/>.
 /// </summary>
 public static class Program
 {
@@ -14,11 +15,17 @@ public static class Program
     {
         Console.WriteLine($"Vector512.IsHardwareAccelerated={Vector512.IsHardwareAccelerated} Vector256.IsHardwareAccelerated={Vector256.IsHardwareAccelerated} "
             + $"Fma={System.Runtime.Intrinsics.X86.Fma.IsSupported} cores={Environment.ProcessorCount}");
+        if (args.Length > 0 && args[0] == "lab") return KernelLab.Run(args[1..]);   // GPU kernel lab (ILGPU), see bench/README.md
         if (args.Length > 0 && args[0] == "quick")
         {
             var sizes = args.Length > 1 ? args[1..].Select(int.Parse).ToArray() : [256, 1024, 2048];
             int threads = int.TryParse(Environment.GetEnvironmentVariable("FVL_THREADS"), out var t) ? t : 2;
             foreach (var n in sizes) SgemmBenchmarks.Quick(n, threads);
+            return 0;
+        }
+        if (args.Length > 0 && args[0] == "quick-conv")
+        {
+            ConvBenchmarks.Quick();
             return 0;
         }
         if (args.Length > 0 && args[0] == "serve")

@@ -1,17 +1,15 @@
 using System.Diagnostics;
 using BenchmarkDotNet.Attributes;
-using BenchmarkDotNet.Columns;
-using BenchmarkDotNet.Configs;
-using BenchmarkDotNet.Jobs;
-using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
 using FashionViL.Kernels.Cpu;
 
 namespace FashionViL.Bench;
 
 /// <summary>Square float32 C = A·B through IBackend.MatMul on 2 threads.</summary>
-[Config(typeof(GflopsConfig))]
-public class SgemmBenchmarks
+[Config(typeof(GflopsConfig<SgemmBenchmarks>))]
+// Fewer, fixed iterations than the default job: each 2048³ call is ~0.1 s, and the default runs ~8 minutes.
+[SimpleJob(warmupCount: 3, iterationCount: 15, id: "Gemm15")]
+public class SgemmBenchmarks : IFlopCount
 {
     [Params(256, 1024, 2048)]
     public int N;
@@ -39,6 +37,10 @@ public class SgemmBenchmarks
 
     /// <summary>Floating-point operations of one call: 2·N³.</summary>
     public static double Flops(int n) => 2.0 * n * n * n;
+
+    public static double? Flops(BenchmarkCase c) => GflopsColumn.Param<int?>(c, nameof(N)) is int n ? Flops(n) : null;
+
+    public static string FlopsFormula => "2·N³";
 
     /// <summary>Median seconds of one N³ SGEMM over about half a second of repeats (after warm-up), on the current thread count.</summary>
     public static double MedianSeconds(int n)
@@ -88,41 +90,5 @@ public class SgemmBenchmarks
         double med = times[reps / 2];
         Console.WriteLine($"sgemm {trans} {n}^3 threads={threads}: median {med * 1e3:F3} ms, {Flops(n) / med / 1e9:F1} GFLOP/s (best {Flops(n) / times[0] / 1e9:F1}); {Flops(n) * reps / cpu / 1e9:F1} GFLOP per CPU-second");
         b.Cleanup();
-    }
-}
-
-/// <summary>Adds a GFLOP/s column computed from the median time and the benchmark's N parameter (2·N³ flops).</summary>
-public sealed class GflopsConfig : ManualConfig
-{
-    public GflopsConfig()
-    {
-        AddColumn(new GflopsColumn(), StatisticColumn.Median);
-        // Fewer, fixed iterations than the default job: each 2048³ call is ~0.1 s, and the default runs ~8 minutes.
-        AddJob(Job.Default.WithWarmupCount(3).WithIterationCount(15).WithId("Gemm15"));
-    }
-}
-
-public sealed class GflopsColumn : IColumn
-{
-    public string Id => "GFLOPs";
-    public string ColumnName => "GFLOP/s (median)";
-    public bool AlwaysShow => true;
-    public ColumnCategory Category => ColumnCategory.Custom;
-    public int PriorityInCategory => 0;
-    public bool IsNumeric => true;
-    public UnitType UnitType => UnitType.Dimensionless;
-    public string Legend => "2·N³ / median time, in 10⁹ floating-point operations per second";
-    public bool IsAvailable(Summary summary) => true;
-    public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
-    public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
-
-    public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
-    {
-        var report = summary[benchmarkCase];
-        var stats = report?.ResultStatistics;
-        var n = benchmarkCase.Parameters.Items.FirstOrDefault(p => p.Name == "N")?.Value;
-        if (stats is null || n is not int size) return "-";
-        double seconds = stats.Median * 1e-9;
-        return (SgemmBenchmarks.Flops(size) / seconds / 1e9).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
     }
 }

@@ -32,6 +32,7 @@ public class GoldenTests
     private sealed class Case
     {
         private readonly SafeTensorsFile _file;
+        private readonly List<(string Key, Tensor Leaf)> _leaves = [];
         public DType DType { get; }
         public string Name { get; }
 
@@ -49,13 +50,33 @@ public class GoldenTests
         public double MetaD(string key) => double.Parse(_file.Metadata[key], System.Globalization.CultureInfo.InvariantCulture);
         public int MetaI(string key) => int.Parse(_file.Metadata[key], System.Globalization.CultureInfo.InvariantCulture);
 
-        /// <summary>An input (floating ones converted to the dtype under test); a leaf requiring grad when asked.</summary>
+        /// <summary>
+        /// An input (floating ones converted to the dtype under test); a leaf requiring grad when asked, whose gradient
+        /// <see cref="ExpectWithGrads"/> then checks against "g" + key.
+        /// </summary>
         public Tensor In(string key, bool grad = false)
         {
             var t = _file.Tensors[key];
             var x = t.DType.IsFloating() ? t.To(DType) : t.Alias();
-            if (grad) x.RequiresGrad = true;
+            if (grad)
+            {
+                x.RequiresGrad = true;
+                _leaves.Add((key, x));
+            }
             return x;
+        }
+
+        /// <summary>
+        /// Checks the output against <paramref name="key"/>, backpropagates the fixture's upstream gradient "gy"
+        /// (or 1 for a scalar loss when <paramref name="upstream"/> is false), then checks the gradient of every
+        /// leaf made by <c>In(k, grad: true)</c>, in creation order, against "g" + k.
+        /// </summary>
+        public void ExpectWithGrads(Tensor y, string key, bool upstream = true)
+        {
+            Expect(y, key);
+            if (upstream) y.Backward(In("gy"));
+            else y.Backward();
+            foreach (var (k, leaf) in _leaves) Expect(leaf.Grad, "g" + k);
         }
 
         public void Expect(Tensor? got, string key)
@@ -77,9 +98,7 @@ public class GoldenTests
         Assert.That(c.Meta("approximate"), Is.EqualTo("none"));
         var x = c.In("x", grad: true);
         var y = x.Gelu();
-        c.Expect(y, "y");
-        y.Backward(c.In("gy"));
-        c.Expect(x.Grad, "gx");
+        c.ExpectWithGrads(y, "y");
     }
 
     [Test]
@@ -90,9 +109,7 @@ public class GoldenTests
         Assert.That(c.MetaI("dim"), Is.EqualTo(-1));
         var x = c.In("x", grad: true);
         var y = log ? x.LogSoftmax(-1) : x.Softmax(-1);
-        c.Expect(y, "y");
-        y.Backward(c.In("gy"));
-        c.Expect(x.Grad, "gx");
+        c.ExpectWithGrads(y, "y");
     }
 
     [Test]
@@ -105,11 +122,7 @@ public class GoldenTests
         var w = c.In("weight", grad: true);
         var b = c.In("bias", grad: true);
         var y = x.LayerNorm(w, b, c.MetaD("eps"));
-        c.Expect(y, "y");
-        y.Backward(c.In("gy"));
-        c.Expect(x.Grad, "gx");
-        c.Expect(w.Grad, "gweight");
-        c.Expect(b.Grad, "gbias");
+        c.ExpectWithGrads(y, "y");
     }
 
     [Test]
@@ -123,9 +136,7 @@ public class GoldenTests
         Assert.That(target.DType, Is.EqualTo(DType.Int64));
         Assert.That(target.ToArray<long>(), Does.Contain(-1L), "the fixture exercises ignored rows");
         var loss = Ops.CrossEntropy(logits, target, ignoreIndex: -1, reduction: Reduction.Mean);
-        c.Expect(loss, "loss");
-        loss.Backward();
-        c.Expect(logits.Grad, "glogits");
+        c.ExpectWithGrads(loss, "loss", upstream: false);
     }
 
     [Test]
@@ -136,9 +147,7 @@ public class GoldenTests
         var logits = c.In("logits", grad: true);
         var target = c.In("target");
         var loss = Ops.CrossEntropy(logits, target);
-        c.Expect(loss, "loss");
-        loss.Backward();
-        c.Expect(logits.Grad, "glogits");
+        c.ExpectWithGrads(loss, "loss", upstream: false);
     }
 
     [Test]
@@ -154,11 +163,7 @@ public class GoldenTests
         double scale = c.MetaD("scale");
         Assert.That(scale, Is.EqualTo(1 / Math.Sqrt(8)).Within(1e-15));
         var o = Ops.Attention(q, k, v, mask, scale);
-        c.Expect(o, "out");
-        o.Backward(c.In("gy"));
-        c.Expect(q.Grad, "gq");
-        c.Expect(k.Grad, "gk");
-        c.Expect(v.Grad, "gv");
+        c.ExpectWithGrads(o, "out");
     }
 
     // ------------------------------------------------------------------ CNN ops
@@ -191,11 +196,7 @@ public class GoldenTests
         var y = p.PadTop == p.PadBottom && p.PadLeft == p.PadRight && p.PadTop == p.PadLeft
             ? Ops.Conv2d(x, w, b, stride: p.StrideH, padding: p.PadTop)
             : Ops.Conv2d(x, w, b, p);
-        c.Expect(y, "y");
-        y.Backward(c.In("gy"));
-        c.Expect(x.Grad, "gx");
-        c.Expect(w.Grad, "gw");
-        if (b is not null) c.Expect(b.Grad, "gb");
+        c.ExpectWithGrads(y, "y"); // gx, gw, and gb when the case has a bias
     }
 
     [Test]
@@ -205,9 +206,7 @@ public class GoldenTests
         var c = new Case("maxpool2d_3x3_s2_p1", dt);
         var x = c.In("x", grad: true);
         var y = Ops.MaxPool2d(x, c.MetaI("kernel"), c.MetaI("stride"), c.MetaI("padding"));
-        c.Expect(y, "y");
-        y.Backward(c.In("gy"));
-        c.Expect(x.Grad, "gx");
+        c.ExpectWithGrads(y, "y");
     }
 
     [Test]
@@ -222,13 +221,9 @@ public class GoldenTests
         var rm = c.In("running_mean");
         var rv = c.In("running_var");
         var y = Ops.BatchNorm2d(x, w, b, rm, rv, training, c.MetaD("momentum"), c.MetaD("eps"));
-        c.Expect(y, "y");
         c.Expect(rm, "running_mean_after");
         c.Expect(rv, "running_var_after");
-        y.Backward(c.In("gy"));
-        c.Expect(x.Grad, "gx");
-        c.Expect(w.Grad, "gweight");
-        c.Expect(b.Grad, "gbias");
+        c.ExpectWithGrads(y, "y");
     }
 
     [Test]
@@ -242,11 +237,7 @@ public class GoldenTests
         var w = c.In("weight", grad: true);
         var b = c.In("bias", grad: true);
         var y = Ops.GroupNorm(x, c.MetaI("groups"), w, b, c.MetaD("eps"));
-        c.Expect(y, "y");
-        y.Backward(c.In("gy"));
-        c.Expect(x.Grad, "gx");
-        c.Expect(w.Grad, "gweight");
-        c.Expect(b.Grad, "gbias");
+        c.ExpectWithGrads(y, "y");
     }
 
     // ------------------------------------------------------------------ fixture sanity (runs without any op)

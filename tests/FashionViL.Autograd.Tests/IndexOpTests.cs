@@ -1,5 +1,6 @@
 using FashionViL.Autograd;
 using FashionViL.Testing;
+using static FashionViL.Testing.Coords;
 
 namespace FashionViL.Autograd.Tests;
 
@@ -7,29 +8,6 @@ namespace FashionViL.Autograd.Tests;
 public class IndexOpTests
 {
     // ------------------------------------------------------------------ reference helpers
-
-    private static int[] Unravel(int p, int[] shape)
-    {
-        var c = new int[shape.Length];
-        for (int d = shape.Length - 1; d >= 0; d--) { c[d] = p % shape[d]; p /= shape[d]; }
-        return c;
-    }
-
-    private static int Ravel(int[] c, int[] shape)
-    {
-        int p = 0;
-        for (int d = 0; d < shape.Length; d++) p = p * shape[d] + c[d];
-        return p;
-    }
-
-    /// <summary>A float64 tensor of <paramref name="shape"/> whose element at coordinates c is f(c).</summary>
-    private static Tensor Ref(int[] shape, Func<int[], double> f)
-    {
-        int n = shape.Aggregate(1, (a, b) => a * b);
-        var v = new double[n];
-        for (int p = 0; p < n; p++) v[p] = f(Unravel(p, shape));
-        return Tensor.FromArray(v, shape);
-    }
 
     private static double At(Tensor t, params int[] c) => t.ToArray<double>()[Ravel(c, t.Shape)];
 
@@ -44,7 +22,7 @@ public class IndexOpTests
     {
         var shape = xs[0].Shape; shape[d] = xs.Sum(t => t.Sizes[d]);
         var vals = xs.Select(t => t.ToArray<double>()).ToArray();
-        return Ref(shape, c =>
+        return FromFunction(shape, c =>
         {
             int k = 0, at = c[d];
             while (at >= xs[k].Sizes[d]) { at -= xs[k].Sizes[d]; k++; }
@@ -114,7 +92,7 @@ public class IndexOpTests
         {
             var shape = new List<int> { 2, 3 }; shape.Insert(d, 3);
             var vals = t.Select(v => v.ToArray<double>()).ToArray();
-            return Ref(shape.ToArray(), c => { var l = c.ToList(); int k = l[d]; l.RemoveAt(d); return vals[k][Ravel(l.ToArray(), [2, 3])]; });
+            return FromFunction(shape.ToArray(), c => { var l = c.ToList(); int k = l[d]; l.RemoveAt(d); return vals[k][Ravel(l.ToArray(), [2, 3])]; });
         }, xs, what: $"stack dim {dim}");
         OpCheck.GradCheck(t => Ops.Stack(t, dim), xs, what: $"stack dim {dim}");
     }
@@ -135,14 +113,14 @@ public class IndexOpTests
         var chunks = x.Chunk(3, 0);
         Assert.That(chunks.Select(c => c.Sizes[0]), Is.EqualTo(new[] { 3, 3, 1 }));
         for (int k = 0; k < 3; k++)
-            OpCheck.AssertClose(chunks[k], Ref(chunks[k].Shape, c => At(x, c[0] + 3 * k, c[1])), 0, 0, $"chunk {k}");
+            OpCheck.AssertClose(chunks[k], FromFunction(chunks[k].Shape, c => At(x, c[0] + 3 * k, c[1])), 0, 0, $"chunk {k}");
         var small = x.Chunk(10, 1);
         Assert.That(small.Length, Is.EqualTo(2), "fewer chunks than asked when the dim is short");
         var split = x.Split(2, 1);
         Assert.That(split.Length, Is.EqualTo(1));
         var parts = x.Split([2, 0, 5], 0);
         Assert.That(parts.Select(c => c.Sizes[0]), Is.EqualTo(new[] { 2, 0, 5 }));
-        OpCheck.AssertClose(parts[2], Ref([5, 2], c => At(x, c[0] + 2, c[1])), 0, 0);
+        OpCheck.AssertClose(parts[2], FromFunction([5, 2], c => At(x, c[0] + 2, c[1])), 0, 0);
         Assert.Throws<ArgumentException>(() => x.Split([2, 2], 0));
         Assert.Throws<ArgumentException>(() => x.Chunk(0, 0));
 
@@ -165,7 +143,7 @@ public class IndexOpTests
         OpCheck.Forward(t => t[0].IndexSelect(dim, t[1]), t =>
         {
             var ys = (int[])xs.Clone(); ys[d] = idx.Length;
-            return Ref(ys, c => { var cc = (int[])c.Clone(); cc[d] = (int)idx[c[d]]; return At(t[0], cc); });
+            return FromFunction(ys, c => { var cc = (int[])c.Clone(); cc[d] = (int)idx[c[d]]; return At(t[0], cc); });
         }, [x, index], what: "index_select");
         OpCheck.GradCheck(t => t[0].IndexSelect(dim, t[1]), [x, index], what: "index_select (duplicates)");
     }
@@ -176,7 +154,7 @@ public class IndexOpTests
         var x = OpCheck.Rand([3, 4], 31, requiresGrad: true);
         using var index = Int32s([3, 1, 3], 3);
         // x.T is [4, 3] with strides [1, 4].
-        OpCheck.Forward(t => t[0].T.IndexSelect(0, t[1]), t => Ref([3, 3], c => At(t[0], c[1], (int)new long[] { 3, 1, 3 }[c[0]])), [x, index]);
+        OpCheck.Forward(t => t[0].T.IndexSelect(0, t[1]), t => FromFunction([3, 3], c => At(t[0], c[1], (int)new long[] { 3, 1, 3 }[c[0]])), [x, index]);
         OpCheck.GradCheck(t => t[0].T.IndexSelect(0, t[1]), [x, index], what: "index_select of a transpose");
         using var empty = Tensor.Empty([0], DType.Int64);
         using (var y = x.IndexSelect(1, empty)) Assert.That(y.Shape, Is.EqualTo(new[] { 3, 0 }));
@@ -201,7 +179,7 @@ public class IndexOpTests
         var idx = Enumerable.Range(0, 10 + 2 * dim).Select(p => (long)((p * 5 + 2) % xs[dim])).ToArray();
         using var index = Longs(idx, ishape);
         var x = OpCheck.Rand(xs, 40, requiresGrad: true);
-        OpCheck.Forward(t => t[0].Gather(dim, t[1]), t => Ref(ishape, c =>
+        OpCheck.Forward(t => t[0].Gather(dim, t[1]), t => FromFunction(ishape, c =>
         {
             var cc = (int[])c.Clone(); cc[dim] = (int)idx[Ravel(c, ishape)]; return At(t[0], cc);
         }), [x, index], what: $"gather dim {dim}");
@@ -338,7 +316,7 @@ public class IndexOpTests
         var x = OpCheck.Rand([2, 3, 4], 63, requiresGrad: true);
         using var mask = new Generator(64).Bernoulli([3, 1], 0.5, DType.Bool);
         var mv = mask.ToArray<bool>();
-        OpCheck.Forward(t => t[0].MaskedFill(t[1], -7.5), t => Ref([2, 3, 4], c => mv[c[1]] ? -7.5 : At(t[0], c)), [x, mask], what: "masked_fill");
+        OpCheck.Forward(t => t[0].MaskedFill(t[1], -7.5), t => FromFunction([2, 3, 4], c => mv[c[1]] ? -7.5 : At(t[0], c)), [x, mask], what: "masked_fill");
         OpCheck.GradCheck(t => t[0].MaskedFill(t[1], -1e4), [x, mask], what: "masked_fill");
         OpCheck.GradCheck(t => t[0].Permute(0, 2, 1).MaskedFill(t[1], 3), [x, Mask([true, false, false, true], 4, 1)], what: "masked_fill of a permute");
         // Gradient is exactly zero where filled.
@@ -367,7 +345,7 @@ public class IndexOpTests
         var cv = cond.ToArray<bool>();
         var a = OpCheck.Rand([1, 4], 71, requiresGrad: true);
         var b = OpCheck.Rand([2, 3, 4], 72, requiresGrad: true);
-        OpCheck.Forward(t => Ops.Where(t[0], t[1], t[2]), t => Ref([2, 3, 4], c => cv[c[1]] ? At(t[1], 0, c[2]) : At(t[2], c)), [cond, a, b], what: "where");
+        OpCheck.Forward(t => Ops.Where(t[0], t[1], t[2]), t => FromFunction([2, 3, 4], c => cv[c[1]] ? At(t[1], 0, c[2]) : At(t[2], c)), [cond, a, b], what: "where");
         OpCheck.GradCheck(t => Ops.Where(t[0], t[1], t[2]), [cond, a, b], what: "where");
         var bt = OpCheck.Rand([4, 3], 73, requiresGrad: true);
         OpCheck.GradCheck(t => Ops.Where(t[0], t[1], t[2].T), [cond, a, bt], what: "where, transposed b");
@@ -388,7 +366,7 @@ public class IndexOpTests
         using var id64 = Longs(ids, 2, 3);
         using var idt = id64.To(idType);
         var w = OpCheck.Rand([5, 4], 80, requiresGrad: true);
-        OpCheck.Forward(t => Ops.Embedding(t[0], t[1]), t => Ref([2, 3, 4], c => At(t[1], (int)ids[c[0] * 3 + c[1]], c[2])), [idt, w], what: "embedding");
+        OpCheck.Forward(t => Ops.Embedding(t[0], t[1]), t => FromFunction([2, 3, 4], c => At(t[1], (int)ids[c[0] * 3 + c[1]], c[2])), [idt, w], what: "embedding");
         OpCheck.GradCheck(t => Ops.Embedding(t[0], t[1]), [idt, w], what: "embedding (repeated ids)");
         // Non-contiguous ids.
         OpCheck.GradCheck(t => Ops.Embedding(t[0].T, t[1]), [idt, w], what: "embedding, transposed ids");
@@ -402,7 +380,7 @@ public class IndexOpTests
         using var scope = Tensor.Scope();
         var w = OpCheck.Rand([4, 3], 81, requiresGrad: true);
         var y = Ops.Embedding(idt, w, paddingIdx: 2);
-        OpCheck.AssertClose(y, Ref([3, 2, 3], c => At(w, (int)ids[c[0] * 2 + c[1]], c[2])), 0, 0, "forward still looks up the padding row");
+        OpCheck.AssertClose(y, FromFunction([3, 2, 3], c => At(w, (int)ids[c[0] * 2 + c[1]], c[2])), 0, 0, "forward still looks up the padding row");
         var gy = OpCheck.Rand([3, 2, 3], 82);
         y.Backward(gy);
         var g = gy.ToArray<double>();
@@ -438,13 +416,13 @@ public class IndexOpTests
         using var y = l.OneHot(5);
         Assert.That(y.Shape, Is.EqualTo(new[] { 2, 3, 5 }));
         Assert.That(y.DType, Is.EqualTo(DType.Int64));
-        using var want = Ref([2, 3, 5], c => labels[c[0] * 3 + c[1]] == c[2] ? 1 : 0);
+        using var want = FromFunction([2, 3, 5], c => labels[c[0] * 3 + c[1]] == c[2] ? 1 : 0);
         OpCheck.AssertClose(y, want, 0, 0);
         using var l32 = Int32s(labels, 6);
         using var yf = l32.OneHot(dtype: DType.Float32);
         Assert.That(yf.Shape, Is.EqualTo(new[] { 6, 4 }), "classes inferred from the largest label");
         Assert.That(yf.DType, Is.EqualTo(DType.Float32));
-        using var wantF = Ref([6, 4], c => labels[c[0]] == c[1] ? 1 : 0);
+        using var wantF = FromFunction([6, 4], c => labels[c[0]] == c[1] ? 1 : 0);
         OpCheck.AssertClose(yf, wantF, 0, 0);
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => l.OneHot(3));
         Assert.That(e!.Message, Does.Contain("one_hot").And.Contain("label 3"));

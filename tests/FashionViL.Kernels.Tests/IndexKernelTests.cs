@@ -1,5 +1,6 @@
 using FashionViL.Kernels.Cpu;
 using FashionViL.Testing;
+using static FashionViL.Testing.Coords;
 
 namespace FashionViL.Kernels.Tests;
 
@@ -9,22 +10,6 @@ public class IndexKernelTests
     private static IBackend Cpu => Backends.Get(Device.Cpu);
 
     // ------------------------------------------------------------------ reference helpers
-
-    private static int[] Unravel(int p, int[] shape)
-    {
-        var c = new int[shape.Length];
-        for (int d = shape.Length - 1; d >= 0; d--) { c[d] = p % shape[d]; p /= shape[d]; }
-        return c;
-    }
-
-    private static int Ravel(int[] c, int[] shape)
-    {
-        int p = 0;
-        for (int d = 0; d < shape.Length; d++) p = p * shape[d] + c[d];
-        return p;
-    }
-
-    private static int Numel(int[] shape) => shape.Aggregate(1, (a, b) => a * b);
 
     private static double[] RefIndexSelect(double[] x, int[] xs, int dim, long[] idx)
     {

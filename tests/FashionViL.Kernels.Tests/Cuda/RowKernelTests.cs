@@ -1,0 +1,309 @@
+using FashionViL.Kernels.Cpu;
+using FashionViL.Kernels.Cuda;
+using FashionViL.Testing;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+
+namespace FashionViL.Kernels.Tests.Cuda;
+
+/// <summary>
+/// The ILGPU row kernels (layer norm, softmax, cross-entropy, AdamW) on ILGPU's CPU accelerator (2-thread groups,
+/// warp size 2) against the CPU backend, on awkward shapes.
+/// </summary>
+[TestFixture, Category("Cuda")]
+public class RowKernelTests
+{
+    private Context _ctx = null!;
+    private Accelerator _acc = null!;
+    private Accelerator _multi = null!;   // warp 2 × 4 warps: exercises the cross-warp shared-memory step
+    private static CpuBackend Cpu => CpuBackend.Instance;
+    private const double Rt = 1e-4, At = 1e-5;
+
+    [OneTimeSetUp]
+    public void Setup()
+    {
+        _ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms());
+        _acc = _ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
+        _multi = new CPUDevice(2, 4, 1).CreateCPUAccelerator(_ctx, CPUAcceleratorMode.Parallel);
+    }
+
+    [OneTimeTearDown]
+    public void TearDown()
+    {
+        _multi.Dispose();
+        _acc.Dispose();
+        _ctx.Dispose();
+    }
+
+    private MemoryBuffer1D<float, Stride1D.Dense> Up(Tensor t, Accelerator? acc = null) => (acc ?? _acc).Allocate1D(t.ToArray<float>());
+    private MemoryBuffer1D<float, Stride1D.Dense> Poisoned(long n, Accelerator? acc = null)
+    {
+        var b = (acc ?? _acc).Allocate1D<float>(Math.Max(n, 1));
+        var nan = new float[Math.Max(n, 1)]; Array.Fill(nan, float.NaN);
+        b.CopyFromCPU(nan);
+        return b;
+    }
+    private static double[] D(MemoryBuffer1D<float, Stride1D.Dense> b, long n) => b.GetAsArray1D().Take((int)n).Select(v => (double)v).ToArray();
+    private static Tensor Rand(int[] shape, ulong seed, double lo = -1, double hi = 1) => OpCheck.Rand(shape, seed, DType.Float32, lo, hi);
+
+    public static readonly int[] Widths = [1, 5, 33, 768];
+    private static readonly int[] RowCounts = [1, 3, 7];
+
+    // ------------------------------------------------------------------ layer norm
+
+    [Test]
+    public void LayerNormForwardMatchesCpu([ValueSource(nameof(Widths))] int d, [Values] bool affine, [Values] LayerNormVariant variant)
+    {
+        foreach (int rows in RowCounts)
+        {
+            // an offset mean (as after a residual add) makes a naive one-pass variance lose digits
+            using var x = Rand([rows, d], (ulong)(rows * 31 + d), 3, 5);
+            using var w = affine ? Rand([d], 2, 0.5, 1.5) : null;
+            using var b = affine ? Rand([d], 3) : null;
+            using var y = Tensor.Empty([rows, d]); using var mean = Tensor.Empty([rows]); using var rstd = Tensor.Empty([rows]);
+            Cpu.LayerNormForward(x, w, b, 1e-5, y, mean, rstd);
+
+            using var gx = Up(x); using var gw = w is null ? null : Up(w); using var gb = b is null ? null : Up(b);
+            using var gy = Poisoned(rows * d); using var gm = Poisoned(rows); using var gr = Poisoned(rows);
+            RowKernels.LayerNormForward(_acc, null, gx.View, gw?.View, gb?.View, 1e-5f, gy.View, gm.View, gr.View, rows, d, variant);
+            _acc.Synchronize();
+            string what = $"[{rows},{d}] {variant} affine={affine}";
+            OpCheck.AssertClose(D(gy, rows * d), y.ToArray<double>(), Rt, At, "y " + what);
+            OpCheck.AssertClose(D(gm, rows), mean.ToArray<double>(), Rt, At, "mean " + what);
+            OpCheck.AssertClose(D(gr, rows), rstd.ToArray<double>(), Rt, At, "rstd " + what);
+        }
+    }
+
+    [Test]
+    public void LayerNormBackwardMatchesCpu([ValueSource(nameof(Widths))] int d, [Values] bool affine)
+    {
+        foreach (int rows in affine ? [1, 3, 7, 130] : RowCounts)   // 130 rows: three 64-row partial blocks for gw/gb
+        {
+            if (rows == 130 && d == 768) continue;
+            using var x = Rand([rows, d], (ulong)(rows * 7 + d), -2, 3);
+            using var w = affine ? Rand([d], 4, 0.5, 1.5) : null;
+            using var g = Rand([rows, d], 5);
+            using var y = Tensor.Empty([rows, d]); using var mean = Tensor.Empty([rows]); using var rstd = Tensor.Empty([rows]);
+            Cpu.LayerNormForward(x, w, null, 1e-5, y, mean, rstd);
+            using var gxRef = Tensor.Empty([rows, d]); using var gwRef = Tensor.Empty([d]); using var gbRef = Tensor.Empty([d]);
+            Cpu.LayerNormBackward(x, g, w, mean, rstd, gxRef, affine ? gwRef : null, affine ? gbRef : null);
+
+            using var bx = Up(x); using var bg = Up(g); using var bw = w is null ? null : Up(w);
+            using var bm = Up(mean); using var br = Up(rstd);
+            using var bgx = Poisoned(rows * d); using var bgw = Poisoned(d); using var bgb = Poisoned(d);
+            using var ws = _acc.Allocate1D<float>(Math.Max(1, RowKernels.LayerNormBackwardWorkspace(rows, d)));
+            RowKernels.LayerNormBackward(_acc, null, bx.View, bg.View, bw?.View, bm.View, br.View, bgx.View,
+                affine ? bgw.View : null, affine ? bgb.View : null, ws.View, rows, d);
+            _acc.Synchronize();
+            string what = $"[{rows},{d}] affine={affine}";
+            OpCheck.AssertClose(D(bgx, rows * d), gxRef.ToArray<double>(), Rt, At, "gx " + what);
+            if (affine)
+            {
+                OpCheck.AssertClose(D(bgw, d), gwRef.ToArray<double>(), Rt, At, "gw " + what);
+                OpCheck.AssertClose(D(bgb, d), gbRef.ToArray<double>(), Rt, At, "gb " + what);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ softmax
+
+    [Test]
+    public void SoftmaxForwardMatchesCpu([ValueSource(nameof(Widths))] int c, [Values] bool log, [Values] SoftmaxVariant variant)
+    {
+        foreach (int rows in RowCounts)
+        {
+            var xs = Rand([rows, c], (ulong)(rows * 13 + c), -4, 4).ToArray<float>();
+            if (c >= 5) for (int r = 0; r < rows; r++) xs[r * c + (r % c)] = float.NegativeInfinity;   // masked entries
+            using var x = Tensor.FromArray(xs, [rows, c]);
+            using var y = Tensor.Empty([rows, c]);
+            Cpu.Softmax(x, y, log);
+            using var bx = Up(x); using var by = Poisoned(rows * c);
+            RowKernels.Softmax(_acc, null, bx.View, by.View, rows, c, log, variant);
+            _acc.Synchronize();
+            OpCheck.AssertClose(D(by, rows * c), y.ToArray<double>(), Rt, At, $"[{rows},{c}] log={log} {variant}");
+        }
+    }
+
+    [Test]
+    public void SoftmaxBackwardMatchesCpu([ValueSource(nameof(Widths))] int c, [Values] bool log)
+    {
+        foreach (int rows in RowCounts)
+        {
+            using var x = Rand([rows, c], (ulong)(rows * 17 + c), -3, 3);
+            using var y = Tensor.Empty([rows, c]);
+            Cpu.Softmax(x, y, log);
+            using var g = Rand([rows, c], 9);
+            using var gx = Tensor.Empty([rows, c]);
+            Cpu.SoftmaxBackward(y, g, gx, log);
+            using var by = Up(y); using var bg = Up(g); using var bgx = Poisoned(rows * c);
+            RowKernels.SoftmaxBackward(_acc, null, by.View, bg.View, bgx.View, rows, c, log);
+            _acc.Synchronize();
+            OpCheck.AssertClose(D(bgx, rows * c), gx.ToArray<double>(), Rt, At, $"[{rows},{c}] log={log}");
+        }
+    }
+
+    // ------------------------------------------------------------------ cross-entropy
+
+    private void CheckCrossEntropy(int rows, int c, bool soft, int ignoreIndex, ulong seed, Accelerator? accel = null, int gs = 0,
+        SoftmaxVariant variant = SoftmaxVariant.Online)
+    {
+        var acc = accel ?? _acc;
+        using var x = Rand([rows, c], seed, -6, 6);
+        using var gLoss = Rand([rows], seed + 1, 0.5, 2);
+        long[] tv = new long[rows];
+        for (int r = 0; r < rows; r++) tv[r] = r % 3 == 1 ? ignoreIndex : (r * 7919L + 3) % c;   // every third row ignored
+        using var t = Tensor.FromArray(tv, [rows]);
+        using var st0 = Rand([rows, c], seed + 2, 0, 1);
+        using var st = soft ? st0.Alias() : null;
+        using var loss = Tensor.Empty([rows]); using var lse = Tensor.Empty([rows]); using var gx = Tensor.Empty([rows, c]);
+        Cpu.CrossEntropyForward(x, soft ? null : t, st, ignoreIndex, loss, lse);
+        Cpu.CrossEntropyBackward(x, soft ? null : t, st, ignoreIndex, lse, gLoss, gx);
+
+        using var bx = Up(x, acc); using var bt = acc.Allocate1D(tv); using var bst = Up(st0, acc); using var bgl = Up(gLoss, acc);
+        using var bloss = Poisoned(rows, acc); using var blse = Poisoned(rows, acc); using var bgx = Poisoned((long)rows * c, acc);
+        ArrayView<long>? tView = soft ? null : bt.View;
+        ArrayView<float>? sView = soft ? bst.View : null;
+        RowKernels.CrossEntropyForward(acc, null, bx.View, tView, sView, ignoreIndex, bloss.View, blse.View, rows, c, gs, soft ? SoftmaxVariant.Online : variant);
+        RowKernels.CrossEntropyBackward(acc, null, bx.View, tView, sView, ignoreIndex, blse.View, bgl.View, bgx.View, rows, c, gs);
+        acc.Synchronize();
+        string what = $"[{rows},{c}] soft={soft}";
+        OpCheck.AssertClose(D(blse, rows), lse.ToArray<double>(), Rt, At, "lse " + what);
+        OpCheck.AssertClose(D(bloss, rows), loss.ToArray<double>(), Rt, soft ? 1e-4 : At, "loss " + what);
+        OpCheck.AssertClose(D(bgx, (long)rows * c), gx.ToArray<double>(), Rt, At, "gLogits " + what);
+    }
+
+    [Test]
+    public void CrossEntropyMatchesCpu([ValueSource(nameof(Widths))] int c, [Values] bool soft, [Values(SoftmaxVariant.Online, SoftmaxVariant.OnlineX4)] SoftmaxVariant v)
+    {
+        foreach (int rows in RowCounts) CheckCrossEntropy(rows, c, soft, -100, (ulong)(rows * 5 + c), variant: v);
+    }
+
+    [Test]
+    public void CrossEntropyVocabularyWidthMatchesCpu([Values] bool soft, [Values(SoftmaxVariant.Online, SoftmaxVariant.OnlineX4)] SoftmaxVariant v)
+        => CheckCrossEntropy(3, 30522, soft, 0, 77, variant: v);
+
+    // ------------------------------------------------------------------ groups of several warps
+
+    [Test]
+    public void MultiWarpGroupsMatchCpu([Values(4, 8)] int gs)
+    {
+        const int rows = 3;
+        var acc = _multi;
+        foreach (int d in new[] { 33, 768 })
+        {
+            string what = $"[{rows},{d}] group {gs}";
+            using var x = Rand([rows, d], (ulong)(d + gs), 3, 5);
+            using var w = Rand([d], 2, 0.5, 1.5); using var b = Rand([d], 3);
+            using var g = Rand([rows, d], 4);
+            using var y = Tensor.Empty([rows, d]); using var mean = Tensor.Empty([rows]); using var rstd = Tensor.Empty([rows]);
+            Cpu.LayerNormForward(x, w, b, 1e-5, y, mean, rstd);
+            using var gxRef = Tensor.Empty([rows, d]); using var gwRef = Tensor.Empty([d]); using var gbRef = Tensor.Empty([d]);
+            Cpu.LayerNormBackward(x, g, w, mean, rstd, gxRef, gwRef, gbRef);
+            using var bx = Up(x, acc); using var bw = Up(w, acc); using var bb = Up(b, acc); using var bg = Up(g, acc);
+            foreach (var variant in Enum.GetValues<LayerNormVariant>())
+            {
+                using var by = Poisoned(rows * d, acc); using var bm = Poisoned(rows, acc); using var br = Poisoned(rows, acc);
+                RowKernels.LayerNormForward(acc, null, bx.View, bw.View, bb.View, 1e-5f, by.View, bm.View, br.View, rows, d, variant, gs);
+                acc.Synchronize();
+                OpCheck.AssertClose(D(by, rows * d), y.ToArray<double>(), Rt, At, $"ln y {variant} " + what);
+                OpCheck.AssertClose(D(br, rows), rstd.ToArray<double>(), Rt, At, $"ln rstd {variant} " + what);
+            }
+            using var bm2 = Up(mean, acc); using var br2 = Up(rstd, acc);
+            using var bgx = Poisoned(rows * d, acc); using var bgw = Poisoned(d, acc); using var bgb = Poisoned(d, acc);
+            using var ws = acc.Allocate1D<float>(RowKernels.LayerNormBackwardWorkspace(rows, d));
+            RowKernels.LayerNormBackward(acc, null, bx.View, bg.View, bw.View, bm2.View, br2.View, bgx.View, bgw.View, bgb.View, ws.View, rows, d, gs);
+            acc.Synchronize();
+            OpCheck.AssertClose(D(bgx, rows * d), gxRef.ToArray<double>(), Rt, At, "ln gx " + what);
+            OpCheck.AssertClose(D(bgw, d), gwRef.ToArray<double>(), Rt, At, "ln gw " + what);
+
+            foreach (bool log in new[] { false, true })
+            {
+                using var sy = Tensor.Empty([rows, d]); using var sgx = Tensor.Empty([rows, d]);
+                Cpu.Softmax(g, sy, log);
+                Cpu.SoftmaxBackward(sy, x, sgx, log);
+                using var bsx = Up(g, acc); using var bsy = Up(sy, acc); using var bgy = Up(x, acc);
+                foreach (var variant in Enum.GetValues<SoftmaxVariant>())
+                {
+                    using var o = Poisoned(rows * d, acc);
+                    RowKernels.Softmax(acc, null, bsx.View, o.View, rows, d, log, variant, gs);
+                    acc.Synchronize();
+                    OpCheck.AssertClose(D(o, rows * d), sy.ToArray<double>(), Rt, At, $"softmax log={log} {variant} " + what);
+                }
+                using var og = Poisoned(rows * d, acc);
+                RowKernels.SoftmaxBackward(acc, null, bsy.View, bgy.View, og.View, rows, d, log, gs);
+                acc.Synchronize();
+                OpCheck.AssertClose(D(og, rows * d), sgx.ToArray<double>(), Rt, At, $"softmax backward log={log} " + what);
+            }
+            CheckCrossEntropy(rows, d, false, -100, 3, acc, gs);
+            CheckCrossEntropy(rows, d, false, -100, 5, acc, gs, SoftmaxVariant.OnlineX4);
+            CheckCrossEntropy(rows, d, true, -100, 4, acc, gs);
+        }
+    }
+
+    // ------------------------------------------------------------------ AdamW
+
+    [Test]
+    public void AdamWThreeStepsMatchCpu([Values(1, 1037)] int n, [Values(0.0, 0.01)] double wd, [Values] bool correctBias)
+    {
+        using var p = Rand([n], 11); using var m = Tensor.Zeros([n]); using var v = Tensor.Zeros([n]);
+        using var bp = Up(p); using var bm = Up(m); using var bv = Up(v);
+        for (int step = 1; step <= 3; step++)
+        {
+            using var g = Rand([n], (ulong)(20 + step), -2, 2);
+            var hp = new AdamWParams(1e-3, 0.9, 0.999, 1e-6, wd, step, correctBias);
+            Cpu.AdamWStep(p, g, m, v, hp);
+            using var bg = Up(g);
+            RowKernels.AdamWStep(_acc, null, bp.View, bg.View, bm.View, bv.View, n, hp);
+        }
+        _acc.Synchronize();
+        // the same float operations in the same order: equal up to the last bit or two
+        OpCheck.AssertClose(D(bp, n), p.ToArray<double>(), 1e-6, 1e-7, "param");
+        OpCheck.AssertClose(D(bm, n), m.ToArray<double>(), 1e-6, 1e-9, "exp_avg");
+        OpCheck.AssertClose(D(bv, n), v.ToArray<double>(), 1e-6, 1e-12, "exp_avg_sq");
+    }
+
+    // ------------------------------------------------------------------ bad input
+
+    [Test]
+    public void BadLaunchesThrowNamingTheOp()
+    {
+        using var a = _acc.Allocate1D<float>(10); using var r = _acc.Allocate1D<float>(2);
+        var e = Assert.Throws<ArgumentException>(() => RowKernels.Softmax(_acc, null, a.View, a.View, 3, 4, false))!;
+        Assert.That(e.Message, Does.Contain("softmax").And.Contain("[3, 4]"));
+        e = Assert.Throws<ArgumentException>(() => RowKernels.LayerNormForward(_acc, null, a.View, null, null, 1e-5f, a.View, r.View, r.View, 2, 5, groupSize: 3))!;
+        Assert.That(e.Message, Does.Contain("layer_norm").And.Contain("group size 3"));
+        e = Assert.Throws<ArgumentException>(() => RowKernels.CrossEntropyForward(_acc, null, a.View, null, null, -100, r.View, r.View, 2, 5))!;
+        Assert.That(e.Message, Does.Contain("cross_entropy"));
+        e = Assert.Throws<ArgumentException>(() => RowKernels.AdamWStep(_acc, null, a.View, a.View, a.View, r.View, 10, new AdamWParams(1e-3, 0.9, 0.999, 1e-6, 0, 1)))!;
+        Assert.That(e.Message, Does.Contain("adamw").And.Contain("exp_avg_sq"));
+    }
+}
+
+/// <summary>Every row kernel compiles to PTX for sm_90 without a GPU (catches kernel code the CPU accelerator accepts but CUDA does not).</summary>
+[TestFixture, Category("Cuda")]
+public class RowKernelPtxTests
+{
+    [Test]
+    public void AllRowKernelsCompileToPtx()
+    {
+        using var ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms());
+        var arch = ILGPU.Runtime.Cuda.CudaArchitecture.SM_90;
+        var backend = new ILGPU.Backends.PTX.PTXBackend(ctx, new ILGPU.Runtime.Cuda.CudaCapabilityContext(arch), arch,
+            ILGPU.Runtime.Cuda.CudaInstructionSet.ISA_88, null);
+        var kernels = typeof(RowKernels).GetMethods(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic)
+            .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal)).ToArray();
+        Assert.That(kernels, Has.Length.EqualTo(16));
+        foreach (var mi in kernels)
+        {
+            var entry = ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(mi);
+            var compiled = (ILGPU.Backends.PTX.PTXCompiledKernel)backend.Compile(entry, default);
+            Assert.That(compiled.PTXAssembly, Does.Contain(".entry"), mi.Name);
+            if (Environment.GetEnvironmentVariable("FVL_PTX_DUMP") is { Length: > 0 } dir)   // for reading the generated code
+                File.WriteAllText(Path.Combine(dir, mi.Name + ".ptx"), compiled.PTXAssembly);
+            if (mi.Name.Contains("Softmax") || mi.Name.Contains("LayerNormForward"))
+                Assert.That(compiled.PTXAssembly, Does.Contain("shfl.sync"), mi.Name + " uses warp shuffles");
+        }
+    }
+}
