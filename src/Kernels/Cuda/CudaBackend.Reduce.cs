@@ -102,6 +102,90 @@ internal static class ReduceKernels
         }
     }
 
+    /// <summary>
+    /// Stage 1 of a split reduction (few outputs, long reductions: the GPU would otherwise run a handful of
+    /// groups). Virtual group g handles part g % split of output g / split and writes a partial sum (modes 0, 1)
+    /// or a partial (value, index) extremum (modes 3, 4).
+    /// </summary>
+    public static void ReduceSplit<T, TIO>(ArrayView<T> x, ArrayView<double> partV, ArrayView<int> partI, ReduceLayout l,
+        int nOut, int nRed, int mode, int split)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var sv = SharedMemory.Allocate<double>(MaxWarps);
+        var si = SharedMemory.Allocate<int>(MaxWarps);
+        var io = default(TIO);
+        int chunk = (nRed + split - 1) / split;
+        int total = nOut * split;
+        for (int g = Grid.IdxX; g < total; g += Grid.DimX)
+        {
+            int o = g / split, part = g - o * split;
+            int j0 = part * chunk, j1 = j0 + chunk < nRed ? j0 + chunk : nRed;
+            int baseOff = l.Base + ReduceLayout.Offset(l.KeptSize, l.KeptStride, o);
+            if (mode <= 2)
+            {
+                double s = 0;
+                for (int j = j0 + Group.IdxX; j < j1; j += Group.DimX)
+                    s += io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]);
+                s = GroupSum(s, sv);
+                if (Group.IdxX == 0) partV[g] = s;
+            }
+            else
+            {
+                bool max = mode == 3;
+                double bv = max ? double.NegativeInfinity : double.PositiveInfinity;
+                int bk = int.MaxValue;
+                for (int j = j0 + Group.IdxX; j < j1; j += Group.DimX)
+                {
+                    double v = io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]);
+                    if (Better(v, j, bv, bk, max)) { bv = v; bk = j; }
+                }
+                for (int off = Warp.WarpSize / 2; off > 0; off /= 2)
+                {
+                    double ov = Warp.ShuffleDown(bv, off);
+                    int ok = Warp.ShuffleDown(bk, off);
+                    if (Better(ov, ok, bv, bk, max)) { bv = ov; bk = ok; }
+                }
+                if (Warp.IsFirstLane) { sv[Warp.WarpIdx] = bv; si[Warp.WarpIdx] = bk; }
+                Group.Barrier();
+                int warps = (Group.DimX + Warp.WarpSize - 1) / Warp.WarpSize;
+                bv = sv[0]; bk = si[0];
+                for (int w = 1; w < warps; w++)
+                    if (Better(sv[w], si[w], bv, bk, max)) { bv = sv[w]; bk = si[w]; }
+                Group.Barrier();
+                if (Group.IdxX == 0) { partV[g] = bv; partI[g] = bk; }
+            }
+        }
+    }
+
+    /// <summary>Stage 2 of a split reduction: one thread per output combines its <paramref name="split"/> partials in order.</summary>
+    public static void ReduceFinish<T, TIO>(ArrayView<double> partV, ArrayView<int> partI, ArrayView<T> y, ArrayView<long> idx,
+        int nOut, int nRed, int mode, int split, int writeIdx)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var io = default(TIO);
+        for (int o = Grid.GlobalIndex.X; o < nOut; o = KMath.NextGridStride(o, nOut))
+        {
+            double r;
+            if (mode <= 2)
+            {
+                double s = 0;
+                for (int p = 0; p < split; p++) s += partV[o * split + p];
+                r = mode == 0 ? s : s / nRed;
+            }
+            else
+            {
+                bool max = mode == 3;
+                double bv = partV[o * split];
+                int bk = partI[o * split];
+                for (int p = 1; p < split; p++)
+                    if (Better(partV[o * split + p], partI[o * split + p], bv, bk, max)) { bv = partV[o * split + p]; bk = partI[o * split + p]; }
+                r = bv;
+                if (writeIdx != 0) idx[o] = bk;
+            }
+            y[o] = io.FromDouble(r);
+        }
+    }
+
     public static void Reduce<T, TIO>(ArrayView<T> x, ArrayView<T> y, ArrayView<long> idx, ReduceLayout l,
         int nOut, int nRed, int mode, double correction, int writeIdx)
         where T : unmanaged where TIO : struct, IElem<T>
@@ -210,8 +294,42 @@ public sealed partial class CudaBackend
         // threads), or when each reduction is short; otherwise a group per output with warp shuffles.
         int keptInner = kc.Count > 0 ? kc[^1].Stride : 0, redInner = rc.Count > 0 ? rc[^1].Stride : 0;
         bool perThread = nRed <= 16 || (keptInner == 1 && redInner != 1 && nOut >= 32);
+        // Few outputs over long reductions: split each reduction across several groups (not for var, which
+        // needs the mean before its second pass).
+        int split = 1;
+        if (!perThread && op != ReduceOp.Var)
+        {
+            if (SplitOverride is int forced) split = forced;
+            else if (nOut < Runtime.MaxGroups) split = (int)Math.Clamp(Math.Min(Runtime.MaxGroups / nOut, nRed / (Runtime.GroupSize * 16L)), 1, 4096);
+        }
+        split = Math.Clamp(split, 1, Math.Max(nRed, 1));
+        if (split > 1)
+        {
+            if (x.DType == DType.Float32) ReduceSplitT<float, Elems.F32>(x, y, iv, l, nOut, nRed, mode, split, indices is not null);
+            else ReduceSplitT<double, Elems.F64>(x, y, iv, l, nOut, nRed, mode, split, indices is not null);
+            return;
+        }
         if (x.DType == DType.Float32) ReduceT<float, Elems.F32>(x, y, iv, l, nOut, nRed, mode, p0, indices is not null, perThread);
         else ReduceT<double, Elems.F64>(x, y, iv, l, nOut, nRed, mode, p0, indices is not null, perThread);
+    }
+
+    /// <summary>Tests set this to force a split factor (the emulator has too few groups to choose one itself).</summary>
+    internal static int? SplitOverride { get; set; }
+
+    private void ReduceSplitT<T, TIO>(Tensor x, Tensor y, ArrayView<long> iv, ReduceLayout l, int nOut, int nRed, int mode, int split, bool writeIdx)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var (xv, xb) = Strided<T>(x);
+        l.Base = xb;
+        using var pv = Tensor.Empty([nOut * split], DType.Float64, Device);
+        using var pi = Tensor.Empty([nOut * split], DType.Int32, Device);
+        var k1 = Runtime.Kernel(("reduce-split", typeof(T), typeof(TIO), typeof(void)),
+            acc => acc.LoadKernel<ArrayView<T>, ArrayView<double>, ArrayView<int>, ReduceLayout, int, int, int, int>(ReduceKernels.ReduceSplit<T, TIO>));
+        int groups = (int)Math.Min((long)nOut * split, (long)Runtime.MaxGroups * 4);
+        k1(Stream, new KernelConfig(groups, Runtime.GroupSize), xv, Dense<double>(pv), Dense<int>(pi), l, nOut, nRed, mode, split);
+        var k2 = Runtime.Kernel(("reduce-finish", typeof(T), typeof(TIO), typeof(void)),
+            acc => acc.LoadKernel<ArrayView<double>, ArrayView<int>, ArrayView<T>, ArrayView<long>, int, int, int, int, int>(ReduceKernels.ReduceFinish<T, TIO>));
+        k2(Stream, Runtime.Grid(nOut), Dense<double>(pv), Dense<int>(pi), Dense<T>(y), iv, nOut, nRed, mode, split, writeIdx ? 1 : 0);
     }
 
     private void ReduceT<T, TIO>(Tensor x, Tensor y, ArrayView<long> iv, ReduceLayout l, int nOut, int nRed, int mode, double correction, bool writeIdx, bool perThread)

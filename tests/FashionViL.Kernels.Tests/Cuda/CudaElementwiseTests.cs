@@ -241,6 +241,40 @@ public class CudaElementwiseTests : CudaTestBase
         }
     }
 
+    [TestCase(null)]
+    [TestCase(3)]
+    [TestCase(7)]
+    public void SplitReductionsOverFewOutputsMatchCpu(int? split)
+    {
+        // Few outputs, long reductions: the two-stage split kernel (split forced, the emulator has 2 groups).
+        CudaBackend.SplitOverride = split;
+        try
+        {
+            var v = new float[2 * 1001];
+            using var h0 = Rand([2, 1001], 71);
+            h0.ToArray<float>().CopyTo(v, 0);
+            v[1500] = float.NaN;          // row 1: the NaN wins max/min at its index
+            v[17] = v[900] = 5f;          // row 0: tie, the first index wins
+            using var h = Tensor.FromArray(v, [2, 1001]);
+            using var d = Up(h);
+            foreach (var op in new[] { ReduceOp.Sum, ReduceOp.Mean, ReduceOp.Max, ReduceOp.Min })
+            {
+                using var want = Tensor.Empty([2, 1]); using var wi = Tensor.Empty([2, 1], DType.Int64);
+                using var got = Tensor.Empty([2, 1], DType.Float32, Gpu); using var gi = Tensor.Empty([2, 1], DType.Int64, Gpu);
+                bool idx = op is ReduceOp.Max or ReduceOp.Min;
+                Cpu.Reduce(op, h, [1], want, idx ? wi : null);
+                Dev.Reduce(op, d, [1], got, idx ? gi : null);
+                AssertSame(got, want, 1e-5, 1e-5, $"{op} split={split}");
+                if (idx) Assert.That(gi.ToArray<long>(), Is.EqualTo(wi.ToArray<long>()), $"{op} indices split={split}");
+            }
+            // Full reduction to one value.
+            using var all = Tensor.Empty([1, 1]); Cpu.Reduce(ReduceOp.Sum, h0, [0, 1], all);
+            using var allG = Tensor.Empty([1, 1], DType.Float32, Gpu); using var d0 = Up(h0); Dev.Reduce(ReduceOp.Sum, d0, [0, 1], allG);
+            AssertSame(allG, all, 1e-5, 1e-5, "sum of all");
+        }
+        finally { CudaBackend.SplitOverride = null; }
+    }
+
     // ------------------------------------------------------------------ random
 
     [Test]

@@ -74,6 +74,8 @@ public class CudaPtxTests
         Assert.That(red, Does.Contain("shfl.sync"), "warp-shuffle reduction");
         Compile(typeof(ReduceKernels), "Reduce", typeof(double), typeof(Elems.F64));
         Compile(typeof(ReduceKernels), "ReducePerThread", typeof(float), typeof(Elems.F32));
+        Assert.That(Compile(typeof(ReduceKernels), "ReduceSplit", typeof(float), typeof(Elems.F32)), Does.Contain("shfl.sync"));
+        Compile(typeof(ReduceKernels), "ReduceFinish", typeof(double), typeof(Elems.F64));
         Compile(typeof(RandomKernels), "Draw");
         Compile(typeof(RandomKernels), "PermKeys");
         Compile(typeof(RandomKernels), "Dropout", typeof(float), typeof(UnaryOps.MulScalar));
