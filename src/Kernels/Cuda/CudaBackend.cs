@@ -84,7 +84,6 @@ public sealed partial class CudaBackend : IBackend
 
     // ------------------------------------------------------------------ not yet on the device
 
-    public void MatMul(Tensor a, Tensor b, Tensor c, bool transA, bool transB, double alpha = 1, double beta = 0, Tensor? bias = null) => throw Todo("matmul");
     public void Conv2dForward(Tensor x, Tensor w, Tensor? bias, Tensor y, Conv2dParams p) => throw Todo("conv2d");
     public void Conv2dBackwardInput(Tensor gy, Tensor w, Tensor gx, Conv2dParams p) => throw Todo("conv2d backward input");
     public void Conv2dBackwardWeight(Tensor x, Tensor gy, Tensor gw, Tensor? gb, Conv2dParams p) => throw Todo("conv2d backward weight");
@@ -103,18 +102,11 @@ public sealed partial class CudaBackend : IBackend
     public void MaskedSelect(Tensor x, Tensor mask, Tensor y) => throw Todo("masked_select");
     public void MaskedScatter(Tensor dst, Tensor mask, Tensor src) => throw Todo("masked_scatter");
     public void EmbeddingBackward(Tensor ids, Tensor gy, Tensor gWeight, int paddingIdx) => throw Todo("embedding backward");
-    public void LayerNormForward(Tensor x, Tensor? weight, Tensor? bias, double eps, Tensor y, Tensor mean, Tensor rstd) => throw Todo("layer_norm");
-    public void LayerNormBackward(Tensor x, Tensor gy, Tensor? weight, Tensor mean, Tensor rstd, Tensor gx, Tensor? gw, Tensor? gb) => throw Todo("layer_norm backward");
-    public void Softmax(Tensor x, Tensor y, bool log) => throw Todo(log ? "log_softmax" : "softmax");
-    public void SoftmaxBackward(Tensor y, Tensor gy, Tensor gx, bool log) => throw Todo(log ? "log_softmax backward" : "softmax backward");
-    public void CrossEntropyForward(Tensor logits, Tensor? target, Tensor? softTarget, int ignoreIndex, Tensor loss, Tensor logSumExp) => throw Todo("cross_entropy");
-    public void CrossEntropyBackward(Tensor logits, Tensor? target, Tensor? softTarget, int ignoreIndex, Tensor logSumExp, Tensor gLoss, Tensor gLogits) => throw Todo("cross_entropy backward");
     public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor o, Tensor probs) => throw Todo("attention");
     public void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor probs, double scale, double dropoutP, ulong seed, ulong offset, Tensor go, Tensor gq, Tensor gk, Tensor gv) => throw Todo("attention backward");
     public void VqLookup(Tensor z, Tensor codebook, Tensor ids) => throw Todo("vq_lookup");
     public void TopK(Tensor x, int k, bool largest, Tensor values, Tensor indices) => throw Todo("topk");
     public void Sort(Tensor x, bool descending, Tensor values, Tensor indices) => throw Todo("sort");
-    public void AdamWStep(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, AdamWParams p) => throw Todo("adamw");
     public void SgdStep(Tensor param, Tensor grad, Tensor? momentumBuffer, SgdParams p, bool firstStep) => throw Todo("sgd");
 }
 
