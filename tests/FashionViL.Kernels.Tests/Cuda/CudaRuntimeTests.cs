@@ -237,9 +237,10 @@ public class CudaRuntimeTests : CudaTestBase
     public void OtherOpsSayTheyAreNotImplementedYet()
     {
         using var a = Tensor.Zeros([2, 2], DType.Float32, Gpu);
-        using var c = Tensor.Zeros([1, 2, 2], DType.Float32, Gpu);
-        var ex = Assert.Throws<NotSupportedException>(() => Dev.MatMul(a, a, c, false, false))!;
-        Assert.That(ex.Message, Does.Contain("cuda: matmul is not implemented yet"));
+        using var v = Tensor.Zeros([2, 1], DType.Float32, Gpu);
+        using var i = Tensor.Zeros([2, 1], DType.Int64, Gpu);
+        var ex = Assert.Throws<NotSupportedException>(() => Dev.TopK(a, 1, true, v, i))!;
+        Assert.That(ex.Message, Does.Contain("cuda: topk is not implemented yet"));
     }
 
     [Test]
