@@ -70,7 +70,7 @@ public class AttentionKernelTests
     private sealed record Case(int B, int H, int L, int S, int D, double P, ulong Seed = 7, ulong Offset = 5);
 
     /// <summary>Forward on both backends; returns (o, probs) from the kernel and asserts them against the CPU.</summary>
-    private void CheckForward(Accelerator acc, Case c, Tensor? maskView, Tensor? maskStorage, string what)
+    private void CheckForward(Accelerator acc, Case c, Tensor? maskView, Tensor? maskStorage, string what, int groupSize = 0)
     {
         double scale = 1.0 / Math.Sqrt(c.D);
         using var q = Rand([c.B, c.H, c.L, c.D], 11 + (ulong)c.L, -2, 2);
@@ -86,14 +86,14 @@ public class AttentionKernelTests
         using var go = Poisoned(acc, nq); using var gp = Poisoned(acc, np);
         var layout = maskView is null ? default : AttentionMaskLayout.Of(maskView);
         AttentionKernels.Forward(acc, null, gq.View, gk.View, gv.View, gm?.View, layout, go.View, gp.View,
-            c.B, c.H, c.L, c.S, c.D, scale, c.P, c.Seed, c.Offset);
+            c.B, c.H, c.L, c.S, c.D, scale, c.P, c.Seed, c.Offset, groupSize);
         acc.Synchronize();
-        string w = $"{c} {what}";
+        string w = $"{c} {what} group {groupSize}";
         OpCheck.AssertClose(D(gp, np), probs.ToArray<double>(), Rt, At, "probs " + w);
         OpCheck.AssertClose(D(go, nq), o.ToArray<double>(), Rt, At, "o " + w);
     }
 
-    private void CheckBackward(Accelerator acc, Case c, Tensor? maskView, string what)
+    private void CheckBackward(Accelerator acc, Case c, Tensor? maskView, string what, int groupSize = 0)
     {
         double scale = 1.0 / Math.Sqrt(c.D);
         using var q = Rand([c.B, c.H, c.L, c.D], 21 + (ulong)c.L, -2, 2);
@@ -114,9 +114,9 @@ public class AttentionKernelTests
         using var dgq = Poisoned(acc, nq); using var dgk = Poisoned(acc, nk); using var dgv = Poisoned(acc, nk);
         using var ws = Poisoned(acc, AttentionKernels.BackwardWorkspace(c.B, c.H, c.L, c.S));
         AttentionKernels.Backward(acc, null, dq.View, dk.View, dv.View, dp.View, dgo.View, dgq.View, dgk.View, dgv.View, ws.View,
-            c.B, c.H, c.L, c.S, c.D, scale, c.P, c.Seed, c.Offset);
+            c.B, c.H, c.L, c.S, c.D, scale, c.P, c.Seed, c.Offset, groupSize);
         acc.Synchronize();
-        string w = $"{c} {what}";
+        string w = $"{c} {what} group {groupSize}";
         OpCheck.AssertClose(D(dgq, nq), cgq.ToArray<double>(), Rt, At, "gq " + w);
         OpCheck.AssertClose(D(dgk, nk), cgk.ToArray<double>(), Rt, At, "gk " + w);
         OpCheck.AssertClose(D(dgv, nk), cgv.ToArray<double>(), Rt, At, "gv " + w);
@@ -191,14 +191,17 @@ public class AttentionKernelTests
             CheckBackward(_multi, new Case(2, 2, 17, 33, 64, p), view, "4 warps");
         }
         CheckForward(_multi, new Case(1, 1, 5, AttentionKernels.SCap + 3, 8, p), null, null, "4 warps, S > SCap");
+        // an explicit group smaller than the device's (2 of its 4 warps)
+        CheckForward(_multi, new Case(2, 1, 17, 33, 8, p), null, null, "2 of 4 warps", groupSize: 4);
+        CheckBackward(_multi, new Case(2, 1, 17, 33, 8, p), null, "2 of 4 warps", groupSize: 4);
         CheckBackward(_multi, new Case(1, 1, 5, AttentionKernels.SCap + 3, 8, p), null, "4 warps, S > SCap");
     }
 
     [Test]
     public void OddHeadDimensionsAndFullHeadDimension([Values(1, 3, 37, 128)] int d)
     {
-        CheckForward(_acc, new Case(1, 2, 5, 7, d, 0.1), null, null, "");
-        CheckBackward(_acc, new Case(1, 2, 5, 7, d, 0.1), null, "");
+        CheckForward(_acc, new Case(1, 2, 17, 33, d, 0.1), null, null, "");
+        CheckBackward(_acc, new Case(1, 2, 17, 33, d, 0.1), null, "");
     }
 
     [Test]
