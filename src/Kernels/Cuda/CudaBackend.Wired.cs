@@ -142,4 +142,48 @@ public sealed partial class CudaBackend
         foreach (var t in new[] { grad, expAvg, expAvgSq }) RequireSameShape(param, t, op);
         RowKernels.AdamWStep(Acc, Stream, View<float>(param), View<float>(grad), View<float>(expAvg), View<float>(expAvgSq), param.Numel, p);
     }
+
+    private static (int B, int H, int L, int S, int D) AttentionDims(string op, Tensor q, Tensor k, Tensor v)
+    {
+        if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4 || q.Sizes[0] != k.Sizes[0] || q.Sizes[1] != k.Sizes[1] || q.Sizes[3] != k.Sizes[3]
+            || !k.Sizes.SequenceEqual(v.Sizes))
+            throw new ArgumentException($"cuda: {op}: q {q.ShapeString}, k {k.ShapeString}, v {v.ShapeString} must be [B,H,L,D], [B,H,S,D], [B,H,S,D]");
+        return (q.Sizes[0], q.Sizes[1], q.Sizes[2], k.Sizes[2], q.Sizes[3]);
+    }
+
+    public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor o, Tensor probs)
+    {
+        const string op = "attention";
+        RequireF32(op, q, k, v, mask, o, probs);
+        var (b, h, l, s, d) = AttentionDims(op, q, k, v);
+        RequireHere(q, op); RequireHere(k, op); RequireHere(v, op);
+        RequireDense(op, (o, "o"), (probs, "probs"));
+        using var qc = Dense(q); using var kc = Dense(k); using var vc = Dense(v);
+        ArrayView<float>? mv = null;
+        var layout = default(AttentionMaskLayout);
+        if (mask is not null)
+        {
+            RequireHere(mask, op);
+            var (view, baseOff) = Strided<float>(mask);
+            var st = mask.Strides;
+            mv = view;
+            layout = new AttentionMaskLayout(baseOff, st[0], st[1], st[2], st[3]);
+        }
+        AttentionKernels.Forward(Acc, Stream, View<float>(qc), View<float>(kc), View<float>(vc), mv, layout, View<float>(o), View<float>(probs),
+            b, h, l, s, d, scale, dropoutP, seed, offset);
+    }
+
+    public void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor probs, double scale, double dropoutP, ulong seed, ulong offset,
+        Tensor go, Tensor gq, Tensor gk, Tensor gv)
+    {
+        const string op = "attention backward";
+        RequireF32(op, q, k, v, probs, go, gq, gk, gv);
+        var (b, h, l, s, d) = AttentionDims(op, q, k, v);
+        foreach (var t in new[] { q, k, v, probs, go }) RequireHere(t, op);
+        RequireDense(op, (gq, "gq"), (gk, "gk"), (gv, "gv"));
+        using var qc = Dense(q); using var kc = Dense(k); using var vc = Dense(v); using var pc = Dense(probs); using var goc = Dense(go);
+        using var work = Tensor.Empty([(int)Math.Max(AttentionKernels.BackwardWorkspace(b, h, l, s), 1)], DType.Float32, Device);
+        AttentionKernels.Backward(Acc, Stream, View<float>(qc), View<float>(kc), View<float>(vc), View<float>(pc), View<float>(goc),
+            View<float>(gq), View<float>(gk), View<float>(gv), View<float>(work), b, h, l, s, d, scale, dropoutP, seed, offset);
+    }
 }

@@ -102,8 +102,6 @@ public sealed partial class CudaBackend : IBackend
     public void MaskedSelect(Tensor x, Tensor mask, Tensor y) => throw Todo("masked_select");
     public void MaskedScatter(Tensor dst, Tensor mask, Tensor src) => throw Todo("masked_scatter");
     public void EmbeddingBackward(Tensor ids, Tensor gy, Tensor gWeight, int paddingIdx) => throw Todo("embedding backward");
-    public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor o, Tensor probs) => throw Todo("attention");
-    public void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor probs, double scale, double dropoutP, ulong seed, ulong offset, Tensor go, Tensor gq, Tensor gk, Tensor gv) => throw Todo("attention backward");
     public void VqLookup(Tensor z, Tensor codebook, Tensor ids) => throw Todo("vq_lookup");
     public void TopK(Tensor x, int k, bool largest, Tensor values, Tensor indices) => throw Todo("topk");
     public void Sort(Tensor x, bool descending, Tensor values, Tensor indices) => throw Todo("sort");

@@ -65,6 +65,32 @@ public class CudaWiredOpsTests : CudaTestBase
         AssertSame(xd.Grad!, x.Grad!, 1e-5, 1e-6, "cross_entropy grad");
     }
 
+    [TestCase(0.0)]
+    [TestCase(0.2)]
+    public void AttentionWithPaddingMaskAndDropout(double p)
+    {
+        var m = new float[2 * 7];
+        for (int j = 4; j < 7; j++) m[7 + j] = -10000f;    // second sample: last three keys are padding
+        using var mask = Tensor.FromArray(m, 2, 1, 1, 7);
+        using var md = Up(mask);
+        // A fresh generator with the same seed inside f: both backends draw the same dropout stream.
+        SameOnBoth(t => Ops.Attention(t[0], t[1], t[2], t[0].Device.IsCpu ? mask : md, 0.125, p, true, new Generator(3)),
+            [P([2, 3, 5, 64], 20), P([2, 3, 7, 64], 21), P([2, 3, 7, 64], 22)], 1e-4, 1e-5, $"attention p={p}");
+    }
+
+    [Test]
+    public void GpuCheckPassesEveryOpTheDeviceHasOnTheEmulator()
+    {
+        var results = FashionViL.GpuCheck.Checks.Run(Gpu);
+        Assert.That(results.Where(r => r.Failed).Select(r => $"{r.Op}: {r.Detail}"), Is.Empty);
+        Assert.That(results.Count(r => r.Status == "PASS"), Is.GreaterThanOrEqualTo(35));
+        // The metric itself: NaN where the reference has none, or a shape mismatch, is an infinite error.
+        using var a = Tensor.FromArray(new float[] { 1, float.NaN }, 2);
+        using var b = Tensor.FromArray(new float[] { 1, 2 }, 2);
+        Assert.That(FashionViL.GpuCheck.Checks.RelError(a, b), Is.EqualTo(double.PositiveInfinity));
+        Assert.That(FashionViL.GpuCheck.Checks.RelError(b, Tensor.FromArray(new float[] { 1, 2.5f }, 2)), Is.EqualTo(0.2).Within(1e-7));
+    }
+
     [Test]
     public void FloatSixtyFourIsRefusedWithAClearMessage()
     {
