@@ -5,7 +5,8 @@ namespace FashionViL.Kernels.Tests.Cuda;
 
 /// <summary>
 /// Shared set-up of the CUDA tests: the emulator switch is turned on before the first Device.Cuda(0)
-/// tensor, so ILGPU's CPU accelerator runs the CUDA kernels (the same runtime serves every fixture).
+/// tensor, so ILGPU's CPU accelerator runs the CUDA kernels (the same runtime serves every fixture) —
+/// unless FASHIONVIL_TEST_CUDA=gpu, which runs the same test bodies on the real device.
 /// </summary>
 public abstract class CudaTestBase
 {
@@ -13,8 +14,11 @@ public abstract class CudaTestBase
     protected static IBackend Cpu => Backends.Get(Device.Cpu);
     protected static CudaBackend Dev => (CudaBackend)Backends.Get(Gpu);
 
+    /// <summary>FASHIONVIL_TEST_CUDA=gpu runs the same tests on the real device (a machine with a GPU and the SDK).</summary>
+    public static bool OnRealGpu => string.Equals(Environment.GetEnvironmentVariable("FASHIONVIL_TEST_CUDA"), "gpu", StringComparison.OrdinalIgnoreCase);
+
     [OneTimeSetUp]
-    public void EnableEmulator() => CudaRuntime.EmulatorEnabled = true;
+    public void EnableEmulator() => CudaRuntime.EmulatorEnabled = !OnRealGpu;
 
     /// <summary>A device copy of a CPU tensor.</summary>
     protected static Tensor Up(Tensor cpu) => cpu.To(Gpu);
