@@ -421,3 +421,36 @@ public class NormIndexKernelTests
         Assert.That(e.Message, Does.Contain("vq_lookup").And.Contain("codebook [0, 2] is empty"));
     }
 }
+
+/// <summary>Every norm and index kernel compiles to PTX for sm_90 without a GPU (catches kernel code the CPU accelerator accepts but CUDA does not).</summary>
+[TestFixture, Category("Cuda")]
+public class NormIndexKernelPtxTests
+{
+    [Test]
+    public void AllNormAndIndexKernelsCompileToPtx()
+    {
+        using var ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms());
+        var arch = ILGPU.Runtime.Cuda.CudaArchitecture.SM_90;
+        var backend = new ILGPU.Backends.PTX.PTXBackend(ctx, new ILGPU.Runtime.Cuda.CudaCapabilityContext(arch), arch,
+            ILGPU.Runtime.Cuda.CudaInstructionSet.ISA_88, null);
+        var flags = System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic;
+        var kernels = typeof(NormKernels).GetMethods(flags).Concat(typeof(IndexKernels).GetMethods(flags))
+            .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal)).ToArray();
+        Assert.That(kernels, Has.Length.EqualTo(10));
+        foreach (var mi in kernels)
+        {
+            var entry = ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(mi);
+            var compiled = (ILGPU.Backends.PTX.PTXCompiledKernel)backend.Compile(entry, default);
+            string ptx = compiled.PTXAssembly;
+            Assert.That(ptx, Does.Contain(".entry"), mi.Name);
+            if (Environment.GetEnvironmentVariable("FVL_PTX_DUMP") is { Length: > 0 } dir)
+                File.WriteAllText(Path.Combine(dir, mi.Name + ".ptx"), ptx);
+            if (mi.DeclaringType == typeof(NormKernels))
+                Assert.That(ptx, Does.Contain("shfl.sync"), mi.Name + " reduces with warp shuffles");
+            if (mi.Name is "EmbeddingBackwardKernel" or "ScatterKernel")
+                Assert.That(ptx, Does.Match(@"(atom|red)(\.global)?\.add\.f32"), mi.Name + " adds with float atomics (red.add when the old value is unused)");
+            if (mi.Name == "VqLookupKernel")
+                Assert.That(ptx, Does.Contain(".shared"), mi.Name + " tiles through shared memory");
+        }
+    }
+}
