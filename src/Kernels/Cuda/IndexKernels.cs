@@ -22,7 +22,8 @@ internal static class IndexKernels
     public const int VqCodes = 64;
     /// <summary>Feature dims per shared-memory chunk.</summary>
     public const int VqDims = 16;
-    private const int VqEsStride = VqDims + 1;   // padded row: kk·17 + d hits distinct banks across kk
+    private const int VqEsStride = VqDims + 1;
+    private const int VqQuads = VqCodes / 4;   // padded row: kk·17 + d hits distinct banks across kk
 
     // ================================================================== kernels
 
@@ -133,13 +134,21 @@ internal static class IndexKernels
                         es[kk * VqEsStride + f] = k0 + kk < kCount && d0 + f < d ? e[(long)(k0 + kk) * d + d0 + f] : 0f;
                     }
                     Group.Barrier();
-                    for (int q = tid; q < VqRows * VqCodes; q += gs)
+                    // a thread owns row r and codes j, j+Q, j+2Q, j+3Q: one z load per four FMAs; across a warp the
+                    // code rows (stride 17) fall in distinct banks and the z reads broadcast
+                    for (int q = tid; q < VqRows * VqQuads; q += gs)
                     {
-                        int r = q / VqCodes, kk = q - r * VqCodes;
-                        int zb = r * VqDims, eb = kk * VqEsStride;
-                        float acc = 0f;
-                        for (int f = 0; f < VqDims; f++) acc += zs[zb + f] * es[eb + f];
-                        dot[q] += acc;
+                        int r = q / VqQuads, j = q - r * VqQuads;
+                        int zb = r * VqDims, e0 = j * VqEsStride;
+                        int e1 = e0 + VqQuads * VqEsStride, e2 = e1 + VqQuads * VqEsStride, e3 = e2 + VqQuads * VqEsStride;
+                        float a0 = 0f, a1 = 0f, a2 = 0f, a3 = 0f;
+                        for (int f = 0; f < VqDims; f++)
+                        {
+                            float zf = zs[zb + f];
+                            a0 += zf * es[e0 + f]; a1 += zf * es[e1 + f]; a2 += zf * es[e2 + f]; a3 += zf * es[e3 + f];
+                        }
+                        int db = r * VqCodes + j;
+                        dot[db] += a0; dot[db + VqQuads] += a1; dot[db + 2 * VqQuads] += a2; dot[db + 3 * VqQuads] += a3;
                     }
                     for (int kk = tid; kk < VqCodes; kk += gs)
                     {
@@ -218,6 +227,9 @@ internal static class IndexKernels
         if (v.Length < n) throw new ArgumentException($"{op}: {name} has {v.Length} elements, needs {n} for {shape}");
     }
 
+    /// <summary>Most elements a flat launch indexes: int.MaxValue less headroom so that the grid-stride step cannot overflow.</summary>
+    private const long MaxFlat = int.MaxValue - (1L << 28);
+
     private static long Total(string op, params int[] sizes)
     {
         long t = 1;
@@ -226,7 +238,7 @@ internal static class IndexKernels
             if (s < 0) throw new ArgumentException($"{op}: negative size in [{string.Join(", ", sizes)}]");
             t *= s;
         }
-        if (t > int.MaxValue) throw new ArgumentException($"{op}: [{string.Join(", ", sizes)}] has more than {int.MaxValue} elements");
+        if (t > MaxFlat) throw new ArgumentException($"{op}: [{string.Join(", ", sizes)}] has more than {MaxFlat} elements (32-bit grid-stride indexing)");
         return t;
     }
 
