@@ -5,6 +5,7 @@ using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
 
 namespace FashionViL.Kernels.Tests.Cuda;
 
@@ -21,9 +22,25 @@ public class NormIndexKernelTests
     private static CpuBackend Cpu => CpuBackend.Instance;
     private const double Rt = 1e-4, At = 1e-5;
 
+    /// <summary>Set to 1 to run this fixture on the first CUDA device instead of the CPU accelerator (the GPU check).</summary>
+    public const string CudaVariable = "FVL_KERNEL_TESTS_CUDA";
+
     [OneTimeSetUp]
     public void Setup()
     {
+        if (Environment.GetEnvironmentVariable(CudaVariable)?.Trim() == "1")
+        {
+            _ctx = Context.Create(b => b.Cuda().EnableAlgorithms());
+            if (_ctx.GetCudaDevices().Count == 0)
+            {
+                _ctx.Dispose();
+                throw new InvalidOperationException($"no CUDA device: {CudaVariable}=1 asks for one and ILGPU found none");
+            }
+            _acc = _ctx.CreateCudaAccelerator(0);
+            _multi = _acc;   // warp 32, default groups of 128–512 threads: the cross-warp step runs everywhere
+            TestContext.Progress.WriteLine($"NormIndexKernelTests on {_acc.Name}");
+            return;
+        }
         _ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms());
         _acc = _ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
         _multi = new CPUDevice(2, 4, 1).CreateCPUAccelerator(_ctx, CPUAcceleratorMode.Parallel);
@@ -32,7 +49,7 @@ public class NormIndexKernelTests
     [OneTimeTearDown]
     public void TearDown()
     {
-        _multi.Dispose();
+        if (!ReferenceEquals(_multi, _acc)) _multi.Dispose();
         _acc.Dispose();
         _ctx.Dispose();
     }
