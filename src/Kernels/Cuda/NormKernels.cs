@@ -63,11 +63,22 @@ internal static class NormKernels
         return r;
     }
 
-    /// <summary>Offset of element m (0 ≤ m &lt; N·S) of channel c in an [N, C, S] tensor.</summary>
-    private static long ChannelOffset(int m, int s, long cs, long cOff)
+    /// <summary>Position (outer, inner) = (m / S, m % S) of a thread's element m, advanced by the group stride without a division per element.</summary>
+    private struct Cursor { public int Outer, Inner; }
+
+    /// <summary>The cursor of element m for rows of length s (s ≥ 1).</summary>
+    private static Cursor Start(int m, int s)
     {
-        int n = m / s;
-        return n * cs + cOff + (m - n * s);
+        Cursor c; c.Outer = m / s; c.Inner = m - c.Outer * s;
+        return c;
+    }
+
+    /// <summary>The cursor <paramref name="step"/> elements further: one division only when the step wraps a row.</summary>
+    private static Cursor Advance(Cursor c, int step, int s)
+    {
+        c.Inner += step;
+        if (c.Inner >= s) { int q = c.Inner / s; c.Outer += q; c.Inner -= q * s; }
+        return c;
     }
 
     // ================================================================== batch norm
@@ -78,6 +89,7 @@ internal static class NormKernels
         var red = SharedMemory.Allocate<float>(2 * MaxWarps);
         int mCount = p.N * p.S;
         long cs = (long)p.C * p.S;
+        int sLen = p.S > 0 ? p.S : 1;   // S = 0 means no elements: the loops do not run, the cursor must not divide by 0
         for (int c = Grid.IdxX; c < p.C; c += Grid.DimX)
         {
             long cOff = (long)c * p.S;
@@ -86,9 +98,10 @@ internal static class NormKernels
             {
                 float shift = mCount > 0 ? x[cOff] : 0f;
                 double s = 0, ss = 0;
-                for (int m = Group.IdxX; m < mCount; m += Group.DimX)
+                var cur = Start(Group.IdxX, sLen);
+                for (int m = Group.IdxX; m < mCount; m += Group.DimX, cur = Advance(cur, Group.DimX, sLen))
                 {
-                    float t = x[ChannelOffset(m, p.S, cs, cOff)] - shift;
+                    float t = x[cur.Outer * cs + cOff + cur.Inner] - shift;
                     s += t; ss += t * t;
                 }
                 var tot = GroupSum2((float)s, (float)ss, red);
@@ -113,9 +126,10 @@ internal static class NormKernels
             if (Group.IdxX == 0) { saveMean[c] = mean; saveInvStd[c] = inv; }
             float scale = (p.Flags & FWeight) != 0 ? inv * w[c] : inv;
             float bias = (p.Flags & FBias) != 0 ? b[c] : 0f;
-            for (int m = Group.IdxX; m < mCount; m += Group.DimX)
+            var cw = Start(Group.IdxX, sLen);
+            for (int m = Group.IdxX; m < mCount; m += Group.DimX, cw = Advance(cw, Group.DimX, sLen))
             {
-                long o = ChannelOffset(m, p.S, cs, cOff);
+                long o = cw.Outer * cs + cOff + cw.Inner;
                 y[o] = (x[o] - mean) * scale + bias;
             }
         }
@@ -127,15 +141,17 @@ internal static class NormKernels
         var red = SharedMemory.Allocate<float>(2 * MaxWarps);
         int mCount = p.N * p.S;
         long cs = (long)p.C * p.S;
+        int sLen = p.S > 0 ? p.S : 1;   // S = 0 means no elements: the loops do not run, the cursor must not divide by 0
         for (int c = Grid.IdxX; c < p.C; c += Grid.DimX)
         {
             long cOff = (long)c * p.S;
             float mean = saveMean[c], inv = saveInvStd[c];
             float wc = (p.Flags & FWeight) != 0 ? w[c] : 1f;
             double sg = 0, sgc = 0;
-            for (int m = Group.IdxX; m < mCount; m += Group.DimX)
+            var cw = Start(Group.IdxX, sLen);
+            for (int m = Group.IdxX; m < mCount; m += Group.DimX, cw = Advance(cw, Group.DimX, sLen))
             {
-                long o = ChannelOffset(m, p.S, cs, cOff);
+                long o = cw.Outer * cs + cOff + cw.Inner;
                 float g = gy[o];
                 sg += g; sgc += g * (x[o] - mean);
             }
@@ -150,9 +166,10 @@ internal static class NormKernels
             bool train = (p.Flags & FTraining) != 0 && mCount > 0;
             float k = wc * inv;
             float mg = train ? tot.A / mCount : 0f, mgx = train ? sgx / mCount : 0f;
-            for (int m = Group.IdxX; m < mCount; m += Group.DimX)
+            var cg2 = Start(Group.IdxX, sLen);
+            for (int m = Group.IdxX; m < mCount; m += Group.DimX, cg2 = Advance(cg2, Group.DimX, sLen))
             {
-                long o = ChannelOffset(m, p.S, cs, cOff);
+                long o = cg2.Outer * cs + cOff + cg2.Inner;
                 gx[o] = k * (gy[o] - mg - (x[o] - mean) * inv * mgx);
             }
         }
@@ -166,6 +183,7 @@ internal static class NormKernels
         var red = SharedMemory.Allocate<float>(2 * MaxWarps);
         int cg = p.C / p.G;
         int mCount = cg * p.S;
+        int sLen = p.S > 0 ? p.S : 1;
         int groups = p.N * p.G;
         for (int ng = Grid.IdxX; ng < groups; ng += Grid.DimX)
         {
@@ -184,9 +202,10 @@ internal static class NormKernels
             float mu = shift + ms, r = 1f / MathF.Sqrt(var + p.Eps);
             if (Group.IdxX == 0) { mean[ng] = mu; rstd[ng] = r; }
             int c0 = ng % p.G * cg;
-            for (int i = Group.IdxX; i < mCount; i += Group.DimX)
+            var cur = Start(Group.IdxX, sLen);
+            for (int i = Group.IdxX; i < mCount; i += Group.DimX, cur = Advance(cur, Group.DimX, sLen))
             {
-                int c = c0 + i / p.S;
+                int c = c0 + cur.Outer;
                 float scale = (p.Flags & FWeight) != 0 ? r * w[c] : r;
                 float bias = (p.Flags & FBias) != 0 ? b[c] : 0f;
                 y[off + i] = (x[off + i] - mu) * scale + bias;
@@ -200,6 +219,7 @@ internal static class NormKernels
         var red = SharedMemory.Allocate<float>(2 * MaxWarps);
         int cg = p.C / p.G;
         int mCount = cg * p.S;
+        int sLen = p.S > 0 ? p.S : 1;
         int groups = p.N * p.G;
         bool hasW = (p.Flags & FWeight) != 0;
         for (int ng = Grid.IdxX; ng < groups; ng += Grid.DimX)
@@ -208,19 +228,21 @@ internal static class NormKernels
             float mu = mean[ng], r = rstd[ng];
             int c0 = ng % p.G * cg;
             double sg = 0, sgc = 0;
-            for (int i = Group.IdxX; i < mCount; i += Group.DimX)
+            var cur = Start(Group.IdxX, sLen);
+            for (int i = Group.IdxX; i < mCount; i += Group.DimX, cur = Advance(cur, Group.DimX, sLen))
             {
                 float g = gy[off + i];
-                if (hasW) g *= w[c0 + i / p.S];
+                if (hasW) g *= w[c0 + cur.Outer];
                 sg += g; sgc += g * (x[off + i] - mu);
             }
             var tot = GroupSum2((float)sg, (float)sgc, red);
             float mg = mCount > 0 ? tot.A / mCount : 0f, mgx = mCount > 0 ? tot.B * r / mCount : 0f;
             // with ĝ = gy·w: gx = r·(ĝ − Σĝ/M − x̂·Σ(ĝ·x̂)/M)
-            for (int i = Group.IdxX; i < mCount; i += Group.DimX)
+            var cw = Start(Group.IdxX, sLen);
+            for (int i = Group.IdxX; i < mCount; i += Group.DimX, cw = Advance(cw, Group.DimX, sLen))
             {
                 float g = gy[off + i];
-                if (hasW) g *= w[c0 + i / p.S];
+                if (hasW) g *= w[c0 + cw.Outer];
                 gx[off + i] = r * (g - mg - (x[off + i] - mu) * r * mgx);
             }
         }
@@ -234,16 +256,17 @@ internal static class NormKernels
         int cg = p.C / p.G;
         int mCount = p.N * p.S;
         long cs = (long)p.C * p.S;
+        int sLen = p.S > 0 ? p.S : 1;   // S = 0 means no elements: the loops do not run, the cursor must not divide by 0
         for (int c = Grid.IdxX; c < p.C; c += Grid.DimX)
         {
             long cOff = (long)c * p.S;
             int g = c / cg;
             double sb = 0, sw = 0;
-            for (int m = Group.IdxX; m < mCount; m += Group.DimX)
+            var cur = Start(Group.IdxX, sLen);
+            for (int m = Group.IdxX; m < mCount; m += Group.DimX, cur = Advance(cur, Group.DimX, sLen))
             {
-                int n = m / p.S;
-                long o = n * cs + cOff + (m - n * p.S);
-                int ng = n * p.G + g;
+                long o = cur.Outer * cs + cOff + cur.Inner;
+                int ng = cur.Outer * p.G + g;
                 float v = gy[o];
                 sb += v; sw += v * (x[o] - mean[ng]) * rstd[ng];
             }

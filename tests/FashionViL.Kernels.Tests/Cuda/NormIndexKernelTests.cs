@@ -142,6 +142,26 @@ public class NormIndexKernelTests
     }
 
     [Test]
+    public void BatchNormEmptyBatchMatchesCpu([Values] bool training)
+    {
+        // N = 0: no data; training still writes saveMean = 0 and 1/√eps, and leaves the running stats alone
+        int[] shape = [0, 3, 4];
+        using var x = Tensor.Empty(shape);
+        using var rm = Rand([3], 131); using var rv = Rand([3], 132, 0.5, 2);
+        using var brm = Up(rm); using var brv = Up(rv);
+        using var y = Tensor.Empty(shape); using var sm = Tensor.Empty([3]); using var sis = Tensor.Empty([3]);
+        Cpu.BatchNormForward(x, null, null, rm, rv, training, 0.1, 1e-5, y, sm, sis);
+        using var bx = _acc.Allocate1D<float>(1); using var bsm = Poisoned(3); using var bsis = Poisoned(3);
+        NormKernels.BatchNormForward(_acc, null, bx.View.SubView(0, 0), null, null, brm.View, brv.View, training, 0.1f, 1e-5f,
+            bx.View.SubView(0, 0), bsm.View, bsis.View, 0, 3, 4);
+        _acc.Synchronize();
+        OpCheck.AssertClose(D(bsm, 3), sm.ToArray<double>(), Rt, At, "saveMean");
+        OpCheck.AssertClose(D(bsis, 3), sis.ToArray<double>(), Rt, At, "saveInvStd");
+        OpCheck.AssertClose(D(brm, 3), rm.ToArray<double>(), 0, 0, "running mean");
+        OpCheck.AssertClose(D(brv, 3), rv.ToArray<double>(), 0, 0, "running var");
+    }
+
+    [Test]
     public void BatchNormRejectsBadInput()
     {
         using var x = _acc.Allocate1D<float>(12); using var st = _acc.Allocate1D<float>(3);
