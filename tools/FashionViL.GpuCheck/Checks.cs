@@ -63,6 +63,31 @@ public static class Checks
             using var md = mask.To(t[0].Device);
             return Ops.Attention(t[0], t[1], t[2], md, 0.125);
         }, 1e-4);
+        yield return new("index_select (dim 1)", [[4, 9, 5]], t =>
+        {
+            using var idx = Tensor.FromArray(new long[] { 8, 0, 3, 3 }, 4);
+            using var id = idx.To(t[0].Device);
+            return t[0].IndexSelect(1, id);
+        }, 1e-6);
+        yield return new("gather (dim 1)", [[4, 9]], t =>
+        {
+            using var idx = Tensor.FromArray(Enumerable.Range(0, 36).Select(i => (long)(i * 7 % 9)).ToArray(), 4, 9);
+            using var id = idx.To(t[0].Device);
+            return t[0].Gather(1, id);
+        }, 1e-6);
+        yield return new("scatter_add (dim 0)", [[6, 5], [6, 5]], t =>
+        {
+            using var idx = Tensor.FromArray(Enumerable.Range(0, 30).Select(i => (long)(i * 5 % 6)).ToArray(), 6, 5);
+            using var id = idx.To(t[0].Device);
+            return t[0].ScatterAdd(0, id, t[1]);
+        }, 1e-5);
+        yield return new("vq_lookup (1024 codes)", [[49, 64], [1024, 64]], t => Ops.VqLookup(t[0], t[1]), 0, Grad: false);
+        yield return new("batch_norm (eval)", [[4, 6, 5, 5], [6], [6]], t =>
+        {
+            using var rm = Tensor.Full([6], 0.1, DType.Float32, t[0].Device);
+            using var rv = Tensor.Full([6], 1.5, DType.Float32, t[0].Device);
+            return Ops.BatchNorm2d(t[0], t[1], t[2], rm, rv, false);
+        }, 1e-5);
         yield return new("embedding", [[50, 16]], t =>
         {
             using var ids = Tensor.FromArray(new long[] { 0, 3, 3, 49, 7, 0 }, 2, 3);
