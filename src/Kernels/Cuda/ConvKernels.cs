@@ -437,6 +437,18 @@ public static class ConvKernels
         }
     }
 
+    /// <summary>Every kernel method (for offline PTX compilation in tests and tools), by name.</summary>
+    public static IReadOnlyList<(string Name, System.Reflection.MethodInfo Method)> KernelMethods { get; } =
+    [
+        ("conv_gemm", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>)ConvGemmKernel).Method),
+        ("conv_bias_grad", ((Action<ArrayView<float>, ArrayView<float>, int, int, int>)BiasGradKernel).Method),
+        ("max_pool_fwd", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>)MaxPoolForwardKernel).Method),
+        ("max_pool_bwd_gather", ((Action<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>)MaxPoolBackwardGatherKernel).Method),
+        ("max_pool_bwd_scatter", ((Action<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>)MaxPoolBackwardScatterKernel).Method),
+        ("adaptive_avg_fwd", ((Action<ArrayView<float>, ArrayView<float>, PoolShape>)AdaptiveAvgForwardKernel).Method),
+        ("adaptive_avg_bwd", ((Action<ArrayView<float>, ArrayView<float>, PoolShape>)AdaptiveAvgBackwardKernel).Method),
+    ];
+
     // ---------------------------------------------------------------- launchers
 
     private sealed class Loaded

@@ -2,8 +2,11 @@ using FashionViL.Kernels.Cpu;
 using FashionViL.Kernels.Cuda;
 using FashionViL.Testing;
 using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
 
 namespace FashionViL.Kernels.Tests.Cuda;
 
@@ -84,7 +87,7 @@ public class ConvKernelTests
     }
 
     [Test]
-    public void Stem7x7Stride2Pad3On3Channels() => CheckConv(2, 3, 16, 15, 5, 7, 7, Conv2dParams.Symmetric(2, 3), bias: true, seed: 10);
+    public void Stem7x7Stride2Pad3On3Channels() => CheckConv(1, 3, 16, 15, 4, 7, 7, Conv2dParams.Symmetric(2, 3), bias: true, seed: 10);
 
     [Test]
     public void Stride2WithAsymmetricPadding0101() => CheckConv(1, 4, 9, 8, 6, 3, 3, new Conv2dParams(2, 2, 0, 1, 0, 1), bias: false, seed: 20);
@@ -274,5 +277,19 @@ public class ConvKernelTests
         CheckAdaptive(1, 2, 5, 7, 3, 4, 202);    // overlapping windows
         CheckAdaptive(1, 1, 3, 2, 7, 5, 203);    // upsampling: output larger than input
         CheckAdaptive(1, 1, 1, 1, 1, 1, 204);
+    }
+
+    [Test]
+    public void EveryKernelCompilesToPtxForSm90WithoutAGpu()
+    {
+        using var ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 1)).EnableAlgorithms());
+        using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null);
+        foreach (var (name, method) in ConvKernels.KernelMethods)
+        {
+            var entry = EntryPointDescription.FromExplicitlyGroupedKernel(method);
+            var ptx = ((PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
+            Assert.That(ptx, Does.Contain(".entry"), $"{name}: no PTX entry");
+            if (Environment.GetEnvironmentVariable("FVL_DUMP_PTX") is { Length: > 0 } dir) File.WriteAllText(Path.Combine(dir, $"conv_{name}.ptx"), ptx);
+        }
     }
 }
