@@ -5,6 +5,17 @@ using System.Runtime.CompilerServices;
 
 namespace FashionViL.Kernels.Cuda;
 
+/// <summary>Which implicit-GEMM kernel a convolution runs (the kernel lab times both; <see cref="ConvKernels.Choose"/> picks one).</summary>
+public enum ConvVersion
+{
+    /// <summary>Pick by shape (<see cref="ConvKernels.Choose"/>).</summary>
+    Auto = 0,
+    /// <summary>v1: 64×64 tile, K tiles of 16, 4×4 outputs per thread (rows/cols strided by 16), scalar shared loads.</summary>
+    Tile64 = 1,
+    /// <summary>v2: 128×128 tile, K tiles of 8, 8×8 outputs per thread, 128-bit shared loads (4 FMAs per shared float vs 2).</summary>
+    Tile128 = 2,
+}
+
 /// <summary>Which of the three convolution GEMMs one <see cref="ConvGemmShape"/> describes.</summary>
 internal enum ConvMode
 {
@@ -268,6 +279,125 @@ public static class ConvKernels
         }
     }
 
+    private const int BM2 = 128, BN2 = 128, BK2 = 8, Micro2 = (BM2 / 8) * (BN2 / 8);
+    private const int As2Stride = BM2 + 4;   // padded by one float4: the k-major A stores spread over the banks, rows stay 16-byte aligned
+
+    private static void StoreRow8(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int m, ArrayView<int> cOut, int c0, int c1,
+        float v0, float v1, float v2, float v3, float v4, float v5, float v6, float v7)
+    {
+        if (m >= s.M) return;
+        float bv = s.HasBias != 0 ? bias[m] : 0f;
+        int ro = m * s.OutStride;
+        int o0 = cOut[c0], o1 = cOut[c0 + 1], o2 = cOut[c0 + 2], o3 = cOut[c0 + 3];
+        int o4 = cOut[c1], o5 = cOut[c1 + 1], o6 = cOut[c1 + 2], o7 = cOut[c1 + 3];
+        if (o0 >= 0) o[o0 + ro] = v0 + bv;
+        if (o1 >= 0) o[o1 + ro] = v1 + bv;
+        if (o2 >= 0) o[o2 + ro] = v2 + bv;
+        if (o3 >= 0) o[o3 + ro] = v3 + bv;
+        if (o4 >= 0) o[o4 + ro] = v4 + bv;
+        if (o5 >= 0) o[o5 + ro] = v5 + bv;
+        if (o6 >= 0) o[o6 + ro] = v6 + bv;
+        if (o7 >= 0) o[o7 + ro] = v7 + bv;
+    }
+
+    /// <summary>
+    /// v2 (vs v1: 64 FMAs per 4 float4 shared loads instead of 16 per 8 scalar ones): a 128×128 output tile per group, K tiles
+    /// of 8, the same coordinate tables; micro-tile (tx, ty) owns rows ty·4..+3 and 64+ty·4..+3 and the same split of
+    /// columns (as GemmKernels v4), so a warp's float4 shared reads are broadcasts or conflict-free.
+    /// </summary>
+    internal static void ConvGemm128Kernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s)
+    {
+        var As4 = SharedMemory.Allocate<F4>(BK2 * As2Stride / 4);   // As[k·132 + m], as float4
+        var Bs4 = SharedMemory.Allocate<F4>(BK2 * BN2 / 4);         // Bs[k·128 + n], as float4
+        var As = As4.Cast<float>();
+        var Bs = Bs4.Cast<float>();
+        var cBase = SharedMemory.Allocate<int>(BN2);
+        var cH = SharedMemory.Allocate<int>(BN2);
+        var cW = SharedMemory.Allocate<int>(BN2);
+        var cOut = SharedMemory.Allocate<int>(BN2);
+        var kA = SharedMemory.Allocate<int>(2 * BK2);
+        var kBase = SharedMemory.Allocate<int>(2 * BK2);
+        var kH = SharedMemory.Allocate<int>(2 * BK2);
+        var kW = SharedMemory.Allocate<int>(2 * BK2);
+        int tid = Group.IdxX, nt = Group.DimX;
+        int passes = (Micro2 + nt - 1) / nt;
+        int tilesM = (s.M + BM2 - 1) / BM2, tilesN = (s.N + BN2 - 1) / BN2;
+        int kTiles = (s.K + BK2 - 1) / BK2;
+        for (int tm = Grid.IdxY; tm < tilesM; tm += Grid.DimY)
+        for (int tn = Grid.IdxX; tn < tilesN; tn += Grid.DimX)
+        {
+            int m0 = tm * BM2, n0 = tn * BN2;
+            for (int p = 0; p < passes; p++)
+            {
+                int mt = p * nt + tid;
+                bool active = mt < Micro2;
+                mt &= Micro2 - 1;
+                int tx = mt & 15, ty = mt >> 4;
+                float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c04 = 0f, c05 = 0f, c06 = 0f, c07 = 0f;
+                float c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f, c14 = 0f, c15 = 0f, c16 = 0f, c17 = 0f;
+                float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c24 = 0f, c25 = 0f, c26 = 0f, c27 = 0f;
+                float c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f, c34 = 0f, c35 = 0f, c36 = 0f, c37 = 0f;
+                float c40 = 0f, c41 = 0f, c42 = 0f, c43 = 0f, c44 = 0f, c45 = 0f, c46 = 0f, c47 = 0f;
+                float c50 = 0f, c51 = 0f, c52 = 0f, c53 = 0f, c54 = 0f, c55 = 0f, c56 = 0f, c57 = 0f;
+                float c60 = 0f, c61 = 0f, c62 = 0f, c63 = 0f, c64 = 0f, c65 = 0f, c66 = 0f, c67 = 0f;
+                float c70 = 0f, c71 = 0f, c72 = 0f, c73 = 0f, c74 = 0f, c75 = 0f, c76 = 0f, c77 = 0f;
+                for (int e = tid; e < BN2; e += nt) Column(s, n0 + e, cBase, cH, cW, cOut, e);
+                for (int e = tid; e < BK2; e += nt) KRow(s, e, kA, kBase, kH, kW, e);
+                Group.Barrier();
+                for (int kt = 0; kt < kTiles; kt++)
+                {
+                    int cur = (kt & 1) * BK2, nxt = BK2 - cur;
+                    int k0 = kt * BK2;
+                    // A tile: element i → (m = i / 8, k = i % 8), consecutive threads walk k (contiguous in w and gy)
+                    for (int i = tid; i < BM2 * BK2; i += nt)
+                    {
+                        int mm = i >> 3, kk = i & (BK2 - 1);
+                        int ka = kA[cur + kk], m = m0 + mm;
+                        As[kk * As2Stride + mm] = ka >= 0 && m < s.M ? a[ka + m * s.AStride] : 0f;
+                    }
+                    // B tile: element i → (k = i / 128, n = i % 128), consecutive threads walk n (output positions)
+                    for (int i = tid; i < BK2 * BN2; i += nt)
+                    {
+                        int kk = i >> 7, nn = i & (BN2 - 1);
+                        Bs[i] = LoadB(b, s, cBase[nn], cH[nn], cW[nn], kBase[cur + kk], kH[cur + kk], kW[cur + kk]);
+                    }
+                    Group.Barrier();
+                    if (kt + 1 < kTiles)
+                        for (int e = tid; e < BK2; e += nt) KRow(s, k0 + BK2 + e, kA, kBase, kH, kW, nxt + e);
+                    for (int kk = 0; kk < BK2; kk++)
+                    {
+                        int ab = kk * (As2Stride / 4) + ty, bb = kk * (BN2 / 4) + tx;
+                        F4 al = As4[ab], ah = As4[ab + 16], bl = Bs4[bb], bh = Bs4[bb + 16];
+                        float a0 = al.X, a1 = al.Y, a2 = al.Z, a3 = al.W, a4 = ah.X, a5 = ah.Y, a6 = ah.Z, a7 = ah.W;
+                        float b0 = bl.X, b1 = bl.Y, b2 = bl.Z, b3 = bl.W, b4 = bh.X, b5 = bh.Y, b6 = bh.Z, b7 = bh.W;
+                        c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3; c04 += a0 * b4; c05 += a0 * b5; c06 += a0 * b6; c07 += a0 * b7;
+                        c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3; c14 += a1 * b4; c15 += a1 * b5; c16 += a1 * b6; c17 += a1 * b7;
+                        c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3; c24 += a2 * b4; c25 += a2 * b5; c26 += a2 * b6; c27 += a2 * b7;
+                        c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3; c34 += a3 * b4; c35 += a3 * b5; c36 += a3 * b6; c37 += a3 * b7;
+                        c40 += a4 * b0; c41 += a4 * b1; c42 += a4 * b2; c43 += a4 * b3; c44 += a4 * b4; c45 += a4 * b5; c46 += a4 * b6; c47 += a4 * b7;
+                        c50 += a5 * b0; c51 += a5 * b1; c52 += a5 * b2; c53 += a5 * b3; c54 += a5 * b4; c55 += a5 * b5; c56 += a5 * b6; c57 += a5 * b7;
+                        c60 += a6 * b0; c61 += a6 * b1; c62 += a6 * b2; c63 += a6 * b3; c64 += a6 * b4; c65 += a6 * b5; c66 += a6 * b6; c67 += a6 * b7;
+                        c70 += a7 * b0; c71 += a7 * b1; c72 += a7 * b2; c73 += a7 * b3; c74 += a7 * b4; c75 += a7 * b5; c76 += a7 * b6; c77 += a7 * b7;
+                    }
+                    Group.Barrier();
+                }
+                if (active)
+                {
+                    int rowA = m0 + ty * 4, colA = tx * 4, colB = 64 + tx * 4;
+                    StoreRow8(o, bias, s, rowA + 0, cOut, colA, colB, c00, c01, c02, c03, c04, c05, c06, c07);
+                    StoreRow8(o, bias, s, rowA + 1, cOut, colA, colB, c10, c11, c12, c13, c14, c15, c16, c17);
+                    StoreRow8(o, bias, s, rowA + 2, cOut, colA, colB, c20, c21, c22, c23, c24, c25, c26, c27);
+                    StoreRow8(o, bias, s, rowA + 3, cOut, colA, colB, c30, c31, c32, c33, c34, c35, c36, c37);
+                    StoreRow8(o, bias, s, rowA + 64, cOut, colA, colB, c40, c41, c42, c43, c44, c45, c46, c47);
+                    StoreRow8(o, bias, s, rowA + 65, cOut, colA, colB, c50, c51, c52, c53, c54, c55, c56, c57);
+                    StoreRow8(o, bias, s, rowA + 66, cOut, colA, colB, c60, c61, c62, c63, c64, c65, c66, c67);
+                    StoreRow8(o, bias, s, rowA + 67, cOut, colA, colB, c70, c71, c72, c73, c74, c75, c76, c77);
+                }
+                Group.Barrier();   // the column table is rewritten by the next pass or tile
+            }
+        }
+    }
+
     /// <summary>gb[c] = Σ_n Σ_p gy[n, c, p]: one group per channel (grid-stride), float64 partials, thread 0 sums them in order.</summary>
     internal static void BiasGradKernel(ArrayView<float> gy, ArrayView<float> gb, int batch, int channels, int plane)
     {
@@ -441,6 +571,7 @@ public static class ConvKernels
     public static IReadOnlyList<(string Name, System.Reflection.MethodInfo Method)> KernelMethods { get; } =
     [
         ("conv_gemm", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>)ConvGemmKernel).Method),
+        ("conv_gemm128", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>)ConvGemm128Kernel).Method),
         ("conv_bias_grad", ((Action<ArrayView<float>, ArrayView<float>, int, int, int>)BiasGradKernel).Method),
         ("max_pool_fwd", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>)MaxPoolForwardKernel).Method),
         ("max_pool_bwd_gather", ((Action<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>)MaxPoolBackwardGatherKernel).Method),
@@ -453,7 +584,7 @@ public static class ConvKernels
 
     private sealed class Loaded
     {
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>? Gemm;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>? Gemm, Gemm128;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? BiasGrad;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>? MaxFwd;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>? MaxBwdGather, MaxBwdScatter;
@@ -465,10 +596,23 @@ public static class ConvKernels
 
     private static Loaded For(Accelerator acc) => Cache.GetValue(acc, _ => new Loaded());
 
-    private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape> GemmKernel(Accelerator acc)
+    private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape> GemmKernel(Accelerator acc, ConvVersion v)
     {
         var l = For(acc);
-        lock (l) return l.Gemm ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>(ConvGemmKernel);
+        lock (l)
+            return v == ConvVersion.Tile128
+                ? l.Gemm128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>(ConvGemm128Kernel)
+                : l.Gemm ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>(ConvGemmKernel);
+    }
+
+    /// <summary>
+    /// The version <see cref="ConvVersion.Auto"/> runs for a GEMM of M × N (the rule is a guess until the lab has run on a GPU:
+    /// the 128 tile when M fills most of it and there are at least as many 128 tiles as multiprocessors, else the 64 tile).
+    /// </summary>
+    public static ConvVersion Choose(Accelerator acc, int m, int n)
+    {
+        long tiles128 = (long)((m + BM2 - 1) / BM2) * ((n + BN2 - 1) / BN2);
+        return m >= 96 && tiles128 >= acc.NumMultiprocessors ? ConvVersion.Tile128 : ConvVersion.Tile64;
     }
 
     private static int GroupSize(Accelerator acc) => Math.Min(GpuGroupSize, acc.MaxNumThreadsPerGroup);
@@ -481,12 +625,14 @@ public static class ConvKernels
     }
 
     private static void LaunchGemm(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
-        ArrayView<float> bias, ConvGemmShape s)
+        ArrayView<float> bias, ConvGemmShape s, ConvVersion v)
     {
         if (s.M == 0 || s.N == 0) return;
-        int tilesM = (s.M + BM - 1) / BM, tilesN = (s.N + BN - 1) / BN;
+        if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
+        int tm = v == ConvVersion.Tile128 ? BM2 : BM, tn = v == ConvVersion.Tile128 ? BN2 : BN;
+        int tilesM = (s.M + tm - 1) / tm, tilesN = (s.N + tn - 1) / tn;
         var cfg = new KernelConfig(new Index2D(tilesN, Math.Min(tilesM, 65535)), new Index2D(GroupSize(acc), 1));
-        GemmKernel(acc)(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s);
+        GemmKernel(acc, v)(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s);
     }
 
     private static ConvGemmShape Geometry(string op, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p)
@@ -529,7 +675,7 @@ public static class ConvKernels
     /// <paramref name="bias"/> is non-empty), enqueued on <paramref name="stream"/> (null: the default stream). y is overwritten.
     /// </summary>
     public static void Conv2dForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
-        ArrayView<float> y, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p)
+        ArrayView<float> y, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d";
@@ -543,12 +689,12 @@ public static class ConvKernels
         s.Mode = (int)ConvMode.Forward;
         s.M = cout; s.N = batch * P; s.K = cin * kh * kw;
         s.AStride = s.K; s.OutStride = P; s.HasBias = bias.Length > 0 ? 1 : 0;
-        LaunchGemm(acc, stream, weight, x, y, bias, s);
+        LaunchGemm(acc, stream, weight, x, y, bias, s, version);
     }
 
     /// <summary>gx [batch, cin, h, w] ← ∂conv2d/∂x given gy [batch, cout, Ho, Wo] (overwritten; no atomics, deterministic).</summary>
     public static void Conv2dBackwardInput(Accelerator acc, AcceleratorStream? stream, ArrayView<float> gy, ArrayView<float> weight,
-        ArrayView<float> gx, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p)
+        ArrayView<float> gx, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d backward (input)";
@@ -559,12 +705,12 @@ public static class ConvKernels
         s.Mode = (int)ConvMode.BackwardInput;
         s.M = cin; s.N = batch * h * w; s.K = cout * kh * kw;
         s.AStride = kh * kw; s.OutStride = h * w;
-        LaunchGemm(acc, stream, weight, gy, gx, default, s);
+        LaunchGemm(acc, stream, weight, gy, gx, default, s, version);
     }
 
     /// <summary>gw [cout, cin, kh, kw] ← ∂conv2d/∂w and, when <paramref name="gb"/> is non-empty, gb [cout] ← Σ gy (both overwritten).</summary>
     public static void Conv2dBackwardWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> gy,
-        ArrayView<float> gw, ArrayView<float> gb, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p)
+        ArrayView<float> gw, ArrayView<float> gb, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d backward (weight)";
@@ -578,7 +724,7 @@ public static class ConvKernels
         s.Mode = (int)ConvMode.BackwardWeight;
         s.M = cout; s.N = cin * kh * kw; s.K = batch * P;
         s.AStride = P; s.OutStride = s.N;
-        LaunchGemm(acc, stream, gy, x, gw, default, s);
+        LaunchGemm(acc, stream, gy, x, gw, default, s, version);
         if (gb.Length > 0 && cout > 0)
         {
             var l = For(acc);

@@ -47,11 +47,15 @@ public class ConvKernelTests
     }
 
     private void CheckConv(int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, bool bias, ulong seed)
-        => CheckConv(_acc, batch, cin, h, w, cout, kh, kw, p, bias, seed);
-
-    private static void CheckConv(Accelerator acc, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, bool bias, ulong seed)
     {
-        string what = $"conv x [{batch},{cin},{h},{w}] w [{cout},{cin},{kh},{kw}] {p} bias {bias}";
+        foreach (var v in Versions) CheckConv(_acc, batch, cin, h, w, cout, kh, kw, p, bias, seed, v);
+    }
+
+    private static readonly ConvVersion[] Versions = [ConvVersion.Tile64, ConvVersion.Tile128];
+
+    private static void CheckConv(Accelerator acc, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, bool bias, ulong seed, ConvVersion v)
+    {
+        string what = $"{v} conv x [{batch},{cin},{h},{w}] w [{cout},{cin},{kh},{kw}] {p} bias {bias}";
         var (ho, wo) = ConvKernels.OutputSize(h, w, kh, kw, p);
         using var x = OpCheck.Rand([batch, cin, h, w], seed, DType.Float32);
         using var wt = OpCheck.Rand([cout, cin, kh, kw], seed + 1, DType.Float32);
@@ -73,9 +77,9 @@ public class ConvKernelTests
         using var dgx = Poisoned(acc, gx.Numel);
         using var dgw = Poisoned(acc, gw.Numel);
         using var dgb = Poisoned(acc, cout);
-        ConvKernels.Conv2dForward(acc, null, dx.View, dw.View, bias ? db.View : default, dy.View, batch, cin, h, w, cout, kh, kw, p);
-        ConvKernels.Conv2dBackwardInput(acc, null, dgy.View, dw.View, dgx.View, batch, cin, h, w, cout, kh, kw, p);
-        ConvKernels.Conv2dBackwardWeight(acc, null, dx.View, dgy.View, dgw.View, dgb.View, batch, cin, h, w, cout, kh, kw, p);
+        ConvKernels.Conv2dForward(acc, null, dx.View, dw.View, bias ? db.View : default, dy.View, batch, cin, h, w, cout, kh, kw, p, v);
+        ConvKernels.Conv2dBackwardInput(acc, null, dgy.View, dw.View, dgx.View, batch, cin, h, w, cout, kh, kw, p, v);
+        ConvKernels.Conv2dBackwardWeight(acc, null, dx.View, dgy.View, dgw.View, dgb.View, batch, cin, h, w, cout, kh, kw, p, v);
         acc.Synchronize();
 
         // float32 sums of K (or batch·positions) products of values in [-1, 1]: absolute error grows with the length
@@ -105,9 +109,14 @@ public class ConvKernelTests
     [Test]
     public void ChannelsOffTheTileAndSeveralMTiles()
     {
-        // Cout 67 > one 64-row tile; K = 7·9 = 63 and 67·9 spans several 16-deep K tiles; 1 image, 5×6 plane
-        CheckConv(1, 7, 5, 6, 67, 3, 3, Conv2dParams.Symmetric(1, 1), bias: true, seed: 50);
+        // Cout 67 > one 64-row tile; K = 66·4 of backward-input spans many K tiles; 1 image, 5×6 plane, 2×2 taps, pads (1,0,0,1)
+        CheckConv(1, 5, 5, 6, 67, 2, 2, new Conv2dParams(1, 1, 1, 0, 0, 1), bias: true, seed: 50);
     }
+
+    [Test]
+    public void SeveralTilesOf128InBothDirections()
+        // Cout 130 > one 128-row tile (v2), N = 2·11·12 = 264 > two 128-column tiles
+        => CheckConv(_acc, 2, 2, 11, 12, 130, 1, 1, Conv2dParams.Symmetric(1, 0), true, 51, ConvVersion.Tile128);
 
     [Test]
     public void RectangularKernelMixedStridesAndPadding()
@@ -162,7 +171,7 @@ public class ConvKernelTests
         using var ctx = Context.Create(b => b.CPU(new CPUDevice(32, 8, 1)).EnableAlgorithms().Assertions());
         using var acc = ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
         Assert.That(acc.MaxNumThreadsPerGroup, Is.EqualTo(ConvKernels.GpuGroupSize));
-        CheckConv(acc, 1, 3, 6, 5, 4, 3, 3, new Conv2dParams(2, 1, 0, 1, 1, 1), bias: true, seed: 80);
+        foreach (var v in Versions) CheckConv(acc, 1, 3, 6, 5, 4, 3, 3, new Conv2dParams(2, 1, 0, 1, 1, 1), bias: true, seed: 80, v);
     }
 
     [Test]
