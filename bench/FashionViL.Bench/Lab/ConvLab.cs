@@ -17,6 +17,8 @@ namespace FashionViL.Bench.Lab;
 /// once, outputs written once). <c>Run("cuda")</c> uses the first CUDA device at ResNet-50 shapes, the headline being the
 /// layer3 3×3 conv [64,256,14,14] 256→256; <c>Run("cpu")</c> runs ILGPU's CPU accelerator on tiny shapes (timings there
 /// mean nothing; it shows the lab works).
+/// Each convolution pass runs both implicit-GEMM versions (<see cref="ConvVersion"/>); a trailing * marks the one
+/// <see cref="ConvKernels.Choose"/> picks for that shape, so the table shows whether the rule is right.
 /// <para>
 /// Predictions, written before any GPU run (none yet: the numbers are owed). The kernel is the 64×64-tile, 4×4-per-thread
 /// scheme that reached 13.3 TFLOP/s as a plain SGEMM on the H100 (gpu.md), plus the implicit-GEMM loader (two shared
@@ -24,7 +26,9 @@ namespace FashionViL.Bench.Lab;
 /// M 256 × N 12544 × K 2304 = 14.8 GFLOP in 784 tiles (6 waves of 132 SMs): expect 8–12 TFLOP/s (1.2–1.8 ms), against
 /// the 66.9 TFLOP/s fp32 datasheet peak and ~51.5 TFLOP/s cuBLAS SGEMM. Backward-input wastes nothing at stride 1, the
 /// same figure; backward-weight is M 256 × N 2304 × K 12544 in only 144 tiles (about one wave), so expect it lower,
-/// 5–8 TFLOP/s, until split-K is added. If a measurement misses by more than 20%, explain it (SASS, occupancy) first.
+/// 5–8 TFLOP/s, until split-K is added. Tile128 (8×8 per thread, float4 shared loads, like GemmKernels v4) should gain
+/// 1.3–1.8× where it has enough tiles (layer1/layer3 forward and backward-input: 196–1568 tiles) and lose on backward-weight
+/// at layer3 (36 tiles for 132 SMs). If a measurement misses by more than 20%, explain it (SASS, occupancy) first.
 /// </para>
 /// </summary>
 public static class ConvLab
@@ -131,20 +135,25 @@ public static class ConvLab
         string shape = $"x[{c.N},{c.Cin},{c.H},{c.W}] w[{c.Cout},{c.Cin},{c.K},{c.K}] s{p.StrideH} p{p.PadTop}";
         int kFwd = c.Cin * c.K * c.K, kBi = c.Cout * c.K * c.K, kBw = c.N * ho * wo;
 
-        void Fwd(int _) => ConvKernels.Conv2dForward(acc, null, dx.View, dw.View, db.View, dy.View, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.K, p);
-        void Bi(int _) => ConvKernels.Conv2dBackwardInput(acc, null, dgy.View, dw.View, dgx.View, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.K, p);
-        void Bw(int _) => ConvKernels.Conv2dBackwardWeight(acc, null, dx.View, dgy.View, dgw.View, dgb.View, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.K, p);
+        foreach (var v in new[] { ConvVersion.Tile64, ConvVersion.Tile128 })
+        {
+            void Fwd(int _) => ConvKernels.Conv2dForward(acc, null, dx.View, dw.View, db.View, dy.View, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.K, p, v);
+            void Bi(int _) => ConvKernels.Conv2dBackwardInput(acc, null, dgy.View, dw.View, dgx.View, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.K, p, v);
+            void Bw(int _) => ConvKernels.Conv2dBackwardWeight(acc, null, dx.View, dgy.View, dgw.View, dgb.View, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.K, p, v);
+            string Tag(int m, int n) => $"{v}{(ConvKernels.Choose(acc, m, n) == v ? "*" : "")}";
 
-        Fwd(0); acc.Synchronize();
-        var (w1, a1) = Compare(dy.GetAsArray1D(), wantY, kFwd);
-        Record(s, $"{c.Name} fwd", shape, MedianUs(s, Fwd), flop, w1, a1);
-        Bi(0); acc.Synchronize();
-        var (w2, a2) = Compare(dgx.GetAsArray1D(), wantGx, kBi);
-        Record(s, $"{c.Name} bwd input", shape, MedianUs(s, Bi), flop, w2, a2);
-        Bw(0); acc.Synchronize();
-        var (w3, a3) = Compare(dgw.GetAsArray1D(), wantGw, kBw);
-        var (w4, a4) = Compare(dgb.GetAsArray1D(), wantGb, kBw);
-        Record(s, $"{c.Name} bwd weight+bias", shape, MedianUs(s, Bw), flop, Math.Max(w3, w4), Math.Max(a3, a4));
+            dy.MemSetToZero(); dgx.MemSetToZero(); dgw.MemSetToZero();
+            Fwd(0); acc.Synchronize();
+            var (w1, a1) = Compare(dy.GetAsArray1D(), wantY, kFwd);
+            Record(s, $"{c.Name} fwd {Tag(c.Cout, c.N * ho * wo)}", shape, MedianUs(s, Fwd), flop, w1, a1);
+            Bi(0); acc.Synchronize();
+            var (w2, a2) = Compare(dgx.GetAsArray1D(), wantGx, kBi);
+            Record(s, $"{c.Name} bwd-in {Tag(c.Cin, c.N * c.H * c.W)}", shape, MedianUs(s, Bi), flop, w2, a2);
+            Bw(0); acc.Synchronize();
+            var (w3, a3) = Compare(dgw.GetAsArray1D(), wantGw, kBw);
+            var (w4, a4) = Compare(dgb.GetAsArray1D(), wantGb, kBw);
+            Record(s, $"{c.Name} bwd-w+b {Tag(c.Cout, c.Cin * c.K * c.K)}", shape, MedianUs(s, Bw), flop, Math.Max(w3, w4), Math.Max(a3, a4));
+        }
     }
 
     private static void Pools(Setup s, int n, int ch, int h, int w, int adaptC, int adaptHw)
@@ -247,7 +256,7 @@ public static class ConvLab
     }
 
     private static string Line(Result r) => string.Format(CultureInfo.InvariantCulture,
-        "{0,-34} {1,-42} {2,11:F1} {3,10:F1} {4,-8} {5,8} {6,10:E2} {7,8:F3} {8}",
+        "{0,-40} {1,-42} {2,11:F1} {3,10:F1} {4,-8} {5,8} {6,10:E2} {7,8:F3} {8}",
         r.Op, r.Shape, r.Us, r.Rate, r.Unit, r.Unit == "GFLOP/s" ? (100 * r.Rate / (FmaPeakTflops * 1000)).ToString("F1", CultureInfo.InvariantCulture) + "%" : "",
         r.MaxAbs, r.WorstTol, r.WorstTol <= 1 ? "ok" : "FAIL");
 
@@ -256,7 +265,7 @@ public static class ConvLab
         Console.WriteLine();
         Console.WriteLine($"== conv lab summary ({(s.Gpu ? "GPU" : "CPU emulator: timings meaningless")}; conv FLOPs = 2·N·Cout·Ho·Wo·Cin·Kh·Kw per pass, "
             + $"% of the {FmaPeakTflops} TFLOP/s fp32 peak; tol = {Rtol:G}·(1 + |ref|) + 2e-7·(reduction length) vs CpuBackend)");
-        Console.WriteLine(string.Format(CultureInfo.InvariantCulture, "{0,-34} {1,-42} {2,11} {3,10} {4,-8} {5,8} {6,10} {7,8} {8}",
+        Console.WriteLine(string.Format(CultureInfo.InvariantCulture, "{0,-40} {1,-42} {2,11} {3,10} {4,-8} {5,8} {6,10} {7,8} {8}",
             "op", "shape", "median µs", "rate", "unit", "of peak", "max |err|", "err/tol", "check"));
         foreach (var r in s.Results) Console.WriteLine(Line(r));
     }

@@ -60,8 +60,9 @@ public struct PoolShape
 /// three results are deterministic. The bias gradient is a separate per-channel reduction (float64 partials).
 /// </para>
 /// <para>
-/// Tiles are compile-time constants (64×64 outputs, K tiles of 16, 4×4 outputs per micro-tile with rows and columns
-/// strided by 16); the group size is a launch parameter and every cooperative loop strides by Group.DimX, so the same
+/// Two versions (<see cref="ConvVersion"/>; the lab times both, <see cref="Choose"/> picks by shape): v1 a 64×64 tile, K
+/// tiles of 16, 4×4 outputs per micro-tile with rows and columns strided by 16; v2 a 128×128 tile, K tiles of 8, 8×8
+/// outputs per micro-tile read as float4 from shared memory. Tiles are compile-time constants; the group size is a launch parameter and every cooperative loop strides by Group.DimX, so the same
 /// code runs with 2-thread groups on ILGPU's CPU accelerator and 256-thread groups on a GPU. Kernels never throw:
 /// launchers validate view lengths and geometry first (ArgumentException naming the op and shapes).
 /// </para>
