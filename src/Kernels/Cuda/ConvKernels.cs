@@ -38,6 +38,9 @@ public struct ConvGemmShape
     /// <summary>Distance in the output between consecutive rows m (out[colOut(n) + m·OutStride]).</summary>
     public int OutStride;
     public int HasBias;
+    /// <summary>Split-K: the K range is cut into <see cref="Splits"/> chunks of <see cref="KChunk"/> (a multiple of 16); chunk z
+    /// writes its partial product at output offset z·<see cref="SplitStride"/> (a workspace), reduced in order afterwards.</summary>
+    public int Splits, KChunk, SplitStride;
 }
 
 /// <summary>The scalar arguments of the pooling kernels.</summary>
@@ -87,9 +90,9 @@ public static class ConvKernels
     // ---------------------------------------------------------------- implicit GEMM conv
 
     /// <summary>Fills the four K-row entries of row kk for K index k (k ≥ K: invalid, marked by −1).</summary>
-    private static void KRow(ConvGemmShape s, int k, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW, int slot)
+    private static void KRow(ConvGemmShape s, int k, int kEnd, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW, int slot)
     {
-        if (k >= s.K)
+        if (k >= kEnd)
         {
             kA[slot] = -1; kBase[slot] = -1; kH[slot] = 0; kW[slot] = 0;
             return;
@@ -186,12 +189,12 @@ public static class ConvKernels
         return b[colBase + kBase + oh * s.Wo + ow];
     }
 
-    private static void StoreRow(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int m, int c0, int c1, int c2, int c3,
+    private static void StoreRow(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int zOff, int m, int c0, int c1, int c2, int c3,
         float v0, float v1, float v2, float v3)
     {
         if (m >= s.M) return;
         float bv = s.HasBias != 0 ? bias[m] : 0f;
-        int ro = m * s.OutStride;
+        int ro = m * s.OutStride + zOff;
         if (c0 >= 0) o[c0 + ro] = v0 + bv;
         if (c1 >= 0) o[c1 + ro] = v1 + bv;
         if (c2 >= 0) o[c2 + ro] = v2 + bv;
@@ -218,11 +221,13 @@ public static class ConvKernels
         int tid = Group.IdxX, nt = Group.DimX;
         int passes = (Micro + nt - 1) / nt;
         int tilesM = (s.M + BM - 1) / BM, tilesN = (s.N + BN - 1) / BN;
-        int kTiles = (s.K + BK - 1) / BK;
+        for (int kz = Grid.IdxZ; kz < s.Splits; kz += Grid.DimZ)
         for (int tm = Grid.IdxY; tm < tilesM; tm += Grid.DimY)
         for (int tn = Grid.IdxX; tn < tilesN; tn += Grid.DimX)
         {
             int m0 = tm * BM, n0 = tn * BN;
+            int kLo = kz * s.KChunk, kEnd = XMin(s.K, kLo + s.KChunk), zOff = kz * s.SplitStride;
+            int kTiles = (kEnd - kLo + BK - 1) / BK;
             for (int p = 0; p < passes; p++)
             {
                 int mt = p * nt + tid;
@@ -232,7 +237,7 @@ public static class ConvKernels
                 float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f;
                 float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f;
                 for (int e = tid; e < BN; e += nt) Column(s, n0 + e, cBase, cH, cW, cOut, e);
-                for (int e = tid; e < BK; e += nt) KRow(s, e, kA, kBase, kH, kW, e);
+                for (int e = tid; e < BK; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);
                 Group.Barrier();
                 for (int kt = 0; kt < kTiles; kt++)
                 {
@@ -254,7 +259,7 @@ public static class ConvKernels
                     Group.Barrier();
                     // the next tile's K rows (buffer nxt was last read before the previous barrier)
                     if (kt + 1 < kTiles)
-                        for (int e = tid; e < BK; e += nt) KRow(s, k0 + BK + e, kA, kBase, kH, kW, nxt + e);
+                        for (int e = tid; e < BK; e += nt) KRow(s, kLo + k0 + BK + e, kEnd, kA, kBase, kH, kW, nxt + e);
                     for (int kk = 0; kk < BK; kk++)
                     {
                         int ab = kk * AsStride + ty, bb = kk * BN + tx;
@@ -270,10 +275,10 @@ public static class ConvKernels
                 if (active)
                 {
                     int o0 = cOut[tx], o1 = cOut[tx + 16], o2 = cOut[tx + 32], o3 = cOut[tx + 48];
-                    StoreRow(o, bias, s, m0 + ty, o0, o1, o2, o3, c00, c01, c02, c03);
-                    StoreRow(o, bias, s, m0 + ty + 16, o0, o1, o2, o3, c10, c11, c12, c13);
-                    StoreRow(o, bias, s, m0 + ty + 32, o0, o1, o2, o3, c20, c21, c22, c23);
-                    StoreRow(o, bias, s, m0 + ty + 48, o0, o1, o2, o3, c30, c31, c32, c33);
+                    StoreRow(o, bias, s, zOff, m0 + ty, o0, o1, o2, o3, c00, c01, c02, c03);
+                    StoreRow(o, bias, s, zOff, m0 + ty + 16, o0, o1, o2, o3, c10, c11, c12, c13);
+                    StoreRow(o, bias, s, zOff, m0 + ty + 32, o0, o1, o2, o3, c20, c21, c22, c23);
+                    StoreRow(o, bias, s, zOff, m0 + ty + 48, o0, o1, o2, o3, c30, c31, c32, c33);
                 }
                 Group.Barrier();   // the column table is rewritten by the next pass or tile
             }
@@ -283,12 +288,12 @@ public static class ConvKernels
     private const int BM2 = 128, BN2 = 128, BK2 = 8, Micro2 = (BM2 / 8) * (BN2 / 8);
     private const int As2Stride = BM2 + 4;   // padded by one float4: the k-major A stores spread over the banks, rows stay 16-byte aligned
 
-    private static void StoreRow8(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int m, ArrayView<int> cOut, int c0, int c1,
+    private static void StoreRow8(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int zOff, int m, ArrayView<int> cOut, int c0, int c1,
         float v0, float v1, float v2, float v3, float v4, float v5, float v6, float v7)
     {
         if (m >= s.M) return;
         float bv = s.HasBias != 0 ? bias[m] : 0f;
-        int ro = m * s.OutStride;
+        int ro = m * s.OutStride + zOff;
         int o0 = cOut[c0], o1 = cOut[c0 + 1], o2 = cOut[c0 + 2], o3 = cOut[c0 + 3];
         int o4 = cOut[c1], o5 = cOut[c1 + 1], o6 = cOut[c1 + 2], o7 = cOut[c1 + 3];
         if (o0 >= 0) o[o0 + ro] = v0 + bv;
@@ -323,11 +328,13 @@ public static class ConvKernels
         int tid = Group.IdxX, nt = Group.DimX;
         int passes = (Micro2 + nt - 1) / nt;
         int tilesM = (s.M + BM2 - 1) / BM2, tilesN = (s.N + BN2 - 1) / BN2;
-        int kTiles = (s.K + BK2 - 1) / BK2;
+        for (int kz = Grid.IdxZ; kz < s.Splits; kz += Grid.DimZ)
         for (int tm = Grid.IdxY; tm < tilesM; tm += Grid.DimY)
         for (int tn = Grid.IdxX; tn < tilesN; tn += Grid.DimX)
         {
             int m0 = tm * BM2, n0 = tn * BN2;
+            int kLo = kz * s.KChunk, kEnd = XMin(s.K, kLo + s.KChunk), zOff = kz * s.SplitStride;
+            int kTiles = (kEnd - kLo + BK2 - 1) / BK2;
             for (int p = 0; p < passes; p++)
             {
                 int mt = p * nt + tid;
@@ -343,7 +350,7 @@ public static class ConvKernels
                 float c60 = 0f, c61 = 0f, c62 = 0f, c63 = 0f, c64 = 0f, c65 = 0f, c66 = 0f, c67 = 0f;
                 float c70 = 0f, c71 = 0f, c72 = 0f, c73 = 0f, c74 = 0f, c75 = 0f, c76 = 0f, c77 = 0f;
                 for (int e = tid; e < BN2; e += nt) Column(s, n0 + e, cBase, cH, cW, cOut, e);
-                for (int e = tid; e < BK2; e += nt) KRow(s, e, kA, kBase, kH, kW, e);
+                for (int e = tid; e < BK2; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);
                 Group.Barrier();
                 for (int kt = 0; kt < kTiles; kt++)
                 {
@@ -364,7 +371,7 @@ public static class ConvKernels
                     }
                     Group.Barrier();
                     if (kt + 1 < kTiles)
-                        for (int e = tid; e < BK2; e += nt) KRow(s, k0 + BK2 + e, kA, kBase, kH, kW, nxt + e);
+                        for (int e = tid; e < BK2; e += nt) KRow(s, kLo + k0 + BK2 + e, kEnd, kA, kBase, kH, kW, nxt + e);
                     for (int kk = 0; kk < BK2; kk++)
                     {
                         int ab = kk * (As2Stride / 4) + ty, bb = kk * (BN2 / 4) + tx;
@@ -385,17 +392,29 @@ public static class ConvKernels
                 if (active)
                 {
                     int rowA = m0 + ty * 4, colA = tx * 4, colB = 64 + tx * 4;
-                    StoreRow8(o, bias, s, rowA + 0, cOut, colA, colB, c00, c01, c02, c03, c04, c05, c06, c07);
-                    StoreRow8(o, bias, s, rowA + 1, cOut, colA, colB, c10, c11, c12, c13, c14, c15, c16, c17);
-                    StoreRow8(o, bias, s, rowA + 2, cOut, colA, colB, c20, c21, c22, c23, c24, c25, c26, c27);
-                    StoreRow8(o, bias, s, rowA + 3, cOut, colA, colB, c30, c31, c32, c33, c34, c35, c36, c37);
-                    StoreRow8(o, bias, s, rowA + 64, cOut, colA, colB, c40, c41, c42, c43, c44, c45, c46, c47);
-                    StoreRow8(o, bias, s, rowA + 65, cOut, colA, colB, c50, c51, c52, c53, c54, c55, c56, c57);
-                    StoreRow8(o, bias, s, rowA + 66, cOut, colA, colB, c60, c61, c62, c63, c64, c65, c66, c67);
-                    StoreRow8(o, bias, s, rowA + 67, cOut, colA, colB, c70, c71, c72, c73, c74, c75, c76, c77);
+                    StoreRow8(o, bias, s, zOff, rowA + 0, cOut, colA, colB, c00, c01, c02, c03, c04, c05, c06, c07);
+                    StoreRow8(o, bias, s, zOff, rowA + 1, cOut, colA, colB, c10, c11, c12, c13, c14, c15, c16, c17);
+                    StoreRow8(o, bias, s, zOff, rowA + 2, cOut, colA, colB, c20, c21, c22, c23, c24, c25, c26, c27);
+                    StoreRow8(o, bias, s, zOff, rowA + 3, cOut, colA, colB, c30, c31, c32, c33, c34, c35, c36, c37);
+                    StoreRow8(o, bias, s, zOff, rowA + 64, cOut, colA, colB, c40, c41, c42, c43, c44, c45, c46, c47);
+                    StoreRow8(o, bias, s, zOff, rowA + 65, cOut, colA, colB, c50, c51, c52, c53, c54, c55, c56, c57);
+                    StoreRow8(o, bias, s, zOff, rowA + 66, cOut, colA, colB, c60, c61, c62, c63, c64, c65, c66, c67);
+                    StoreRow8(o, bias, s, zOff, rowA + 67, cOut, colA, colB, c70, c71, c72, c73, c74, c75, c76, c77);
                 }
                 Group.Barrier();   // the column table is rewritten by the next pass or tile
             }
+        }
+    }
+
+    /// <summary>Split-K reduction: o[i] = Σ_z ws[z·count + i], z in order (deterministic).</summary>
+    internal static void SplitReduceKernel(ArrayView<float> ws, ArrayView<float> o, int count, int splits)
+    {
+        long step = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < count; i += step)
+        {
+            float acc = 0f;
+            for (int z = 0; z < splits; z++) acc += ws[(long)z * count + i];
+            o[i] = acc;
         }
     }
 
@@ -573,6 +592,7 @@ public static class ConvKernels
     [
         ("conv_gemm", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>)ConvGemmKernel).Method),
         ("conv_gemm128", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>)ConvGemm128Kernel).Method),
+        ("conv_split_reduce", ((Action<ArrayView<float>, ArrayView<float>, int, int>)SplitReduceKernel).Method),
         ("conv_bias_grad", ((Action<ArrayView<float>, ArrayView<float>, int, int, int>)BiasGradKernel).Method),
         ("max_pool_fwd", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>)MaxPoolForwardKernel).Method),
         ("max_pool_bwd_gather", ((Action<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>)MaxPoolBackwardGatherKernel).Method),
@@ -587,6 +607,7 @@ public static class ConvKernels
     {
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>? Gemm, Gemm128;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? BiasGrad;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? SplitReduce;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>? MaxFwd;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>? MaxBwdGather, MaxBwdScatter;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape>? AvgFwd, AvgBwd;
@@ -630,9 +651,13 @@ public static class ConvKernels
     {
         if (s.M == 0 || s.N == 0) return;
         if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
+        if (s.Splits < 1)
+        {
+            s.Splits = 1; s.KChunk = s.K; s.SplitStride = 0;
+        }
         int tm = v == ConvVersion.Tile128 ? BM2 : BM, tn = v == ConvVersion.Tile128 ? BN2 : BN;
         int tilesM = (s.M + tm - 1) / tm, tilesN = (s.N + tn - 1) / tn;
-        var cfg = new KernelConfig(new Index2D(tilesN, Math.Min(tilesM, 65535)), new Index2D(GroupSize(acc), 1));
+        var cfg = new KernelConfig(new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(s.Splits, 65535)), new Index3D(GroupSize(acc), 1, 1));
         GemmKernel(acc, v)(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s);
     }
 
@@ -709,9 +734,16 @@ public static class ConvKernels
         LaunchGemm(acc, stream, weight, gy, gx, default, s, version);
     }
 
-    /// <summary>gw [cout, cin, kh, kw] ← ∂conv2d/∂w and, when <paramref name="gb"/> is non-empty, gb [cout] ← Σ gy (both overwritten).</summary>
+    /// <summary>
+    /// gw [cout, cin, kh, kw] ← ∂conv2d/∂w and, when <paramref name="gb"/> is non-empty, gb [cout] ← Σ gy (both overwritten).
+    /// The reduction runs over batch·Ho·Wo, often with few output tiles (ResNet layer3/4): given a <paramref name="workspace"/>
+    /// of at least 2·cout·cin·kh·kw floats, the K range is split (deterministic split-K: partials into the workspace, then an
+    /// in-order sum). <paramref name="splits"/> 0 picks the count (enough groups for twice the multiprocessors, each chunk at
+    /// least 256 deep, as many as the workspace holds); 1 disables it.
+    /// </summary>
     public static void Conv2dBackwardWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> gy,
-        ArrayView<float> gw, ArrayView<float> gb, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto)
+        ArrayView<float> gw, ArrayView<float> gb, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
+        ArrayView<float> workspace = default, int splits = 0)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d backward (weight)";
@@ -725,7 +757,38 @@ public static class ConvKernels
         s.Mode = (int)ConvMode.BackwardWeight;
         s.M = cout; s.N = cin * kh * kw; s.K = batch * P;
         s.AStride = P; s.OutStride = s.N;
-        LaunchGemm(acc, stream, gy, x, gw, default, s, version);
+        if (splits < 0) throw new ArgumentException($"{op} (ilgpu): splits must be ≥ 0, got {splits}");
+        long mn = (long)s.M * s.N;
+        int sp = 1;
+        if (mn > 0 && s.K > 0 && workspace.Length >= 2 * mn)
+        {
+            if (version == ConvVersion.Auto) version = Choose(acc, s.M, s.N);
+            int tile = version == ConvVersion.Tile128 ? BM2 : BM;
+            long tiles = (long)((s.M + tile - 1) / tile) * ((s.N + tile - 1) / tile);
+            long want = splits > 0 ? splits : (2L * acc.NumMultiprocessors + tiles - 1) / tiles;
+            long cap = Math.Min(workspace.Length / mn, splits > 0 ? long.MaxValue : Math.Max(1, s.K / 256));
+            sp = (int)Math.Clamp(Math.Min(want, cap), 1, 65535);
+        }
+        else if (splits > 1 && mn > 0)
+            throw new ArgumentException($"{op} (ilgpu): {splits} splits need a workspace of {splits * mn} floats, got {workspace.Length}");
+        int chunk = s.K;
+        if (sp > 1)
+        {
+            chunk = (s.K + sp - 1) / sp;
+            chunk = (chunk + BK - 1) / BK * BK;
+            sp = (s.K + chunk - 1) / chunk;
+            if ((long)sp * mn > int.MaxValue) throw new ArgumentException($"{op} (ilgpu): split-K workspace over 2^31 elements ({sp}·{mn})");
+        }
+        if (sp > 1)
+        {
+            s.Splits = sp; s.KChunk = chunk; s.SplitStride = (int)mn;
+            LaunchGemm(acc, stream, gy, x, workspace, default, s, version);
+            var l2 = For(acc);
+            Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> r;
+            lock (l2) r = l2.SplitReduce ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SplitReduceKernel);
+            r(stream ?? acc.DefaultStream, Flat(acc, mn), workspace, gw, (int)mn, sp);
+        }
+        else LaunchGemm(acc, stream, gy, x, gw, default, s, version);
         if (gb.Length > 0 && cout > 0)
         {
             var l = For(acc);

@@ -127,6 +127,32 @@ public class ConvKernelTests
     }
 
     [Test]
+    public void SplitKBackwardWeight([Values(ConvVersion.Tile64, ConvVersion.Tile128)] ConvVersion v, [Values(0, 3)] int splits)
+    {
+        // K = 2·12·10 = 240 (explicit: 3 chunks of 80) or 2·18·16 = 576 (auto: 2 chunks of 288 on the CPU device's 2 MPs)
+        int batch = 2, cin = 3, cout = 5, h = splits == 0 ? 18 : 12, w = splits == 0 ? 17 : 11;
+        var p = new Conv2dParams(1, 1, 1, 1, 0, 1);
+        var (ho, wo) = ConvKernels.OutputSize(h, w, 3, 3, p);
+        using var x = OpCheck.Rand([batch, cin, h, w], 90, DType.Float32);
+        using var gy = OpCheck.Rand([batch, cout, ho, wo], 91, DType.Float32);
+        using var gw = Tensor.Empty([cout, cin, 3, 3]);
+        CpuBackend.Instance.Conv2dBackwardWeight(x, gy, gw, null, p);
+        using var dx = _acc.Allocate1D(Host(x));
+        using var dgy = _acc.Allocate1D(Host(gy));
+        using var dgw = Poisoned(_acc, gw.Numel);
+        using var ws = Poisoned(_acc, 4 * gw.Numel);
+        ConvKernels.Conv2dBackwardWeight(_acc, null, dx.View, dgy.View, dgw.View, default, batch, cin, h, w, cout, 3, 3, p, v, ws.View, splits);
+        _acc.Synchronize();
+        OpCheck.AssertClose(D(dgw.GetAsArray1D()), D(Host(gw)), 1e-5, 1e-6 + 2e-7 * batch * ho * wo, $"{v} split-K ({splits}) backward weight");
+        // the workspace was used: its first slice holds a partial sum, not the poison
+        Assert.That(float.IsNaN(ws.GetAsArray1D()[0]), Is.False, "split-K did not run");
+        using var tiny = _acc.Allocate1D<float>(gw.Numel);
+        var e = Assert.Throws<ArgumentException>(() => ConvKernels.Conv2dBackwardWeight(_acc, null, dx.View, dgy.View, dgw.View, default,
+            batch, cin, h, w, cout, 3, 3, p, v, tiny.View, 4))!;
+        Assert.That(e.Message, Does.Contain("4 splits need a workspace"));
+    }
+
+    [Test]
     public void EmptyBatchZeroesTheWeightGradient()
     {
         using var dx = _acc.Allocate1D<float>(1);
@@ -298,6 +324,7 @@ public class ConvKernelTests
             var entry = EntryPointDescription.FromExplicitlyGroupedKernel(method);
             var ptx = ((PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
             Assert.That(ptx, Does.Contain(".entry"), $"{name}: no PTX entry");
+            if (name == "conv_gemm128") Assert.That(ptx, Does.Match(@"ld\.shared\.v4\.f32"), "v2: no 128-bit shared load");
             if (Environment.GetEnvironmentVariable("FVL_DUMP_PTX") is { Length: > 0 } dir) File.WriteAllText(Path.Combine(dir, $"conv_{name}.ptx"), ptx);
         }
     }
