@@ -26,7 +26,8 @@ namespace FashionViL.Bench.Lab;
 /// M 256 × N 12544 × K 2304 = 14.8 GFLOP in 784 tiles (6 waves of 132 SMs): expect 8–12 TFLOP/s (1.2–1.8 ms), against
 /// the 66.9 TFLOP/s fp32 datasheet peak and ~51.5 TFLOP/s cuBLAS SGEMM. Backward-input wastes nothing at stride 1, the
 /// same figure; backward-weight is M 256 × N 2304 × K 12544 in only 144 tiles (about one wave), so expect it lower,
-/// 5–8 TFLOP/s, until split-K is added. Tile128 (8×8 per thread, float4 shared loads, like GemmKernels v4) should gain
+/// 5–8 TFLOP/s without split-K; with the workspace (split-K, chunks ≥ 256 deep, ≥ 2 groups per SM) it should approach
+/// the forward figure less the partial-sum traffic (16 × 2.4 MB written and read: ~15 µs at 3 TB/s). Tile128 (8×8 per thread, float4 shared loads, like GemmKernels v4) should gain
 /// 1.3–1.8× where it has enough tiles (layer1/layer3 forward and backward-input: 196–1568 tiles) and lose on backward-weight
 /// at layer3 (36 tiles for 132 SMs). If a measurement misses by more than 20%, explain it (SASS, occupancy) first.
 /// </para>
@@ -131,6 +132,7 @@ public static class ConvLab
         using var dgx = acc.Allocate1D<float>(nx);
         using var dgw = acc.Allocate1D<float>(nw);
         using var dgb = acc.Allocate1D<float>(c.Cout);
+        using var ws = acc.Allocate1D<float>(16 * nw);   // split-K workspace for backward-weight (up to 16 chunks)
         double flop = 2.0 * c.N * c.Cout * ho * wo * c.Cin * c.K * c.K;
         string shape = $"x[{c.N},{c.Cin},{c.H},{c.W}] w[{c.Cout},{c.Cin},{c.K},{c.K}] s{p.StrideH} p{p.PadTop}";
         int kFwd = c.Cin * c.K * c.K, kBi = c.Cout * c.K * c.K, kBw = c.N * ho * wo;
@@ -153,6 +155,12 @@ public static class ConvLab
             var (w3, a3) = Compare(dgw.GetAsArray1D(), wantGw, kBw);
             var (w4, a4) = Compare(dgb.GetAsArray1D(), wantGb, kBw);
             Record(s, $"{c.Name} bwd-w+b {Tag(c.Cout, c.Cin * c.K * c.K)}", shape, MedianUs(s, Bw), flop, Math.Max(w3, w4), Math.Max(a3, a4));
+            void BwS(int _) => ConvKernels.Conv2dBackwardWeight(acc, null, dx.View, dgy.View, dgw.View, dgb.View, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.K, p, v, ws.View);
+            dgw.MemSetToZero();
+            BwS(0); acc.Synchronize();
+            var (w5, a5) = Compare(dgw.GetAsArray1D(), wantGw, kBw);
+            var (w6, a6) = Compare(dgb.GetAsArray1D(), wantGb, kBw);
+            Record(s, $"{c.Name} bwd-w+b splitK {v}", shape, MedianUs(s, BwS), flop, Math.Max(w5, w6), Math.Max(a5, a6));
         }
     }
 
