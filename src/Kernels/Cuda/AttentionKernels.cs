@@ -1,0 +1,531 @@
+using System.Runtime.CompilerServices;
+using FashionViL.Tensors;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace FashionViL.Kernels.Cuda;
+
+/// <summary>Where element [b,h,l,s] of an additive attention mask lives: Offset + b·B + h·H + l·L + s·S (zero strides broadcast).</summary>
+public readonly record struct AttentionMaskLayout(long Offset, long B, long H, long L, long S)
+{
+    /// <summary>The layout of a mask tensor already broadcast (expanded) to [B,H,L,S].</summary>
+    public static AttentionMaskLayout Of(Tensor mask)
+    {
+        if (mask.Rank != 4) throw new ArgumentException($"attention (cuda): mask {mask.ShapeString} must be rank 4 [B,H,L,S]");
+        var st = mask.Strides;
+        return new AttentionMaskLayout(mask.Offset, st[0], st[1], st[2], st[3]);
+    }
+}
+
+/// <summary>The scalar arguments of the attention kernels.</summary>
+public struct AttentionParams
+{
+    public int B, H, L, S, D, Flags;
+    public float Scale, Drop;   // Drop: the factor kept probabilities get, (float)(1/(1−p)); 0 when p = 1
+    public uint Thr;            // keep iff (Philox word >> 8) ≥ Thr
+    public ulong Seed, Offset;
+    public long MaskOff, MaskSB, MaskSH, MaskSL, MaskSS;
+}
+
+/// <summary>
+/// Fused attention on ILGPU (float32), the semantics of <c>CpuBackend.AttentionForward/Backward</c>:
+/// o = dropout(softmax(scale·q·kᵀ + mask))·v with the softmax (before dropout) written to probs [B,H,L,S]; dropout keeps
+/// element i (flat index in [B,H,L,S]) iff <c>Philox.Uniform(seed, offset, i) ≥ p</c>, computed in the kernels with
+/// <see cref="Philox.Word"/>. q, o, gq, go are contiguous [B,H,L,D]; k, v, gk, gv contiguous [B,H,S,D]; probs contiguous;
+/// the mask any strides (<see cref="AttentionMaskLayout"/>). Strided q/k/v (e.g. heads split out of a fused QKV projection
+/// without a copy) would need per-operand strides in <see cref="AttentionParams"/>: not done yet, the caller makes them contiguous.
+/// <para>
+/// Forward: one group per (b·h, tile of <see cref="QT"/> query rows). The Q tile sits in shared memory, K then V stream
+/// through in tiles of <see cref="KT"/> rows (row stride D+1: conflict-free column reads), the scores of the tile's rows are
+/// kept in shared memory when S ≤ <see cref="SCap"/> (else in probs, which is global scratch until the softmax overwrites it),
+/// one warp per row does the softmax with shuffles, and the O accumulators reuse the Q tile's shared memory.
+/// Backward: kernel 1 (per query tile) computes gS = P∘(gP − rowsum(P∘gP))·scale with gP = keep·drop·(gO·vᵀ), writes gS to a
+/// workspace [B,H,L,S] and gq = gS·k; kernel 2 (per b·h and tile of <see cref="KT2"/> keys) sums gk = gSᵀ·q and
+/// gv = (P·keep·drop)ᵀ·gO over all query rows: deterministic, no atomics. Scores and outputs are register-blocked four query
+/// rows (keys in kernel 2) per thread. D ≤ <see cref="DMax"/>; any L, S ≥ 0.
+/// </para>
+/// Tile sizes are constants, the group size a launch parameter (a multiple of the warp size: 128 on a GPU, 2 on the CPU
+/// accelerator), reductions use <see cref="Warp.WarpSize"/>. Shared memory: 41 088 bytes per group (forward and kernel 1),
+/// 34 816 (kernel 2), under the 48 KiB ILGPU can launch. Kernels never throw; the launchers validate every size first.
+/// </summary>
+internal static class AttentionKernels
+{
+    /// <summary>Query rows per group (forward, backward kernel 1).</summary>
+    public const int QT = 16;
+    /// <summary>K/V rows per shared tile.</summary>
+    public const int KT = 32;
+    /// <summary>Longest key sequence whose scores stay in shared memory (longer ones go through global memory).</summary>
+    public const int SCap = 256;
+    /// <summary>Largest head dimension.</summary>
+    public const int DMax = 128;
+    /// <summary>Keys per group in backward kernel 2.</summary>
+    public const int KT2 = 16;
+    /// <summary>Query rows per shared tile in backward kernel 2.</summary>
+    public const int LT = 16;
+    /// <summary>Rows (keys) blocked per thread.</summary>
+    private const int RB = 4;
+
+    /// <summary>Threads per group on a GPU (the kernels take any multiple of the warp size).</summary>
+    public const int GpuGroupSize = 128;
+
+    internal const int FlagMask = 1, FlagDropout = 2;
+
+    // ================================================================== device helpers
+
+    private static float WarpSum(float v)
+    {
+        for (int o = Warp.WarpSize / 2; o > 0; o >>= 1) v += Warp.ShuffleXor(v, o);
+        return v;
+    }
+
+    private static float WarpMax(float v)
+    {
+        for (int o = Warp.WarpSize / 2; o > 0; o >>= 1) { float u = Warp.ShuffleXor(v, o); v = u > v ? u : v; }
+        return v;
+    }
+
+    /// <summary>keep·drop for flat element i of [B,H,L,S] (Drop when dropout is off).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Factor(AttentionParams a, long i)
+    {
+        if ((a.Flags & FlagDropout) == 0) return a.Drop;
+        return (Philox.Word(a.Seed, a.Offset, i) >> 8) >= a.Thr ? a.Drop : 0f;
+    }
+
+    /// <summary>rows[r·D + e] ← src[base + r·D + e] for r &lt; n (dense tile).</summary>
+    private static void LoadRows(ArrayView<float> dst, ArrayView<float> src, long baseOff, int n, int d)
+    {
+        for (int i = Group.IdxX; i < n * d; i += Group.DimX) dst[i] = src[baseOff + i];
+    }
+
+    /// <summary>dst[j·(D+1) + e] ← src[base + j·D + e] for j &lt; n (row stride D+1: column reads hit distinct banks).</summary>
+    private static void LoadPadded(ArrayView<float> dst, ArrayView<float> src, long baseOff, int n, int d)
+    {
+        for (int i = Group.IdxX; i < n * d; i += Group.DimX)
+        {
+            int j = i / d;
+            dst[i + j] = src[baseOff + i];   // j·(D+1) + e = i + j
+        }
+    }
+
+    /// <summary>
+    /// acc[r·D + e] += Σ_{j &lt; nk} w[r·SCap + wOff + j]·t[j·(D+1) + e] for rows r &lt; nq: four rows per thread, one load of t
+    /// per four FMAs (w reads are warp broadcasts).
+    /// </summary>
+    private static void AccumulateRows(ArrayView<float> acc, ArrayView<float> w, int wOff, ArrayView<float> t, int nq, int nk, int d)
+    {
+        int ld = d + 1;
+        int items = QT / RB * d;
+        for (int it = Group.IdxX; it < items; it += Group.DimX)
+        {
+            int rg = it / d, e = it - rg * d;
+            int r0 = rg * RB;
+            if (r0 >= nq) continue;
+            int w0 = r0 * SCap + wOff;
+            float a0 = 0f, a1 = 0f, a2 = 0f, a3 = 0f;
+            for (int j = 0; j < nk; j++)
+            {
+                float x = t[j * ld + e];
+                a0 += w[w0 + j] * x;
+                a1 += w[w0 + SCap + j] * x;
+                a2 += w[w0 + 2 * SCap + j] * x;
+                a3 += w[w0 + 3 * SCap + j] * x;
+            }
+            int o = r0 * d + e;
+            acc[o] += a0;
+            if (r0 + 1 < nq) acc[o + d] += a1;
+            if (r0 + 2 < nq) acc[o + 2 * d] += a2;
+            if (r0 + 3 < nq) acc[o + 3 * d] += a3;
+        }
+    }
+
+    /// <summary>
+    /// dot(r, j) = rows[r·D..]·t[j·(D+1)..] for r &lt; nq, j &lt; nk, four rows per thread; calls back through the flat
+    /// outputs: out[(r·SCap) + j] in shared memory, or (when big) glob[gBase + r·S + j0 + j]. Scaled by scale, plus the mask.
+    /// </summary>
+    private static void Scores(ArrayView<float> rows, ArrayView<float> t, int nq, int nk, int j0, int d,
+        ArrayView<float> sc, ArrayView<float> glob, long gBase, bool big, ArrayView<float> mask, AttentionParams a, int b, int h, int l0, bool scaleAndMask)
+    {
+        int ld = d + 1;
+        int items = QT / RB * KT;
+        for (int it = Group.IdxX; it < items; it += Group.DimX)
+        {
+            int rg = it / KT, j = it - rg * KT;
+            int r0 = rg * RB;
+            if (r0 >= nq || j >= nk) continue;
+            int q0 = r0 * d, kb = j * ld;
+            // rows past nq read stale (finite or not) shared values; their results are never stored
+            float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+            for (int e = 0; e < d; e++)
+            {
+                float kx = t[kb + e];
+                s0 += rows[q0 + e] * kx;
+                s1 += rows[q0 + d + e] * kx;
+                s2 += rows[q0 + 2 * d + e] * kx;
+                s3 += rows[q0 + 3 * d + e] * kx;
+            }
+            int jj = j0 + j;
+            StoreScore(s0, r0, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
+            if (r0 + 1 < nq) StoreScore(s1, r0 + 1, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
+            if (r0 + 2 < nq) StoreScore(s2, r0 + 2, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
+            if (r0 + 3 < nq) StoreScore(s3, r0 + 3, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreScore(float dot, int r, int jj, ArrayView<float> sc, ArrayView<float> glob, long gBase, bool big,
+        ArrayView<float> mask, AttentionParams a, int b, int h, int l0, bool scaleAndMask)
+    {
+        float v = dot;
+        if (scaleAndMask)
+        {
+            v = a.Scale * dot;
+            if ((a.Flags & FlagMask) != 0)
+                v += mask[a.MaskOff + b * a.MaskSB + h * a.MaskSH + (l0 + r) * a.MaskSL + jj * a.MaskSS];
+        }
+        if (big) glob[gBase + (long)r * a.S + jj] = v;
+        else sc[r * SCap + jj] = v;
+    }
+
+    /// <summary>Big-S mode: sc[r·SCap + j] ← glob at (r, j0 + j) for the tile's rows (times keep·drop when <paramref name="dropWeights"/>).</summary>
+    private static void StageTile(ArrayView<float> sc, ArrayView<float> glob, long gBase, int nq, int nk, int j0, AttentionParams a, bool dropWeights)
+    {
+        for (int i = Group.IdxX; i < nq * KT; i += Group.DimX)
+        {
+            int r = i / KT, j = i - r * KT;
+            if (j >= nk) continue;
+            long gi = gBase + (long)r * a.S + j0 + j;
+            float x = glob[gi];
+            sc[r * SCap + j] = dropWeights ? x * Factor(a, gi) : x;
+        }
+    }
+
+    // ================================================================== forward
+
+    internal static void ForwardKernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> mask,
+        ArrayView<float> o, ArrayView<float> probs, AttentionParams a)
+    {
+        var qs = SharedMemory.Allocate<float>(QT * DMax);        // Q tile, then the O accumulators
+        var kv = SharedMemory.Allocate<float>(KT * (DMax + 1));  // K tile, then V tile (padded rows)
+        var sc = SharedMemory.Allocate<float>(QT * SCap);        // scores, then dropped probabilities
+        int L = a.L, S = a.S, D = a.D;
+        bool big = S > SCap;
+        int qTiles = (L + QT - 1) / QT;
+        int tiles = a.B * a.H * qTiles;
+        int tid = Group.IdxX, g = Group.DimX, warp = Warp.WarpSize;
+        int nw = g / warp, wi = tid / warp, lane = Warp.LaneIdx;
+        for (int t = Grid.IdxX; t < tiles; t += Grid.DimX)
+        {
+            int bh = t / qTiles, l0 = (t - bh * qTiles) * QT;
+            int nq = IntrinsicMath.Min(QT, L - l0);
+            int b = bh / a.H, h = bh - b * a.H;
+            long qBase = ((long)bh * L + l0) * D, kBase = (long)bh * S * D, pBase = ((long)bh * L + l0) * S;
+
+            LoadRows(qs, q, qBase, nq, D);
+            Group.Barrier();
+            for (int j0 = 0; j0 < S; j0 += KT)
+            {
+                int nk = IntrinsicMath.Min(KT, S - j0);
+                LoadPadded(kv, k, kBase + (long)j0 * D, nk, D);
+                Group.Barrier();
+                Scores(qs, kv, nq, nk, j0, D, sc, probs, pBase, big, mask, a, b, h, l0, true);
+                Group.Barrier();
+            }
+
+            // softmax, one warp per row; probs ← p, sc ← keep·drop·p (shared mode)
+            for (int r = wi; r < nq; r += nw)
+            {
+                long prow = pBase + (long)r * S;
+                int srow = r * SCap;
+                float m = float.NegativeInfinity;
+                for (int j = lane; j < S; j += warp)
+                {
+                    float x = big ? probs[prow + j] : sc[srow + j];
+                    m = x > m ? x : m;
+                }
+                m = WarpMax(m);
+                if (m == float.NegativeInfinity) m = 0f;   // all −∞: exp gives zeros (as the CPU backend)
+                float sum = 0f;
+                for (int j = lane; j < S; j += warp)
+                {
+                    float ex;
+                    if (big) { ex = MathF.Exp(probs[prow + j] - m); probs[prow + j] = ex; }
+                    else { ex = MathF.Exp(sc[srow + j] - m); sc[srow + j] = ex; }
+                    sum += ex;
+                }
+                sum = WarpSum(sum);
+                float inv = 1f / sum;
+                for (int j = lane; j < S; j += warp)
+                {
+                    float p = (big ? probs[prow + j] : sc[srow + j]) * inv;
+                    probs[prow + j] = p;
+                    if (!big) sc[srow + j] = p * Factor(a, prow + j);
+                }
+            }
+            for (int i = tid; i < nq * D; i += g) qs[i] = 0f;
+            Group.Barrier();
+
+            for (int j0 = 0; j0 < S; j0 += KT)
+            {
+                int nk = IntrinsicMath.Min(KT, S - j0);
+                LoadPadded(kv, v, kBase + (long)j0 * D, nk, D);
+                if (big) StageTile(sc, probs, pBase, nq, nk, j0, a, true);
+                Group.Barrier();
+                AccumulateRows(qs, sc, big ? 0 : j0, kv, nq, nk, D);
+                Group.Barrier();
+            }
+            for (int i = tid; i < nq * D; i += g) o[qBase + i] = qs[i];
+            Group.Barrier();
+        }
+    }
+
+    // ================================================================== backward
+
+    /// <summary>Kernel 1: gS (to ws) and gq, per (b·h, query tile).</summary>
+    internal static void BackwardQKernel(ArrayView<float> k, ArrayView<float> v, ArrayView<float> probs, ArrayView<float> go,
+        ArrayView<float> gq, ArrayView<float> ws, AttentionParams a)
+    {
+        var qs = SharedMemory.Allocate<float>(QT * DMax);        // gO tile, then the gQ accumulators
+        var kv = SharedMemory.Allocate<float>(KT * (DMax + 1));  // V tile, then K tile
+        var sc = SharedMemory.Allocate<float>(QT * SCap);        // gO·vᵀ, then gS
+        int L = a.L, S = a.S, D = a.D;
+        bool big = S > SCap;
+        int qTiles = (L + QT - 1) / QT;
+        int tiles = a.B * a.H * qTiles;
+        int tid = Group.IdxX, g = Group.DimX, warp = Warp.WarpSize;
+        int nw = g / warp, wi = tid / warp, lane = Warp.LaneIdx;
+        for (int t = Grid.IdxX; t < tiles; t += Grid.DimX)
+        {
+            int bh = t / qTiles, l0 = (t - bh * qTiles) * QT;
+            int nq = IntrinsicMath.Min(QT, L - l0);
+            int b = bh / a.H, h = bh - b * a.H;
+            long qBase = ((long)bh * L + l0) * D, kBase = (long)bh * S * D, pBase = ((long)bh * L + l0) * S;
+
+            LoadRows(qs, go, qBase, nq, D);
+            Group.Barrier();
+            for (int j0 = 0; j0 < S; j0 += KT)
+            {
+                int nk = IntrinsicMath.Min(KT, S - j0);
+                LoadPadded(kv, v, kBase + (long)j0 * D, nk, D);
+                Group.Barrier();
+                Scores(qs, kv, nq, nk, j0, D, sc, ws, pBase, big, probs, a, b, h, l0, false);
+                Group.Barrier();
+            }
+
+            // gP = keep·drop·(gO·v); gS = P·(gP − Σ P·gP)·scale, one warp per row
+            for (int r = wi; r < nq; r += nw)
+            {
+                long prow = pBase + (long)r * S;
+                int srow = r * SCap;
+                float dot = 0f;
+                for (int j = lane; j < S; j += warp)
+                {
+                    long pi = prow + j;
+                    float gp = (big ? ws[pi] : sc[srow + j]) * Factor(a, pi);
+                    if (big) ws[pi] = gp; else sc[srow + j] = gp;
+                    dot += probs[pi] * gp;
+                }
+                dot = WarpSum(dot);
+                for (int j = lane; j < S; j += warp)
+                {
+                    long pi = prow + j;
+                    float gp = big ? ws[pi] : sc[srow + j];
+                    float gs = probs[pi] * (gp - dot) * a.Scale;
+                    ws[pi] = gs;
+                    if (!big) sc[srow + j] = gs;
+                }
+            }
+            for (int i = tid; i < nq * D; i += g) qs[i] = 0f;
+            Group.Barrier();
+
+            for (int j0 = 0; j0 < S; j0 += KT)
+            {
+                int nk = IntrinsicMath.Min(KT, S - j0);
+                LoadPadded(kv, k, kBase + (long)j0 * D, nk, D);
+                if (big) StageTile(sc, ws, pBase, nq, nk, j0, a, false);
+                Group.Barrier();
+                AccumulateRows(qs, sc, big ? 0 : j0, kv, nq, nk, D);
+                Group.Barrier();
+            }
+            for (int i = tid; i < nq * D; i += g) gq[qBase + i] = qs[i];
+            Group.Barrier();
+        }
+    }
+
+    /// <summary>Kernel 2: gk = gSᵀ·q and gv = (P·keep·drop)ᵀ·gO, per (b·h, tile of KT2 keys), summed over all query rows.</summary>
+    internal static void BackwardKVKernel(ArrayView<float> q, ArrayView<float> probs, ArrayView<float> go, ArrayView<float> ws,
+        ArrayView<float> gk, ArrayView<float> gv, AttentionParams a)
+    {
+        var accK = SharedMemory.Allocate<float>(KT2 * DMax);
+        var accV = SharedMemory.Allocate<float>(KT2 * DMax);
+        var qt = SharedMemory.Allocate<float>(LT * DMax);
+        var got = SharedMemory.Allocate<float>(LT * DMax);
+        var pdt = SharedMemory.Allocate<float>(LT * KT2);
+        var gst = SharedMemory.Allocate<float>(LT * KT2);
+        int L = a.L, S = a.S, D = a.D;
+        int kTiles = (S + KT2 - 1) / KT2;
+        int tiles = a.B * a.H * kTiles;
+        int tid = Group.IdxX, g = Group.DimX;
+        for (int t = Grid.IdxX; t < tiles; t += Grid.DimX)
+        {
+            int bh = t / kTiles, s0 = (t - bh * kTiles) * KT2;
+            int ns = IntrinsicMath.Min(KT2, S - s0);
+            long kBase = ((long)bh * S + s0) * D, qBase = (long)bh * L * D, pBase = (long)bh * L * S;
+            for (int i = tid; i < ns * D; i += g) { accK[i] = 0f; accV[i] = 0f; }
+            for (int l0 = 0; l0 < L; l0 += LT)
+            {
+                int nl = IntrinsicMath.Min(LT, L - l0);
+                LoadRows(qt, q, qBase + (long)l0 * D, nl, D);
+                LoadRows(got, go, qBase + (long)l0 * D, nl, D);
+                for (int i = tid; i < LT * KT2; i += g)
+                {
+                    int l = i / KT2, s = i - l * KT2;
+                    float pd = 0f, gs = 0f;   // rows past nl contribute zero
+                    if (l < nl && s < ns)
+                    {
+                        long pi = pBase + (long)(l0 + l) * S + s0 + s;
+                        pd = probs[pi] * Factor(a, pi);
+                        gs = ws[pi];
+                    }
+                    pdt[i] = pd; gst[i] = gs;
+                }
+                Group.Barrier();
+                int items = KT2 / RB * D;
+                for (int it = tid; it < items; it += g)
+                {
+                    int sg = it / D, e = it - sg * D;
+                    int sb = sg * RB;
+                    if (sb >= ns) continue;
+                    float v0 = 0f, v1 = 0f, v2 = 0f, v3 = 0f, k0 = 0f, k1 = 0f, k2 = 0f, k3 = 0f;
+                    for (int l = 0; l < nl; l++)
+                    {
+                        float gx = got[l * D + e], qx = qt[l * D + e];
+                        int w = l * KT2 + sb;
+                        v0 += pdt[w] * gx; v1 += pdt[w + 1] * gx; v2 += pdt[w + 2] * gx; v3 += pdt[w + 3] * gx;
+                        k0 += gst[w] * qx; k1 += gst[w + 1] * qx; k2 += gst[w + 2] * qx; k3 += gst[w + 3] * qx;
+                    }
+                    int o = sb * D + e;
+                    accV[o] += v0; accK[o] += k0;
+                    if (sb + 1 < ns) { accV[o + D] += v1; accK[o + D] += k1; }
+                    if (sb + 2 < ns) { accV[o + 2 * D] += v2; accK[o + 2 * D] += k2; }
+                    if (sb + 3 < ns) { accV[o + 3 * D] += v3; accK[o + 3 * D] += k3; }
+                }
+                Group.Barrier();
+            }
+            for (int i = tid; i < ns * D; i += g) { gk[kBase + i] = accK[i]; gv[kBase + i] = accV[i]; }
+            Group.Barrier();
+        }
+    }
+
+    // ================================================================== launchers
+
+    private sealed class Loaded
+    {
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>? Fwd;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>? BwdQ;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>? BwdKV;
+    }
+
+    private static readonly ConditionalWeakTable<Accelerator, Loaded> Cache = new();
+
+    private static Loaded For(Accelerator acc) => Cache.GetValue(acc, _ => new Loaded());
+
+    private static int GroupSize(Accelerator acc, string op, int groupSize)
+    {
+        int warp = acc.WarpSize;
+        int gs = groupSize == 0 ? Math.Max(warp, Math.Min(GpuGroupSize, acc.MaxNumThreadsPerGroup) / warp * warp) : groupSize;
+        if (gs <= 0 || gs % warp != 0 || gs > acc.MaxNumThreadsPerGroup)
+            throw new ArgumentException($"{op}: group size {gs} must be a positive multiple of the warp size {warp}, at most {acc.MaxNumThreadsPerGroup}");
+        return gs;
+    }
+
+    private static KernelConfig Config(long tiles, int gs) => new((int)Math.Min(tiles, 1 << 20), gs);
+
+    private static AttentionParams Params(string op, int b, int h, int l, int s, int d, double scale, double p, ulong seed, ulong offset)
+    {
+        if (b < 0 || h < 0 || l < 0 || s < 0 || d < 0) throw new ArgumentException($"{op}: negative shape B={b}, H={h}, L={l}, S={s}, D={d}");
+        if (d > DMax) throw new ArgumentException($"{op}: head dimension {d} (q [{b},{h},{l},{d}]) exceeds the kernel's maximum {DMax}");
+        if (!(p >= 0 && p <= 1)) throw new ArgumentException($"{op}: probability {p} must be in [0, 1]");
+        if ((long)b * h * l * Math.Max(s, d) > int.MaxValue || (long)b * h * s * d > int.MaxValue)
+            throw new ArgumentException($"{op}: [{b},{h},{l},{s}] with D={d} is too large for 32-bit tile counts");
+        return new AttentionParams
+        {
+            B = b, H = h, L = l, S = s, D = d,
+            Scale = (float)scale, Drop = DropoutKernels.KeepScale(p), Thr = DropoutKernels.Threshold(p),
+            Flags = p > 0 ? FlagDropout : 0, Seed = seed, Offset = offset,
+        };
+    }
+
+    private static void Need(string op, string name, ArrayView<float> view, long n, string shape)
+    {
+        if (view.Length < n) throw new ArgumentException($"{op}: {name} has {view.Length} elements, needs {n} for {shape}");
+    }
+
+    /// <summary>
+    /// Fused attention forward: o [B,H,L,D] and probs [B,H,L,S] (softmax before dropout) from contiguous q [B,H,L,D],
+    /// k, v [B,H,S,D] and an optional additive mask laid out by <paramref name="maskLayout"/> (zero strides broadcast).
+    /// Dropout with probability <paramref name="dropoutP"/> from the Philox stream at (seed, offset).
+    /// </summary>
+    public static void Forward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float>? mask, AttentionMaskLayout maskLayout, ArrayView<float> o, ArrayView<float> probs,
+        int b, int h, int l, int s, int d, double scale, double dropoutP, ulong seed, ulong offset, int groupSize = 0)
+    {
+        const string op = "attention (cuda)";
+        ArgumentNullException.ThrowIfNull(acc);
+        var a = Params(op, b, h, l, s, d, scale, dropoutP, seed, offset);
+        string shape = $"q [{b},{h},{l},{d}], k/v [{b},{h},{s},{d}]";
+        long nq = (long)b * h * l * d, nk = (long)b * h * s * d, np = (long)b * h * l * s;
+        Need(op, "q", q, nq, shape); Need(op, "k", k, nk, shape); Need(op, "v", v, nk, shape);
+        Need(op, "o", o, nq, shape); Need(op, "probs", probs, np, shape);
+        if (mask is { } mv && np > 0)
+        {
+            var m = maskLayout;
+            if (m.Offset < 0 || m.B < 0 || m.H < 0 || m.L < 0 || m.S < 0)
+                throw new ArgumentException($"{op}: mask layout {m} has a negative offset or stride");
+            long last = m.Offset + (b - 1) * m.B + (h - 1) * m.H + (l - 1) * m.L + (s - 1) * m.S;
+            if (last >= mv.Length)
+                throw new ArgumentException($"{op}: mask layout {m} reaches element {last}, the mask has {mv.Length} ([{b},{h},{l},{s}])");
+            a.Flags |= FlagMask;
+            a.MaskOff = m.Offset; a.MaskSB = m.B; a.MaskSH = m.H; a.MaskSL = m.L; a.MaskSS = m.S;
+        }
+        if ((long)b * h * l == 0) return;
+        int gs = GroupSize(acc, op, groupSize);
+        var kern = For(acc).Fwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(ForwardKernel);
+        long tiles = (long)b * h * ((l + QT - 1) / QT);
+        kern(stream ?? acc.DefaultStream, Config(tiles, gs), q, k, v, mask ?? q, o, probs, a);
+    }
+
+    /// <summary>Floats of workspace <see cref="Backward"/> needs: one per element of probs.</summary>
+    public static long BackwardWorkspace(int b, int h, int l, int s) => (long)b * h * l * s;
+
+    /// <summary>
+    /// Attention backward: gq [B,H,L,D], gk and gv [B,H,S,D] (all contiguous, overwritten) from the saved probs, go and the
+    /// same dropout stream. <paramref name="workspace"/> holds <see cref="BackwardWorkspace"/> floats (gS).
+    /// </summary>
+    public static void Backward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float> probs, ArrayView<float> go, ArrayView<float> gq, ArrayView<float> gk, ArrayView<float> gv, ArrayView<float> workspace,
+        int b, int h, int l, int s, int d, double scale, double dropoutP, ulong seed, ulong offset, int groupSize = 0)
+    {
+        const string op = "attention backward (cuda)";
+        ArgumentNullException.ThrowIfNull(acc);
+        var a = Params(op, b, h, l, s, d, scale, dropoutP, seed, offset);
+        string shape = $"q [{b},{h},{l},{d}], k/v [{b},{h},{s},{d}]";
+        long nq = (long)b * h * l * d, nk = (long)b * h * s * d, np = (long)b * h * l * s;
+        Need(op, "q", q, nq, shape); Need(op, "k", k, nk, shape); Need(op, "v", v, nk, shape);
+        Need(op, "probs", probs, np, shape); Need(op, "go", go, nq, shape); Need(op, "gq", gq, nq, shape);
+        Need(op, "gk", gk, nk, shape); Need(op, "gv", gv, nk, shape); Need(op, "workspace", workspace, np, shape);
+        int gs = GroupSize(acc, op, groupSize);
+        var st = stream ?? acc.DefaultStream;
+        var loaded = For(acc);
+        if ((long)b * h * l > 0)
+        {
+            var k1 = loaded.BwdQ ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(BackwardQKernel);
+            k1(st, Config((long)b * h * ((l + QT - 1) / QT), gs), k, v, probs, go, gq, workspace, a);
+        }
+        if ((long)b * h * s > 0)
+        {
+            var k2 = loaded.BwdKV ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(BackwardKVKernel);
+            k2(st, Config((long)b * h * ((s + KT2 - 1) / KT2), gs), q, probs, go, workspace, gk, gv, a);
+        }
+    }
+}

@@ -1,0 +1,364 @@
+using FashionViL.Tensors;
+using ILGPU;
+using ILGPU.Runtime;
+using Device = FashionViL.Tensors.Device;
+
+namespace FashionViL.Kernels.Cuda;
+
+/// <summary>Kept dims (one output each, row-major) and reduced dims of a reduction, each coalesced to rank ≤ 6.</summary>
+public struct ReduceLayout
+{
+    public Dims6 KeptSize, KeptStride, RedSize, RedStride;
+    public int Base;
+
+    public static int Offset(Dims6 size, Dims6 st, int i)
+    {
+        int r = i, q, o = 0;
+        q = r / size.D5; o += (r - q * size.D5) * st.D5; r = q;
+        q = r / size.D4; o += (r - q * size.D4) * st.D4; r = q;
+        q = r / size.D3; o += (r - q * size.D3) * st.D3; r = q;
+        q = r / size.D2; o += (r - q * size.D2) * st.D2; r = q;
+        q = r / size.D1; o += (r - q * size.D1) * st.D1; r = q;
+        return o + r * st.D0;
+    }
+}
+
+/// <summary>
+/// Reductions: one group per output (grid-stride over outputs), threads stride over the reduced elements,
+/// then warp shuffles and one shared-memory round across warps. Sums accumulate in float64.
+/// Modes: 0 sum, 1 mean, 2 var (two passes: mean, then squared deviations), 3 max, 4 min (with first arg-extremum).
+/// </summary>
+internal static class ReduceKernels
+{
+    private const int MaxWarps = 32;
+
+    /// <summary>Sum of v over the group; every thread gets the result.</summary>
+    private static double GroupSum(double v, ArrayView<double> shared)
+    {
+        for (int o = Warp.WarpSize / 2; o > 0; o /= 2) v += Warp.ShuffleDown(v, o);
+        if (Warp.IsFirstLane) shared[Warp.WarpIdx] = v;
+        Group.Barrier();
+        int warps = (Group.DimX + Warp.WarpSize - 1) / Warp.WarpSize;
+        double s = 0;
+        for (int w = 0; w < warps; w++) s += shared[w];
+        Group.Barrier();
+        return s;
+    }
+
+    /// <summary>Whether (v1, k1) wins over (v2, k2): NaN first, then the extremum, ties to the lower index.</summary>
+    private static bool Better(double v1, int k1, double v2, int k2, bool max)
+    {
+        bool n1 = KMath.IsNaN(v1), n2 = KMath.IsNaN(v2);
+        if (n1 || n2) return n1 && n2 ? k1 < k2 : n1;
+        if (v1 == v2) return k1 < k2;
+        return max ? v1 > v2 : v1 < v2;
+    }
+
+    /// <summary>
+    /// One thread per output, serial over the reduced elements: used when the outputs are the fast-moving
+    /// dims (adjacent threads then read adjacent memory, e.g. a column sum of a row-major matrix) or the
+    /// reductions are short. Same maths and tie rules as <see cref="Reduce{T, TIO}"/>.
+    /// </summary>
+    public static void ReducePerThread<T, TIO>(ArrayView<T> x, ArrayView<T> y, ArrayView<long> idx, ReduceLayout l,
+        int nOut, int nRed, int mode, double correction, int writeIdx)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var io = default(TIO);
+        for (int o = Grid.GlobalIndex.X; o < nOut; o = KMath.NextGridStride(o, nOut))
+        {
+            int baseOff = l.Base + ReduceLayout.Offset(l.KeptSize, l.KeptStride, o);
+            double r;
+            if (mode <= 2)
+            {
+                double s = 0;
+                for (int j = 0; j < nRed; j++) s += io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]);
+                r = mode == 0 ? s : s / nRed;
+                if (mode == 2)
+                {
+                    double ss = 0;
+                    for (int j = 0; j < nRed; j++)
+                    {
+                        double d = io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]) - r;
+                        ss += d * d;
+                    }
+                    double den = nRed - correction;
+                    r = ss / (den > 0 ? den : 0.0);
+                }
+            }
+            else
+            {
+                bool max = mode == 3;
+                double bv = max ? double.NegativeInfinity : double.PositiveInfinity;
+                int bk = int.MaxValue;
+                for (int j = 0; j < nRed; j++)
+                {
+                    double v = io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]);
+                    if (Better(v, j, bv, bk, max)) { bv = v; bk = j; }
+                }
+                r = bv;
+                if (writeIdx != 0) idx[o] = bk;
+            }
+            y[o] = io.FromDouble(r);
+        }
+    }
+
+    /// <summary>
+    /// Stage 1 of a split reduction (few outputs, long reductions: the GPU would otherwise run a handful of
+    /// groups). Virtual group g handles part g % split of output g / split and writes a partial sum (modes 0, 1)
+    /// or a partial (value, index) extremum (modes 3, 4).
+    /// </summary>
+    public static void ReduceSplit<T, TIO>(ArrayView<T> x, ArrayView<double> partV, ArrayView<int> partI, ReduceLayout l,
+        int nOut, int nRed, int mode, int split)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var sv = SharedMemory.Allocate<double>(MaxWarps);
+        var si = SharedMemory.Allocate<int>(MaxWarps);
+        var io = default(TIO);
+        int chunk = (nRed + split - 1) / split;
+        int total = nOut * split;
+        for (int g = Grid.IdxX; g < total; g += Grid.DimX)
+        {
+            int o = g / split, part = g - o * split;
+            int j0 = part * chunk, j1 = j0 + chunk < nRed ? j0 + chunk : nRed;
+            int baseOff = l.Base + ReduceLayout.Offset(l.KeptSize, l.KeptStride, o);
+            if (mode <= 2)
+            {
+                double s = 0;
+                for (int j = j0 + Group.IdxX; j < j1; j += Group.DimX)
+                    s += io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]);
+                s = GroupSum(s, sv);
+                if (Group.IdxX == 0) partV[g] = s;
+            }
+            else
+            {
+                bool max = mode == 3;
+                double bv = max ? double.NegativeInfinity : double.PositiveInfinity;
+                int bk = int.MaxValue;
+                for (int j = j0 + Group.IdxX; j < j1; j += Group.DimX)
+                {
+                    double v = io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]);
+                    if (Better(v, j, bv, bk, max)) { bv = v; bk = j; }
+                }
+                for (int off = Warp.WarpSize / 2; off > 0; off /= 2)
+                {
+                    double ov = Warp.ShuffleDown(bv, off);
+                    int ok = Warp.ShuffleDown(bk, off);
+                    if (Better(ov, ok, bv, bk, max)) { bv = ov; bk = ok; }
+                }
+                if (Warp.IsFirstLane) { sv[Warp.WarpIdx] = bv; si[Warp.WarpIdx] = bk; }
+                Group.Barrier();
+                int warps = (Group.DimX + Warp.WarpSize - 1) / Warp.WarpSize;
+                bv = sv[0]; bk = si[0];
+                for (int w = 1; w < warps; w++)
+                    if (Better(sv[w], si[w], bv, bk, max)) { bv = sv[w]; bk = si[w]; }
+                Group.Barrier();
+                if (Group.IdxX == 0) { partV[g] = bv; partI[g] = bk; }
+            }
+        }
+    }
+
+    /// <summary>Stage 2 of a split reduction: one thread per output combines its <paramref name="split"/> partials in order.</summary>
+    public static void ReduceFinish<T, TIO>(ArrayView<double> partV, ArrayView<int> partI, ArrayView<T> y, ArrayView<long> idx,
+        int nOut, int nRed, int mode, int split, int writeIdx)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var io = default(TIO);
+        for (int o = Grid.GlobalIndex.X; o < nOut; o = KMath.NextGridStride(o, nOut))
+        {
+            double r;
+            if (mode <= 2)
+            {
+                double s = 0;
+                for (int p = 0; p < split; p++) s += partV[o * split + p];
+                r = mode == 0 ? s : s / nRed;
+            }
+            else
+            {
+                bool max = mode == 3;
+                double bv = partV[o * split];
+                int bk = partI[o * split];
+                for (int p = 1; p < split; p++)
+                    if (Better(partV[o * split + p], partI[o * split + p], bv, bk, max)) { bv = partV[o * split + p]; bk = partI[o * split + p]; }
+                r = bv;
+                if (writeIdx != 0) idx[o] = bk;
+            }
+            y[o] = io.FromDouble(r);
+        }
+    }
+
+    public static void Reduce<T, TIO>(ArrayView<T> x, ArrayView<T> y, ArrayView<long> idx, ReduceLayout l,
+        int nOut, int nRed, int mode, double correction, int writeIdx)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var sv = SharedMemory.Allocate<double>(MaxWarps);
+        var si = SharedMemory.Allocate<int>(MaxWarps);
+        var io = default(TIO);
+        for (int o = Grid.IdxX; o < nOut; o += Grid.DimX)
+        {
+            int baseOff = l.Base + ReduceLayout.Offset(l.KeptSize, l.KeptStride, o);
+            double r;
+            if (mode <= 2)
+            {
+                double s = 0;
+                for (int j = Group.IdxX; j < nRed; j += Group.DimX)
+                    s += io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]);
+                s = GroupSum(s, sv);
+                r = mode == 0 ? s : s / nRed;
+                if (mode == 2)
+                {
+                    double m = r, ss = 0;
+                    for (int j = Group.IdxX; j < nRed; j += Group.DimX)
+                    {
+                        double d = io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]) - m;
+                        ss += d * d;
+                    }
+                    ss = GroupSum(ss, sv);
+                    double den = nRed - correction;
+                    r = ss / (den > 0 ? den : 0.0);
+                }
+            }
+            else
+            {
+                bool max = mode == 3;
+                double bv = max ? double.NegativeInfinity : double.PositiveInfinity;
+                int bk = int.MaxValue;
+                for (int j = Group.IdxX; j < nRed; j += Group.DimX)
+                {
+                    double v = io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]);
+                    if (Better(v, j, bv, bk, max)) { bv = v; bk = j; }
+                }
+                for (int off = Warp.WarpSize / 2; off > 0; off /= 2)
+                {
+                    double ov = Warp.ShuffleDown(bv, off);
+                    int ok = Warp.ShuffleDown(bk, off);
+                    if (Better(ov, ok, bv, bk, max)) { bv = ov; bk = ok; }
+                }
+                if (Warp.IsFirstLane) { sv[Warp.WarpIdx] = bv; si[Warp.WarpIdx] = bk; }
+                Group.Barrier();
+                int warps = (Group.DimX + Warp.WarpSize - 1) / Warp.WarpSize;
+                bv = sv[0]; bk = si[0];
+                for (int w = 1; w < warps; w++)
+                    if (Better(sv[w], si[w], bv, bk, max)) { bv = sv[w]; bk = si[w]; }
+                Group.Barrier();
+                r = bv;
+                if (writeIdx != 0 && Group.IdxX == 0) idx[o] = bk;
+            }
+            if (Group.IdxX == 0) y[o] = io.FromDouble(r);
+        }
+    }
+}
+
+public sealed partial class CudaBackend
+{
+    private MemoryBuffer1D<long, Stride1D.Dense>? _noIndices;
+
+    public void Reduce(ReduceOp op, Tensor x, int[] dims, Tensor y, Tensor? indices = null, double p0 = 0)
+    {
+        RequireFloat(x, $"reduce {op}");
+        RequireHere(x, $"reduce {op}"); RequireHere(y, $"reduce {op}");
+        RequireContiguous(y, $"reduce {op}", "output");
+        if (y.DType != x.DType) throw new ArgumentException($"cuda: reduce {op}: output {y.DType.Name()} differs from input {x.DType.Name()}");
+        if (y.Rank != x.Rank) throw new ArgumentException($"cuda: reduce {op}: output {y.ShapeString} must keep the rank of input {x.ShapeString}");
+        var isReduced = new bool[x.Rank];
+        foreach (var d in dims)
+        {
+            if (d < 0 || d >= x.Rank) throw new ArgumentException($"cuda: reduce {op}: dim {d} out of range for {x.ShapeString}");
+            isReduced[d] = true;
+        }
+        for (int d = 0; d < x.Rank; d++)
+            if (y.Sizes[d] != (isReduced[d] ? 1 : x.Sizes[d])) throw new ArgumentException($"cuda: reduce {op}: output {y.ShapeString} does not match input {x.ShapeString} reduced over [{string.Join(",", dims)}]");
+        if (indices is not null)
+        {
+            if (dims.Length != 1 || op is not (ReduceOp.Max or ReduceOp.Min)) throw new ArgumentException("cuda: reduce: indices are only produced by max/min over one dim");
+            if (indices.DType != DType.Int64 || !indices.Sizes.SequenceEqual(y.Sizes)) throw new ArgumentException($"cuda: reduce {op}: indices must be int64 {y.ShapeString}, got {indices.DType.Name()} {indices.ShapeString}");
+            RequireContiguous(indices, $"reduce {op}", "indices");
+        }
+        var kept = new List<(int Size, int Stride)>();
+        var red = new List<(int Size, int Stride)>();
+        for (int d = 0; d < x.Rank; d++)
+            if (x.Sizes[d] != 1) (isReduced[d] ? red : kept).Add((x.Sizes[d], x.Strides[d]));
+        int nOut = y.Numel, nRed = 1;
+        foreach (var (s, _) in red) nRed *= s;
+        if (x.Numel == 0 && nRed == 0 && nOut > 0 && op is ReduceOp.Max or ReduceOp.Min)
+            throw new ArgumentException($"cuda: reduce {op}: cannot reduce over an empty dimension of {x.ShapeString}");
+        if (nOut == 0) return;
+        if (x.Numel == 0) nRed = 0;
+        var kc = Coalesce(kept, op);
+        var rc = Coalesce(red, op);
+        var l = new ReduceLayout { KeptSize = Dims6.From(Sizes(kc)), KeptStride = Dims6.Strides(Strides(kc)) };
+        l.RedSize = Dims6.From(Sizes(rc)); l.RedStride = Dims6.Strides(Strides(rc));
+        int mode = op switch { ReduceOp.Sum => 0, ReduceOp.Mean => 1, ReduceOp.Var => 2, ReduceOp.Max => 3, _ => 4 };
+        _noIndices ??= Acc.Allocate1D<long>(1);
+        ArrayView<long> iv = indices is null ? _noIndices.View : Dense<long>(indices);
+        // Per-thread when the fastest kept dim is unit-stride and the reduced dims are not (coalesced reads across
+        // threads), or when each reduction is short; otherwise a group per output with warp shuffles.
+        int keptInner = kc.Count > 0 ? kc[^1].Stride : 0, redInner = rc.Count > 0 ? rc[^1].Stride : 0;
+        bool perThread = nRed <= 16 || (keptInner == 1 && redInner != 1 && nOut >= 32);
+        // Few outputs over long reductions: split each reduction across several groups (not for var, which
+        // needs the mean before its second pass).
+        int split = 1;
+        if (!perThread && op != ReduceOp.Var)
+        {
+            if (SplitOverride is int forced) split = forced;
+            else if (nOut < Runtime.MaxGroups) split = (int)Math.Clamp(Math.Min(Runtime.MaxGroups / nOut, nRed / (Runtime.GroupSize * 16L)), 1, 4096);
+        }
+        split = Math.Clamp(split, 1, Math.Max(nRed, 1));
+        if (split > 1)
+        {
+            if (x.DType == DType.Float32) ReduceSplitT<float, Elems.F32>(x, y, iv, l, nOut, nRed, mode, split, indices is not null);
+            else ReduceSplitT<double, Elems.F64>(x, y, iv, l, nOut, nRed, mode, split, indices is not null);
+            return;
+        }
+        if (x.DType == DType.Float32) ReduceT<float, Elems.F32>(x, y, iv, l, nOut, nRed, mode, p0, indices is not null, perThread);
+        else ReduceT<double, Elems.F64>(x, y, iv, l, nOut, nRed, mode, p0, indices is not null, perThread);
+    }
+
+    /// <summary>Tests set this to force a split factor (the emulator has too few groups to choose one itself).</summary>
+    internal static int? SplitOverride { get; set; }
+
+    private void ReduceSplitT<T, TIO>(Tensor x, Tensor y, ArrayView<long> iv, ReduceLayout l, int nOut, int nRed, int mode, int split, bool writeIdx)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var (xv, xb) = Strided<T>(x);
+        l.Base = xb;
+        using var pv = Tensor.Empty([nOut * split], DType.Float64, Device);
+        using var pi = Tensor.Empty([nOut * split], DType.Int32, Device);
+        var k1 = Runtime.Kernel(("reduce-split", typeof(T), typeof(TIO), typeof(void)),
+            acc => acc.LoadKernel<ArrayView<T>, ArrayView<double>, ArrayView<int>, ReduceLayout, int, int, int, int>(ReduceKernels.ReduceSplit<T, TIO>));
+        int groups = (int)Math.Min((long)nOut * split, (long)Runtime.MaxGroups * 4);
+        k1(Stream, new KernelConfig(groups, Runtime.GroupSize), xv, Dense<double>(pv), Dense<int>(pi), l, nOut, nRed, mode, split);
+        var k2 = Runtime.Kernel(("reduce-finish", typeof(T), typeof(TIO), typeof(void)),
+            acc => acc.LoadKernel<ArrayView<double>, ArrayView<int>, ArrayView<T>, ArrayView<long>, int, int, int, int, int>(ReduceKernels.ReduceFinish<T, TIO>));
+        k2(Stream, Runtime.Grid(nOut), Dense<double>(pv), Dense<int>(pi), Dense<T>(y), iv, nOut, nRed, mode, split, writeIdx ? 1 : 0);
+    }
+
+    private void ReduceT<T, TIO>(Tensor x, Tensor y, ArrayView<long> iv, ReduceLayout l, int nOut, int nRed, int mode, double correction, bool writeIdx, bool perThread)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var (xv, xb) = Strided<T>(x);
+        l.Base = xb;
+        if (perThread)
+        {
+            var kt = Runtime.Kernel(("reduce-thread", typeof(T), typeof(TIO), typeof(void)),
+                acc => acc.LoadKernel<ArrayView<T>, ArrayView<T>, ArrayView<long>, ReduceLayout, int, int, int, double, int>(ReduceKernels.ReducePerThread<T, TIO>));
+            kt(Stream, Runtime.Grid(nOut), xv, Dense<T>(y), iv, l, nOut, nRed, mode, correction, writeIdx ? 1 : 0);
+            return;
+        }
+        var k = Runtime.Kernel(("reduce", typeof(T), typeof(TIO), typeof(void)),
+            acc => acc.LoadKernel<ArrayView<T>, ArrayView<T>, ArrayView<long>, ReduceLayout, int, int, int, double, int>(ReduceKernels.Reduce<T, TIO>));
+        int groups = (int)Math.Min(nOut, (long)Runtime.MaxGroups * 4);
+        k(Stream, new KernelConfig(groups, Runtime.GroupSize), xv, Dense<T>(y), iv, l, nOut, nRed, mode, correction, writeIdx ? 1 : 0);
+    }
+
+    private static List<(int Size, int Stride)> Coalesce(List<(int Size, int Stride)> dims, ReduceOp op)
+    {
+        var r = new List<(int Size, int Stride)>(dims);
+        for (int i = r.Count - 2; i >= 0; i--)
+            if (r[i].Stride == r[i + 1].Stride * r[i + 1].Size) { r[i] = (r[i].Size * r[i + 1].Size, r[i + 1].Stride); r.RemoveAt(i + 1); }
+        if (r.Count > Strided3.MaxRank) throw new NotSupportedException($"cuda: reduce {op} needs more than {Strided3.MaxRank} dims after coalescing");
+        return r;
+    }
+
+    private static int[] Sizes(List<(int Size, int Stride)> d) => d.Select(e => e.Size).ToArray();
+    private static int[] Strides(List<(int Size, int Stride)> d) => d.Select(e => e.Stride).ToArray();
+}

@@ -1,0 +1,189 @@
+using FashionViL.Tensors;
+using ILGPU;
+
+namespace FashionViL.Kernels.Cuda;
+
+/// <summary>
+/// Contract members backed by the standalone kernel families (<see cref="GemmKernels"/>, <see cref="RowKernels"/>):
+/// validation as on the CPU backend, then one launcher call. Float32 only on the device.
+/// </summary>
+public sealed partial class CudaBackend
+{
+    private static void RequireF32(string op, params Tensor?[] ts)
+    {
+        foreach (var t in ts)
+            if (t is not null && t.DType != DType.Float32)
+                throw new NotSupportedException($"cuda: {op}: device kernels compute in float32, got {t.DType.Name()} for {t.ShapeString} (use the CPU backend for float64)");
+    }
+
+    private void RequireDense(string op, params (Tensor? T, string Name)[] ts)
+    {
+        foreach (var (t, name) in ts)
+        {
+            if (t is null) continue;
+            RequireHere(t, op);
+            RequireContiguous(t, op, name);
+        }
+    }
+
+    /// <summary>A contiguous version of an input (the tensor itself, or a temporary device copy the caller disposes).</summary>
+    private static Tensor Dense(Tensor t) => t.ContiguousRaw();
+
+    private ArrayView<float>? ViewOrNull(Tensor? t) => t is null ? null : View<float>(t);
+
+    public void MatMul(Tensor a, Tensor b, Tensor c, bool transA, bool transB, double alpha = 1, double beta = 0, Tensor? bias = null)
+    {
+        RequireF32("matmul", a, b, c, bias);
+        var p = MatMulPlan.Create(a, b, c, transA, transB, bias);
+        if (c.Numel == 0) return;
+        var args = new GemmArgs
+        {
+            A = View<float>(a), B = View<float>(b), C = View<float>(c), Bias = bias is null ? default : View<float>(bias),
+            M = p.M, N = p.N, K = p.K, Batch = p.Batch, Lda = p.Lda, Ldb = p.Ldb, Ldc = p.N,
+            StrideA = p.StrideA, StrideB = p.StrideB, StrideC = (long)p.M * p.N,
+            TransA = transA, TransB = transB, Alpha = (float)alpha, Beta = (float)beta,
+        };
+        GemmKernels.Launch(Acc, Stream, args);
+    }
+
+    private static (int Rows, int Width) Rows(Tensor x) => x.Rank == 0 ? (1, 1) : (x.Numel / Math.Max(x.Sizes[^1], 1), x.Sizes[^1]);
+
+    public void LayerNormForward(Tensor x, Tensor? weight, Tensor? bias, double eps, Tensor y, Tensor mean, Tensor rstd)
+    {
+        const string op = "layer_norm";
+        RequireF32(op, x, weight, bias, y, mean, rstd);
+        RequireHere(x, op);
+        RequireDense(op, (weight, "weight"), (bias, "bias"), (y, "y"), (mean, "mean"), (rstd, "rstd"));
+        using var xc = Dense(x);
+        var (rows, d) = Rows(xc);
+        RowKernels.LayerNormForward(Acc, Stream, View<float>(xc), ViewOrNull(weight), ViewOrNull(bias), (float)eps, View<float>(y), View<float>(mean), View<float>(rstd), rows, d);
+    }
+
+    public void LayerNormBackward(Tensor x, Tensor gy, Tensor? weight, Tensor mean, Tensor rstd, Tensor gx, Tensor? gw, Tensor? gb)
+    {
+        const string op = "layer_norm backward";
+        RequireF32(op, x, gy, weight, mean, rstd, gx, gw, gb);
+        RequireHere(x, op); RequireHere(gy, op);
+        RequireDense(op, (weight, "weight"), (mean, "mean"), (rstd, "rstd"), (gx, "gx"), (gw, "gw"), (gb, "gb"));
+        using var xc = Dense(x);
+        using var gyc = Dense(gy);
+        var (rows, d) = Rows(xc);
+        long ws = RowKernels.LayerNormBackwardWorkspace(rows, d);
+        using var work = Tensor.Empty([(int)Math.Max(ws, 1)], DType.Float32, Device);
+        RowKernels.LayerNormBackward(Acc, Stream, View<float>(xc), View<float>(gyc), ViewOrNull(weight), View<float>(mean), View<float>(rstd),
+            View<float>(gx), ViewOrNull(gw), ViewOrNull(gb), View<float>(work), rows, d);
+    }
+
+    public void Softmax(Tensor x, Tensor y, bool log)
+    {
+        string op = log ? "log_softmax" : "softmax";
+        RequireF32(op, x, y);
+        RequireHere(x, op);
+        RequireDense(op, (y, "y"));
+        using var xc = Dense(x);
+        var (rows, c) = Rows(xc);
+        RowKernels.Softmax(Acc, Stream, View<float>(xc), View<float>(y), rows, c, log);
+    }
+
+    public void SoftmaxBackward(Tensor y, Tensor gy, Tensor gx, bool log)
+    {
+        string op = log ? "log_softmax backward" : "softmax backward";
+        RequireF32(op, y, gy, gx);
+        RequireHere(y, op); RequireHere(gy, op);
+        RequireDense(op, (gx, "gx"));
+        using var yc = Dense(y);
+        using var gyc = Dense(gy);
+        var (rows, c) = Rows(yc);
+        RowKernels.SoftmaxBackward(Acc, Stream, View<float>(yc), View<float>(gyc), View<float>(gx), rows, c, log);
+    }
+
+    /// <summary>
+    /// Only the dtype is checked here: range-checking class ids would read them back to the host and stall the
+    /// stream every step. The kernel never reads out of range; an id outside [0, C) (other than the ignore index)
+    /// gives a NaN loss for its row, which the trainer's NaN check reports.
+    /// </summary>
+    private static void CheckTargets(string op, Tensor? target)
+    {
+        if (target is not null && target.DType != DType.Int64)
+            throw new ArgumentException($"cuda: {op}: target {target.ShapeString} must be int64, got {target.DType.Name()}");
+    }
+
+    public void CrossEntropyForward(Tensor logits, Tensor? target, Tensor? softTarget, int ignoreIndex, Tensor loss, Tensor logSumExp)
+    {
+        const string op = "cross_entropy";
+        RequireF32(op, logits, softTarget, loss, logSumExp);
+        RequireHere(logits, op);
+        RequireDense(op, (target, "target"), (softTarget, "softTarget"), (loss, "loss"), (logSumExp, "logSumExp"));
+        CheckTargets(op, target);
+        using var lc = Dense(logits);
+        var (rows, c) = Rows(lc);
+        RowKernels.CrossEntropyForward(Acc, Stream, View<float>(lc), target is null ? null : View<long>(target), ViewOrNull(softTarget),
+            ignoreIndex, View<float>(loss), View<float>(logSumExp), rows, c);
+    }
+
+    public void CrossEntropyBackward(Tensor logits, Tensor? target, Tensor? softTarget, int ignoreIndex, Tensor logSumExp, Tensor gLoss, Tensor gLogits)
+    {
+        const string op = "cross_entropy backward";
+        RequireF32(op, logits, softTarget, logSumExp, gLoss, gLogits);
+        RequireHere(logits, op);
+        RequireDense(op, (target, "target"), (softTarget, "softTarget"), (logSumExp, "logSumExp"), (gLoss, "gLoss"), (gLogits, "gLogits"));
+        CheckTargets(op, target);
+        using var lc = Dense(logits);
+        var (rows, c) = Rows(lc);
+        RowKernels.CrossEntropyBackward(Acc, Stream, View<float>(lc), target is null ? null : View<long>(target), ViewOrNull(softTarget),
+            ignoreIndex, View<float>(logSumExp), View<float>(gLoss), View<float>(gLogits), rows, c);
+    }
+
+    public void AdamWStep(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, AdamWParams p)
+    {
+        const string op = "adamw";
+        RequireF32(op, param, grad, expAvg, expAvgSq);
+        RequireDense(op, (param, "param"), (grad, "grad"), (expAvg, "exp_avg"), (expAvgSq, "exp_avg_sq"));
+        foreach (var t in new[] { grad, expAvg, expAvgSq }) RequireSameShape(param, t, op);
+        RowKernels.AdamWStep(Acc, Stream, View<float>(param), View<float>(grad), View<float>(expAvg), View<float>(expAvgSq), param.Numel, p);
+    }
+
+    private static (int B, int H, int L, int S, int D) AttentionDims(string op, Tensor q, Tensor k, Tensor v)
+    {
+        if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4 || q.Sizes[0] != k.Sizes[0] || q.Sizes[1] != k.Sizes[1] || q.Sizes[3] != k.Sizes[3]
+            || !k.Sizes.SequenceEqual(v.Sizes))
+            throw new ArgumentException($"cuda: {op}: q {q.ShapeString}, k {k.ShapeString}, v {v.ShapeString} must be [B,H,L,D], [B,H,S,D], [B,H,S,D]");
+        return (q.Sizes[0], q.Sizes[1], q.Sizes[2], k.Sizes[2], q.Sizes[3]);
+    }
+
+    public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor o, Tensor probs)
+    {
+        const string op = "attention";
+        RequireF32(op, q, k, v, mask, o, probs);
+        var (b, h, l, s, d) = AttentionDims(op, q, k, v);
+        RequireHere(q, op); RequireHere(k, op); RequireHere(v, op);
+        RequireDense(op, (o, "o"), (probs, "probs"));
+        using var qc = Dense(q); using var kc = Dense(k); using var vc = Dense(v);
+        ArrayView<float>? mv = null;
+        var layout = default(AttentionMaskLayout);
+        if (mask is not null)
+        {
+            RequireHere(mask, op);
+            var (view, baseOff) = Strided<float>(mask);
+            var st = mask.Strides;
+            mv = view;
+            layout = new AttentionMaskLayout(baseOff, st[0], st[1], st[2], st[3]);
+        }
+        AttentionKernels.Forward(Acc, Stream, View<float>(qc), View<float>(kc), View<float>(vc), mv, layout, View<float>(o), View<float>(probs),
+            b, h, l, s, d, scale, dropoutP, seed, offset);
+    }
+
+    public void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor probs, double scale, double dropoutP, ulong seed, ulong offset,
+        Tensor go, Tensor gq, Tensor gk, Tensor gv)
+    {
+        const string op = "attention backward";
+        RequireF32(op, q, k, v, probs, go, gq, gk, gv);
+        var (b, h, l, s, d) = AttentionDims(op, q, k, v);
+        foreach (var t in new[] { q, k, v, probs, go }) RequireHere(t, op);
+        RequireDense(op, (gq, "gq"), (gk, "gk"), (gv, "gv"));
+        using var qc = Dense(q); using var kc = Dense(k); using var vc = Dense(v); using var pc = Dense(probs); using var goc = Dense(go);
+        using var work = Tensor.Empty([(int)Math.Max(AttentionKernels.BackwardWorkspace(b, h, l, s), 1)], DType.Float32, Device);
+        AttentionKernels.Backward(Acc, Stream, View<float>(qc), View<float>(kc), View<float>(vc), View<float>(pc), View<float>(goc),
+            View<float>(gq), View<float>(gk), View<float>(gv), View<float>(work), b, h, l, s, d, scale, dropoutP, seed, offset);
+    }
+}

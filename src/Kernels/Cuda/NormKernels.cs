@@ -1,0 +1,442 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace FashionViL.Kernels.Cuda;
+
+/// <summary>Shape and scalars of a batch-norm launch (x is [N, C, S], S = H·W, 1 for [N, C]).</summary>
+public struct BnParams
+{
+    public int N, C, S, Flags;
+    public float Momentum, Eps;
+}
+
+/// <summary>Shape and scalars of a group-norm launch (x is [N, C, S] in G groups of C/G channels).</summary>
+public struct GnParams
+{
+    public int N, C, S, G, Flags;
+    public float Eps;
+}
+
+/// <summary>
+/// Batch norm and group norm on ILGPU (float32), forward and backward, with the semantics of <c>CpuBackend.Conv.cs</c>.
+/// Batch norm runs one group per channel (grid-stride over channels), group norm one group per (n, group) for the
+/// statistics and gx, and one group per channel for gw/gb. Statistics are one pass over the data (Σ(x−x₀), Σ(x−x₀)²
+/// with x₀ the first element of the channel or group, so that an offset mean does not cancel), accumulated in double per
+/// thread and reduced with warp shuffles (<see cref="Warp.WarpSize"/>) and one shared-memory step across warps. The
+/// group size is a launch parameter (2 threads on the CPU accelerator, 128–1024 on a GPU). Kernels never throw: the
+/// launchers validate sizes first. Reductions are in a fixed order per launch shape, so results are deterministic.
+/// </summary>
+internal static class NormKernels
+{
+    /// <summary>Most warps per group the cross-warp reduction supports.</summary>
+    public const int MaxWarps = 32;
+
+    // Flags
+    public const int FWeight = 1, FBias = 2, FRunningMean = 4, FRunningVar = 8, FTraining = 16, FGradW = 32, FGradB = 64;
+
+    // ================================================================== device helpers
+
+    private struct Pair { public float A, B; }
+
+    private static float WarpSum(float v)
+    {
+        for (int o = Warp.WarpSize / 2; o > 0; o >>= 1) v += Warp.ShuffleXor(v, o);
+        return v;
+    }
+
+    /// <summary>Two sums over the group (every thread gets both). red: ≥ 2·MaxWarps floats of shared memory.</summary>
+    private static Pair GroupSum2(float a, float b, ArrayView<float> red)
+    {
+        a = WarpSum(a); b = WarpSum(b);
+        int nw = Group.DimX / Warp.WarpSize;
+        if (nw > 1)
+        {
+            int w = Group.IdxX / Warp.WarpSize;
+            if (Warp.IsFirstLane) { red[w] = a; red[MaxWarps + w] = b; }
+            Group.Barrier();
+            a = red[0]; b = red[MaxWarps];
+            for (int i = 1; i < nw; i++) { a += red[i]; b += red[MaxWarps + i]; }
+            Group.Barrier();
+        }
+        Pair r; r.A = a; r.B = b;
+        return r;
+    }
+
+    /// <summary>Position (outer, inner) = (m / S, m % S) of a thread's element m, advanced by the group stride without a division per element.</summary>
+    private struct Cursor { public int Outer, Inner; }
+
+    /// <summary>The cursor of element m for rows of length s (s ≥ 1).</summary>
+    private static Cursor Start(int m, int s)
+    {
+        Cursor c; c.Outer = m / s; c.Inner = m - c.Outer * s;
+        return c;
+    }
+
+    /// <summary>The cursor <paramref name="step"/> elements further: one division only when the step wraps a row.</summary>
+    private static Cursor Advance(Cursor c, int step, int s)
+    {
+        c.Inner += step;
+        if (c.Inner >= s) { int q = c.Inner / s; c.Outer += q; c.Inner -= q * s; }
+        return c;
+    }
+
+    // ================================================================== batch norm
+
+    internal static void BatchNormForwardKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> rm,
+        ArrayView<float> rv, ArrayView<float> y, ArrayView<float> saveMean, ArrayView<float> saveInvStd, BnParams p)
+    {
+        var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        int mCount = p.N * p.S;
+        long cs = (long)p.C * p.S;
+        int sLen = p.S > 0 ? p.S : 1;   // S = 0 means no elements: the loops do not run, the cursor must not divide by 0
+        for (int c = Grid.IdxX; c < p.C; c += Grid.DimX)
+        {
+            long cOff = (long)c * p.S;
+            float mean, inv;
+            if ((p.Flags & FTraining) != 0)
+            {
+                float shift = mCount > 0 ? x[cOff] : 0f;
+                double s = 0, ss = 0;
+                var cur = Start(Group.IdxX, sLen);
+                for (int m = Group.IdxX; m < mCount; m += Group.DimX, cur = Advance(cur, Group.DimX, sLen))
+                {
+                    float t = x[cur.Outer * cs + cOff + cur.Inner] - shift;
+                    s += t; ss += t * t;
+                }
+                var tot = GroupSum2((float)s, (float)ss, red);
+                float ms = mCount > 0 ? tot.A / mCount : 0f;
+                float var = mCount > 0 ? tot.B / mCount - ms * ms : 0f;
+                if (var < 0f) var = 0f;
+                mean = shift + ms;
+                inv = 1f / MathF.Sqrt(var + p.Eps);
+                if (Group.IdxX == 0 && mCount > 0)
+                {
+                    float keep = 1f - p.Momentum;
+                    if ((p.Flags & FRunningMean) != 0) rm[c] = keep * rm[c] + p.Momentum * mean;
+                    if ((p.Flags & FRunningVar) != 0)
+                        rv[c] = keep * rv[c] + p.Momentum * (mCount > 1 ? var * mCount / (mCount - 1) : 0f);
+                }
+            }
+            else
+            {
+                mean = rm[c];
+                inv = 1f / MathF.Sqrt(rv[c] + p.Eps);
+            }
+            if (Group.IdxX == 0) { saveMean[c] = mean; saveInvStd[c] = inv; }
+            float scale = (p.Flags & FWeight) != 0 ? inv * w[c] : inv;
+            float bias = (p.Flags & FBias) != 0 ? b[c] : 0f;
+            var cw = Start(Group.IdxX, sLen);
+            for (int m = Group.IdxX; m < mCount; m += Group.DimX, cw = Advance(cw, Group.DimX, sLen))
+            {
+                long o = cw.Outer * cs + cOff + cw.Inner;
+                y[o] = (x[o] - mean) * scale + bias;
+            }
+        }
+    }
+
+    internal static void BatchNormBackwardKernel(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> w, ArrayView<float> saveMean,
+        ArrayView<float> saveInvStd, ArrayView<float> gx, ArrayView<float> gw, ArrayView<float> gb, BnParams p)
+    {
+        var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        int mCount = p.N * p.S;
+        long cs = (long)p.C * p.S;
+        int sLen = p.S > 0 ? p.S : 1;   // S = 0 means no elements: the loops do not run, the cursor must not divide by 0
+        for (int c = Grid.IdxX; c < p.C; c += Grid.DimX)
+        {
+            long cOff = (long)c * p.S;
+            float mean = saveMean[c], inv = saveInvStd[c];
+            float wc = (p.Flags & FWeight) != 0 ? w[c] : 1f;
+            double sg = 0, sgc = 0;
+            var cw = Start(Group.IdxX, sLen);
+            for (int m = Group.IdxX; m < mCount; m += Group.DimX, cw = Advance(cw, Group.DimX, sLen))
+            {
+                long o = cw.Outer * cs + cOff + cw.Inner;
+                float g = gy[o];
+                sg += g; sgc += g * (x[o] - mean);
+            }
+            var tot = GroupSum2((float)sg, (float)sgc, red);
+            float sgx = tot.B * inv;   // Σ gy·x̂
+            if (Group.IdxX == 0)
+            {
+                if ((p.Flags & FGradW) != 0) gw[c] = sgx;
+                if ((p.Flags & FGradB) != 0) gb[c] = tot.A;
+            }
+            // train: gx = k·(gy − Σgy/M − x̂·Σ(gy·x̂)/M), k = w·inv; eval: gx = k·gy
+            bool train = (p.Flags & FTraining) != 0 && mCount > 0;
+            float k = wc * inv;
+            float mg = train ? tot.A / mCount : 0f, mgx = train ? sgx / mCount : 0f;
+            var cg2 = Start(Group.IdxX, sLen);
+            for (int m = Group.IdxX; m < mCount; m += Group.DimX, cg2 = Advance(cg2, Group.DimX, sLen))
+            {
+                long o = cg2.Outer * cs + cOff + cg2.Inner;
+                gx[o] = k * (gy[o] - mg - (x[o] - mean) * inv * mgx);
+            }
+        }
+    }
+
+    // ================================================================== group norm
+
+    internal static void GroupNormForwardKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> y,
+        ArrayView<float> mean, ArrayView<float> rstd, GnParams p)
+    {
+        var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        int cg = p.C / p.G;
+        int mCount = cg * p.S;
+        int sLen = p.S > 0 ? p.S : 1;
+        int groups = p.N * p.G;
+        for (int ng = Grid.IdxX; ng < groups; ng += Grid.DimX)
+        {
+            long off = (long)ng * mCount;
+            float shift = mCount > 0 ? x[off] : 0f;
+            double s = 0, ss = 0;
+            for (int i = Group.IdxX; i < mCount; i += Group.DimX)
+            {
+                float t = x[off + i] - shift;
+                s += t; ss += t * t;
+            }
+            var tot = GroupSum2((float)s, (float)ss, red);
+            float ms = mCount > 0 ? tot.A / mCount : 0f;
+            float var = mCount > 0 ? tot.B / mCount - ms * ms : 0f;
+            if (var < 0f) var = 0f;
+            float mu = shift + ms, r = 1f / MathF.Sqrt(var + p.Eps);
+            if (Group.IdxX == 0) { mean[ng] = mu; rstd[ng] = r; }
+            int c0 = ng % p.G * cg;
+            var cur = Start(Group.IdxX, sLen);
+            for (int i = Group.IdxX; i < mCount; i += Group.DimX, cur = Advance(cur, Group.DimX, sLen))
+            {
+                int c = c0 + cur.Outer;
+                float scale = (p.Flags & FWeight) != 0 ? r * w[c] : r;
+                float bias = (p.Flags & FBias) != 0 ? b[c] : 0f;
+                y[off + i] = (x[off + i] - mu) * scale + bias;
+            }
+        }
+    }
+
+    internal static void GroupNormBackwardKernel(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> w, ArrayView<float> mean,
+        ArrayView<float> rstd, ArrayView<float> gx, GnParams p)
+    {
+        var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        int cg = p.C / p.G;
+        int mCount = cg * p.S;
+        int sLen = p.S > 0 ? p.S : 1;
+        int groups = p.N * p.G;
+        bool hasW = (p.Flags & FWeight) != 0;
+        for (int ng = Grid.IdxX; ng < groups; ng += Grid.DimX)
+        {
+            long off = (long)ng * mCount;
+            float mu = mean[ng], r = rstd[ng];
+            int c0 = ng % p.G * cg;
+            double sg = 0, sgc = 0;
+            var cur = Start(Group.IdxX, sLen);
+            for (int i = Group.IdxX; i < mCount; i += Group.DimX, cur = Advance(cur, Group.DimX, sLen))
+            {
+                float g = gy[off + i];
+                if (hasW) g *= w[c0 + cur.Outer];
+                sg += g; sgc += g * (x[off + i] - mu);
+            }
+            var tot = GroupSum2((float)sg, (float)sgc, red);
+            float mg = mCount > 0 ? tot.A / mCount : 0f, mgx = mCount > 0 ? tot.B * r / mCount : 0f;
+            // with ĝ = gy·w: gx = r·(ĝ − Σĝ/M − x̂·Σ(ĝ·x̂)/M)
+            var cw = Start(Group.IdxX, sLen);
+            for (int i = Group.IdxX; i < mCount; i += Group.DimX, cw = Advance(cw, Group.DimX, sLen))
+            {
+                float g = gy[off + i];
+                if (hasW) g *= w[c0 + cw.Outer];
+                gx[off + i] = r * (g - mg - (x[off + i] - mu) * r * mgx);
+            }
+        }
+    }
+
+    /// <summary>gw[c] = Σ_n Σ_s gy·x̂, gb[c] = Σ_n Σ_s gy: one group per channel.</summary>
+    internal static void GroupNormParamKernel(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> gw, ArrayView<float> gb, GnParams p)
+    {
+        var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        int cg = p.C / p.G;
+        int mCount = p.N * p.S;
+        long cs = (long)p.C * p.S;
+        int sLen = p.S > 0 ? p.S : 1;   // S = 0 means no elements: the loops do not run, the cursor must not divide by 0
+        for (int c = Grid.IdxX; c < p.C; c += Grid.DimX)
+        {
+            long cOff = (long)c * p.S;
+            int g = c / cg;
+            double sb = 0, sw = 0;
+            var cur = Start(Group.IdxX, sLen);
+            for (int m = Group.IdxX; m < mCount; m += Group.DimX, cur = Advance(cur, Group.DimX, sLen))
+            {
+                long o = cur.Outer * cs + cOff + cur.Inner;
+                int ng = cur.Outer * p.G + g;
+                float v = gy[o];
+                sb += v; sw += v * (x[o] - mean[ng]) * rstd[ng];
+            }
+            var tot = GroupSum2((float)sb, (float)sw, red);
+            if (Group.IdxX == 0)
+            {
+                if ((p.Flags & FGradW) != 0) gw[c] = tot.B;
+                if ((p.Flags & FGradB) != 0) gb[c] = tot.A;
+            }
+        }
+    }
+
+    // ================================================================== launchers
+
+    private sealed class Loaded
+    {
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>? BnFwd, BnBwd;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GnParams>? GnFwd, GnBwd, GnParam;
+    }
+
+    private static readonly ConditionalWeakTable<Accelerator, Loaded> Cache = new();
+
+    private static Loaded For(Accelerator acc) => Cache.GetValue(acc, _ => new Loaded());
+
+    /// <summary>A group size for reductions over <paramref name="count"/> elements: 128 up to 2047, 256 up to 16383, else 512; clamped to the accelerator.</summary>
+    public static int DefaultGroupSize(Accelerator acc, long count)
+    {
+        int want = count >= 16384 ? 512 : count >= 2048 ? 256 : 128;
+        int warp = acc.WarpSize;
+        int max = Math.Min(acc.MaxNumThreadsPerGroup, MaxWarps * warp) / warp * warp;
+        return Math.Clamp(want / warp * warp, warp, Math.Max(warp, max));
+    }
+
+    private static int CheckGroup(Accelerator acc, string op, int groupSize, long count)
+    {
+        int gs = groupSize == 0 ? DefaultGroupSize(acc, count) : groupSize;
+        int warp = acc.WarpSize;
+        if (gs <= 0 || gs % warp != 0 || gs / warp > MaxWarps || gs > acc.MaxNumThreadsPerGroup)
+            throw new ArgumentException($"{op}: group size {gs} must be a positive multiple of the warp size {warp}, at most {Math.Min(acc.MaxNumThreadsPerGroup, MaxWarps * warp)} threads");
+        return gs;
+    }
+
+    private static void Need(string op, string name, ArrayView<float> v, long n, string shape)
+    {
+        if (v.Length < n) throw new ArgumentException($"{op}: {name} has {v.Length} elements, needs {n} for {shape}");
+    }
+
+    private static void CheckShape(string op, int n, int c, int s)
+    {
+        if (n < 0 || c < 0 || s < 0) throw new ArgumentException($"{op}: negative shape [{n}, {c}, {s}]");
+        if ((long)n * s > int.MaxValue || (long)n * c * s > int.MaxValue * 64L)
+            throw new ArgumentException($"{op}: shape [{n}, {c}, {s}] is too large for one launch");
+    }
+
+    private static KernelConfig Config(int groups, int gs) => new(Math.Max(1, Math.Min(groups, 1 << 20)), gs);
+
+    /// <summary>
+    /// Batch norm forward of x [N, C, S] (S = H·W, 1 for [N, C]). Training: batch statistics (biased variance to
+    /// normalise; running stats, when given, updated in place with the unbiased variance and <paramref name="momentum"/>).
+    /// Eval: running stats (both required). saveMean/saveInvStd [C] receive the mean and 1/√(var+eps) used.
+    /// </summary>
+    public static void BatchNormForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float>? weight, ArrayView<float>? bias,
+        ArrayView<float>? runningMean, ArrayView<float>? runningVar, bool training, float momentum, float eps,
+        ArrayView<float> y, ArrayView<float> saveMean, ArrayView<float> saveInvStd, int n, int c, int s, int groupSize = 0)
+    {
+        const string op = "batch_norm (cuda)";
+        CheckShape(op, n, c, s);
+        string shape = $"[{n}, {c}, {s}]";
+        long total = (long)n * c * s;
+        Need(op, "x", x, total, shape); Need(op, "y", y, total, shape);
+        Need(op, "saved mean", saveMean, c, shape); Need(op, "saved inverse std", saveInvStd, c, shape);
+        if (weight is { } wv) Need(op, "weight", wv, c, shape);
+        if (bias is { } bv) Need(op, "bias", bv, c, shape);
+        if (runningMean is { } rmv) Need(op, "running mean", rmv, c, shape);
+        if (runningVar is { } rvv) Need(op, "running var", rvv, c, shape);
+        if (!training && (runningMean is null || runningVar is null))
+            throw new ArgumentException($"{op}: evaluation mode needs running mean and variance (input {shape})");
+        if (training && (long)n * s == 1)
+            throw new ArgumentException($"{op}: expected more than 1 value per channel when training, got input {shape}");
+        if (c == 0) return;
+        int gs = CheckGroup(acc, op, groupSize, (long)n * s);
+        var k = For(acc).BnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormForwardKernel);
+        var p = new BnParams
+        {
+            N = n, C = c, S = s, Momentum = momentum, Eps = eps,
+            Flags = (weight is null ? 0 : FWeight) | (bias is null ? 0 : FBias) | (runningMean is null ? 0 : FRunningMean)
+                | (runningVar is null ? 0 : FRunningVar) | (training ? FTraining : 0),
+        };
+        k(stream ?? acc.DefaultStream, Config(c, gs), x, weight ?? x, bias ?? x, runningMean ?? x, runningVar ?? x, y, saveMean, saveInvStd, p);
+    }
+
+    /// <summary>gx (and gw, gb [C] when given, overwritten) from the saved statistics; in eval mode the statistics are constants.</summary>
+    public static void BatchNormBackward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> gy, ArrayView<float>? weight,
+        ArrayView<float> saveMean, ArrayView<float> saveInvStd, bool training, ArrayView<float> gx, ArrayView<float>? gw, ArrayView<float>? gb,
+        int n, int c, int s, int groupSize = 0)
+    {
+        const string op = "batch_norm backward (cuda)";
+        CheckShape(op, n, c, s);
+        string shape = $"[{n}, {c}, {s}]";
+        long total = (long)n * c * s;
+        Need(op, "x", x, total, shape); Need(op, "gy", gy, total, shape); Need(op, "gx", gx, total, shape);
+        Need(op, "saved mean", saveMean, c, shape); Need(op, "saved inverse std", saveInvStd, c, shape);
+        if (weight is { } wv) Need(op, "weight", wv, c, shape);
+        if (gw is { } gwv) Need(op, "weight gradient", gwv, c, shape);
+        if (gb is { } gbv) Need(op, "bias gradient", gbv, c, shape);
+        if (c == 0) return;
+        int gs = CheckGroup(acc, op, groupSize, (long)n * s);
+        var k = For(acc).BnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormBackwardKernel);
+        var p = new BnParams
+        {
+            N = n, C = c, S = s,
+            Flags = (weight is null ? 0 : FWeight) | (training ? FTraining : 0) | (gw is null ? 0 : FGradW) | (gb is null ? 0 : FGradB),
+        };
+        k(stream ?? acc.DefaultStream, Config(c, gs), x, gy, weight ?? x, saveMean, saveInvStd, gx, gw ?? x, gb ?? x, p);
+    }
+
+    private static void GnCheck(string op, int n, int c, int s, int groups)
+    {
+        CheckShape(op, n, c, s);
+        if (groups < 1 || c % groups != 0) throw new ArgumentException($"{op}: {c} channels of input [{n}, {c}, {s}] do not split into {groups} groups");
+        if ((long)(c / groups) * s > int.MaxValue) throw new ArgumentException($"{op}: groups of [{n}, {c}, {s}] / {groups} are too large for one launch");
+    }
+
+    /// <summary>Group norm forward of x [N, C, S] with <paramref name="groups"/> groups; mean/rstd are [N, groups].</summary>
+    public static void GroupNormForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float>? weight, ArrayView<float>? bias,
+        int groups, float eps, ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd, int n, int c, int s, int groupSize = 0)
+    {
+        const string op = "group_norm (cuda)";
+        GnCheck(op, n, c, s, groups);
+        string shape = $"[{n}, {c}, {s}] in {groups} groups";
+        long total = (long)n * c * s;
+        Need(op, "x", x, total, shape); Need(op, "y", y, total, shape);
+        Need(op, "mean", mean, (long)n * groups, shape); Need(op, "rstd", rstd, (long)n * groups, shape);
+        if (weight is { } wv) Need(op, "weight", wv, c, shape);
+        if (bias is { } bv) Need(op, "bias", bv, c, shape);
+        if (n == 0) return;
+        int gs = CheckGroup(acc, op, groupSize, (long)(c / groups) * s);
+        var k = For(acc).GnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GnParams>(GroupNormForwardKernel);
+        var p = new GnParams { N = n, C = c, S = s, G = groups, Eps = eps, Flags = (weight is null ? 0 : FWeight) | (bias is null ? 0 : FBias) };
+        k(stream ?? acc.DefaultStream, Config(n * groups, gs), x, weight ?? x, bias ?? x, y, mean, rstd, p);
+    }
+
+    /// <summary>gx, and gw/gb [C] (overwritten) when given, from the forward's mean/rstd [N, groups].</summary>
+    public static void GroupNormBackward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> gy, ArrayView<float>? weight,
+        int groups, ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> gx, ArrayView<float>? gw, ArrayView<float>? gb,
+        int n, int c, int s, int groupSize = 0)
+    {
+        const string op = "group_norm backward (cuda)";
+        GnCheck(op, n, c, s, groups);
+        string shape = $"[{n}, {c}, {s}] in {groups} groups";
+        long total = (long)n * c * s;
+        Need(op, "x", x, total, shape); Need(op, "gy", gy, total, shape); Need(op, "gx", gx, total, shape);
+        Need(op, "mean", mean, (long)n * groups, shape); Need(op, "rstd", rstd, (long)n * groups, shape);
+        if (weight is { } wv) Need(op, "weight", wv, c, shape);
+        if (gw is { } gwv) Need(op, "weight gradient", gwv, c, shape);
+        if (gb is { } gbv) Need(op, "bias gradient", gbv, c, shape);
+        if (c == 0) return;
+        var l = For(acc);
+        var str = stream ?? acc.DefaultStream;
+        if (n > 0)
+        {
+            int gs = CheckGroup(acc, op, groupSize, (long)(c / groups) * s);
+            var k = l.GnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GnParams>(GroupNormBackwardKernel);
+            var p = new GnParams { N = n, C = c, S = s, G = groups, Flags = weight is null ? 0 : FWeight };
+            k(str, Config(n * groups, gs), x, gy, weight ?? x, mean, rstd, gx, p);
+        }
+        if (gw is null && gb is null) return;
+        int gsp = CheckGroup(acc, op, groupSize, (long)n * s);
+        var kp = l.GnParam ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GnParams>(GroupNormParamKernel);
+        var pp = new GnParams { N = n, C = c, S = s, G = groups, Flags = (gw is null ? 0 : FGradW) | (gb is null ? 0 : FGradB) };
+        kp(str, Config(c, gsp), x, gy, mean, rstd, gw ?? gb!.Value, gb ?? gw!.Value, pp);
+    }
+}

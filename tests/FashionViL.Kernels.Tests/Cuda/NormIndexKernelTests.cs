@@ -1,0 +1,493 @@
+using FashionViL.Kernels.Cpu;
+using FashionViL.Kernels.Cuda;
+using FashionViL.Testing;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+
+namespace FashionViL.Kernels.Tests.Cuda;
+
+/// <summary>
+/// The ILGPU batch-norm / group-norm kernels and the indexing kernels (embedding backward, index_select, gather,
+/// scatter, fused VQ lookup) on ILGPU's CPU accelerator (warp size 2) against the CPU backend, on awkward shapes.
+/// </summary>
+[TestFixture, Category("Cuda")]
+public class NormIndexKernelTests
+{
+    private Context _ctx = null!;
+    private Accelerator _acc = null!;
+    private Accelerator _multi = null!;   // warp 2 × 4 warps: exercises the cross-warp shared-memory step
+    private static CpuBackend Cpu => CpuBackend.Instance;
+    private const double Rt = 1e-4, At = 1e-5;
+
+    /// <summary>Set to 1 to run this fixture on the first CUDA device instead of the CPU accelerator (the GPU check).</summary>
+    public const string CudaVariable = "FVL_KERNEL_TESTS_CUDA";
+
+    [OneTimeSetUp]
+    public void Setup()
+    {
+        if (Environment.GetEnvironmentVariable(CudaVariable)?.Trim() == "1")
+        {
+            _ctx = Context.Create(b => b.Cuda().EnableAlgorithms());
+            if (_ctx.GetCudaDevices().Count == 0)
+            {
+                _ctx.Dispose();
+                throw new InvalidOperationException($"no CUDA device: {CudaVariable}=1 asks for one and ILGPU found none");
+            }
+            _acc = _ctx.CreateCudaAccelerator(0);
+            _multi = _acc;   // warp 32, default groups of 128–512 threads: the cross-warp step runs everywhere
+            TestContext.Progress.WriteLine($"NormIndexKernelTests on {_acc.Name}");
+            return;
+        }
+        _ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms());
+        _acc = _ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
+        _multi = new CPUDevice(2, 4, 1).CreateCPUAccelerator(_ctx, CPUAcceleratorMode.Parallel);
+    }
+
+    [OneTimeTearDown]
+    public void TearDown()
+    {
+        if (!ReferenceEquals(_multi, _acc)) _multi.Dispose();
+        _acc.Dispose();
+        _ctx.Dispose();
+    }
+
+    private MemoryBuffer1D<float, Stride1D.Dense> Up(Tensor t, Accelerator? acc = null) => (acc ?? _acc).Allocate1D(t.ToArray<float>());
+    private MemoryBuffer1D<long, Stride1D.Dense> UpL(long[] v, Accelerator? acc = null) => (acc ?? _acc).Allocate1D(v.Length == 0 ? new long[1] : v);
+    private MemoryBuffer1D<float, Stride1D.Dense> Poisoned(long n, Accelerator? acc = null)
+    {
+        var b = (acc ?? _acc).Allocate1D<float>(Math.Max(n, 1));
+        var nan = new float[Math.Max(n, 1)]; Array.Fill(nan, float.NaN);
+        b.CopyFromCPU(nan);
+        return b;
+    }
+    private static double[] D(MemoryBuffer1D<float, Stride1D.Dense> b, long n) => b.GetAsArray1D().Take((int)n).Select(v => (double)v).ToArray();
+    private static Tensor Rand(int[] shape, ulong seed, double lo = -1, double hi = 1) => OpCheck.Rand(shape, seed, DType.Float32, lo, hi);
+    private static (int N, int C, int S) Ncs(int[] shape) => (shape[0], shape[1], shape.Skip(2).Aggregate(1, (a, b) => a * b));
+
+    // ================================================================== batch norm
+
+    /// <summary>[N, C]; batch 1 with H·W > 1; odd sizes; a channel count above the grid of the CPU device.</summary>
+    public static readonly int[][] BnShapes = [[5, 3], [1, 4, 3, 5], [3, 7, 2, 3], [2, 5, 1, 1], [4, 2, 9]];
+
+    private void CheckBatchNorm(int[] shape, bool affine, bool training, Accelerator acc, string tag)
+    {
+        var (n, c, s) = Ncs(shape);
+        ulong seed = (ulong)(n * 1000 + c * 10 + s);
+        using var x = Rand(shape, seed, 3, 5);   // offset mean: a naive one-pass variance would lose digits
+        using var w = affine ? Rand([c], seed + 1, 0.5, 1.5) : null;
+        using var b = affine ? Rand([c], seed + 2) : null;
+        using var rm = Rand([c], seed + 3, -0.5, 0.5);
+        using var rv = Rand([c], seed + 4, 0.5, 2);
+        using var gy = Rand(shape, seed + 5);
+        const double momentum = 0.1, eps = 1e-5;
+
+        // device copies before the CPU call updates the running stats in place
+        using var bx = Up(x, acc); using var bw = w is null ? null : Up(w, acc); using var bb = b is null ? null : Up(b, acc);
+        using var brm = Up(rm, acc); using var brv = Up(rv, acc); using var bgy = Up(gy, acc);
+
+        using var y = Tensor.Empty(shape); using var sm = Tensor.Empty([c]); using var sis = Tensor.Empty([c]);
+        Cpu.BatchNormForward(x, w, b, rm, rv, training, momentum, eps, y, sm, sis);
+        using var gx = Tensor.Empty(shape); using var gw = Tensor.Empty([c]); using var gb = Tensor.Empty([c]);
+        Cpu.BatchNormBackward(x, gy, w, sm, sis, training, gx, gw, gb);
+
+        long total = (long)n * c * s;
+        using var by = Poisoned(total, acc); using var bsm = Poisoned(c, acc); using var bsis = Poisoned(c, acc);
+        NormKernels.BatchNormForward(acc, null, bx.View, bw?.View, bb?.View, brm.View, brv.View, training, (float)momentum, (float)eps,
+            by.View, bsm.View, bsis.View, n, c, s);
+        using var bgx = Poisoned(total, acc); using var bgw = Poisoned(c, acc); using var bgb = Poisoned(c, acc);
+        // the backward runs on the CPU's saved statistics so that it is checked on its own
+        using var rsm = Up(sm, acc); using var rsis = Up(sis, acc);
+        NormKernels.BatchNormBackward(acc, null, bx.View, bgy.View, bw?.View, rsm.View, rsis.View, training, bgx.View, bgw.View, bgb.View, n, c, s);
+        acc.Synchronize();
+
+        string what = $"{Shape.Format(shape)} affine={affine} training={training} {tag}";
+        OpCheck.AssertClose(D(by, total), y.ToArray<double>(), Rt, At, "y " + what);
+        OpCheck.AssertClose(D(bsm, c), sm.ToArray<double>(), Rt, At, "saveMean " + what);
+        OpCheck.AssertClose(D(bsis, c), sis.ToArray<double>(), Rt, At, "saveInvStd " + what);
+        OpCheck.AssertClose(D(brm, c), rm.ToArray<double>(), Rt, At, "running mean " + what);
+        OpCheck.AssertClose(D(brv, c), rv.ToArray<double>(), Rt, At, "running var " + what);
+        OpCheck.AssertClose(D(bgx, total), gx.ToArray<double>(), Rt, At, "gx " + what);
+        OpCheck.AssertClose(D(bgw, c), gw.ToArray<double>(), Rt, At, "gw " + what);
+        OpCheck.AssertClose(D(bgb, c), gb.ToArray<double>(), Rt, At, "gb " + what);
+    }
+
+    [Test]
+    public void BatchNormMatchesCpu([Values] bool affine, [Values] bool training)
+    {
+        foreach (var shape in BnShapes) CheckBatchNorm(shape, affine, training, _acc, "warp 2");
+    }
+
+    [Test]
+    public void BatchNormMultiWarpMatchesCpu([Values] bool training)
+    {
+        CheckBatchNorm([3, 4, 5, 7], true, training, _multi, "group 8");
+        CheckBatchNorm([7, 3], true, training, _multi, "group 8");
+    }
+
+    [Test]
+    public void BatchNormTrainingWithoutRunningStatsMatchesCpu()
+    {
+        int[] shape = [2, 3, 4];
+        using var x = Rand(shape, 41, -2, 2);
+        using var y = Tensor.Empty(shape); using var sm = Tensor.Empty([3]); using var sis = Tensor.Empty([3]);
+        Cpu.BatchNormForward(x, null, null, null, null, true, 0.1, 1e-3, y, sm, sis);
+        using var bx = Up(x); using var by = Poisoned(24); using var bsm = Poisoned(3); using var bsis = Poisoned(3);
+        NormKernels.BatchNormForward(_acc, null, bx.View, null, null, null, null, true, 0.1f, 1e-3f, by.View, bsm.View, bsis.View, 2, 3, 4);
+        _acc.Synchronize();
+        OpCheck.AssertClose(D(by, 24), y.ToArray<double>(), Rt, At, "y");
+        OpCheck.AssertClose(D(bsis, 3), sis.ToArray<double>(), Rt, At, "saveInvStd");
+    }
+
+    [Test]
+    public void BatchNormEmptyBatchMatchesCpu([Values] bool training)
+    {
+        // N = 0: no data; training still writes saveMean = 0 and 1/√eps, and leaves the running stats alone
+        int[] shape = [0, 3, 4];
+        using var x = Tensor.Empty(shape);
+        using var rm = Rand([3], 131); using var rv = Rand([3], 132, 0.5, 2);
+        using var brm = Up(rm); using var brv = Up(rv);
+        using var y = Tensor.Empty(shape); using var sm = Tensor.Empty([3]); using var sis = Tensor.Empty([3]);
+        Cpu.BatchNormForward(x, null, null, rm, rv, training, 0.1, 1e-5, y, sm, sis);
+        using var bx = _acc.Allocate1D<float>(1); using var bsm = Poisoned(3); using var bsis = Poisoned(3);
+        NormKernels.BatchNormForward(_acc, null, bx.View.SubView(0, 0), null, null, brm.View, brv.View, training, 0.1f, 1e-5f,
+            bx.View.SubView(0, 0), bsm.View, bsis.View, 0, 3, 4);
+        _acc.Synchronize();
+        OpCheck.AssertClose(D(bsm, 3), sm.ToArray<double>(), Rt, At, "saveMean");
+        OpCheck.AssertClose(D(bsis, 3), sis.ToArray<double>(), Rt, At, "saveInvStd");
+        OpCheck.AssertClose(D(brm, 3), rm.ToArray<double>(), 0, 0, "running mean");
+        OpCheck.AssertClose(D(brv, 3), rv.ToArray<double>(), 0, 0, "running var");
+    }
+
+    [Test]
+    public void BatchNormRejectsBadInput()
+    {
+        using var x = _acc.Allocate1D<float>(12); using var st = _acc.Allocate1D<float>(3);
+        var e = Assert.Throws<ArgumentException>(() => NormKernels.BatchNormForward(_acc, null, x.View, null, null, null, null, false, 0.1f, 1e-5f,
+            x.View, st.View, st.View, 2, 3, 2))!;
+        Assert.That(e.Message, Does.Contain("batch_norm").And.Contain("running"));
+        e = Assert.Throws<ArgumentException>(() => NormKernels.BatchNormForward(_acc, null, x.View, null, null, null, null, true, 0.1f, 1e-5f,
+            x.View, st.View, st.View, 1, 3, 1))!;
+        Assert.That(e.Message, Does.Contain("more than 1 value per channel").And.Contain("[1, 3, 1]"));
+        e = Assert.Throws<ArgumentException>(() => NormKernels.BatchNormForward(_acc, null, x.View, null, null, null, null, true, 0.1f, 1e-5f,
+            x.View, st.View, st.View, 2, 3, 3))!;
+        Assert.That(e.Message, Does.Contain("batch_norm").And.Contain("x has 12 elements").And.Contain("[2, 3, 3]"));
+    }
+
+    // ================================================================== group norm
+
+    private void CheckGroupNorm(int[] shape, int groups, bool affine, Accelerator acc, string tag)
+    {
+        var (n, c, s) = Ncs(shape);
+        ulong seed = (ulong)(n * 977 + c * 13 + s + groups);
+        using var x = Rand(shape, seed, -1, 4);
+        using var w = affine ? Rand([c], seed + 1, 0.5, 1.5) : null;
+        using var b = affine ? Rand([c], seed + 2) : null;
+        using var gy = Rand(shape, seed + 3);
+        const double eps = 1e-5;
+        using var y = Tensor.Empty(shape); using var mean = Tensor.Empty([n, groups]); using var rstd = Tensor.Empty([n, groups]);
+        Cpu.GroupNormForward(x, w, b, groups, eps, y, mean, rstd);
+        using var gx = Tensor.Empty(shape); using var gw = Tensor.Empty([c]); using var gb = Tensor.Empty([c]);
+        Cpu.GroupNormBackward(x, gy, w, groups, mean, rstd, gx, gw, gb);
+
+        long total = (long)n * c * s;
+        using var bx = Up(x, acc); using var bw = w is null ? null : Up(w, acc); using var bb = b is null ? null : Up(b, acc); using var bgy = Up(gy, acc);
+        using var by = Poisoned(total, acc); using var bm = Poisoned(n * groups, acc); using var br = Poisoned(n * groups, acc);
+        NormKernels.GroupNormForward(acc, null, bx.View, bw?.View, bb?.View, groups, (float)eps, by.View, bm.View, br.View, n, c, s);
+        using var rm = Up(mean, acc); using var rr = Up(rstd, acc);
+        using var bgx = Poisoned(total, acc); using var bgw = Poisoned(c, acc); using var bgb = Poisoned(c, acc);
+        NormKernels.GroupNormBackward(acc, null, bx.View, bgy.View, bw?.View, groups, rm.View, rr.View, bgx.View, bgw.View, bgb.View, n, c, s);
+        acc.Synchronize();
+
+        string what = $"{Shape.Format(shape)} groups={groups} affine={affine} {tag}";
+        if (c / groups * s == 1)
+        {
+            // one element per group: x − mean is exactly 0, so y is exactly the bias. (The CPU's x·scale + shift form,
+            // with scale = 1/√eps ≈ 316, leaves ~1e-4 of rounding there, so it is not the reference for y in this case.)
+            var bias = b is null ? new double[c] : b.ToArray<double>();
+            OpCheck.AssertClose(D(by, total), Enumerable.Range(0, (int)total).Select(i => bias[i % c]).ToArray(), 0, 0, "y " + what);
+        }
+        else OpCheck.AssertClose(D(by, total), y.ToArray<double>(), Rt, At, "y " + what);
+        OpCheck.AssertClose(D(bm, n * groups), mean.ToArray<double>(), Rt, At, "mean " + what);
+        OpCheck.AssertClose(D(br, n * groups), rstd.ToArray<double>(), Rt, At, "rstd " + what);
+        OpCheck.AssertClose(D(bgx, total), gx.ToArray<double>(), Rt, At, "gx " + what);
+        OpCheck.AssertClose(D(bgw, c), gw.ToArray<double>(), Rt, At, "gw " + what);
+        OpCheck.AssertClose(D(bgb, c), gb.ToArray<double>(), Rt, At, "gb " + what);
+    }
+
+    [Test]
+    public void GroupNormMatchesCpu([Values] bool affine)
+    {
+        CheckGroupNorm([2, 64, 3, 5], 32, affine, _acc, "warp 2");   // 32 groups of 2 channels
+        CheckGroupNorm([1, 6, 7], 3, affine, _acc, "warp 2");        // batch 1, rank 3
+        CheckGroupNorm([3, 5, 1, 1], 5, affine, _acc, "warp 2");     // one element per group
+        CheckGroupNorm([2, 9, 2, 3], 1, affine, _acc, "warp 2");     // one group (layer-norm-like)
+        CheckGroupNorm([2, 6, 1, 2], 6, affine, _acc, "warp 2");     // two elements per group
+    }
+
+    [Test]
+    public void GroupNormMultiWarpMatchesCpu()
+    {
+        CheckGroupNorm([2, 64, 3, 3], 32, true, _multi, "group 8");
+        CheckGroupNorm([3, 10, 17], 2, true, _multi, "group 8");
+    }
+
+    [Test]
+    public void GroupNormRejectsBadGroups()
+    {
+        using var x = _acc.Allocate1D<float>(30); using var st = _acc.Allocate1D<float>(8);
+        var e = Assert.Throws<ArgumentException>(() => NormKernels.GroupNormForward(_acc, null, x.View, null, null, 4, 1e-5f, x.View, st.View, st.View, 2, 5, 3))!;
+        Assert.That(e.Message, Does.Contain("group_norm").And.Contain("5 channels").And.Contain("4 groups"));
+    }
+
+    // ================================================================== embedding backward
+
+    [Test]
+    public void EmbeddingBackwardMatchesCpu([Values(-1, 0, 4)] int paddingIdx)
+    {
+        const int v = 11, d = 7;
+        long[] idv = [3, 4, 3, 0, 10, 4, 4, 3, 7, 0, 4, 1, 3, 3, 9, 4, 2, 0, 4, 10, 3, 5, 4];   // duplicates, padding candidates
+        int n = idv.Length;
+        using var ids = Tensor.FromArray(idv, [n]);
+        using var gy = Rand([n, d], 61, -2, 2);
+        using var gW = Rand([v, d], 62);   // accumulated into, not overwritten
+        using var bids = UpL(idv); using var bgy = Up(gy); using var bgW = Up(gW);
+        Cpu.EmbeddingBackward(ids, gy, gW, paddingIdx);
+        IndexKernels.EmbeddingBackward(_acc, null, bids.View, bgy.View, bgW.View, n, d, v, paddingIdx);
+        _acc.Synchronize();
+        // float atomics add in arrival order, the CPU in ascending source order: equal up to rounding, so a tolerance
+        OpCheck.AssertClose(D(bgW, v * d), gW.ToArray<double>(), 1e-5, 1e-6, $"padding {paddingIdx}");
+        if (paddingIdx >= 0)
+        {
+            // the padding row is left exactly as it was
+            var before = Rand([v, d], 62).ToArray<float>();
+            var got = bgW.GetAsArray1D();
+            for (int j = 0; j < d; j++) Assert.That(got[paddingIdx * d + j], Is.EqualTo(before[paddingIdx * d + j]), "padding row touched");
+        }
+    }
+
+    [Test]
+    public void EmbeddingBackwardRejectsBadPadding()
+    {
+        using var ids = _acc.Allocate1D<long>(2); using var g = _acc.Allocate1D<float>(6);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => IndexKernels.EmbeddingBackward(_acc, null, ids.View, g.View, g.View, 2, 3, 2, 2))!;
+        Assert.That(e.Message, Does.Contain("embedding_backward").And.Contain("padding index 2"));
+    }
+
+    // ================================================================== index_select / gather / scatter
+
+    [Test]
+    public void IndexSelectMatchesCpu([Values(0, 1, 2)] int dim)
+    {
+        int[] shape = [4, 5, 3];
+        using var x = Rand(shape, (ulong)(71 + dim));
+        long[] iv = dim switch { 0 => [3, 0, 3, 1, 2, 2, 0], 1 => [4, 4, 0], _ => [2] };
+        using var index = Tensor.FromArray(iv, [iv.Length]);
+        var yShape = (int[])shape.Clone(); yShape[dim] = iv.Length;
+        using var y = Tensor.Empty(yShape);
+        Cpu.IndexSelect(x, dim, index, y);
+        var (outer, size, inner) = IndexKernels.Split(shape, dim);
+        using var bx = Up(x); using var bi = UpL(iv); using var by = Poisoned(y.Numel);
+        IndexKernels.IndexSelect(_acc, null, bx.View, bi.View, by.View, outer, size, iv.Length, inner);
+        _acc.Synchronize();
+        // a copy: exact
+        OpCheck.AssertClose(D(by, y.Numel), y.ToArray<double>(), 0, 0, $"dim {dim}");
+    }
+
+    private static long[] RandIndex(int count, int size, ulong seed)
+    {
+        var r = new Random((int)seed);
+        return Enumerable.Range(0, count).Select(_ => (long)r.Next(size)).ToArray();
+    }
+
+    [Test]
+    public void GatherMatchesCpu([Values(0, 1, 2)] int dim)
+    {
+        int[] xShape = [3, 4, 5];
+        var iShape = (int[])xShape.Clone(); iShape[dim] = dim == 1 ? 6 : 2;
+        using var x = Rand(xShape, (ulong)(81 + dim));
+        int count = iShape.Aggregate(1, (a, b) => a * b);
+        var iv = RandIndex(count, xShape[dim], (ulong)(82 + dim));
+        using var index = Tensor.FromArray(iv, iShape);
+        using var y = Tensor.Empty(iShape);
+        Cpu.Gather(x, dim, index, y);
+        var (outer, nx, inner) = IndexKernels.Split(xShape, dim);
+        using var bx = Up(x); using var bi = UpL(iv); using var by = Poisoned(count);
+        IndexKernels.Gather(_acc, null, bx.View, bi.View, by.View, outer, nx, iShape[dim], inner);
+        _acc.Synchronize();
+        OpCheck.AssertClose(D(by, count), y.ToArray<double>(), 0, 0, $"dim {dim}");
+    }
+
+    [Test]
+    public void ScatterAddMatchesCpu([Values(0, 1, 2)] int dim)
+    {
+        int[] dShape = [3, 4, 5];
+        var iShape = (int[])dShape.Clone(); iShape[dim] = 7;          // more sources than slots: duplicates
+        var sShape = (int[])iShape.Clone(); sShape[dim] = 8;          // source larger than the index in the scattered dim
+        using var dst = Rand(dShape, (ulong)(91 + dim));
+        using var src = Rand(sShape, (ulong)(92 + dim), -3, 3);
+        int count = iShape.Aggregate(1, (a, b) => a * b);
+        var iv = RandIndex(count, dShape[dim], (ulong)(93 + dim));
+        using var index = Tensor.FromArray(iv, iShape);
+        using var bd = Up(dst); using var bs = Up(src); using var bi = UpL(iv);
+        Cpu.Scatter(dst, dim, index, src, add: true);
+        var (outer, nd, inner) = IndexKernels.Split(dShape, dim);
+        IndexKernels.Scatter(_acc, null, bd.View, bi.View, bs.View, outer, nd, iShape[dim], sShape[dim], inner, add: true);
+        _acc.Synchronize();
+        // float atomics: the order of the duplicate adds differs from the CPU's, so equal up to rounding
+        OpCheck.AssertClose(D(bd, dst.Numel), dst.ToArray<double>(), 1e-5, 1e-6, $"dim {dim}");
+    }
+
+    [Test]
+    public void ScatterMatchesCpu([Values(0, 1, 2)] int dim)
+    {
+        int[] dShape = [3, 4, 5];
+        var iShape = (int[])dShape.Clone(); iShape[dim] = dShape[dim] - 1;   // a slot per column left untouched
+        using var dst = Rand(dShape, (ulong)(101 + dim));
+        using var src = Rand(iShape, (ulong)(102 + dim), -3, 3);
+        // distinct targets along the dim in every column (the result with duplicates is unspecified)
+        var (outer, nd, inner) = IndexKernels.Split(dShape, dim);
+        int ni = iShape[dim];
+        var iv = new long[outer * ni * inner];
+        var r = new Random(103 + dim);
+        for (int o = 0; o < outer; o++)
+            for (int k = 0; k < inner; k++)
+            {
+                var perm = Enumerable.Range(0, nd).OrderBy(_ => r.Next()).ToArray();
+                for (int j = 0; j < ni; j++) iv[(o * ni + j) * inner + k] = perm[j];
+            }
+        using var index = Tensor.FromArray(iv, iShape);
+        using var bd = Up(dst); using var bs = Up(src); using var bi = UpL(iv);
+        Cpu.Scatter(dst, dim, index, src, add: false);
+        IndexKernels.Scatter(_acc, null, bd.View, bi.View, bs.View, outer, nd, ni, ni, inner, add: false);
+        _acc.Synchronize();
+        OpCheck.AssertClose(D(bd, dst.Numel), dst.ToArray<double>(), 0, 0, $"dim {dim}");
+    }
+
+    [Test]
+    public void ScatterRejectsSmallSource()
+    {
+        using var a = _acc.Allocate1D<float>(60); using var i = _acc.Allocate1D<long>(60);
+        var e = Assert.Throws<ArgumentException>(() => IndexKernels.Scatter(_acc, null, a.View, i.View, a.View, 3, 4, 5, 4, 5, true))!;
+        Assert.That(e.Message, Does.Contain("scatter_add").And.Contain("source [3, 4, 5]"));
+    }
+
+    // ================================================================== VQ lookup
+
+    private void CheckVq(float[] zv, float[] ev, int n, int k, int d, Accelerator acc, string what)
+    {
+        using var z = Tensor.FromArray(zv, [n, d]); using var e = Tensor.FromArray(ev, [k, d]);
+        using var ids = Tensor.Empty([n], DType.Int64);
+        Cpu.VqLookup(z, e, ids);
+        var want = ids.ToArray<long>();
+        using var bz = acc.Allocate1D(zv); using var be = acc.Allocate1D(ev);
+        using var bids = acc.Allocate1D<long>(Math.Max(n, 1));
+        bids.CopyFromCPU(Enumerable.Repeat(-7L, Math.Max(n, 1)).ToArray());
+        IndexKernels.VqLookup(acc, null, bz.View, be.View, bids.View, n, k, d);
+        acc.Synchronize();
+        var got = bids.GetAsArray1D();
+        // first occurrence of each codebook row's content: a tie between equal rows must go to the first
+        var firstOf = new int[k];
+        for (int j = 0; j < k; j++)
+        {
+            firstOf[j] = j;
+            for (int i = 0; i < j; i++)
+                if (ev.AsSpan(i * d, d).SequenceEqual(ev.AsSpan(j * d, d))) { firstOf[j] = i; break; }
+        }
+        for (int r = 0; r < n; r++)
+        {
+            Assert.That(got[r], Is.InRange(0, k - 1), $"{what}: row {r} id");
+            if (got[r] == want[r]) continue;
+            // a different winner is allowed only for a near-tie between different codes (rounding of the float distances),
+            // never for equal codebook rows, whose distances are bit-equal on both sides
+            Assert.That(firstOf[got[r]], Is.EqualTo(got[r]), $"{what}: row {r} picked {got[r]}, a later duplicate of {firstOf[got[r]]}");
+            double Dist(long j) { double s = 0; for (int f = 0; f < d; f++) { double q = zv[r * d + f] - (double)ev[j * d + f]; s += q * q; } return s; }
+            double dg = Dist(got[r]), dw = Dist(want[r]);
+            Assert.That(Math.Abs(dg - dw), Is.LessThanOrEqualTo(1e-5 * (1 + dw)), $"{what}: row {r}: got {got[r]} (d={dg}), cpu {want[r]} (d={dw})");
+        }
+    }
+
+    [Test]
+    public void VqLookupMatchesCpu([Values(1, 19, 70)] int k)
+    {
+        const int n = 45, d = 19;   // 2 row blocks (32 + 13), K up to 70: one full 64-code tile and a partial one; D: 16 + 3
+        var zv = Rand([n, d], (ulong)(111 + k), -1, 1).ToArray<float>();
+        var ev = Rand([k, d], (ulong)(112 + k), -1, 1).ToArray<float>();
+        if (k == 70)
+        {
+            // exact ties: code 50 duplicates 3, 69 duplicates 10 (in another tile), 20 duplicates 3 (same tile)
+            Array.Copy(ev, 3 * d, ev, 50 * d, d); Array.Copy(ev, 10 * d, ev, 69 * d, d); Array.Copy(ev, 3 * d, ev, 20 * d, d);
+            // rows of z that sit exactly on (or next to) duplicated codes
+            Array.Copy(ev, 3 * d, zv, 0, d); Array.Copy(ev, 10 * d, zv, 5 * d, d); Array.Copy(ev, 3 * d, zv, 40 * d, d);
+            for (int f = 0; f < d; f++) zv[7 * d + f] = ev[10 * d + f] + 0.01f;
+        }
+        CheckVq(zv, ev, n, k, d, _acc, $"K={k}");
+    }
+
+    [Test]
+    public void VqLookupExactTiesTakeTheFirstCode()
+    {
+        // d = 1, codebook [1, −1, 1, 0.5, −1]: z = 0 ties codes 0,1,2,4 (dist 1) but 3 wins (0.25); z = 2 ties 0 and 2;
+        // z = 0.75 ties 0 and 3 exactly in float (0.5625 + 1 − 1.5 = 0.5625 + 0.25 − 0.75 = 0.0625); z = −3 ties 1 and 4.
+        float[] ev = [1, -1, 1, 0.5f, -1];
+        float[] zv = [0, 2, 0.75f, -3];
+        CheckVq(zv, ev, zv.Length, ev.Length, 1, _acc, "d=1 ties");
+        using var bz = _acc.Allocate1D(zv); using var be = _acc.Allocate1D(ev); using var bids = _acc.Allocate1D<long>(zv.Length);
+        IndexKernels.VqLookup(_acc, null, bz.View, be.View, bids.View, zv.Length, ev.Length, 1);
+        _acc.Synchronize();
+        Assert.That(bids.GetAsArray1D(), Is.EqualTo(new long[] { 3, 0, 0, 1 }), "hand-computed first minima");
+    }
+
+    [Test]
+    public void VqLookupMultiWarpMatchesCpu()
+    {
+        const int n = 33, k = 130, d = 40;
+        var zv = Rand([n, d], 121, -1, 1).ToArray<float>();
+        var ev = Rand([k, d], 122, -1, 1).ToArray<float>();
+        Array.Copy(ev, 5 * d, ev, 129 * d, d); Array.Copy(ev, 5 * d, zv, 32 * d, d);
+        CheckVq(zv, ev, n, k, d, _multi, "group 8");
+    }
+
+    [Test]
+    public void VqLookupRejectsEmptyCodebook()
+    {
+        using var z = _acc.Allocate1D<float>(4); using var ids = _acc.Allocate1D<long>(2);
+        var e = Assert.Throws<ArgumentException>(() => IndexKernels.VqLookup(_acc, null, z.View, z.View, ids.View, 2, 0, 2))!;
+        Assert.That(e.Message, Does.Contain("vq_lookup").And.Contain("codebook [0, 2] is empty"));
+    }
+}
+
+/// <summary>Every norm and index kernel compiles to PTX for sm_90 without a GPU (catches kernel code the CPU accelerator accepts but CUDA does not).</summary>
+[TestFixture, Category("Cuda")]
+public class NormIndexKernelPtxTests
+{
+    [Test]
+    public void AllNormAndIndexKernelsCompileToPtx()
+    {
+        using var ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms());
+        var arch = ILGPU.Runtime.Cuda.CudaArchitecture.SM_90;
+        var backend = new ILGPU.Backends.PTX.PTXBackend(ctx, new ILGPU.Runtime.Cuda.CudaCapabilityContext(arch), arch,
+            ILGPU.Runtime.Cuda.CudaInstructionSet.ISA_88, null);
+        var flags = System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic;
+        var kernels = typeof(NormKernels).GetMethods(flags).Concat(typeof(IndexKernels).GetMethods(flags))
+            .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal)).ToArray();
+        Assert.That(kernels, Has.Length.EqualTo(10));
+        foreach (var mi in kernels)
+        {
+            var entry = ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(mi);
+            var compiled = (ILGPU.Backends.PTX.PTXCompiledKernel)backend.Compile(entry, default);
+            string ptx = compiled.PTXAssembly;
+            Assert.That(ptx, Does.Contain(".entry"), mi.Name);
+            if (Environment.GetEnvironmentVariable("FVL_PTX_DUMP") is { Length: > 0 } dir)
+                File.WriteAllText(Path.Combine(dir, mi.Name + ".ptx"), ptx);
+            if (mi.DeclaringType == typeof(NormKernels))
+                Assert.That(ptx, Does.Contain("shfl.sync"), mi.Name + " reduces with warp shuffles");
+            if (mi.Name is "EmbeddingBackwardKernel" or "ScatterKernel")
+                Assert.That(ptx, Does.Match(@"(atom|red)(\.global)?\.add\.f32"), mi.Name + " adds with float atomics (red.add when the old value is unused)");
+            if (mi.Name == "VqLookupKernel")
+                Assert.That(ptx, Does.Contain(".shared"), mi.Name + " tiles through shared memory");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+using FashionViL.Autograd;
+
+namespace FashionViL.GpuCheck;
+
+/// <summary>Outcome of one op check: the largest error relative to the largest reference magnitude, over outputs and gradients.</summary>
+public sealed record CheckResult(string Op, string Status, double MaxRelError, double Tolerance, string Detail)
+{
+    public bool Failed => Status == "FAIL";
+}
+
+/// <summary>
+/// The correctness suite of the CUDA backend: every op runs on the CPU backend and on <c>Device.Cuda(n)</c> with the
+/// same random inputs; outputs and input gradients are compared. An op the device does not have yet is reported
+/// as MISSING (its NotSupportedException message), not hidden.
+/// </summary>
+public static class Checks
+{
+    private sealed record Case(string Op, int[][] Shapes, Func<Tensor[], Tensor> F, double Tol, double Lo = -2, double Hi = 2, bool Grad = true);
+
+    private static IEnumerable<Case> Cases()
+    {
+        foreach (var (name, f) in new (string, Func<Tensor, Tensor>)[]
+        {
+            ("neg", x => x.Neg()), ("abs", x => x.Abs()), ("exp", x => x.Exp()), ("sin", x => x.Sin()), ("cos", x => x.Cos()),
+            ("tanh", x => x.Tanh()), ("sigmoid", x => x.Sigmoid()), ("relu", x => x.Relu()), ("gelu", x => x.Gelu()),
+            ("silu", x => x.Silu()), ("erf", x => x.Erf()), ("square", x => x.Square()), ("clamp", x => x.Clamp(-0.5, 0.7)),
+        })
+            yield return new(name, [[37, 29]], t => f(t[0]), 1e-5);
+        yield return new("log", [[37, 29]], t => t[0].Log(), 1e-5, 0.1, 3);
+        yield return new("sqrt", [[37, 29]], t => t[0].Sqrt(), 1e-5, 0.1, 3);
+        yield return new("add (broadcast)", [[7, 1, 33], [5, 1]], t => t[0] + t[1], 1e-6);
+        yield return new("mul (broadcast)", [[7, 5, 33], [33]], t => t[0] * t[1], 1e-6);
+        yield return new("div", [[7, 33], [7, 33]], t => t[0] / t[1], 1e-5, 0.5, 2);
+        yield return new("maximum", [[7, 33], [1, 33]], t => t[0].Maximum(t[1]), 1e-6);
+        yield return new("where", [[9, 17], [9, 17]], t => { using var c = t[0].Gt(t[1]); return Ops.Where(c, t[0], t[1]); }, 1e-6);
+        yield return new("sum (dims 0,2)", [[6, 5, 40]], t => t[0].Sum([0, 2]), 1e-5);
+        yield return new("mean (last)", [[33, 300]], t => t[0].Mean(-1), 1e-5);
+        yield return new("var", [[17, 64]], t => t[0].Var([1]), 1e-5);
+        yield return new("max (dim)", [[17, 64]], t => t[0].Max(1).Values, 1e-6);
+        yield return new("permute+contiguous", [[4, 5, 6]], t => t[0].Permute(2, 0, 1).Contiguous(), 0);
+        yield return new("matmul 129x65x33", [[129, 65], [65, 33]], t => t[0].Matmul(t[1]), 1e-5);
+        yield return new("matmul transposed views", [[65, 129], [33, 65]], t => t[0].T.Matmul(t[1].T), 1e-5);
+        yield return new("bmm", [[3, 31, 17], [3, 17, 45]], t => Ops.Bmm(t[0], t[1]), 1e-5);
+        yield return new("linear (+bias)", [[4, 50, 96], [70, 96], [70]], t => Ops.Linear(t[0], t[1], t[2]), 1e-5);
+        yield return new("layer_norm", [[50, 768], [768], [768]], t => t[0].LayerNorm(t[1], t[2], 1e-12), 1e-4);
+        yield return new("softmax", [[50, 768]], t => t[0].Softmax(-1), 1e-5);
+        yield return new("log_softmax", [[5, 30522]], t => t[0].LogSoftmax(-1), 1e-5);
+        yield return new("cross_entropy (ignore_index)", [[6, 30522]], t =>
+        {
+            using var y = Tensor.FromArray(new long[] { 5, -100, 30521, 0, 777, -100 }, 6);
+            using var yd = y.To(t[0].Device);
+            return Ops.CrossEntropy(t[0], yd);
+        }, 1e-5);
+        yield return new("conv2d 3x3 s1 p1", [[2, 8, 11, 9], [16, 8, 3, 3], [16]], t => Ops.Conv2d(t[0], t[1], t[2], 1, 1), 1e-4);
+        yield return new("max_pool2d 3x3 s2 p1", [[2, 4, 11, 9]], t => Ops.MaxPool2d(t[0], 3, 2, 1), 1e-6);
+        yield return new("batch_norm (train)", [[4, 6, 5, 5], [6], [6]], t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true), 1e-4);
+        yield return new("group_norm", [[2, 64, 4, 4], [64], [64]], t => Ops.GroupNorm(t[0], 32, t[1], t[2], 1e-6), 1e-4);
+        yield return new("attention (padding mask)", [[2, 2, 5, 64], [2, 2, 7, 64], [2, 2, 7, 64]], t =>
+        {
+            var m = new float[2 * 7];
+            for (int j = 5; j < 7; j++) m[7 + j] = -10000f;
+            using var mask = Tensor.FromArray(m, 2, 1, 1, 7);
+            using var md = mask.To(t[0].Device);
+            return Ops.Attention(t[0], t[1], t[2], md, 0.125);
+        }, 1e-4);
+        yield return new("embedding", [[50, 16]], t =>
+        {
+            using var ids = Tensor.FromArray(new long[] { 0, 3, 3, 49, 7, 0 }, 2, 3);
+            using var idd = ids.To(t[0].Device);
+            return Ops.Embedding(idd, t[0], 0);
+        }, 1e-6);
+    }
+
+    /// <summary>Runs every check on <paramref name="device"/>; <paramref name="onResult"/> sees each result as it completes.</summary>
+    public static List<CheckResult> Run(Device device, Action<CheckResult>? onResult = null)
+    {
+        var results = new List<CheckResult>();
+        void Add(CheckResult r) { results.Add(r); onResult?.Invoke(r); }
+        ulong seed = 1;
+        foreach (var c in Cases())
+        {
+            using var scope = Tensor.Scope();
+            try { Add(Compare(c, device, seed++)); }
+            catch (NotSupportedException e) { Add(new(c.Op, "MISSING", double.NaN, c.Tol, e.Message)); }
+            catch (Exception e) { Add(new(c.Op, "FAIL", double.NaN, c.Tol, $"{e.GetType().Name}: {e.Message}")); }
+        }
+        using (Tensor.Scope())
+        {
+            try { Add(UniformStream(device)); }
+            catch (Exception e) { Add(new("random uniform (Philox)", "FAIL", double.NaN, 0, e.Message)); }
+        }
+        return results;
+    }
+
+    private static CheckResult Compare(Case c, Device device, ulong seed)
+    {
+        var g = new Generator(seed);
+        var cpu = c.Shapes.Select(s => { var t = g.Uniform(s, c.Lo, c.Hi); t.RequiresGrad = c.Grad; return t; }).ToArray();
+        var dev = cpu.Select(t => { var d = t.To(device); d.RequiresGrad = c.Grad; return d; }).ToArray();
+        var want = c.F(cpu);
+        var got = c.F(dev);
+        double err = RelError(got, want);
+        string worst = "output";
+        if (c.Grad && want.RequiresGrad)
+        {
+            using var w = g.Uniform(want.Shape, 0.5, 1.5);
+            using var wd = w.To(device);
+            (want * w).Sum().Backward();
+            (got * wd).Sum().Backward();
+            for (int i = 0; i < cpu.Length; i++)
+            {
+                if (cpu[i].Grad is null) continue;
+                double e = RelError(dev[i].Grad!, cpu[i].Grad!);
+                if (e > err) { err = e; worst = $"grad of input {i}"; }
+            }
+        }
+        foreach (var t in cpu.Concat(dev)) t.Grad = null;
+        return new(c.Op, err <= c.Tol ? "PASS" : "FAIL", err, c.Tol, $"worst: {worst}");
+    }
+
+    private static CheckResult UniformStream(Device device)
+    {
+        var a = new Generator(9).Uniform([1000, 33]);
+        var b = new Generator(9).Uniform([1000, 33], 0, 1, DType.Float32, device);
+        double err = RelError(b, a);
+        return new("random uniform (Philox)", err == 0 ? "PASS" : "FAIL", err, 0, "must be bit-identical to the CPU stream");
+    }
+
+    /// <summary>max |got − want| / max |want| (0 when both are all zeros; NaN anywhere counts as infinite).</summary>
+    public static double RelError(Tensor got, Tensor want)
+    {
+        if (!got.Sizes.SequenceEqual(want.Sizes)) return double.PositiveInfinity;
+        var gv = got.ToArray<double>(); var wv = want.ToArray<double>();
+        double maxAbs = 0, maxDiff = 0;
+        for (int i = 0; i < wv.Length; i++)
+        {
+            if (double.IsNaN(gv[i]) != double.IsNaN(wv[i])) return double.PositiveInfinity;
+            if (double.IsNaN(wv[i])) continue;
+            maxAbs = Math.Max(maxAbs, Math.Abs(wv[i]));
+            maxDiff = Math.Max(maxDiff, Math.Abs(gv[i] - wv[i]));
+        }
+        return maxDiff == 0 ? 0 : maxDiff / Math.Max(maxAbs, 1e-30);
+    }
+}
