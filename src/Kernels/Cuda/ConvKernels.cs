@@ -1,0 +1,909 @@
+using FashionViL.Tensors;
+using ILGPU;
+using ILGPU.Runtime;
+using System.Runtime.CompilerServices;
+
+namespace FashionViL.Kernels.Cuda;
+
+/// <summary>Which implicit-GEMM kernel a convolution runs (the kernel lab times both; <see cref="ConvKernels.Choose"/> picks one).</summary>
+public enum ConvVersion
+{
+    /// <summary>Pick by shape (<see cref="ConvKernels.Choose"/>).</summary>
+    Auto = 0,
+    /// <summary>v1: 64×64 tile, K tiles of 16, 4×4 outputs per thread (rows/cols strided by 16), scalar shared loads.</summary>
+    Tile64 = 1,
+    /// <summary>v2: 128×128 tile, K tiles of 8, 8×8 outputs per thread, 128-bit shared loads (4 FMAs per shared float vs 2).</summary>
+    Tile128 = 2,
+}
+
+/// <summary>Which of the three convolution GEMMs one <see cref="ConvGemmShape"/> describes.</summary>
+internal enum ConvMode
+{
+    /// <summary>y[n, co, p] = Σ_k w[co, k] · x̃[k, (n, p)]: M = Cout, N = batch·Ho·Wo, K = Cin·Kh·Kw.</summary>
+    Forward = 0,
+    /// <summary>gx[n, ci, q] = Σ_(co,kh,kw) w[co, ci, kh, kw] · gy at the output that tap hits: M = Cin, N = batch·H·W, K = Cout·Kh·Kw.</summary>
+    BackwardInput = 1,
+    /// <summary>gw[co, (ci,kh,kw)] = Σ_(n,p) gy[n, co, p] · x̃[(ci,kh,kw), (n, p)]: M = Cout, N = Cin·Kh·Kw, K = batch·Ho·Wo.</summary>
+    BackwardWeight = 2,
+}
+
+/// <summary>The scalar arguments of the implicit-GEMM convolution kernel (one struct: ILGPU's typed loaders stop at 14 parameters).</summary>
+public struct ConvGemmShape
+{
+    public int Mode, M, N, K;
+    public int Batch, Cin, H, W, Cout, Kh, Kw, Ho, Wo;
+    public int Sh, Sw, Pt, Pl, Dh, Dw;
+    /// <summary>Distance in A between consecutive rows m (A(m, k) = a[kA(k) + m·AStride]).</summary>
+    public int AStride;
+    /// <summary>Distance in the output between consecutive rows m (out[colOut(n) + m·OutStride]).</summary>
+    public int OutStride;
+    public int HasBias;
+    /// <summary>Split-K: the K range is cut into <see cref="Splits"/> chunks of <see cref="KChunk"/> (a multiple of 16); chunk z
+    /// writes its partial product at output offset z·<see cref="SplitStride"/> (a workspace), reduced in order afterwards.</summary>
+    public int Splits, KChunk, SplitStride;
+}
+
+/// <summary>The scalar arguments of the pooling kernels.</summary>
+public struct PoolShape
+{
+    public int Planes, H, W, Ho, Wo, Kh, Kw, Sh, Sw, Ph, Pw;
+}
+
+/// <summary>
+/// Convolution and pooling kernels for the CUDA backend (issue 3), float32, NCHW, contiguous.
+/// <para>
+/// Convolution is an <b>implicit GEMM</b>: no im2col buffer exists in global memory. The three GEMMs (forward,
+/// backward-input, backward-weight; see <see cref="ConvMode"/>) share one kernel whose tile loader computes the input
+/// coordinates on the fly. Per output tile, the group first tabulates in shared memory, for each of its BN columns,
+/// the image base offset and the top-left input coordinate; per K tile, for each of its BK rows, the channel offset
+/// and the (dilated) tap offset. A B-tile element is then two shared loads, two adds and a bounds test (no integer
+/// division in the inner loader, except the stride test of backward-input when the stride is above 1). The K-row
+/// table of the next tile is computed while the current tile is multiplied (double-buffered), so it costs no barrier.
+/// Backward-input is a gather (each input-gradient element sums over the taps that reach it), so no atomics: all
+/// three results are deterministic. The bias gradient is a separate per-channel reduction (float64 partials).
+/// </para>
+/// <para>
+/// Two versions (<see cref="ConvVersion"/>; the lab times both, <see cref="Choose"/> picks by shape): v1 a 64×64 tile, K
+/// tiles of 16, 4×4 outputs per micro-tile with rows and columns strided by 16; v2 a 128×128 tile, K tiles of 8, 8×8
+/// outputs per micro-tile read as float4 from shared memory. Tiles are compile-time constants; the group size is a launch parameter and every cooperative loop strides by Group.DimX, so the same
+/// code runs with 2-thread groups on ILGPU's CPU accelerator and 256-thread groups on a GPU. Kernels never throw:
+/// launchers validate view lengths and geometry first (ArgumentException naming the op and shapes).
+/// </para>
+/// <para>
+/// Pooling: max-pool forward is one thread per output and visits the window in the CPU backend's order (first max on
+/// ties, NaN wins, −∞ padding, Int64 index h·W + w in the input plane). Max-pool backward has two deterministic forms,
+/// both bit-identical to the CPU backend's float sums: a gather (needs the pooling geometry; one thread per input
+/// element sums the outputs that chose it, in output order) and a plane-serial scatter (no geometry needed, one thread
+/// per plane, as the CPU backend does it). Indices outside the plane are ignored (a kernel cannot throw; the CPU
+/// backend rejects them). Adaptive average pooling forward accumulates in float64 like the CPU backend; backward is a
+/// gather in the CPU backend's order.
+/// </para>
+/// </summary>
+public static class ConvKernels
+{
+    /// <summary>Threads per group on a GPU (the kernels accept any group size; the CPU accelerator gets its maximum, e.g. 2).</summary>
+    public const int GpuGroupSize = 256;
+
+    private const int BM = 64, BN = 64, BK = 16, Micro = (BM / 4) * (BN / 4);
+    private const int AsStride = BM + 1;   // padded: the k-major stores of the A loader hit distinct banks
+
+    // ---------------------------------------------------------------- implicit GEMM conv
+
+    /// <summary>Fills the four K-row entries of row kk for K index k (k ≥ K: invalid, marked by −1).</summary>
+    private static void KRow(ConvGemmShape s, int k, int kEnd, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW, int slot)
+    {
+        if (k >= kEnd)
+        {
+            kA[slot] = -1; kBase[slot] = -1; kH[slot] = 0; kW[slot] = 0;
+            return;
+        }
+        if (s.Mode == (int)ConvMode.BackwardWeight)
+        {
+            int P = s.Ho * s.Wo;
+            int img = k / P, p = k - img * P, oh = p / s.Wo, ow = p - oh * s.Wo;
+            kA[slot] = img * s.Cout * P + p;
+            kBase[slot] = img * s.Cin * s.H * s.W;
+            kH[slot] = oh * s.Sh;
+            kW[slot] = ow * s.Sw;
+        }
+        else
+        {
+            int kk2 = s.Kh * s.Kw;
+            int c = k / kk2, r = k - c * kk2, kh = r / s.Kw, kw = r - kh * s.Kw;
+            if (s.Mode == (int)ConvMode.Forward)
+            {
+                kA[slot] = k;
+                kBase[slot] = c * s.H * s.W;
+            }
+            else
+            {
+                kA[slot] = c * s.Cin * kk2 + r;
+                kBase[slot] = c * s.Ho * s.Wo;
+            }
+            kH[slot] = kh * s.Dh;
+            kW[slot] = kw * s.Dw;
+        }
+    }
+
+    /// <summary>Fills the column entries for GEMM column n (n ≥ N: invalid, marked by −1).</summary>
+    private static void Column(ConvGemmShape s, int n, ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW, ArrayView<int> cOut, int slot)
+    {
+        if (n >= s.N)
+        {
+            cBase[slot] = -1; cOut[slot] = -1; cH[slot] = 0; cW[slot] = 0;
+            return;
+        }
+        if (s.Mode == (int)ConvMode.Forward)
+        {
+            int P = s.Ho * s.Wo;
+            int img = n / P, p = n - img * P, oh = p / s.Wo, ow = p - oh * s.Wo;
+            cBase[slot] = img * s.Cin * s.H * s.W;
+            cH[slot] = oh * s.Sh - s.Pt;
+            cW[slot] = ow * s.Sw - s.Pl;
+            cOut[slot] = img * s.Cout * P + p;
+        }
+        else if (s.Mode == (int)ConvMode.BackwardInput)
+        {
+            int hw = s.H * s.W;
+            int img = n / hw, q = n - img * hw, ih = q / s.W, iw = q - ih * s.W;
+            cBase[slot] = img * s.Cout * s.Ho * s.Wo;
+            cH[slot] = ih + s.Pt;
+            cW[slot] = iw + s.Pl;
+            cOut[slot] = img * s.Cin * hw + q;
+        }
+        else
+        {
+            int kk2 = s.Kh * s.Kw;
+            int c = n / kk2, r = n - c * kk2, kh = r / s.Kw, kw = r - kh * s.Kw;
+            cBase[slot] = c * s.H * s.W;
+            cH[slot] = kh * s.Dh - s.Pt;
+            cW[slot] = kw * s.Dw - s.Pl;
+            cOut[slot] = n;
+        }
+    }
+
+    /// <summary>B(k, n): the input (forward, backward-weight) or output-gradient (backward-input) element, 0 outside.</summary>
+    private static float LoadB(ArrayView<float> b, ConvGemmShape s, int colBase, int colH, int colW, int kBase, int kH, int kW)
+    {
+        if ((colBase | kBase) < 0) return 0f;
+        if (s.Mode != (int)ConvMode.BackwardInput)
+        {
+            int ih = colH + kH, iw = colW + kW;
+            if ((uint)ih >= (uint)s.H || (uint)iw >= (uint)s.W) return 0f;
+            return b[colBase + kBase + ih * s.W + iw];
+        }
+        int th = colH - kH, tw = colW - kW;   // = oh·Sh, ow·Sw when the tap reaches an output
+        if (th < 0 || tw < 0) return 0f;
+        int oh = th, ow = tw;
+        if (s.Sh != 1)
+        {
+            oh = th / s.Sh;
+            if (oh * s.Sh != th) return 0f;
+        }
+        if (s.Sw != 1)
+        {
+            ow = tw / s.Sw;
+            if (ow * s.Sw != tw) return 0f;
+        }
+        if (oh >= s.Ho || ow >= s.Wo) return 0f;
+        return b[colBase + kBase + oh * s.Wo + ow];
+    }
+
+    private static void StoreRow(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int zOff, int m, int c0, int c1, int c2, int c3,
+        float v0, float v1, float v2, float v3)
+    {
+        if (m >= s.M) return;
+        float bv = s.HasBias != 0 ? bias[m] : 0f;
+        int ro = m * s.OutStride + zOff;
+        if (c0 >= 0) o[c0 + ro] = v0 + bv;
+        if (c1 >= 0) o[c1 + ro] = v1 + bv;
+        if (c2 >= 0) o[c2 + ro] = v2 + bv;
+        if (c3 >= 0) o[c3 + ro] = v3 + bv;
+    }
+
+    /// <summary>
+    /// The implicit-GEMM kernel for all three modes: a 64×64 output tile per group (grid-stride over tiles), K tiles of 16
+    /// staged through shared memory with the coordinate tables described on the class; micro-tile (tx, ty) accumulates
+    /// rows ty + 16i and columns tx + 16j (i, j &lt; 4) in scalar registers.
+    /// </summary>
+    internal static void ConvGemmKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s)
+    {
+        var As = SharedMemory.Allocate<float>(BK * AsStride);   // As[k·65 + m]
+        var Bs = SharedMemory.Allocate<float>(BK * BN);         // Bs[k·64 + n]
+        var cBase = SharedMemory.Allocate<int>(BN);
+        var cH = SharedMemory.Allocate<int>(BN);
+        var cW = SharedMemory.Allocate<int>(BN);
+        var cOut = SharedMemory.Allocate<int>(BN);
+        var kA = SharedMemory.Allocate<int>(2 * BK);
+        var kBase = SharedMemory.Allocate<int>(2 * BK);
+        var kH = SharedMemory.Allocate<int>(2 * BK);
+        var kW = SharedMemory.Allocate<int>(2 * BK);
+        int tid = Group.IdxX, nt = Group.DimX;
+        int passes = (Micro + nt - 1) / nt;
+        int tilesM = (s.M + BM - 1) / BM, tilesN = (s.N + BN - 1) / BN;
+        for (int kz = Grid.IdxZ; kz < s.Splits; kz += Grid.DimZ)
+        for (int tm = Grid.IdxY; tm < tilesM; tm += Grid.DimY)
+        for (int tn = Grid.IdxX; tn < tilesN; tn += Grid.DimX)
+        {
+            int m0 = tm * BM, n0 = tn * BN;
+            int kLo = kz * s.KChunk, kEnd = XMin(s.K, kLo + s.KChunk), zOff = kz * s.SplitStride;
+            int kTiles = (kEnd - kLo + BK - 1) / BK;
+            for (int p = 0; p < passes; p++)
+            {
+                int mt = p * nt + tid;
+                bool active = mt < Micro;
+                mt &= Micro - 1;
+                int tx = mt & 15, ty = mt >> 4;
+                float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f;
+                float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f;
+                for (int e = tid; e < BN; e += nt) Column(s, n0 + e, cBase, cH, cW, cOut, e);
+                for (int e = tid; e < BK; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);
+                Group.Barrier();
+                for (int kt = 0; kt < kTiles; kt++)
+                {
+                    int cur = (kt & 1) * BK, nxt = BK - cur;
+                    int k0 = kt * BK;
+                    // A tile: element i → (m = i / 16, k = i % 16), consecutive threads walk k (contiguous in w and gy)
+                    for (int i = tid; i < BM * BK; i += nt)
+                    {
+                        int mm = i >> 4, kk = i & (BK - 1);
+                        int ka = kA[cur + kk], m = m0 + mm;
+                        As[kk * AsStride + mm] = ka >= 0 && m < s.M ? a[ka + m * s.AStride] : 0f;
+                    }
+                    // B tile: element i → (k = i / 64, n = i % 64), consecutive threads walk n (output positions)
+                    for (int i = tid; i < BK * BN; i += nt)
+                    {
+                        int kk = i >> 6, nn = i & (BN - 1);
+                        Bs[i] = LoadB(b, s, cBase[nn], cH[nn], cW[nn], kBase[cur + kk], kH[cur + kk], kW[cur + kk]);
+                    }
+                    Group.Barrier();
+                    // the next tile's K rows (buffer nxt was last read before the previous barrier)
+                    if (kt + 1 < kTiles)
+                        for (int e = tid; e < BK; e += nt) KRow(s, kLo + k0 + BK + e, kEnd, kA, kBase, kH, kW, nxt + e);
+                    for (int kk = 0; kk < BK; kk++)
+                    {
+                        int ab = kk * AsStride + ty, bb = kk * BN + tx;
+                        float a0 = As[ab], a1 = As[ab + 16], a2 = As[ab + 32], a3 = As[ab + 48];
+                        float b0 = Bs[bb], b1 = Bs[bb + 16], b2 = Bs[bb + 32], b3 = Bs[bb + 48];
+                        c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                        c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                        c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                        c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+                    }
+                    Group.Barrier();
+                }
+                if (active)
+                {
+                    int o0 = cOut[tx], o1 = cOut[tx + 16], o2 = cOut[tx + 32], o3 = cOut[tx + 48];
+                    StoreRow(o, bias, s, zOff, m0 + ty, o0, o1, o2, o3, c00, c01, c02, c03);
+                    StoreRow(o, bias, s, zOff, m0 + ty + 16, o0, o1, o2, o3, c10, c11, c12, c13);
+                    StoreRow(o, bias, s, zOff, m0 + ty + 32, o0, o1, o2, o3, c20, c21, c22, c23);
+                    StoreRow(o, bias, s, zOff, m0 + ty + 48, o0, o1, o2, o3, c30, c31, c32, c33);
+                }
+                Group.Barrier();   // the column table is rewritten by the next pass or tile
+            }
+        }
+    }
+
+    private const int BM2 = 128, BN2 = 128, BK2 = 8, Micro2 = (BM2 / 8) * (BN2 / 8);
+    private const int As2Stride = BM2 + 4;   // padded by one float4: the k-major A stores spread over the banks, rows stay 16-byte aligned
+
+    private static void StoreRow8(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int zOff, int m, ArrayView<int> cOut, int c0, int c1,
+        float v0, float v1, float v2, float v3, float v4, float v5, float v6, float v7)
+    {
+        if (m >= s.M) return;
+        float bv = s.HasBias != 0 ? bias[m] : 0f;
+        int ro = m * s.OutStride + zOff;
+        int o0 = cOut[c0], o1 = cOut[c0 + 1], o2 = cOut[c0 + 2], o3 = cOut[c0 + 3];
+        int o4 = cOut[c1], o5 = cOut[c1 + 1], o6 = cOut[c1 + 2], o7 = cOut[c1 + 3];
+        if (o0 >= 0) o[o0 + ro] = v0 + bv;
+        if (o1 >= 0) o[o1 + ro] = v1 + bv;
+        if (o2 >= 0) o[o2 + ro] = v2 + bv;
+        if (o3 >= 0) o[o3 + ro] = v3 + bv;
+        if (o4 >= 0) o[o4 + ro] = v4 + bv;
+        if (o5 >= 0) o[o5 + ro] = v5 + bv;
+        if (o6 >= 0) o[o6 + ro] = v6 + bv;
+        if (o7 >= 0) o[o7 + ro] = v7 + bv;
+    }
+
+    /// <summary>
+    /// v2 (vs v1: 64 FMAs per 4 float4 shared loads instead of 16 per 8 scalar ones): a 128×128 output tile per group, K tiles
+    /// of 8, the same coordinate tables; micro-tile (tx, ty) owns rows ty·4..+3 and 64+ty·4..+3 and the same split of
+    /// columns (as GemmKernels v4), so a warp's float4 shared reads are broadcasts or conflict-free.
+    /// </summary>
+    internal static void ConvGemm128Kernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s)
+    {
+        var As4 = SharedMemory.Allocate<F4>(BK2 * As2Stride / 4);   // As[k·132 + m], as float4
+        var Bs4 = SharedMemory.Allocate<F4>(BK2 * BN2 / 4);         // Bs[k·128 + n], as float4
+        var As = As4.Cast<float>();
+        var Bs = Bs4.Cast<float>();
+        var cBase = SharedMemory.Allocate<int>(BN2);
+        var cH = SharedMemory.Allocate<int>(BN2);
+        var cW = SharedMemory.Allocate<int>(BN2);
+        var cOut = SharedMemory.Allocate<int>(BN2);
+        var kA = SharedMemory.Allocate<int>(2 * BK2);
+        var kBase = SharedMemory.Allocate<int>(2 * BK2);
+        var kH = SharedMemory.Allocate<int>(2 * BK2);
+        var kW = SharedMemory.Allocate<int>(2 * BK2);
+        int tid = Group.IdxX, nt = Group.DimX;
+        int passes = (Micro2 + nt - 1) / nt;
+        int tilesM = (s.M + BM2 - 1) / BM2, tilesN = (s.N + BN2 - 1) / BN2;
+        for (int kz = Grid.IdxZ; kz < s.Splits; kz += Grid.DimZ)
+        for (int tm = Grid.IdxY; tm < tilesM; tm += Grid.DimY)
+        for (int tn = Grid.IdxX; tn < tilesN; tn += Grid.DimX)
+        {
+            int m0 = tm * BM2, n0 = tn * BN2;
+            int kLo = kz * s.KChunk, kEnd = XMin(s.K, kLo + s.KChunk), zOff = kz * s.SplitStride;
+            int kTiles = (kEnd - kLo + BK2 - 1) / BK2;
+            for (int p = 0; p < passes; p++)
+            {
+                int mt = p * nt + tid;
+                bool active = mt < Micro2;
+                mt &= Micro2 - 1;
+                int tx = mt & 15, ty = mt >> 4;
+                float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c04 = 0f, c05 = 0f, c06 = 0f, c07 = 0f;
+                float c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f, c14 = 0f, c15 = 0f, c16 = 0f, c17 = 0f;
+                float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c24 = 0f, c25 = 0f, c26 = 0f, c27 = 0f;
+                float c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f, c34 = 0f, c35 = 0f, c36 = 0f, c37 = 0f;
+                float c40 = 0f, c41 = 0f, c42 = 0f, c43 = 0f, c44 = 0f, c45 = 0f, c46 = 0f, c47 = 0f;
+                float c50 = 0f, c51 = 0f, c52 = 0f, c53 = 0f, c54 = 0f, c55 = 0f, c56 = 0f, c57 = 0f;
+                float c60 = 0f, c61 = 0f, c62 = 0f, c63 = 0f, c64 = 0f, c65 = 0f, c66 = 0f, c67 = 0f;
+                float c70 = 0f, c71 = 0f, c72 = 0f, c73 = 0f, c74 = 0f, c75 = 0f, c76 = 0f, c77 = 0f;
+                for (int e = tid; e < BN2; e += nt) Column(s, n0 + e, cBase, cH, cW, cOut, e);
+                for (int e = tid; e < BK2; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);
+                Group.Barrier();
+                for (int kt = 0; kt < kTiles; kt++)
+                {
+                    int cur = (kt & 1) * BK2, nxt = BK2 - cur;
+                    int k0 = kt * BK2;
+                    // A tile: element i → (m = i / 8, k = i % 8), consecutive threads walk k (contiguous in w and gy)
+                    for (int i = tid; i < BM2 * BK2; i += nt)
+                    {
+                        int mm = i >> 3, kk = i & (BK2 - 1);
+                        int ka = kA[cur + kk], m = m0 + mm;
+                        As[kk * As2Stride + mm] = ka >= 0 && m < s.M ? a[ka + m * s.AStride] : 0f;
+                    }
+                    // B tile: element i → (k = i / 128, n = i % 128), consecutive threads walk n (output positions)
+                    for (int i = tid; i < BK2 * BN2; i += nt)
+                    {
+                        int kk = i >> 7, nn = i & (BN2 - 1);
+                        Bs[i] = LoadB(b, s, cBase[nn], cH[nn], cW[nn], kBase[cur + kk], kH[cur + kk], kW[cur + kk]);
+                    }
+                    Group.Barrier();
+                    if (kt + 1 < kTiles)
+                        for (int e = tid; e < BK2; e += nt) KRow(s, kLo + k0 + BK2 + e, kEnd, kA, kBase, kH, kW, nxt + e);
+                    for (int kk = 0; kk < BK2; kk++)
+                    {
+                        int ab = kk * (As2Stride / 4) + ty, bb = kk * (BN2 / 4) + tx;
+                        F4 al = As4[ab], ah = As4[ab + 16], bl = Bs4[bb], bh = Bs4[bb + 16];
+                        float a0 = al.X, a1 = al.Y, a2 = al.Z, a3 = al.W, a4 = ah.X, a5 = ah.Y, a6 = ah.Z, a7 = ah.W;
+                        float b0 = bl.X, b1 = bl.Y, b2 = bl.Z, b3 = bl.W, b4 = bh.X, b5 = bh.Y, b6 = bh.Z, b7 = bh.W;
+                        c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3; c04 += a0 * b4; c05 += a0 * b5; c06 += a0 * b6; c07 += a0 * b7;
+                        c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3; c14 += a1 * b4; c15 += a1 * b5; c16 += a1 * b6; c17 += a1 * b7;
+                        c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3; c24 += a2 * b4; c25 += a2 * b5; c26 += a2 * b6; c27 += a2 * b7;
+                        c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3; c34 += a3 * b4; c35 += a3 * b5; c36 += a3 * b6; c37 += a3 * b7;
+                        c40 += a4 * b0; c41 += a4 * b1; c42 += a4 * b2; c43 += a4 * b3; c44 += a4 * b4; c45 += a4 * b5; c46 += a4 * b6; c47 += a4 * b7;
+                        c50 += a5 * b0; c51 += a5 * b1; c52 += a5 * b2; c53 += a5 * b3; c54 += a5 * b4; c55 += a5 * b5; c56 += a5 * b6; c57 += a5 * b7;
+                        c60 += a6 * b0; c61 += a6 * b1; c62 += a6 * b2; c63 += a6 * b3; c64 += a6 * b4; c65 += a6 * b5; c66 += a6 * b6; c67 += a6 * b7;
+                        c70 += a7 * b0; c71 += a7 * b1; c72 += a7 * b2; c73 += a7 * b3; c74 += a7 * b4; c75 += a7 * b5; c76 += a7 * b6; c77 += a7 * b7;
+                    }
+                    Group.Barrier();
+                }
+                if (active)
+                {
+                    int rowA = m0 + ty * 4, colA = tx * 4, colB = 64 + tx * 4;
+                    StoreRow8(o, bias, s, zOff, rowA + 0, cOut, colA, colB, c00, c01, c02, c03, c04, c05, c06, c07);
+                    StoreRow8(o, bias, s, zOff, rowA + 1, cOut, colA, colB, c10, c11, c12, c13, c14, c15, c16, c17);
+                    StoreRow8(o, bias, s, zOff, rowA + 2, cOut, colA, colB, c20, c21, c22, c23, c24, c25, c26, c27);
+                    StoreRow8(o, bias, s, zOff, rowA + 3, cOut, colA, colB, c30, c31, c32, c33, c34, c35, c36, c37);
+                    StoreRow8(o, bias, s, zOff, rowA + 64, cOut, colA, colB, c40, c41, c42, c43, c44, c45, c46, c47);
+                    StoreRow8(o, bias, s, zOff, rowA + 65, cOut, colA, colB, c50, c51, c52, c53, c54, c55, c56, c57);
+                    StoreRow8(o, bias, s, zOff, rowA + 66, cOut, colA, colB, c60, c61, c62, c63, c64, c65, c66, c67);
+                    StoreRow8(o, bias, s, zOff, rowA + 67, cOut, colA, colB, c70, c71, c72, c73, c74, c75, c76, c77);
+                }
+                Group.Barrier();   // the column table is rewritten by the next pass or tile
+            }
+        }
+    }
+
+    /// <summary>Split-K reduction: o[i] = Σ_z ws[z·count + i], z in order (deterministic).</summary>
+    internal static void SplitReduceKernel(ArrayView<float> ws, ArrayView<float> o, int count, int splits)
+    {
+        long step = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < count; i += step)
+        {
+            float acc = 0f;
+            for (int z = 0; z < splits; z++) acc += ws[(long)z * count + i];
+            o[i] = acc;
+        }
+    }
+
+    /// <summary>gb[c] = Σ_n Σ_p gy[n, c, p]: one group per channel (grid-stride), float64 partials, thread 0 sums them in order.</summary>
+    internal static void BiasGradKernel(ArrayView<float> gy, ArrayView<float> gb, int batch, int channels, int plane)
+    {
+        var part = SharedMemory.Allocate<double>(1024);
+        int tid = Group.IdxX, nt = Group.DimX;
+        int per = batch * plane;
+        for (int c = Grid.IdxX; c < channels; c += Grid.DimX)
+        {
+            double acc = 0;
+            for (int i = tid; i < per; i += nt)
+            {
+                int img = i / plane, q = i - img * plane;
+                acc += gy[(img * channels + c) * plane + q];
+            }
+            part[tid] = acc;
+            Group.Barrier();
+            if (tid == 0)
+            {
+                double t = 0;
+                for (int j = 0; j < nt; j++) t += part[j];
+                gb[c] = (float)t;
+            }
+            Group.Barrier();
+        }
+    }
+
+    // ---------------------------------------------------------------- pooling
+
+    /// <summary>One thread per output (grid-stride): the CPU backend's window order, first max on ties, NaN wins.</summary>
+    internal static void MaxPoolForwardKernel(ArrayView<float> x, ArrayView<float> y, ArrayView<long> idx, PoolShape s)
+    {
+        long total = (long)s.Planes * s.Ho * s.Wo;
+        long step = (long)Grid.DimX * Group.DimX;
+        for (long t = Grid.GlobalIndex.X; t < total; t += step)
+        {
+            int ow = (int)(t % s.Wo);
+            long r = t / s.Wo;
+            int oh = (int)(r % s.Ho);
+            long pl = r / s.Ho;
+            long xo = pl * s.H * s.W;
+            int hs = oh * s.Sh - s.Ph, ws = ow * s.Sw - s.Pw;
+            int h0 = XMax(hs, 0), h1 = XMin(hs + s.Kh, s.H);
+            int first = h0 * s.W + XMax(ws, 0);
+            float best = x[xo + first];
+            int bi = first;
+            for (int ih = h0; ih < h1; ih++)
+                for (int k = 0; k < s.Kw; k++)
+                {
+                    int iw = ws + k;
+                    if (iw < 0 || iw >= s.W) continue;
+                    float v = x[xo + ih * s.W + iw];
+                    if (v > best || float.IsNaN(v))
+                    {
+                        best = v;
+                        bi = ih * s.W + iw;
+                    }
+                }
+            y[t] = best;
+            idx[t] = bi;
+        }
+    }
+
+    private static int XMax(int a, int b) => a > b ? a : b;
+    private static int XMin(int a, int b) => a < b ? a : b;
+
+    /// <summary>Gather (one thread per input-gradient element): Σ of gy over the outputs whose window holds the element and
+    /// whose index names it, in output order from 0f — the CPU backend's scatter sums, bit for bit.</summary>
+    internal static void MaxPoolBackwardGatherKernel(ArrayView<float> gy, ArrayView<long> idx, ArrayView<float> gx, PoolShape s)
+    {
+        long total = (long)s.Planes * s.H * s.W;
+        long step = (long)Grid.DimX * Group.DimX;
+        for (long t = Grid.GlobalIndex.X; t < total; t += step)
+        {
+            int iw = (int)(t % s.W);
+            long r = t / s.W;
+            int ih = (int)(r % s.H);
+            long pl = r / s.H;
+            long yo = pl * s.Ho * s.Wo;
+            long me = (long)ih * s.W + iw;
+            // outputs oh with oh·Sh − Ph ≤ ih ≤ oh·Sh − Ph + Kh − 1
+            int ohLo = XMax(CeilDivNonNeg(ih + s.Ph - s.Kh + 1, s.Sh), 0), ohHi = XMin((ih + s.Ph) / s.Sh, s.Ho - 1);
+            int owLo = XMax(CeilDivNonNeg(iw + s.Pw - s.Kw + 1, s.Sw), 0), owHi = XMin((iw + s.Pw) / s.Sw, s.Wo - 1);
+            float acc = 0f;
+            for (int oh = ohLo; oh <= ohHi; oh++)
+                for (int ow = owLo; ow <= owHi; ow++)
+                {
+                    long j = yo + (long)oh * s.Wo + ow;
+                    if (idx[j] == me) acc += gy[j];
+                }
+            gx[t] = acc;
+        }
+    }
+
+    /// <summary>⌈a / b⌉ for b &gt; 0, with any a ≤ 0 giving a value ≤ 0 (callers clamp at 0).</summary>
+    private static int CeilDivNonNeg(int a, int b) => a <= 0 ? 0 : (a + b - 1) / b;
+
+    /// <summary>Plane-serial scatter (no geometry needed): one thread per plane clears it and adds gy through the indices in
+    /// output order, exactly as the CPU backend does. Indices outside the plane are skipped.</summary>
+    internal static void MaxPoolBackwardScatterKernel(ArrayView<float> gy, ArrayView<long> idx, ArrayView<float> gx, PoolShape s)
+    {
+        int hw = s.H * s.W, ohw = s.Ho * s.Wo;
+        long step = (long)Grid.DimX * Group.DimX;
+        for (long pl = Grid.GlobalIndex.X; pl < s.Planes; pl += step)
+        {
+            long xo = pl * hw, yo = pl * ohw;
+            for (int i = 0; i < hw; i++) gx[xo + i] = 0f;
+            for (int j = 0; j < ohw; j++)
+            {
+                long id = idx[yo + j];
+                if ((ulong)id < (ulong)hw) gx[xo + id] += gy[yo + j];
+            }
+        }
+    }
+
+    /// <summary>One thread per output: float64 sum of the window times 1/size (PyTorch's window rule), as the CPU backend.</summary>
+    internal static void AdaptiveAvgForwardKernel(ArrayView<float> x, ArrayView<float> y, PoolShape s)
+    {
+        long total = (long)s.Planes * s.Ho * s.Wo;
+        long step = (long)Grid.DimX * Group.DimX;
+        for (long t = Grid.GlobalIndex.X; t < total; t += step)
+        {
+            int ow = (int)(t % s.Wo);
+            long r = t / s.Wo;
+            int oh = (int)(r % s.Ho);
+            long pl = r / s.Ho;
+            long xo = pl * s.H * s.W;
+            int h0 = (int)((long)oh * s.H / s.Ho), h1 = (int)(((long)(oh + 1) * s.H + s.Ho - 1) / s.Ho);
+            int w0 = (int)((long)ow * s.W / s.Wo), w1 = (int)(((long)(ow + 1) * s.W + s.Wo - 1) / s.Wo);
+            double inv = 1.0 / ((h1 - h0) * (w1 - w0));
+            double acc = 0;
+            for (int ih = h0; ih < h1; ih++)
+                for (int iw = w0; iw < w1; iw++) acc += x[xo + ih * s.W + iw];
+            y[t] = (float)(acc * inv);
+        }
+    }
+
+    /// <summary>One thread per input-gradient element: Σ over the windows holding it of (float)(gy·1/size), in window order
+    /// from 0f — the CPU backend's scatter, bit for bit.</summary>
+    internal static void AdaptiveAvgBackwardKernel(ArrayView<float> gy, ArrayView<float> gx, PoolShape s)
+    {
+        long total = (long)s.Planes * s.H * s.W;
+        long step = (long)Grid.DimX * Group.DimX;
+        for (long t = Grid.GlobalIndex.X; t < total; t += step)
+        {
+            int iw = (int)(t % s.W);
+            long r = t / s.W;
+            int ih = (int)(r % s.H);
+            long pl = r / s.H;
+            long yo = pl * s.Ho * s.Wo;
+            // windows oh with h0(oh) ≤ ih < h1(oh) lie in [⌊ih·Ho/H⌋, ⌊((ih+1)·Ho − 1)/H⌋]; one extra row each side, tested exactly
+            int ohLo = XMax((int)((long)ih * s.Ho / s.H) - 1, 0), ohHi = XMin((int)(((long)(ih + 1) * s.Ho - 1) / s.H) + 1, s.Ho - 1);
+            int owLo = XMax((int)((long)iw * s.Wo / s.W) - 1, 0), owHi = XMin((int)(((long)(iw + 1) * s.Wo - 1) / s.W) + 1, s.Wo - 1);
+            float acc = 0f;
+            for (int oh = ohLo; oh <= ohHi; oh++)
+            {
+                int h0 = (int)((long)oh * s.H / s.Ho), h1 = (int)(((long)(oh + 1) * s.H + s.Ho - 1) / s.Ho);
+                if (ih < h0 || ih >= h1) continue;
+                for (int ow = owLo; ow <= owHi; ow++)
+                {
+                    int w0 = (int)((long)ow * s.W / s.Wo), w1 = (int)(((long)(ow + 1) * s.W + s.Wo - 1) / s.Wo);
+                    if (iw < w0 || iw >= w1) continue;
+                    double inv = 1.0 / ((h1 - h0) * (w1 - w0));
+                    acc += (float)(gy[yo + (long)oh * s.Wo + ow] * inv);
+                }
+            }
+            gx[t] = acc;
+        }
+    }
+
+    /// <summary>Every kernel method (for offline PTX compilation in tests and tools), by name.</summary>
+    public static IReadOnlyList<(string Name, System.Reflection.MethodInfo Method)> KernelMethods { get; } =
+    [
+        ("conv_gemm", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>)ConvGemmKernel).Method),
+        ("conv_gemm128", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>)ConvGemm128Kernel).Method),
+        ("conv_split_reduce", ((Action<ArrayView<float>, ArrayView<float>, int, int>)SplitReduceKernel).Method),
+        ("conv_bias_grad", ((Action<ArrayView<float>, ArrayView<float>, int, int, int>)BiasGradKernel).Method),
+        ("max_pool_fwd", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>)MaxPoolForwardKernel).Method),
+        ("max_pool_bwd_gather", ((Action<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>)MaxPoolBackwardGatherKernel).Method),
+        ("max_pool_bwd_scatter", ((Action<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>)MaxPoolBackwardScatterKernel).Method),
+        ("adaptive_avg_fwd", ((Action<ArrayView<float>, ArrayView<float>, PoolShape>)AdaptiveAvgForwardKernel).Method),
+        ("adaptive_avg_bwd", ((Action<ArrayView<float>, ArrayView<float>, PoolShape>)AdaptiveAvgBackwardKernel).Method),
+    ];
+
+    // ---------------------------------------------------------------- launchers
+
+    private sealed class Loaded
+    {
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>? Gemm, Gemm128;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? BiasGrad;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? SplitReduce;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>? MaxFwd;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>? MaxBwdGather, MaxBwdScatter;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape>? AvgFwd, AvgBwd;
+    }
+
+    // Holds the typed delegates (ILGPU's own kernel cache is weak) for as long as the accelerator lives.
+    private static readonly ConditionalWeakTable<Accelerator, Loaded> Cache = new();
+
+    private static Loaded For(Accelerator acc) => Cache.GetValue(acc, _ => new Loaded());
+
+    private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape> GemmKernel(Accelerator acc, ConvVersion v)
+    {
+        var l = For(acc);
+        lock (l)
+            return v == ConvVersion.Tile128
+                ? l.Gemm128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>(ConvGemm128Kernel)
+                : l.Gemm ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>(ConvGemmKernel);
+    }
+
+    /// <summary>
+    /// The version <see cref="ConvVersion.Auto"/> runs for a GEMM of M × N (the rule is a guess until the lab has run on a GPU:
+    /// the 128 tile when M fills most of it and there are at least as many 128 tiles as multiprocessors, else the 64 tile).
+    /// </summary>
+    public static ConvVersion Choose(Accelerator acc, int m, int n)
+    {
+        long tiles128 = (long)((m + BM2 - 1) / BM2) * ((n + BN2 - 1) / BN2);
+        return m >= 96 && tiles128 >= acc.NumMultiprocessors ? ConvVersion.Tile128 : ConvVersion.Tile64;
+    }
+
+    private static int GroupSize(Accelerator acc) => Math.Min(GpuGroupSize, acc.MaxNumThreadsPerGroup);
+
+    /// <summary>A 1-D grid-stride launch over <paramref name="work"/> items.</summary>
+    private static KernelConfig Flat(Accelerator acc, long work)
+    {
+        int nt = GroupSize(acc);
+        return new KernelConfig((int)Math.Clamp((work + nt - 1) / nt, 1, 1 << 20), nt);
+    }
+
+    private static void LaunchGemm(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
+        ArrayView<float> bias, ConvGemmShape s, ConvVersion v)
+    {
+        if (s.M == 0 || s.N == 0) return;
+        if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
+        if (s.Splits < 1)
+        {
+            s.Splits = 1; s.KChunk = s.K; s.SplitStride = 0;
+        }
+        int tm = v == ConvVersion.Tile128 ? BM2 : BM, tn = v == ConvVersion.Tile128 ? BN2 : BN;
+        int tilesM = (s.M + tm - 1) / tm, tilesN = (s.N + tn - 1) / tn;
+        var cfg = new KernelConfig(new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(s.Splits, 65535)), new Index3D(GroupSize(acc), 1, 1));
+        GemmKernel(acc, v)(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s);
+    }
+
+    private static ConvGemmShape Geometry(string op, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p)
+    {
+        string Desc() => $"input [{batch},{cin},{h},{w}], weight [{cout},{cin},{kh},{kw}], {p}";
+        if (batch < 0 || cin < 0 || h < 0 || w < 0 || cout < 0)
+            throw new ArgumentException($"{op} (ilgpu): negative size: {Desc()}");
+        if (p.StrideH < 1 || p.StrideW < 1 || p.DilationH < 1 || p.DilationW < 1 || p.PadTop < 0 || p.PadBottom < 0 || p.PadLeft < 0 || p.PadRight < 0)
+            throw new ArgumentException($"{op} (ilgpu): invalid geometry (strides and dilations must be ≥ 1, paddings ≥ 0): {Desc()}");
+        if (kh < 1 || kw < 1 || h + p.PadTop + p.PadBottom < p.DilationH * (kh - 1) + 1 || w + p.PadLeft + p.PadRight < p.DilationW * (kw - 1) + 1)
+            throw new ArgumentException($"{op} (ilgpu): the input is too small for the kernel: {Desc()}");
+        int ho = p.OutH(h, kh), wo = p.OutW(w, kw);
+        // every index the kernel forms is a 32-bit int
+        long biggest = Math.Max(Math.Max((long)batch * cin * h * w, (long)batch * cout * ho * wo), (long)cout * cin * kh * kw);
+        if (biggest > int.MaxValue || (long)cin * kh * kw * Math.Max(1, cout) > int.MaxValue || (long)batch * ho * wo > int.MaxValue)
+            throw new ArgumentException($"{op} (ilgpu): tensors over 2^31 elements are not supported: {Desc()}");
+        return new ConvGemmShape
+        {
+            Batch = batch, Cin = cin, H = h, W = w, Cout = cout, Kh = kh, Kw = kw, Ho = ho, Wo = wo,
+            Sh = p.StrideH, Sw = p.StrideW, Pt = p.PadTop, Pl = p.PadLeft, Dh = p.DilationH, Dw = p.DilationW,
+        };
+    }
+
+    private static void Need(string op, string name, ArrayView<float> v, long n, ConvGemmShape s)
+    {
+        if (v.Length < n)
+            throw new ArgumentException($"{op} (ilgpu): {name} view has {v.Length} elements, needs {n} for input [{s.Batch},{s.Cin},{s.H},{s.W}], "
+                + $"weight [{s.Cout},{s.Cin},{s.Kh},{s.Kw}], output [{s.Batch},{s.Cout},{s.Ho},{s.Wo}]");
+    }
+
+    /// <summary>The output size [Ho, Wo] of a convolution (throws like the launchers when the kernel does not fit).</summary>
+    public static (int Ho, int Wo) OutputSize(int h, int w, int kh, int kw, Conv2dParams p)
+    {
+        var g = Geometry("conv2d", 1, 1, h, w, 1, kh, kw, p);
+        return (g.Ho, g.Wo);
+    }
+
+    /// <summary>
+    /// y [batch, cout, Ho, Wo] ← conv2d(x [batch, cin, h, w], w [cout, cin, kh, kw]) (+ bias [cout] when
+    /// <paramref name="bias"/> is non-empty), enqueued on <paramref name="stream"/> (null: the default stream). y is overwritten.
+    /// </summary>
+    public static void Conv2dForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
+        ArrayView<float> y, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        const string op = "conv2d";
+        var s = Geometry(op, batch, cin, h, w, cout, kh, kw, p);
+        int P = s.Ho * s.Wo;
+        Need(op, "input", x, (long)batch * cin * h * w, s);
+        Need(op, "weight", weight, (long)cout * cin * kh * kw, s);
+        Need(op, "output", y, (long)batch * cout * P, s);
+        if (bias.Length > 0 && bias.Length != cout)
+            throw new ArgumentException($"{op} (ilgpu): bias has {bias.Length} elements, expected {cout} (weight [{cout},{cin},{kh},{kw}])");
+        s.Mode = (int)ConvMode.Forward;
+        s.M = cout; s.N = batch * P; s.K = cin * kh * kw;
+        s.AStride = s.K; s.OutStride = P; s.HasBias = bias.Length > 0 ? 1 : 0;
+        LaunchGemm(acc, stream, weight, x, y, bias, s, version);
+    }
+
+    /// <summary>gx [batch, cin, h, w] ← ∂conv2d/∂x given gy [batch, cout, Ho, Wo] (overwritten; no atomics, deterministic).</summary>
+    public static void Conv2dBackwardInput(Accelerator acc, AcceleratorStream? stream, ArrayView<float> gy, ArrayView<float> weight,
+        ArrayView<float> gx, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        const string op = "conv2d backward (input)";
+        var s = Geometry(op, batch, cin, h, w, cout, kh, kw, p);
+        Need(op, "output gradient", gy, (long)batch * cout * s.Ho * s.Wo, s);
+        Need(op, "weight", weight, (long)cout * cin * kh * kw, s);
+        Need(op, "input gradient", gx, (long)batch * cin * h * w, s);
+        s.Mode = (int)ConvMode.BackwardInput;
+        s.M = cin; s.N = batch * h * w; s.K = cout * kh * kw;
+        s.AStride = kh * kw; s.OutStride = h * w;
+        LaunchGemm(acc, stream, weight, gy, gx, default, s, version);
+    }
+
+    /// <summary>
+    /// gw [cout, cin, kh, kw] ← ∂conv2d/∂w and, when <paramref name="gb"/> is non-empty, gb [cout] ← Σ gy (both overwritten).
+    /// The reduction runs over batch·Ho·Wo, often with few output tiles (ResNet layer3/4): given a <paramref name="workspace"/>
+    /// of at least 2·cout·cin·kh·kw floats, the K range is split (deterministic split-K: partials into the workspace, then an
+    /// in-order sum). <paramref name="splits"/> 0 picks the count (enough groups for twice the multiprocessors, each chunk at
+    /// least 256 deep, as many as the workspace holds); 1 disables it.
+    /// </summary>
+    public static void Conv2dBackwardWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> gy,
+        ArrayView<float> gw, ArrayView<float> gb, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
+        ArrayView<float> workspace = default, int splits = 0)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        const string op = "conv2d backward (weight)";
+        var s = Geometry(op, batch, cin, h, w, cout, kh, kw, p);
+        int P = s.Ho * s.Wo;
+        Need(op, "input", x, (long)batch * cin * h * w, s);
+        Need(op, "output gradient", gy, (long)batch * cout * P, s);
+        Need(op, "weight gradient", gw, (long)cout * cin * kh * kw, s);
+        if (gb.Length > 0 && gb.Length != cout)
+            throw new ArgumentException($"{op} (ilgpu): bias gradient has {gb.Length} elements, expected {cout} (weight [{cout},{cin},{kh},{kw}])");
+        s.Mode = (int)ConvMode.BackwardWeight;
+        s.M = cout; s.N = cin * kh * kw; s.K = batch * P;
+        s.AStride = P; s.OutStride = s.N;
+        if (splits < 0) throw new ArgumentException($"{op} (ilgpu): splits must be ≥ 0, got {splits}");
+        long mn = (long)s.M * s.N;
+        int sp = 1;
+        if (mn > 0 && s.K > 0 && workspace.Length >= 2 * mn)
+        {
+            if (version == ConvVersion.Auto) version = Choose(acc, s.M, s.N);
+            int tile = version == ConvVersion.Tile128 ? BM2 : BM;
+            long tiles = (long)((s.M + tile - 1) / tile) * ((s.N + tile - 1) / tile);
+            long want = splits > 0 ? splits : (2L * acc.NumMultiprocessors + tiles - 1) / tiles;
+            long cap = Math.Min(workspace.Length / mn, splits > 0 ? long.MaxValue : Math.Max(1, s.K / 256));
+            sp = (int)Math.Clamp(Math.Min(want, cap), 1, 65535);
+        }
+        else if (splits > 1 && mn > 0)
+            throw new ArgumentException($"{op} (ilgpu): {splits} splits need a workspace of {splits * mn} floats, got {workspace.Length}");
+        int chunk = s.K;
+        if (sp > 1)
+        {
+            chunk = (s.K + sp - 1) / sp;
+            chunk = (chunk + BK - 1) / BK * BK;
+            sp = (s.K + chunk - 1) / chunk;
+            if ((long)sp * mn > int.MaxValue) throw new ArgumentException($"{op} (ilgpu): split-K workspace over 2^31 elements ({sp}·{mn})");
+        }
+        if (sp > 1)
+        {
+            s.Splits = sp; s.KChunk = chunk; s.SplitStride = (int)mn;
+            LaunchGemm(acc, stream, gy, x, workspace, default, s, version);
+            var l2 = For(acc);
+            Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> r;
+            lock (l2) r = l2.SplitReduce ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SplitReduceKernel);
+            r(stream ?? acc.DefaultStream, Flat(acc, mn), workspace, gw, (int)mn, sp);
+        }
+        else LaunchGemm(acc, stream, gy, x, gw, default, s, version);
+        if (gb.Length > 0 && cout > 0)
+        {
+            var l = For(acc);
+            Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int> k;
+            lock (l) k = l.BiasGrad ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(BiasGradKernel);
+            k(stream ?? acc.DefaultStream, new KernelConfig(Math.Min(cout, 1 << 16), GroupSize(acc)), gy, gb, batch, cout, P);
+        }
+    }
+
+    private static PoolShape PoolCheck(string op, int planes, int h, int w, Pool2dParams p)
+    {
+        if (planes < 0 || h < 0 || w < 0) throw new ArgumentException($"{op} (ilgpu): negative size: {planes} planes of {h}×{w}");
+        if (p.KernelH < 1 || p.KernelW < 1 || p.StrideH < 1 || p.StrideW < 1 || p.PadH < 0 || p.PadW < 0 || p.PadH > p.KernelH / 2 || p.PadW > p.KernelW / 2)
+            throw new ArgumentException($"{op} (ilgpu): invalid geometry {p} (padding must be at most half the kernel)");
+        if (h + 2 * p.PadH < p.KernelH || w + 2 * p.PadW < p.KernelW)
+            throw new ArgumentException($"{op} (ilgpu): a {h}×{w} plane is too small for {p}");
+        return new PoolShape { Planes = planes, H = h, W = w, Ho = p.OutH(h), Wo = p.OutW(w), Kh = p.KernelH, Kw = p.KernelW, Sh = p.StrideH, Sw = p.StrideW, Ph = p.PadH, Pw = p.PadW };
+    }
+
+    private static void NeedP<T>(string op, string name, ArrayView<T> v, long n, PoolShape s) where T : unmanaged
+    {
+        if (v.Length < n)
+            throw new ArgumentException($"{op} (ilgpu): {name} view has {v.Length} elements, needs {n} for {s.Planes} planes of {s.H}×{s.W} → {s.Ho}×{s.Wo}");
+    }
+
+    /// <summary>y, indices [planes, Ho, Wo] ← max pooling of x [planes, h, w] (planes = N·C), the CPU backend's semantics.</summary>
+    public static void MaxPool2dForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> y, ArrayView<long> indices,
+        int planes, int h, int w, Pool2dParams p)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        const string op = "max_pool2d";
+        var s = PoolCheck(op, planes, h, w, p);
+        long outs = (long)planes * s.Ho * s.Wo;
+        NeedP(op, "input", x, (long)planes * h * w, s); NeedP(op, "output", y, outs, s); NeedP(op, "indices", indices, outs, s);
+        if (outs == 0) return;
+        var l = For(acc);
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape> k;
+        lock (l) k = l.MaxFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>(MaxPoolForwardKernel);
+        k(stream ?? acc.DefaultStream, Flat(acc, outs), x, y, indices, s);
+    }
+
+    /// <summary>
+    /// gx [planes, h, w] ← scatter-add of gy through indices (overwritten). With the pooling geometry <paramref name="p"/>
+    /// this is the parallel gather; without it (null), the plane-serial scatter. Both are deterministic and equal the CPU
+    /// backend bit for bit when the indices come from the forward pass (the gather only looks inside each element's windows).
+    /// </summary>
+    public static void MaxPool2dBackward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> gy, ArrayView<long> indices, ArrayView<float> gx,
+        int planes, int h, int w, int ho, int wo, Pool2dParams? p)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        const string op = "max_pool2d backward";
+        PoolShape s;
+        if (p is { } pp)
+        {
+            s = PoolCheck(op, planes, h, w, pp);
+            if (s.Ho != ho || s.Wo != wo)
+                throw new ArgumentException($"{op} (ilgpu): output gradient {ho}×{wo} does not match {pp} on a {h}×{w} plane ({s.Ho}×{s.Wo})");
+        }
+        else
+        {
+            if (planes < 0 || h < 0 || w < 0 || ho < 0 || wo < 0) throw new ArgumentException($"{op} (ilgpu): negative size: {planes} planes of {h}×{w} → {ho}×{wo}");
+            s = new PoolShape { Planes = planes, H = h, W = w, Ho = ho, Wo = wo };
+        }
+        NeedP(op, "output gradient", gy, (long)planes * ho * wo, s); NeedP(op, "indices", indices, (long)planes * ho * wo, s);
+        NeedP(op, "input gradient", gx, (long)planes * h * w, s);
+        if ((long)planes * h * w == 0) return;
+        var l = For(acc);
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape> k;
+        if (p is not null)
+        {
+            lock (l) k = l.MaxBwdGather ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>(MaxPoolBackwardGatherKernel);
+            k(stream ?? acc.DefaultStream, Flat(acc, (long)planes * h * w), gy, indices, gx, s);
+        }
+        else
+        {
+            lock (l) k = l.MaxBwdScatter ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>(MaxPoolBackwardScatterKernel);
+            k(stream ?? acc.DefaultStream, Flat(acc, planes), gy, indices, gx, s);
+        }
+    }
+
+    private static PoolShape AdaptiveCheck(string op, int planes, int h, int w, int ho, int wo)
+    {
+        if (planes < 0 || h < 0 || w < 0 || ho < 0 || wo < 0) throw new ArgumentException($"{op} (ilgpu): negative size: {planes} planes of {h}×{w} → {ho}×{wo}");
+        if ((ho == 0 || wo == 0) && (long)planes * h * w > 0 || (h == 0 || w == 0) && (long)planes * ho * wo > 0)
+            throw new ArgumentException($"{op} (ilgpu): cannot pool {planes} planes of {h}×{w} to {ho}×{wo}");
+        return new PoolShape { Planes = planes, H = h, W = w, Ho = ho, Wo = wo };
+    }
+
+    /// <summary>y [planes, ho, wo] ← adaptive average pooling of x [planes, h, w] (PyTorch's windows, float64 sums).</summary>
+    public static void AdaptiveAvgPool2dForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> y,
+        int planes, int h, int w, int ho, int wo)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        const string op = "adaptive_avg_pool2d";
+        var s = AdaptiveCheck(op, planes, h, w, ho, wo);
+        NeedP(op, "input", x, (long)planes * h * w, s); NeedP(op, "output", y, (long)planes * ho * wo, s);
+        if ((long)planes * ho * wo == 0) return;
+        var l = For(acc);
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape> k;
+        lock (l) k = l.AvgFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, PoolShape>(AdaptiveAvgForwardKernel);
+        k(stream ?? acc.DefaultStream, Flat(acc, (long)planes * ho * wo), x, y, s);
+    }
+
+    /// <summary>gx [planes, h, w] ← adaptive average pooling backward of gy [planes, ho, wo] (overwritten).</summary>
+    public static void AdaptiveAvgPool2dBackward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> gy, ArrayView<float> gx,
+        int planes, int h, int w, int ho, int wo)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        const string op = "adaptive_avg_pool2d backward";
+        var s = AdaptiveCheck(op, planes, h, w, ho, wo);
+        NeedP(op, "output gradient", gy, (long)planes * ho * wo, s); NeedP(op, "input gradient", gx, (long)planes * h * w, s);
+        if ((long)planes * h * w == 0) return;
+        var l = For(acc);
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape> k;
+        lock (l) k = l.AvgBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, PoolShape>(AdaptiveAvgBackwardKernel);
+        k(stream ?? acc.DefaultStream, Flat(acc, (long)planes * h * w), gy, gx, s);
+    }
+}
