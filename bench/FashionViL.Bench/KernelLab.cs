@@ -12,7 +12,7 @@ namespace FashionViL.Bench;
 /// <summary>
 /// GPU kernel lab (issue 3): every version of a kernel, checked against the CPU backend and timed (median of warm runs,
 /// each ended by Synchronize), against the measured ceilings in shared/docs/gpu.md.
-/// <c>lab gemm|rows|attention|all [--device cpu|cuda] [--size N] [--reps R]</c>.
+/// <c>lab gemm|rows|attention|conv|all [--device cpu|cuda] [--size N] [--reps R]</c>.
 /// </summary>
 public static class KernelLab
 {
@@ -25,15 +25,17 @@ public static class KernelLab
         string device = Option(args, "--device") ?? "cuda";
         if (what == "rows") return Lab.RowLab.Run(device);          // layernorm, softmax, cross-entropy
         if (what == "attention") return Lab.AttentionLab.Run(device); // fused attention fwd/bwd, dropout
+        if (what == "conv") return Lab.ConvLab.Run(device);            // implicit-GEMM conv fwd/bwd, pooling
         if (what == "all")
         {
             int rc = Run(["gemm", .. args.Where(a => a != "all")]);
             rc = Math.Max(rc, Lab.RowLab.Run(device));
-            return Math.Max(rc, Lab.AttentionLab.Run(device));
+            rc = Math.Max(rc, Lab.AttentionLab.Run(device));
+            return Math.Max(rc, Lab.ConvLab.Run(device));
         }
         if (what != "gemm")
         {
-            Console.Error.WriteLine($"lab: unknown kernel family '{what}' (have: gemm, rows, attention, all)");
+            Console.Error.WriteLine($"lab: unknown kernel family '{what}' (have: gemm, rows, attention, conv, all)");
             return 2;
         }
         bool cuda = device switch

@@ -52,6 +52,10 @@ public static class Checks
             return Ops.CrossEntropy(t[0], yd);
         }, 1e-5);
         yield return new("conv2d 3x3 s1 p1", [[2, 8, 11, 9], [16, 8, 3, 3], [16]], t => Ops.Conv2d(t[0], t[1], t[2], 1, 1), 1e-4);
+        yield return new("conv2d 7x7 s2 p3 (stem)", [[2, 3, 23, 21], [16, 3, 7, 7]], t => Ops.Conv2d(t[0], t[1], null, 2, 3), 1e-4);
+        yield return new("conv2d 3x3 s2 pad (0,1,0,1)", [[2, 8, 10, 12], [8, 8, 3, 3], [8]], t => Ops.Conv2d(t[0], t[1], t[2], new Conv2dParams(2, 2, 0, 1, 0, 1)), 1e-4);
+        yield return new("conv2d 1x1 s2", [[2, 16, 9, 9], [24, 16, 1, 1]], t => Ops.Conv2d(t[0], t[1], null, 2, 0), 1e-4);
+        yield return new("adaptive_avg_pool2d 1x1", [[3, 5, 7, 7]], t => Ops.AdaptiveAvgPool2d(t[0], 1, 1), 1e-6);
         yield return new("max_pool2d 3x3 s2 p1", [[2, 4, 11, 9]], t => Ops.MaxPool2d(t[0], 3, 2, 1), 1e-6);
         yield return new("batch_norm (train)", [[4, 6, 5, 5], [6], [6]], t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true), 1e-4);
         yield return new("group_norm", [[2, 64, 4, 4], [64], [64]], t => Ops.GroupNorm(t[0], 32, t[1], t[2], 1e-6), 1e-4);

@@ -84,13 +84,6 @@ public sealed partial class CudaBackend : IBackend
 
     // ------------------------------------------------------------------ not yet on the device
 
-    public void Conv2dForward(Tensor x, Tensor w, Tensor? bias, Tensor y, Conv2dParams p) => throw Todo("conv2d");
-    public void Conv2dBackwardInput(Tensor gy, Tensor w, Tensor gx, Conv2dParams p) => throw Todo("conv2d backward input");
-    public void Conv2dBackwardWeight(Tensor x, Tensor gy, Tensor gw, Tensor? gb, Conv2dParams p) => throw Todo("conv2d backward weight");
-    public void MaxPool2dForward(Tensor x, Tensor y, Tensor indices, Pool2dParams p) => throw Todo("max_pool2d");
-    public void MaxPool2dBackward(Tensor gy, Tensor indices, Tensor gx) => throw Todo("max_pool2d backward");
-    public void AdaptiveAvgPool2dForward(Tensor x, Tensor y) => throw Todo("adaptive_avg_pool2d");
-    public void AdaptiveAvgPool2dBackward(Tensor gy, Tensor gx) => throw Todo("adaptive_avg_pool2d backward");
     public void MaskedSelect(Tensor x, Tensor mask, Tensor y) => throw Todo("masked_select");
     public void MaskedScatter(Tensor dst, Tensor mask, Tensor src) => throw Todo("masked_scatter");
     public void TopK(Tensor x, int k, bool largest, Tensor values, Tensor indices) => throw Todo("topk");

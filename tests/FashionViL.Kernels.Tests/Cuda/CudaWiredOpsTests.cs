@@ -138,4 +138,48 @@ public class CudaWiredOpsTests : CudaTestBase
         for (int i = 0; i < cpu.Params.Length; i++)
             OpCheck.AssertClose(gpu.Params[i].Select(f => (double)f).ToArray(), cpu.Params[i].Select(f => (double)f).ToArray(), 1e-4, 1e-5, $"parameter {i} after 50 steps");
     }
+
+    /// <summary>Issue 3: a conv + BN + ReLU block (then pool and a linear head) trains 50 steps on both backends and ends within 1e-4.</summary>
+    [Test]
+    public void ConvBnReluBlockTrainsTheSameOnBothBackends()
+    {
+        (double Loss, float[][] State) Train(Device dev)
+        {
+            var g = new Generator(8);
+            Tensor On(Tensor t) { var d = t.To(dev); t.Dispose(); return d; }
+            var ps = new[] { g.Normal([8, 3, 3, 3], 0, 0.3), Tensor.Ones([8]), Tensor.Zeros([8]), g.Normal([3, 8], 0, 0.3), Tensor.Zeros([3]) }
+                .Select(p => { var d = On(p); d.RequiresGrad = true; return d; }).ToArray();
+            var runMean = On(Tensor.Zeros([8])); var runVar = On(Tensor.Ones([8]));
+            var m = ps.Select(p => Tensor.ZerosLike(p)).ToArray();
+            var v = ps.Select(p => Tensor.ZerosLike(p)).ToArray();
+            using var x0 = g.Normal([6, 3, 9, 7]);
+            using var x = x0.To(dev);
+            using var y0 = Tensor.FromArray(new long[] { 0, 1, 2, 2, 1, 0 }, 6);
+            using var y = y0.To(dev);
+            var backend = Backends.Get(dev);
+            double loss = 0;
+            for (int step = 1; step <= 50; step++)
+            {
+                using var scope = Tensor.Scope();
+                var h = Ops.Conv2d(x, ps[0], null, 1, 1);
+                h = Ops.BatchNorm2d(h, ps[1], ps[2], runMean, runVar, training: true).Relu();
+                var pooled = Ops.AdaptiveAvgPool2d(h, 1, 1).Flatten(1);
+                var l = Ops.CrossEntropy(Ops.Linear(pooled, ps[3], ps[4]), y);
+                foreach (var p in ps) p.Grad = null;
+                l.Backward();
+                for (int i = 0; i < ps.Length; i++)
+                    backend.AdamWStep(ps[i], ps[i].Grad!, m[i], v[i], new AdamWParams(1e-2, 0.9, 0.999, 1e-8, 1e-4, step));
+                loss = l.Item();
+            }
+            var state = ps.Append(runMean).Append(runVar).Select(p => p.ToArray<float>()).ToArray();
+            foreach (var t in ps.Concat(m).Concat(v).Append(runMean).Append(runVar)) { t.Grad = null; t.Dispose(); }
+            return (loss, state);
+        }
+        var cpu = Train(Device.Cpu);
+        var gpu = Train(Gpu);
+        Assert.That(cpu.Loss, Is.LessThan(Math.Log(3) * 0.8), "the block should learn");
+        Assert.That(Math.Abs(gpu.Loss - cpu.Loss), Is.LessThanOrEqualTo(1e-4 * Math.Abs(cpu.Loss)), $"final loss cpu {cpu.Loss} vs cuda {gpu.Loss}");
+        for (int i = 0; i < cpu.State.Length; i++)
+            OpCheck.AssertClose(gpu.State[i].Select(f => (double)f).ToArray(), cpu.State[i].Select(f => (double)f).ToArray(), 1e-4, 1e-5, $"parameter/buffer {i} after 50 steps");
+    }
 }

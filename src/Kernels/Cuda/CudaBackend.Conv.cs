@@ -1,0 +1,99 @@
+using FashionViL.Tensors;
+using ILGPU;
+
+namespace FashionViL.Kernels.Cuda;
+
+/// <summary>Convolution (implicit GEMM) and pooling on the device (<see cref="ConvKernels"/>), float32 NCHW.</summary>
+public sealed partial class CudaBackend
+{
+    private static void RequireRank4(string op, params (Tensor T, string Name)[] ts)
+    {
+        foreach (var (t, name) in ts)
+            if (t.Rank != 4) throw new ArgumentException($"cuda: {op}: {name} {t.ShapeString} must be [N, C, H, W]");
+    }
+
+    public void Conv2dForward(Tensor x, Tensor w, Tensor? bias, Tensor y, Conv2dParams p)
+    {
+        const string op = "conv2d";
+        RequireF32(op, x, w, bias, y);
+        RequireRank4(op, (x, "input"), (w, "weight"), (y, "output"));
+        RequireHere(x, op); RequireHere(w, op);
+        RequireDense(op, (bias, "bias"), (y, "output"));
+        if (x.Sizes[1] != w.Sizes[1]) throw new ArgumentException($"cuda: {op}: input {x.ShapeString} has {x.Sizes[1]} channels, weight {w.ShapeString} expects {w.Sizes[1]}");
+        using var xc = Dense(x); using var wc = Dense(w);
+        ConvKernels.Conv2dForward(Acc, Stream, View<float>(xc), View<float>(wc), bias is null ? default : View<float>(bias), View<float>(y),
+            x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p);
+    }
+
+    public void Conv2dBackwardInput(Tensor gy, Tensor w, Tensor gx, Conv2dParams p)
+    {
+        const string op = "conv2d backward input";
+        RequireF32(op, gy, w, gx);
+        RequireRank4(op, (gy, "output gradient"), (w, "weight"), (gx, "input gradient"));
+        RequireHere(gy, op); RequireHere(w, op);
+        RequireDense(op, (gx, "input gradient"));
+        using var gyc = Dense(gy); using var wc = Dense(w);
+        ConvKernels.Conv2dBackwardInput(Acc, Stream, View<float>(gyc), View<float>(wc), View<float>(gx),
+            gx.Sizes[0], gx.Sizes[1], gx.Sizes[2], gx.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p);
+    }
+
+    public void Conv2dBackwardWeight(Tensor x, Tensor gy, Tensor gw, Tensor? gb, Conv2dParams p)
+    {
+        const string op = "conv2d backward weight";
+        RequireF32(op, x, gy, gw, gb);
+        RequireRank4(op, (x, "input"), (gy, "output gradient"), (gw, "weight gradient"));
+        RequireHere(x, op); RequireHere(gy, op);
+        RequireDense(op, (gw, "weight gradient"), (gb, "bias gradient"));
+        using var xc = Dense(x); using var gyc = Dense(gy);
+        ConvKernels.Conv2dBackwardWeight(Acc, Stream, View<float>(xc), View<float>(gyc), View<float>(gw), gb is null ? default : View<float>(gb),
+            x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], gw.Sizes[0], gw.Sizes[2], gw.Sizes[3], p);
+    }
+
+    public void MaxPool2dForward(Tensor x, Tensor y, Tensor indices, Pool2dParams p)
+    {
+        const string op = "max_pool2d";
+        RequireF32(op, x, y);
+        RequireRank4(op, (x, "input"), (y, "output"));
+        RequireIndex(op, indices);
+        RequireHere(x, op);
+        RequireDense(op, (y, "output"), (indices, "indices"));
+        using var xc = Dense(x);
+        ConvKernels.MaxPool2dForward(Acc, Stream, View<float>(xc), View<float>(y), View<long>(indices), x.Sizes[0] * x.Sizes[1], x.Sizes[2], x.Sizes[3], p);
+    }
+
+    /// <summary>The contract carries no pooling geometry here, so the plane-serial scatter form is used (deterministic, CPU-identical).</summary>
+    public void MaxPool2dBackward(Tensor gy, Tensor indices, Tensor gx)
+    {
+        const string op = "max_pool2d backward";
+        RequireF32(op, gy, gx);
+        RequireRank4(op, (gy, "output gradient"), (gx, "input gradient"));
+        RequireIndex(op, indices);
+        RequireHere(gy, op);
+        RequireDense(op, (gx, "input gradient"));
+        using var gyc = Dense(gy); using var ic = Dense(indices);
+        ConvKernels.MaxPool2dBackward(Acc, Stream, View<float>(gyc), View<long>(ic), View<float>(gx),
+            gx.Sizes[0] * gx.Sizes[1], gx.Sizes[2], gx.Sizes[3], gy.Sizes[2], gy.Sizes[3], null);
+    }
+
+    public void AdaptiveAvgPool2dForward(Tensor x, Tensor y)
+    {
+        const string op = "adaptive_avg_pool2d";
+        RequireF32(op, x, y);
+        RequireRank4(op, (x, "input"), (y, "output"));
+        RequireHere(x, op);
+        RequireDense(op, (y, "output"));
+        using var xc = Dense(x);
+        ConvKernels.AdaptiveAvgPool2dForward(Acc, Stream, View<float>(xc), View<float>(y), x.Sizes[0] * x.Sizes[1], x.Sizes[2], x.Sizes[3], y.Sizes[2], y.Sizes[3]);
+    }
+
+    public void AdaptiveAvgPool2dBackward(Tensor gy, Tensor gx)
+    {
+        const string op = "adaptive_avg_pool2d backward";
+        RequireF32(op, gy, gx);
+        RequireRank4(op, (gy, "output gradient"), (gx, "input gradient"));
+        RequireHere(gy, op);
+        RequireDense(op, (gx, "input gradient"));
+        using var gyc = Dense(gy);
+        ConvKernels.AdaptiveAvgPool2dBackward(Acc, Stream, View<float>(gyc), View<float>(gx), gx.Sizes[0] * gx.Sizes[1], gx.Sizes[2], gx.Sizes[3], gy.Sizes[2], gy.Sizes[3]);
+    }
+}
