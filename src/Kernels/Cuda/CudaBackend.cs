@@ -91,11 +91,6 @@ public sealed partial class CudaBackend : IBackend
     public void MaxPool2dBackward(Tensor gy, Tensor indices, Tensor gx) => throw Todo("max_pool2d backward");
     public void AdaptiveAvgPool2dForward(Tensor x, Tensor y) => throw Todo("adaptive_avg_pool2d");
     public void AdaptiveAvgPool2dBackward(Tensor gy, Tensor gx) => throw Todo("adaptive_avg_pool2d backward");
-    public void MaskedSelect(Tensor x, Tensor mask, Tensor y) => throw Todo("masked_select");
-    public void MaskedScatter(Tensor dst, Tensor mask, Tensor src) => throw Todo("masked_scatter");
-    public void TopK(Tensor x, int k, bool largest, Tensor values, Tensor indices) => throw Todo("topk");
-    public void Sort(Tensor x, bool descending, Tensor values, Tensor indices) => throw Todo("sort");
-    public void SgdStep(Tensor param, Tensor grad, Tensor? momentumBuffer, SgdParams p, bool firstStep) => throw Todo("sgd");
 }
 
 /// <summary>Registers the CUDA backend (the CPU one registers itself in Cpu/CpuBackend.cs).</summary>

@@ -236,11 +236,11 @@ public class CudaRuntimeTests : CudaTestBase
     [Test]
     public void OtherOpsSayTheyAreNotImplementedYet()
     {
-        using var a = Tensor.Zeros([2, 2], DType.Float32, Gpu);
-        using var v = Tensor.Zeros([2, 1], DType.Float32, Gpu);
-        using var i = Tensor.Zeros([2, 1], DType.Int64, Gpu);
-        var ex = Assert.Throws<NotSupportedException>(() => Dev.TopK(a, 1, true, v, i))!;
-        Assert.That(ex.Message, Does.Contain("cuda: topk is not implemented yet"));
+        using var x = Tensor.Zeros([1, 1, 3, 3], DType.Float32, Gpu);
+        using var w = Tensor.Zeros([1, 1, 1, 1], DType.Float32, Gpu);
+        using var y = Tensor.Zeros([1, 1, 3, 3], DType.Float32, Gpu);
+        var ex = Assert.Throws<NotSupportedException>(() => Dev.Conv2dForward(x, w, null, y, Conv2dParams.Symmetric(1, 0)))!;
+        Assert.That(ex.Message, Does.Contain("cuda: conv2d is not implemented yet"));
     }
 
     [Test]
