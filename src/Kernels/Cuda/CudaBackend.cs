@@ -82,13 +82,6 @@ public sealed partial class CudaBackend : IBackend
             throw new NotSupportedException($"cuda: {op}: the CUDA backend computes in float32 or float64, got {t.DType.Name()} for {t.ShapeString}");
     }
 
-    // ------------------------------------------------------------------ not yet on the device
-
-    public void MaskedSelect(Tensor x, Tensor mask, Tensor y) => throw Todo("masked_select");
-    public void MaskedScatter(Tensor dst, Tensor mask, Tensor src) => throw Todo("masked_scatter");
-    public void TopK(Tensor x, int k, bool largest, Tensor values, Tensor indices) => throw Todo("topk");
-    public void Sort(Tensor x, bool descending, Tensor values, Tensor indices) => throw Todo("sort");
-    public void SgdStep(Tensor param, Tensor grad, Tensor? momentumBuffer, SgdParams p, bool firstStep) => throw Todo("sgd");
 }
 
 /// <summary>Registers the CUDA backend (the CPU one registers itself in Cpu/CpuBackend.cs).</summary>
