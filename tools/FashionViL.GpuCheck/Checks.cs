@@ -92,6 +92,10 @@ public static class Checks
             using var rv = Tensor.Full([6], 1.5, DType.Float32, t[0].Device);
             return Ops.BatchNorm2d(t[0], t[1], t[2], rm, rv, false);
         }, 1e-5);
+        yield return new("topk (k=5 of 300)", [[7, 300]], t => t[0].TopK(5).Values, 0);
+        yield return new("sort (descending, 2500 wide)", [[3, 2500]], t => t[0].Sort(true).Values, 0);
+        yield return new("masked_select", [[9, 33]], t => { using var m = t[0].Gt(Tensor.Zeros([], DType.Float32, t[0].Device)); return t[0].MaskedSelect(m); }, 0);
+        yield return new("dropout p=0.1 (Philox)", [[64, 77]], t => Ops.Dropout(t[0], 0.1, true, new Generator(4)), 1e-6);
         yield return new("embedding", [[50, 16]], t =>
         {
             using var ids = Tensor.FromArray(new long[] { 0, 3, 3, 49, 7, 0 }, 2, 3);
