@@ -1,11 +1,8 @@
-using System.Diagnostics;
 using System.Globalization;
 using FashionViL.Kernels.Cpu;
 using FashionViL.Kernels.Cuda;
 using ILGPU;
 using ILGPU.Runtime;
-using ILGPU.Runtime.CPU;
-using ILGPU.Runtime.Cuda;
 
 namespace FashionViL.Bench;
 
@@ -38,90 +35,63 @@ public static class KernelLab
             Console.Error.WriteLine($"lab: unknown kernel family '{what}' (have: gemm, rows, attention, conv, all)");
             return 2;
         }
-        bool cuda = device switch
-        {
-            "cuda" => true,
-            "cpu" => false,
-            _ => throw new ArgumentException($"lab: --device must be cpu or cuda, not '{device}'"),
-        };
+        bool cuda = device is "cuda" or "gpu";   // Lab.LabHarness.Run rejects any kind but cuda/gpu/cpu
         int size = int.Parse(Option(args, "--size") ?? (cuda ? "4096" : "128"), CultureInfo.InvariantCulture);
         int reps = int.Parse(Option(args, "--reps") ?? (cuda ? "20" : "5"), CultureInfo.InvariantCulture);
 
-        using var ctx = Context.Create(b => (cuda ? b.Cuda() : b.CPU(new CPUDevice(2, 1, 2))).EnableAlgorithms());
-        Accelerator acc;
-        if (cuda)
+        return Lab.LabHarness.Run("lab gemm", device, (acc, _) =>
         {
-            CudaDevice? dev = null;
-            foreach (var d in ctx.GetCudaDevices()) { dev = d; break; }
-            if (dev is null)
+            Console.WriteLine(cuda
+                ? $"ceiling: cuBLAS fp32 (TF32 off) {CublasFp32TflopsH100} TFLOP/s at 4096³ on an H100 (shared/docs/gpu.md); median of {reps} warm runs"
+                : $"CPU emulator (correctness and relative cost only; no ceiling); median of {reps} warm runs");
+
+            var rows = new List<string[]>();
+            var shapes = new List<(string Name, int M, int N, int K, bool TA, bool TB, bool BiasGelu, GemmVersion[] Versions)>
             {
-                Console.Error.WriteLine("lab: no CUDA device: the driver found none (run with --device cpu for the emulator)");
-                return 1;
+                ($"{size}³ NN", size, size, size, false, false, false, [.. GemmKernels.Versions]),
+            };
+            if (cuda)
+            {
+                shapes.Add(($"{size}³ NT", size, size, size, false, true, false, [GemmKernels.Best]));
+                shapes.Add(($"{size}³ TN", size, size, size, true, false, false, [GemmKernels.Best]));
+                shapes.Add(("BERT FFN 7936×3072×768", 7936, 3072, 768, false, false, false, [.. GemmKernels.Versions]));
+                shapes.Add(("FFN +bias+GELU", 7936, 3072, 768, false, false, true, [GemmKernels.Best]));
             }
-            acc = dev.CreateCudaAccelerator(ctx);
-        }
-        else acc = ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
-        using var _ = acc;
-        Console.WriteLine($"lab gemm on {acc.Name} ({acc.AcceleratorType}), {acc.MaxNumThreadsPerGroup} threads/group max, warp {acc.WarpSize}, {acc.NumMultiprocessors} MPs");
-        Console.WriteLine(cuda
-            ? $"ceiling: cuBLAS fp32 (TF32 off) {CublasFp32TflopsH100} TFLOP/s at 4096³ on an H100 (shared/docs/gpu.md); median of {reps} warm runs"
-            : $"CPU emulator (correctness and relative cost only; no ceiling); median of {reps} warm runs");
+            else shapes.Add(("33×17×65 TN +bias+GELU", 33, 17, 65, true, false, true, [.. GemmKernels.Versions]));
 
-        var rows = new List<string[]>();
-        var shapes = new List<(string Name, int M, int N, int K, bool TA, bool TB, bool BiasGelu, GemmVersion[] Versions)>
-        {
-            ($"{size}³ NN", size, size, size, false, false, false, [.. GemmKernels.Versions]),
-        };
-        if (cuda)
-        {
-            shapes.Add(($"{size}³ NT", size, size, size, false, true, false, [GemmKernels.Best]));
-            shapes.Add(($"{size}³ TN", size, size, size, true, false, false, [GemmKernels.Best]));
-            shapes.Add(("BERT FFN 7936×3072×768", 7936, 3072, 768, false, false, false, [.. GemmKernels.Versions]));
-            shapes.Add(("FFN +bias+GELU", 7936, 3072, 768, false, false, true, [GemmKernels.Best]));
-        }
-        else shapes.Add(("33×17×65 TN +bias+GELU", 33, 17, 65, true, false, true, [.. GemmKernels.Versions]));
-
-        foreach (var (name, M, N, K, ta, tb, biasGelu, versions) in shapes)
-        {
-            var rng = new Random(1234);
-            float[] Rand(long n) { var x = new float[n]; for (long i = 0; i < n; i++) x[i] = (float)(rng.NextDouble() * 2 - 1); return x; }
-            var a = Rand((long)M * K);
-            var b = Rand((long)K * N);
-            var bias = biasGelu ? Rand(N) : null;
-            var want = Reference(a, b, bias, M, N, K, ta, tb);
-            using var aBuf = acc.Allocate1D(a);
-            using var bBuf = acc.Allocate1D(b);
-            using var cBuf = acc.Allocate1D<float>((long)M * N);
-            using var biasBuf = acc.Allocate1D(bias ?? new float[1]);
-            var g = GemmArgs.Dense(aBuf.View, bBuf.View, cBuf.View, 1, M, N, K, ta, tb);
-            if (biasGelu) { g.Bias = biasBuf.View; g.Gelu = true; }
-            foreach (var v in versions)
+            foreach (var (name, M, N, K, ta, tb, biasGelu, versions) in shapes)
             {
-                cBuf.MemSet(0xFF);   // NaN poison: an unwritten element fails the check
-                GemmKernels.Launch(acc, acc.DefaultStream, g, v);   // compiles on first use
-                acc.Synchronize();
-                var got = cBuf.GetAsArray1D();
-                var (err, ok) = Compare(got, want, K);
-                var times = new double[reps];
-                for (int r = 0; r < reps; r++)
+                var rng = new Random(1234);
+                float[] Rand(long n) { var x = new float[n]; for (long i = 0; i < n; i++) x[i] = (float)(rng.NextDouble() * 2 - 1); return x; }
+                var a = Rand((long)M * K);
+                var b = Rand((long)K * N);
+                var bias = biasGelu ? Rand(N) : null;
+                var want = Reference(a, b, bias, M, N, K, ta, tb);
+                using var aBuf = acc.Allocate1D(a);
+                using var bBuf = acc.Allocate1D(b);
+                using var cBuf = acc.Allocate1D<float>((long)M * N);
+                using var biasBuf = acc.Allocate1D(bias ?? new float[1]);
+                var g = GemmArgs.Dense(aBuf.View, bBuf.View, cBuf.View, 1, M, N, K, ta, tb);
+                if (biasGelu) { g.Bias = biasBuf.View; g.Gelu = true; }
+                foreach (var v in versions)
                 {
-                    var sw = Stopwatch.StartNew();
-                    GemmKernels.Launch(acc, acc.DefaultStream, g, v);
+                    cBuf.MemSet(0xFF);   // NaN poison: an unwritten element fails the check
+                    GemmKernels.Launch(acc, acc.DefaultStream, g, v);   // compiles on first use
                     acc.Synchronize();
-                    times[r] = sw.Elapsed.TotalSeconds;
+                    var got = cBuf.GetAsArray1D();
+                    var (err, ok) = Compare(got, want, K);
+                    double med = Lab.LabHarness.MedianUs(acc, _ => GemmKernels.Launch(acc, acc.DefaultStream, g, v), 1, reps) / 1e6;   // s
+                    double gflops = 2.0 * M * N * K / med / 1e9;
+                    rows.Add([name, $"v{(int)v} {v}", ok ? "ok" : "FAIL", err.ToString("E1", CultureInfo.InvariantCulture),
+                        (med * 1e3).ToString("F3", CultureInfo.InvariantCulture), gflops.ToString(gflops < 10 ? "G3" : "F1", CultureInfo.InvariantCulture),
+                        cuda ? (gflops / 1e3 / CublasFp32TflopsH100 * 100).ToString("F1", CultureInfo.InvariantCulture) + "%" : "-"]);
+                    Console.WriteLine($"  {name,-24} v{(int)v} {v,-17} {(ok ? "ok" : "FAIL"),-4} err {err:E1}  {med * 1e3,10:F3} ms  {gflops,10:G4} GFLOP/s");
                 }
-                Array.Sort(times);
-                double med = times[reps / 2];
-                double gflops = 2.0 * M * N * K / med / 1e9;
-                rows.Add([name, $"v{(int)v} {v}", ok ? "ok" : "FAIL", err.ToString("E1", CultureInfo.InvariantCulture),
-                    (med * 1e3).ToString("F3", CultureInfo.InvariantCulture), gflops.ToString(gflops < 10 ? "G3" : "F1", CultureInfo.InvariantCulture),
-                    cuda ? (gflops / 1e3 / CublasFp32TflopsH100 * 100).ToString("F1", CultureInfo.InvariantCulture) + "%" : "-"]);
-                Console.WriteLine($"  {name,-24} v{(int)v} {v,-17} {(ok ? "ok" : "FAIL"),-4} err {err:E1}  {med * 1e3,10:F3} ms  {gflops,10:G4} GFLOP/s");
             }
-        }
-        Console.WriteLine();
-        Print(["shape", "version", "check", "max err / max abs C", "median ms", "GFLOP/s", "% cuBLAS fp32"], rows);
-        return rows.Any(r => r[2] != "ok") ? 1 : 0;
+            Console.WriteLine();
+            Print(["shape", "version", "check", "max err / max abs C", "median ms", "GFLOP/s", "% cuBLAS fp32"], rows);
+            return rows.Any(r => r[2] != "ok") ? 1 : 0;
+        });
     }
 
     private static string? Option(string[] args, string name)

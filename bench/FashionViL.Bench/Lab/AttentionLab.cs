@@ -3,10 +3,7 @@ using System.Globalization;
 using FashionViL.Kernels.Cpu;
 using FashionViL.Kernels.Cuda;
 using ILGPU;
-using ILGPU.Algorithms;
 using ILGPU.Runtime;
-using ILGPU.Runtime.CPU;
-using ILGPU.Runtime.Cuda;
 
 namespace FashionViL.Bench.Lab;
 
@@ -38,32 +35,8 @@ public static class AttentionLab
 
     public static int Run(string deviceKind)
     {
-        bool gpu = deviceKind is "cuda" or "gpu";
-        if (!gpu && deviceKind != "cpu")
+        return LabHarness.Run("attention lab", deviceKind, (acc, gpu) =>
         {
-            Console.Error.WriteLine($"attention lab: unknown device kind '{deviceKind}' (want cuda or cpu)");
-            return 2;
-        }
-        using var ctx = Context.Create(b =>
-        {
-            if (gpu) b.Cuda();
-            b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms();
-        });
-        Accelerator acc;
-        if (gpu)
-        {
-            var devs = ctx.GetCudaDevices();
-            if (devs.Count == 0)
-            {
-                Console.Error.WriteLine("no CUDA device: ILGPU found none (is the NVIDIA driver / libcuda.so present?)");
-                return 1;
-            }
-            acc = devs[0].CreateAccelerator(ctx);
-        }
-        else acc = new CPUDevice(2, 1, 2).CreateCPUAccelerator(ctx, CPUAcceleratorMode.Parallel);
-        using (acc)
-        {
-            Console.WriteLine($"attention lab on {acc.Name} ({acc.AcceleratorType}), warp {acc.WarpSize}, max group {acc.MaxNumThreadsPerGroup}, {acc.NumMultiprocessors} MPs");
             var results = new List<Result>();
             int b = gpu ? 64 : 2, h = gpu ? 12 : 2, l = gpu ? 124 : 19, s = gpu ? 124 : 37, d = 64;
             int[] groups = gpu ? [64, 128, 256, 512] : [acc.MaxNumThreadsPerGroup / acc.WarpSize * acc.WarpSize];
@@ -74,7 +47,7 @@ public static class AttentionLab
             Dropout(acc, results, rows, width, 0.1, gpu ? [128, 256, 512] : groups, batch, reps);
             Print(results, gpu);
             return results.All(r => r.WorstTol <= 1) ? 0 : 3;
-        }
+        });
     }
 
     private static void Attention(Accelerator acc, List<Result> results, int b, int h, int l, int s, int d, double p, int[] groups, int batch, int reps)
@@ -82,7 +55,7 @@ public static class AttentionLab
         double scale = 1.0 / Math.Sqrt(d);
         const ulong seed = 1234, offset = 77;
         long nq = (long)b * h * l * d, nk = (long)b * h * s * d, np = (long)b * h * l * s;
-        float[] qh = Random(nq, 1, -2, 2), kh = Random(nk, 2, -2, 2), vh = Random(nk, 3, -1, 1), goh = Random(nq, 4, -1, 1);
+        float[] qh = LabHarness.Random(nq, 1, -2, 2), kh = LabHarness.Random(nk, 2, -2, 2), vh = LabHarness.Random(nk, 3, -1, 1), goh = LabHarness.Random(nq, 4, -1, 1);
         var maskh = new float[b * s];
         for (int bi = 0; bi < b; bi++)
             for (int j = Math.Max(1, s - (bi * 7) % (s / 2 + 1)); j < s; j++) maskh[bi * s + j] = -10000f;
@@ -118,18 +91,18 @@ public static class AttentionLab
             void Bwd() => AttentionKernels.Backward(acc, null, dq.View, dk.View, dv.View, dp.View, dgo.View, dgq.View, dgk.View, dgv.View, ws.View,
                 b, h, l, s, d, scale, p, seed, offset, gs);
             Fwd(); acc.Synchronize();
-            var (w1, a1) = Compare(dO.GetAsArray1D(), wantO);
-            var (w2, a2) = Compare(dp.GetAsArray1D(), wantP);
+            var (w1, a1) = LabHarness.Compare(dO.GetAsArray1D(), wantO, Atol, Rtol);
+            var (w2, a2) = LabHarness.Compare(dp.GetAsArray1D(), wantP, Atol, Rtol);
             // backward from the CPU's probs, so its check does not inherit the forward's rounding
             dp.CopyFromCPU(wantP);
             Bwd(); acc.Synchronize();
-            var (w3, a3) = Compare(dgq.GetAsArray1D(), wantGq);
-            var (w4, a4) = Compare(dgk.GetAsArray1D(), wantGk);
-            var (w5, a5) = Compare(dgv.GetAsArray1D(), wantGv);
+            var (w3, a3) = LabHarness.Compare(dgq.GetAsArray1D(), wantGq, Atol, Rtol);
+            var (w4, a4) = LabHarness.Compare(dgk.GetAsArray1D(), wantGk, Atol, Rtol);
+            var (w5, a5) = LabHarness.Compare(dgv.GetAsArray1D(), wantGv, Atol, Rtol);
             string version = $"tiled QT{AttentionKernels.QT} p={p.ToString(CultureInfo.InvariantCulture)}";
-            double fu = MedianUs(acc, Fwd, batch, reps);
+            double fu = LabHarness.MedianUs(acc, _ => Fwd(), batch, reps);
             Record(results, new Result("attention fwd", shape, version, gs, fu, 4 * flops / (fu * 1e3), "GFLOP/s", Math.Max(w1, w2), Math.Max(a1, a2)));
-            double bu = MedianUs(acc, Bwd, batch, reps);
+            double bu = LabHarness.MedianUs(acc, _ => Bwd(), batch, reps);
             Record(results, new Result("attention bwd", shape, version, gs, bu, 8 * flops / (bu * 1e3), "GFLOP/s",
                 Math.Max(w3, Math.Max(w4, w5)), Math.Max(a3, Math.Max(a4, a5))));
         }
@@ -138,7 +111,7 @@ public static class AttentionLab
     private static void Dropout(Accelerator acc, List<Result> results, int rows, int width, double p, int[] groups, int batch, int reps)
     {
         int n = rows * width;
-        float[] xh = Random(n, 9, -3, 3);
+        float[] xh = LabHarness.Random(n, 9, -3, 3);
         float[] want; byte[] wantMask;
         {
             using var x = Tensor.FromArray(xh, rows, width);
@@ -151,30 +124,14 @@ public static class AttentionLab
         {
             void Launch() => DropoutKernels.Dropout(acc, null, dx.View, dy.View, dm.View, n, p, 5, 11, gs);
             Launch(); acc.Synchronize();
-            var (worst, maxAbs) = Compare(dy.GetAsArray1D(), want);
+            var (worst, maxAbs) = LabHarness.Compare(dy.GetAsArray1D(), want, Atol, Rtol);
             if (!dm.GetAsArray1D().AsSpan().SequenceEqual(wantMask)) worst = double.PositiveInfinity;
-            double us = MedianUs(acc, Launch, batch, reps);
+            double us = LabHarness.MedianUs(acc, _ => Launch(), batch, reps);
             Record(results, new Result("dropout", $"[{rows}, {width}]", $"philox/4 p={p.ToString(CultureInfo.InvariantCulture)}", gs, us, 9.0 * n / (us * 1e3), "GB/s", worst, maxAbs));
         }
     }
 
     // ------------------------------------------------------------------ helpers
-
-    private static double MedianUs(Accelerator acc, Action launch, int batch, int reps)
-    {
-        for (int i = 0; i < 2; i++) launch();
-        acc.Synchronize();
-        var times = new double[reps];
-        for (int r = 0; r < reps; r++)
-        {
-            var sw = Stopwatch.StartNew();
-            for (int j = 0; j < batch; j++) launch();
-            acc.Synchronize();
-            times[r] = sw.Elapsed.TotalMicroseconds / batch;
-        }
-        Array.Sort(times);
-        return times[times.Length / 2];
-    }
 
     private static void Record(List<Result> results, Result r)
     {
@@ -198,44 +155,5 @@ public static class AttentionLab
         Console.WriteLine("best per op and version:");
         foreach (var g in results.Where(r => r.WorstTol <= 1).GroupBy(r => (r.Op, r.Version)))
             Console.WriteLine(Line(g.MaxBy(r => r.Rate)!));
-    }
-
-    /// <summary>(worst |got − want| / (atol + rtol·|want|), max |got − want|); NaN where the reference is finite counts as +∞.</summary>
-    private static (double worst, double maxAbs) Compare(float[] got, float[] want)
-    {
-        double worst = 0, maxAbs = 0;
-        for (int i = 0; i < want.Length; i++)
-        {
-            double g = got[i], w = want[i];
-            if (double.IsInfinity(w) && g == w) continue;
-            if (double.IsNaN(w) && double.IsNaN(g)) continue;
-            double e = Math.Abs(g - w);
-            if (double.IsNaN(e)) return (double.PositiveInfinity, double.NaN);
-            maxAbs = Math.Max(maxAbs, e);
-            worst = Math.Max(worst, e / (Atol + Rtol * Math.Abs(w)));
-        }
-        return (worst, maxAbs);
-    }
-
-    /// <summary>Uniform floats in [lo, hi) from a splitmix64 stream, filled in parallel chunks.</summary>
-    private static float[] Random(long n, ulong seed, float lo, float hi)
-    {
-        var a = new float[n];
-        const int chunk = 1 << 20;
-        Parallel.For(0, (int)((n + chunk - 1) / chunk), ci =>
-        {
-            ulong z = seed * 0x9E3779B97F4A7C15UL + (ulong)ci * 0xD1B54A32D192ED03UL;
-            long end = Math.Min(n, (long)(ci + 1) * chunk);
-            for (long i = (long)ci * chunk; i < end; i++)
-            {
-                z += 0x9E3779B97F4A7C15UL;
-                ulong v = z;
-                v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9UL;
-                v = (v ^ (v >> 27)) * 0x94D049BB133111EBUL;
-                v ^= v >> 31;
-                a[i] = lo + (hi - lo) * ((v >> 40) * (1f / (1 << 24)));
-            }
-        });
-        return a;
     }
 }

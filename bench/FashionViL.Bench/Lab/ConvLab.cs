@@ -3,10 +3,7 @@ using System.Globalization;
 using FashionViL.Kernels.Cpu;
 using FashionViL.Kernels.Cuda;
 using ILGPU;
-using ILGPU.Algorithms;
 using ILGPU.Runtime;
-using ILGPU.Runtime.CPU;
-using ILGPU.Runtime.Cuda;
 
 namespace FashionViL.Bench.Lab;
 
@@ -52,32 +49,8 @@ public static class ConvLab
 
     public static int Run(string deviceKind)
     {
-        bool gpu = deviceKind is "cuda" or "gpu";
-        if (!gpu && deviceKind != "cpu")
+        return LabHarness.Run("conv lab", deviceKind, (acc, gpu) =>
         {
-            Console.Error.WriteLine($"conv lab: unknown device kind '{deviceKind}' (want cuda or cpu)");
-            return 2;
-        }
-        using var ctx = Context.Create(b =>
-        {
-            if (gpu) b.Cuda();
-            b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms();
-        });
-        Accelerator acc;
-        if (gpu)
-        {
-            var devs = ctx.GetCudaDevices();
-            if (devs.Count == 0)
-            {
-                Console.Error.WriteLine("no CUDA device: ILGPU found none (is the NVIDIA driver / libcuda.so present?)");
-                return 1;
-            }
-            acc = devs[0].CreateAccelerator(ctx);
-        }
-        else acc = new CPUDevice(2, 1, 2).CreateCPUAccelerator(ctx, CPUAcceleratorMode.Parallel);
-        using (acc)
-        {
-            Console.WriteLine($"conv lab on {acc.Name} ({acc.AcceleratorType}), warp {acc.WarpSize}, max group {acc.MaxNumThreadsPerGroup}, {acc.NumMultiprocessors} MPs");
             var s = new Setup(acc, gpu);
             ConvCase[] cases = gpu
                 ?
@@ -97,7 +70,7 @@ public static class ConvLab
             else Pools(s, 2, 3, 9, 9, 5, 3);
             Print(s);
             return s.Results.All(r => r.WorstTol <= 1) ? 0 : 3;
-        }
+        });
     }
 
     private static void Conv(Setup s, ConvCase c)
@@ -106,7 +79,7 @@ public static class ConvLab
         var p = c.P;
         var (ho, wo) = ConvKernels.OutputSize(c.H, c.W, c.K, c.K, p);
         long nx = (long)c.N * c.Cin * c.H * c.W, nw = (long)c.Cout * c.Cin * c.K * c.K, ny = (long)c.N * c.Cout * ho * wo;
-        float[] xh = Random(nx, 1, -1, 1), wh = Random(nw, 2, -1, 1), bh = Random(c.Cout, 3, -1, 1), gyh = Random(ny, 4, -1, 1);
+        float[] xh = LabHarness.Random(nx, 1, -1, 1), wh = LabHarness.Random(nw, 2, -1, 1), bh = LabHarness.Random(c.Cout, 3, -1, 1), gyh = LabHarness.Random(ny, 4, -1, 1);
         float[] wantY, wantGx, wantGw, wantGb;
         var sw = Stopwatch.StartNew();
         {
@@ -170,7 +143,7 @@ public static class ConvLab
         var p = new Pool2dParams(3, 3, 2, 2, 1, 1);
         int ho = p.OutH(h), wo = p.OutW(w), planes = n * ch;
         long nx = (long)planes * h * w, ny = (long)planes * ho * wo;
-        float[] xh = Random(nx, 5, -1, 1), gyh = Random(ny, 6, -1, 1);
+        float[] xh = LabHarness.Random(nx, 5, -1, 1), gyh = LabHarness.Random(ny, 6, -1, 1);
         float[] wantY, wantGx; long[] wantI;
         {
             using var x = Tensor.FromArray(xh, n, ch, h, w);
@@ -205,7 +178,7 @@ public static class ConvLab
         // adaptive average pooling: ResNet-50's global pool [N, 2048, 7, 7] → 1×1
         int ap = n * adaptC;
         long anx = (long)ap * adaptHw * adaptHw;
-        float[] axh = Random(anx, 7, -1, 1), agyh = Random(ap, 8, -1, 1);
+        float[] axh = LabHarness.Random(anx, 7, -1, 1), agyh = LabHarness.Random(ap, 8, -1, 1);
         float[] wantAy, wantAgx;
         {
             using var x = Tensor.FromArray(axh, n, adaptC, adaptHw, adaptHw);
@@ -233,21 +206,7 @@ public static class ConvLab
 
     // ------------------------------------------------------------------ helpers
 
-    private static double MedianUs(Setup s, Action<int> launch)
-    {
-        for (int i = 0; i < 2; i++) launch(i);
-        s.Acc.Synchronize();
-        var times = new double[s.Reps];
-        for (int r = 0; r < s.Reps; r++)
-        {
-            var sw = Stopwatch.StartNew();
-            for (int j = 0; j < s.Batch; j++) launch(j);
-            s.Acc.Synchronize();
-            times[r] = sw.Elapsed.TotalMicroseconds / s.Batch;
-        }
-        Array.Sort(times);
-        return times[times.Length / 2];
-    }
+    private static double MedianUs(Setup s, Action<int> launch) => LabHarness.MedianUs(s.Acc, launch, s.Batch, s.Reps);
 
     private static void Record(Setup s, string op, string shape, double us, double flop, double worst, double maxAbs)
     {
@@ -291,27 +250,5 @@ public static class ConvLab
             worst = Math.Max(worst, e / (Rtol * (1 + Math.Abs(w)) + 2e-7 * reduction));
         }
         return (worst, maxAbs);
-    }
-
-    /// <summary>Uniform floats in [lo, hi) from a splitmix64 stream, filled in parallel chunks.</summary>
-    private static float[] Random(long n, ulong seed, float lo, float hi)
-    {
-        var a = new float[n];
-        const int chunk = 1 << 20;
-        Parallel.For(0, (int)((n + chunk - 1) / chunk), ci =>
-        {
-            ulong z = seed * 0x9E3779B97F4A7C15UL + (ulong)ci * 0xD1B54A32D192ED03UL;
-            long end = Math.Min(n, (long)(ci + 1) * chunk);
-            for (long i = (long)ci * chunk; i < end; i++)
-            {
-                z += 0x9E3779B97F4A7C15UL;
-                ulong v = z;
-                v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9UL;
-                v = (v ^ (v >> 27)) * 0x94D049BB133111EBUL;
-                v ^= v >> 31;
-                a[i] = lo + (hi - lo) * ((v >> 40) * (1f / (1 << 24)));
-            }
-        });
-        return a;
     }
 }

@@ -1,12 +1,8 @@
-using System.Diagnostics;
 using System.Globalization;
 using FashionViL.Kernels.Cpu;
 using FashionViL.Kernels.Cuda;
 using ILGPU;
-using ILGPU.Algorithms;
 using ILGPU.Runtime;
-using ILGPU.Runtime.CPU;
-using ILGPU.Runtime.Cuda;
 
 namespace FashionViL.Bench.Lab;
 
@@ -48,32 +44,8 @@ public static class RowLab
 
     public static int Run(string deviceKind)
     {
-        bool gpu = deviceKind is "cuda" or "gpu";
-        if (!gpu && deviceKind != "cpu")
+        return LabHarness.Run("row lab", deviceKind, (acc, gpu) =>
         {
-            Console.Error.WriteLine($"row lab: unknown device kind '{deviceKind}' (want cuda or cpu)");
-            return 2;
-        }
-        using var ctx = Context.Create(b =>
-        {
-            if (gpu) b.Cuda();
-            b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms();
-        });
-        Accelerator acc;
-        if (gpu)
-        {
-            var devs = ctx.GetCudaDevices();
-            if (devs.Count == 0)
-            {
-                Console.Error.WriteLine("no CUDA device: ILGPU found none (is the NVIDIA driver / libcuda.so present?)");
-                return 1;
-            }
-            acc = devs[0].CreateAccelerator(ctx);
-        }
-        else acc = new CPUDevice(2, 1, 2).CreateCPUAccelerator(ctx, CPUAcceleratorMode.Parallel);
-        using (acc)
-        {
-            Console.WriteLine($"row lab on {acc.Name} ({acc.AcceleratorType}), warp {acc.WarpSize}, max group {acc.MaxNumThreadsPerGroup}, {acc.NumMultiprocessors} MPs");
             var s = new Setup(acc, gpu);
             int rowsLn = gpu ? 64 * 124 : 5, rowsV = gpu ? 64 * 75 : 3;
             int[] groups768 = gpu ? [128, 256, 512, 1024] : [acc.WarpSize * Math.Max(1, acc.MaxNumThreadsPerGroup / acc.WarpSize)];
@@ -86,7 +58,7 @@ public static class RowLab
             CrossEntropy(s, rowsV, 30522, groupsV);
             Print(s);
             return s.Results.All(r => r.WorstTol <= 1) ? 0 : 3;
-        }
+        });
     }
 
     // ------------------------------------------------------------------ cases
@@ -96,9 +68,9 @@ public static class RowLab
         var acc = s.Acc;
         long n = (long)rows * d;
         int k = s.Copies(8 * n);
-        var xs = Enumerable.Range(0, k).Select(i => acc.Allocate1D(Random(n, 100 + (ulong)i, 3, 5))).ToArray();
+        var xs = Enumerable.Range(0, k).Select(i => acc.Allocate1D(LabHarness.Random(n, 100 + (ulong)i, 3, 5))).ToArray();
         var ys = Enumerable.Range(0, k).Select(_ => acc.Allocate1D<float>(n)).ToArray();
-        float[] wh = Random(d, 7, 0.5f, 1.5f), bh = Random(d, 8, -1, 1);
+        float[] wh = LabHarness.Random(d, 7, 0.5f, 1.5f), bh = LabHarness.Random(d, 8, -1, 1);
         using var w = acc.Allocate1D(wh); using var b = acc.Allocate1D(bh);
         using var mean = acc.Allocate1D<float>(rows); using var rstd = acc.Allocate1D<float>(rows);
         float[] want;
@@ -125,7 +97,7 @@ public static class RowLab
     {
         var acc = s.Acc;
         long n = (long)rows * d;
-        float[] xh = Random(n, 11, -2, 3), gh = Random(n, 12, -1, 1), wh = Random(d, 13, 0.5f, 1.5f);
+        float[] xh = LabHarness.Random(n, 11, -2, 3), gh = LabHarness.Random(n, 12, -1, 1), wh = LabHarness.Random(d, 13, 0.5f, 1.5f);
         using var xt = Tensor.FromArray(xh, [rows, d]); using var gt = Tensor.FromArray(gh, [rows, d]); using var wt = Tensor.FromArray(wh, [d]);
         using var yt = Tensor.Empty([rows, d]); using var mt = Tensor.Empty([rows]); using var rt = Tensor.Empty([rows]);
         CpuBackend.Instance.LayerNormForward(xt, wt, null, 1e-12, yt, mt, rt);
@@ -156,7 +128,7 @@ public static class RowLab
         var acc = s.Acc;
         long n = (long)rows * c;
         int k = s.Copies(8 * n);
-        var xs = Enumerable.Range(0, k).Select(i => acc.Allocate1D(Random(n, 200 + (ulong)i, -8, 8))).ToArray();
+        var xs = Enumerable.Range(0, k).Select(i => acc.Allocate1D(LabHarness.Random(n, 200 + (ulong)i, -8, 8))).ToArray();
         var ys = Enumerable.Range(0, k).Select(_ => acc.Allocate1D<float>(n)).ToArray();
         foreach (bool log in new[] { false, true })
         {
@@ -183,7 +155,7 @@ public static class RowLab
     {
         var acc = s.Acc;
         long n = (long)rows * c;
-        float[] xh = Random(n, 21, -8, 8), gh = Random(n, 22, -1, 1);
+        float[] xh = LabHarness.Random(n, 21, -8, 8), gh = LabHarness.Random(n, 22, -1, 1);
         float[] yh, want;
         {
             using var x = Tensor.FromArray(xh, [rows, c]); using var g = Tensor.FromArray(gh, [rows, c]);
@@ -210,7 +182,7 @@ public static class RowLab
     {
         var acc = s.Acc;
         long n = (long)rows * c;
-        float[] xh = Random(n, 31, -8, 8), glh = Random(rows, 32, 0.5f, 2);
+        float[] xh = LabHarness.Random(n, 31, -8, 8), glh = LabHarness.Random(rows, 32, 0.5f, 2);
         var tv = new long[rows];
         for (int r = 0; r < rows; r++) tv[r] = r % 7 == 3 ? -100 : (r * 7919L + 11) % c;
         float[] wantLoss, wantLse, wantGx;
@@ -245,22 +217,9 @@ public static class RowLab
 
     // ------------------------------------------------------------------ helpers
 
-    private static double MedianUs(Setup s, Action<int> launch)
-    {
-        for (int i = 0; i < 2; i++) launch(i);
-        s.Acc.Synchronize();
-        var times = new double[s.Reps];
-        int next = 0;
-        for (int r = 0; r < s.Reps; r++)
-        {
-            var sw = Stopwatch.StartNew();
-            for (int j = 0; j < s.Batch; j++) launch(next++);
-            s.Acc.Synchronize();
-            times[r] = sw.Elapsed.TotalMicroseconds / s.Batch;
-        }
-        Array.Sort(times);
-        return times[times.Length / 2];
-    }
+    private static double MedianUs(Setup s, Action<int> launch) => LabHarness.MedianUs(s.Acc, launch, s.Batch, s.Reps);
+
+    private static (double worst, double maxAbs) Compare(float[] got, float[] want) => LabHarness.Compare(got, want, Atol, Rtol);
 
     private static void Record(Setup s, string op, int rows, int c, string version, int gs, double us, long bytes, double worst, double maxAbs)
     {
@@ -286,46 +245,6 @@ public static class RowLab
         foreach (var g in s.Results.Where(r => r.WorstTol <= 1).GroupBy(r => (r.Op, r.Shape)))
             Console.WriteLine(Line(g.MaxBy(r => r.GBs)!));
     }
-
-    /// <summary>(worst |got − want| / (atol + rtol·|want|), max |got − want|); NaN where the reference is finite counts as +∞.</summary>
-    private static (double worst, double maxAbs) Compare(float[] got, float[] want)
-    {
-        double worst = 0, maxAbs = 0;
-        for (int i = 0; i < want.Length; i++)
-        {
-            double g = got[i], w = want[i];
-            if (double.IsInfinity(w) && g == w) continue;
-            if (double.IsNaN(w) && double.IsNaN(g)) continue;
-            double e = Math.Abs(g - w);
-            if (double.IsNaN(e)) return (double.PositiveInfinity, double.NaN);
-            maxAbs = Math.Max(maxAbs, e);
-            worst = Math.Max(worst, e / (Atol + Rtol * Math.Abs(w)));
-        }
-        return (worst, maxAbs);
-    }
-
-    /// <summary>Uniform floats in [lo, hi) from a splitmix64 stream, filled in parallel chunks.</summary>
-    private static float[] Random(long n, ulong seed, float lo, float hi)
-    {
-        var a = new float[n];
-        const int chunk = 1 << 20;
-        Parallel.For(0, (int)((n + chunk - 1) / chunk), ci =>
-        {
-            ulong z = seed * 0x9E3779B97F4A7C15UL + (ulong)ci * 0xD1B54A32D192ED03UL;
-            long end = Math.Min(n, (long)(ci + 1) * chunk);
-            for (long i = (long)ci * chunk; i < end; i++)
-            {
-                z += 0x9E3779B97F4A7C15UL;
-                ulong v = z;
-                v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9UL;
-                v = (v ^ (v >> 27)) * 0x94D049BB133111EBUL;
-                v ^= v >> 31;
-                a[i] = lo + (hi - lo) * ((v >> 40) * (1f / (1 << 24)));
-            }
-        });
-        return a;
-    }
-
     private static void Dispose<T>(T[] buffers) where T : IDisposable
     {
         foreach (var b in buffers) b.Dispose();

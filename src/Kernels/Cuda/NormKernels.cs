@@ -30,38 +30,12 @@ public struct GnParams
 internal static class NormKernels
 {
     /// <summary>Most warps per group the cross-warp reduction supports.</summary>
-    public const int MaxWarps = 32;
+    public const int MaxWarps = BlockReduce.MaxWarps;
 
     // Flags
     public const int FWeight = 1, FBias = 2, FRunningMean = 4, FRunningVar = 8, FTraining = 16, FGradW = 32, FGradB = 64;
 
     // ================================================================== device helpers
-
-    private struct Pair { public float A, B; }
-
-    private static float WarpSum(float v)
-    {
-        for (int o = Warp.WarpSize / 2; o > 0; o >>= 1) v += Warp.ShuffleXor(v, o);
-        return v;
-    }
-
-    /// <summary>Two sums over the group (every thread gets both). red: ≥ 2·MaxWarps floats of shared memory.</summary>
-    private static Pair GroupSum2(float a, float b, ArrayView<float> red)
-    {
-        a = WarpSum(a); b = WarpSum(b);
-        int nw = Group.DimX / Warp.WarpSize;
-        if (nw > 1)
-        {
-            int w = Group.IdxX / Warp.WarpSize;
-            if (Warp.IsFirstLane) { red[w] = a; red[MaxWarps + w] = b; }
-            Group.Barrier();
-            a = red[0]; b = red[MaxWarps];
-            for (int i = 1; i < nw; i++) { a += red[i]; b += red[MaxWarps + i]; }
-            Group.Barrier();
-        }
-        Pair r; r.A = a; r.B = b;
-        return r;
-    }
 
     /// <summary>Position (outer, inner) = (m / S, m % S) of a thread's element m, advanced by the group stride without a division per element.</summary>
     private struct Cursor { public int Outer, Inner; }
@@ -104,7 +78,7 @@ internal static class NormKernels
                     float t = x[cur.Outer * cs + cOff + cur.Inner] - shift;
                     s += t; ss += t * t;
                 }
-                var tot = GroupSum2((float)s, (float)ss, red);
+                var tot = BlockReduce.Sum2((float)s, (float)ss, red);
                 float ms = mCount > 0 ? tot.A / mCount : 0f;
                 float var = mCount > 0 ? tot.B / mCount - ms * ms : 0f;
                 if (var < 0f) var = 0f;
@@ -155,7 +129,7 @@ internal static class NormKernels
                 float g = gy[o];
                 sg += g; sgc += g * (x[o] - mean);
             }
-            var tot = GroupSum2((float)sg, (float)sgc, red);
+            var tot = BlockReduce.Sum2((float)sg, (float)sgc, red);
             float sgx = tot.B * inv;   // Σ gy·x̂
             if (Group.IdxX == 0)
             {
@@ -195,7 +169,7 @@ internal static class NormKernels
                 float t = x[off + i] - shift;
                 s += t; ss += t * t;
             }
-            var tot = GroupSum2((float)s, (float)ss, red);
+            var tot = BlockReduce.Sum2((float)s, (float)ss, red);
             float ms = mCount > 0 ? tot.A / mCount : 0f;
             float var = mCount > 0 ? tot.B / mCount - ms * ms : 0f;
             if (var < 0f) var = 0f;
@@ -235,7 +209,7 @@ internal static class NormKernels
                 if (hasW) g *= w[c0 + cur.Outer];
                 sg += g; sgc += g * (x[off + i] - mu);
             }
-            var tot = GroupSum2((float)sg, (float)sgc, red);
+            var tot = BlockReduce.Sum2((float)sg, (float)sgc, red);
             float mg = mCount > 0 ? tot.A / mCount : 0f, mgx = mCount > 0 ? tot.B * r / mCount : 0f;
             // with ĝ = gy·w: gx = r·(ĝ − Σĝ/M − x̂·Σ(ĝ·x̂)/M)
             var cw = Start(Group.IdxX, sLen);
@@ -270,7 +244,7 @@ internal static class NormKernels
                 float v = gy[o];
                 sb += v; sw += v * (x[o] - mean[ng]) * rstd[ng];
             }
-            var tot = GroupSum2((float)sb, (float)sw, red);
+            var tot = BlockReduce.Sum2((float)sb, (float)sw, red);
             if (Group.IdxX == 0)
             {
                 if ((p.Flags & FGradW) != 0) gw[c] = tot.B;
@@ -295,19 +269,11 @@ internal static class NormKernels
     public static int DefaultGroupSize(Accelerator acc, long count)
     {
         int want = count >= 16384 ? 512 : count >= 2048 ? 256 : 128;
-        int warp = acc.WarpSize;
-        int max = Math.Min(acc.MaxNumThreadsPerGroup, MaxWarps * warp) / warp * warp;
-        return Math.Clamp(want / warp * warp, warp, Math.Max(warp, max));
+        return BlockReduce.ClampGroup(acc, want);
     }
 
     private static int CheckGroup(Accelerator acc, string op, int groupSize, long count)
-    {
-        int gs = groupSize == 0 ? DefaultGroupSize(acc, count) : groupSize;
-        int warp = acc.WarpSize;
-        if (gs <= 0 || gs % warp != 0 || gs / warp > MaxWarps || gs > acc.MaxNumThreadsPerGroup)
-            throw new ArgumentException($"{op}: group size {gs} must be a positive multiple of the warp size {warp}, at most {Math.Min(acc.MaxNumThreadsPerGroup, MaxWarps * warp)} threads");
-        return gs;
-    }
+        => BlockReduce.CheckGroup(acc, op, groupSize == 0 ? DefaultGroupSize(acc, count) : groupSize);
 
     private static void Need(string op, string name, ArrayView<float> v, long n, string shape)
     {

@@ -59,64 +59,13 @@ public struct AdamWScalars
 internal static class RowKernels
 {
     /// <summary>Most warps per group the cross-warp reduction supports (1024 threads of 32 lanes).</summary>
-    public const int MaxWarps = 32;
+    public const int MaxWarps = BlockReduce.MaxWarps;
     /// <summary>Rows summed per partial in the deterministic gw/gb reduction.</summary>
     public const int ParamRowsPerBlock = 64;
 
     // ================================================================== device helpers
 
     private struct MaxSum { public float M, S; }
-
-    private static float WarpSum(float v)
-    {
-        for (int o = Warp.WarpSize / 2; o > 0; o >>= 1) v += Warp.ShuffleXor(v, o);
-        return v;
-    }
-
-    /// <summary>Σ over the group; every thread gets the same value. red: ≥ 2·MaxWarps floats of shared memory.</summary>
-    private static float GroupSum(float v, ArrayView<float> red)
-    {
-        v = WarpSum(v);
-        int nw = Group.DimX / Warp.WarpSize;
-        if (nw == 1) return v;
-        if (Warp.IsFirstLane) red[Group.IdxX / Warp.WarpSize] = v;
-        Group.Barrier();
-        float s = red[0];
-        for (int i = 1; i < nw; i++) s += red[i];
-        Group.Barrier();
-        return s;
-    }
-
-    /// <summary>Two sums at once (one pair of barriers).</summary>
-    private static MaxSum GroupSum2(float a, float b, ArrayView<float> red)
-    {
-        a = WarpSum(a); b = WarpSum(b);
-        int nw = Group.DimX / Warp.WarpSize;
-        if (nw > 1)
-        {
-            int w = Group.IdxX / Warp.WarpSize;
-            if (Warp.IsFirstLane) { red[w] = a; red[MaxWarps + w] = b; }
-            Group.Barrier();
-            a = red[0]; b = red[MaxWarps];
-            for (int i = 1; i < nw; i++) { a += red[i]; b += red[MaxWarps + i]; }
-            Group.Barrier();
-        }
-        MaxSum r; r.M = a; r.S = b;
-        return r;
-    }
-
-    private static float GroupMax(float v, ArrayView<float> red)
-    {
-        for (int o = Warp.WarpSize / 2; o > 0; o >>= 1) { float u = Warp.ShuffleXor(v, o); v = u > v ? u : v; }
-        int nw = Group.DimX / Warp.WarpSize;
-        if (nw == 1) return v;
-        if (Warp.IsFirstLane) red[Group.IdxX / Warp.WarpSize] = v;
-        Group.Barrier();
-        float m = red[0];
-        for (int i = 1; i < nw; i++) { float u = red[i]; m = u > m ? u : m; }
-        Group.Barrier();
-        return m;
-    }
 
     /// <summary>Merges two (max, Σexp(x−max)) pairs; symmetric, so xor-shuffle partners agree bit for bit.</summary>
     private static MaxSum Merge(MaxSum a, MaxSum b)
@@ -198,9 +147,9 @@ internal static class RowKernels
                 float t = x[off + i] - shift;
                 s += t; ss += t * t;
             }
-            var tot = GroupSum2((float)s, (float)ss, red);
-            float ms = tot.M * inv;
-            float var = tot.S * inv - ms * ms;
+            var tot = BlockReduce.Sum2((float)s, (float)ss, red);
+            float ms = tot.A * inv;
+            float var = tot.B * inv - ms * ms;
             if (var < 0f) var = 0f;
             float m = shift + ms, rs = 1f / MathF.Sqrt(var + eps);
             WriteLayerNormRow(x, w, b, y, mean, rstd, r, off, d, m, rs, flags);
@@ -228,9 +177,9 @@ internal static class RowKernels
                 s += (t0 + t1) + (t2 + t3);
                 ss += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3);
             }
-            var tot = GroupSum2((float)s, (float)ss, red);
-            float ms = tot.M * inv;
-            float var = tot.S * inv - ms * ms;
+            var tot = BlockReduce.Sum2((float)s, (float)ss, red);
+            float ms = tot.A * inv;
+            float var = tot.B * inv - ms * ms;
             if (var < 0f) var = 0f;
             float m = shift + ms, rs = 1f / MathF.Sqrt(var + eps);
             if (Group.IdxX == 0) { mean[r] = m; rstd[r] = rs; }
@@ -265,10 +214,10 @@ internal static class RowKernels
             long off = (long)r * d;
             double s = 0;
             for (int i = Group.IdxX; i < d; i += Group.DimX) s += x[off + i];
-            float m = GroupSum((float)s, red) * inv;
+            float m = BlockReduce.Sum((float)s, red) * inv;
             double ss = 0;
             for (int i = Group.IdxX; i < d; i += Group.DimX) { float t = x[off + i] - m; ss += t * t; }
-            float rs = 1f / MathF.Sqrt(GroupSum((float)ss, red) * inv + eps);
+            float rs = 1f / MathF.Sqrt(BlockReduce.Sum((float)ss, red) * inv + eps);
             WriteLayerNormRow(x, w, b, y, mean, rstd, r, off, d, m, rs, flags);
         }
     }
@@ -303,8 +252,8 @@ internal static class RowKernels
                 if ((flags & 1) != 0) g *= w[i];
                 a += g; bsum += g * ((x[off + i] - m) * rs);
             }
-            var tot = GroupSum2((float)a, (float)bsum, red);
-            float sg = tot.M * inv, sgx = tot.S * inv;
+            var tot = BlockReduce.Sum2((float)a, (float)bsum, red);
+            float sg = tot.A * inv, sgx = tot.B * inv;
             for (int i = Group.IdxX; i < d; i += Group.DimX)
             {
                 float g = gy[off + i];
@@ -407,10 +356,10 @@ internal static class RowKernels
             long off = (long)r * c;
             float m = float.MinValue;
             for (int i = Group.IdxX; i < c; i += Group.DimX) { float v = x[off + i]; m = v > m ? v : m; }
-            m = GroupMax(m, red);
+            m = BlockReduce.Max(m, red);
             double ps = 0;
             for (int i = Group.IdxX; i < c; i += Group.DimX) ps += MathF.Exp(x[off + i] - m);
-            float s = GroupSum((float)ps, red);
+            float s = BlockReduce.Sum((float)ps, red);
             WriteSoftmaxRow(x, y, off, c, m, s, log);
         }
     }
@@ -441,13 +390,13 @@ internal static class RowKernels
             if (log != 0)
             {
                 for (int i = Group.IdxX; i < c; i += Group.DimX) ps += gy[off + i];
-                s = GroupSum((float)ps, red);
+                s = BlockReduce.Sum((float)ps, red);
                 for (int i = Group.IdxX; i < c; i += Group.DimX) gx[off + i] = MathF.Exp(y[off + i]) * -s + gy[off + i];
             }
             else
             {
                 for (int i = Group.IdxX; i < c; i += Group.DimX) ps += y[off + i] * gy[off + i];
-                s = GroupSum((float)ps, red);
+                s = BlockReduce.Sum((float)ps, red);
                 for (int i = Group.IdxX; i < c; i += Group.DimX) gx[off + i] = (gy[off + i] - s) * y[off + i];
             }
         }
@@ -512,12 +461,12 @@ internal static class RowKernels
             }
             MaxSum v; v.M = m; v.S = (float)s;
             v = GroupMaxSum(v, red);
-            var tt = GroupSum2((float)st, (float)stx, red);
+            var tt = BlockReduce.Sum2((float)st, (float)stx, red);
             if (Group.IdxX == 0)
             {
                 float e = v.M + MathF.Log(v.S);
                 lse[r] = e;
-                loss[r] = c == 0 ? 0f : e * tt.M - tt.S;
+                loss[r] = c == 0 ? 0f : e * tt.A - tt.B;
             }
         }
     }
@@ -555,7 +504,7 @@ internal static class RowKernels
             long off = (long)r * c;
             double pst = 0;
             for (int i = Group.IdxX; i < c; i += Group.DimX) pst += target[off + i];
-            float st = GroupSum((float)pst, red);
+            float st = BlockReduce.Sum((float)pst, red);
             float g = gLoss[r], e = lse[r];
             for (int i = Group.IdxX; i < c; i += Group.DimX)
                 gx[off + i] = (MathF.Exp(x[off + i] - e) * st - target[off + i]) * g;
@@ -606,24 +555,11 @@ internal static class RowKernels
     public static int DefaultGroupSize(Accelerator acc, int width)
     {
         int want = width >= 8192 ? 1024 : width >= 2048 ? 512 : 256;
-        return ClampGroup(acc, want);
-    }
-
-    private static int ClampGroup(Accelerator acc, int want)
-    {
-        int warp = acc.WarpSize;
-        int max = Math.Min(acc.MaxNumThreadsPerGroup, MaxWarps * warp) / warp * warp;
-        return Math.Clamp(want / warp * warp, warp, Math.Max(warp, max));
+        return BlockReduce.ClampGroup(acc, want);
     }
 
     private static int CheckGroup(Accelerator acc, string op, int groupSize, int width)
-    {
-        int gs = groupSize == 0 ? DefaultGroupSize(acc, width) : groupSize;
-        int warp = acc.WarpSize;
-        if (gs <= 0 || gs % warp != 0 || gs / warp > MaxWarps || gs > acc.MaxNumThreadsPerGroup)
-            throw new ArgumentException($"{op}: group size {gs} must be a positive multiple of the warp size {warp}, at most {Math.Min(acc.MaxNumThreadsPerGroup, MaxWarps * warp)} threads");
-        return gs;
-    }
+        => BlockReduce.CheckGroup(acc, op, groupSize == 0 ? DefaultGroupSize(acc, width) : groupSize);
 
     private static void Need<T>(string op, string name, ArrayView<T> v, long n, int rows, int width) where T : unmanaged
     {
@@ -699,7 +635,7 @@ internal static class RowKernels
         }
         if ((gw is null && gb is null) || d == 0) return;
         int nb = (rows + ParamRowsPerBlock - 1) / ParamRowsPerBlock;
-        int flat = ClampGroup(acc, 256);
+        int flat = BlockReduce.ClampGroup(acc, 256);
         int flags = (gw is null ? 0 : 1) | (gb is null ? 0 : 2);
         if (nb > 0)
         {
@@ -817,7 +753,7 @@ internal static class RowKernels
         if (n == 0) return;
         foreach (var (v, name) in new[] { (param, "param"), (grad, "grad"), (expAvg, "exp_avg"), (expAvgSq, "exp_avg_sq") })
             if (v.Length < n) throw new ArgumentException($"{op}: {name} has {v.Length} elements, needs {n}");
-        int gs = groupSize == 0 ? ClampGroup(acc, 256) : CheckGroup(acc, op, groupSize, n);
+        int gs = groupSize == 0 ? BlockReduce.ClampGroup(acc, 256) : CheckGroup(acc, op, groupSize, n);
         var k = For(acc).AdamW ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, AdamWScalars>(AdamWKernel);
         k(stream ?? acc.DefaultStream, FlatConfig(acc, n, gs), param, grad, expAvg, expAvgSq, n, AdamWScalars.From(hp));
     }

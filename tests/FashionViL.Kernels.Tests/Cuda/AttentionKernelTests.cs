@@ -5,11 +5,7 @@ using FashionViL.Kernels.Cuda;
 using FashionViL.Testing;
 using ILGPU;
 using ILGPU.Algorithms;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
-using ILGPU.Runtime.CPU;
-using ILGPU.Runtime.Cuda;
 
 namespace FashionViL.Kernels.Tests.Cuda;
 
@@ -20,39 +16,9 @@ namespace FashionViL.Kernels.Tests.Cuda;
 /// be the CPU's exactly), scores kept in shared memory (S ≤ 256) and in global memory (S &gt; 256).
 /// </summary>
 [TestFixture, Category("Cuda")]
-public class AttentionKernelTests
+public class AttentionKernelTests() : EmulatorKernelTestBase(assertions: true, multiWarp: true)
 {
-    private Context _ctx = null!;
-    private Accelerator _acc = null!;
-    private Accelerator _multi = null!;   // warp 2 × 4 warps: several warps share the softmax rows
-    private static CpuBackend Cpu => CpuBackend.Instance;
     private const double Rt = 1e-4, At = 1e-5;
-
-    [OneTimeSetUp]
-    public void Setup()
-    {
-        _ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms().Assertions());
-        _acc = _ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
-        _multi = new CPUDevice(2, 4, 1).CreateCPUAccelerator(_ctx, CPUAcceleratorMode.Parallel);
-    }
-
-    [OneTimeTearDown]
-    public void TearDown()
-    {
-        _multi.Dispose();
-        _acc.Dispose();
-        _ctx.Dispose();
-    }
-
-    private static MemoryBuffer1D<float, Stride1D.Dense> Up(Accelerator acc, float[] a) => acc.Allocate1D(a.Length == 0 ? new float[1] : a);
-    private static MemoryBuffer1D<float, Stride1D.Dense> Up(Accelerator acc, Tensor t) => Up(acc, t.ContiguousRaw().ToArray<float>());
-    private static MemoryBuffer1D<float, Stride1D.Dense> Poisoned(Accelerator acc, long n)
-    {
-        var nan = new float[Math.Max(n, 1)]; Array.Fill(nan, float.NaN);
-        return acc.Allocate1D(nan);
-    }
-    private static double[] D(MemoryBuffer1D<float, Stride1D.Dense> b, long n) => b.GetAsArray1D().Take((int)n).Select(v => (double)v).ToArray();
-    private static Tensor Rand(int[] shape, ulong seed, double lo = -1, double hi = 1) => OpCheck.Rand(shape, seed, DType.Float32, lo, hi);
 
     /// <summary>A padding mask [B,1,1,S] (−10000 on the last keys of each batch row; batch 0 unpadded) expanded to [B,H,L,S] with zero strides.</summary>
     private static (Tensor Storage, Tensor View) PaddingMask(int b, int h, int l, int s)
@@ -135,7 +101,7 @@ public class AttentionKernelTests
             {
                 var (storage, view) = mask ? PaddingMask(b, h, l, s) : (null, null);
                 using (storage) using (view)
-                    CheckForward(_acc, new Case(b, h, l, s, d, p), view, storage, mask ? "padding mask [B,1,1,S]" : "no mask");
+                    CheckForward(Acc, new Case(b, h, l, s, d, p), view, storage, mask ? "padding mask [B,1,1,S]" : "no mask");
             }
     }
 
@@ -147,7 +113,7 @@ public class AttentionKernelTests
             {
                 var (storage, view) = mask ? PaddingMask(b, h, l, s) : (null, null);
                 using (storage) using (view)
-                    CheckBackward(_acc, new Case(b, h, l, s, d, p), view, mask ? "padding mask [B,1,1,S]" : "no mask");
+                    CheckBackward(Acc, new Case(b, h, l, s, d, p), view, mask ? "padding mask [B,1,1,S]" : "no mask");
             }
     }
 
@@ -159,14 +125,14 @@ public class AttentionKernelTests
         var data = Rand([3 + s * b * l * h], 31, -3, 3).ToArray<float>();
         using var storage = Tensor.FromArray(data, data.Length);
         using var view = storage.AsStrided([b, h, l, s], [l * h, 1, h, b * l * h], 3);
-        CheckForward(_acc, new Case(b, h, l, s, d, 0.1), view, storage, "permuted mask with offset");
-        CheckBackward(_acc, new Case(b, h, l, s, d, 0.1), view, "permuted mask with offset");
+        CheckForward(Acc, new Case(b, h, l, s, d, 0.1), view, storage, "permuted mask with offset");
+        CheckBackward(Acc, new Case(b, h, l, s, d, 0.1), view, "permuted mask with offset");
         // a [1,1,L,S] mask (e.g. causal-style) broadcast over batch and heads
         var causal = new float[l * s];
         for (int i = 0; i < l; i++) for (int j = 0; j < s; j++) causal[i * s + j] = j > i + 2 ? float.NegativeInfinity : 0f;
         using var cs = Tensor.FromArray(causal, 1, 1, l, s);
         using var cv = cs.AsStrided([b, h, l, s], [0, 0, s, 1], 0);
-        CheckForward(_acc, new Case(b, h, l, s, d, 0.0), cv, cs, "[1,1,L,S] −∞ mask");
+        CheckForward(Acc, new Case(b, h, l, s, d, 0.0), cv, cs, "[1,1,L,S] −∞ mask");
     }
 
     [Test]
@@ -176,8 +142,8 @@ public class AttentionKernelTests
         var (storage, view) = PaddingMask(2, 1, 19, s);
         using (storage) using (view)
         {
-            CheckForward(_acc, new Case(2, 1, 19, s, 8, 0.1), view, storage, "S > SCap, padding mask");
-            CheckBackward(_acc, new Case(2, 1, 19, s, 8, 0.1), view, "S > SCap, padding mask");
+            CheckForward(Acc, new Case(2, 1, 19, s, 8, 0.1), view, storage, "S > SCap, padding mask");
+            CheckBackward(Acc, new Case(2, 1, 19, s, 8, 0.1), view, "S > SCap, padding mask");
         }
     }
 
@@ -187,21 +153,21 @@ public class AttentionKernelTests
         var (storage, view) = PaddingMask(2, 2, 17, 33);
         using (storage) using (view)
         {
-            CheckForward(_multi, new Case(2, 2, 17, 33, 64, p), view, storage, "4 warps");
-            CheckBackward(_multi, new Case(2, 2, 17, 33, 64, p), view, "4 warps");
+            CheckForward(Multi, new Case(2, 2, 17, 33, 64, p), view, storage, "4 warps");
+            CheckBackward(Multi, new Case(2, 2, 17, 33, 64, p), view, "4 warps");
         }
-        CheckForward(_multi, new Case(1, 1, 5, AttentionKernels.SCap + 3, 8, p), null, null, "4 warps, S > SCap");
+        CheckForward(Multi, new Case(1, 1, 5, AttentionKernels.SCap + 3, 8, p), null, null, "4 warps, S > SCap");
         // an explicit group smaller than the device's (2 of its 4 warps)
-        CheckForward(_multi, new Case(2, 1, 17, 33, 8, p), null, null, "2 of 4 warps", groupSize: 4);
-        CheckBackward(_multi, new Case(2, 1, 17, 33, 8, p), null, "2 of 4 warps", groupSize: 4);
-        CheckBackward(_multi, new Case(1, 1, 5, AttentionKernels.SCap + 3, 8, p), null, "4 warps, S > SCap");
+        CheckForward(Multi, new Case(2, 1, 17, 33, 8, p), null, null, "2 of 4 warps", groupSize: 4);
+        CheckBackward(Multi, new Case(2, 1, 17, 33, 8, p), null, "2 of 4 warps", groupSize: 4);
+        CheckBackward(Multi, new Case(1, 1, 5, AttentionKernels.SCap + 3, 8, p), null, "4 warps, S > SCap");
     }
 
     [Test]
     public void OddHeadDimensionsAndFullHeadDimension([Values(1, 3, 37, 128)] int d)
     {
-        CheckForward(_acc, new Case(1, 2, 17, 33, d, 0.1), null, null, "");
-        CheckBackward(_acc, new Case(1, 2, 17, 33, d, 0.1), null, "");
+        CheckForward(Acc, new Case(1, 2, 17, 33, d, 0.1), null, null, "");
+        CheckBackward(Acc, new Case(1, 2, 17, 33, d, 0.1), null, "");
     }
 
     [Test]
@@ -218,10 +184,10 @@ public class AttentionKernelTests
         using var o = Tensor.Empty([b, h, l, d]);
         using var probs = Tensor.Empty([b, h, l, s]);
         Cpu.AttentionForward(q, k, v, null, 0.125, p, seed, offset, o, probs);
-        using var dq = Up(_acc, q); using var dk = Up(_acc, k); using var dv = Up(_acc, v);
-        using var dout = Poisoned(_acc, o.Numel); using var dp = Poisoned(_acc, probs.Numel);
-        AttentionKernels.Forward(_acc, null, dq.View, dk.View, dv.View, null, default, dout.View, dp.View, b, h, l, s, d, 0.125, p, seed, offset);
-        _acc.Synchronize();
+        using var dq = Up(Acc, q); using var dk = Up(Acc, k); using var dv = Up(Acc, v);
+        using var dout = Poisoned(Acc, o.Numel); using var dp = Poisoned(Acc, probs.Numel);
+        AttentionKernels.Forward(Acc, null, dq.View, dk.View, dv.View, null, default, dout.View, dp.View, b, h, l, s, d, 0.125, p, seed, offset);
+        Acc.Synchronize();
         float[] got = dout.GetAsArray1D(), want = o.ToArray<float>();
         uint thr = (uint)Math.Ceiling(p * 16777216.0);
         int dropped = 0;
@@ -244,14 +210,14 @@ public class AttentionKernelTests
     public void EmptyAndDegenerateShapes()
     {
         // S = 0: o = 0; L = 0: nothing to do; backward with L = 0 zeroes gk, gv
-        using var q = Up(_acc, new float[2 * 3 * 4]); using var z = Up(_acc, new float[1]);
-        using var o = Poisoned(_acc, 24); using var p = Poisoned(_acc, 1);
-        AttentionKernels.Forward(_acc, null, q.View, z.View, z.View, null, default, o.View, p.View, 1, 2, 3, 0, 4, 0.5, 0.1, 1, 0);
-        _acc.Synchronize();
+        using var q = Up(Acc, new float[2 * 3 * 4]); using var z = Up(Acc, new float[1]);
+        using var o = Poisoned(Acc, 24); using var p = Poisoned(Acc, 1);
+        AttentionKernels.Forward(Acc, null, q.View, z.View, z.View, null, default, o.View, p.View, 1, 2, 3, 0, 4, 0.5, 0.1, 1, 0);
+        Acc.Synchronize();
         Assert.That(o.GetAsArray1D(), Is.All.EqualTo(0f));
-        using var k = Up(_acc, new float[10]); using var gk = Poisoned(_acc, 10); using var gv = Poisoned(_acc, 10);
-        AttentionKernels.Backward(_acc, null, z.View, k.View, k.View, z.View, z.View, z.View, gk.View, gv.View, z.View, 1, 1, 0, 5, 2, 0.5, 0, 1, 0);
-        _acc.Synchronize();
+        using var k = Up(Acc, new float[10]); using var gk = Poisoned(Acc, 10); using var gv = Poisoned(Acc, 10);
+        AttentionKernels.Backward(Acc, null, z.View, k.View, k.View, z.View, z.View, z.View, gk.View, gv.View, z.View, 1, 1, 0, 5, 2, 0.5, 0, 1, 0);
+        Acc.Synchronize();
         Assert.That(gk.GetAsArray1D(), Is.All.EqualTo(0f));
         Assert.That(gv.GetAsArray1D(), Is.All.EqualTo(0f));
     }
@@ -259,27 +225,27 @@ public class AttentionKernelTests
     [Test]
     public void BadArgumentsThrowNamingTheOpAndShape()
     {
-        using var a = Up(_acc, new float[4096]);
-        var ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(_acc, null, a.View, a.View, a.View, null, default, a.View, a.View,
+        using var a = Up(Acc, new float[4096]);
+        var ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(Acc, null, a.View, a.View, a.View, null, default, a.View, a.View,
             1, 1, 2, 2, 129, 1, 0, 0, 0));
         Assert.That(ex!.Message, Does.Contain("attention (cuda)").And.Contain("129"));
-        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(_acc, null, a.View, a.View, a.View, null, default, a.View, a.View.SubView(0, 10),
+        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(Acc, null, a.View, a.View, a.View, null, default, a.View, a.View.SubView(0, 10),
             2, 2, 5, 7, 8, 1, 0, 0, 0));
         Assert.That(ex!.Message, Does.Contain("probs").And.Contain("[2,2,5,8]"));
-        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(_acc, null, a.View, a.View, a.View, a.View.SubView(0, 20),
+        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(Acc, null, a.View, a.View, a.View, a.View.SubView(0, 20),
             new AttentionMaskLayout(0, 7, 0, 0, 1), a.View, a.View, 3, 1, 1, 7, 8, 1, 0, 0, 0));
         Assert.That(ex!.Message, Does.Contain("mask"));
-        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Backward(_acc, null, a.View, a.View, a.View, a.View, a.View, a.View, a.View, a.View,
+        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Backward(Acc, null, a.View, a.View, a.View, a.View, a.View, a.View, a.View, a.View,
             a.View.SubView(0, 3), 1, 1, 2, 2, 8, 1, 0.1, 0, 0));
         Assert.That(ex!.Message, Does.Contain("attention backward (cuda)").And.Contain("workspace"));
-        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(_acc, null, a.View, a.View, a.View, null, default, a.View, a.View,
+        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(Acc, null, a.View, a.View, a.View, null, default, a.View, a.View,
             1, 1, 2, 2, 8, 1, 1.5, 0, 0));
         Assert.That(ex!.Message, Does.Contain("1.5"));
-        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(_acc, null, a.View, a.View, a.View, null, default, a.View, a.View,
+        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(Acc, null, a.View, a.View, a.View, null, default, a.View, a.View,
             1, 1, 2, 2, 8, 1, 0, 0, 0, groupSize: 3));
         Assert.That(ex!.Message, Does.Contain("group size 3"));
-        using var bytes = _acc.Allocate1D<byte>(4);
-        ex = Assert.Throws<ArgumentException>(() => DropoutKernels.Dropout(_acc, null, a.View, a.View, bytes.View, 5, 0.1, 0, 0));
+        using var bytes = Acc.Allocate1D<byte>(4);
+        ex = Assert.Throws<ArgumentException>(() => DropoutKernels.Dropout(Acc, null, a.View, a.View, bytes.View, 5, 0.1, 0, 0));
         Assert.That(ex!.Message, Does.Contain("dropout (cuda)").And.Contain("mask 4"));
     }
 
@@ -291,9 +257,9 @@ public class AttentionKernelTests
         const int n = 203;
         foreach (ulong offset in new ulong[] { 0, 7, (1ul << 40) + 3, ulong.MaxValue - 20 })
         {
-            using var buf = _acc.Allocate1D<uint>(n);
-            DropoutKernels.PhiloxWords(_acc, null, buf.View, n, seed, offset);
-            _acc.Synchronize();
+            using var buf = Acc.Allocate1D<uint>(n);
+            DropoutKernels.PhiloxWords(Acc, null, buf.View, n, seed, offset);
+            Acc.Synchronize();
             var got = buf.GetAsArray1D();
             for (int i = 0; i < n; i++)
             {
@@ -313,10 +279,10 @@ public class AttentionKernelTests
             using var y = Tensor.Empty([n]);
             using var m = Tensor.Empty([n], DType.UInt8);
             Cpu.Dropout(x, y, m, p, 99, offset);
-            using var dx = Up(_acc, x); using var dy = Poisoned(_acc, n);
-            using var dm = _acc.Allocate1D(Enumerable.Repeat((byte)7, n).ToArray());
-            DropoutKernels.Dropout(_acc, null, dx.View, dy.View, dm.View, n, p, 99, offset);
-            _acc.Synchronize();
+            using var dx = Up(Acc, x); using var dy = Poisoned(Acc, n);
+            using var dm = Acc.Allocate1D(Enumerable.Repeat((byte)7, n).ToArray());
+            DropoutKernels.Dropout(Acc, null, dx.View, dy.View, dm.View, n, p, 99, offset);
+            Acc.Synchronize();
             Assert.That(dm.GetAsArray1D(), Is.EqualTo(m.ToArray<byte>()), $"mask n={n} p={p} offset={offset}");
             var gy = dy.GetAsArray1D(); var wy = y.ToArray<float>();
             for (int i = 0; i < n; i++)
@@ -329,16 +295,14 @@ public class AttentionKernelTests
     [Test]
     public void KernelsCompileToPtxForSm90WithinSharedMemoryLimit()
     {
-        using var ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 1)).EnableAlgorithms());
-        using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null);
+        using var ptxc = new Sm90Ptx();
         const BindingFlags flags = BindingFlags.Static | BindingFlags.NonPublic;
         foreach (var (type, name) in new[] { (typeof(AttentionKernels), "ForwardKernel"), (typeof(AttentionKernels), "BackwardQKernel"),
             (typeof(AttentionKernels), "BackwardKVKernel"), (typeof(DropoutKernels), "DropoutKernel"), (typeof(DropoutKernels), "PhiloxWordsKernel") })
         {
             var mi = type.GetMethod(name, flags)!;
-            var ptx = ((PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(mi), default)).PTXAssembly;
+            var ptx = ptxc.Compile(mi, name);
             Assert.That(ptx, Does.Contain(".entry"), name);
-            if (Environment.GetEnvironmentVariable("FVL_DUMP_PTX") is { Length: > 0 } dir) File.WriteAllText(Path.Combine(dir, $"{name}.ptx"), ptx);
             long shared = Regex.Matches(ptx, @"\.shared\s+\.align\s+\d+\s+\.b8\s+\S+\[(\d+)\]").Sum(m => long.Parse(m.Groups[1].Value));
             Assert.That(shared, Is.LessThanOrEqualTo(48 * 1024), $"{name}: {shared} bytes of static shared memory");
             TestContext.Out.WriteLine($"{name}: {shared} B shared, {ptx.Length} chars of PTX");

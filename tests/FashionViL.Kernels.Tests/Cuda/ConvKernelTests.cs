@@ -2,11 +2,8 @@ using FashionViL.Kernels.Cpu;
 using FashionViL.Kernels.Cuda;
 using FashionViL.Testing;
 using ILGPU;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
-using ILGPU.Runtime.Cuda;
 
 namespace FashionViL.Kernels.Tests.Cuda;
 
@@ -17,38 +14,14 @@ namespace FashionViL.Kernels.Tests.Cuda;
 /// Outputs are poisoned with NaN first, so an element the kernel forgets fails the comparison.
 /// </summary>
 [TestFixture, Category("Cuda")]
-public class ConvKernelTests
+public class ConvKernelTests() : EmulatorKernelTestBase(assertions: true)
 {
-    private Context _ctx = null!;
-    private Accelerator _acc = null!;
-
-    [OneTimeSetUp]
-    public void Setup()
-    {
-        _ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms().Assertions());
-        _acc = _ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
-    }
-
-    [OneTimeTearDown]
-    public void TearDown()
-    {
-        _acc.Dispose();
-        _ctx.Dispose();
-    }
-
     private static float[] Host(Tensor t) => t.ToArray<float>();
-    private static double[] D(float[] a) => a.Select(v => (double)v).ToArray();
 
-    private static MemoryBuffer1D<float, Stride1D.Dense> Poisoned(Accelerator acc, long n)
-    {
-        var h = new float[Math.Max(n, 1)];
-        Array.Fill(h, float.NaN);
-        return acc.Allocate1D(h);
-    }
 
     private void CheckConv(int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, bool bias, ulong seed)
     {
-        foreach (var v in Versions) CheckConv(_acc, batch, cin, h, w, cout, kh, kw, p, bias, seed, v);
+        foreach (var v in Versions) CheckConv(Acc, batch, cin, h, w, cout, kh, kw, p, bias, seed, v);
     }
 
     private static readonly ConvVersion[] Versions = [ConvVersion.Tile64, ConvVersion.Tile128];
@@ -116,7 +89,7 @@ public class ConvKernelTests
     [Test]
     public void SeveralTilesOf128InBothDirections()
         // Cout 130 > one 128-row tile (v2), N = 2·11·12 = 264 > two 128-column tiles
-        => CheckConv(_acc, 2, 2, 11, 12, 130, 1, 1, Conv2dParams.Symmetric(1, 0), true, 51, ConvVersion.Tile128);
+        => CheckConv(Acc, 2, 2, 11, 12, 130, 1, 1, Conv2dParams.Symmetric(1, 0), true, 51, ConvVersion.Tile128);
 
     [Test]
     public void RectangularKernelMixedStridesAndPadding()
@@ -137,17 +110,17 @@ public class ConvKernelTests
         using var gy = OpCheck.Rand([batch, cout, ho, wo], 91, DType.Float32);
         using var gw = Tensor.Empty([cout, cin, 3, 3]);
         CpuBackend.Instance.Conv2dBackwardWeight(x, gy, gw, null, p);
-        using var dx = _acc.Allocate1D(Host(x));
-        using var dgy = _acc.Allocate1D(Host(gy));
-        using var dgw = Poisoned(_acc, gw.Numel);
-        using var ws = Poisoned(_acc, 4 * gw.Numel);
-        ConvKernels.Conv2dBackwardWeight(_acc, null, dx.View, dgy.View, dgw.View, default, batch, cin, h, w, cout, 3, 3, p, v, ws.View, splits);
-        _acc.Synchronize();
+        using var dx = Acc.Allocate1D(Host(x));
+        using var dgy = Acc.Allocate1D(Host(gy));
+        using var dgw = Poisoned(Acc, gw.Numel);
+        using var ws = Poisoned(Acc, 4 * gw.Numel);
+        ConvKernels.Conv2dBackwardWeight(Acc, null, dx.View, dgy.View, dgw.View, default, batch, cin, h, w, cout, 3, 3, p, v, ws.View, splits);
+        Acc.Synchronize();
         OpCheck.AssertClose(D(dgw.GetAsArray1D()), D(Host(gw)), 1e-5, 1e-6 + 2e-7 * batch * ho * wo, $"{v} split-K ({splits}) backward weight");
         // the workspace was used: its first slice holds a partial sum, not the poison
         Assert.That(float.IsNaN(ws.GetAsArray1D()[0]), Is.False, "split-K did not run");
-        using var tiny = _acc.Allocate1D<float>(gw.Numel);
-        var e = Assert.Throws<ArgumentException>(() => ConvKernels.Conv2dBackwardWeight(_acc, null, dx.View, dgy.View, dgw.View, default,
+        using var tiny = Acc.Allocate1D<float>(gw.Numel);
+        var e = Assert.Throws<ArgumentException>(() => ConvKernels.Conv2dBackwardWeight(Acc, null, dx.View, dgy.View, dgw.View, default,
             batch, cin, h, w, cout, 3, 3, p, v, tiny.View, 4))!;
         Assert.That(e.Message, Does.Contain("4 splits need a workspace"));
     }
@@ -155,12 +128,12 @@ public class ConvKernelTests
     [Test]
     public void EmptyBatchZeroesTheWeightGradient()
     {
-        using var dx = _acc.Allocate1D<float>(1);
-        using var dgy = _acc.Allocate1D<float>(1);
-        using var dgw = Poisoned(_acc, 2 * 3 * 3 * 3);
-        using var dgb = Poisoned(_acc, 2);
-        ConvKernels.Conv2dBackwardWeight(_acc, null, dx.View, dgy.View, dgw.View, dgb.View, 0, 3, 4, 4, 2, 3, 3, Conv2dParams.Symmetric(1, 1));
-        _acc.Synchronize();
+        using var dx = Acc.Allocate1D<float>(1);
+        using var dgy = Acc.Allocate1D<float>(1);
+        using var dgw = Poisoned(Acc, 2 * 3 * 3 * 3);
+        using var dgb = Poisoned(Acc, 2);
+        ConvKernels.Conv2dBackwardWeight(Acc, null, dx.View, dgy.View, dgw.View, dgb.View, 0, 3, 4, 4, 2, 3, 3, Conv2dParams.Symmetric(1, 1));
+        Acc.Synchronize();
         Assert.That(dgw.GetAsArray1D(), Is.All.EqualTo(0f));
         Assert.That(dgb.GetAsArray1D(), Is.All.EqualTo(0f));
     }
@@ -172,19 +145,19 @@ public class ConvKernelTests
         using var x = OpCheck.Rand([2, 3, 7, 7], 70, DType.Float32);
         using var gy = OpCheck.Rand([2, 4, 4, 4], 71, DType.Float32);
         using var wt = OpCheck.Rand([4, 3, 3, 3], 72, DType.Float32);
-        using var dx = _acc.Allocate1D(Host(x));
-        using var dgy = _acc.Allocate1D(Host(gy));
-        using var dw = _acc.Allocate1D(Host(wt));
-        using var gx1 = _acc.Allocate1D<float>(x.Numel);
-        using var gx2 = _acc.Allocate1D<float>(x.Numel);
-        using var gw1 = _acc.Allocate1D<float>(wt.Numel);
-        using var gw2 = _acc.Allocate1D<float>(wt.Numel);
+        using var dx = Acc.Allocate1D(Host(x));
+        using var dgy = Acc.Allocate1D(Host(gy));
+        using var dw = Acc.Allocate1D(Host(wt));
+        using var gx1 = Acc.Allocate1D<float>(x.Numel);
+        using var gx2 = Acc.Allocate1D<float>(x.Numel);
+        using var gw1 = Acc.Allocate1D<float>(wt.Numel);
+        using var gw2 = Acc.Allocate1D<float>(wt.Numel);
         foreach (var (gx, gw) in new[] { (gx1, gw1), (gx2, gw2) })
         {
-            ConvKernels.Conv2dBackwardInput(_acc, null, dgy.View, dw.View, gx.View, 2, 3, 7, 7, 4, 3, 3, p);
-            ConvKernels.Conv2dBackwardWeight(_acc, null, dx.View, dgy.View, gw.View, default, 2, 3, 7, 7, 4, 3, 3, p);
+            ConvKernels.Conv2dBackwardInput(Acc, null, dgy.View, dw.View, gx.View, 2, 3, 7, 7, 4, 3, 3, p);
+            ConvKernels.Conv2dBackwardWeight(Acc, null, dx.View, dgy.View, gw.View, default, 2, 3, 7, 7, 4, 3, 3, p);
         }
-        _acc.Synchronize();
+        Acc.Synchronize();
         Assert.That(gx2.GetAsArray1D(), Is.EqualTo(gx1.GetAsArray1D()));
         Assert.That(gw2.GetAsArray1D(), Is.EqualTo(gw1.GetAsArray1D()));
     }
@@ -203,23 +176,23 @@ public class ConvKernelTests
     [Test]
     public void BadViewsAndGeometryThrowNamingTheOp()
     {
-        using var small = _acc.Allocate1D<float>(10);
+        using var small = Acc.Allocate1D<float>(10);
         var p = Conv2dParams.Symmetric(1, 1);
         var e = Assert.Throws<ArgumentException>(() =>
-            ConvKernels.Conv2dForward(_acc, null, small.View, small.View, default, small.View, 1, 3, 8, 8, 4, 3, 3, p))!;
+            ConvKernels.Conv2dForward(Acc, null, small.View, small.View, default, small.View, 1, 3, 8, 8, 4, 3, 3, p))!;
         Assert.That(e.Message, Does.Contain("conv2d").And.Contain("[1,3,8,8]"));
         e = Assert.Throws<ArgumentException>(() =>
-            ConvKernels.Conv2dBackwardInput(_acc, null, small.View, small.View, small.View, 1, 1, 2, 2, 1, 5, 5, Conv2dParams.Symmetric(1, 0)))!;
+            ConvKernels.Conv2dBackwardInput(Acc, null, small.View, small.View, small.View, 1, 1, 2, 2, 1, 5, 5, Conv2dParams.Symmetric(1, 0)))!;
         Assert.That(e.Message, Does.Contain("conv2d backward (input)").And.Contain("too small"));
         e = Assert.Throws<ArgumentException>(() =>
-            ConvKernels.Conv2dBackwardWeight(_acc, null, small.View, small.View, small.View, small.View, 1, 1, 2, 2, 1, 1, 1, Conv2dParams.Symmetric(1, 0)))!;
+            ConvKernels.Conv2dBackwardWeight(Acc, null, small.View, small.View, small.View, small.View, 1, 1, 2, 2, 1, 1, 1, Conv2dParams.Symmetric(1, 0)))!;
         Assert.That(e.Message, Does.Contain("bias gradient has 10 elements"));
-        using var idx = _acc.Allocate1D<long>(10);
+        using var idx = Acc.Allocate1D<long>(10);
         e = Assert.Throws<ArgumentException>(() =>
-            ConvKernels.MaxPool2dForward(_acc, null, small.View, small.View, idx.View, 1, 4, 4, new Pool2dParams(3, 3, 1, 1, 2, 2)))!;
+            ConvKernels.MaxPool2dForward(Acc, null, small.View, small.View, idx.View, 1, 4, 4, new Pool2dParams(3, 3, 1, 1, 2, 2)))!;
         Assert.That(e.Message, Does.Contain("max_pool2d").And.Contain("half the kernel"));
         e = Assert.Throws<ArgumentException>(() =>
-            ConvKernels.AdaptiveAvgPool2dForward(_acc, null, small.View, small.View, 2, 4, 4, 2, 2))!;
+            ConvKernels.AdaptiveAvgPool2dForward(Acc, null, small.View, small.View, 2, 4, 4, 2, 2))!;
         Assert.That(e.Message, Does.Contain("adaptive_avg_pool2d").And.Contain("input view has 10 elements"));
     }
 
@@ -240,23 +213,23 @@ public class ConvKernelTests
         using var gx = Tensor.Empty([n, c, h, w]);
         CpuBackend.Instance.MaxPool2dBackward(gy, ids, gx);
 
-        using var dx = _acc.Allocate1D(xh);
-        using var dy = Poisoned(_acc, y.Numel);
-        using var di = _acc.Allocate1D(Enumerable.Repeat(-5L, (int)Math.Max(1, y.Numel)).ToArray());
-        ConvKernels.MaxPool2dForward(_acc, null, dx.View, dy.View, di.View, planes, h, w, p);
-        _acc.Synchronize();
+        using var dx = Acc.Allocate1D(xh);
+        using var dy = Poisoned(Acc, y.Numel);
+        using var di = Acc.Allocate1D(Enumerable.Repeat(-5L, (int)Math.Max(1, y.Numel)).ToArray());
+        ConvKernels.MaxPool2dForward(Acc, null, dx.View, dy.View, di.View, planes, h, w, p);
+        Acc.Synchronize();
         var gotY = dy.GetAsArray1D()[..(int)y.Numel];
         var gotI = di.GetAsArray1D()[..(int)y.Numel];
         Assert.That(gotI, Is.EqualTo(ids.ToArray<long>()), what + " indices");
         // bit-exact values (NaN included)
         Assert.That(gotY.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(Host(y).Select(BitConverter.SingleToInt32Bits)), what + " values");
 
-        using var dgy = _acc.Allocate1D(Host(gy));
+        using var dgy = Acc.Allocate1D(Host(gy));
         foreach (var geometry in new Pool2dParams?[] { p, null })
         {
-            using var dgx = Poisoned(_acc, gx.Numel);
-            ConvKernels.MaxPool2dBackward(_acc, null, dgy.View, di.View, dgx.View, planes, h, w, ho, wo, geometry);
-            _acc.Synchronize();
+            using var dgx = Poisoned(Acc, gx.Numel);
+            ConvKernels.MaxPool2dBackward(Acc, null, dgy.View, di.View, dgx.View, planes, h, w, ho, wo, geometry);
+            Acc.Synchronize();
             // the same float sums in the same order: bit-exact
             Assert.That(dgx.GetAsArray1D()[..(int)gx.Numel], Is.EqualTo(Host(gx)), $"{what} backward ({(geometry is null ? "scatter" : "gather")})");
         }
@@ -292,13 +265,13 @@ public class ConvKernelTests
         using var gx = Tensor.Empty([n, c, h, w]);
         CpuBackend.Instance.AdaptiveAvgPool2dBackward(gy, gx);
 
-        using var dx = _acc.Allocate1D(Host(x));
-        using var dy = Poisoned(_acc, y.Numel);
-        using var dgy = _acc.Allocate1D(Host(gy));
-        using var dgx = Poisoned(_acc, gx.Numel);
-        ConvKernels.AdaptiveAvgPool2dForward(_acc, null, dx.View, dy.View, planes, h, w, ho, wo);
-        ConvKernels.AdaptiveAvgPool2dBackward(_acc, null, dgy.View, dgx.View, planes, h, w, ho, wo);
-        _acc.Synchronize();
+        using var dx = Acc.Allocate1D(Host(x));
+        using var dy = Poisoned(Acc, y.Numel);
+        using var dgy = Acc.Allocate1D(Host(gy));
+        using var dgx = Poisoned(Acc, gx.Numel);
+        ConvKernels.AdaptiveAvgPool2dForward(Acc, null, dx.View, dy.View, planes, h, w, ho, wo);
+        ConvKernels.AdaptiveAvgPool2dBackward(Acc, null, dgy.View, dgx.View, planes, h, w, ho, wo);
+        Acc.Synchronize();
         // float64 sums in the CPU backend's order, and the same float adds for the gradient: bit-exact
         Assert.That(dy.GetAsArray1D()[..(int)y.Numel], Is.EqualTo(Host(y)), what + " forward");
         Assert.That(dgx.GetAsArray1D()[..(int)gx.Numel], Is.EqualTo(Host(gx)), what + " backward");
@@ -317,15 +290,12 @@ public class ConvKernelTests
     [Test]
     public void EveryKernelCompilesToPtxForSm90WithoutAGpu()
     {
-        using var ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 1)).EnableAlgorithms());
-        using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null);
+        using var ptxc = new Sm90Ptx();
         foreach (var (name, method) in ConvKernels.KernelMethods)
         {
-            var entry = EntryPointDescription.FromExplicitlyGroupedKernel(method);
-            var ptx = ((PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
+            var ptx = ptxc.Compile(method, $"conv_{name}");
             Assert.That(ptx, Does.Contain(".entry"), $"{name}: no PTX entry");
             if (name == "conv_gemm128") Assert.That(ptx, Does.Match(@"ld\.shared\.v4\.f32"), "v2: no 128-bit shared load");
-            if (Environment.GetEnvironmentVariable("FVL_DUMP_PTX") is { Length: > 0 } dir) File.WriteAllText(Path.Combine(dir, $"conv_{name}.ptx"), ptx);
         }
     }
 }

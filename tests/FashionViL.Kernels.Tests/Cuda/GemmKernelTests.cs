@@ -3,10 +3,7 @@ using FashionViL.Kernels.Cuda;
 using FashionViL.Testing;
 using ILGPU;
 using ILGPU.Runtime;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.PTX;
 using ILGPU.Runtime.CPU;
-using ILGPU.Runtime.Cuda;
 
 namespace FashionViL.Kernels.Tests.Cuda;
 
@@ -16,25 +13,8 @@ namespace FashionViL.Kernels.Tests.Cuda;
 /// offset views, shared (stride-0) batches, alpha/beta, bias and the GELU epilogue.
 /// </summary>
 [TestFixture, Category("Cuda")]
-public class GemmKernelTests
+public class GemmKernelTests() : EmulatorKernelTestBase(assertions: true)
 {
-    private Context _ctx = null!;
-    private Accelerator _acc = null!;
-
-    [OneTimeSetUp]
-    public void Setup()
-    {
-        _ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms().Assertions());
-        _acc = _ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
-    }
-
-    [OneTimeTearDown]
-    public void TearDown()
-    {
-        _acc.Dispose();
-        _ctx.Dispose();
-    }
-
     /// <summary>A stored operand: [storedBatch, rows, ld] floats after <c>offset</c> leading floats.</summary>
     private sealed record Stored(float[] Data, int Rows, int Cols, int Ld, int Offset, int BatchStride);
 
@@ -54,7 +34,7 @@ public class GemmKernelTests
 
     private void Check(GemmVersion v, int batch, int M, int N, int K, bool ta, bool tb, float alpha = 1f, float beta = 0f,
         bool bias = false, bool gelu = false, int pad = 0, int offset = 0, bool shareA = false, bool shareB = false, ulong seed = 1)
-        => Check(_acc, v, batch, M, N, K, ta, tb, alpha, beta, bias, gelu, pad, offset, shareA, shareB, seed);
+        => Check(Acc, v, batch, M, N, K, ta, tb, alpha, beta, bias, gelu, pad, offset, shareA, shareB, seed);
 
     private static void Check(Accelerator acc, GemmVersion v, int batch, int M, int N, int K, bool ta, bool tb, float alpha = 1f, float beta = 0f,
         bool bias = false, bool gelu = false, int pad = 0, int offset = 0, bool shareA = false, bool shareB = false, ulong seed = 1)
@@ -162,15 +142,15 @@ public class GemmKernelTests
         // bias carries the values; A·B = 0 via K = 0, so C = GELU(bias) exactly as the kernel evaluates it.
         const int n = 257;
         var xs = Enumerable.Range(0, n).Select(i => -8f + 16f * i / (n - 1)).ToArray();
-        using var biasBuf = _acc.Allocate1D(xs);
-        using var c = _acc.Allocate1D<float>(n);
-        using var dummy = _acc.Allocate1D<float>(1);
+        using var biasBuf = Acc.Allocate1D(xs);
+        using var c = Acc.Allocate1D<float>(n);
+        using var dummy = Acc.Allocate1D<float>(1);
         var args = GemmArgs.Dense(dummy.View, dummy.View, c.View, 1, 1, n, 0);
         args.Bias = biasBuf.View;
         args.Gelu = true;
         foreach (var v in GemmKernels.Versions)
         {
-            GemmKernels.Launch(_acc, null, args, v);
+            GemmKernels.Launch(Acc, null, args, v);
             var got = c.GetAsArray1D().Select(x => (double)x).ToArray();
             // the kernel evaluates the CPU backend's float formula ...
             OpCheck.AssertClose(got, xs.Select(x => (double)ScalarMath.GeluF(x)).ToArray(), 1e-6, 1e-7, $"gelu {v} vs ScalarMath.GeluF");
@@ -182,31 +162,28 @@ public class GemmKernelTests
     [Test]
     public void EmptyOutputsDoNothingAndBadArgumentsThrow()
     {
-        using var buf = _acc.Allocate1D<float>(64);
-        GemmKernels.Launch(_acc, null, GemmArgs.Dense(buf.View, buf.View, buf.View, 1, 0, 5, 3));
-        GemmKernels.Launch(_acc, null, GemmArgs.Dense(buf.View, buf.View, buf.View, 0, 5, 5, 3));
+        using var buf = Acc.Allocate1D<float>(64);
+        GemmKernels.Launch(Acc, null, GemmArgs.Dense(buf.View, buf.View, buf.View, 1, 0, 5, 3));
+        GemmKernels.Launch(Acc, null, GemmArgs.Dense(buf.View, buf.View, buf.View, 0, 5, 5, 3));
         var tooShort = GemmArgs.Dense(buf.View, buf.View, buf.View.SubView(0, 10), 1, 4, 4, 4);
-        var ex = Assert.Throws<ArgumentException>(() => GemmKernels.Launch(_acc, null, tooShort));
+        var ex = Assert.Throws<ArgumentException>(() => GemmKernels.Launch(Acc, null, tooShort));
         Assert.That(ex!.Message, Does.Contain("matmul").And.Contain("M 4, N 4, K 4"));
         var badLd = GemmArgs.Dense(buf.View, buf.View, buf.View, 1, 4, 4, 4);
         badLd.Lda = 3;
-        Assert.That(() => GemmKernels.Launch(_acc, null, badLd), Throws.ArgumentException.With.Message.Contain("leading dimension"));
+        Assert.That(() => GemmKernels.Launch(Acc, null, badLd), Throws.ArgumentException.With.Message.Contain("leading dimension"));
         var badBias = GemmArgs.Dense(buf.View, buf.View, buf.View, 1, 4, 4, 4);
         badBias.Bias = buf.View.SubView(0, 3);
-        Assert.That(() => GemmKernels.Launch(_acc, null, badBias), Throws.ArgumentException.With.Message.Contain("bias"));
+        Assert.That(() => GemmKernels.Launch(Acc, null, badBias), Throws.ArgumentException.With.Message.Contain("bias"));
     }
 
     [Test]
     public void EveryVersionCompilesToPtxForSm90WithoutAGpu()
     {
-        using var ctx = Context.Create(b => b.CPU(new CPUDevice(2, 1, 1)).EnableAlgorithms());
-        using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null);
+        using var ptxc = new Sm90Ptx();
         foreach (var v in GemmKernels.Versions)
         {
-            var entry = EntryPointDescription.FromExplicitlyGroupedKernel(GemmKernels.KernelMethod(v));
-            var ptx = ((PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
+            var ptx = ptxc.Compile(GemmKernels.KernelMethod(v), $"gemm_{v}");
             Assert.That(ptx, Does.Contain(".entry"), $"{v}: no PTX entry");
-            if (Environment.GetEnvironmentVariable("FVL_DUMP_PTX") is { Length: > 0 } dir) File.WriteAllText(Path.Combine(dir, $"gemm_{v}.ptx"), ptx);
             if (v >= GemmVersion.Reg128x8Vec)
             {
                 // the point of v4 and v5: 128-bit global and shared accesses
