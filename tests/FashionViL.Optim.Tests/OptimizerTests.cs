@@ -292,4 +292,22 @@ public class OptimizerTests
         Assert.That(cos.Factor(25), Is.EqualTo(0.5 * (1 + Math.Cos(Math.PI / 4))).Within(1e-15));
         Assert.That(new ConstantSchedule().Factor(12345), Is.EqualTo(1.0));
     }
+
+    [Test]
+    public void NonContiguousGrad_SameAsContiguous()
+    {
+        float[] g = [0.1f, -0.2f, 0.3f, 0.4f, -0.5f, 0.6f];
+        var a = Tensor.FromArray([1f, 2f, 3f, 4f, 5f, 6f], 2, 3);
+        var b = Tensor.FromArray([1f, 2f, 3f, 4f, 5f, 6f], 2, 3);
+        a.Grad = Tensor.FromArray(g, 2, 3);
+        // the same values stored transposed: a [3,2] buffer viewed as [2,3] with strides [1,2]
+        float[] gt = [g[0], g[3], g[1], g[4], g[2], g[5]];
+        b.Grad = Tensor.FromArray(gt, 3, 2).AsStrided([2, 3], [1, 2], 0);
+        Assert.That(b.Grad.IsContiguous, Is.False);
+        using var oa = new SGD([new ParamGroup("g", [("a", a)], 0.1, 0.01)], momentum: 0.9);
+        using var ob = new SGD([new ParamGroup("g", [("b", b)], 0.1, 0.01)], momentum: 0.9);
+        for (int i = 0; i < 2; i++) { oa.Step(); ob.Step(); }
+        Assert.That(b.ToArray<float>(), Is.EqualTo(a.ToArray<float>()));
+        Assert.That(oa.StateDict().State["a"].Buffers.Keys, Is.EquivalentTo(new[] { "momentum_buffer" }));
+    }
 }
