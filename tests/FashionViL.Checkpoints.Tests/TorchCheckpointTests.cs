@@ -128,6 +128,31 @@ public class TorchCheckpointTests
         if (!existed) Assert.That(File.Exists(marker), Is.False);
     }
 
+    [TestCase("builtins", "eval")]
+    [TestCase("posix", "system")]
+    [TestCase("subprocess", "Popen")]
+    [TestCase("torch", "load")]
+    public void OtherGlobals_AreRefused(string module, string name)
+    {
+        // PROTO 2, GLOBAL module name, SHORT_BINUNICODE 'x', TUPLE1, REDUCE, STOP — written by hand, never run.
+        var pkl = new List<byte> { 0x80, 2, (byte)'c' };
+        pkl.AddRange(System.Text.Encoding.ASCII.GetBytes($"{module}\n{name}\n"));
+        pkl.AddRange(new byte[] { 0x8c, 1, (byte)'x', 0x85, (byte)'R', (byte)'.' });
+        var dir = Directory.CreateTempSubdirectory("pth-evil").FullName;
+        try
+        {
+            var path = Path.Combine(dir, "evil.pth");
+            using (var zip = System.IO.Compression.ZipFile.Open(path, System.IO.Compression.ZipArchiveMode.Create))
+            {
+                using var w = zip.CreateEntry("evil/data.pkl", System.IO.Compression.CompressionLevel.NoCompression).Open();
+                w.Write(pkl.ToArray());
+            }
+            var e = Assert.Throws<InvalidDataException>(() => TorchCheckpoint.LoadObject(path))!;
+            Assert.That(e.Message, Does.Contain($"{module}.{name}").And.Contain(path));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     [Test]
     public void TruncatedFile_ErrorNamesTheFile()
     {
