@@ -18,7 +18,7 @@ internal sealed record StorageRef(DType DType, string Key, long Numel);
 /// A small pickle (protocol ≤ 2 plus the opcodes torch writes) virtual machine. It never imports or calls anything:
 /// GLOBAL is checked against a fixed allow-list and REDUCE only dispatches to our own rebuild functions.
 /// </summary>
-internal sealed class PickleReader(byte[] data, string path, Func<string, byte[]> storage)
+internal sealed class PickleReader(byte[] data, string path, Func<string, byte[]> storage, List<Tensor> created)
 {
     static readonly Dictionary<string, DType> StorageTypes = new(StringComparer.Ordinal)
     {
@@ -127,7 +127,9 @@ internal sealed class PickleReader(byte[] data, string path, Func<string, byte[]
                 var bytes = storage(s.Key);
                 if (bytes.Length < s.Numel * s.DType.Size())
                     throw new InvalidDataException($"pytorch checkpoint '{path}': storage entry data/{s.Key} has {bytes.Length} bytes, expected {s.Numel} {s.DType.Name()} elements");
-                return TorchCheckpoint.Rebuild(bytes, s.DType, offset, size, stride, path, s.Key);
+                var tensor = TorchCheckpoint.Rebuild(bytes, s.DType, offset, size, stride, path, s.Key);
+                created.Add(tensor);
+                return tensor;
             }
             case "torch._utils._rebuild_parameter":
                 if (a.Length < 1 || a[0] is not Tensor t) throw Bad("_rebuild_parameter without a tensor");

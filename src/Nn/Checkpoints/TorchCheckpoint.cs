@@ -17,29 +17,57 @@ public static class TorchCheckpoint
     /// (MMF and Lightning-style checkpoints). Non-tensor entries are skipped.</summary>
     public static Dictionary<string, Tensor> Load(string path)
     {
-        var root = LoadObject(path);
-        var dict = root as Dictionary<object, object?>
-            ?? throw new InvalidDataException($"pytorch checkpoint '{path}': top-level object is {Describe(root)}, not a dict");
-        if (!dict.Values.Any(v => v is Tensor))
-        {
-            foreach (var key in new[] { "model", "state_dict" })
-                if (dict.TryGetValue(key, out var inner) && inner is Dictionary<object, object?> d) { dict = d; break; }
-        }
+        var created = new List<Tensor>();
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (k, v) in dict)
-            if (k is string name && v is Tensor t) result[name] = t;
+        try
+        {
+            var root = LoadObject(path, created);
+            var dict = root as Dictionary<object, object?>
+                ?? throw new InvalidDataException($"pytorch checkpoint '{path}': top-level object is {Describe(root)}, not a dict");
+            if (!dict.Values.Any(v => v is Tensor))
+            {
+                foreach (var key in new[] { "model", "state_dict" })
+                    if (dict.TryGetValue(key, out var inner) && inner is Dictionary<object, object?> d) { dict = d; break; }
+            }
+            foreach (var (k, v) in dict)
+                if (k is string name && v is Tensor t) result[name] = t;
+        }
+        finally
+        {
+            // Tensors that are not part of the returned state dict (optimizer state, ...) are released now.
+            var kept = new HashSet<Tensor>(result.Values, ReferenceEqualityComparer.Instance);
+            foreach (var t in created) if (!kept.Contains(t)) t.Dispose();
+        }
         return result;
     }
 
     /// <summary>The whole unpickled object (e.g. an MMF checkpoint with <c>model</c>, <c>optimizer</c>, ...).</summary>
     public static object? LoadObject(string path)
     {
+        var created = new List<Tensor>();
+        try { return LoadObject(path, created); }
+        catch
+        {
+            foreach (var t in created) t.Dispose();
+            throw;
+        }
+    }
+
+    static object? LoadObject(string path, List<Tensor> created)
+    {
         ArgumentNullException.ThrowIfNull(path);
         if (!File.Exists(path)) throw new InvalidDataException($"pytorch checkpoint '{path}': file not found");
         try
         {
             using var fs = File.OpenRead(path);
-            using var zip = new ZipArchive(fs, ZipArchiveMode.Read);
+            ZipArchive zip;
+            try { zip = new ZipArchive(fs, ZipArchiveMode.Read); }
+            catch (InvalidDataException e)
+            {
+                throw new InvalidDataException($"pytorch checkpoint '{path}': not a readable zip file ({e.Message}); " +
+                                               "the file is truncated or corrupt, or uses the legacy pre-1.6 torch.save format, which is not supported", e);
+            }
+            using var _ = zip;
             var pkl = zip.Entries.FirstOrDefault(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal)
                                                        && e.FullName.IndexOf('/') == e.FullName.Length - "/data.pkl".Length)
                 ?? throw new InvalidDataException($"pytorch checkpoint '{path}': no '<top>/data.pkl' entry (not a torch zip checkpoint)");
@@ -53,7 +81,10 @@ public static class TorchCheckpoint
                     ?? throw new InvalidDataException($"pytorch checkpoint '{path}': storage entry '{top}/data/{key}' is missing");
                 return storages[key] = ReadEntry(entry, path);
             }
-            return new PickleReader(pickle, path, StorageBytes).Run();
+            var byteorder = zip.GetEntry($"{top}/byteorder");
+            if (byteorder != null && System.Text.Encoding.ASCII.GetString(ReadEntry(byteorder, path)).Trim() != "little")
+                throw new InvalidDataException($"pytorch checkpoint '{path}': storages are not little-endian ('{top}/byteorder')");
+            return new PickleReader(pickle, path, StorageBytes, created).Run();
         }
         catch (InvalidDataException e) when (!e.Message.Contains(path, StringComparison.Ordinal))
         {
@@ -117,7 +148,15 @@ public static class TorchCheckpoint
         if (offset < 0 || (n > 0 && maxIndex >= storageNumel))
             throw new InvalidDataException($"pytorch checkpoint '{path}': storage '{key}' holds {storageNumel} {dtype.Name()} elements, too short for the view at offset {offset} size [{string.Join(",", size)}] strides [{string.Join(",", stride)}]");
         var buf = new byte[n * esz];
-        if (n > 0)
+        bool contiguous = true;
+        for (long d = size.Length - 1, expect = 1; d >= 0; d--)
+        {
+            if (size[d] != 1 && stride[d] != expect) { contiguous = false; break; }
+            expect *= size[d];
+        }
+        if (contiguous && n > 0)
+            Buffer.BlockCopy(storage, checked((int)(offset * esz)), buf, 0, buf.Length);
+        else if (n > 0)
         {
             var idx = new int[size.Length];
             long src = offset;
