@@ -97,6 +97,18 @@ public class TorchCheckpointTests
     }
 
     [Test]
+    public void ManyEntries_LongMemo_SharedStorage()
+    {
+        var sd = TorchCheckpoint.Load(F("many.pth"));
+        try
+        {
+            AssertMatches("many.pth", sd);
+            Assert.That(sd["p149"].ToArray<float>(), Is.EqualTo(new[] { 74.5f, 75f }));
+        }
+        finally { DisposeAll(sd); }
+    }
+
+    [Test]
     public void MmfCheckpoint_StateDictUnderModel_AndRawObject()
     {
         var sd = TorchCheckpoint.Load(F("mmf.pth"));
@@ -109,6 +121,9 @@ public class TorchCheckpointTests
         var config = (Dictionary<object, object?>)root["config"]!;
         Assert.That(config["name"], Is.EqualTo("fixture"));
         Assert.That(config["layers"], Is.EqualTo(new List<object?> { 1L, 2L }));
+        Assert.That(config["ints"], Is.EqualTo(new List<object?> { -5L, 1000L, 100000L, 1L << 40, long.MinValue, System.Numerics.BigInteger.Pow(2, 70) }));
+        Assert.That(config["flags"], Is.EqualTo(new object?[] { true, false, null }));
+        Assert.That(config["eps"], Is.EqualTo(-1.5e-300));
         var opt = (Dictionary<object, object?>)root["optimizer"]!;
         var groups = (List<object?>)opt["param_groups"]!;
         Assert.That(((Dictionary<object, object?>)groups[0]!)["lr"], Is.EqualTo(1e-3));

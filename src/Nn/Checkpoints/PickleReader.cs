@@ -178,7 +178,7 @@ internal sealed class PickleReader(byte[] data, string path, Func<string, byte[]
     {
         if (b.Length == 0) return 0L;
         var v = new BigInteger(b, isUnsigned: false, isBigEndian: false);
-        return v >= long.MinValue && v <= long.MaxValue ? (long)v : v;
+        return v >= long.MinValue && v <= long.MaxValue ? (object)(long)v : v;
     }
 
     // ------------------------------------------------------------ stack and bytes
