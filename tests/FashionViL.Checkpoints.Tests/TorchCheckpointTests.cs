@@ -209,6 +209,61 @@ public class TorchCheckpointTests
         finally { Directory.Delete(dir, true); }
     }
 
+    [Test]
+    public void CorruptPickles_OnlyEverGiveInvalidDataException()
+    {
+        // Every truncation point and single-byte corruptions of a real data.pkl: either a result or a clean error.
+        var dir = Directory.CreateTempSubdirectory("pth-fuzz").FullName;
+        try
+        {
+            byte[] pkl;
+            using (var z = System.IO.Compression.ZipFile.OpenRead(F("views.pth")))
+            using (var s = z.Entries.First(e => e.FullName.EndsWith("/data.pkl")).Open())
+            using (var ms = new MemoryStream()) { s.CopyTo(ms); pkl = ms.ToArray(); }
+            var rng = new Random(1234);
+            var variants = new List<byte[]>();
+            for (int cut = 0; cut < pkl.Length; cut += 5) variants.Add(pkl[..cut]);
+            for (int i = 0; i < 300; i++)
+            {
+                var v = (byte[])pkl.Clone();
+                v[rng.Next(v.Length)] = (byte)rng.Next(256);
+                variants.Add(v);
+            }
+            var path = Path.Combine(dir, "fuzz.pth");
+            int errors = 0;
+            foreach (var v in variants)
+            {
+                Rewrite(F("views.pth"), path, (name, bytes) => name.EndsWith("/data.pkl") ? v : bytes);
+                try { DisposeAll(TorchCheckpoint.Load(path)); }
+                catch (InvalidDataException e) { errors++; Assert.That(e.Message, Does.Contain(path)); }
+                File.Delete(path);
+            }
+            Assert.That(errors, Is.GreaterThan(variants.Count / 2));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Test]
+    public void CorruptZipBytes_OnlyEverGiveInvalidDataException()
+    {
+        var dir = Directory.CreateTempSubdirectory("pth-zipfuzz").FullName;
+        try
+        {
+            var original = File.ReadAllBytes(F("state_dict.pth"));
+            var rng = new Random(99);
+            var path = Path.Combine(dir, "fuzz.pth");
+            for (int i = 0; i < 300; i++)
+            {
+                var v = (byte[])original.Clone();
+                for (int k = 0; k < 1 + i % 3; k++) v[rng.Next(v.Length)] = (byte)rng.Next(256);
+                File.WriteAllBytes(path, v);
+                try { DisposeAll(TorchCheckpoint.Load(path)); }
+                catch (InvalidDataException e) { Assert.That(e.Message, Does.Contain(path)); }
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     static void Rewrite(string src, string dst, Func<string, byte[], byte[]?> change)
     {
         using var input = System.IO.Compression.ZipFile.OpenRead(src);

@@ -142,9 +142,18 @@ public static class TorchCheckpoint
         {
             if (size[d] < 0 || stride[d] < 0)
                 throw new InvalidDataException($"pytorch checkpoint '{path}': storage '{key}': negative size or stride in view [{string.Join(",", size)}] strides [{string.Join(",", stride)}]");
-            n *= size[d];
-            if (size[d] > 0) maxIndex += (size[d] - 1) * stride[d];
+            try
+            {
+                n = checked(n * size[d]);
+                if (size[d] > 0) maxIndex = checked(maxIndex + (size[d] - 1) * stride[d]);
+            }
+            catch (OverflowException)
+            {
+                throw new InvalidDataException($"pytorch checkpoint '{path}': storage '{key}': view size [{string.Join(",", size)}] strides [{string.Join(",", stride)}] overflows");
+            }
         }
+        if (n * esz > Array.MaxLength)
+            throw new InvalidDataException($"pytorch checkpoint '{path}': storage '{key}': view size [{string.Join(",", size)}] is too large for one tensor");
         if (offset < 0 || (n > 0 && maxIndex >= storageNumel))
             throw new InvalidDataException($"pytorch checkpoint '{path}': storage '{key}' holds {storageNumel} {dtype.Name()} elements, too short for the view at offset {offset} size [{string.Join(",", size)}] strides [{string.Join(",", stride)}]");
         var buf = new byte[n * esz];
