@@ -1,0 +1,12 @@
+using System.CommandLine;
+
+namespace FashionViL.Cli;
+
+/// <summary>The list of `fashionvil` subcommands. Add one line per command file.</summary>
+public static partial class CommandCatalog
+{
+    public static IEnumerable<Command> All()
+    {
+        yield return InfoCommand.Create();
+    }
+}

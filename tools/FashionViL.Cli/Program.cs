@@ -1,0 +1,8 @@
+using System.CommandLine;
+using FashionViL.Cli;
+
+// `fashionvil <command>`: every command lives in its own file under Commands/ and registers itself here.
+var root = new RootCommand("FashionViL.Native: pre-train, evaluate and use FashionViL on a .NET tensor engine (CPU or CUDA).");
+foreach (var command in CommandCatalog.All())
+    root.Subcommands.Add(command);
+return await root.Parse(args).InvokeAsync();
