@@ -115,9 +115,10 @@ public class NameMappingTests
         {
             var r = CheckAgainstTable(src, "resnet50_tv.pth", "ours", CheckpointMappings.TorchvisionToResNet50());
             Assert.That(r.Report.Dropped.Select(x => x.Key), Is.EquivalentTo(new[] { "fc.weight", "fc.bias" }));
-            var ours = new ResNet50(includeFc: false, generator: new Generator(1));
-            Assert.That(r.Tensors.Keys, Is.EquivalentTo(ours.StateDict().Keys), "our ResNet50 state-dict keys");
-            foreach (var t in ours.StateDict().Values) t.Dispose();
+            // our ResNet50's state-dict keys equal this torchvision dump (ResNetTests); building a 25M-parameter model here is too slow
+            var ours = File.ReadAllLines(Path.Combine(Dir, "..", "resnet", "resnet50_keys.txt")).Where(l => l.Length > 0)
+                .Select(l => l.Split(' ')[0]).Where(k => !k.StartsWith("fc.", StringComparison.Ordinal));
+            Assert.That(r.Tensors.Keys, Is.EquivalentTo(ours), "our ResNet50 state-dict keys (without fc)");
             Assert.That(r.Tensors["layer1.0.bn1.num_batches_tracked"].DType, Is.EqualTo(DType.Int64));
 
             var withFc = CheckpointMapping.Apply(src, CheckpointMappings.TorchvisionToResNet50(includeFc: true));
