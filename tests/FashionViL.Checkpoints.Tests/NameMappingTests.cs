@@ -232,6 +232,16 @@ public class NameMappingTests
                 ["model.bert.embeddings.token_type_embeddings_visual.weight"] = "model.bert.embeddings.token_type_embeddings.weight",
             }));
             Assert.That(r.Report.Summary(), Does.Contain("to initialise").And.Contain("position_embeddings_visual"));
+
+            var added = CheckpointMapping.AddCopies(r.Tensors, r.Report);
+            Assert.That(added, Is.EquivalentTo(new[] { "model.bert.embeddings.position_embeddings_visual.weight", "model.bert.embeddings.token_type_embeddings_visual.weight" }));
+            var pos = src["bert.embeddings.position_embeddings.weight"];
+            var vis = r.Tensors["model.bert.embeddings.position_embeddings_visual.weight"];
+            Assert.That(vis, Is.Not.SameAs(pos), "an independent copy (trained separately afterwards)");
+            Assert.That(vis.ToArray<float>(), Is.EqualTo(pos.ToArray<float>()));
+            Assert.That(r.Tensors["model.bert.embeddings.token_type_embeddings_visual.weight"].ToArray<float>(),
+                Is.EqualTo(src["bert.embeddings.token_type_embeddings.weight"].ToArray<float>()));
+            foreach (var k in added) r.Tensors[k].Dispose();
         }
         finally { DisposeAll(src); }
     }

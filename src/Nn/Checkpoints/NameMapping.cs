@@ -215,6 +215,26 @@ public static class CheckpointMapping
         return new MappingResult(outDict, new MappingReport(mapping.Name, renamed, dropped, tied, unchanged, init));
     }
 
+    /// <summary>
+    /// For every "to initialise" entry of <paramref name="report"/> that names a key to copy from (e.g. the visual
+    /// position / token-type tables of FashionViL, spec §1.4), adds an independent copy of that tensor under the new
+    /// key (the caller owns it). Entries without a source (e.g. the projection) are left to the model's own init.
+    /// Returns the keys added.
+    /// </summary>
+    public static IReadOnlyList<string> AddCopies(Dictionary<string, Tensor> tensors, MappingReport report)
+    {
+        var added = new List<string>();
+        foreach (var (key, from) in report.ToInitialise)
+        {
+            if (from is null || tensors.ContainsKey(key)) continue;
+            if (!tensors.TryGetValue(from, out var src))
+                throw new KeyNotFoundException($"checkpoint ({report.Mapping}): '{key}' is to be copied from '{from}', which the mapped dict does not hold");
+            tensors[key] = src.To(src.DType);
+            added.Add(key);
+        }
+        return added;
+    }
+
     private static string FirstKeys(IReadOnlyDictionary<string, Tensor> dict)
     {
         var keys = dict.Keys.Take(4).Select(k => $"'{k}'").ToList();
