@@ -121,3 +121,41 @@ public class FvConfigTests
         Assert.That(FvConfig.Levenshtein("same", "same"), Is.EqualTo(0));
     }
 }
+
+public class ShippedConfigTests
+{
+    private static string RepoFile(string rel)
+    {
+        var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "FashionViL.Native.sln"))) dir = dir.Parent;
+        return Path.Combine(dir?.FullName ?? throw new DirectoryNotFoundException("repository root"), rel);
+    }
+
+    [TestCase("pretrain.yaml")]
+    [TestCase("pretrain_itc.yaml")]
+    [TestCase("pretrain_mlm.yaml")]
+    [TestCase("pretrain_mpfc.yaml")]
+    [TestCase("pretrain_pac.yaml")]
+    [TestCase("pretrain_icc.yaml")]
+    [TestCase("tiny.yaml")]
+    public void ShippedConfigLoads(string name)
+    {
+        var c = FvConfig.Load(RepoFile("configs/" + name));
+        var tasks = c.GetStringList("model_config.fashionvil.tasks");
+        var ratios = c.GetDoubleList("model_config.fashionvil.tasks_sample_ratio");
+        Assert.That(ratios, Has.Count.EqualTo(tasks.Count));
+        Assert.That(ratios.Sum(), Is.EqualTo(1.0).Within(1e-9));
+        Assert.That(c.GetInt("training.max_updates"), Is.GreaterThan(0));
+    }
+
+    [Test]
+    public void AblationMatchesReferenceSchedule()
+    {
+        var c = FvConfig.Load(RepoFile("configs/pretrain_itc.yaml"));
+        Assert.That(c.GetStringList("model_config.fashionvil.tasks"), Is.EqualTo(new[] { "itc" }));
+        Assert.That(c.GetIntList("scheduler.params.lr_steps"), Is.EqualTo(new[] { 11250, 22500 }));
+        Assert.That(c.GetInt("scheduler.params.warmup_iterations"), Is.EqualTo(3750));
+        Assert.That(c.GetBool("dataset_config.fashionall.processors.masked_token_processor.params.do_whole_word_mask"), Is.False);
+        Assert.That(c.GetInt("training.batch_size"), Is.EqualTo(256), "inherited from pretrain.yaml");
+    }
+}
