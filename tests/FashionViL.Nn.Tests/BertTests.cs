@@ -222,6 +222,40 @@ public class BertTests
         Assert.That(worst, Is.LessThanOrEqualTo(1.0), $"{what}: element {at}: got {(at >= 0 ? a[at] : 0)}, expected {(at >= 0 ? e[at] : 0)} (scale {scale})");
     }
 
+    private static double RelL2(double[] a, double[] e)
+    {
+        double num = 0, den = 0;
+        for (int i = 0; i < a.Length; i++) { num += (a[i] - e[i]) * (a[i] - e[i]); den += e[i] * e[i]; }
+        return Math.Sqrt(num / den);
+    }
+
+    /// <summary>The same 12-layer objective in float64 on both sides: the backward through all layers is exact up to
+    /// float64 rounding, so the ill-conditioned layer-0 gradients match torch's float64 values to ~1e-10.</summary>
+    [Test]
+    public void BertBaseFloat64MatchesPyTorchFloat64()
+    {
+        var f = SafeTensors.Load(Path.Combine(FixtureDir(), "bert_base.safetensors"));
+        var m = new BertForMaskedLM(new BertConfig(), new Generator(7), DType.Float64);
+        m.Eval();
+        FillClosedForm(m);
+        var (seq, pooled, logits) = m.Forward(f["input_ids"], f["attention_mask"], f["token_type_ids"]);
+        using var mlm = BertForMaskedLM.MlmLoss(logits, f["labels"]);
+        using var ps = pooled.Sum();
+        using var total = mlm + ps;
+        total.Backward();
+        Assert.That(mlm.ToArray<double>()[0], Is.EqualTo(f["mlm_loss64"].ToArray<double>()[0]).Within(1e-10).Percent, "float64 mlm loss");
+        var sd = m.StateDict();
+        foreach (var which in new[] { "query", "key" })
+        {
+            using var g = sd[$"bert.encoder.layer.0.attention.self.{which}.weight"].Grad!.Narrow(0, 0, 8);
+            double err = RelL2(g.ToArray<double>(), f[$"grad64.layer0.{which}.weight.rows0_8"].ToArray<double>());
+            TestContext.Out.WriteLine($"float64 layer 0 {which} weight gradient: relative L2 {err:E3}");
+            Assert.That(err, Is.LessThanOrEqualTo(1e-8), $"layer 0 {which} weight gradient (float64)");
+        }
+        seq.Dispose(); pooled.Dispose(); logits.Dispose();
+        foreach (var t in f.Values) t.Dispose();
+    }
+
     /// <summary>Full 12-layer BERT-base against PyTorch (tools/fixtures/make_bert_fixture.py), batch 2 × 20, padding mask.</summary>
     [Test]
     public void BertBaseMatchesPyTorchGolden()
@@ -242,14 +276,15 @@ public class BertTests
         using var gRows = Ops.IndexSelect(m.Bert.Embeddings.WordEmbeddings.Weight.Grad!, 0, used);
         AssertClose(gRows, f["grad.word_embeddings.used_rows"], 1e-3, "word embedding gradient rows");
         var sd = m.StateDict();
-        using var gq = sd["bert.encoder.layer.0.attention.self.query.weight"].Grad!.Narrow(0, 0, 8);
-        // Open item, not asserted: layer-0 query gradients (max ~2e-6 after 12 layers of float32 backward) differ from
-        // torch by 6.6e-3 in relative L2 (~1% elementwise), more than float32 rounding is expected to give (~1e-4).
-        // A float64 golden on both sides will tell rounding from a backward bug; until then the figure is only printed.
-        var qa = gq.ToArray<float>(); var qe = f["grad.layer0.query.weight.rows0_8"].ToArray<float>();
-        double num = 0, den = 0;
-        for (int i = 0; i < qa.Length; i++) { num += Math.Pow(qa[i] - (double)qe[i], 2); den += Math.Pow(qe[i], 2); }
-        TestContext.Out.WriteLine($"layer 0 query weight gradient (not asserted, open item): relative L2 error {Math.Sqrt(num / den):E3}");
+        // Layer-0 query/key gradients are ill-conditioned (max ~2e-6, from near-uniform attention): float32 rounding
+        // alone moves them by 2.1e-3 (torch float32 vs float64) and 4.6e-3 (ours vs float64) in relative L2. Their
+        // correctness is asserted in float64 (BertBaseFloat64MatchesPyTorchFloat64, 4e-12); here they are only reported.
+        foreach (var which in new[] { "query", "key" })
+        {
+            using var g = sd[$"bert.encoder.layer.0.attention.self.{which}.weight"].Grad!.Narrow(0, 0, 8);
+            double err = RelL2(g.ToArray<double>(), f[$"grad64.layer0.{which}.weight.rows0_8"].ToArray<double>());
+            TestContext.Out.WriteLine($"layer 0 {which} weight gradient, float32 vs float64 truth (reported): relative L2 {err:E3}");
+        }
         using var gp = sd["bert.pooler.dense.weight"].Grad!.Narrow(0, 0, 8);
         AssertClose(gp, f["grad.pooler.dense.weight.rows0_8"], 1e-3, "pooler weight gradient");
         seq.Dispose(); pooled.Dispose(); logits.Dispose();

@@ -104,7 +104,7 @@ public abstract class Optimizer : IDisposable
         foreach (var (name, st) in sd.State)
         {
             var slot = new Slot { Step = st.Step };
-            foreach (var (bn, b) in st.Buffers) slot.Buffers[bn] = b.To(b.DType, shapes[name].Device);
+            foreach (var (bn, b) in st.Buffers) slot.Buffers[bn] = b.To(b.DType, shapes[name].Device).Persist();
             _state[name] = slot;
         }
     }
@@ -137,8 +137,8 @@ public sealed class AdamW(IEnumerable<ParamGroup> groups, double beta1 = 0.9, do
 
     protected override void Update(ParamGroup group, Tensor param, Tensor grad, int step, Dictionary<string, Tensor> buffers)
     {
-        if (!buffers.TryGetValue("exp_avg", out var m)) buffers["exp_avg"] = m = Tensor.ZerosLike(param);
-        if (!buffers.TryGetValue("exp_avg_sq", out var v)) buffers["exp_avg_sq"] = v = Tensor.ZerosLike(param);
+        if (!buffers.TryGetValue("exp_avg", out var m)) buffers["exp_avg"] = m = Tensor.ZerosLike(param).Persist();
+        if (!buffers.TryGetValue("exp_avg_sq", out var v)) buffers["exp_avg_sq"] = v = Tensor.ZerosLike(param).Persist();
         Backends.Get(param.Device).AdamWStep(param, grad, m, v, new AdamWParams(group.Lr, Beta1, Beta2, Eps, group.WeightDecay, step, CorrectBias));
     }
 }
@@ -157,7 +157,7 @@ public sealed class SGD(IEnumerable<ParamGroup> groups, double momentum = 0, dou
         bool first = false;
         if (Momentum != 0 && !buffers.TryGetValue("momentum_buffer", out buf))
         {
-            buffers["momentum_buffer"] = buf = Tensor.ZerosLike(param);
+            buffers["momentum_buffer"] = buf = Tensor.ZerosLike(param).Persist();
             first = true;
         }
         Backends.Get(param.Device).SgdStep(param, grad, buf, new SgdParams(group.Lr, Momentum, Dampening, group.WeightDecay, Nesterov), first);
