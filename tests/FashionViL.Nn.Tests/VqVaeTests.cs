@@ -258,13 +258,14 @@ public class VqVaeTests
         return Path.Combine(dir, name);
     }
 
-    [Test]
-    public void StripsTheMmfPrefixAndReadsSafeTensors()
+    [TestCase("model.image_tokenizer.")]
+    [TestCase("module.model.image_tokenizer.")]
+    public void StripsTheMmfPrefixAndReadsSafeTensors(string prefix)
     {
         var raw = TorchCheckpoint.Load(FixturePath("vqvae_tiny.pth"));
-        var mmf = raw.ToDictionary(kv => "model.image_tokenizer." + kv.Key, kv => kv.Value);
+        var mmf = raw.ToDictionary(kv => prefix + kv.Key, kv => kv.Value);
         using var other = Tensor.Zeros([3, 2]);
-        mmf["model.bert.embeddings.word_embeddings.weight"] = other;   // the rest of an MMF model is ignored
+        mmf[prefix.Replace("image_tokenizer.", "bert.") + "embeddings.word_embeddings.weight"] = other;   // the rest of an MMF model is ignored
         var path = TempFile("fashionvil_mmf.safetensors");
         try
         {
@@ -301,6 +302,11 @@ public class VqVaeTests
             SafeTensors.Save(path, raw);
             var ex2 = Assert.Throws<InvalidDataException>(() => VqVaeEncoder.LoadPretrained(path, Tiny with { ZChannels = 16 }))!;
             Assert.That(ex2.Message, Does.Contain("encoder.conv_out.weight: model [16, 32, 3, 3], checkpoint [8, 32, 3, 3]"));
+
+            // Not a VQ-VAE file at all (a Linear + BatchNorm state dict): refused by its signature keys, naming the file.
+            var notVq = FixturePath("vqvae_tiny.pth").Replace(Path.Combine("vqvae", "vqvae_tiny.pth"), Path.Combine("pth", "state_dict.pth"));
+            var ex4 = Assert.Throws<InvalidDataException>(() => VqVaeEncoder.LoadPretrained(notVq, Tiny))!;
+            Assert.That(ex4.Message, Does.Contain(notVq).And.Contain("quant_conv.weight"));
 
             var missing = Path.Combine(Path.GetDirectoryName(path)!, "nope.pth");
             var ex3 = Assert.Throws<FileNotFoundException>(() => VqVaeEncoder.LoadPretrained(missing, Tiny))!;

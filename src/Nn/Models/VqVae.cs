@@ -369,8 +369,6 @@ public sealed class EmaVectorQuantizer : Module
 /// </summary>
 public sealed class VqVaeEncoder : Module
 {
-    private const string MmfPrefix = "model.image_tokenizer.";
-    private const string ModelPrefix = "image_tokenizer.";
     private readonly Conv2d _quantConv;
 
     public VqVaeConfig Config { get; }
@@ -443,24 +441,30 @@ public sealed class VqVaeEncoder : Module
 
     /// <summary>
     /// Reads the tensors of a VQ-VAE checkpoint (<c>.pth</c> via <see cref="TorchCheckpoint"/>, or <c>.safetensors</c>) in
-    /// this module's names: the raw <c>VQVAEEncoder</c> state dict as is, or, in a FashionViL MMF checkpoint, the
-    /// entries under <c>model.image_tokenizer.</c> (or <c>image_tokenizer.</c>) with the prefix removed; other entries are dropped.
+    /// this module's names: the raw <c>VQVAEEncoder</c> state dict as is (<see cref="CheckpointMappings.VqvaeToOurs"/>),
+    /// or, in a FashionViL MMF checkpoint, the entries under <c>model.image_tokenizer.</c> (optionally behind DDP's
+    /// <c>module.</c>) with the prefix removed and everything else dropped (<see cref="CheckpointMappings.MmfToVqvae"/>).
+    /// A file that is neither throws <see cref="InvalidDataException"/> naming it.
     /// </summary>
     public static Dictionary<string, Tensor> ReadCheckpoint(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"vqvae checkpoint '{path}': file not found", path);
         var all = path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) ? SafeTensors.Load(path) : TorchCheckpoint.Load(path);
-        string? prefix = all.Keys.Any(k => k.StartsWith(MmfPrefix, StringComparison.Ordinal)) ? MmfPrefix
-            : all.Keys.Any(k => k.StartsWith(ModelPrefix, StringComparison.Ordinal)) ? ModelPrefix : null;
-        if (prefix is null) return all;
-        var picked = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (k, t) in all)
+        Dictionary<string, Tensor>? picked = null;
+        try
         {
-            if (k.StartsWith(prefix, StringComparison.Ordinal)) picked[k[prefix.Length..]] = t;
-            else t.Dispose();
+            bool mmf = all.Keys.Any(k => k.StartsWith(CheckpointMappings.MmfTokenizerPrefix, StringComparison.Ordinal)
+                                         || k.StartsWith("module." + CheckpointMappings.MmfTokenizerPrefix, StringComparison.Ordinal));
+            picked = CheckpointMapping.Apply(all, mmf ? CheckpointMappings.MmfToVqvae() : CheckpointMappings.VqvaeToOurs(), path).Tensors;
+            return picked;
         }
-        return picked;
+        finally
+        {
+            // The mapping keeps the same tensor objects; free the dropped ones (or all of them on an error).
+            var kept = new HashSet<Tensor>(picked?.Values ?? Enumerable.Empty<Tensor>(), ReferenceEqualityComparer.Instance);
+            foreach (var t in all.Values) if (!kept.Contains(t)) t.Dispose();
+        }
     }
 
     /// <summary>
