@@ -22,7 +22,7 @@ public class TextTokenizerTests
         // Expected string computed with Python: ''.join(c for c in unicodedata.normalize('NFD', s.lower()) if category(c) != 'Mn').
         const string Input = "Ångström Øre naïve FAÇADE Ñandú 한국 İstanbul e\u0301te\u0301 Ελλάδα";
         const string Expected = "angstrom \u00f8re naive facade nandu \u1112\u1161\u11ab\u1100\u116e\u11a8 istanbul ete \u03b5\u03bb\u03bb\u03b1\u03b4\u03b1";
-        Assert.That(AccentStripper.LowerAndStrip(Input), Is.EqualTo(Expected));
+        Assert.That(BertBasicTokenizer.LowerAndStrip(Input), Is.EqualTo(Expected));
     }
 
     [Test]
@@ -114,6 +114,33 @@ public class TextTokenizerTests
         var par = new long[texts.Length][];
         Parallel.For(0, texts.Length, i => par[i] = Tok.Encode(texts[i], 20).InputIds);
         for (int i = 0; i < texts.Length; i++) Assert.That(par[i], Is.EqualTo(seq[i]), texts[i]);
+    }
+
+    [Test]
+    public void MatchesAnIndependentPythonStatementOfHuggingFaceBert()
+    {
+        // tests/fixtures/text/tokenizer_cases.json: tools/fixtures/make_tokenizer_fixture.py (punctuation, controls,
+        // odd whitespace, CJK, accents, Hangul, emoji, 101-character words).
+        var path = Path.Combine(TextBlockMaskTests.FixtureDir(), "tokenizer_cases.json");
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path));
+        var failures = new List<string>();
+        foreach (var c in doc.RootElement.GetProperty("cases").EnumerateArray())
+        {
+            var text = c.GetProperty("text").GetString()!;
+            var expected = c.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+            var actual = Tok.Tokenize(text).Ids;
+            if (!actual.SequenceEqual(expected))
+                failures.Add($"'{text}':\n  expected {string.Join(' ', expected)}\n  actual   {string.Join(' ', actual)}");
+        }
+        Assert.That(failures, Is.Empty, string.Join("\n", failures));
+    }
+
+    [Test]
+    public void SpecialTokenStringsStayWholeLikeHuggingFace()
+    {
+        // HF splits the special tokens out before basic tokenisation (exact case); "[mask]" is ordinary text.
+        Assert.That(Tok.Tokenize("a [MASK] dress").Ids, Is.EqualTo(new[] { VocabId("a"), 103, VocabId("dress") }));
+        Assert.That(Tok.Tokenize("a [mask]").Ids, Is.EqualTo(new[] { VocabId("a"), VocabId("["), VocabId("mask"), VocabId("]") }));
     }
 
     [Test]

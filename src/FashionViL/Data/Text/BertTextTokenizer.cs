@@ -22,9 +22,9 @@ public sealed record WordPieces(int[] Ids, string[] Tokens, bool[] StartsWord)
 public sealed record EncodedText(long[] InputIds, long[] InputMask, long[] SegmentIds);
 
 /// <summary>
-/// The bert-base-uncased tokeniser of the reference (HuggingFace <c>BertTokenizer</c>, do_lower_case): lower-casing,
-/// accent stripping, basic punctuation/CJK splitting and WordPiece, via Microsoft.ML.Tokenizers with the vocab
-/// embedded in this assembly. Thread-safe for concurrent <see cref="Tokenize"/>/<see cref="Encode"/> calls.
+/// The bert-base-uncased tokeniser of the reference (HuggingFace <c>BertTokenizer</c>, do_lower_case): HF's basic
+/// tokenisation (<see cref="BertBasicTokenizer"/>: cleaning, CJK spacing, lower-casing, accent stripping, punctuation
+/// splitting), then WordPiece per word by Microsoft.ML.Tokenizers over the vocab embedded in this assembly. Thread-safe for concurrent <see cref="Tokenize"/>/<see cref="Encode"/> calls.
 /// </summary>
 public sealed class BertTextTokenizer
 {
@@ -37,10 +37,14 @@ public sealed class BertTextTokenizer
     private readonly BertTokenizer _inner;
     private readonly IReadOnlyList<string> _tokens;
 
+    private readonly Dictionary<string, int> _specialIds = new(StringComparer.Ordinal);
+
     private BertTextTokenizer(BertTokenizer inner, IReadOnlyList<string> tokens)
     {
         _inner = inner;
         _tokens = tokens;
+        for (int i = 0; i < tokens.Count; i++)
+            if (tokens[i] is "[CLS]" or "[SEP]" or "[PAD]" or "[UNK]" or "[MASK]") _specialIds[tokens[i]] = i;
     }
 
     /// <summary>The tokeniser over the embedded bert-base-uncased vocab (created once).</summary>
@@ -60,9 +64,12 @@ public sealed class BertTextTokenizer
     {
         try
         {
-            // Both options mirror HF uncased; under InvariantGlobalization they are no-ops on already stripped text,
-            // and AccentStripper does the real work before the text gets here.
-            return BertTokenizer.Create(vocab, new BertOptions { LowerCaseBeforeTokenization = true, RemoveNonSpacingMarks = true });
+            // WordPiece only: BertBasicTokenizer has already done HF's basic tokenisation (see there for why); the
+            // casing/accent options mirror HF uncased and are no-ops on its output.
+            return BertTokenizer.Create(vocab, new BertOptions
+            {
+                ApplyBasicTokenization = false, LowerCaseBeforeTokenization = true, RemoveNonSpacingMarks = true,
+            });
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -76,8 +83,12 @@ public sealed class BertTextTokenizer
     public WordPieces Tokenize(string? text)
     {
         if (string.IsNullOrEmpty(text)) return new([], [], []);
-        // Lower-case and strip accents ourselves: the ICU-free runtime cannot NFD-normalise (AccentStripper).
-        var ids = _inner.EncodeToIds(AccentStripper.LowerAndStrip(text), addSpecialTokens: false);
+        var ids = new List<int>();
+        foreach (var word in BertBasicTokenizer.Split(text))
+        {
+            if (word[0] == '[' && _specialIds.TryGetValue(word, out int special)) ids.Add(special);
+            else ids.AddRange(_inner.EncodeToIds(word, addSpecialTokens: false));
+        }
         var idArr = new int[ids.Count];
         var toks = new string[ids.Count];
         var starts = new bool[ids.Count];
