@@ -73,6 +73,28 @@ public class TextAttributeAndCollateTests
     }
 
     [Test]
+    public void CollatedFieldsFillAPretrainBatch()
+    {
+        var p = new PretrainTextProcessor(maxSeqLength: 12);
+        var g = new BlockMaskGenerator();
+        var samples = new[] { "red dress", "blue jeans" }.Select((t, i) => p.Process(t, PhiloxRandom.ForSample(0, i, PhiloxRandom.Purpose.TextMask))).ToArray();
+        var text = TextCollator.Collate(samples);
+        using var batch = new PretrainBatch
+        {
+            Image = Tensor.Zeros([2, 3, 4, 4]), DvImage = Tensor.Zeros([2, 3, 4, 4]),
+            InputIds = text.InputIds, InputIdsMasked = text.InputIdsMasked, InputMask = text.InputMask,
+            SegmentIds = text.SegmentIds, LmLabelIds = text.LmLabelIds,
+            ImageMasks = TextCollator.Stack(Enumerable.Range(0, 2).Select(i => g.Generate(PhiloxRandom.ForSample(0, i, PhiloxRandom.Purpose.ImageMask))).ToList(), "image_masks"),
+            AttributeLabels = TextCollator.Stack(new List<float[]> { PseudoAttributes.Soft([1]), PseudoAttributes.Soft([2, 3]) }, "attribute_labels"),
+            Ids = [10, 11],
+        };
+        Assert.That(batch.Size, Is.EqualTo(2));
+        Assert.That(batch.InputIds.Shape, Is.EqualTo(new[] { 2, 12 }));
+        Assert.That(batch.ImageMasks.Shape, Is.EqualTo(new[] { 2, 49 }));
+        Assert.That(batch.AttributeLabels.Shape, Is.EqualTo(new[] { 2, 2232 }));
+    }
+
+    [Test]
     public void RaggedRowsAreNamed()
     {
         var ex = Assert.Throws<ArgumentException>(() => TextCollator.Stack(new List<long[]> { new long[5], new long[5], new long[4] }, "input_ids"));

@@ -144,6 +144,21 @@ public class TextTokenizerTests
     }
 
     [Test]
+    public void VocabFileOnDiskGivesTheSameIds()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"fv-vocab-{Guid.NewGuid():N}.txt");
+        try
+        {
+            using (var s = BertVocabulary.OpenStream())
+            using (var f = File.Create(path)) s.CopyTo(f);
+            var fromFile = BertTextTokenizer.FromFile(path);
+            Assert.That(fromFile.Encode("Café crème jeans, $25", 10).InputIds, Is.EqualTo(Tok.Encode("Café crème jeans, $25", 10).InputIds));
+            Assert.That(fromFile.VocabSize, Is.EqualTo(30522));
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Test]
     public void MissingVocabFileIsNamed()
     {
         var path = Path.Combine(Path.GetTempPath(), "no-such-dir-fv", "vocab.txt");
