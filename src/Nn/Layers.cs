@@ -34,19 +34,21 @@ public sealed class Conv2d : Module
     public Tensor? Bias => Param("bias");
 
     public Conv2d(int inChannels, int outChannels, int kernelSize, int stride = 1, int padding = 0, int dilation = 1,
-        bool bias = true, Generator? generator = null, DType dtype = DType.Float32)
-        : this(inChannels, outChannels, kernelSize, kernelSize, Conv2dParams.Symmetric(stride, padding, dilation), bias, generator, dtype) { }
+        bool bias = true, Generator? generator = null, DType dtype = DType.Float32, bool initialize = true)
+        : this(inChannels, outChannels, kernelSize, kernelSize, Conv2dParams.Symmetric(stride, padding, dilation), bias, generator, dtype, initialize) { }
 
+    /// <param name="initialize">false: zeros instead of random draws, for weights that are loaded right after (saves the draws of a large model).</param>
     public Conv2d(int inChannels, int outChannels, int kernelH, int kernelW, Conv2dParams p,
-        bool bias = true, Generator? generator = null, DType dtype = DType.Float32)
+        bool bias = true, Generator? generator = null, DType dtype = DType.Float32, bool initialize = true)
     {
         if (inChannels < 1 || outChannels < 1 || kernelH < 1 || kernelW < 1)
             throw new ArgumentException($"conv2d: channels and kernel must be positive, got in {inChannels}, out {outChannels}, kernel {kernelH}x{kernelW}");
         InChannels = inChannels; OutChannels = outChannels; Params = p;
         var g = generator ?? Generator.Default;
         double bound = Init.KaimingUniformBound(inChannels * kernelH * kernelW);
-        RegisterParameter("weight", g.Uniform([outChannels, inChannels, kernelH, kernelW], -bound, bound, dtype));
-        RegisterParameter("bias", bias ? g.Uniform([outChannels], -bound, bound, dtype) : null);
+        int[] shape = [outChannels, inChannels, kernelH, kernelW];
+        RegisterParameter("weight", initialize ? g.Uniform(shape, -bound, bound, dtype) : Tensor.Zeros(shape, dtype));
+        RegisterParameter("bias", !bias ? null : initialize ? g.Uniform([outChannels], -bound, bound, dtype) : Tensor.Zeros([outChannels], dtype));
     }
 
     public override Tensor Forward(Tensor x) => Ops.Conv2d(x, Weight, Bias, Params);
