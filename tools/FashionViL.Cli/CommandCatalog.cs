@@ -8,5 +8,6 @@ public static partial class CommandCatalog
     public static IEnumerable<Command> All()
     {
         yield return InfoCommand.Create();
+        yield return SynthCommand.Create();
     }
 }
