@@ -24,3 +24,15 @@ internal static class SynthFixture
         return dir;
     }
 }
+
+/// <summary>Removes the shared generated dataset after the Synth tests.</summary>
+[SetUpFixture]
+public class SynthFixtureCleanup
+{
+    [OneTimeTearDown]
+    public void RemoveSharedDataset()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"fv-synth-tests-{Environment.ProcessId}");
+        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+    }
+}
