@@ -84,9 +84,10 @@ public static class SyntheticDatasets
         var polyRng = rng.Fork(4);
         var fiqRng = rng.Fork(5);
         int n = options.Products;
-        PlanFashionGen(plan, fgRng, n);
-        PlanFashion200k(plan, f200Rng, Math.Max(1, n / 2));
-        PlanBigFacad(plan, bigRng, Math.Max(1, n / 2));
+        // At least two products per product dataset, so that no split file is empty (the reference refuses those).
+        PlanFashionGen(plan, fgRng, Math.Max(2, n));
+        PlanFashion200k(plan, f200Rng, Math.Max(2, n / 2));
+        PlanBigFacad(plan, bigRng, Math.Max(2, n / 2));
         PlanPolyvore(plan, polyRng, Math.Max(4, n / 8));
         PlanFashionIq(plan, fiqRng, Math.Max(2, n / 8), Math.Max(2, n / 16));
 
@@ -187,6 +188,8 @@ public static class SyntheticDatasets
             int k = Math.Max(1, (int)Math.Ceiling(fraction * members.Count));
             foreach (var p in members.Take(Math.Min(k, members.Count - 1))) held.Add(p.Id);
         }
+        // Tiny sets where every sub-category is a singleton still get one held-out product (the reference refuses empty splits).
+        if (held.Count == 0 && products.Count >= 2) held.Add(products[rng.Next(products.Count)].Id);
         return (products.Where(p => !held.Contains(p.Id)).ToList(), products.Where(p => held.Contains(p.Id)).ToList());
     }
 

@@ -74,3 +74,32 @@ public class SynthDeterminismTests
         Assert.That(counts, Is.All.InRange(10_000 - 463, 10_000 + 463));
     }
 }
+
+/// <summary>Even the smallest run leaves no split file empty (the reference raises "Dataset is empty").</summary>
+public class SynthTinyRunTests
+{
+    [TestCase(1)]
+    [TestCase(3)]
+    public void NoSplitFileIsEmpty(int products)
+    {
+        string dir = SynthFixture.TempDir("tiny");
+        try
+        {
+            SyntheticDatasets.Generate(new SynthOptions(dir, products, Seed: 2, ImageSize: 32));
+            var files = Directory.EnumerateFiles(Path.Combine(dir, "datasets"), "*.json", SearchOption.AllDirectories).ToList();
+            Assert.That(files, Has.Count.EqualTo(12 + 12));
+            foreach (var f in files)
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(f));
+                int n = doc.RootElement.ValueKind == System.Text.Json.JsonValueKind.Array
+                    ? doc.RootElement.GetArrayLength()
+                    : doc.RootElement.EnumerateObject().Count();
+                Assert.That(n, Is.GreaterThan(0), f);
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}
