@@ -9,5 +9,6 @@ public static partial class CommandCatalog
     {
         yield return InfoCommand.Create();
         yield return ConvertCommand.Create();
+        yield return SynthCommand.Create();
     }
 }
