@@ -176,3 +176,27 @@ public class DatasetReaderTests
         Assert.That(e.Message, Does.StartWith(meta).And.Contain("'999'").And.Contain("item 0"));
     }
 }
+
+/// <summary>Two views per product, drawn with replacement (spec §2.0).</summary>
+public class DatasetViewTests
+{
+    [Test]
+    public void TwoViewsAreIndependentDrawsWithReplacement()
+    {
+        var p = new ProductRecord(1, ["a", "b", "c"], "t", [], null, null, "FashionGen");
+        var rng = new FashionViL.Data.Loading.DataRandom(11);
+        int same = 0; const int n = 9000;
+        var firstCounts = new Dictionary<string, int>();
+        for (int i = 0; i < n; i++)
+        {
+            var (x, y) = ProductViews.DrawTwo(p, rng);
+            if (x == y) same++;
+            firstCounts[x] = firstCounts.GetValueOrDefault(x) + 1;
+        }
+        // P(same) = 1/3 for independent uniform draws; sd = √(n·(1/3)(2/3)) ≈ 44.7 → ±6 sd = ±270.
+        Assert.That(same, Is.InRange(3000 - 270, 3000 + 270));
+        foreach (var c in firstCounts.Values) Assert.That(c, Is.InRange(3000 - 270, 3000 + 270));
+        var single = p with { Images = ["only"] };
+        Assert.That(ProductViews.DrawTwo(single, rng), Is.EqualTo(("only", "only")));
+    }
+}

@@ -163,3 +163,35 @@ public class ImageTransformTests
         Assert.That(e.Shape, Is.EqualTo(new[] { 3, 16, 16 }));
     }
 }
+
+/// <summary>Throughput of decode + product train transform on one thread (measurement; run explicitly).</summary>
+public class ImagePipelineBenchmark
+{
+    [Test, Explicit("benchmark: run by name")]
+    public void DecodeAndTransformThroughput()
+    {
+        var dir = ImageTestData.NewTempDir();
+        var jpg = ImageTestData.WriteImage(Path.Combine(dir, "big.jpg"), 600, 800);
+        var png = ImageTestData.WriteImage(Path.Combine(dir, "fg.png"), 256, 256);
+        var pipe = ImagePipeline.ProductTrain();
+        var dst = new float[3 * 224 * 224];
+        foreach (var path in new[] { jpg, png })
+        {
+            var rng = new DataRandom(1);
+            for (int i = 0; i < 3; i++) pipe.Apply(ImageLoader.Load(path), rng, dst); // warm-up
+            const int n = 30;
+            // Process CPU time (the machine may be shared, so wall time is noisy); the work runs on this one thread.
+            var proc = System.Diagnostics.Process.GetCurrentProcess();
+            var cpu0 = proc.TotalProcessorTime;
+            for (int i = 0; i < n; i++) ImageLoader.Load(path);
+            proc.Refresh();
+            double decode = (proc.TotalProcessorTime - cpu0).TotalMilliseconds / n;
+            var img = ImageLoader.Load(path);
+            proc.Refresh(); cpu0 = proc.TotalProcessorTime;
+            for (int i = 0; i < n; i++) pipe.Apply(img, rng, dst);
+            proc.Refresh();
+            double transform = (proc.TotalProcessorTime - cpu0).TotalMilliseconds / n;
+            TestContext.Out.WriteLine($"{Path.GetFileName(path)} {img.Width}x{img.Height}: decode {decode:F2} ms, resize 256 + crop 224 + flip + normalise {transform:F2} ms (CPU time, 1 thread)");
+        }
+    }
+}

@@ -48,6 +48,9 @@ public static class ImageLoader
         return Decode(bytes, path, limits);
     }
 
+    /// <summary>Resolves <paramref name="path"/> with the reference's extension fallback (<see cref="ImagePaths.Resolve"/>) and decodes it.</summary>
+    public static RgbImage LoadWithFallback(string path, ImageDecodeLimits? limits = null) => Load(ImagePaths.Resolve(path), limits);
+
     /// <summary>Decodes an in-memory file; <paramref name="name"/> is used in error messages.</summary>
     public static RgbImage Decode(byte[] bytes, string name, ImageDecodeLimits? limits = null)
     {

@@ -159,11 +159,13 @@ public sealed class ImagePipeline
         if (destination.Length != 3 * hw)
             throw new ArgumentException($"ToTensor: destination has {destination.Length} floats, image {image.Width}x{image.Height} needs {3 * hw}");
         var p = image.Pixels;
+        Span<float> lut = stackalloc float[256];
         for (int c = 0; c < 3; c++)
         {
             float m = mean[c], s = std[c];
+            for (int b = 0; b < 256; b++) lut[b] = (b / 255f - m) / s; // the same float32 ops per value, computed once
             var d = destination.Slice(c * hw, hw);
-            for (int i = 0; i < hw; i++) d[i] = (p[i * 3 + c] / 255f - m) / s;
+            for (int i = 0; i < hw; i++) d[i] = lut[p[i * 3 + c]];
         }
     }
 }

@@ -97,18 +97,22 @@ public static class PilResize
     static RgbImage Vertical(RgbImage src, int outH)
     {
         var (bounds, kk, ksize) = Coefficients(src.Height, outH);
-        int w = src.Width;
-        var dst = new RgbImage(w, outH);
-        byte[] s = src.Pixels, d = dst.Pixels;
+        int rowLen = src.Width * 3;
+        var dst = new RgbImage(src.Width, outH);
+        var acc = new int[rowLen];
         for (int yy = 0; yy < outH; yy++)
         {
             int ymin = bounds[yy * 2], ymax = bounds[yy * 2 + 1], k0 = yy * ksize;
-            for (int xc = 0; xc < w * 3; xc++)
+            Array.Fill(acc, 1 << (PrecisionBits - 1));
+            // Row by row (cache-friendly); each output value still sums its taps in ascending y, as Pillow does.
+            for (int y = 0; y < ymax; y++)
             {
-                int acc = 1 << (PrecisionBits - 1);
-                for (int y = 0; y < ymax; y++) acc += s[(y + ymin) * w * 3 + xc] * kk[k0 + y];
-                d[yy * w * 3 + xc] = Clip8(acc);
+                int k = kk[k0 + y];
+                var row = src.Pixels.AsSpan((y + ymin) * rowLen, rowLen);
+                for (int xc = 0; xc < row.Length; xc++) acc[xc] += row[xc] * k;
             }
+            var d = dst.Pixels.AsSpan(yy * rowLen, rowLen);
+            for (int xc = 0; xc < d.Length; xc++) d[xc] = Clip8(acc[xc]);
         }
         return dst;
     }
