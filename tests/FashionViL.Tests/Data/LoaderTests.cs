@@ -182,3 +182,21 @@ public class LoaderTests
         foreach (var v in c) Assert.That(v, Is.InRange(10000 - 550, 10000 + 550));
     }
 }
+
+/// <summary>Errors other than bad files always reach the consumer; seeking past a failing batch goes on.</summary>
+public class LoaderErrorTests
+{
+    [Test]
+    public void BuilderErrorsPropagateAndSeekMovesOn()
+    {
+        using var l = new PrefetchLoader<int>(6, ctx => ctx.BatchIndex == 1 ? throw new InvalidDataException("batch one is broken") : ctx.BatchIndex,
+            new() { BatchSize = 2, Workers = 2, Shuffle = false, OnBadSample = BadSamplePolicy.Skip });
+        Assert.That(l.Next(), Is.EqualTo(0));
+        var e = Assert.Throws<InvalidDataException>(() => l.Next())!;
+        Assert.That(e.Message, Is.EqualTo("batch one is broken"));
+        Assert.Throws<InvalidDataException>(() => l.Next(), "asking again gives the same error");
+        l.Seek(new LoaderPosition(0, 2));
+        Assert.That(l.Next(), Is.EqualTo(2));
+        Assert.That(l.Position, Is.EqualTo(new LoaderPosition(1, 0)));
+    }
+}

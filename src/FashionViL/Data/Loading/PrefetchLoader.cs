@@ -153,16 +153,11 @@ public sealed class PrefetchLoader<TBatch> : IDisposable
     public TBatch Next()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        _session ??= new Session(this, Position.Epoch, Position.Batch);
-        var (batch, skipped) = _session.Take(Position.Batch);
+        _session ??= new Session(this, (long)Position.Epoch * BatchesPerEpoch + Position.Batch);
+        var (batch, skipped) = _session.Take((long)Position.Epoch * BatchesPerEpoch + Position.Batch);
         _skipped.AddRange(skipped);
         int b = Position.Batch + 1;
-        if (b == BatchesPerEpoch)
-        {
-            _session.Dispose(); _session = null;
-            Position = new LoaderPosition(Position.Epoch + 1, 0);
-        }
-        else Position = new LoaderPosition(Position.Epoch, b);
+        Position = b == BatchesPerEpoch ? new LoaderPosition(Position.Epoch + 1, 0) : new LoaderPosition(Position.Epoch, b);
         return batch;
     }
 
@@ -181,23 +176,22 @@ public sealed class PrefetchLoader<TBatch> : IDisposable
         _session = null;
     }
 
-    /// <summary>One epoch's worker threads, from a start batch.</summary>
+    /// <summary>The worker threads: they build global batch numbers (epoch·BatchesPerEpoch + batch) from a start
+    /// onwards, across epoch boundaries, at most Prefetch ahead of the consumer.</summary>
     sealed class Session : IDisposable
     {
         readonly PrefetchLoader<TBatch> _loader;
-        readonly int _epoch;
-        readonly int[] _order;
         readonly CancellationTokenSource _cts = new();
         readonly SemaphoreSlim _capacity;
         readonly Thread[] _threads;
-        readonly Dictionary<int, (TBatch? Batch, List<string>? Skipped, ExceptionDispatchInfo? Error)> _ready = [];
+        readonly Dictionary<long, (TBatch? Batch, List<string>? Skipped, ExceptionDispatchInfo? Error)> _ready = [];
+        readonly Dictionary<int, int[]> _orders = [];
         readonly object _lock = new();
-        int _nextToBuild;
+        long _nextToBuild;
 
-        public Session(PrefetchLoader<TBatch> loader, int epoch, int startBatch)
+        public Session(PrefetchLoader<TBatch> loader, long startBatch)
         {
-            _loader = loader; _epoch = epoch; _nextToBuild = startBatch;
-            _order = loader.EpochOrder(epoch);
+            _loader = loader; _nextToBuild = startBatch;
             _capacity = new SemaphoreSlim(loader.Options.Prefetch);
             _threads = new Thread[loader.Options.Workers];
             for (int i = 0; i < _threads.Length; i++)
@@ -207,20 +201,35 @@ public sealed class PrefetchLoader<TBatch> : IDisposable
             }
         }
 
+        int[] Order(int epoch)
+        {
+            lock (_orders)
+            {
+                if (!_orders.TryGetValue(epoch, out var o))
+                {
+                    o = _loader.EpochOrder(epoch);
+                    foreach (var old in _orders.Keys.Where(e => e < epoch - 1).ToList()) _orders.Remove(old);
+                    _orders[epoch] = o;
+                }
+                return o;
+            }
+        }
+
         void Work()
         {
             var ct = _cts.Token;
-            int bs = _loader.Options.BatchSize;
+            int bs = _loader.Options.BatchSize, perEpoch = _loader.BatchesPerEpoch;
             while (!ct.IsCancellationRequested)
             {
                 try { _capacity.Wait(ct); } catch (OperationCanceledException) { return; }
-                int k = Interlocked.Increment(ref _nextToBuild) - 1;
-                if (k >= _loader.BatchesPerEpoch) { _capacity.Release(); return; }
-                int start = k * bs, count = Math.Min(bs, _order.Length - start);
+                long g = Interlocked.Increment(ref _nextToBuild) - 1;
+                int epoch = (int)(g / perEpoch), k = (int)(g % perEpoch);
                 (TBatch?, List<string>?, ExceptionDispatchInfo?) result;
                 try
                 {
-                    var ctx = new BatchContext(_epoch, k, _order, start, count, _loader.Options, ct);
+                    var order = Order(epoch);
+                    int start = k * bs, count = Math.Min(bs, order.Length - start);
+                    var ctx = new BatchContext(epoch, k, order, start, count, _loader.Options, ct);
                     var batch = _loader._build(ctx);
                     result = (batch, ctx.Skipped, null);
                 }
@@ -229,13 +238,13 @@ public sealed class PrefetchLoader<TBatch> : IDisposable
                 lock (_lock)
                 {
                     if (ct.IsCancellationRequested) { (result.Item1 as IDisposable)?.Dispose(); return; }
-                    _ready[k] = result;
+                    _ready[g] = result;
                     Monitor.PulseAll(_lock);
                 }
             }
         }
 
-        public (TBatch Batch, List<string> Skipped) Take(int k)
+        public (TBatch Batch, List<string> Skipped) Take(long k)
         {
             (TBatch? Batch, List<string>? Skipped, ExceptionDispatchInfo? Error) r;
             lock (_lock)
@@ -243,7 +252,7 @@ public sealed class PrefetchLoader<TBatch> : IDisposable
                 while (!_ready.TryGetValue(k, out r))
                 {
                     if (_threads.All(t => !t.IsAlive) && !_ready.ContainsKey(k))
-                        throw new InvalidOperationException($"PrefetchLoader: the workers stopped before batch {k} of epoch {_epoch}");
+                        throw new InvalidOperationException($"PrefetchLoader: the workers stopped before global batch {k}");
                     Monitor.Wait(_lock, 100);
                 }
                 if (r.Error is not null) r.Error.Throw(); // leaves the result in place: asking again rethrows
