@@ -104,6 +104,10 @@ public class ImageDecodeTests
         Assert.That(ImagePaths.Resolve(Path.Combine(dir, "b.png")), Is.EqualTo(Path.Combine(dir, "b.jpg")));
         // No extension in the name.
         Assert.That(ImagePaths.Resolve(Path.Combine(dir, "a")), Is.EqualTo(Path.Combine(dir, "a.png")));
+        // A dotted folder and a name without extension.
+        var dotted = Path.Combine(dir, "v1.0");
+        ImageTestData.WriteImage(Path.Combine(dotted, "d.png"));
+        Assert.That(ImagePaths.Resolve(Path.Combine(dotted, "d")), Is.EqualTo(Path.Combine(dotted, "d.png")));
         var e = Assert.Throws<ImageLoadException>(() => ImagePaths.Resolve(Path.Combine(dir, "c.jpg")))!;
         Assert.That(e.Message, Does.Contain(Path.Combine(dir, "c.jpg")).And.Contain(".webp"));
         Assert.That(ImagePaths.Resolve(Path.Combine(dir, "c.jpg"), mustExist: false), Is.EqualTo(Path.Combine(dir, "c.jpg")));

@@ -200,3 +200,69 @@ public class LoaderErrorTests
         Assert.That(l.Position, Is.EqualTo(new LoaderPosition(1, 0)));
     }
 }
+
+/// <summary>End to end on a tiny copy of the real layout: fashionall → loader → (B,3,H,W) two-view tensors.</summary>
+public class LoaderProductTests
+{
+    sealed record ImageBatch(long[] Ids, Tensor Image, Tensor DvImage) : IDisposable
+    {
+        public void Dispose() { Image.Dispose(); DvImage.Dispose(); }
+    }
+
+    static Func<BatchContext, ImageBatch> Builder(List<FashionViL.Data.Datasets.ProductRecord> products, ImagePipeline pipe) => ctx =>
+    {
+        var s = ctx.LoadSamples((i, r) => ProductImageLoading.LoadTwoViews(products[i], pipe, r));
+        return new ImageBatch(s.Select(x => x.Id).ToArray(),
+            ProductImageLoading.Stack(s.Select(x => x.Image).ToList(), pipe.OutputHeight, pipe.OutputWidth),
+            ProductImageLoading.Stack(s.Select(x => x.DvImage).ToList(), pipe.OutputHeight, pipe.OutputWidth));
+    };
+
+    [Test]
+    public void FashionAllBatchesWithTwoViews()
+    {
+        var dataDir = DatasetTestLayout.Products();
+        var products = FashionViL.Data.Datasets.ProductDatasets.ReadFashionAll(dataDir);
+        // One JSON name whose file is stored under another extension: found by the fallback.
+        var g = Path.Combine(dataDir, "datasets", "FashionGen", "train");
+        File.Move(Path.Combine(g, "g2_0.png"), Path.Combine(g, "g2_0.jpeg"));
+        var pipe = ImagePipeline.ProductTrain(resize: 12, crop: 8);
+        using var a = new PrefetchLoader<ImageBatch>(products.Count, Builder(products, pipe), new() { BatchSize = 4, Workers = 3, Seed = 5 });
+        using var b = new PrefetchLoader<ImageBatch>(products.Count, Builder(products, pipe), new() { BatchSize = 4, Workers = 1, Seed = 5 });
+        var ids = new List<long>();
+        foreach (var batch in a.RestOfEpoch())
+            using (batch)
+            using (var other = b.Next())
+            {
+                Assert.That(batch.Image.Shape, Is.EqualTo(new[] { batch.Ids.Length, 3, 8, 8 }));
+                Assert.That(batch.DvImage.Shape, Is.EqualTo(batch.Image.Shape));
+                Assert.That(batch.Image.ToArray<float>(), Is.EqualTo(other.Image.ToArray<float>()), "same pixels with 1 or 3 workers");
+                Assert.That(batch.DvImage.ToArray<float>(), Is.EqualTo(other.DvImage.ToArray<float>()));
+                // Normalised values lie in [(0−mean)/std, (1−mean)/std] per channel: at most (1−0.4066)/0.1438 ≈ 4.13 in size.
+                Assert.That(batch.Image.ToArray<float>().All(v => Math.Abs(v) <= 4.2f), Is.True);
+                ids.AddRange(batch.Ids);
+            }
+        Assert.That(ids.OrderBy(x => x), Is.EqualTo(new long[] { 11, 12, 21, 31, 32, 51 }));
+    }
+
+    [Test]
+    public void MissingProductImageIsNamedOrSkipped()
+    {
+        var dataDir = DatasetTestLayout.Products();
+        var products = FashionViL.Data.Datasets.ProductDatasets.ReadFashionAll(dataDir);
+        var missing = Path.Combine(dataDir, "datasets", "Fashion200k", "images", "f1.jpg");
+        File.Delete(missing);
+        var pipe = ImagePipeline.ProductEval(resize: 12, crop: 8);
+        using (var l = new PrefetchLoader<ImageBatch>(products.Count, Builder(products, pipe), new() { BatchSize = 6, Shuffle = false }))
+        {
+            var e = Assert.Throws<ImageLoadException>(() => l.Next())!;
+            Assert.That(e.Message, Does.Contain(missing));
+        }
+        using (var l = new PrefetchLoader<ImageBatch>(products.Count, Builder(products, pipe),
+                   new() { BatchSize = 6, Shuffle = false, OnBadSample = BadSamplePolicy.Skip }))
+        {
+            using var batch = l.Next();
+            Assert.That(batch.Ids, Is.EqualTo(new long[] { 11, 12, 31, 32, 51 }));
+            Assert.That(l.SkippedPaths, Is.EqualTo(new[] { missing }));
+        }
+    }
+}

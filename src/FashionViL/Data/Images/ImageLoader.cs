@@ -81,16 +81,18 @@ public static class ImagePaths
     public static readonly string[] Extensions = [".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"];
 
     /// <summary>
-    /// The reference strips everything after the last '.' of the full path (when there is one) and returns the first
+    /// The reference strips the extension (everything after the last '.') and returns the first
     /// existing file among stem + each of <see cref="Extensions"/>, in that order — so "a.png" resolves to "a.jpg" when both
     /// exist. When none exists it returns <paramref name="path"/> unchanged; returns null then if <paramref name="mustExist"/>
     /// is false, otherwise throws <see cref="ImageLoadException"/> listing what was tried.
     /// </summary>
     public static string Resolve(string path, bool mustExist = true)
     {
-        // Python: path.split('.'); drop the last piece when there is more than one. A dot in a folder name counts too.
+        // The reference drops everything after the last '.' of the whole path; here only a dot in the file name counts,
+        // so an extension-less name inside a dotted folder ("v1.0/abc") is not cut at the folder (same result otherwise).
         int dot = path.LastIndexOf('.');
-        string stem = dot >= 0 ? path[..dot] : path;
+        int sep = Math.Max(path.LastIndexOf('/'), path.LastIndexOf(Path.DirectorySeparatorChar));
+        string stem = dot > sep ? path[..dot] : path;
         foreach (var ext in Extensions)
         {
             var candidate = stem + ext;
