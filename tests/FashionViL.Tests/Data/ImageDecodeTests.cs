@@ -27,6 +27,7 @@ public class ImageDecodeTests
     /// asserted (a wrong colour conversion or a swapped channel gives mean differences of tens of levels).
     /// </summary>
     [TestCase("jpeg_q90_444", 0.25, 2)]
+    [TestCase("jpeg_progressive_444", 0.25, 2)]
     [TestCase("jpeg_smooth_q90", 10.0, 255)]
     [TestCase("jpeg_q90", 10.0, 255)]
     public void JpegDecodeIsCloseToLibjpeg(string name, double meanBound, int maxBound)
@@ -150,5 +151,48 @@ public class ImageDecodeTests
             for (int k = 0; k < 8; k++) c = (c & 1) != 0 ? 0xEDB88320 ^ (c >> 1) : c >> 1;
         }
         return c ^ 0xFFFFFFFF;
+    }
+}
+
+/// <summary>Truncated JPEGs: PIL refuses them ("image file is truncated"); so must we.</summary>
+public class ImageTruncatedJpegTests
+{
+    [TestCase("png")]
+    [TestCase("bmp")]
+    [TestCase("gif")]
+    [TestCase("webp")]
+    [TestCase("tga")]
+    [TestCase("tiff")]
+    public void TruncatedFilesAreNamed(string ext)
+    {
+        var dir = ImageTestData.NewTempDir();
+        var full = ImageTestData.WriteImage(Path.Combine(dir, "full." + ext), 64, 48);
+        Assert.That(ImageLoader.Load(full).Width, Is.EqualTo(64));
+        var bytes = File.ReadAllBytes(full);
+        var cut = Path.Combine(dir, "cut." + ext);
+        File.WriteAllBytes(cut, bytes[..(bytes.Length * 2 / 3)]);
+        var e = Assert.Throws<ImageLoadException>(() => ImageLoader.Load(cut))!;
+        Assert.That(e.Message, Does.Contain(cut));
+    }
+
+    [Test]
+    public void TruncatedJpegIsNamed()
+    {
+        var dir = ImageTestData.NewTempDir();
+        var full = ImageTestData.WriteImage(Path.Combine(dir, "full.jpg"), 64, 48);
+        var bytes = File.ReadAllBytes(full);
+        var cut = Path.Combine(dir, "cut.jpg");
+        File.WriteAllBytes(cut, bytes[..(bytes.Length * 2 / 3)]);
+        var e = Assert.Throws<ImageLoadException>(() => ImageLoader.Load(cut))!;
+        Assert.That(e.Message, Does.Contain(cut).And.Contain("truncated"));
+        // Bytes after the end-of-image marker (padding some cameras write) are accepted, as PIL accepts them.
+        var padded = Path.Combine(dir, "padded.jpg");
+        File.WriteAllBytes(padded, [.. bytes, 0, 0, 0, 0]);
+        Assert.That(ImageLoader.Load(padded).Width, Is.EqualTo(64));
+        // A progressive JPEG (several scans) cut after its first scans.
+        var prog = File.ReadAllBytes(ImageTestData.Fixture("jpeg_progressive_444.jpg"));
+        var progCut = Path.Combine(dir, "prog_cut.jpg");
+        File.WriteAllBytes(progCut, prog[..(prog.Length / 2)]);
+        Assert.Throws<ImageLoadException>(() => ImageLoader.Load(progCut));
     }
 }

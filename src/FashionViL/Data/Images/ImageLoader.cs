@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 
@@ -63,6 +64,8 @@ public static class ImageLoader
         if (info.Width <= 0 || info.Height <= 0 || info.Width > limits.MaxSide || info.Height > limits.MaxSide || pixels > limits.MaxPixels)
             throw new ImageLoadException(name,
                 $"image is {info.Width}x{info.Height} ({pixels} pixels), beyond the decode limits (side ≤ {limits.MaxSide}, pixels ≤ {limits.MaxPixels})");
+        var truncated = TruncationCheck(bytes);
+        if (truncated is not null) throw new ImageLoadException(name, $"truncated file ({bytes.Length} bytes): {truncated}");
         try
         {
             using var img = Image.Load<Rgb24>(bytes);
@@ -71,6 +74,54 @@ public static class ImageLoader
             return rgb;
         }
         catch (Exception e) { throw new ImageLoadException(name, $"corrupt or truncated image data ({e.GetType().Name}: {e.Message})", e); }
+    }
+
+    /// <summary>
+    /// ImageSharp decodes cut-off JPEG, BMP, GIF and WebP files silently (the missing part filled), where PIL refuses them
+    /// ("image file is truncated"). These structural checks catch that; PNG, TIFF and TGA decoders throw by themselves.
+    /// Returns what is wrong, or null.
+    /// </summary>
+    static string? TruncationCheck(byte[] b)
+    {
+        if (IsJpeg(b) && !JpegHasEndAfterLastScan(b)) return "JPEG without an end-of-image marker after the last scan";
+        if (b.Length >= 30 && b[0] == (byte)'B' && b[1] == (byte)'M')
+        {
+            // Uncompressed BMP (BI_RGB, BI_BITFIELDS): the pixel array must be complete.
+            long off = BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(10)), width = BinaryPrimitives.ReadInt32LittleEndian(b.AsSpan(18)), height = Math.Abs((long)BinaryPrimitives.ReadInt32LittleEndian(b.AsSpan(22)));
+            int bits = BinaryPrimitives.ReadUInt16LittleEndian(b.AsSpan(28));
+            uint compression = b.Length >= 34 ? BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(30)) : 0;
+            if (compression is 0 or 3 && width > 0 && bits > 0)
+            {
+                long need = off + (width * bits + 31) / 32 * 4 * height;
+                if (b.Length < need) return $"BMP pixel data needs {need} bytes";
+            }
+        }
+        if (b.Length >= 6 && b[0] == (byte)'G' && b[1] == (byte)'I' && b[2] == (byte)'F' && b[^1] != 0x3B)
+            return "GIF without its trailer byte (0x3B)";
+        if (b.Length >= 12 && b[0] == (byte)'R' && b[1] == (byte)'I' && b[2] == (byte)'F' && b[3] == (byte)'F'
+            && b[8] == (byte)'W' && b[9] == (byte)'E' && b[10] == (byte)'B' && b[11] == (byte)'P')
+        {
+            long riff = BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(4)) + 8L;
+            if (b.Length < riff) return $"WebP RIFF header says {riff} bytes";
+        }
+        return null;
+    }
+
+    static bool IsJpeg(byte[] b) => b.Length >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF;
+
+    /// <summary>
+    /// Inside entropy-coded data 0xFF is always stuffed (FF 00) or a restart marker, so a real end-of-image marker FF D9
+    /// must follow the last start-of-scan FF DA. (An embedded EXIF thumbnail's markers all come before the main scans.)
+    /// </summary>
+    static bool JpegHasEndAfterLastScan(byte[] b)
+    {
+        int lastSos = -1;
+        for (int i = b.Length - 2; i >= 0; i--)
+            if (b[i] == 0xFF && b[i + 1] == 0xDA) { lastSos = i; break; }
+        if (lastSos < 0) return false;
+        for (int i = lastSos + 2; i < b.Length - 1; i++)
+            if (b[i] == 0xFF && b[i + 1] == 0xD9) return true;
+        return false;
     }
 }
 
