@@ -84,12 +84,12 @@ public static class ImageLoader
     static string? TruncationCheck(byte[] b)
     {
         if (IsJpeg(b) && !JpegHasEndAfterLastScan(b)) return "JPEG without an end-of-image marker after the last scan";
-        if (b.Length >= 30 && b[0] == (byte)'B' && b[1] == (byte)'M')
+        if (b.Length >= 34 && b[0] == (byte)'B' && b[1] == (byte)'M' && BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(14)) >= 40)
         {
-            // Uncompressed BMP (BI_RGB, BI_BITFIELDS): the pixel array must be complete.
+            // Uncompressed BMP with a BITMAPINFOHEADER or later (BI_RGB, BI_BITFIELDS): the pixel array must be complete.
             long off = BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(10)), width = BinaryPrimitives.ReadInt32LittleEndian(b.AsSpan(18)), height = Math.Abs((long)BinaryPrimitives.ReadInt32LittleEndian(b.AsSpan(22)));
             int bits = BinaryPrimitives.ReadUInt16LittleEndian(b.AsSpan(28));
-            uint compression = b.Length >= 34 ? BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(30)) : 0;
+            uint compression = BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(30));
             if (compression is 0 or 3 && width > 0 && bits > 0)
             {
                 long need = off + (width * bits + 31) / 32 * 4 * height;
