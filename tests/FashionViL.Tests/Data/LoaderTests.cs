@@ -180,6 +180,15 @@ public class LoaderTests
         var r = new DataRandom(1); var c = new int[6];
         for (int i = 0; i < 60000; i++) c[r.NextInt(6)]++;
         foreach (var v in c) Assert.That(v, Is.InRange(10000 - 550, 10000 + 550));
+        // Permutations of 3: each of the 6 orders with probability 1/6; 6,000 draws, sd ≈ 28.9, ±6 sd.
+        var perms = new Dictionary<string, int>();
+        for (int i = 0; i < 6000; i++) { var key = string.Join(",", r.Permutation(3)); perms[key] = perms.GetValueOrDefault(key) + 1; }
+        Assert.That(perms.Count, Is.EqualTo(6));
+        foreach (var v in perms.Values) Assert.That(v, Is.InRange(1000 - 175, 1000 + 175));
+        // Uniform(2, 5): mean 3.5, sd of the mean over 40,000 draws = (3/√12)/200 ≈ 0.0043; ±6 sd.
+        double sum = 0;
+        for (int i = 0; i < 40000; i++) { double u = r.Uniform(2, 5); Assert.That(u, Is.InRange(2.0, 5.0)); sum += u; }
+        Assert.That(sum / 40000, Is.EqualTo(3.5).Within(0.026));
     }
 }
 
