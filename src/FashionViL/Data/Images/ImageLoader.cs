@@ -13,7 +13,8 @@ public sealed class ImageLoadException(string path, string message, Exception? i
 
 /// <summary>Limits checked from the image header before any pixel buffer is allocated (decompression-bomb guard).</summary>
 /// <param name="MaxSide">largest accepted width or height in pixels</param>
-/// <param name="MaxPixels">largest accepted width·height; the default is PIL's <c>MAX_IMAGE_PIXELS</c> (89,478,485)</param>
+/// <param name="MaxPixels">largest accepted width·height; the default is PIL's <c>MAX_IMAGE_PIXELS</c> (89,478,485), above which PIL
+/// warns (it refuses above twice that); raise it for very large photos</param>
 /// <param name="MaxFileBytes">largest accepted file size</param>
 public sealed record ImageDecodeLimits(int MaxSide = 30_000, long MaxPixels = 89_478_485, long MaxFileBytes = 256L << 20)
 {
