@@ -272,6 +272,19 @@ public sealed class FashionViLPretraining : Module
         }
     }
 
+    /// <summary>The MVC joint key mask (B, T+G) float32: [input_mask, ones(G)] with the columns of the dropped text positions
+    /// and of T + each dropped patch set to 0 for every sample.</summary>
+    public static Tensor MvcKeyMask(Tensor inputMask, int gridSize, int[] textDrop, int[] patchDrop)
+    {
+        int t = inputMask.Size(1);
+        var keep = Enumerable.Repeat(1f, t + gridSize).ToArray();
+        foreach (var i in textDrop) keep[i] = 0;
+        foreach (var i in patchDrop) keep[t + i] = 0;
+        using var jm0 = JointMask(inputMask, gridSize);
+        using var keepT = Tensor.FromArray(keep, [1, t + gridSize], inputMask.Device);
+        return jm0 * keepT;
+    }
+
     /// <summary>MVC draw counts: ⌊r·T⌋ text and ⌊r·G⌋ patch positions.</summary>
     public (int Text, int Patch) MvcDropCounts(int textLength, int gridSize) =>
         ((int)Math.Floor(Config.MvcDropRatio * textLength), (int)Math.Floor(Config.MvcDropRatio * gridSize));
@@ -306,15 +319,11 @@ public sealed class FashionViLPretraining : Module
             throw new ArgumentException($"icc: expected {nt} text and {np} patch drop positions (ratio {Config.MvcDropRatio}), got {textDrop.Length} and {patchDrop.Length}");
         if (textDrop.Any(i => i < 0 || i >= t) || patchDrop.Any(i => i < 0 || i >= gsz))
             throw new ArgumentException($"icc: drop positions must lie in [0,{t}) (text) and [0,{gsz}) (patches)");
-        var keep = Enumerable.Repeat(1f, t + gsz).ToArray();
-        foreach (var i in textDrop) keep[i] = 0;
-        foreach (var i in patchDrop) keep[t + i] = 0;
-        var keepVis = keep.AsSpan(t).ToArray();
+        var keepVis = Enumerable.Repeat(1f, gsz).ToArray();
+        foreach (var i in patchDrop) keepVis[i] = 0;
         using var v1 = ImageVector(grid1);
         using var v = Model.ContrastiveNorm.Forward(v1);
-        using var jm0 = JointMask(batch.InputMask, gsz);
-        using var keepT = Tensor.FromArray(keep, [1, t + gsz], grid1.Device);
-        using var jm = jm0 * keepT;
+        using var jm = MvcKeyMask(batch.InputMask, gsz, textDrop, patchDrop);
         var (seq, pooled) = Joint(batch.InputIds, batch.SegmentIds, grid2, jm);
         using (seq) using (pooled)
         {
