@@ -297,4 +297,21 @@ public class TaskUnitTests
             }
         }
     }
+
+    [Test]
+    public void BertDropoutActsInTrainModeOnlyAndIsReproducible()
+    {
+        var c = Micro with { Bert = Micro.Bert with { HiddenDropoutProb = 0.1, AttentionProbsDropoutProb = 0.1 } };
+        var m1 = new FashionViLPretraining(c, new Generator(41));
+        var m2 = new FashionViLPretraining(c, new Generator(41));
+        using var b = ModelTestUtil.RandomBatch(c, 3, 8, new Generator(42));
+        float[] Text(FashionViLPretraining m) { using var _ = GradMode.NoGrad(); using var t = m.TextVector(b.InputIds, b.SegmentIds, b.InputMask); return t.ToArray<float>(); }
+        var a1 = Text(m1); var a2 = Text(m1);
+        Assert.That(a1, Is.Not.EqualTo(a2), "train mode: two calls draw different dropout masks");
+        Assert.That(Text(m2), Is.EqualTo(a1), "same seed, same draws");
+        m1.Eval();
+        var e1 = Text(m1);
+        Assert.That(Text(m1), Is.EqualTo(e1), "eval mode: deterministic");
+        Assert.That(e1, Is.Not.EqualTo(a1));
+    }
 }
