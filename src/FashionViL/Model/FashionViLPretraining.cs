@@ -373,6 +373,47 @@ public sealed class FashionViLPretraining : Module
         }
     }
 
+    // ------------------------------------------------------------------ checkpoints
+
+    /// <summary>Keys of a reference (PyTorch/MMF) state dict that are aliases of parameters held here once: the tied MLM
+    /// decoder (<c>decoder.weight</c> = word embeddings, <c>decoder.bias</c> = <c>heads.mlm.bias</c>).</summary>
+    public static readonly IReadOnlyDictionary<string, string> TiedAliases = new Dictionary<string, string>
+    {
+        ["model.heads.mlm.decoder.weight"] = "model.bert.embeddings.word_embeddings.weight",
+        ["model.heads.mlm.decoder.bias"] = "model.heads.mlm.bias",
+    };
+
+    /// <summary>
+    /// Splits a reference state dict into what this model loads and what it leaves: the tied aliases (checked equal to
+    /// their parameter when both are present — a mismatch is an error naming the key), <c>*.position_ids</c> buffers of
+    /// the HF embeddings, and <c>model.image_tokenizer.*</c> (the frozen VQ-VAE, a separate module). Everything else is
+    /// returned in <c>Model</c> for <see cref="Module.LoadStateDict"/>.
+    /// </summary>
+    public static (Dictionary<string, Tensor> Model, List<string> Skipped) SplitReferenceStateDict(IReadOnlyDictionary<string, Tensor> sd)
+    {
+        var keep = new Dictionary<string, Tensor>();
+        var skipped = new List<string>();
+        foreach (var (k, v) in sd)
+        {
+            if (TiedAliases.TryGetValue(k, out var target))
+            {
+                if (sd.TryGetValue(target, out var t))
+                {
+                    if (!t.Sizes.SequenceEqual(v.Sizes))
+                        throw new InvalidDataException($"fashionvil checkpoint: tied key {k} {v.ShapeString} does not match {target} {t.ShapeString}");
+                    var a = v.ToArray<float>(); var b = t.ToArray<float>();
+                    for (int i = 0; i < a.Length; i++)
+                        if (a[i] != b[i] && !(float.IsNaN(a[i]) && float.IsNaN(b[i])))
+                            throw new InvalidDataException($"fashionvil checkpoint: tied key {k} differs from {target} at element {i} ({a[i]} vs {b[i]})");
+                }
+                skipped.Add(k);
+            }
+            else if (k.EndsWith(".position_ids", StringComparison.Ordinal) || k.StartsWith("model.image_tokenizer.", StringComparison.Ordinal)) skipped.Add(k);
+            else keep[k] = v;
+        }
+        return (keep, skipped);
+    }
+
     // ------------------------------------------------------------------ optimisation (spec §6)
 
     /// <summary>

@@ -314,4 +314,27 @@ public class TaskUnitTests
         Assert.That(Text(m1), Is.EqualTo(e1), "eval mode: deterministic");
         Assert.That(e1, Is.Not.EqualTo(a1));
     }
+
+    [Test]
+    public void ReferenceStateDictLoadsAfterDroppingTiedAliases()
+    {
+        var src = new FashionViLPretraining(Micro, new Generator(51));
+        var sd = new Dictionary<string, Tensor>(src.StateDict())
+        {
+            ["model.heads.mlm.decoder.weight"] = src.Bert.Embeddings.WordEmbeddings.Weight,
+            ["model.heads.mlm.decoder.bias"] = src.Model.Heads.Mlm.Bias,
+            ["model.bert.embeddings.position_ids"] = Tensor.Arange(512, DType.Int64).Reshape(1, 512),
+            ["model.image_tokenizer.quantize.embedding.weight"] = Tensor.Zeros([4, 2]),
+        };
+        var (model, skipped) = FashionViLPretraining.SplitReferenceStateDict(sd);
+        Assert.That(skipped.Order(), Is.EqualTo(new[] { "model.bert.embeddings.position_ids", "model.heads.mlm.decoder.bias",
+            "model.heads.mlm.decoder.weight", "model.image_tokenizer.quantize.embedding.weight" }));
+        var dst = new FashionViLPretraining(Micro, new Generator(52));
+        Assert.That(dst.LoadStateDict(model, strict: true).IsClean);
+        Assert.That(dst.Model.Heads.Pac.Projection.ToArray<float>(), Is.EqualTo(src.Model.Heads.Pac.Projection.ToArray<float>()));
+        Assert.That(dst.Model.Heads.Mlm.DecoderWeight.ToArray<float>(), Is.EqualTo(src.Bert.Embeddings.WordEmbeddings.Weight.ToArray<float>()));
+        sd["model.heads.mlm.decoder.bias"] = Tensor.Ones([Micro.Bert.VocabSize]);
+        var ex = Assert.Throws<InvalidDataException>(() => FashionViLPretraining.SplitReferenceStateDict(sd));
+        Assert.That(ex!.Message, Does.Contain("model.heads.mlm.decoder.bias"));
+    }
 }
