@@ -255,6 +255,8 @@ public sealed class FashionViLPretraining : Module
         var codes = vqTargets.ToArray<long>();
         if (codes.Any(c => c < 0 || c >= Config.NumVqTokens))
             throw new ArgumentException($"mpfc: VQ targets must lie in [0, {Config.NumVqTokens})");
+        if (cells.Length == 0)
+            throw new ArgumentException($"mpfc: no masked cell in the batch (image_masks {batch.ImageMasks.ShapeString} is all zero); the reference's loss would be NaN");
         using var keepF = Tensor.FromArray(keep, [n, gsz, 1], grid.Device);
         using var keepT = keepF.To(grid.DType);
         using var masked = grid * keepT;

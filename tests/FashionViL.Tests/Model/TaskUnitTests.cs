@@ -274,6 +274,11 @@ public class TaskUnitTests
         using var badVq = Tensor.Zeros([4, c.GridSize + 1], DType.Int64);
         Assert.That(Assert.Throws<ArgumentException>(() => m.Mpfc(b, badVq))!.Message, Does.Contain("VQ targets"));
         Assert.That(Assert.Throws<ArgumentException>(() => m.Icc(b, [0], [0]))!.Message, Does.Contain("drop positions"));
+        using (var noMask = ModelTestUtil.RandomBatch(c, 4, 8, new Generator(22)))
+        {
+            using (GradMode.NoGrad()) Backends.Get(Device.Cpu).Fill(noMask.ImageMasks, 0);
+            Assert.That(Assert.Throws<ArgumentException>(() => m.Mpfc(noMask, vq))!.Message, Does.Contain("no masked cell"));
+        }
         Assert.Throws<ArgumentException>(() => new FashionViLPretraining(c with { ImageSize = 100 }));
         Assert.Throws<ArgumentException>(() => new FashionViLPretraining(c with { TaskProbabilities = [0.5, 0.5, 0, 0, 0, 0.1] }));
     }
