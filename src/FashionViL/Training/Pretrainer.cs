@@ -32,6 +32,9 @@ public sealed class Pretrainer
     private readonly FvConfig _c;
     private readonly TextWriter _out;
 
+    /// <summary>Test hook: runs before each update with the model and the update index about to run.</summary>
+    internal Action<FashionViLPretraining, long>? BeforeUpdate { get; set; }
+
     public Pretrainer(FvConfig config, TextWriter output)
     {
         _c = config;
@@ -153,6 +156,7 @@ public sealed class Pretrainer
         while (step < maxUpdates)
         {
             cancel.ThrowIfCancellationRequested();
+            BeforeUpdate?.Invoke(model, step + 1);
             using var scope = Tensor.Scope();
             var task = sampler.Sample(gTask);
             schedule.Apply(optimizer, (int)step);
@@ -171,11 +175,14 @@ public sealed class Pretrainer
                 var loss = model.Forward(task, mb, vq, gModel);
                 double value = loss.Item();
                 if (!double.IsFinite(value))
+                {
+                    var last = currentPath ?? bestPath;
                     throw new TrainingDivergedException($"update {step + 1}: task '{task}' gave a non-finite loss ({value}); stopped without saving. " +
-                        (currentPath ?? bestPath) is { } last ? $"The last good checkpoint is {currentPath ?? bestPath}." : "No checkpoint had been written yet.");
+                        (last is not null ? $"The last good checkpoint is {last}." : "No checkpoint had been written yet."));
+                }
                 lossSum += value * n / full.Size;
-                using var scaled = n == full.Size ? loss.Alias() : loss * ((double)n / full.Size);
-                scaled.Backward();
+                if (n == full.Size) loss.Backward();
+                else { using var scaled = loss * ((double)n / full.Size); scaled.Backward(); }
                 vq?.Dispose();
             }
             optimizer.Step();
