@@ -7,8 +7,11 @@ public static partial class CommandCatalog
 {
     public static IEnumerable<Command> All()
     {
-        yield return InfoCommand.Create();
-        yield return ConvertCommand.Create();
+        yield return DemoCommand.Create();
+        yield return PretrainCommand.Create();
+        yield return EvalCommand.Create();
         yield return SynthCommand.Create();
+        yield return ConvertCommand.Create();
+        yield return InfoCommand.Create();
     }
 }

@@ -28,7 +28,7 @@ public static class TrainingPlot
         loss.ShowLegend(Alignment.UpperRight);
 
         var evals = records.Where(r => r.Kind == "eval").ToList();
-        foreach (var key in evals.SelectMany(r => r.Values.Keys).Distinct().Where(k => k.Contains("r@1", StringComparison.Ordinal) || k.EndsWith("avg", StringComparison.Ordinal)))
+        foreach (var key in evals.SelectMany(r => r.Values.Keys).Distinct().Where(k => k.EndsWith("_r@1", StringComparison.Ordinal) || k.EndsWith("avg", StringComparison.Ordinal)))
         {
             var pts = evals.Where(r => r.Values.ContainsKey(key)).ToList();
             var line = eval.Add.ScatterLine(pts.Select(r => (double)r.Step).ToArray(), pts.Select(r => 100 * r.Values[key]).ToArray());

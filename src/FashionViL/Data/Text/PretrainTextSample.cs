@@ -17,8 +17,10 @@ public sealed record PretrainTextSample(long[] InputIds, long[] InputIdsMasked, 
 /// </summary>
 public sealed class PretrainTextProcessor
 {
-    public PretrainTextProcessor(int maxSeqLength = 75, double maskProbability = 0.15, BertTextTokenizer? tokenizer = null)
+    /// <param name="wholeWord">false: every WordPiece is masked on its own (the reference's <c>do_whole_word_mask: false</c>).</param>
+    public PretrainTextProcessor(int maxSeqLength = 75, double maskProbability = 0.15, BertTextTokenizer? tokenizer = null, bool wholeWord = true)
     {
+        WholeWord = wholeWord;
         BertTextTokenizer.MaxPieces(maxSeqLength); // validates
         Tokenizer = tokenizer ?? BertTextTokenizer.Default;
         MaxSeqLength = maxSeqLength;
@@ -28,6 +30,7 @@ public sealed class PretrainTextProcessor
     public BertTextTokenizer Tokenizer { get; }
     public WholeWordMasker Masker { get; }
     public int MaxSeqLength { get; }
+    public bool WholeWord { get; }
 
     /// <summary>
     /// Processes one text. <paramref name="rng"/> drives the masking only; for per-sample determinism pass
@@ -37,7 +40,7 @@ public sealed class PretrainTextProcessor
     {
         var pieces = Tokenizer.Tokenize(text).Take(BertTextTokenizer.MaxPieces(MaxSeqLength));
         var plain = BertTextTokenizer.Assemble(pieces.Ids, MaxSeqLength);
-        var m = Masker.Apply(pieces, rng);
+        var m = WholeWord ? Masker.Apply(pieces, rng) : Masker.Apply(pieces.Ids, Enumerable.Repeat(true, pieces.Ids.Length).ToArray(), rng);
         var maskedIds = BertTextTokenizer.Assemble(m.MaskedIds, MaxSeqLength).InputIds;
         var labels = new long[MaxSeqLength];
         Array.Fill(labels, -1L);
