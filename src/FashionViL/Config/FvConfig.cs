@@ -121,6 +121,20 @@ public sealed partial class FvConfig
             : throw new ConfigException($"config key '{key}[{i}]' = '{s}' is not a finite number")).ToList();
 
     /// <summary>Entries of a list of mappings (e.g. <c>evaluation.metrics</c>), each as a dictionary of scalars.</summary>
+    /// <summary>An open map of single values (e.g. <c>checkpoint.pretrained_state_mapping</c>).</summary>
+    public IReadOnlyDictionary<string, string?> GetStringMap(string key) =>
+        GetRaw(key) switch
+        {
+            Dictionary<string, object?> d => d.ToDictionary(kv => kv.Key, kv => kv.Value switch
+            {
+                null => null,
+                string v => v,
+                _ => throw new ConfigException($"config key '{key}.{kv.Key}' must be a single value"),
+            }, StringComparer.Ordinal),
+            null => new Dictionary<string, string?>(),
+            _ => throw new ConfigException($"config key '{key}' must be a mapping"),
+        };
+
     public IReadOnlyList<IReadOnlyDictionary<string, object?>> GetMappingList(string key) =>
         GetRaw(key) switch
         {
@@ -144,14 +158,22 @@ public sealed partial class FvConfig
     // ----------------------------------------------------------------------------------------------------------
     // loading
 
+    /// <summary>The schema: <c>Config/defaults.yaml</c> merged with every <c>Config/schema/*.yaml</c> (one per downstream
+    /// task, so that each task declares its own keys), all embedded in the assembly.</summary>
     private static Dictionary<string, object?> LoadSchema()
     {
         var asm = typeof(FvConfig).Assembly;
-        var name = asm.GetManifestResourceNames().Single(n => n.EndsWith("Config.defaults.yaml", StringComparison.Ordinal));
-        using var stream = asm.GetManifestResourceStream(name)!;
-        using var reader = new StreamReader(stream);
-        var root = ParseMapping(reader.ReadToEnd(), "defaults.yaml");
-        root.Remove("includes");
+        var names = asm.GetManifestResourceNames().Where(n => n.StartsWith("FashionViL.Config.", StringComparison.Ordinal) && n.EndsWith(".yaml", StringComparison.Ordinal))
+            .OrderBy(n => n.EndsWith("Config.defaults.yaml", StringComparison.Ordinal) ? 0 : 1).ThenBy(n => n, StringComparer.Ordinal).ToList();
+        var root = new Dictionary<string, object?>(StringComparer.Ordinal);
+        foreach (var name in names)
+        {
+            using var stream = asm.GetManifestResourceStream(name)!;
+            using var reader = new StreamReader(stream);
+            var part = ParseMapping(reader.ReadToEnd(), name);
+            part.Remove("includes");
+            Merge(root, part);
+        }
         return root;
     }
 
@@ -250,6 +272,7 @@ public sealed partial class FvConfig
                 throw new ConfigException($"{source}: unknown config key '{full}'{Suggest(full, AllKeys(schemaRoot ?? schema, ""))}");
             if (s is Dictionary<string, object?> sd)
             {
+                if (sd.Count == 0) continue;   // an empty mapping in the schema is an open map: any keys
                 if (v is Dictionary<string, object?> ud) Validate(ud, sd, full, source, schemaRoot ?? schema);
                 else if (v is not null) throw new ConfigException($"{source}: config key '{full}' is a section (keys: {string.Join(", ", sd.Keys)}), not a value");
             }
@@ -268,6 +291,7 @@ public sealed partial class FvConfig
         object? s = schema;
         foreach (var p in parts)
         {
+            if (s is Dictionary<string, object?> { Count: 0 }) { s = null; break; }   // inside an open map: any key
             if (s is not Dictionary<string, object?> sd || !sd.TryGetValue(p, out s))
                 throw new ConfigException($"override '{text}': unknown config key '{key}'{Suggest(key, AllKeys(schema, ""))}");
         }
@@ -312,10 +336,29 @@ public sealed partial class FvConfig
     [GeneratedRegex(@"\$\{([A-Za-z0-9_.]+)\}")]
     private static partial Regex Reference();
 
-    private void Interpolate()
+    private void Interpolate() => InterpolateIn(_root, "");
+
+    // Walks the tree itself (not dotted paths), so open-map keys that contain dots are fine.
+    private void InterpolateIn(Dictionary<string, object?> d, string prefix)
     {
-        foreach (var (key, _) in AllLeaves(_root, "").ToList())
-            Resolve(key, new HashSet<string>(StringComparer.Ordinal));
+        foreach (var k in d.Keys.ToList())
+        {
+            var full = prefix.Length == 0 ? k : prefix + "." + k;
+            switch (d[k])
+            {
+                case Dictionary<string, object?> sub:
+                    InterpolateIn(sub, full);
+                    break;
+                case List<object?> list:
+                    for (int i = 0; i < list.Count; i++)
+                        if (list[i] is string item && item.Contains("${", StringComparison.Ordinal))
+                            list[i] = Substitute(item, full, new HashSet<string>(StringComparer.Ordinal) { full });
+                    break;
+                case string s when s.Contains("${", StringComparison.Ordinal):
+                    d[k] = Substitute(s, full, new HashSet<string>(StringComparer.Ordinal) { full });
+                    break;
+            }
+        }
     }
 
     private string? Resolve(string key, HashSet<string> visiting)

@@ -159,3 +159,23 @@ public class ShippedConfigTests
         Assert.That(c.GetInt("training.batch_size"), Is.EqualTo(256), "inherited from pretrain.yaml");
     }
 }
+
+public class OpenMapTests
+{
+    [Test]
+    public void PretrainedStateMappingIsAnOpenMap()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "fvopen-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var p = Path.Combine(dir, "ft.yaml");
+            File.WriteAllText(p, "checkpoint:\n  pretrained_state_mapping:\n    image_encoder: image_encoder\n    model.bert: model.bert\n");
+            var c = FvConfig.Load(p, ["checkpoint.pretrained_state_mapping.extra=x"]);
+            Assert.That(c.GetStringMap("checkpoint.pretrained_state_mapping"),
+                Is.EquivalentTo(new Dictionary<string, string?> { ["image_encoder"] = "image_encoder", ["model.bert"] = "model.bert", ["extra"] = "x" }));
+            Assert.That(FvConfig.Defaults().GetStringMap("checkpoint.pretrained_state_mapping"), Is.Empty);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
