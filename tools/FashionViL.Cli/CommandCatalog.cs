@@ -12,6 +12,8 @@ public static partial class CommandCatalog
         yield return EvalCommand.Create();
         yield return SynthCommand.Create();
         yield return ConvertCommand.Create();
+        yield return EncodeCommand.Create();
+        yield return SearchCommand.Create();
         yield return InfoCommand.Create();
     }
 }
