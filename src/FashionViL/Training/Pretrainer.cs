@@ -240,6 +240,8 @@ public sealed class Pretrainer
             }
         }
 
+        if (loader.SkippedCount > 0)
+            _out.WriteLine($"skipped {loader.SkippedCount} unreadable image file(s) (dataset_config.fashionall.skip_bad_files), e.g. {string.Join(", ", loader.SkippedPaths.Take(3))}");
         var plot = log.Records.Count > 0 ? TrainingPlot.Save(log.Records, Path.Combine(runDir, PlotName), c.GetString("training.experiment_name")) : null;
         double secPerStep = clock.Elapsed.TotalSeconds / Math.Max(1, step - firstStep);
         return new PretrainResult(runDir, step, currentPath, bestPath, plot, lastGeneral, lastKaleido, taskLoss, secPerStep);
