@@ -142,6 +142,20 @@ public class EncoderTests
     }
 
     [Test]
+    public void MmfStateDictWithTheDdpPrefixLoads()
+    {
+        // The reference's layout as saved under DistributedDataParallel: every key under "module.".
+        var path = Path.Combine(D.Dir, "ddp.safetensors");
+        SafeTensors.Save(path, D.Model.StateDict().ToDictionary(kv => "module." + kv.Key, kv => kv.Value));
+        using var enc = FashionViLEncoder.Load(path, config: D.Config);
+        var got = enc.EmbedTexts(InferenceTestData.Texts.Take(2));
+        var proc = new PretrainTextProcessor(24, 0.0);
+        using var c = TextCollator.Collate(InferenceTestData.Texts.Take(2).Select(t => proc.Process(t, new Random(1))).ToList());
+        using var want = D.Model.EmbedTexts(c.InputIds, c.SegmentIds, c.InputMask);
+        AssertRowsClose(got, Rows(want), 1e-5, "texts");
+    }
+
+    [Test]
     public void FineTuneNamesLoadToo()
     {
         // FashionViLForContrastive / ForComposition: model.norm_layer.norm_s instead of model.contrastive_norm.norm_s, no heads.
