@@ -13,6 +13,8 @@ public static partial class CommandCatalog
         yield return FinetuneCommand.Create();
         yield return SynthCommand.Create();
         yield return ConvertCommand.Create();
+        yield return EncodeCommand.Create();
+        yield return SearchCommand.Create();
         yield return InfoCommand.Create();
     }
 }
