@@ -10,6 +10,7 @@ public static partial class CommandCatalog
         yield return DemoCommand.Create();
         yield return PretrainCommand.Create();
         yield return EvalCommand.Create();
+        yield return FinetuneCommand.Create();
         yield return SynthCommand.Create();
         yield return ConvertCommand.Create();
         yield return InfoCommand.Create();
