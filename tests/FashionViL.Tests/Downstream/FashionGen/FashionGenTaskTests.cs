@@ -306,4 +306,24 @@ public class FashionGenTaskTests
         using var logits2 = t.Net.Logits(other, b.InputIds, b.SegmentIds, b.InputMask);
         Assert.That(logits2.ToArray<float>(), Is.Not.EqualTo(z));
     }
+
+    // ------------------------------------------------------------------ through the generic loop
+
+    [Test]
+    public void FinetuneRunsTheClassificationTaskThroughTheGenericLoop()
+    {
+        var save = Path.Combine(Path.GetTempPath(), "fv-fashiongen-save-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var c = Micro(_data, "classification", $"env.save_dir={save}", "model=fashionvil", "run_type=train_val", "training.experiment_name=fg",
+                "training.batch_size=4", "training.max_updates=2", "training.evaluation_interval=2", "training.checkpoint_interval=2",
+                "training.log_interval=1", "training.early_stop.criteria=fashiongen/accuracy", "evaluation.max_items=3",
+                "checkpoint.resume_pretrained=false", "scheduler.params.use_warmup=false", "model_config.fashionvil.losses=[{type: cross_entropy}]");
+            var r = FashionViL.Downstream.DownstreamTasks.Run(c, TextWriter.Null);
+            Assert.That(r.Steps, Is.EqualTo(2));
+            Assert.That(r.Test!.Keys, Is.SupersetOf(new[] { "accuracy", "macro_f1" }));
+            Assert.That(r.BestCheckpoint, Does.Exist);
+        }
+        finally { if (Directory.Exists(save)) Directory.Delete(save, true); }
+    }
 }
