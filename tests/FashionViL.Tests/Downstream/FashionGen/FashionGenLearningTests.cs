@@ -100,7 +100,8 @@ public class FashionGenLearningTests
         int classes = rows.Distinct().Count();
         TestContext.Out.WriteLine($"val: {val.Count} products, {rows.Length} images, {classes} sub-categories; chance: majority-class accuracy {100 * majorityAcc:F2}%, " +
             $"macro-F1 {100 * majorityF1:F2}%; uniform guess over the {classes} present classes {100.0 / classes:F2}%");
-        var (before, after, losses) = Run(t, 1e-4, 40, 32);
+        // 200 updates ≈ 10 epochs of the 632 training products (40 updates reach only ~20% accuracy: the head starts from scratch).
+        var (before, after, losses) = Run(t, 1e-4, 200, 32);
         Assert.That(losses.TakeLast(5).Average(), Is.LessThan(losses.Take(5).Average()));
         Assert.That(after["accuracy"], Is.GreaterThan(Math.Max(2 * majorityAcc, 0.5)));
         Assert.That(after["macro_f1"], Is.GreaterThan(5 * majorityF1));

@@ -316,8 +316,8 @@ public class FashionGenTaskTests
         try
         {
             var c = Micro(_data, "classification", $"env.save_dir={save}", "model=fashionvil", "run_type=train_val", "training.experiment_name=fg",
-                "training.batch_size=4", "training.max_updates=2", "training.evaluation_interval=2", "training.checkpoint_interval=2",
-                "training.log_interval=1", "training.early_stop.criteria=fashiongen/accuracy", "evaluation.max_items=3",
+                "training.batch_size=2", "training.max_updates=2", "training.evaluation_interval=2", "training.checkpoint_interval=2",
+                "training.log_interval=1", "training.early_stop.criteria=fashiongen/accuracy", "evaluation.max_items=2",
                 "checkpoint.resume_pretrained=false", "scheduler.params.use_warmup=false", "model_config.fashionvil.losses=[{type: cross_entropy}]");
             var r = FashionViL.Downstream.DownstreamTasks.Run(c, TextWriter.Null);
             Assert.That(r.Steps, Is.EqualTo(2));
