@@ -1,3 +1,4 @@
+using System.Text.Json;
 using FashionViL.Eval;
 
 namespace FashionViL.Tests.Downstream.FashionIq;
@@ -108,6 +109,26 @@ public class FashionIqMetricTests
         Assert.That(r["dress_r@10"], Is.EqualTo(10.0 / 12).Within(1e-12));
         Assert.That(r["dress_r@50"], Is.EqualTo(1.0));
         Assert.That(r["avg"], Is.EqualTo((10.0 / 12 + 1) / 2).Within(1e-12));
+    }
+
+    [Test]
+    public void MatchesTheReferenceProtocolRunInTorchOnRandomData()
+    {
+        // tools/fixtures/make_fashioniq_metric_fixture.py: ~400 interleaved entries of three classes, ~30% fake, repeated ids,
+        // galleries of more than 50 items, no ties; expected values from np.unique + torch.topk as the reference computes them.
+        var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "FashionViL.Native.sln"))) dir = dir.Parent;
+        var file = Path.Combine(dir?.FullName ?? throw new DirectoryNotFoundException("repository root"), "tests", "fixtures", "fashioniq", "metric.json");
+        using var doc = JsonDocument.Parse(File.ReadAllText(file));
+        var root = doc.RootElement;
+        float[] F(string k) => root.GetProperty(k).EnumerateArray().Select(v => v.GetSingle()).ToArray();
+        long[] L(string k) => root.GetProperty(k).EnumerateArray().Select(v => v.GetInt64()).ToArray();
+        var fake = root.GetProperty("fake_data").EnumerateArray().Select(v => v.GetBoolean()).ToArray();
+        var r = FashionIqMetric.Compute(F("composed"), F("targets"), root.GetProperty("dim").GetInt32(), L("target_id"), fake, L("garment_class"));
+        var expected = root.GetProperty("expected").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble());
+        Assert.That(r.Keys, Is.EquivalentTo(expected.Keys));
+        foreach (var (k, v) in expected) Assert.That(r[k], Is.EqualTo(v).Within(1e-6), k);
+        Assert.That(expected["dress_r@10"], Is.InRange(0.2, 0.9), "a discriminating case (neither chance nor perfect)");
     }
 
     [Test]
