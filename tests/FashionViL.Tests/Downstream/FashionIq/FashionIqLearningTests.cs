@@ -23,7 +23,7 @@ public class FashionIqLearningTests
     public void FineTuningFromTheTinyCheckpointBeatsChance()
     {
         int steps = int.Parse(Environment.GetEnvironmentVariable("FIQ_STEPS") ?? "32", System.Globalization.CultureInfo.InvariantCulture);
-        double lr = double.Parse(Environment.GetEnvironmentVariable("FIQ_LR") ?? "1e-4", System.Globalization.CultureInfo.InvariantCulture);
+        double lr = double.Parse(Environment.GetEnvironmentVariable("FIQ_LR") ?? "1e-5", System.Globalization.CultureInfo.InvariantCulture);
         if (!File.Exists(Ckpt)) Assert.Ignore($"{Ckpt} not found");
         var c = FvConfig.Load(null,
         [
@@ -36,6 +36,8 @@ public class FashionIqLearningTests
         ]);
         var log = TestContext.Progress;
         var task = FashionIqTask.Create(c, log);
+        bool load = Environment.GetEnvironmentVariable("FIQ_NOCKPT") != "1";   // 1: random init (baseline)
+        if (load)
         using (var ck = TrainingCheckpoint.Read(Ckpt))
         {
             var part = ck.Model.Where(kv => kv.Key.StartsWith("image_encoder.", StringComparison.Ordinal) || kv.Key.StartsWith("model.bert.", StringComparison.Ordinal))
@@ -71,7 +73,7 @@ public class FashionIqLearningTests
         var after = task.Evaluate("val", Device.Cpu, 0);
         log.WriteLine($"after {steps} steps at lr {lr} (×20 ResNet/projection): " + Fmt(after));
         log.WriteLine($"chance: r@10 = 0.100, r@50 = 0.500, avg = 0.300 (100 gallery items per class); loss at chance ln {batch} = {Math.Log(batch):F3}");
-        Assert.That(losses.TakeLast(8).Average(), Is.LessThan(losses.Take(8).Average()));
+        if (steps >= 16) Assert.That(losses.TakeLast(8).Average(), Is.LessThan(losses.Take(8).Average()));
         Assert.That(after["r@k_fashioniq/avg"], Is.GreaterThan(0.3 + 0.15), "avg well above chance (0.3)");
     }
 
