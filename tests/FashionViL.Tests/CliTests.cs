@@ -34,3 +34,55 @@ public class CliTests
         Assert.That(text, Does.Contain("no-such-command"));
     }
 }
+
+/// <summary>`fashionvil pretrain` with the configs as shipped, on a generated copy of the real layout.</summary>
+[NonParallelizable]
+public class PretrainCliTests
+{
+    private string _dir = "";
+
+    [OneTimeSetUp]
+    public void MakeData()
+    {
+        _dir = Path.Combine(Path.GetTempPath(), "fv-cli-" + Guid.NewGuid().ToString("N"));
+        FashionViL.Synth.SyntheticDatasets.Generate(new FashionViL.Synth.SynthOptions(Path.Combine(_dir, "data"), 40, 3, 64, 0));
+    }
+
+    [OneTimeTearDown]
+    public void Drop() { if (Directory.Exists(_dir)) Directory.Delete(_dir, true); }
+
+    private static string Repo(string rel)
+    {
+        var d = new DirectoryInfo(TestContext.CurrentContext.TestDirectory);
+        while (d is not null && !File.Exists(Path.Combine(d.FullName, "FashionViL.Native.sln"))) d = d.Parent;
+        return Path.Combine(d!.FullName, rel);
+    }
+
+    [Test]
+    public void ShippedTinyConfigRunsAFewSteps()
+    {
+        var (code, text) = CliTests.RunCli("pretrain", "config=" + Repo("configs/tiny.yaml"), $"env.data_dir={Path.Combine(_dir, "data")}",
+            $"env.save_dir={Path.Combine(_dir, "save")}", "training.max_updates=3", "training.batch_size=8", "training.log_interval=1",
+            "training.evaluation_interval=3", "evaluation.max_items=8");
+        Assert.That(code, Is.EqualTo(0), text);
+        Assert.That(text, Does.Contain("3/3").And.Contain("finished 3 updates").And.Contain("r@k_general"));
+        Assert.That(File.Exists(Path.Combine(_dir, "save", "fashionvil_tiny", "current.ckpt")));
+    }
+
+    [Test]
+    public void UnknownKeyAndMissingFilesAreNamed()
+    {
+        var (code, text) = CliTests.RunCli("pretrain", "config=" + Repo("configs/tiny.yaml"), "training.batchsize=8");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(text, Does.Contain("training.batchsize").And.Contain("did you mean 'training.batch_size'"));
+        (code, text) = CliTests.RunCli("pretrain", "config=" + Path.Combine(_dir, "nope.yaml"));
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(text, Does.Contain("nope.yaml"));
+        (code, text) = CliTests.RunCli("pretrain", "config=" + Repo("configs/tiny.yaml"), $"env.data_dir={Path.Combine(_dir, "missing")}");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(text, Does.Contain(Path.Combine(_dir, "missing", "datasets")));
+        (code, text) = CliTests.RunCli("pretrain", "not-a-pair");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(text, Does.Contain("not-a-pair"));
+    }
+}

@@ -10,8 +10,11 @@ public static partial class CommandCatalog
         yield return DemoCommand.Create();
         yield return PretrainCommand.Create();
         yield return EvalCommand.Create();
+        yield return FinetuneCommand.Create();
         yield return SynthCommand.Create();
         yield return ConvertCommand.Create();
+        yield return EncodeCommand.Create();
+        yield return SearchCommand.Create();
         yield return InfoCommand.Create();
     }
 }

@@ -229,17 +229,12 @@ public sealed class Pretrainer
             {
                 currentPath = Path.Combine(runDir, CurrentName);
                 SaveCheckpoint(currentPath);
-                if (ckptEvery > 0 && step % ckptEvery == 0 && keep > 0)
-                {
-                    File.Copy(currentPath, Path.Combine(runDir, $"model_{step}.ckpt.tmp"), overwrite: true);
-                    File.Move(Path.Combine(runDir, $"model_{step}.ckpt.tmp"), Path.Combine(runDir, $"model_{step}.ckpt"), overwrite: true);
-                    foreach (var old in Directory.GetFiles(runDir, "model_*.ckpt").Select(p => (p, s: long.TryParse(Path.GetFileNameWithoutExtension(p)[6..], out var v) ? v : -1))
-                                 .Where(x => x.s >= 0).OrderByDescending(x => x.s).Skip(keep))
-                        File.Delete(old.p);
-                }
+                if (ckptEvery > 0 && step % ckptEvery == 0 && keep > 0) KeepPeriodic(runDir, currentPath, step, keep);
             }
         }
 
+        if (loader.SkippedCount > 0)
+            _out.WriteLine($"skipped {loader.SkippedCount} unreadable image file(s) (dataset_config.fashionall.skip_bad_files), e.g. {string.Join(", ", loader.SkippedPaths.Take(3))}");
         var plot = log.Records.Count > 0 ? TrainingPlot.Save(log.Records, Path.Combine(runDir, PlotName), c.GetString("training.experiment_name")) : null;
         double secPerStep = clock.Elapsed.TotalSeconds / Math.Max(1, step - firstStep);
         return new PretrainResult(runDir, step, currentPath, bestPath, plot, lastGeneral, lastKaleido, taskLoss, secPerStep);
@@ -309,13 +304,25 @@ public sealed class Pretrainer
 
     private static long Count(FashionViLPretraining m) => m.NamedParameters().Sum(p => (long)p.Tensor.Numel);
 
-    private static string Bar(long step, long total)
+    /// <summary>Copies the current checkpoint to model_&lt;step&gt;.ckpt (atomically) and keeps the newest <paramref name="keep"/>.</summary>
+    internal static void KeepPeriodic(string runDir, string currentPath, long step, int keep)
+    {
+        var final = Path.Combine(runDir, $"model_{step}.ckpt");
+        File.Copy(currentPath, final + ".tmp", overwrite: true);
+        File.Move(final + ".tmp", final, overwrite: true);
+        foreach (var old in Directory.GetFiles(runDir, "model_*.ckpt")
+                     .Select(p => (p, s: long.TryParse(Path.GetFileNameWithoutExtension(p)[6..], out var v) ? v : -1))
+                     .Where(x => x.s >= 0).OrderByDescending(x => x.s).Skip(keep))
+            File.Delete(old.p);
+    }
+
+    internal static string Bar(long step, long total)
     {
         int w = 20, filled = (int)(w * step / Math.Max(1, total));
         return "[" + new string('#', filled) + new string('.', w - filled) + "]";
     }
 
-    private static string Fmt(TimeSpan t) => t.TotalHours >= 1 ? $"{(int)t.TotalHours}h{t.Minutes:00}m" : $"{t.Minutes}m{t.Seconds:00}s";
+    internal static string Fmt(TimeSpan t) => t.TotalHours >= 1 ? $"{(int)t.TotalHours}h{t.Minutes:00}m" : $"{t.Minutes}m{t.Seconds:00}s";
 
     internal static void WriteAtomic(string path, string text)
     {

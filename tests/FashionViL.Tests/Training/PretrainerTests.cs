@@ -64,21 +64,22 @@ public class PretrainerTests
     [Test]
     public void ResumeInTheMiddleEqualsAStraightRunBitwise()
     {
-        // Straight: 8 updates. Split: 4 updates (checkpoint at 4), then a fresh process-like run resuming to 8.
-        // Accumulation (2 micro-batches of 4) is on, so the resumed data position and RNG streams must line up exactly.
+        // Straight: 20 updates. Split: 10 updates (checkpoint at 10), then a new trainer resuming to 20 (the issue's
+        // 10 + 10 against 20). Accumulation (2 micro-batches of 4) is on, so data position and RNG streams must line up.
+        string[] common = ["training.update_batch_size=4", "training.max_updates=20", "training.checkpoint_interval=10", "scheduler.params.lr_steps=[15]"];
         var straightDir = Path.Combine(_save, "a");
-        var straight = new Pretrainer(Micro(_data, straightDir, "training.update_batch_size=4"), TextWriter.Null).Run();
+        var straight = new Pretrainer(Micro(_data, straightDir, common), TextWriter.Null).Run();
         var splitDir = Path.Combine(_save, "b");
-        new Pretrainer(Micro(_data, splitDir, "training.update_batch_size=4", "training.max_updates=4"), TextWriter.Null).Run();
-        var resumed = new Pretrainer(Micro(_data, splitDir, "training.update_batch_size=4", "checkpoint.resume=true"), TextWriter.Null).Run();
-        Assert.That(resumed.Steps, Is.EqualTo(8));
+        new Pretrainer(Micro(_data, splitDir, [.. common, "training.max_updates=10"]), TextWriter.Null).Run();
+        var resumed = new Pretrainer(Micro(_data, splitDir, [.. common, "checkpoint.resume=true"]), TextWriter.Null).Run();
+        Assert.That(resumed.Steps, Is.EqualTo(20));
         var a = Weights(straight.CurrentCheckpoint!);
         var b = Weights(resumed.CurrentCheckpoint!);
         Assert.That(b.Keys, Is.EquivalentTo(a.Keys));
         foreach (var (k, v) in a) Assert.That(b[k], Is.EqualTo(v), $"parameter {k} differs after resume");
         // The logs of the resumed run hold each update once.
         var steps = File.ReadAllLines(Path.Combine(splitDir, "micro", "train.csv")).Skip(1).Select(l => long.Parse(l.Split(',')[0])).ToList();
-        Assert.That(steps, Is.EqualTo(Enumerable.Range(1, 8).Select(i => (long)i)));
+        Assert.That(steps, Is.EqualTo(Enumerable.Range(1, 20).Select(i => (long)i)));
         // ...and training changed the weights at all (the comparison is not between two untouched models).
         var init = new Pretrainer(Micro(_data, Path.Combine(_save, "c"), "training.max_updates=1", "optimizer.params.lr=0", "scheduler.params.warmup_iterations=0"), TextWriter.Null).Run();
         var w0 = Weights(init.CurrentCheckpoint!);

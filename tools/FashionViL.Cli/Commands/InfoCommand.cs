@@ -1,26 +1,33 @@
 using System.CommandLine;
+using FashionViL.Model;
+using FashionViL.Nn.Models;
 
 namespace FashionViL.Cli;
 
-/// <summary>`fashionvil info`: the compute devices this machine offers.</summary>
+/// <summary>`fashionvil info`: the compute devices this machine offers and the model sizes.</summary>
 public static class InfoCommand
 {
     public static Command Create()
     {
-        var command = new Command("info", "List compute devices and the engine's build.");
-        command.SetAction(_ =>
+        var command = new Command("info", "List compute devices and the FashionViL model sizes (reference and tiny).");
+        command.SetAction(parse =>
         {
-            Console.WriteLine($"FashionViL.Native on .NET {Environment.Version}, {Environment.OSVersion}");
-            Console.WriteLine($"cpu      : {Environment.ProcessorCount} hardware threads");
+            var o = parse.InvocationConfiguration.Output;
+            o.WriteLine($"FashionViL.Native on .NET {Environment.Version}, {Environment.OSVersion}");
+            o.WriteLine($"cpu      : {Environment.ProcessorCount} hardware threads");
             try
             {
                 var backend = Backends.Get(Device.Cuda(0));
-                Console.WriteLine($"cuda:0   : {backend}");
+                o.WriteLine($"cuda:0   : {backend}");
             }
             catch (Exception e) when (e is NotSupportedException or InvalidOperationException)
             {
-                Console.WriteLine($"cuda     : not available ({e.Message})");
+                o.WriteLine($"cuda     : not available ({e.Message})");
             }
+            o.WriteLine("models (parameters):");
+            foreach (var (name, c) in new[] { ("reference (configs/pretrain.yaml)", FashionViLConfig.Reference), ("tiny (configs/tiny.yaml)", FashionViLConfig.Tiny) })
+                o.WriteLine($"  {name,-34} {ModelSizes.Describe(c)}");
+            o.WriteLine($"  {"VQ-VAE tokenizer (frozen)",-34} {ModelSizes.VqVae(VqVaeConfig.Reference):N0} (reference config)");
             return 0;
         });
         return command;

@@ -59,7 +59,7 @@ public static class PretrainCommand
     internal static void Report(TextWriter o, PretrainResult r)
     {
         o.WriteLine();
-        o.WriteLine($"finished {r.Steps} updates ({r.SecondsPerStep:F2} s/update)");
+        if (r.Steps > 0) o.WriteLine($"finished {r.Steps} updates ({r.SecondsPerStep:F2} s/update)");
         if (r.TaskLosses.Count > 0)
         {
             o.WriteLine("  task    first loss   last loss   updates");
@@ -75,7 +75,7 @@ public static class PretrainCommand
         o.WriteLine($"run directory : {r.RunDirectory}");
         if (r.CurrentCheckpoint is not null) o.WriteLine($"checkpoint    : {r.CurrentCheckpoint}");
         if (r.BestCheckpoint is not null) o.WriteLine($"best          : {r.BestCheckpoint}");
-        o.WriteLine($"metrics       : {Path.Combine(r.RunDirectory, "metrics.jsonl")} (+ train.csv, eval.csv)");
+        if (r.Steps > 0) o.WriteLine($"metrics       : {Path.Combine(r.RunDirectory, "metrics.jsonl")} (+ train.csv, eval.csv)");
         if (r.PlotPath is not null) o.WriteLine($"plot          : {r.PlotPath}");
     }
 }
