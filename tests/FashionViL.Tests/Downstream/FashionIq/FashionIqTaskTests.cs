@@ -280,4 +280,22 @@ public class FashionIqTaskTests
         // Deterministic: the same numbers twice (test reads val).
         Assert.That(task.Evaluate("test", Device.Cpu, 1), Is.EquivalentTo(r));
     }
+    [Test]
+    public void FinetuneRunsTheCompositionTaskThroughTheGenericLoop()
+    {
+        var save = Path.Combine(Path.GetTempPath(), "fv-fashioniq-save-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var c = Micro(_data, $"env.save_dir={save}", "model=fashionvil", "run_type=train_val", "training.experiment_name=fiq",
+                "dataset_config.fashioniq.processors.image_processor.size=32", "dataset_config.fashioniq.num_workers=1",
+                "training.batch_size=4", "training.max_updates=2", "training.evaluation_interval=2", "training.checkpoint_interval=2",
+                "training.log_interval=1", "training.early_stop.criteria=fashioniq/r@k_fashioniq/avg",
+                "checkpoint.resume_pretrained=false", "scheduler.params.use_warmup=false", "model_config.fashionvil.losses=[{type: bbc_loss}]");
+            var r = FashionViL.Downstream.DownstreamTasks.Run(c, TextWriter.Null);
+            Assert.That(r.Steps, Is.EqualTo(2));
+            Assert.That(r.Test!.Keys, Is.SupersetOf(new[] { "r@k_fashioniq/avg", "r@k_fashioniq/dress_r@10", "r@k_fashioniq/toptee_r@50" }));
+            Assert.That(r.BestCheckpoint, Does.Exist);
+        }
+        finally { if (Directory.Exists(save)) Directory.Delete(save, true); }
+    }
 }
