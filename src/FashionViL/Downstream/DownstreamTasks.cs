@@ -14,6 +14,7 @@ public static partial class DownstreamTasks
         {
             ("fashionvil", "fashiongen", "contrastive") => Fine(FashionGen.FashionGenRetrievalTask.Create(c, log)),
             ("fashionvil", "fashiongen", "classification") => Fine(FashionGen.FashionGenClassificationTask.Create(c, log)),
+            ("fashionvil", "fashioniq", "composition") => Fine(FashionIq.FashionIqTask.Create(c, log)),
             ("csa_net", "polyvore_ocir", _) => Fine(Ocir.OcirTask.Create(c, log)),
             _ => throw new ConfigException($"no downstream task for model={model} datasets={dataset} model_config.fashionvil.training_head_type={head}; " +
                                            "known: " + string.Join("; ", Known)),
@@ -30,6 +31,7 @@ public static partial class DownstreamTasks
     [
         "model=fashionvil datasets=fashiongen training_head_type=contrastive (configs/e2e_contrastive.yaml)",
         "model=fashionvil datasets=fashiongen training_head_type=classification (configs/e2e_classification.yaml)",
+        "model=fashionvil datasets=fashioniq training_head_type=composition (configs/e2e_composition.yaml)",
         "model=csa_net datasets=polyvore_ocir (configs/ocir_disjoint.yaml, configs/ocir_nondisjoint.yaml)",
     ];
 }

@@ -20,6 +20,14 @@ public static class FashionIqDataset
     /// </summary>
     public static List<FashionIqTriplet> Read(string dataDir, string split, string garmentClass = "all")
     {
+        string root = Path.Combine(dataDir, "datasets", "FashionIQ");
+        return Read(Path.Combine(root, "captions"), Path.Combine(root, "images"), split, garmentClass);
+    }
+
+    /// <summary>As <see cref="Read(string, string, string)"/> with explicit folders: <paramref name="captionsDir"/> holds
+    /// cap.&lt;class&gt;.&lt;split&gt;.json, <paramref name="imageDir"/> the &lt;ASIN&gt;.jpg files.</summary>
+    public static List<FashionIqTriplet> Read(string captionsDir, string imageDir, string split, string garmentClass)
+    {
         string s = split switch
         {
             "train" => "train", "val" or "test" => "val",
@@ -28,12 +36,10 @@ public static class FashionIqDataset
         string[] classes = garmentClass == "all" ? GarmentClasses
             : GarmentClasses.Contains(garmentClass) ? [garmentClass]
             : throw new ArgumentException($"FashionIQ garment_class '{garmentClass}': expected all, shirt, dress or toptee", nameof(garmentClass));
-        string root = Path.Combine(dataDir, "datasets", "FashionIQ");
-        string imageDir = Path.Combine(root, "images");
         var list = new List<FashionIqTriplet>();
         foreach (var cls in classes)
         {
-            string file = Path.Combine(root, "captions", $"cap.{cls}.{s}.json");
+            string file = Path.Combine(captionsDir, $"cap.{cls}.{s}.json");
             using var doc = Json.Open(file);
             int i = 0;
             foreach (var item in Json.Array(doc, file))
@@ -54,7 +60,7 @@ public static class FashionIqDataset
                 i++;
             }
         }
-        if (list.Count == 0) throw new DatasetFormatException(Path.Combine(root, "captions"), $"dataset is empty (split {s}, garment_class {garmentClass})");
+        if (list.Count == 0) throw new DatasetFormatException(captionsDir, $"dataset is empty (split {s}, garment_class {garmentClass})");
         return list;
     }
 }
