@@ -6,7 +6,8 @@ namespace FashionViL.Tests.Inference;
 /// <summary>
 /// The round trip on generated data: `encode` every FashionGen val image with the demo's pre-trained tiny checkpoint,
 /// then `search` with each product's text (title.description); a query hits when a returned image belongs to its product.
-/// Needs the demo run (FV_DEMO_DIR, default /tmp/demo2: data/ and save/fashionvil_tiny/best.ckpt). Minutes on CPU, so explicit:
+/// Needs the demo run (FV_DEMO_DIR, default /tmp/demo2: data/ and save/fashionvil_tiny/best.ckpt; FV_CHECKPOINT picks another
+/// checkpoint, e.g. a fine-tuned retrieval model). Minutes on CPU, so explicit:
 /// dotnet test tests/FashionViL.Tests --filter "FullyQualifiedName~RoundTripExperiment"
 /// </summary>
 [Explicit("needs the demo run's data and checkpoint; a few minutes on CPU")]
@@ -16,7 +17,7 @@ public class RoundTripExperiment
     public void TextQueriesFindTheirProductAmongTheValImages()
     {
         var demo = Environment.GetEnvironmentVariable("FV_DEMO_DIR") ?? "/tmp/demo2";
-        var ckpt = Path.Combine(demo, "save", "fashionvil_tiny", "best.ckpt");
+        var ckpt = Environment.GetEnvironmentVariable("FV_CHECKPOINT") ?? Path.Combine(demo, "save", "fashionvil_tiny", "best.ckpt");
         var fg = Path.Combine(demo, "data", "datasets", "FashionGen");
         if (!File.Exists(ckpt) || !Directory.Exists(fg)) Assert.Ignore($"demo run not found under {demo}");
         var products = ProductDatasets.Read(Path.Combine(fg, "val_info.json"), Path.Combine(fg, "val"));
