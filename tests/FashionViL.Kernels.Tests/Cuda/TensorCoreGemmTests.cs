@@ -9,10 +9,11 @@ namespace FashionViL.Kernels.Tests.Cuda;
 /// <summary>
 /// <see cref="TensorCoreGemm"/> on ILGPU's CPU accelerator (its portable path: 2-thread groups, bounds-checked views) against
 /// CpuBackend.MatMul under the same <see cref="MatMulPrecision"/>, both checked against a float64 reference on the rounded
-/// operands; and its PTX for sm_90 (the mma path, not run here: on-GPU correctness is owed).
+/// operands; and its PTX for sm_90. FVL_KERNEL_TESTS_CUDA=1 runs the same cases on a real GPU, i.e. the mma path (owed:
+/// no GPU has run it yet).
 /// </summary>
 [TestFixture, Category("Cuda")]
-public class TensorCoreGemmTests() : EmulatorKernelTestBase(assertions: true)
+public class TensorCoreGemmTests() : EmulatorKernelTestBase(assertions: true, cudaVariable: NormIndexKernelTests.CudaVariable)
 {
     private static float[] RandF(int n, int seed)
     {
@@ -76,10 +77,12 @@ public class TensorCoreGemmTests() : EmulatorKernelTestBase(assertions: true)
                     }
                     int o = (bt * M + i) * N + j;
                     double want = alpha * s + beta * c0[o] + (bias?[j] ?? 0), mag = Math.Abs(alpha) * abs + Math.Abs(beta * c0[o]) + Math.Abs(bias?[j] ?? 0);
+                    // Device: twice the bound, since tensor cores may truncate instead of round inside their fp32 sums (unit
+                    // roundoff 2⁻²³); the portable path rounds, like the CPU.
                     double tol = (K + 3) * Math.Pow(2, -24) * mag + 1e-30;
-                    Assert.That(Math.Abs(dev[o] - want), Is.LessThanOrEqualTo(tol), $"{what}: device element {o} = {dev[o]:R}, want {want:R}");
+                    Assert.That(Math.Abs(dev[o] - want), Is.LessThanOrEqualTo(2 * tol), $"{what}: device element {o} = {dev[o]:R}, want {want:R}");
                     Assert.That(Math.Abs(cpu[o] - want), Is.LessThanOrEqualTo(tol), $"{what}: cpu element {o} = {cpu[o]:R}, want {want:R}");
-                    Assert.That(Math.Abs(dev[o] - cpu[o]), Is.LessThanOrEqualTo(2 * tol), $"{what}: device vs cpu at {o}");
+                    Assert.That(Math.Abs(dev[o] - cpu[o]), Is.LessThanOrEqualTo(3 * tol), $"{what}: device vs cpu at {o}");
                     worst = Math.Max(worst, Math.Abs(dev[o] - want));
                     moved = Math.Max(moved, Math.Abs(alpha * (exact - s)));
                 }
@@ -146,12 +149,14 @@ public class CudaMatMulPrecisionTests : CudaTestBase
             Cpu.MatMul(a, b, want, false, false, 1, 0, bias);
             Dev.MatMul(Up(a), Up(b), got, false, false, 1, 0, Up(bias));
         }
-        // K = 21 terms of size ≤ 1 plus the bias: the fp32 accumulation bound (K+3)·2⁻²⁴·(K+1) on each backend.
-        double tol = 2 * 24 * 22 * Math.Pow(2, -24);
+        // K = 21 terms of size ≤ 1 plus the bias: the fp32 accumulation bound (K+3)·2⁻²⁴·(K+1), on each backend (×2 on a
+        // device whose tensor cores truncate: 2⁻²³), so 3× between them.
+        double tol = 3 * 24 * 22 * Math.Pow(2, -24);
         AssertSame(got, want, 0, tol, $"{p} device vs cpu");
         var g = got.To(FashionViL.Tensors.Device.Cpu).ToArray<float>();
         var f = fp32.To(FashionViL.Tensors.Device.Cpu).ToArray<float>();
         double diff = g.Zip(f, (x, y) => Math.Abs(x - y)).Max();
+        TestContext.Out.WriteLine($"{p}: max |device − device fp32| = {diff:G3}, tolerance {tol:G3}");
         if (p == Precision.Fp32) Assert.That(g, Is.EqualTo(f), "Fp32 in a scope is the default SGEMM, bitwise");
         else Assert.That(diff, Is.GreaterThan(10 * tol), $"{p} did not reach the device GEMM");
     }
