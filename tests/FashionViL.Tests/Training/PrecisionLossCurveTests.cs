@@ -35,18 +35,20 @@ public class PrecisionLossCurveTests
         return s / (to - from);
     }
 
-    /// <summary>
-    /// 10 updates of the micro config (ITC and MLM: no VQ-VAE, to stay fast) for fp32 seed 1, fp32 seed 2 and tf32 seed 1, set
-    /// through the <c>training.precision</c> config key.
-    /// The same seed gives the same task sequence, data order and dropout draws, so fp32 and tf32 at seed 1 differ only by the
-    /// operand rounding. Bound: over the run, the mean per-update |fp32 − tf32| must be below a quarter of the mean per-update
-    /// |fp32(seed 1) − fp32(seed 2)| measured here (the seed noise: a different init, data order and task mix). A quarter,
-    /// not 1×, because TF32 keeps 11 significant bits (relative operand error ≤ 2⁻¹¹ ≈ 5e-4) and its effect on a 10-update
-    /// loss is orders of magnitude below what another init does; a broken rounding (wrong bits, dropped operands) or a switch
-    /// that leaked into C/accumulation would not stay under it. The tf32 losses must also differ from fp32 (the key took effect).
-    /// </summary>
-    private const int Updates = 10;
+    private const int Updates = 8;
 
+    /// <summary>
+    /// 8 updates of the micro config (ITC and ITM: no VQ-VAE, no 30,522-way MLM head, to stay fast) for fp32 seed 1, fp32
+    /// seed 2 and tf32 seed 1, set through the <c>training.precision</c> config key. The same seed gives the same task
+    /// sequence, data order and dropout draws, so fp32 and tf32 at seed 1 differ only by the operand rounding.
+    /// Bounds: (1) the criterion with a factor 2 of margin: the mean per-update |fp32 − tf32| is below half the mean
+    /// per-update |fp32(seed 1) − fp32(seed 2)| measured here (the seed noise: another init, data order and task mix; measured
+    /// 0.10 against 0.78 on this machine). Not tighter: AdamW's first steps move each weight by ±lr whatever the gradient's
+    /// size, so gradients near zero whose sign the rounding flips make the trajectories drift apart within a few updates
+    /// (update 7 already differs by 0.36 in ITC), as they would in PyTorch. (2) Before any weight update (update 1) the only
+    /// difference is one TF32 rounding per GEMM operand (relative error ≤ 2⁻¹¹ ≈ 4.9e-4, about 1.2e-4 on average); the loss
+    /// must agree to 1e-3 relative (measured 5e-5) — and must differ (the key reached the GEMMs).
+    /// </summary>
     [Test]
     public void Tf32LossesStayWithinTheSeedNoiseOfFp32OnTheMicroConfig()
     {
@@ -56,8 +58,8 @@ public class PrecisionLossCurveTests
         {
             SyntheticDatasets.Generate(new SynthOptions(data, 40, 7, 64, 0));
             string[] common = [$"training.max_updates={Updates}", "training.batch_size=4", "training.checkpoint_interval=0", "training.log_interval=100",
-                "scheduler.params.warmup_iterations=2", "scheduler.params.lr_steps=[8]", "run_type=train",
-                "model_config.fashionvil.tasks=[itc,mlm]", "model_config.fashionvil.tasks_sample_ratio=[0.5,0.5]"];
+                "scheduler.params.warmup_iterations=2", "scheduler.params.lr_steps=[6]", "run_type=train",
+                "model_config.fashionvil.tasks=[itc,itm]", "model_config.fashionvil.tasks_sample_ratio=[0.5,0.5]"];
             (string, double)[] Run(string name, int seed, string precision)
             {
                 var before = MatMulPrecision.Current;
@@ -75,8 +77,10 @@ public class PrecisionLossCurveTests
             Assert.That(fA.All(x => double.IsFinite(x.Item2)) && tA.All(x => double.IsFinite(x.Item2)));
             double noise = MeanAbsDiff(fA, fB, 0, Updates), tf32 = MeanAbsDiff(fA, tA, 0, Updates);
             TestContext.Out.WriteLine($"mean |fp32 A − fp32 B| = {noise:G4}, mean |fp32 A − tf32 A| = {tf32:G4}");
-            Assert.That(tf32, Is.GreaterThan(0), "tf32 gave bit-identical losses: training.precision did not reach the GEMMs");
-            Assert.That(tf32, Is.LessThan(noise / 4), "tf32 moved the loss curve by more than a quarter of the seed noise");
+            for (int i = 0; i < Updates; i++) TestContext.Out.WriteLine($"  update {i + 1}: {fA[i].Item1} fp32 A {fA[i].Item2:F5}, tf32 A {tA[i].Item2:F5}; {fB[i].Item1} fp32 B {fB[i].Item2:F5}");
+            Assert.That(tA[0].Item2, Is.Not.EqualTo(fA[0].Item2), "tf32 gave a bit-identical first loss: training.precision did not reach the GEMMs");
+            Assert.That(Math.Abs(tA[0].Item2 - fA[0].Item2), Is.LessThan(1e-3 * Math.Abs(fA[0].Item2)), "first update, before any weight moved");
+            Assert.That(tf32, Is.LessThan(noise / 2), "tf32 moved the loss curve by more than half the seed noise");
         }
         finally
         {
