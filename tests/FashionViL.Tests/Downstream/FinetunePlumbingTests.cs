@@ -1,0 +1,183 @@
+using FashionViL.Config;
+using FashionViL.Data.Loading;
+using FashionViL.Downstream;
+using FashionViL.Downstream.FashionGen;
+using FashionViL.Nn;
+using FashionViL.Nn.Checkpoints;
+using FashionViL.Synth;
+using FashionViL.Tests.Downstream.FashionGen;
+using FashionViL.Tests.Downstream.FashionIq;
+using FashionViL.Tests.Downstream.Ocir;
+
+namespace FashionViL.Tests.Downstream;
+
+/// <summary>
+/// Fine-tuning plumbing on generated data with micro models: bitwise resume of the FashionIQ and OCIR tasks, gradient
+/// accumulation (<c>training.update_batch_size</c>), and resume with accumulation.
+/// </summary>
+[NonParallelizable]
+public class FinetunePlumbingTests
+{
+    private static string _data = "";
+    private string _save = "";
+
+    [OneTimeSetUp]
+    public static void MakeData()
+    {
+        _data = Path.Combine(Path.GetTempPath(), "fv-ftplumb-data-" + Guid.NewGuid().ToString("N"));
+        SyntheticDatasets.Generate(new SynthOptions(_data, 96, 7, 64, 0));
+    }
+
+    [OneTimeTearDown]
+    public static void DropData() { if (Directory.Exists(_data)) Directory.Delete(_data, true); }
+
+    [SetUp] public void SetUp() => _save = Path.Combine(Path.GetTempPath(), "fv-ftplumb-save-" + Guid.NewGuid().ToString("N"));
+    [TearDown] public void TearDown() { if (Directory.Exists(_save)) Directory.Delete(_save, true); }
+
+    private static string[] Run(string save, string experiment, string criteria, int batch, int updates, params string[] extra) =>
+    [
+        $"env.save_dir={save}", "run_type=train", $"training.experiment_name={experiment}", $"training.batch_size={batch}",
+        $"training.max_updates={updates}", "training.checkpoint_interval=2", "training.log_interval=1", "training.evaluation_interval=0",
+        $"training.early_stop.criteria={criteria}", "checkpoint.resume_pretrained=false", "scheduler.params.use_warmup=false",
+        "optimizer.params.lr=1e-3", .. extra,
+    ];
+
+    private static Dictionary<string, float[]> Weights(string ckpt)
+    {
+        using var f = TrainingCheckpoint.Read(ckpt);
+        return f.Model.Where(kv => kv.Value.DType == DType.Float32).ToDictionary(kv => kv.Key, kv => kv.Value.ToArray<float>());
+    }
+
+    /// <summary>Rewrites a checkpoint's training state (e.g. to undo what resume must restore).</summary>
+    private static void Tamper(string ckpt, Action<TrainingState> edit)
+    {
+        var tmp = ckpt + ".edit";
+        using (var f = TrainingCheckpoint.Read(ckpt))
+        {
+            edit(f.State);
+            TrainingCheckpoint.Save(tmp, f.Model, f.Optimizer, f.State);
+        }
+        File.Move(tmp, ckpt, overwrite: true);
+    }
+
+    /// <summary>
+    /// 2 + 2 updates with a resume in between against 4 straight updates, through <see cref="DownstreamTasks.Run"/>; then,
+    /// as a control, the same resume from a checkpoint whose state <paramref name="tamper"/> spoils: it must differ.
+    /// Returns (straight weights, resumed weights, tampered weights, weights after 2 updates).
+    /// </summary>
+    private (Dictionary<string, float[]> Straight, Dictionary<string, float[]> Resumed, Dictionary<string, float[]> Control, Dictionary<string, float[]> Mid)
+        ResumeCase(Func<string[], FvConfig> config, string criteria, int batch, Action<TrainingState> tamper, params string[] extra)
+    {
+        var a = DownstreamTasks.Run(config(Run(_save, "a", criteria, batch, 4, extra)), TextWriter.Null);
+        DownstreamTasks.Run(config(Run(_save, "b", criteria, batch, 2, extra)), TextWriter.Null);
+        var mid = Weights(Path.Combine(_save, "b", "current.ckpt"));
+        // The control resumes from a tampered copy of the same 2-update run.
+        Directory.CreateDirectory(Path.Combine(_save, "c"));
+        File.Copy(Path.Combine(_save, "b", "current.ckpt"), Path.Combine(_save, "c", "current.ckpt"));
+        Tamper(Path.Combine(_save, "c", "current.ckpt"), tamper);
+        var b = DownstreamTasks.Run(config(Run(_save, "b", criteria, batch, 4, [.. extra, "checkpoint.resume=true"])), TextWriter.Null);
+        var c = DownstreamTasks.Run(config(Run(_save, "c", criteria, batch, 4, [.. extra, "checkpoint.resume=true"])), TextWriter.Null);
+        Assert.That((a.Steps, b.Steps, c.Steps), Is.EqualTo((4L, 4L, 4L)));
+        return (Weights(a.CurrentCheckpoint!), Weights(b.CurrentCheckpoint!), Weights(c.CurrentCheckpoint!), mid);
+    }
+
+    private static void AssertBitwise(Dictionary<string, float[]> straight, Dictionary<string, float[]> resumed, Dictionary<string, float[]> mid, int minChanged)
+    {
+        Assert.That(resumed.Keys, Is.EquivalentTo(straight.Keys));
+        foreach (var (k, v) in straight) Assert.That(resumed[k], Is.EqualTo(v), $"{k} differs between 2 + 2 resumed and 4 straight updates");
+        // Updates 3 and 4 moved the weights (the comparison is not between two untouched models).
+        Assert.That(straight.Count(kv => !kv.Value.SequenceEqual(mid[kv.Key])), Is.GreaterThanOrEqualTo(minChanged));
+    }
+
+    private static int Differing(Dictionary<string, float[]> a, Dictionary<string, float[]> b) => a.Count(kv => !kv.Value.SequenceEqual(b[kv.Key]));
+
+    // ------------------------------------------------------------------ 1. bitwise resume
+
+    [Test]
+    public void FashionIqResumeEqualsAStraightRunBitwiseAndNeedsTheGeneratorState()
+    {
+        // Dropout 0.1 (the default) in BERT: the masks of updates 3 and 4 must come from the checkpointed loop generator.
+        var (straight, resumed, control, mid) = ResumeCase(extra => FashionIqTaskTests.Micro(_data, [.. extra,
+                "dataset_config.fashioniq.processors.image_processor.size=32", "dataset_config.fashioniq.num_workers=1"]),
+            "fashioniq/r@k_fashioniq/avg", 4,
+            st => st.Rng["task"] = new GeneratorState(st.Rng["task"].Seed, 0));   // as if the generator were not restored
+        AssertBitwise(straight, resumed, mid, straight.Count / 2);
+        Assert.That(Differing(control, straight), Is.GreaterThan(straight.Count / 2),
+            "control: resuming with the loop generator reset must change the dropout masks and so the weights");
+    }
+
+    [Test]
+    public void OcirResumeEqualsAStraightRunBitwise()
+    {
+        // CSA-Net draws nothing in its forward (no dropout, frozen BatchNorms), so the generator is not what a resume can get
+        // wrong here; the control spoils the data position instead (the next batch of the epoch order is skipped).
+        var (straight, resumed, control, mid) = ResumeCase(extra => OcirTaskTests.Micro(_data, extra), "polyvore_ocir/r@k_ocir/avg", 2,
+            st => st.DataPosition["batch"] += 1);
+        int trainable;
+        using (var t = FashionViL.Downstream.Ocir.OcirTask.Create(OcirTaskTests.Micro(_data), TextWriter.Null))
+            trainable = t.Net.NamedParameters().Count(p => p.Tensor.RequiresGrad);
+        AssertBitwise(straight, resumed, mid, trainable);
+        Assert.That(Differing(control, straight), Is.GreaterThanOrEqualTo(trainable), "control: a wrong data position must change the weights");
+    }
+
+    // ------------------------------------------------------------------ 2. gradient accumulation
+
+    [Test]
+    public void AccumulatingTwoMicroBatchesGivesTheGradientOfOneBatch()
+    {
+        // Sub-category classification without dropout, BatchNorms in eval mode: the loss is a mean of per-sample terms, so the
+        // gradient of one batch of 8 is the 4/8-weighted sum of the gradients of its two halves (MMF: each mean / update_frequency).
+        using var task = FashionGenClassificationTask.Create(FashionGenTaskTests.Micro(_data, "classification",
+            "model_config.fashionvil.bert.hidden_dropout_prob=0", "model_config.fashionvil.bert.attention_probs_dropout_prob=0"), TextWriter.Null);
+        task.Model.Train();
+        foreach (var (_, m) in task.Model.NamedModules()) if (m is BatchNorm2d) m.Eval();
+        var options = new PrefetchLoaderOptions { BatchSize = 8, Shuffle = true, DropLast = true, Seed = 3, Workers = 1 };
+
+        Dictionary<string, double[]> Grads(int micro, out double loss, out int parts)
+        {
+            using var loader = new PrefetchLoader<MicroBatches<FashionGenBatch>>(task.TrainCount, MicroBatches<FashionGenBatch>.Builder(task.BuildTrainBatch, micro, options), options);
+            using var b = loader.Next();
+            parts = b.Parts.Count;
+            task.Model.ZeroGrad();
+            using (Tensor.Scope()) loss = Finetuner<FashionGenBatch>.AccumulateGradients(task, b, Device.Cpu, new Generator(1));
+            var r = task.Model.NamedParameters().Where(p => p.Tensor.Grad is not null)
+                .ToDictionary(p => p.Name, p => p.Tensor.Grad!.ToArray<float>().Select(v => (double)v).ToArray());
+            task.Model.ZeroGrad();
+            return r;
+        }
+        var one = Grads(8, out var lossOne, out var p1);
+        var acc = Grads(4, out var lossAcc, out var p2);
+        var half = Grads(8, out _, out _);   // the same batch again: the reference is reproducible
+        Assert.That((p1, p2), Is.EqualTo((1, 2)));
+        Assert.That(lossAcc, Is.EqualTo(lossOne).Within(1e-6 * Math.Abs(lossOne)), "accumulated loss = Σ 4/8 · mean(half)");
+        Assert.That(acc.Keys, Is.EquivalentTo(one.Keys));
+        Assert.That(one.Count, Is.GreaterThan(20));
+        foreach (var (k, g) in one)
+        {
+            Assert.That(half[k], Is.EqualTo(g), $"{k}: the reference gradient is deterministic");
+            double scale = g.Max(Math.Abs);
+            // float32 sums in a different order: relative 1e-5 of the tensor's largest entry (the scaling error this test
+            // guards against — no 1/k, or 1/k twice — is a factor of 2).
+            for (int i = 0; i < g.Length; i++)
+                Assert.That(acc[k][i], Is.EqualTo(g[i]).Within(1e-5 * scale + 1e-12), $"{k}[{i}]");
+        }
+    }
+
+    [Test]
+    public void AccumulationResumesBitwiseAndIsValidated()
+    {
+        // Batch 4 as 2 micro-batches of 2, dropout on (the loop generator is drawn from micro-batch by micro-batch).
+        var log = new StringWriter();
+        var (straight, resumed, control, mid) = ResumeCase(extra => FashionGenTaskTests.Micro(_data, "classification", extra), "fashiongen/accuracy", 4,
+            st => st.Rng["task"] = new GeneratorState(st.Rng["task"].Seed, 0), "training.update_batch_size=2");
+        AssertBitwise(straight, resumed, mid, straight.Count / 2);
+        Assert.That(Differing(control, straight), Is.GreaterThan(straight.Count / 2), "control: the loop generator must be restored");
+
+        // The run says it accumulates; a batch that is not a multiple of the micro-batch is refused, naming both keys.
+        DownstreamTasks.Run(FashionGenTaskTests.Micro(_data, "classification", Run(_save, "d", "fashiongen/accuracy", 4, 1, "training.update_batch_size=2")), log);
+        Assert.That(log.ToString(), Does.Contain("2 micro-batches of 2"));
+        var e = Assert.Throws<ConfigException>(() => DownstreamTasks.Run(FashionGenTaskTests.Micro(_data, "classification",
+            Run(_save, "e", "fashiongen/accuracy", 4, 1, "training.update_batch_size=3")), TextWriter.Null))!;
+        Assert.That(e.Message, Does.Contain("training.batch_size").And.Contain("training.update_batch_size"));
+    }
+}
