@@ -25,7 +25,7 @@ public class FinetunePlumbingTests
     public static void MakeData()
     {
         _data = Path.Combine(Path.GetTempPath(), "fv-ftplumb-data-" + Guid.NewGuid().ToString("N"));
-        SyntheticDatasets.Generate(new SynthOptions(_data, 96, 7, 64, 0));
+        SyntheticDatasets.Generate(new SynthOptions(_data, 48, 7, 48, 0));
     }
 
     [OneTimeTearDown]
@@ -37,10 +37,22 @@ public class FinetunePlumbingTests
     private static string[] Run(string save, string experiment, string criteria, int batch, int updates, params string[] extra) =>
     [
         $"env.save_dir={save}", "run_type=train", $"training.experiment_name={experiment}", $"training.batch_size={batch}",
-        $"training.max_updates={updates}", "training.checkpoint_interval=2", "training.log_interval=1", "training.evaluation_interval=0",
+        $"training.max_updates={updates}", "training.checkpoint_interval=1", "training.log_interval=1", "training.evaluation_interval=0",
         $"training.early_stop.criteria={criteria}", "checkpoint.resume_pretrained=false", "scheduler.params.use_warmup=false",
         "optimizer.params.lr=1e-3", .. extra,
     ];
+
+    /// <summary>Smaller than the task tests' micro models (seconds per test): ResNet width 4, 32-px images (1 visual token), 16 tokens.</summary>
+    private static readonly string[] Smaller =
+    [
+        "model_config.fashionvil.image_encoder.params.base_width=4",
+        "dataset_config.fashiongen.processors.image_processor.resize=36", "dataset_config.fashiongen.processors.image_processor.crop=32",
+        "dataset_config.fashiongen.processors.text_processor.max_seq_length=16", "dataset_config.fashiongen.num_workers=1",
+        "dataset_config.fashioniq.processors.image_processor.size=32", "dataset_config.fashioniq.num_workers=1",
+        "dataset_config.fashioniq.processors.text_processor.params.max_seq_length=16",
+    ];
+
+    private static FvConfig Scr(params string[] extra) => FashionGenTaskTests.Micro(_data, "classification", [.. Smaller, .. extra]);
 
     private static Dictionary<string, float[]> Weights(string ckpt)
     {
@@ -61,31 +73,33 @@ public class FinetunePlumbingTests
     }
 
     /// <summary>
-    /// 2 + 2 updates with a resume in between against 4 straight updates, through <see cref="DownstreamTasks.Run"/>; then,
+    /// N + N updates (N = 2) with a resume in between against 2N straight updates, through <see cref="DownstreamTasks.Run"/>; then,
     /// as a control, the same resume from a checkpoint whose state <paramref name="tamper"/> spoils: it must differ.
-    /// Returns (straight weights, resumed weights, tampered weights, weights after 2 updates).
+    /// Returns (straight weights, resumed weights, tampered weights, weights after N updates).
     /// </summary>
+    private const int N = 2;
+
     private (Dictionary<string, float[]> Straight, Dictionary<string, float[]> Resumed, Dictionary<string, float[]> Control, Dictionary<string, float[]> Mid)
         ResumeCase(Func<string[], FvConfig> config, string criteria, int batch, Action<TrainingState> tamper, params string[] extra)
     {
-        var a = DownstreamTasks.Run(config(Run(_save, "a", criteria, batch, 4, extra)), TextWriter.Null);
-        DownstreamTasks.Run(config(Run(_save, "b", criteria, batch, 2, extra)), TextWriter.Null);
+        var a = DownstreamTasks.Run(config(Run(_save, "a", criteria, batch, 2 * N, extra)), TextWriter.Null);
+        DownstreamTasks.Run(config(Run(_save, "b", criteria, batch, N, extra)), TextWriter.Null);
         var mid = Weights(Path.Combine(_save, "b", "current.ckpt"));
         // The control resumes from a tampered copy of the same 2-update run.
         Directory.CreateDirectory(Path.Combine(_save, "c"));
         File.Copy(Path.Combine(_save, "b", "current.ckpt"), Path.Combine(_save, "c", "current.ckpt"));
         Tamper(Path.Combine(_save, "c", "current.ckpt"), tamper);
-        var b = DownstreamTasks.Run(config(Run(_save, "b", criteria, batch, 4, [.. extra, "checkpoint.resume=true"])), TextWriter.Null);
-        var c = DownstreamTasks.Run(config(Run(_save, "c", criteria, batch, 4, [.. extra, "checkpoint.resume=true"])), TextWriter.Null);
-        Assert.That((a.Steps, b.Steps, c.Steps), Is.EqualTo((4L, 4L, 4L)));
+        var b = DownstreamTasks.Run(config(Run(_save, "b", criteria, batch, 2 * N, [.. extra, "checkpoint.resume=true"])), TextWriter.Null);
+        var c = DownstreamTasks.Run(config(Run(_save, "c", criteria, batch, 2 * N, [.. extra, "checkpoint.resume=true"])), TextWriter.Null);
+        Assert.That((a.Steps, b.Steps, c.Steps), Is.EqualTo((2L * N, 2L * N, 2L * N)));
         return (Weights(a.CurrentCheckpoint!), Weights(b.CurrentCheckpoint!), Weights(c.CurrentCheckpoint!), mid);
     }
 
     private static void AssertBitwise(Dictionary<string, float[]> straight, Dictionary<string, float[]> resumed, Dictionary<string, float[]> mid, int minChanged)
     {
         Assert.That(resumed.Keys, Is.EquivalentTo(straight.Keys));
-        foreach (var (k, v) in straight) Assert.That(resumed[k], Is.EqualTo(v), $"{k} differs between 2 + 2 resumed and 4 straight updates");
-        // Updates 3 and 4 moved the weights (the comparison is not between two untouched models).
+        foreach (var (k, v) in straight) Assert.That(resumed[k], Is.EqualTo(v), $"{k} differs between {N} + {N} resumed and {2 * N} straight updates");
+        // Updates N+1..2N moved the weights (the comparison is not between two untouched models).
         Assert.That(straight.Count(kv => !kv.Value.SequenceEqual(mid[kv.Key])), Is.GreaterThanOrEqualTo(minChanged));
     }
 
@@ -97,8 +111,7 @@ public class FinetunePlumbingTests
     public void FashionIqResumeEqualsAStraightRunBitwiseAndNeedsTheGeneratorState()
     {
         // Dropout 0.1 (the default) in BERT: the masks of updates 3 and 4 must come from the checkpointed loop generator.
-        var (straight, resumed, control, mid) = ResumeCase(extra => FashionIqTaskTests.Micro(_data, [.. extra,
-                "dataset_config.fashioniq.processors.image_processor.size=32", "dataset_config.fashioniq.num_workers=1"]),
+        var (straight, resumed, control, mid) = ResumeCase(extra => FashionIqTaskTests.Micro(_data, [.. Smaller, .. extra]),
             "fashioniq/r@k_fashioniq/avg", 4,
             st => st.Rng["task"] = new GeneratorState(st.Rng["task"].Seed, 0));   // as if the generator were not restored
         AssertBitwise(straight, resumed, mid, straight.Count / 2);
@@ -127,7 +140,7 @@ public class FinetunePlumbingTests
     {
         // Sub-category classification without dropout, BatchNorms in eval mode: the loss is a mean of per-sample terms, so the
         // gradient of one batch of 8 is the 4/8-weighted sum of the gradients of its two halves (MMF: each mean / update_frequency).
-        using var task = FashionGenClassificationTask.Create(FashionGenTaskTests.Micro(_data, "classification",
+        using var task = FashionGenClassificationTask.Create(Scr(
             "model_config.fashionvil.bert.hidden_dropout_prob=0", "model_config.fashionvil.bert.attention_probs_dropout_prob=0"), TextWriter.Null);
         task.Model.Train();
         foreach (var (_, m) in task.Model.NamedModules()) if (m is BatchNorm2d) m.Eval();
@@ -168,15 +181,15 @@ public class FinetunePlumbingTests
     {
         // Batch 4 as 2 micro-batches of 2, dropout on (the loop generator is drawn from micro-batch by micro-batch).
         var log = new StringWriter();
-        var (straight, resumed, control, mid) = ResumeCase(extra => FashionGenTaskTests.Micro(_data, "classification", extra), "fashiongen/accuracy", 4,
+        var (straight, resumed, control, mid) = ResumeCase(extra => Scr(extra), "fashiongen/accuracy", 4,
             st => st.Rng["task"] = new GeneratorState(st.Rng["task"].Seed, 0), "training.update_batch_size=2");
         AssertBitwise(straight, resumed, mid, straight.Count / 2);
         Assert.That(Differing(control, straight), Is.GreaterThan(straight.Count / 2), "control: the loop generator must be restored");
 
         // The run says it accumulates; a batch that is not a multiple of the micro-batch is refused, naming both keys.
-        DownstreamTasks.Run(FashionGenTaskTests.Micro(_data, "classification", Run(_save, "d", "fashiongen/accuracy", 4, 1, "training.update_batch_size=2")), log);
+        DownstreamTasks.Run(Scr(Run(_save, "d", "fashiongen/accuracy", 4, 1, "training.update_batch_size=2")), log);
         Assert.That(log.ToString(), Does.Contain("2 micro-batches of 2"));
-        var e = Assert.Throws<ConfigException>(() => DownstreamTasks.Run(FashionGenTaskTests.Micro(_data, "classification",
+        var e = Assert.Throws<ConfigException>(() => DownstreamTasks.Run(Scr(
             Run(_save, "e", "fashiongen/accuracy", 4, 1, "training.update_batch_size=3")), TextWriter.Null))!;
         Assert.That(e.Message, Does.Contain("training.batch_size").And.Contain("training.update_batch_size"));
     }
