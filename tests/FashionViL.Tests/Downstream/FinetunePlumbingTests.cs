@@ -133,6 +133,44 @@ public class FinetunePlumbingTests
         Assert.That(Differing(control, straight), Is.GreaterThanOrEqualTo(trainable), "control: a wrong data position must change the weights");
     }
 
+    [Test]
+    public void LoopRandomDrawsFromTheLoopGeneratorAndHandsTheStateBack()
+    {
+        // A model generator at another seed and offset; inside Run it draws what the loop generator would have drawn next.
+        var loop = new Generator(77); using (loop.Uniform([5])) { }
+        var model = new Generator(3); using (model.Uniform([9])) { }
+        var expected = new Generator(77); expected.SetState(loop.Seed, loop.Offset);
+        using var want = expected.Uniform([4]);
+        using (var got = LoopRandom.Run(model, loop, () => model.Uniform([4])))
+            Assert.That(got.ToArray<float>(), Is.EqualTo(want.ToArray<float>()));
+        Assert.That((loop.Seed, loop.Offset), Is.EqualTo((expected.Seed, expected.Offset)), "the loop generator moved past the draw");
+        // ...also when the forward throws after drawing.
+        using (expected.Uniform([2])) { }
+        Assert.Throws<InvalidOperationException>(() => LoopRandom.Run<int>(model, loop, () => { using (model.Uniform([2])) { } throw new InvalidOperationException("boom"); }));
+        Assert.That((loop.Seed, loop.Offset), Is.EqualTo((expected.Seed, expected.Offset)));
+        Assert.That(expected.Offset, Is.Not.EqualTo(new Generator(77).Offset), "draws move the offset (the checks above are not vacuous)");
+    }
+
+    [Test]
+    public void MicroBatchesSplitTheUpdatesIndicesInOrder()
+    {
+        var options = new PrefetchLoaderOptions { BatchSize = 7, Shuffle = true, Seed = 9, Workers = 1, DropLast = true };
+        using var whole = new PrefetchLoader<IndexBatch>(20, c => new IndexBatch(c.Indices.ToArray(), c.Epoch), options);
+        using var split = new PrefetchLoader<MicroBatches<IndexBatch>>(20, MicroBatches<IndexBatch>.Builder(c => new IndexBatch(c.Indices.ToArray(), c.Epoch), 3, options), options);
+        for (int b = 0; b < 4; b++)   // crosses into the second epoch
+        {
+            using var w = whole.Next();
+            using var s = split.Next();
+            Assert.That(s.Sizes, Is.EqualTo(new[] { 3, 3, 1 }));
+            Assert.That(s.Total, Is.EqualTo(7));
+            Assert.That(s.Parts.SelectMany(p => p.Indices), Is.EqualTo(w.Indices), $"batch {b}");
+            Assert.That(s.Parts.Select(p => p.Epoch), Is.All.EqualTo(w.Epoch));
+        }
+        Assert.That(split.Position, Is.EqualTo(whole.Position));
+    }
+
+    private sealed record IndexBatch(int[] Indices, int Epoch) : IDisposable { public void Dispose() { } }
+
     // ------------------------------------------------------------------ 2. gradient accumulation
 
     [Test]
