@@ -15,11 +15,11 @@ public class SynthOutfitStyleTests
     private static string D => SynthFixture.Datasets;
 
     // The shared fixture's 64-px JPEGs are too small for the prints to survive JPEG's 2×2 colour subsampling (a 64-px polka
-    // dot is 3 px across), so the image check uses its own 160-px set (N = 40: 10 outfits, about 45 items, ~1 s).
+    // dot is 3 px across), so the image check uses its own 160-px set (N = 24: 6 outfits, about 27 items).
     private static readonly Lazy<string> Large = new(() =>
     {
         string dir = SynthFixture.TempDir("style160");
-        SyntheticDatasets.Generate(new SynthOptions(dir, 40, Seed: 5, ImageSize: 160));
+        SyntheticDatasets.Generate(new SynthOptions(dir, 24, Seed: 5, ImageSize: 160));
         return Path.Combine(dir, "datasets");
     });
 
@@ -128,6 +128,6 @@ public class SynthOutfitStyleTests
             Assert.That(fPrint, Is.GreaterThan(0.04), $"{path} ({l}): {l.Print} share {fPrint:F2}");
             seen++;
         }
-        Assert.That(seen, Is.GreaterThan(30));
+        Assert.That(seen, Is.GreaterThan(20));
     }
 }
