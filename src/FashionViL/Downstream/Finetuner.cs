@@ -46,6 +46,8 @@ public sealed class Finetuner<TBatch> where TBatch : IDisposable
         Directory.CreateDirectory(runDir);
         Pretrainer.WriteAtomic(Path.Combine(runDir, Pretrainer.ConfigName), c.ToYaml());
         int seed = c.GetInt("training.seed");
+        // The GEMM/conv operand precision (Tensors.MatMulPrecision) for everything this run computes.
+        using var precision = MatMulPrecision.Use(MatMulPrecision.Parse(c.GetString("training.precision"), "training.precision"));
         var g = new Generator((ulong)seed + 11);
 
         // ---------------------------------------------------------------- weights
