@@ -320,6 +320,7 @@ internal static unsafe class Gemm<T> where T : unmanaged, IFloatingPointIeee754<
     /// Rounds <paramref name="n"/> packed float32 operands in place (bit patterns) to TF32 or bfloat16, with exactly the
     /// rules of <see cref="PrecisionRounding.Tf32Bits"/> / <see cref="PrecisionRounding.Bf16Bits"/> (zero padding stays zero).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // no slow tier-0 Vector256 code while a run warms up
     private static void RoundPanel(uint* p, long n, Precision precision)
     {
         bool tf32 = precision == Precision.Tf32;
