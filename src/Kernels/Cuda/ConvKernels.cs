@@ -70,6 +70,12 @@ public struct PoolShape
 /// launchers validate view lengths and geometry first (ArgumentException naming the op and shapes).
 /// </para>
 /// <para>
+/// Precision (issue 7): the three launchers take a <see cref="Precision"/> (default Fp32: the kernels above, unchanged).
+/// Tf32 / Bf16 run the tensor-core kernel (ConvKernels.TensorCore.cs): the same coordinate tables with GEMM operands rounded
+/// as the CPU backend rounds them in its im2col GEMMs, float32 accumulation, mma.sync on CUDA. <see cref="CudaBackend"/>
+/// passes <see cref="MatMulPrecision.Current"/>.
+/// </para>
+/// <para>
 /// Pooling: max-pool forward is one thread per output and visits the window in the CPU backend's order (first max on
 /// ties, NaN wins, −∞ padding, Int64 index h·W + w in the input plane). Max-pool backward has two deterministic forms,
 /// both bit-identical to the CPU backend's float sums: a gather (needs the pooling geometry; one thread per input
@@ -79,7 +85,7 @@ public struct PoolShape
 /// gather in the CPU backend's order.
 /// </para>
 /// </summary>
-public static class ConvKernels
+public static partial class ConvKernels
 {
     /// <summary>Threads per group on a GPU (the kernels accept any group size; the CPU accelerator gets its maximum, e.g. 2).</summary>
     public const int GpuGroupSize = 256;
@@ -592,6 +598,7 @@ public static class ConvKernels
     [
         ("conv_gemm", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>)ConvGemmKernel).Method),
         ("conv_gemm128", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>)ConvGemm128Kernel).Method),
+        ("conv_gemm_tc", TensorCoreKernelMethod),
         ("conv_split_reduce", ((Action<ArrayView<float>, ArrayView<float>, int, int>)SplitReduceKernel).Method),
         ("conv_bias_grad", ((Action<ArrayView<float>, ArrayView<float>, int, int, int>)BiasGradKernel).Method),
         ("max_pool_fwd", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>)MaxPoolForwardKernel).Method),
@@ -606,6 +613,7 @@ public static class ConvKernels
     private sealed class Loaded
     {
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>? Gemm, Gemm128;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>? GemmTc;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? BiasGrad;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? SplitReduce;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>? MaxFwd;
@@ -646,19 +654,31 @@ public static class ConvKernels
         return new KernelConfig((int)Math.Clamp((work + nt - 1) / nt, 1, 1 << 20), nt);
     }
 
+    /// <summary>Fp32 → the implicit-GEMM kernel of version <paramref name="v"/>; Tf32/Bf16 → the tensor-core kernel (v is ignored).</summary>
     private static void LaunchGemm(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
-        ArrayView<float> bias, ConvGemmShape s, ConvVersion v)
+        ArrayView<float> bias, ConvGemmShape s, ConvVersion v, Precision precision)
     {
         if (s.M == 0 || s.N == 0) return;
-        if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
         if (s.Splits < 1)
         {
             s.Splits = 1; s.KChunk = s.K; s.SplitStride = 0;
         }
+        if (precision != Precision.Fp32)
+        {
+            LaunchTc(acc, stream, a, b, o, bias, s, precision);
+            return;
+        }
+        if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
         int tm = v == ConvVersion.Tile128 ? BM2 : BM, tn = v == ConvVersion.Tile128 ? BN2 : BN;
         int tilesM = (s.M + tm - 1) / tm, tilesN = (s.N + tn - 1) / tn;
         var cfg = new KernelConfig(new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(s.Splits, 65535)), new Index3D(GroupSize(acc), 1, 1));
         GemmKernel(acc, v)(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s);
+    }
+
+    private static void CheckPrecision(string op, Precision precision)
+    {
+        if (precision is not (Precision.Fp32 or Precision.Tf32 or Precision.Bf16))
+            throw new ArgumentOutOfRangeException(nameof(precision), precision, $"{op} (ilgpu): precision must be Fp32, Tf32 or Bf16");
     }
 
     private static ConvGemmShape Geometry(string op, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p)
@@ -701,10 +721,12 @@ public static class ConvKernels
     /// <paramref name="bias"/> is non-empty), enqueued on <paramref name="stream"/> (null: the default stream). y is overwritten.
     /// </summary>
     public static void Conv2dForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
-        ArrayView<float> y, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto)
+        ArrayView<float> y, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
+        Precision precision = Precision.Fp32)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d";
+        CheckPrecision(op, precision);
         var s = Geometry(op, batch, cin, h, w, cout, kh, kw, p);
         int P = s.Ho * s.Wo;
         Need(op, "input", x, (long)batch * cin * h * w, s);
@@ -715,15 +737,17 @@ public static class ConvKernels
         s.Mode = (int)ConvMode.Forward;
         s.M = cout; s.N = batch * P; s.K = cin * kh * kw;
         s.AStride = s.K; s.OutStride = P; s.HasBias = bias.Length > 0 ? 1 : 0;
-        LaunchGemm(acc, stream, weight, x, y, bias, s, version);
+        LaunchGemm(acc, stream, weight, x, y, bias, s, version, precision);
     }
 
     /// <summary>gx [batch, cin, h, w] ← ∂conv2d/∂x given gy [batch, cout, Ho, Wo] (overwritten; no atomics, deterministic).</summary>
     public static void Conv2dBackwardInput(Accelerator acc, AcceleratorStream? stream, ArrayView<float> gy, ArrayView<float> weight,
-        ArrayView<float> gx, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto)
+        ArrayView<float> gx, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
+        Precision precision = Precision.Fp32)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d backward (input)";
+        CheckPrecision(op, precision);
         var s = Geometry(op, batch, cin, h, w, cout, kh, kw, p);
         Need(op, "output gradient", gy, (long)batch * cout * s.Ho * s.Wo, s);
         Need(op, "weight", weight, (long)cout * cin * kh * kw, s);
@@ -731,7 +755,7 @@ public static class ConvKernels
         s.Mode = (int)ConvMode.BackwardInput;
         s.M = cin; s.N = batch * h * w; s.K = cout * kh * kw;
         s.AStride = kh * kw; s.OutStride = h * w;
-        LaunchGemm(acc, stream, weight, gy, gx, default, s, version);
+        LaunchGemm(acc, stream, weight, gy, gx, default, s, version, precision);
     }
 
     /// <summary>
@@ -743,10 +767,11 @@ public static class ConvKernels
     /// </summary>
     public static void Conv2dBackwardWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> gy,
         ArrayView<float> gw, ArrayView<float> gb, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
-        ArrayView<float> workspace = default, int splits = 0)
+        ArrayView<float> workspace = default, int splits = 0, Precision precision = Precision.Fp32)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d backward (weight)";
+        CheckPrecision(op, precision);
         var s = Geometry(op, batch, cin, h, w, cout, kh, kw, p);
         int P = s.Ho * s.Wo;
         Need(op, "input", x, (long)batch * cin * h * w, s);
@@ -763,8 +788,9 @@ public static class ConvKernels
         if (mn > 0 && s.K > 0 && workspace.Length >= 2 * mn)
         {
             if (version == ConvVersion.Auto) version = Choose(acc, s.M, s.N);
-            int tile = version == ConvVersion.Tile128 ? BM2 : BM;
-            long tiles = (long)((s.M + tile - 1) / tile) * ((s.N + tile - 1) / tile);
+            int tileM = precision != Precision.Fp32 ? TcBM : version == ConvVersion.Tile128 ? BM2 : BM;
+            int tileN = precision != Precision.Fp32 ? TcBN : version == ConvVersion.Tile128 ? BN2 : BN;
+            long tiles = (long)((s.M + tileM - 1) / tileM) * ((s.N + tileN - 1) / tileN);
             long want = splits > 0 ? splits : (2L * acc.NumMultiprocessors + tiles - 1) / tiles;
             long cap = Math.Min(workspace.Length / mn, splits > 0 ? long.MaxValue : Math.Max(1, s.K / 256));
             sp = (int)Math.Clamp(Math.Min(want, cap), 1, 65535);
@@ -782,13 +808,13 @@ public static class ConvKernels
         if (sp > 1)
         {
             s.Splits = sp; s.KChunk = chunk; s.SplitStride = (int)mn;
-            LaunchGemm(acc, stream, gy, x, workspace, default, s, version);
+            LaunchGemm(acc, stream, gy, x, workspace, default, s, version, precision);
             var l2 = For(acc);
             Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> r;
             lock (l2) r = l2.SplitReduce ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SplitReduceKernel);
             r(stream ?? acc.DefaultStream, Flat(acc, mn), workspace, gw, (int)mn, sp);
         }
-        else LaunchGemm(acc, stream, gy, x, gw, default, s, version);
+        else LaunchGemm(acc, stream, gy, x, gw, default, s, version, precision);
         if (gb.Length > 0 && cout > 0)
         {
             var l = For(acc);

@@ -3,7 +3,10 @@ using ILGPU;
 
 namespace FashionViL.Kernels.Cuda;
 
-/// <summary>Convolution (implicit GEMM) and pooling on the device (<see cref="ConvKernels"/>), float32 NCHW.</summary>
+/// <summary>
+/// Convolution (implicit GEMM) and pooling on the device (<see cref="ConvKernels"/>), float32 NCHW. The three convolution
+/// GEMMs follow <see cref="MatMulPrecision.Current"/> (Fp32: exact; Tf32/Bf16: rounded operands, fp32 accumulation, tensor cores).
+/// </summary>
 public sealed partial class CudaBackend
 {
     private static void RequireRank4(string op, params (Tensor T, string Name)[] ts)
@@ -22,7 +25,7 @@ public sealed partial class CudaBackend
         if (x.Sizes[1] != w.Sizes[1]) throw new ArgumentException($"cuda: {op}: input {x.ShapeString} has {x.Sizes[1]} channels, weight {w.ShapeString} expects {w.Sizes[1]}");
         using var xc = Dense(x); using var wc = Dense(w);
         ConvKernels.Conv2dForward(Acc, Stream, View<float>(xc), View<float>(wc), bias is null ? default : View<float>(bias), View<float>(y),
-            x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p);
+            x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p, precision: MatMulPrecision.Current);
     }
 
     public void Conv2dBackwardInput(Tensor gy, Tensor w, Tensor gx, Conv2dParams p)
@@ -34,7 +37,7 @@ public sealed partial class CudaBackend
         RequireDense(op, (gx, "input gradient"));
         using var gyc = Dense(gy); using var wc = Dense(w);
         ConvKernels.Conv2dBackwardInput(Acc, Stream, View<float>(gyc), View<float>(wc), View<float>(gx),
-            gx.Sizes[0], gx.Sizes[1], gx.Sizes[2], gx.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p);
+            gx.Sizes[0], gx.Sizes[1], gx.Sizes[2], gx.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p, precision: MatMulPrecision.Current);
     }
 
     public void Conv2dBackwardWeight(Tensor x, Tensor gy, Tensor gw, Tensor? gb, Conv2dParams p)
@@ -46,7 +49,7 @@ public sealed partial class CudaBackend
         RequireDense(op, (gw, "weight gradient"), (gb, "bias gradient"));
         using var xc = Dense(x); using var gyc = Dense(gy);
         ConvKernels.Conv2dBackwardWeight(Acc, Stream, View<float>(xc), View<float>(gyc), View<float>(gw), gb is null ? default : View<float>(gb),
-            x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], gw.Sizes[0], gw.Sizes[2], gw.Sizes[3], p);
+            x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], gw.Sizes[0], gw.Sizes[2], gw.Sizes[3], p, precision: MatMulPrecision.Current);
     }
 
     public void MaxPool2dForward(Tensor x, Tensor y, Tensor indices, Pool2dParams p)

@@ -42,8 +42,8 @@ public static class TensorCoreGemm
     /// <summary>Threads per group on CUDA: 4 warps.</summary>
     public const int GpuGroupSize = 128;
 
-    private const int AStride = BK + 4;   // As[m·20 + k]: lanes (g, t) read words 20g + t → 32 distinct banks
-    private const int BStride = BN + 8;   // Bs[k·40 + n]: lanes (g, t) read words 40t + g → 32 distinct banks
+    internal const int AStride = BK + 4;   // As[m·20 + k]: lanes (g, t) read words 20g + t → 32 distinct banks
+    internal const int BStride = BN + 8;   // Bs[k·40 + n]: lanes (g, t) read words 40t + g → 32 distinct banks
 
     internal const int FlagTransA = 1, FlagTransB = 2, FlagBias = 4, FlagGelu = 8, FlagBf16 = 128;
 
@@ -54,7 +54,7 @@ public static class TensorCoreGemm
         => (s.Flags & FlagTransB) != 0 ? b[off + (long)n * s.Ldb + k] : b[off + (long)k * s.Ldb + n];
 
     /// <summary>The operand as the tensor cores see it, as float32 bits (bf16: the upper half, low half zero).</summary>
-    private static uint Rounded(float x, bool bf16)
+    internal static uint Rounded(float x, bool bf16)
     {
         uint u = Interop.FloatAsInt(x);
         return bf16 ? (uint)PrecisionRounding.Bf16Bits(u) << 16 : PrecisionRounding.Tf32Bits(u);
@@ -103,7 +103,7 @@ public static class TensorCoreGemm
     /// B b0 (k t, n g) b1 (k t+4, n g); bf16 m16n8k16 A a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..),
     /// B b0 (k 2t..2t+1, n g) b1 (k 2t+8..2t+9, n g); C c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1).
     /// </summary>
-    private static void WarpStep(ArrayView<uint> As, ArrayView<uint> Bs, int r0, int n0, int g, int t, bool bf16,
+    internal static void WarpStep(ArrayView<uint> As, ArrayView<uint> Bs, int r0, int n0, int g, int t, bool bf16,
         ref float c0, ref float c1, ref float c2, ref float c3)
     {
         int ra = (r0 + g) * AStride, rb = (r0 + g + 8) * AStride, n = n0 + g;
