@@ -658,6 +658,7 @@ public static class ConvKernels
         int tm = v == ConvVersion.Tile128 ? BM2 : BM, tn = v == ConvVersion.Tile128 ? BN2 : BN;
         int tilesM = (s.M + tm - 1) / tm, tilesN = (s.N + tn - 1) / tn;
         var cfg = new KernelConfig(new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(s.Splits, 65535)), new Index3D(GroupSize(acc), 1, 1));
+        CudaRuntime.CountLaunch();
         GemmKernel(acc, v)(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s);
     }
 
@@ -786,6 +787,7 @@ public static class ConvKernels
             var l2 = For(acc);
             Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> r;
             lock (l2) r = l2.SplitReduce ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SplitReduceKernel);
+            CudaRuntime.CountLaunch();
             r(stream ?? acc.DefaultStream, Flat(acc, mn), workspace, gw, (int)mn, sp);
         }
         else LaunchGemm(acc, stream, gy, x, gw, default, s, version);
@@ -794,6 +796,7 @@ public static class ConvKernels
             var l = For(acc);
             Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int> k;
             lock (l) k = l.BiasGrad ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(BiasGradKernel);
+            CudaRuntime.CountLaunch();
             k(stream ?? acc.DefaultStream, new KernelConfig(Math.Min(cout, 1 << 16), GroupSize(acc)), gy, gb, batch, cout, P);
         }
     }
@@ -827,6 +830,7 @@ public static class ConvKernels
         var l = For(acc);
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape> k;
         lock (l) k = l.MaxFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>(MaxPoolForwardKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, Flat(acc, outs), x, y, indices, s);
     }
 
@@ -860,11 +864,13 @@ public static class ConvKernels
         if (p is not null)
         {
             lock (l) k = l.MaxBwdGather ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>(MaxPoolBackwardGatherKernel);
+            CudaRuntime.CountLaunch();
             k(stream ?? acc.DefaultStream, Flat(acc, (long)planes * h * w), gy, indices, gx, s);
         }
         else
         {
             lock (l) k = l.MaxBwdScatter ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>(MaxPoolBackwardScatterKernel);
+            CudaRuntime.CountLaunch();
             k(stream ?? acc.DefaultStream, Flat(acc, planes), gy, indices, gx, s);
         }
     }
@@ -889,6 +895,7 @@ public static class ConvKernels
         var l = For(acc);
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape> k;
         lock (l) k = l.AvgFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, PoolShape>(AdaptiveAvgForwardKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, Flat(acc, (long)planes * ho * wo), x, y, s);
     }
 
@@ -904,6 +911,7 @@ public static class ConvKernels
         var l = For(acc);
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape> k;
         lock (l) k = l.AvgBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, PoolShape>(AdaptiveAvgBackwardKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, Flat(acc, (long)planes * h * w), gy, gx, s);
     }
 }

@@ -44,6 +44,7 @@ public sealed partial class CudaBackend
             TransA = transA, TransB = transB, Alpha = (float)alpha, Beta = (float)beta,
         };
         GemmKernels.Launch(Acc, Stream, args);
+        CudaRuntime.CountLaunch();   // GemmKernels.Launch enqueues exactly one kernel when C is not empty
     }
 
     private static (int Rows, int Width) Rows(Tensor x) => x.Rank == 0 ? (1, 1) : (x.Numel / Math.Max(x.Sizes[^1], 1), x.Sizes[^1]);
