@@ -204,7 +204,9 @@ public sealed class FashionViLPretraining : Module
         {
             var logits = Model.Heads.Itm.Forward(pooled);
             var targets = Tensor.FromArray(targetsHost, [n], grid.Device);
-            return new TaskOutput { Loss = Ops.CrossEntropy(logits, targets), Scores = logits, Targets = targets, Pairing = pairing };
+            // Targets are 0/1 (none ignored): the mean is Σ·(1/n), without reading the targets back to count them.
+            using var sum = Ops.CrossEntropy(logits, targets, reduction: Reduction.Sum);
+            return new TaskOutput { Loss = sum.MulScalar(1.0 / n), Scores = logits, Targets = targets, Pairing = pairing };
         }
     }
 
@@ -279,7 +281,9 @@ public sealed class FashionViLPretraining : Module
             using var sel = flat.IndexSelect(0, idx);
             var logits = Model.Heads.Mpfc.Forward(sel);
             var targets = Tensor.FromArray(cells.Select(i => codes[i]).ToArray(), [cells.Length], grid.Device);
-            return new TaskOutput { Loss = Ops.CrossEntropy(logits, targets), Scores = logits, Targets = targets };
+            // Every code is a class id (checked above): the mean is Σ·(1/cells), without reading the targets back.
+            using var sum = Ops.CrossEntropy(logits, targets, reduction: Reduction.Sum);
+            return new TaskOutput { Loss = sum.MulScalar(1.0 / cells.Length), Scores = logits, Targets = targets };
         }
     }
 

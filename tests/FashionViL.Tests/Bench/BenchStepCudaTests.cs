@@ -1,4 +1,5 @@
 using System.Text.Json;
+using FashionViL.Autograd;
 using FashionViL.Bench;
 using FashionViL.Config;
 using FashionViL.Kernels.Cuda;
@@ -68,6 +69,26 @@ public class BenchStepCudaTests
         Assert.That(d.DeviceToHostReads, Is.Zero, "device→host reads in the step");
         Assert.That(double.IsFinite(runner.LastLoss), Is.True);
         Assert.That((rt.Counters - c0).DeviceToHostReads, Is.EqualTo(1), "reading the loss afterwards is one counted read");
+    }
+
+    [TestCase(DType.Int64, 0), TestCase(DType.Int64, 1), TestCase(DType.Int32, 0), TestCase(DType.Float32, 1)]
+    public void IndexSelectMovesFourAndEightByteDataBitForBit(DType dtype, int dim)
+    {
+        // ITM re-pairs the int64 token ids of a batch on the device with index_select.
+        var values = Enumerable.Range(0, 5 * 7).Select(i => (long)i * 1_000_003 - 17_000_000_000L * (i % 3)).ToArray();
+        using var host64 = Tensor.FromArray(values, [5, 7]);
+        using var host = host64.To(dtype);
+        using var idx = Tensor.FromArray(new long[] { 3, 0, 3, 4 }, [4]);
+        using var want = host.IndexSelect(dim, idx);
+        using var dev = host.To(Gpu);
+        using var di = idx.To(Gpu);
+        using var got = dev.IndexSelect(dim, di);
+        Assert.That(got.Sizes.ToArray(), Is.EqualTo(want.Sizes.ToArray()));
+        using var back = got.To(Device.Cpu);
+        using var b64 = back.To(DType.Float64);
+        using var w64 = want.To(DType.Float64);
+        if (dtype == DType.Int64) Assert.That(back.ToArray<long>(), Is.EqualTo(want.ToArray<long>()));
+        else Assert.That(b64.ToArray<double>(), Is.EqualTo(w64.ToArray<double>()));
     }
 
     [Test]

@@ -103,4 +103,31 @@ public class SyncFreeStepTests
         Assert.That(e!.Message, Does.Contain("lm_label_ids_host"));
         model.ZeroGrad();
     }
+
+    [Test]
+    public void ItmAndMpfcLossesAreExactlyTheMeanCrossEntropy()
+    {
+        var cfg = FvConfig.Load(BenchTestUtil.Nano);
+        var mc = PretrainSetup.ModelConfig(cfg);
+        mc = mc with { Bert = mc.Bert with { VocabSize = 300, HiddenDropoutProb = 0, AttentionProbsDropoutProb = 0 } };
+        var model = new FashionViLPretraining(mc, new Generator(3));
+        model.Eval();
+        using var batch = StepBenchmark.MakeBatch(mc, 3, 16, Device.Cpu, 5);
+        using (var itm = model.Itm(batch, [true, false, true]))
+        using (GradMode.NoGrad())
+        {
+            using var old = Ops.CrossEntropy(itm.Scores!, itm.Targets!);
+            Assert.That(itm.Loss.Item(), Is.EqualTo(old.Item()), "itm: bit-identical to the mean reduction");
+            itm.Loss.Dispose();
+        }
+        using var codes = Tensor.FromArray(new long[] { 5, 17, 2 }, [3, 1]);
+        using (var mpfc = model.Mpfc(batch, codes))
+        using (GradMode.NoGrad())
+        {
+            using var old = Ops.CrossEntropy(mpfc.Scores!, mpfc.Targets!);
+            Assert.That(mpfc.Loss.Item(), Is.EqualTo(old.Item()), "mpfc: bit-identical to the mean reduction");
+            Assert.That(mpfc.Targets!.ToArray<long>(), Is.EqualTo(new long[] { 5, 17, 2 }), "one masked cell per image in the nano grid");
+            mpfc.Loss.Dispose();
+        }
+    }
 }
