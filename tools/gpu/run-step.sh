@@ -82,7 +82,7 @@ for f in sorted(glob.glob(os.path.join(out, "step-*.json"))):
     r = json.load(open(f))
     t = torch.get((r["task"], twin.get(r["precision"], r["precision"])))
     tm = t["ms_per_step"] if t else None
-    rows.append((r["task"], r["precision"], r["ms_per_step"]["median"], tm, r["peak_memory_gi_b"], t["peak_gib"] if t else None,
+    rows.append((r["task"], r["precision"], r["ms_per_step"]["median"], tm, r["peak_memory_gib"], t["peak_gib"] if t else None,
                  r.get("kernel_launches_per_step"), r["device_allocations_per_step"], r.get("host_syncs_per_step"), r["device_name"]))
     bd = r.get("breakdown")
     if bd:

@@ -63,7 +63,7 @@ public sealed record StepBenchResult
     public required double ImagesPerS { get; init; }
     /// <summary>Allocator high-water mark during the measured steps (bytes; block-rounded sizes, weights and optimizer state included).</summary>
     public required long PeakMemoryBytes { get; init; }
-    public double PeakMemoryGiB => PeakMemoryBytes / (double)(1L << 30);
+    public double PeakMemoryGib => PeakMemoryBytes / (double)(1L << 30);
     /// <summary>Kernel launches per step (CUDA; null on the CPU).</summary>
     public double? KernelLaunchesPerStep { get; init; }
     /// <summary>Allocator cache misses per step (requests that reached the device/system allocator).</summary>
@@ -298,7 +298,7 @@ public static class StepBenchmark
         sb.AppendLine(ci, $"  {r.Parameters:N0} trainable parameters; T={r.TextTokens} text + {r.VisualTokens} visual tokens, {r.ImageSize}² images; {r.Steps} steps after {r.Warmup} warm-up");
         sb.AppendLine(ci, $"  ms/step     median {r.MsPerStep.Median:F2}  (min {r.MsPerStep.Min:F2}, max {r.MsPerStep.Max:F2})");
         sb.AppendLine(ci, $"  images/s    {r.ImagesPerS:F1}");
-        sb.AppendLine(ci, $"  peak memory {r.PeakMemoryGiB:F3} GiB ({r.PeakMemoryBytes:N0} bytes, allocator high-water mark)");
+        sb.AppendLine(ci, $"  peak memory {r.PeakMemoryGib:F3} GiB ({r.PeakMemoryBytes:N0} bytes, allocator high-water mark)");
         sb.AppendLine(ci, $"  per step    kernel launches {Opt(r.KernelLaunchesPerStep)}, allocations (cache misses) {r.DeviceAllocationsPerStep:0.##}, host syncs {Opt(r.HostSyncsPerStep)}, device→host reads {Opt(r.DeviceToHostReadsPerStep)}");
         sb.AppendLine(ci, $"  loss        {r.Loss:G6} (last step)");
         if (r.Breakdown is { } bd)
