@@ -9,7 +9,8 @@
 # Device call (run tool, carry [".gpu"], timeout_s 600):
 #   bash tools/gpu/run-step.sh
 # Knobs (environment): TASKS="itc mlm mpfc"  BATCH=64  STEPS=10  WARMUP=3  MODES="fp32 tf32" (default: fp32, plus tf32
-# when available)  RUN_TIMEOUT=150 (seconds per bench run)  TORCH_MODES=fp32,default  TORCH=1 (0 skips PyTorch)  TORCH_SCRIPT=path  PYTHON=python3.
+# when available)  RUN_TIMEOUT=120 (seconds per bench run)  BUDGET=570 (seconds for the whole call; runs that would
+# not fit are skipped and named)  TORCH_MODES=fp32,default  TORCH=1 (0 skips PyTorch)  TORCH_SCRIPT=path  PYTHON=python3.
 # Local smoke test of the script itself (no GPU, tiny sizes):
 #   CLI="dotnet tools/FashionViL.Cli/bin/Debug/net10.0/FashionViL.Cli.dll" DEVICE=cpu CONFIG=tests/FashionViL.Tests/Bench/nano.yaml \
 #   BATCH=2 STEPS=1 WARMUP=1 PYTHON=/usr/bin/python3 TORCH_SCRIPT=/work/shared/tools/torch_fashionvil_step.py TORCH_ARGS="--small --device cpu" \
@@ -21,7 +22,7 @@ mkdir -p "$out"
 tasks=${TASKS:-"itc mlm mpfc"}
 batch=${BATCH:-64}; steps=${STEPS:-10}; warmup=${WARMUP:-3}
 device=${DEVICE:-cuda}; config=${CONFIG:-configs/pretrain.yaml}
-run_timeout=${RUN_TIMEOUT:-150}
+run_timeout=${RUN_TIMEOUT:-120}
 export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
 
 if [ -n "${CLI:-}" ]; then
@@ -45,13 +46,19 @@ else
 fi
 echo "bench step: tasks [$tasks], modes [$modes], batch $batch, $steps steps after $warmup warm-up, $device, $config" | tee "$out/plan.txt"
 
+# Stay inside one device call (600 s): a run starts only if it can finish (RUN_TIMEOUT) with PyTorch's time still left.
+budget=${BUDGET:-570}; torch_reserve=$([ "${TORCH:-1}" != "0" ] && echo "${TORCH_TIMEOUT:-200}" || echo 0)
 for mode in $modes; do
   for t in $tasks; do
     log="$out/step-$t-$mode.log"
+    if [ $((SECONDS + run_timeout + torch_reserve)) -gt "$budget" ]; then
+      echo "bench step $t $mode: skipped, not enough of the ${budget}s budget left (run it in another call: TASKS=$t MODES=$mode)" > "$log"
+      cat "$log"; continue
+    fi
     timeout "$run_timeout" "${cli[@]}" bench step --task "$t" --batch "$batch" --device "$device" --steps "$steps" \
       --warmup "$warmup" --config "$config" --precision "$mode" --json "$out/step-$t-$mode.json" > "$log" 2>&1
     rc=$?
-    [ $rc -eq 0 ] || echo "bench step $t $mode: exit $rc (timeout 124/137)" >> "$log"
+    [ $rc -eq 0 ] || echo "bench step $t $mode: exit $rc (124/137: over RUN_TIMEOUT=${run_timeout}s)" >> "$log"
     tail -n 22 "$log"
   done
 done
