@@ -10,7 +10,7 @@ public class ConvKernelTests
 
     // ------------------------------------------------------------------ references
 
-    private static (int Ho, int Wo) OutSize(int h, int w, int kh, int kw, Conv2dParams p) =>
+    internal static (int Ho, int Wo) OutSize(int h, int w, int kh, int kw, Conv2dParams p) =>
         ((h + p.PadTop + p.PadBottom - p.DilationH * (kh - 1) - 1) / p.StrideH + 1,
          (w + p.PadLeft + p.PadRight - p.DilationW * (kw - 1) - 1) / p.StrideW + 1);
 
@@ -33,7 +33,7 @@ public class ConvKernelTests
                                 }
     }
 
-    private static double[] RefConv(double[] x, double[] w, double[]? b, int N, int Cin, int H, int W, int Cout, int Kh, int Kw, Conv2dParams p)
+    internal static double[] RefConv(double[] x, double[] w, double[]? b, int N, int Cin, int H, int W, int Cout, int Kh, int Kw, Conv2dParams p)
     {
         var (Ho, Wo) = OutSize(H, W, Kh, Kw, p);
         var y = new double[N * Cout * Ho * Wo];
@@ -43,7 +43,7 @@ public class ConvKernelTests
         return y;
     }
 
-    private static double[] RefConvGradInput(double[] gy, double[] w, int N, int Cin, int H, int W, int Cout, int Kh, int Kw, Conv2dParams p)
+    internal static double[] RefConvGradInput(double[] gy, double[] w, int N, int Cin, int H, int W, int Cout, int Kh, int Kw, Conv2dParams p)
     {
         var (Ho, Wo) = OutSize(H, W, Kh, Kw, p);
         var gx = new double[N * Cin * H * W];
@@ -52,7 +52,7 @@ public class ConvKernelTests
         return gx;
     }
 
-    private static (double[] Gw, double[] Gb) RefConvGradWeight(double[] x, double[] gy, int N, int Cin, int H, int W, int Cout, int Kh, int Kw, Conv2dParams p)
+    internal static (double[] Gw, double[] Gb) RefConvGradWeight(double[] x, double[] gy, int N, int Cin, int H, int W, int Cout, int Kh, int Kw, Conv2dParams p)
     {
         var (Ho, Wo) = OutSize(H, W, Kh, Kw, p);
         var gw = new double[Cout * Cin * Kh * Kw];

@@ -28,7 +28,7 @@ public sealed record StepBenchOptions
     public int ProfileSteps { get; init; } = 3;
     /// <summary>The model config (sizes only; pretrained paths are ignored: weights are random).</summary>
     public string Config { get; init; } = "configs/pretrain.yaml";
-    /// <summary>fp32 (the only mode of this build).</summary>
+    /// <summary>fp32, tf32 or bf16: <see cref="MatMulPrecision"/> for every step (TF32/bf16 GEMM operands, fp32 accumulation).</summary>
     public string Precision { get; init; } = "fp32";
     public ulong Seed { get; init; } = 0;
 }
@@ -104,7 +104,6 @@ public static class StepBenchmark
         if (o.Warmup < 0) throw new ArgumentException($"bench step: --warmup {o.Warmup} must be 0 or more");
         if (o.ProfileSteps < 0) throw new ArgumentException($"bench step: --profile-steps {o.ProfileSteps} must be 0 or more");
         if (!Precisions.Contains(o.Precision)) throw new ArgumentException($"bench step: --precision '{o.Precision}' is not a mode (known: {string.Join(", ", Precisions)})");
-        if (o.Precision != "fp32") throw new NotSupportedException($"bench step: --precision {o.Precision} is not available in this build (fp32 only)");
         ParseDevice(o.Device);
         if (!File.Exists(o.Config)) throw new FileNotFoundException($"bench step: --config: file not found: {o.Config}", o.Config);
     }
@@ -134,6 +133,7 @@ public static class StepBenchmark
         log?.WriteLine($"bench step: {o.Task} on {device}, batch {b}, {parameters:N0} trainable parameters, T={t}, {gsz} visual tokens, {s}² images ({o.Config})");
         void Step() => runner.Step();
 
+        using var precisionScope = MatMulPrecision.Use(MatMulPrecision.Parse(o.Precision, "--precision"));
         for (int i = 0; i < o.Warmup; i++) Step();
         backend.Synchronize();
         var alloc = backend.Allocator;

@@ -46,6 +46,8 @@ public sealed class Finetuner<TBatch> where TBatch : IDisposable
         Directory.CreateDirectory(runDir);
         Pretrainer.WriteAtomic(Path.Combine(runDir, Pretrainer.ConfigName), c.ToYaml());
         int seed = c.GetInt("training.seed");
+        // The GEMM/conv operand precision (Tensors.MatMulPrecision) for everything this run computes.
+        using var precision = MatMulPrecision.Use(MatMulPrecision.Parse(c.GetString("training.precision"), "training.precision"));
         var g = new Generator((ulong)seed + 11);
 
         // ---------------------------------------------------------------- weights
@@ -57,6 +59,8 @@ public sealed class Finetuner<TBatch> where TBatch : IDisposable
         TrainingState? resumeState = null;
         if (resumeFile is not null && pretrained)
             LoadPretrained(model, PretrainSetup.RequireFile(resumeFile, "checkpoint.resume_file"), c.GetStringMap("checkpoint.pretrained_state_mapping"), _out);
+        else if (resumeFile is null && !(runType is "train" or "train_val" && c.GetBool("checkpoint.resume") && File.Exists(Path.Combine(runDir, Pretrainer.CurrentName))))
+            BaseWeights.Load(c, model, _out);   // no FashionViL checkpoint: torchvision ResNet-50 / HF BERT, as the reference builds the model
         if (device != Device.Cpu) model.To(device);
 
         var (dataset, criterion) = ParseCriterion(c.GetString("training.early_stop.criteria"));
@@ -73,10 +77,11 @@ public sealed class Finetuner<TBatch> where TBatch : IDisposable
 
         int batch = c.GetInt("training.batch_size");
         int micro = c.GetInt("training.update_batch_size");
-        if (micro != 0 && micro != batch)
-            throw new ConfigException("training.update_batch_size: gradient accumulation is available for pre-training only; leave it 0 when fine-tuning");
+        if (micro <= 0) micro = batch;
         if (batch <= 0 || _task.TrainCount < batch)
             throw new ConfigException($"training.batch_size {batch} must be positive and at most the {_task.TrainCount} training samples of {_task.DatasetName}");
+        if (batch % micro != 0)
+            throw new ConfigException($"training.batch_size ({batch}) must be a positive multiple of training.update_batch_size ({micro}): each update accumulates batch_size / update_batch_size micro-batches");
         var betas = c.GetDoubleList("optimizer.params.betas");
         if (c.GetString("optimizer.type") != "adam_w" || betas.Count != 2)
             throw new ConfigException("optimizer: fine-tuning uses optimizer.type adam_w with two betas (spec §4)");
@@ -107,13 +112,17 @@ public sealed class Finetuner<TBatch> where TBatch : IDisposable
         int ckptEvery = c.GetInt("training.checkpoint_interval");
         int keep = c.GetInt("checkpoint.max_to_keep");
         using var log = new RunLog(runDir, resumeStep: step);
-        using var loader = new PrefetchLoader<TBatch>(_task.TrainCount, _task.BuildTrainBatch, new PrefetchLoaderOptions
+        var loaderOptions = new PrefetchLoaderOptions
         {
             BatchSize = batch, Shuffle = true, DropLast = true, Seed = seed,
             Workers = Math.Max(1, c.GetInt(c.Has($"dataset_config.{_task.DatasetName}.num_workers") ? $"dataset_config.{_task.DatasetName}.num_workers" : "dataset_config.fashionall.num_workers")),
             PinMemory = device != Device.Cpu,
-        }, start);
-        _out.WriteLine($"fine-tuning {_task.DatasetName}: {_task.TrainCount:N0} training samples, batch {batch}, {maxUpdates:N0} updates on {device}; run directory {runDir}");
+        };
+        // The loader's unit is the whole update (batch_size samples), so the data position in a checkpoint does not depend on
+        // update_batch_size; each update's batch is built as batch_size / update_batch_size micro-batches.
+        using var loader = new PrefetchLoader<MicroBatches<TBatch>>(_task.TrainCount, MicroBatches<TBatch>.Builder(_task.BuildTrainBatch, micro, loaderOptions), loaderOptions, start);
+        _out.WriteLine($"fine-tuning {_task.DatasetName}: {_task.TrainCount:N0} training samples, batch {batch}" + (micro < batch ? $" ({batch / micro} micro-batches of {micro})" : "") +
+                       $", {maxUpdates:N0} updates on {device}; run directory {runDir}");
 
         string? currentPath = null, bestPath = resumeState is not null && File.Exists(Path.Combine(runDir, Pretrainer.BestName)) ? Path.Combine(runDir, Pretrainer.BestName) : null;
         IReadOnlyDictionary<string, double>? lastVal = null;
@@ -138,15 +147,13 @@ public sealed class Finetuner<TBatch> where TBatch : IDisposable
             using var scope = Tensor.Scope();
             schedule.Apply(optimizer, (int)step);
             using var b = loader.Next();
-            var loss = _task.Loss(b, device, g);
-            double value = loss.Item();
+            double value = AccumulateGradients(_task, b, device, g);
             if (!double.IsFinite(value))
             {
                 var last = currentPath ?? bestPath;
                 throw new TrainingDivergedException($"update {step + 1}: {_task.DatasetName} gave a non-finite loss ({value}); stopped without saving. " +
                     (last is not null ? $"The last good checkpoint is {last}." : "No checkpoint had been written yet."));
             }
-            loss.Backward();
             optimizer.Step();
             optimizer.ZeroGrad();
             step++;
@@ -198,6 +205,31 @@ public sealed class Finetuner<TBatch> where TBatch : IDisposable
             test = Evaluate("test", device, seed, step, runDir);
         }
         return new FinetuneResult(runDir, step, currentPath, bestPath, lastVal, test, plot);
+    }
+
+    /// <summary>
+    /// The forward and backward passes of one update: each micro-batch's mean loss is scaled by its share of the update's
+    /// samples (n_i / Σn = 1 / k for k equal micro-batches — MMF's <c>extract_loss(report, loss_divisor)</c> with
+    /// <c>update_frequency</c> = k) and back-propagated, so the parameters' gradients add up to the gradient of the mean loss
+    /// over the whole update for a loss without batch-coupled terms. Dropout draws follow <paramref name="g"/> micro-batch by
+    /// micro-batch. Returns the update's loss (Σ n_i/Σn · loss_i), or the first non-finite micro-batch loss (nothing of that
+    /// micro-batch is back-propagated). Gradients are accumulated into the existing ones: the caller zeroes them.
+    /// </summary>
+    public static double AccumulateGradients(IFinetuneTask<TBatch> task, MicroBatches<TBatch> batch, Device device, Generator g)
+    {
+        double total = 0;
+        for (int i = 0; i < batch.Parts.Count; i++)
+        {
+            var loss = task.Loss(batch.Parts[i], device, g);
+            double value = loss.Item();
+            if (!double.IsFinite(value)) return value;
+            if (batch.Parts.Count == 1) { loss.Backward(); return value; }
+            double w = (double)batch.Sizes[i] / batch.Total;
+            total += w * value;
+            using var scaled = loss * w;
+            scaled.Backward();
+        }
+        return total;
     }
 
     private IReadOnlyDictionary<string, double> Evaluate(string split, Device device, int seed, long step, string runDir)

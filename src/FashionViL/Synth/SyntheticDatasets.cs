@@ -88,7 +88,7 @@ public static class SyntheticDatasets
         PlanFashionGen(plan, fgRng, Math.Max(2, n));
         PlanFashion200k(plan, f200Rng, Math.Max(2, n / 2));
         PlanBigFacad(plan, bigRng, Math.Max(2, n / 2));
-        PlanPolyvore(plan, polyRng, Math.Max(4, n / 8));
+        PlanPolyvore(plan, polyRng, Math.Max(4, n / 4));
         PlanFashionIq(plan, fiqRng, Math.Max(2, n / 8), Math.Max(2, n / 16));
 
         PrepareDirectories(root, plan);
@@ -348,39 +348,61 @@ public static class SyntheticDatasets
     }
 
     /// <summary>
-    /// An outfit: a dress, or a top with a bottom in a neutral colour; shoes and a bag in one shared accent colour;
-    /// sometimes a jacket and a hat. Only the top or dress may carry a pattern.
+    /// The look every item of an outfit shares: two colours and one print. <see cref="Main"/> is the body colour of the
+    /// clothes above the waist (dress, top, jacket) and of the hat; the bottom, shoes and bag invert the palette (body
+    /// <see cref="Accent"/>, print in <see cref="Main"/>). 13 × 12 × 3 = 468 styles.
     /// </summary>
-    private static List<Garment> OutfitGarments(SynthRandom rng)
+    internal readonly record struct OutfitStyle(int Main, int Accent, GarmentPattern Pattern)
     {
-        var list = new List<Garment>();
-        int accent = rng.Next(Palette.Count);
-        Garment Plain(Garment g) => g with { Pattern = GarmentPattern.Plain };
-        int mainColour;
-        if (rng.Chance(0.3))
+        public static readonly GarmentPattern[] Prints = [GarmentPattern.Striped, GarmentPattern.Checked, GarmentPattern.Dotted];
+
+        public static OutfitStyle Sample(SynthRandom rng)
         {
-            var dress = GarmentSampler.Sample(rng, GarmentCategory.Dress, GarmentSampler.OtherColour(rng, accent));
-            list.Add(dress);
-            mainColour = dress.Colour;
+            int main = rng.Next(Palette.Count);
+            return new OutfitStyle(main, GarmentSampler.OtherColour(rng, main), rng.Pick(Prints));
         }
+
+        /// <summary>Whether garments of this category take <see cref="Accent"/> as their body colour.</summary>
+        public static bool Inverted(GarmentCategory c) =>
+            c is GarmentCategory.Trousers or GarmentCategory.Shorts or GarmentCategory.Skirt or GarmentCategory.Shoes or GarmentCategory.Bag;
+
+        /// <summary>A garment of <paramref name="category"/> (shape, trim and style drawn at random) dressed in this style:
+        /// body and print colours from the palette, the style's print; a trim, when drawn, is the print colour.</summary>
+        public Garment Apply(SynthRandom rng, GarmentCategory category)
+        {
+            var (body, print) = Inverted(category) ? (Accent, Main) : (Main, Accent);
+            var g = GarmentSampler.Sample(rng, category, body);
+            g = g with { Pattern = Pattern, PatternColour = print, TrimColour = g.TrimColour is null ? null : print };
+            g.Validate();
+            return g;
+        }
+    }
+
+    /// <summary>
+    /// An outfit: a dress, or a top (shirt or top) with a bottom (trousers, shorts or skirt); sometimes a jacket; shoes and a
+    /// bag; sometimes a hat — every item in the outfit's <see cref="OutfitStyle"/>.
+    /// </summary>
+    private static List<Garment> OutfitGarments(SynthRandom rng, OutfitStyle style)
+    {
+        var categories = new List<GarmentCategory>();
+        if (rng.Chance(0.3)) categories.Add(GarmentCategory.Dress);
         else
         {
-            var top = GarmentSampler.Sample(rng, rng.Chance(0.5) ? GarmentCategory.Shirt : GarmentCategory.Top);
-            var bottomColours = Palette.Neutrals.Where(c => c != top.Colour).ToArray();
-            var bottomCategory = rng.Pick([GarmentCategory.Trousers, GarmentCategory.Shorts, GarmentCategory.Skirt]);
-            list.Add(top);
-            list.Add(Plain(GarmentSampler.Sample(rng, bottomCategory, rng.Pick(bottomColours))));
-            mainColour = top.Colour;
+            categories.Add(rng.Chance(0.5) ? GarmentCategory.Shirt : GarmentCategory.Top);
+            categories.Add(rng.Pick([GarmentCategory.Trousers, GarmentCategory.Shorts, GarmentCategory.Skirt]));
         }
-        if (rng.Chance(0.25))
-        {
-            var jacketColours = Palette.Neutrals.Where(c => c != mainColour).ToArray();
-            list.Add(Plain(GarmentSampler.Sample(rng, GarmentCategory.Jacket, rng.Pick(jacketColours))));
-        }
-        list.Add(Plain(GarmentSampler.Sample(rng, GarmentCategory.Shoes, accent)));
-        list.Add(Plain(GarmentSampler.Sample(rng, GarmentCategory.Bag, accent)));
-        if (rng.Chance(0.2)) list.Add(Plain(GarmentSampler.Sample(rng, GarmentCategory.Hat)));
-        return list;
+        if (rng.Chance(0.25)) categories.Add(GarmentCategory.Jacket);
+        categories.Add(GarmentCategory.Shoes);
+        categories.Add(GarmentCategory.Bag);
+        if (rng.Chance(0.2)) categories.Add(GarmentCategory.Hat);
+        return categories.Select(c => style.Apply(rng, c)).ToList();
+    }
+
+    /// <summary>The style of an outfit, read back from its first item.</summary>
+    private static OutfitStyle StyleOf(Outfit o)
+    {
+        var g = o.Items[0].Garment;
+        return OutfitStyle.Inverted(g.Category) ? new(g.PatternColour, g.Colour, g.Pattern) : new(g.Colour, g.PatternColour, g.Pattern);
     }
 
     private static bool IsAccessory(Item i) => i.Garment.Category is GarmentCategory.Shoes or GarmentCategory.Bag;
@@ -391,20 +413,21 @@ public static class SyntheticDatasets
         int testCount = Math.Max(1, outfitCount / 4), trainCount = outfitCount - testCount;
         List<Outfit> MakeOutfits(int k) => Enumerable.Range(0, k).Select(_ =>
         {
-            var items = OutfitGarments(rng).Select(factory.Make).ToList();
+            var items = OutfitGarments(rng, OutfitStyle.Sample(rng)).Select(factory.Make).ToList();
             return new Outfit(items, rng.Next(items.Count));
         }).ToList();
         var train = MakeOutfits(trainCount);
         int trainItemCount = factory.All.Count;
         var testDisjoint = MakeOutfits(testCount);
-        // Non-disjoint test outfits share items with training outfits: the shoes and bag of a training outfit (same
-        // accent colour) worn with the clothes of a test outfit.
+        // Non-disjoint test outfits share items with training outfits: the shoes and bag of a training outfit worn with new
+        // clothes in that outfit's style (the clothes appear in this split only).
         var testNondisjoint = new List<Outfit>();
         for (int i = 0; i < testCount; i++)
         {
-            var clothes = testDisjoint[i].Items.Where(x => !IsAccessory(x)).ToList();
-            var accessories = rng.Pick(train).Items.Where(IsAccessory).ToList();
-            var items = clothes.Concat(accessories).ToList();
+            var source = rng.Pick(train);
+            var style = StyleOf(source);
+            var clothes = OutfitGarments(rng, style).Where(g => g.Category is not (GarmentCategory.Shoes or GarmentCategory.Bag)).Select(factory.Make);
+            var items = clothes.Concat(source.Items.Where(IsAccessory)).ToList();
             testNondisjoint.Add(new Outfit(items, rng.Next(items.Count)));
         }
 

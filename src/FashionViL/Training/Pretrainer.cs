@@ -56,6 +56,8 @@ public sealed class Pretrainer
         WriteAtomic(Path.Combine(runDir, ConfigName), c.ToYaml());
 
         long seed = c.GetInt("training.seed");
+        // The GEMM/conv operand precision (Tensors.MatMulPrecision) for everything this run computes.
+        using var precision = MatMulPrecision.Use(MatMulPrecision.Parse(c.GetString("training.precision"), "training.precision"));
         var mc = PretrainSetup.ModelConfig(c);
         var gModel = new Generator((ulong)seed);
         var gTask = new Generator((ulong)seed + 1);
@@ -132,7 +134,8 @@ public sealed class Pretrainer
         }, start);
 
         _out.WriteLine($"training on {train.Count:N0} products, batch {batch}" + (micro < batch ? $" ({batch / micro} micro-batches of {micro})" : "") +
-                       $", {maxUpdates:N0} updates, tasks {string.Join(" ", mc.Tasks.Zip(mc.TaskProbabilities, (t, p) => $"{t}:{p:0.##}"))}; run directory {runDir}");
+                       $", {maxUpdates:N0} updates, tasks {string.Join(" ", mc.Tasks.Zip(mc.TaskProbabilities, (t, p) => $"{t}:{p:0.##}"))}; run directory {runDir}" +
+                       (MatMulPrecision.Current != Precision.Fp32 ? $"; GEMM operands in {MatMulPrecision.Current.Name()}" : ""));
         var taskLoss = new Dictionary<string, (double First, double Last, int Count)>(StringComparer.Ordinal);
         var recent = new Dictionary<string, (double Sum, int N)>(StringComparer.Ordinal);
         RetrievalResult? lastGeneral = null, lastKaleido = null;

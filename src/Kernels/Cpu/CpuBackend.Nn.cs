@@ -848,7 +848,8 @@ public sealed unsafe partial class CpuBackend
             int nb = Math.Min(Block, n - r0);
             using var zBlock = z.AsStrided([1, nb, d], [0, d, 1], z.Offset + r0 * d);
             using var cBlock = cross.AsStrided([1, nb, kk], [0, kk, 1], cross.Offset);
-            if (d > 0) MatMul(zBlock, eView, cBlock, transA: false, transB: true, alpha: -2);
+            // Exact float32 whatever MatMulPrecision says: the result is a discrete nearest-code choice, not a GEMM output.
+            if (d > 0) MatMul(zBlock, eView, cBlock, false, true, -2, 0, null, Precision.Fp32);
             else new Span<T>(pc, nb * kk).Clear();
             Parallelism.For(nb, 2L * kk + d, (i0, i1) =>
             {

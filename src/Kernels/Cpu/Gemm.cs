@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using FashionViL.Tensors;
 
 namespace FashionViL.Kernels.Cpu;
 
@@ -19,6 +20,9 @@ internal unsafe struct GemmArgs<T> where T : unmanaged
     public long StrideA, StrideB, StrideC;
     public bool TransA, TransB;
     public T Alpha, Beta;
+    /// <summary>Operand rounding (float32 only; ignored for float64): packed A and B panels are rounded to TF32 or
+    /// bfloat16 as they are packed; C, the bias and the accumulator stay float32.</summary>
+    public Precision Precision;
 }
 
 /// <summary>
@@ -264,6 +268,7 @@ internal static unsafe class Gemm<T> where T : unmanaged, IFloatingPointIeee754<
                 }
             }
         }
+        if (g.Precision != Precision.Fp32 && typeof(T) == typeof(float)) RoundPanel((uint*)dst, (long)RoundUp(mc, MR) * kc, g.Precision);
     }
 
     /// <summary>Packs op(B)[p0:p0+kc, j0:j0+nc] into NR-column panels: panel c holds, for each k, NR consecutive values.</summary>
@@ -308,6 +313,38 @@ internal static unsafe class Gemm<T> where T : unmanaged, IFloatingPointIeee754<
                     for (int j = 0; j < nr; j++) d[j] = j < cols ? src[j * ldb + k] : T.Zero;
             }
         }
+        if (g.Precision != Precision.Fp32 && typeof(T) == typeof(float)) RoundPanel((uint*)dst, (long)RoundUp(nc, nr) * kc, g.Precision);
+    }
+
+    /// <summary>
+    /// Rounds <paramref name="n"/> packed float32 operands in place (bit patterns) to TF32 or bfloat16, with exactly the
+    /// rules of <see cref="PrecisionRounding.Tf32Bits"/> / <see cref="PrecisionRounding.Bf16Bits"/> (zero padding stays zero).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // no slow tier-0 Vector256 code while a run warms up
+    private static void RoundPanel(uint* p, long n, Precision precision)
+    {
+        bool tf32 = precision == Precision.Tf32;
+        uint keep = tf32 ? 0xFFFFE000u : 0xFFFF0000u;
+        long i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var vKeep = Vector256.Create(keep);
+            var vAbs = Vector256.Create(0x7FFFFFFFu);
+            var vInf = Vector256.Create(0x7F800000u);
+            var vQuiet = Vector256.Create(0x00400000u);
+            var vHalf = Vector256.Create(tf32 ? 0x1000u : 0x7FFFu);
+            var vOne = Vector256.Create(1u);
+            for (; i + Vector256<uint>.Count <= n; i += Vector256<uint>.Count)
+            {
+                var u = Vector256.Load(p + i);
+                var nan = Vector256.GreaterThan(u & vAbs, vInf);
+                var add = tf32 ? vHalf : vHalf + (Vector256.ShiftRightLogical(u, 16) & vOne);
+                var r = Vector256.ConditionalSelect(nan, u | vQuiet, u + add) & vKeep;
+                Vector256.Store(r, p + i);
+            }
+        }
+        if (tf32) for (; i < n; i++) p[i] = PrecisionRounding.Tf32Bits(p[i]);
+        else for (; i < n; i++) p[i] = (uint)PrecisionRounding.Bf16Bits(p[i]) << 16;
     }
 
     // ------------------------------------------------------------------ micro-kernels

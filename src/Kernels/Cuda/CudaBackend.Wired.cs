@@ -43,8 +43,11 @@ public sealed partial class CudaBackend
             StrideA = p.StrideA, StrideB = p.StrideB, StrideC = (long)p.M * p.N,
             TransA = transA, TransB = transB, Alpha = (float)alpha, Beta = (float)beta,
         };
-        GemmKernels.Launch(Acc, Stream, args);
-        CudaRuntime.CountLaunch();   // GemmKernels.Launch enqueues exactly one kernel when C is not empty
+        // MatMulPrecision: Fp32 runs the exact SGEMM; Tf32/Bf16 the tensor-core kernel (rounded operands, fp32 accumulation).
+        var precision = MatMulPrecision.Current;
+        if (precision == Precision.Fp32) GemmKernels.Launch(Acc, Stream, args);
+        else TensorCoreGemm.Launch(Acc, Stream, args, precision);
+        CudaRuntime.CountLaunch();   // either launcher enqueues exactly one kernel when C is not empty
     }
 
     private static (int Rows, int Width) Rows(Tensor x) => x.Rank == 0 ? (1, 1) : (x.Numel / Math.Max(x.Sizes[^1], 1), x.Sizes[^1]);

@@ -631,7 +631,7 @@ public static class GemmKernels
     /// <summary>128-bit accesses are safe when the view starts 16-byte aligned (device buffers are) and rows and batches keep it.</summary>
     private static bool Aligned4(ArrayView<float> v, int ld, long batchStride) => v.LoadEffectiveAddressAsPtr().ToInt64() % 16 == 0 && ld % 4 == 0 && batchStride % 4 == 0;
 
-    private static void Validate(in GemmArgs g)
+    internal static void Validate(in GemmArgs g)
     {
         string Desc(in GemmArgs x) => $"batch {x.Batch}, M {x.M}, N {x.N}, K {x.K}, transA {x.TransA}, transB {x.TransB}, lda {x.Lda}, ldb {x.Ldb}, ldc {x.Ldc}, "
             + $"strides {x.StrideA}/{x.StrideB}/{x.StrideC}, views {x.A.Length}/{x.B.Length}/{x.C.Length}/{x.Bias.Length}";

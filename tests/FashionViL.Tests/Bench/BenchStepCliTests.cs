@@ -65,7 +65,6 @@ public class BenchStepCliTests
     [TestCase(new[] { "--device", "tpu" }, "tpu")]
     [TestCase(new[] { "--batch", "0" }, "--batch 0")]
     [TestCase(new[] { "--steps", "0" }, "--steps 0")]
-    [TestCase(new[] { "--precision", "tf32" }, "--precision tf32 is not available in this build")]
     [TestCase(new[] { "--precision", "fp8" }, "fp8")]
     [TestCase(new[] { "--config", "no/such.yaml" }, "no/such.yaml")]
     public void BadOptionsNameTheCulprit(string[] bad, string culprit)
@@ -75,6 +74,20 @@ public class BenchStepCliTests
         var (code, text) = CliTests.RunCli(args);
         Assert.That(code, Is.Not.Zero);
         Assert.That(text, Does.Contain(culprit));
+    }
+
+    [Test]
+    public void PrecisionSwitchReachesTheSteps()
+    {
+        // Same seed, same inputs: tf32 rounds the GEMM operands, so the loss moves (by rounding only); fp32 is the default.
+        var fp32 = RunJson("--task", "itc", "--steps", "1");
+        var tf32 = RunJson("--task", "itc", "--steps", "1", "--precision", "tf32");
+        Assert.That(fp32.GetProperty("precision").GetString(), Is.EqualTo("fp32"));
+        Assert.That(tf32.GetProperty("precision").GetString(), Is.EqualTo("tf32"));
+        double a = fp32.GetProperty("loss").GetDouble(), b = tf32.GetProperty("loss").GetDouble();
+        Assert.That(b, Is.Not.EqualTo(a), "tf32 operands change the result");
+        Assert.That(b, Is.EqualTo(a).Within(1).Percent, "but only by rounding");
+        Assert.That(MatMulPrecision.Current, Is.EqualTo(Precision.Fp32), "the scope ends with the command");
     }
 
     [Test]

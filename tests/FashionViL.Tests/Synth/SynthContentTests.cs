@@ -18,11 +18,11 @@ public class SynthContentTests
         ["navy"] = (0, 0, 128),
     };
 
-    private static string Nearest(Rgb24 p) => Css.MinBy(kv =>
+    internal static string Nearest(Rgb24 p) => Css.MinBy(kv =>
         (kv.Value.R - p.R) * (kv.Value.R - p.R) + (kv.Value.G - p.G) * (kv.Value.G - p.G) + (kv.Value.B - p.B) * (kv.Value.B - p.B)).Key;
 
     /// <summary>Pixels within ±<paramref name="fraction"/> of the image size around the image centre.</summary>
-    private static List<Rgb24> CentreWindow(string path, double fraction = 0.06)
+    internal static List<Rgb24> CentreWindow(string path, double fraction = 0.06)
     {
         using var image = Image.Load<Rgb24>(path);
         int r = Math.Max(2, (int)Math.Round(image.Width * fraction)), cx = image.Width / 2, cy = image.Height / 2;

@@ -16,7 +16,7 @@ public static class BenchCommand
         var profile = new Option<int>("--profile-steps") { Description = "steps run again with the per-op profiler (the breakdown; 0 = none)", DefaultValueFactory = _ => 3 };
         var config = new Option<string>("--config") { Description = "model sizes: configs/pretrain.yaml (full size) or configs/tiny.yaml", DefaultValueFactory = _ => "configs/pretrain.yaml" };
         var json = new Option<string?>("--json") { Description = "also write the result as JSON to this file (atomic)" };
-        var precision = new Option<string>("--precision") { Description = "fp32 | tf32 | bf16 (this build: fp32)", DefaultValueFactory = _ => "fp32" };
+        var precision = new Option<string>("--precision") { Description = "fp32 | tf32 | bf16: GEMM operands rounded to TF32 / bf16, fp32 accumulation (MatMulPrecision)", DefaultValueFactory = _ => "fp32" };
         var seed = new Option<int>("--seed") { Description = "seed of the random weights and inputs", DefaultValueFactory = _ => 0 };
 
         var step = new Command("step", "Time full FashionViL training steps (forward, backward, AdamW) on random inputs: ms/step, images/s, " +

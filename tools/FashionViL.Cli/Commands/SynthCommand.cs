@@ -16,7 +16,7 @@ public static class SynthCommand
         };
         var productsOption = new Option<int>("--products")
         {
-            Description = "N: FashionGen products (20% of each sub-category held out as val); Fashion200k and BigFACAD get N/2, Polyvore N/8 outfits, FashionIQ N/8 train + N/16 val triplets per garment class.",
+            Description = "N: FashionGen products (20% of each sub-category held out as val); Fashion200k and BigFACAD get N/2, Polyvore N/4 outfits, FashionIQ N/8 train + N/16 val triplets per garment class.",
             Required = true,
         };
         productsOption.Validators.Add(r =>

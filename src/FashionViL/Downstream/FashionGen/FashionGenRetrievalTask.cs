@@ -44,19 +44,16 @@ public sealed class FashionGenRetrievalTask : IFinetuneTask<FashionGenBatch>
 
     public FashionGenBatch BuildTrainBatch(BatchContext ctx) => Data.BuildTrainBatch(ctx);
 
-    public Tensor Loss(FashionGenBatch batch, Device device, Generator g)
+    /// <summary>The task's loss; dropout masks come from <paramref name="g"/> (the model's modules hold <c>_gen</c>, which takes
+    /// <paramref name="g"/>'s state for the forward and hands it back: <see cref="LoopRandom.Run"/>).</summary>
+    public Tensor Loss(FashionGenBatch batch, Device device, Generator g) => LoopRandom.Run(_gen, g, () =>
     {
-        _gen.SetState(g.Seed, g.Offset);   // dropout masks come from g: the model's modules hold _gen
-        try
-        {
-            using var img = batch.Image.To(device);
-            using var ids = batch.InputIds.To(device);
-            using var seg = batch.SegmentIds.To(device);
-            using var mask = batch.InputMask.To(device);
-            return Net.Loss(img, ids, seg, mask);
-        }
-        finally { g.SetState(_gen.Seed, _gen.Offset); }
-    }
+        using var img = batch.Image.To(device);
+        using var ids = batch.InputIds.To(device);
+        using var seg = batch.SegmentIds.To(device);
+        using var mask = batch.InputMask.To(device);
+        return Net.Loss(img, ids, seg, mask);
+    });
 
     public IReadOnlyDictionary<string, double> Evaluate(string split, Device device, int seed)
     {

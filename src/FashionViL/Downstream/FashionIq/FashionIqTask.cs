@@ -57,6 +57,8 @@ public sealed class FashionIqTask : IFinetuneTask<FashionIqBatch>
         if (trainPipeline.OutputHeight != model.Config.ImageSize || evalPipeline.OutputHeight != model.Config.ImageSize)
             throw new ArgumentException($"fashioniq: image pipelines give {trainPipeline.OutputHeight}/{evalPipeline.OutputHeight} px but the model expects {model.Config.ImageSize}");
         if (evalBatchSize < 1) throw new ArgumentOutOfRangeException(nameof(evalBatchSize), evalBatchSize, "fashioniq: evaluation batch size must be positive");
+        if (model.Generator is null)
+            throw new ArgumentException("fashioniq: the composition model must be built with a Generator (its dropout masks are drawn from the fine-tuning loop's generator through it)", nameof(model));
         BertTextTokenizer.MaxPieces(maxSeqLength);
         Composition = model; _train = train; _readSplit = readSplit; MaxSeqLength = maxSeqLength;
         TrainPipeline = trainPipeline; EvalPipeline = evalPipeline; _evalBatchSize = evalBatchSize;
@@ -149,9 +151,10 @@ public sealed class FashionIqTask : IFinetuneTask<FashionIqBatch>
         return Collate(samples.Select(s => s.Text).ToList(), samples.Select(s => s.Ref).ToList(), samples.Select(s => s.Tar).ToList(), TrainPipeline.OutputHeight);
     }
 
-    /// <summary><c>bbc_loss</c> of the batch. Dropout draws come from the model's own generator (fixed at construction,
-    /// seeded by <c>training.seed</c>); <paramref name="g"/> is not used.</summary>
-    public Tensor Loss(FashionIqBatch batch, Device device, Generator g)
+    /// <summary><c>bbc_loss</c> of the batch. Every dropout mask is drawn from <paramref name="g"/> (the loop's generator):
+    /// the model's generator takes <paramref name="g"/>'s state before the forward and hands the advanced state back, so
+    /// a run resumed from a checkpoint (which stores <paramref name="g"/>) draws the same masks as a straight run.</summary>
+    public Tensor Loss(FashionIqBatch batch, Device device, Generator g) => LoopRandom.Run(Composition.Generator!, g, () =>
     {
         using var ids = batch.InputIds.To(device);
         using var mask = batch.InputMask.To(device);
@@ -161,7 +164,7 @@ public sealed class FashionIqTask : IFinetuneTask<FashionIqBatch>
         using var comp = Composition.Compose(ids, seg, mask, r);
         using var tar = Composition.EmbedTargets(t);
         return FashionViLComposition.BbcLoss(comp, tar);
-    }
+    });
 
     public List<ParamGroup> ParameterGroups(double baseLr, double weightDecay, double lrMultiplier) =>
         Composition.ParameterGroups(baseLr, weightDecay, lrMultiplier);

@@ -31,6 +31,9 @@ public sealed class FashionViLComposition : Module
     public ImageEncoder ImageEncoder { get; }
     public CompositionModel Model { get; }
     public FashionViLBert Bert => Model.Bert;
+    /// <summary>The generator the model was built with: it drew the fresh init, and every dropout module holds it (null: the
+    /// modules use <see cref="Generator.Default"/>). <see cref="FashionIqTask.Loss"/> sets its state from the loop's generator.</summary>
+    public Generator? Generator { get; }
 
     /// <summary>Fresh model: BERT HF-initialised (visual tables copied from the text ones), ResNet kaiming, norm_s = 4.
     /// Dropout masks come from <paramref name="g"/>.</summary>
@@ -38,6 +41,7 @@ public sealed class FashionViLComposition : Module
     {
         config.Validate();
         Config = config;
+        Generator = g;
         ImageEncoder = RegisterModule("image_encoder", new ImageEncoder(config.ResNet, g, dtype));
         Model = RegisterModule("model", new CompositionModel(config, g, dtype));
         Init.HfInit(Model.Bert, g, config.Bert.InitializerRange);

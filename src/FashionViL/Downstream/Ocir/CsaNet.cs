@@ -90,11 +90,15 @@ public sealed class CsaNet : Module
     public Linear ProjLayer { get; }
     public CsaFusion FusionModule { get; }
     public NormalizationLayer NormLayer { get; }
+    /// <summary>The generator the model was built with (it drew the fresh init; any module that draws during the forward holds
+    /// it). <see cref="OcirTask.Loss"/> sets its state from the fine-tuning loop's generator.</summary>
+    public Generator? Generator { get; }
 
     public CsaNet(CsaNetConfig config, Generator? g = null)
     {
         config.Validate();
         Config = config;
+        Generator = g;
         ImageEncoder = RegisterModule("image_encoder", new PooledImageEncoder(config.ResNet, g));
         ProjLayer = RegisterModule("proj_layer", new Linear(config.ImageChannel, config.FeatureDim, generator: g));
         FusionModule = RegisterModule("fusion_module", new CsaFusion(config.NumConditions, 2 * config.NumCategories, config.FeatureDim, g));

@@ -146,14 +146,17 @@ public sealed class OcirTask : IFinetuneTask<OcirBatch>
         };
     }
 
-    public Tensor Loss(OcirBatch batch, Device device, Generator g)
+    /// <summary>The symmetric InfoNCE loss of the batch. The reference CSA-Net has no dropout and its encoder's BatchNorms are
+    /// frozen, so today the forward draws nothing; any draw a module of the model makes would come from <paramref name="g"/>
+    /// (the model's generator takes its state and hands it back), so a resumed run equals a straight one.</summary>
+    public Tensor Loss(OcirBatch batch, Device device, Generator g) => LoopRandom.Run(Net.Generator, g, () =>
     {
         using var q = batch.QuestionImage.To(device);
         using var b = batch.BlankImage.To(device);
         using var th = CsaNet.TwoHot(batch.QuestionCategories, batch.BlankCategories, Net.Config.NumCategories);
         using var thd = th.To(device);
         return Net.Loss(q, b, thd);
-    }
+    });
 
     /// <summary>The reference groups: image encoder (trainable part, lr × 1), proj_layer, fusion_module, norm_layer — all at
     /// the base lr (CSA-Net ignores <paramref name="lrMultiplier"/>: its backbone multiplier is hard-coded 1) and the given

@@ -20,7 +20,7 @@ public class OcirTaskTests
     public static void MakeData()
     {
         _data = Path.Combine(Path.GetTempPath(), "fv-ocir-data-" + Guid.NewGuid().ToString("N"));
-        SyntheticDatasets.Generate(new SynthOptions(_data, 96, 7, 64, 0));   // 12 outfits: 9 train, 3 test
+        SyntheticDatasets.Generate(new SynthOptions(_data, 48, 7, 64, 0));   // 12 outfits (N/4): 9 train, 3 test
     }
 
     [OneTimeTearDown]

@@ -1,0 +1,262 @@
+using FashionViL.Kernels.Cpu;
+using FashionViL.Tensors;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using System.Runtime.CompilerServices;
+
+namespace FashionViL.Kernels.Cuda;
+
+/// <summary>
+/// The tensor-core SGEMM behind <see cref="MatMulPrecision"/> (issue 7): C[b] ← alpha·op(round(A[b]))·op(round(B[b])) +
+/// beta·C[b] (+ bias) (then GELU), where round is TF32 (<see cref="PrecisionRounding.Tf32Bits"/>, = PTX cvt.rna.tf32.f32) or
+/// bfloat16 (<see cref="PrecisionRounding.Bf16Bits"/>, round to nearest even) and accumulation is float32. Same
+/// <see cref="GemmArgs"/> contract and validation as <see cref="GemmKernels"/>.
+/// <para>
+/// Layout: a group computes a 64×32 tile of C; K advances in steps of 16. Each step, the group stages A (64×16) and B
+/// (16×32) in shared memory, rounding every operand once as it is stored (zero padding outside the matrix). On CUDA the
+/// group is 4 warps; warp w owns rows 16w..16w+15 and all 32 columns (four m16n8 tiles, 16 float accumulators per lane in
+/// registers) and issues <c>mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32</c> twice per step (TF32) or
+/// <c>mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32</c> once (bf16) per n8 tile, through inline PTX
+/// (<see cref="CudaAsm.EmitRef{T1, T2, T3, T4, T5, T6, T7, T8, T9, T10}"/>). Elsewhere (<see cref="CudaAsm.IsSupported"/>
+/// false: ILGPU's CPU accelerator, any group size) the portable path computes the same math — the same rounded operands
+/// from the same shared tiles, exact products, float32 accumulation — into a 64×32 shared accumulator tile.
+/// The shared strides (A rows 20 words, B rows 40 words) make the fragment reads of a warp bank-conflict-free.
+/// </para>
+/// <para>
+/// Status: the portable path is what CI tests (emulator, against the CPU backend under the same precision) and the kernel
+/// compiles to PTX for sm_90 with both mma forms. The mma path has NOT run on a GPU yet: the bf16 m16n8k16 form matched a
+/// CPU reference on an H100 in ilgpu-notes §2.10, the TF32 m16n8k8 form has never been tried on hardware. Correctness
+/// and speed on a GPU are owed.
+/// </para>
+/// </summary>
+public static class TensorCoreGemm
+{
+    /// <summary>Rows of C per group (4 warps × 16 rows on CUDA).</summary>
+    public const int BM = 64;
+    /// <summary>Columns of C per group (four n8 tiles).</summary>
+    public const int BN = 32;
+    /// <summary>K per shared stage (two TF32 k8 steps, one bf16 k16 step).</summary>
+    public const int BK = 16;
+
+    /// <summary>Threads per group on CUDA: 4 warps.</summary>
+    public const int GpuGroupSize = 128;
+
+    private const int AStride = BK + 4;   // As[m·20 + k]: lanes (g, t) read words 20g + t → 32 distinct banks
+    private const int BStride = BN + 8;   // Bs[k·40 + n]: lanes (g, t) read words 40t + g → 32 distinct banks
+
+    internal const int FlagTransA = 1, FlagTransB = 2, FlagBias = 4, FlagGelu = 8, FlagBf16 = 128;
+
+    private static float LoadA(ArrayView<float> a, GemmShape s, long off, int m, int k)
+        => (s.Flags & FlagTransA) != 0 ? a[off + (long)k * s.Lda + m] : a[off + (long)m * s.Lda + k];
+
+    private static float LoadB(ArrayView<float> b, GemmShape s, long off, int k, int n)
+        => (s.Flags & FlagTransB) != 0 ? b[off + (long)n * s.Ldb + k] : b[off + (long)k * s.Ldb + n];
+
+    /// <summary>The operand as the tensor cores see it, as float32 bits (bf16: the upper half, low half zero).</summary>
+    private static uint Rounded(float x, bool bf16)
+    {
+        uint u = Interop.FloatAsInt(x);
+        return bf16 ? (uint)PrecisionRounding.Bf16Bits(u) << 16 : PrecisionRounding.Tf32Bits(u);
+    }
+
+    /// <summary>Two bf16 operands (already rounded, in the upper halves) packed as one b32 register: lo = first (lower k).</summary>
+    private static uint Pack(uint lo, uint hi) => (lo >> 16) | (hi & 0xFFFF0000u);
+
+    private static float Epilogue(float acc, ArrayView<float> c, ArrayView<float> bias, GemmShape s, long ci, int n)
+    {
+        float r = s.Alpha * acc;
+        if (s.Beta != 0f) r += s.Beta * c[ci];
+        if ((s.Flags & FlagBias) != 0) r += bias[n];
+        if ((s.Flags & FlagGelu) != 0) r = ScalarMath.GeluF(r);
+        return r;
+    }
+
+    private static void Store(ArrayView<float> c, ArrayView<float> bias, GemmShape s, long cOff, int row, int col, float v)
+    {
+        if (row >= s.M || col >= s.N) return;
+        long ci = cOff + (long)row * s.Ldc + col;
+        c[ci] = Epilogue(v, c, bias, s, ci, col);
+    }
+
+    private static void MmaTf32(ref float c0, ref float c1, ref float c2, ref float c3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
+    {
+        Ref<float> d0 = c0, d1 = c1, d2 = c2, d3 = c3;
+        Input<uint> x0 = a0, x1 = a1, x2 = a2, x3 = a3, y0 = b0, y1 = b1;
+        CudaAsm.EmitRef("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
+            ref d0, ref d1, ref d2, ref d3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
+        c0 = d0.Value; c1 = d1.Value; c2 = d2.Value; c3 = d3.Value;
+    }
+
+    private static void MmaBf16(ref float c0, ref float c1, ref float c2, ref float c3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
+    {
+        Ref<float> d0 = c0, d1 = c1, d2 = c2, d3 = c3;
+        Input<uint> x0 = a0, x1 = a1, x2 = a2, x3 = a3, y0 = b0, y1 = b1;
+        CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
+            ref d0, ref d1, ref d2, ref d3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
+        c0 = d0.Value; c1 = d1.Value; c2 = d2.Value; c3 = d3.Value;
+    }
+
+    /// <summary>
+    /// One warp-level step over a 16-deep shared stage for one n8 tile (columns n0..n0+7 of the group tile), rows r0..r0+15.
+    /// Fragment layouts (PTX ISA, g = lane/4, t = lane%4): TF32 m16n8k8 A a0 (g, t) a1 (g+8, t) a2 (g, t+4) a3 (g+8, t+4),
+    /// B b0 (k t, n g) b1 (k t+4, n g); bf16 m16n8k16 A a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..),
+    /// B b0 (k 2t..2t+1, n g) b1 (k 2t+8..2t+9, n g); C c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1).
+    /// </summary>
+    private static void WarpStep(ArrayView<uint> As, ArrayView<uint> Bs, int r0, int n0, int g, int t, bool bf16,
+        ref float c0, ref float c1, ref float c2, ref float c3)
+    {
+        int ra = (r0 + g) * AStride, rb = (r0 + g + 8) * AStride, n = n0 + g;
+        if (bf16)
+        {
+            uint a0 = Pack(As[ra + 2 * t], As[ra + 2 * t + 1]);
+            uint a1 = Pack(As[rb + 2 * t], As[rb + 2 * t + 1]);
+            uint a2 = Pack(As[ra + 2 * t + 8], As[ra + 2 * t + 9]);
+            uint a3 = Pack(As[rb + 2 * t + 8], As[rb + 2 * t + 9]);
+            uint b0 = Pack(Bs[2 * t * BStride + n], Bs[(2 * t + 1) * BStride + n]);
+            uint b1 = Pack(Bs[(2 * t + 8) * BStride + n], Bs[(2 * t + 9) * BStride + n]);
+            MmaBf16(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1);
+        }
+        else
+        {
+            for (int ks = 0; ks < BK; ks += 8)
+            {
+                uint a0 = As[ra + ks + t], a1 = As[rb + ks + t], a2 = As[ra + ks + t + 4], a3 = As[rb + ks + t + 4];
+                uint b0 = Bs[(ks + t) * BStride + n], b1 = Bs[(ks + t + 4) * BStride + n];
+                MmaTf32(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1);
+            }
+        }
+    }
+
+    /// <summary>The kernel (explicitly grouped; grid x = column tiles, y = row tiles, z = batches, each grid-strided).</summary>
+    internal static void Kernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias, GemmShape s)
+    {
+        var As = SharedMemory.Allocate<uint>(BM * AStride);
+        var Bs = SharedMemory.Allocate<uint>(BK * BStride);
+        var Cs = SharedMemory.Allocate<float>(BM * BN);   // the portable path's accumulators
+        int tid = Group.IdxX, nt = Group.DimX;
+        bool bf16 = (s.Flags & FlagBf16) != 0, ta = (s.Flags & FlagTransA) != 0, tb = (s.Flags & FlagTransB) != 0;
+        int tilesM = (s.M + BM - 1) / BM, tilesN = (s.N + BN - 1) / BN;
+        int warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3, r0 = warp * 16;
+        for (int bt = Grid.IdxZ; bt < s.Batch; bt += Grid.DimZ)
+        {
+            long aOff = bt * s.StrideA, bOff = bt * s.StrideB, cOff = bt * s.StrideC;
+            for (int tm = Grid.IdxY; tm < tilesM; tm += Grid.DimY)
+            for (int tn = Grid.IdxX; tn < tilesN; tn += Grid.DimX)
+            {
+                int m0 = tm * BM, n0 = tn * BN;
+                float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f;
+                float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f;
+                if (!CudaAsm.IsSupported)
+                    for (int e = tid; e < BM * BN; e += nt) Cs[e] = 0f;
+                for (int k0 = 0; k0 < s.K; k0 += BK)
+                {
+                    // Stage the rounded operands; the index order follows the stored layout so neighbouring threads read
+                    // neighbouring addresses.
+                    for (int e = tid; e < BM * BK; e += nt)
+                    {
+                        int am = ta ? e % BM : e / BK, ak = ta ? e / BM : e % BK;
+                        float v = m0 + am < s.M && k0 + ak < s.K ? LoadA(a, s, aOff, m0 + am, k0 + ak) : 0f;
+                        As[am * AStride + ak] = Rounded(v, bf16);
+                    }
+                    for (int e = tid; e < BK * BN; e += nt)
+                    {
+                        int bn = tb ? e / BK : e % BN, bk = tb ? e % BK : e / BN;
+                        float v = n0 + bn < s.N && k0 + bk < s.K ? LoadB(b, s, bOff, k0 + bk, n0 + bn) : 0f;
+                        Bs[bk * BStride + bn] = Rounded(v, bf16);
+                    }
+                    Group.Barrier();
+                    if (CudaAsm.IsSupported)
+                    {
+                        if (warp < BM / 16)
+                        {
+                            WarpStep(As, Bs, r0, 0, g, t, bf16, ref c00, ref c01, ref c02, ref c03);
+                            WarpStep(As, Bs, r0, 8, g, t, bf16, ref c10, ref c11, ref c12, ref c13);
+                            WarpStep(As, Bs, r0, 16, g, t, bf16, ref c20, ref c21, ref c22, ref c23);
+                            WarpStep(As, Bs, r0, 24, g, t, bf16, ref c30, ref c31, ref c32, ref c33);
+                        }
+                    }
+                    else
+                    {
+                        // Portable: the same rounded operands, exact products, float32 accumulation in k order.
+                        for (int e = tid; e < BM * BN; e += nt)
+                        {
+                            int m = e / BN, n = e % BN;
+                            float acc = Cs[e];
+                            for (int kk = 0; kk < BK; kk++)
+                                acc += Interop.IntAsFloat(As[m * AStride + kk]) * Interop.IntAsFloat(Bs[kk * BStride + n]);
+                            Cs[e] = acc;
+                        }
+                    }
+                    Group.Barrier();
+                }
+                if (CudaAsm.IsSupported)
+                {
+                    if (warp < BM / 16)
+                    {
+                        int rowA = m0 + r0 + g, rowB = rowA + 8, col = n0 + 2 * t;
+                        Store(c, bias, s, cOff, rowA, col, c00); Store(c, bias, s, cOff, rowA, col + 1, c01);
+                        Store(c, bias, s, cOff, rowB, col, c02); Store(c, bias, s, cOff, rowB, col + 1, c03);
+                        Store(c, bias, s, cOff, rowA, col + 8, c10); Store(c, bias, s, cOff, rowA, col + 9, c11);
+                        Store(c, bias, s, cOff, rowB, col + 8, c12); Store(c, bias, s, cOff, rowB, col + 9, c13);
+                        Store(c, bias, s, cOff, rowA, col + 16, c20); Store(c, bias, s, cOff, rowA, col + 17, c21);
+                        Store(c, bias, s, cOff, rowB, col + 16, c22); Store(c, bias, s, cOff, rowB, col + 17, c23);
+                        Store(c, bias, s, cOff, rowA, col + 24, c30); Store(c, bias, s, cOff, rowA, col + 25, c31);
+                        Store(c, bias, s, cOff, rowB, col + 24, c32); Store(c, bias, s, cOff, rowB, col + 25, c33);
+                    }
+                }
+                else
+                {
+                    for (int e = tid; e < BM * BN; e += nt) Store(c, bias, s, cOff, m0 + e / BN, n0 + e % BN, Cs[e]);
+                    Group.Barrier();   // Cs is zeroed for the next tile only after every thread has read it
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- launcher
+
+    private sealed class Loaded
+    {
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>? Kernel;
+    }
+
+    // Holds the typed delegate (ILGPU's own kernel cache is weak) for as long as the accelerator lives.
+    private static readonly ConditionalWeakTable<Accelerator, Loaded> Cache = new();
+
+    /// <summary>The kernel method (for offline PTX compilation in tests and tools).</summary>
+    public static System.Reflection.MethodInfo KernelMethod
+        => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Kernel).Method;
+
+    /// <summary>
+    /// Validates <paramref name="args"/> as <see cref="GemmKernels.Launch(Accelerator, AcceleratorStream?, in GemmArgs)"/> does and
+    /// enqueues the tensor-core GEMM with operands rounded to <paramref name="precision"/> (Tf32 or Bf16; Fp32 is refused:
+    /// that is <see cref="GemmKernels"/>' job). Nothing to do for an empty C; K = 0 gives C ← beta·C + bias.
+    /// </summary>
+    public static void Launch(Accelerator acc, AcceleratorStream? stream, in GemmArgs args, Precision precision)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        if (precision is not (Precision.Tf32 or Precision.Bf16))
+            throw new ArgumentException($"matmul (tensor cores): precision {precision} has no tensor-core path (Tf32 or Bf16); Fp32 runs GemmKernels", nameof(precision));
+        GemmKernels.Validate(args);
+        if (args.M == 0 || args.N == 0 || args.Batch == 0) return;
+        bool hasBias = args.Bias.Length > 0;
+        var s = new GemmShape
+        {
+            M = args.M, N = args.N, K = args.K, Lda = args.Lda, Ldb = args.Ldb, Ldc = args.Ldc, Batch = args.Batch,
+            StrideA = args.StrideA, StrideB = args.StrideB, StrideC = args.StrideC, Alpha = args.Alpha, Beta = args.Beta,
+            Flags = (args.TransA ? FlagTransA : 0) | (args.TransB ? FlagTransB : 0) | (hasBias ? FlagBias : 0) | (args.Gelu ? FlagGelu : 0)
+                | (precision == Precision.Bf16 ? FlagBf16 : 0),
+        };
+        // The mma path needs exactly 4 warps of 32; other accelerators run the portable path with their largest group (≤ 128).
+        int nt = acc.AcceleratorType == AcceleratorType.Cuda ? GpuGroupSize : Math.Min(GpuGroupSize, acc.MaxNumThreadsPerGroup);
+        int tilesM = (args.M + BM - 1) / BM, tilesN = (args.N + BN - 1) / BN;
+        var cfg = new KernelConfig(new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(args.Batch, 65535)), new Index3D(nt, 1, 1));
+        var loaded = Cache.GetValue(acc, _ => new Loaded());
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> kernel;
+        lock (loaded)
+            kernel = loaded.Kernel ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel);
+        var view = hasBias ? args.Bias : args.C;   // a valid dummy when there is no bias (never read)
+        kernel(stream ?? acc.DefaultStream, cfg, args.A, args.B, args.C, view, s);
+    }
+}
