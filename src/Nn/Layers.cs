@@ -86,8 +86,10 @@ public sealed class BatchNorm2d : Module
         var y = Ops.BatchNorm2d(x, Weight, Bias, RunningMean, RunningVar, IsTraining, Momentum, Eps);
         if (IsTraining)
         {
+            // n += 1 on the device: reading the counter back would make every training step wait for the GPU.
             var n = NumBatchesTracked;
-            Backends.Get(n.Device).Fill(n, n.Item() + 1);
+            using var one = Tensor.Full([], 1, DType.Int64, n.Device);
+            Backends.Get(n.Device).Binary(BinaryOp.Add, n, one, n);
         }
         return y;
     }

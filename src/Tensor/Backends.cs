@@ -39,6 +39,36 @@ public static class Backends
         }
     }
 
+    /// <summary>
+    /// Routes every later <see cref="Get"/> for <paramref name="device"/> to <c>wrap(current backend)</c> (a decorator,
+    /// e.g. a profiler) until the returned handle is disposed, which restores the previous instance. Interceptions nest
+    /// (dispose them in reverse order). Nothing is installed when unused: <see cref="Get"/> hands out the plain backend.
+    /// </summary>
+    public static IDisposable Intercept(Device device, Func<IBackend, IBackend> wrap)
+    {
+        ArgumentNullException.ThrowIfNull(wrap);
+        var inner = Get(device);
+        var outer = wrap(inner) ?? throw new ArgumentException($"backends: the interceptor for {device} returned null");
+        lock (_lock)
+        {
+            if (!ReferenceEquals(_instances[device], inner))
+                throw new InvalidOperationException($"backends: the backend of {device} changed while its interceptor was being built");
+            _instances[device] = outer;
+        }
+        return new Restore(device, inner, outer);
+    }
+
+    private sealed class Restore(Device device, IBackend inner, IBackend outer) : IDisposable
+    {
+        private int _done;
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _done, 1) != 0) return;
+            lock (_lock)
+                if (ReferenceEquals(_instances[device], outer)) _instances[device] = inner;
+        }
+    }
+
     /// <summary>Allocator statistics of a device.</summary>
     public static MemoryStats MemoryStats(Device device) => Get(device).Allocator.Stats;
 }

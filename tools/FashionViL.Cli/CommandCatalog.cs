@@ -16,5 +16,6 @@ public static partial class CommandCatalog
         yield return EncodeCommand.Create();
         yield return SearchCommand.Create();
         yield return InfoCommand.Create();
+        yield return BenchCommand.Create();
     }
 }

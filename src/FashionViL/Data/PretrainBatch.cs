@@ -25,6 +25,12 @@ public sealed class PretrainBatch : IDisposable
     public required Tensor AttributeLabels { get; init; }
     /// <summary>(B,G) int64: the BEiT block mask, 1 = masked cell (row-major over the grid).</summary>
     public required Tensor ImageMasks { get; init; }
+    /// <summary>
+    /// Optional host copy of <see cref="LmLabelIds"/> (row-major B·T) for a batch that lives on a GPU: MLM picks its
+    /// labelled rows from it instead of reading the device tensor back (which would make the step wait for the device).
+    /// Must equal LmLabelIds; null: MLM reads the tensor.
+    /// </summary>
+    public long[]? LmLabelIdsHost { get; init; }
     /// <summary>Product ids (the JSON <c>id</c>), the retrieval ground truth.</summary>
     public required long[] Ids { get; init; }
 

@@ -204,7 +204,9 @@ public sealed class FashionViLPretraining : Module
         {
             var logits = Model.Heads.Itm.Forward(pooled);
             var targets = Tensor.FromArray(targetsHost, [n], grid.Device);
-            return new TaskOutput { Loss = Ops.CrossEntropy(logits, targets), Scores = logits, Targets = targets, Pairing = pairing };
+            // Targets are 0/1 (none ignored): the mean is Σ·(1/n), without reading the targets back to count them.
+            using var sum = Ops.CrossEntropy(logits, targets, reduction: Reduction.Sum);
+            return new TaskOutput { Loss = sum.MulScalar(1.0 / n), Scores = logits, Targets = targets, Pairing = pairing };
         }
     }
 
@@ -214,7 +216,9 @@ public sealed class FashionViLPretraining : Module
     {
         using var grid = EncodeImages(batch.Image);
         int t = CheckBatch(batch, grid), n = batch.Size, h = Config.Bert.HiddenSize;
-        var labels = batch.LmLabelIds.ToArray<long>();
+        var labels = batch.LmLabelIdsHost ?? batch.LmLabelIds.ToArray<long>();
+        if (labels.Length != batch.LmLabelIds.Numel)
+            throw new ArgumentException($"mlm: lm_label_ids_host has {labels.Length} values for lm_label_ids {batch.LmLabelIds.ShapeString}");
         var rows = Enumerable.Range(0, labels.Length).Where(i => labels[i] != -1).Select(i => (long)i).ToArray();
         using var jm = JointMask(batch.InputMask, grid.Size(1));
         var (seq, pooled) = Joint(batch.InputIdsMasked, batch.SegmentIds, grid, jm);
@@ -231,10 +235,17 @@ public sealed class FashionViLPretraining : Module
             using var idx = Tensor.FromArray(rows, [rows.Length], grid.Device);
             using var sel = flat.IndexSelect(0, idx);
             var logits = Model.Heads.Mlm.Forward(sel);
-            var targets = Tensor.FromArray(rows.Select(i => labels[i]).ToArray(), [rows.Length], grid.Device);
-            if (targets.ToArray<long>().Any(x => x < 0 || x >= Config.Bert.VocabSize))
+            var picked = rows.Select(i => labels[i]).ToArray();
+            if (picked.Any(x => x < 0 || x >= Config.Bert.VocabSize))
+            {
+                logits.Dispose();
                 throw new ArgumentException($"mlm: lm_label_ids must be −1 or a token id in [0, {Config.Bert.VocabSize})");
-            return new TaskOutput { Loss = Ops.CrossEntropy(logits, targets, -1), Scores = logits, Targets = targets };
+            }
+            var targets = Tensor.FromArray(picked, [rows.Length], grid.Device);
+            // Every picked target is a class id (none is −1), so the mean is Σ·(1/rows) — computed without reading the
+            // targets back to count them.
+            using var sum = Ops.CrossEntropy(logits, targets, -1, Reduction.Sum);
+            return new TaskOutput { Loss = sum.MulScalar(1.0 / rows.Length), Scores = logits, Targets = targets };
         }
     }
 
@@ -270,7 +281,9 @@ public sealed class FashionViLPretraining : Module
             using var sel = flat.IndexSelect(0, idx);
             var logits = Model.Heads.Mpfc.Forward(sel);
             var targets = Tensor.FromArray(cells.Select(i => codes[i]).ToArray(), [cells.Length], grid.Device);
-            return new TaskOutput { Loss = Ops.CrossEntropy(logits, targets), Scores = logits, Targets = targets };
+            // Every code is a class id (checked above): the mean is Σ·(1/cells), without reading the targets back.
+            using var sum = Ops.CrossEntropy(logits, targets, reduction: Reduction.Sum);
+            return new TaskOutput { Loss = sum.MulScalar(1.0 / cells.Length), Scores = logits, Targets = targets };
         }
     }
 

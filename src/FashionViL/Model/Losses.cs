@@ -43,8 +43,13 @@ public static class Losses
         using var l2r = b.Matmul(at);
         using var l1 = l1r / temperature;
         using var l2 = l2r / temperature;
-        using var c1 = Ops.CrossEntropy(l1, labels);
-        using var c2 = Ops.CrossEntropy(l2, labels);
+        // Mean over the B rows as Σ·(1/B): what Reduction.Mean computes when no target is ignored, without
+        // reading the targets back to count them (a host sync on a GPU).
+        int rows = a.Size(0);
+        using var s1 = Ops.CrossEntropy(l1, labels, reduction: Reduction.Sum);
+        using var s2 = Ops.CrossEntropy(l2, labels, reduction: Reduction.Sum);
+        using var c1 = s1.MulScalar(1.0 / rows);
+        using var c2 = s2.MulScalar(1.0 / rows);
         using var s = c1 + c2;
         return s * 0.5;
     }

@@ -294,7 +294,14 @@ public sealed class Pretrainer
             Image = S(b.Image), DvImage = S(b.DvImage), InputIds = S(b.InputIds), InputIdsMasked = S(b.InputIdsMasked),
             InputMask = S(b.InputMask), SegmentIds = S(b.SegmentIds), LmLabelIds = S(b.LmLabelIds),
             AttributeLabels = S(b.AttributeLabels), ImageMasks = S(b.ImageMasks), Ids = b.Ids[start..(start + n)],
+            LmLabelIdsHost = device.IsCpu ? null : HostLabels(b.LmLabelIds, start, n),
         };
+    }
+
+    private static long[] HostLabels(Tensor labels, int start, int n)
+    {
+        using var view = labels.Narrow(0, start, n);
+        return view.ToArray<long>();
     }
 
     internal static (string Metric, string Key) ParseCriterion(string criteria)

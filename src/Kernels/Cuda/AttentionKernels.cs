@@ -492,6 +492,7 @@ internal static class AttentionKernels
         int gs = GroupSize(acc, op, groupSize);
         var kern = For(acc).Fwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(ForwardKernel);
         long tiles = (long)b * h * ((l + QT - 1) / QT);
+        CudaRuntime.CountLaunch();
         kern(stream ?? acc.DefaultStream, Config(tiles, gs), q, k, v, mask ?? q, o, probs, a);
     }
 
@@ -520,11 +521,13 @@ internal static class AttentionKernels
         if ((long)b * h * l > 0)
         {
             var k1 = loaded.BwdQ ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(BackwardQKernel);
+            CudaRuntime.CountLaunch();
             k1(st, Config((long)b * h * ((l + QT - 1) / QT), gs), k, v, probs, go, gq, workspace, a);
         }
         if ((long)b * h * s > 0)
         {
             var k2 = loaded.BwdKV ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(BackwardKVKernel);
+            CudaRuntime.CountLaunch();
             k2(st, Config((long)b * h * ((s + KT2 - 1) / KT2), gs), q, probs, go, workspace, gk, gv, a);
         }
     }

@@ -672,6 +672,7 @@ public static partial class ConvKernels
         int tm = v == ConvVersion.Tile128 ? BM2 : BM, tn = v == ConvVersion.Tile128 ? BN2 : BN;
         int tilesM = (s.M + tm - 1) / tm, tilesN = (s.N + tn - 1) / tn;
         var cfg = new KernelConfig(new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(s.Splits, 65535)), new Index3D(GroupSize(acc), 1, 1));
+        CudaRuntime.CountLaunch();
         GemmKernel(acc, v)(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s);
     }
 
@@ -812,6 +813,7 @@ public static partial class ConvKernels
             var l2 = For(acc);
             Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> r;
             lock (l2) r = l2.SplitReduce ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SplitReduceKernel);
+            CudaRuntime.CountLaunch();
             r(stream ?? acc.DefaultStream, Flat(acc, mn), workspace, gw, (int)mn, sp);
         }
         else LaunchGemm(acc, stream, gy, x, gw, default, s, version, precision);
@@ -820,6 +822,7 @@ public static partial class ConvKernels
             var l = For(acc);
             Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int> k;
             lock (l) k = l.BiasGrad ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(BiasGradKernel);
+            CudaRuntime.CountLaunch();
             k(stream ?? acc.DefaultStream, new KernelConfig(Math.Min(cout, 1 << 16), GroupSize(acc)), gy, gb, batch, cout, P);
         }
     }
@@ -853,6 +856,7 @@ public static partial class ConvKernels
         var l = For(acc);
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape> k;
         lock (l) k = l.MaxFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>(MaxPoolForwardKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, Flat(acc, outs), x, y, indices, s);
     }
 
@@ -886,11 +890,13 @@ public static partial class ConvKernels
         if (p is not null)
         {
             lock (l) k = l.MaxBwdGather ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>(MaxPoolBackwardGatherKernel);
+            CudaRuntime.CountLaunch();
             k(stream ?? acc.DefaultStream, Flat(acc, (long)planes * h * w), gy, indices, gx, s);
         }
         else
         {
             lock (l) k = l.MaxBwdScatter ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>(MaxPoolBackwardScatterKernel);
+            CudaRuntime.CountLaunch();
             k(stream ?? acc.DefaultStream, Flat(acc, planes), gy, indices, gx, s);
         }
     }
@@ -915,6 +921,7 @@ public static partial class ConvKernels
         var l = For(acc);
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape> k;
         lock (l) k = l.AvgFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, PoolShape>(AdaptiveAvgForwardKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, Flat(acc, (long)planes * ho * wo), x, y, s);
     }
 
@@ -930,6 +937,7 @@ public static partial class ConvKernels
         var l = For(acc);
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape> k;
         lock (l) k = l.AvgBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, PoolShape>(AdaptiveAvgBackwardKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, Flat(acc, (long)planes * h * w), gy, gx, s);
     }
 }

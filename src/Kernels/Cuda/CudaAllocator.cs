@@ -24,8 +24,16 @@ public sealed class CudaAllocator : CachingAllocator
     /// <summary>Buffers currently held from the device (live plus cached).</summary>
     public int BufferCount { get { lock (_lock) return _buffers.Count; } }
 
+    private long _driverAllocs, _driverFrees;
+
+    /// <summary>Device allocations made so far (requests the cache could not serve).</summary>
+    public long DriverAllocations => Interlocked.Read(ref _driverAllocs);
+    /// <summary>Device blocks returned to the driver so far.</summary>
+    public long DriverFrees => Interlocked.Read(ref _driverFrees);
+
     protected override nint RawAllocate(long bytes)
     {
+        Interlocked.Increment(ref _driverAllocs);
         MemoryBuffer1D<byte, Stride1D.Dense> buf;
         try { buf = _rt.Accelerator.Allocate1D<byte>(bytes); }
         catch (Exception e) when (e is not OutOfMemoryException and not AccessViolationException)
@@ -45,6 +53,7 @@ public sealed class CudaAllocator : CachingAllocator
     {
         MemoryBuffer1D<byte, Stride1D.Dense>? buf;
         lock (_lock) { if (!_buffers.Remove(handle, out buf)) return; }
+        Interlocked.Increment(ref _driverFrees);
         buf.Dispose();
     }
 

@@ -146,6 +146,7 @@ public sealed partial class CudaBackend
     {
         var k = Runtime.Kernel(("map", typeof(T), typeof(TR), typeof(TOp)),
             acc => acc.LoadKernel<ArrayView<T>, ArrayView<TR>, Strided3, int, TOp>(ElementwiseKernels.Map<T, TR, TOp>));
+        CudaRuntime.CountLaunch();
         k(Stream, Runtime.Grid(n), x, y, l, n, op);
     }
 
@@ -174,6 +175,7 @@ public sealed partial class CudaBackend
         var l = Strided3.Plan(y.Sizes, [a, b, y], [ab, bb, yb], "binary");
         var k = Runtime.Kernel(("zip", typeof(T), typeof(TR), typeof(TOp)),
             acc => acc.LoadKernel<ArrayView<T>, ArrayView<T>, ArrayView<TR>, Strided3, int, TOp>(ElementwiseKernels.Zip<T, TR, TOp>));
+        CudaRuntime.CountLaunch();
         k(Stream, Runtime.Grid(y.Numel), av, bv, yv, l, y.Numel, op);
     }
 
@@ -188,6 +190,7 @@ public sealed partial class CudaBackend
         int n = gx.Numel;
         var k = Runtime.Kernel(("grad", typeof(T), typeof(TOp), typeof(void)),
             acc => acc.LoadKernel<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, int, TOp>(ElementwiseKernels.Grad<T, TOp>));
+        CudaRuntime.CountLaunch();
         k(Stream, Runtime.Grid(n), Dense<T>(x), Dense<T>(y), Dense<T>(gy), Dense<T>(gx), n, op);
     }
 
@@ -270,26 +273,74 @@ public sealed partial class CudaBackend
                 int len = (int)Math.Min(Chunk, bytes - o);
                 dev.SubView(o, len).CopyFromCPU(Stream, new ReadOnlySpan<byte>(host + o, len));
             }
-            Stream.Synchronize(); // the host buffer may be freed as soon as we return
+            Runtime.Synchronize(); // the host buffer may be freed as soon as we return
             return;
         }
         lock (staging)
         {
+            long half = staging.Length / 2;
+            if (bytes <= half)
+            {
+                UploadRing(staging, host, dev, (int)bytes, half);
+                return;
+            }
             long cap = staging.Length;
             for (long o = 0; o < bytes; o += cap)
             {
                 int len = (int)Math.Min(cap, bytes - o);
-                if (Runtime.StagingBusy) Stream.Synchronize();
+                if (Runtime.StagingBusy) Runtime.Synchronize();
                 new ReadOnlySpan<byte>(host + o, len).CopyTo(staging.Span);
                 dev.SubView(o, len).CopyFrom(Stream, staging.ArrayView.SubView(0, len));
                 Runtime.StagingBusy = true;
             }
+            // The last piece may still be in flight: the next small upload waits for exactly that copy.
+            Runtime.RingLargeDone?.Dispose();
+            Runtime.RingLargeDone = Stream.AddProfilingMarker();
         }
+    }
+
+    /// <summary>
+    /// A small upload through the staging buffer used as two halves: uploads fill the current half back to back without
+    /// waiting; when it is full, a marker records the end of its copies and the other half is taken, waiting only for that
+    /// half's marker (recorded a whole half-buffer of uploads earlier, normally long done). After a full
+    /// <see cref="CudaRuntime.Synchronize"/> the ring starts empty, so a step that uploads less than half the buffer
+    /// between synchronisations never waits.
+    /// </summary>
+    private unsafe void UploadRing(PageLockedArray1D<byte> staging, byte* host, ArrayView<byte> dev, int len, long half)
+    {
+        var rt = Runtime;
+        if (rt.RingLargeDone is { } large)
+        {
+            rt.CountHostWait();
+            large.Synchronize();
+            large.Dispose();
+            rt.RingLargeDone = null;
+        }
+        if (rt.RingOffset + len > (rt.RingHalf + 1) * half)
+        {
+            rt.RingDone[rt.RingHalf]?.Dispose();
+            rt.RingDone[rt.RingHalf] = Stream.AddProfilingMarker();
+            rt.RingHalf ^= 1;
+            rt.RingOffset = rt.RingHalf * half;
+            if (rt.RingDone[rt.RingHalf] is { } prev)
+            {
+                rt.CountHostWait();
+                prev.Synchronize();
+                prev.Dispose();
+                rt.RingDone[rt.RingHalf] = null;
+            }
+        }
+        long off = rt.RingOffset;
+        new ReadOnlySpan<byte>(host, len).CopyTo(staging.Span.Slice((int)off, len));
+        dev.CopyFrom(Stream, staging.ArrayView.SubView(off, len));
+        rt.RingOffset = off + ((len + 255) & ~255L);
+        rt.StagingBusy = true;
     }
 
     /// <summary>Device → host: waits for the queued work (the host reads the values).</summary>
     private unsafe void Download(ArrayView<byte> dev, byte* host, long bytes)
     {
+        Runtime.CountRead();
         var staging = Runtime.Staging;
         if (staging is null)
         {
@@ -298,7 +349,7 @@ public sealed partial class CudaBackend
                 int len = (int)Math.Min(Chunk, bytes - o);
                 dev.SubView(o, len).CopyToCPU(Stream, new Span<byte>(host + o, len));
             }
-            Stream.Synchronize();
+            Runtime.Synchronize();
             return;
         }
         lock (staging)
@@ -308,7 +359,7 @@ public sealed partial class CudaBackend
             {
                 int len = (int)Math.Min(cap, bytes - o);
                 staging.ArrayView.SubView(0, len).CopyFrom(Stream, dev.SubView(o, len));
-                Stream.Synchronize();
+                Runtime.Synchronize();
                 Runtime.StagingBusy = false;
                 staging.Span[..len].CopyTo(new Span<byte>(host + o, len));
             }
@@ -343,6 +394,7 @@ public sealed partial class CudaBackend
         var l = Strided3.Plan(dst.Sizes, [dst], [yb], "fill");
         var k = Runtime.Kernel(("fill", typeof(T), typeof(void), typeof(void)),
             acc => acc.LoadKernel<ArrayView<T>, Strided3, int, T>(ElementwiseKernels.Fill<T>));
+        CudaRuntime.CountLaunch();
         k(Stream, Runtime.Grid(dst.Numel), yv, l, dst.Numel, v);
     }
 
@@ -422,6 +474,7 @@ public sealed partial class CudaBackend
         var l = Strided3.Plan(y.Sizes, [c, a, b], [cb, ab, bb], "where");
         var k = Runtime.Kernel(("where", typeof(T), typeof(void), typeof(void)),
             acc => acc.LoadKernel<ArrayView<byte>, ArrayView<T>, ArrayView<T>, ArrayView<T>, Strided3, int, int>(ElementwiseKernels.Where<T>));
+        CudaRuntime.CountLaunch();
         k(Stream, Runtime.Grid(y.Numel), cv, av, bv, Dense<T>(y), l, y.Numel, 0);
     }
 }

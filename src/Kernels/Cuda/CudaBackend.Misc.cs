@@ -35,6 +35,7 @@ public sealed partial class CudaBackend
         var bv = momentumBuffer is null ? pv : Dense<float>(momentumBuffer);
         var k = Runtime.Kernel(("misc.sgd", typeof(void), typeof(void), typeof(void)),
             acc => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, SgdScalars>(MiscKernels.SgdKernel));
+        CudaRuntime.CountLaunch();
         k(Stream, Runtime.Grid(n), pv, Dense<float>(grad), bv, n, h);
     }
 
@@ -76,6 +77,7 @@ public sealed partial class CudaBackend
         {
             var kern = Runtime.Kernel(("misc.sort.shared", typeof(void), typeof(void), typeof(void)),
                 acc => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, SortShape>(MiscKernels.SortSharedKernel));
+            CudaRuntime.CountLaunch();
             kern(Stream, new KernelConfig(Math.Min(rows, 65535), gs), Dense<float>(xc), Dense<float>(values), Dense<long>(indices), s);
         }
         else
@@ -85,6 +87,7 @@ public sealed partial class CudaBackend
             using var ids = Tensor.Empty([groups * p], DType.Int32, Device);
             var kern = Runtime.Kernel(("misc.sort.global", typeof(void), typeof(void), typeof(void)),
                 acc => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<int>, SortShape>(MiscKernels.SortGlobalKernel));
+            CudaRuntime.CountLaunch();
             kern(Stream, new KernelConfig(groups, gs), Dense<float>(xc), Dense<float>(values), Dense<long>(indices), Dense<float>(keys), Dense<int>(ids), s);
         }
     }
@@ -101,9 +104,11 @@ public sealed partial class CudaBackend
         var mv = Dense<byte>(m);
         var count = Runtime.Kernel(("misc.mask.count", typeof(void), typeof(void), typeof(void)),
             acc => acc.LoadKernel<ArrayView<byte>, ArrayView<int>, int, int>(MiscKernels.MaskCountKernel));
+        CudaRuntime.CountLaunch();
         count(Stream, Runtime.Grid(chunks), mv, sv, n, chunks);
         var scan = Runtime.Kernel(("misc.mask.scan", typeof(void), typeof(void), typeof(void)),
             acc => acc.LoadKernel<ArrayView<int>, int>(MiscKernels.MaskScanKernel));
+        CudaRuntime.CountLaunch();
         scan(Stream, new KernelConfig(1, 1), sv, chunks);
         return (m, start, chunks);
     }
@@ -112,6 +117,7 @@ public sealed partial class CudaBackend
     {
         var copy = Runtime.Kernel(("misc.mask.copy", typeof(void), typeof(void), typeof(void)),
             acc => acc.LoadKernel<ArrayView<byte>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int>(MiscKernels.MaskCopyKernel));
+        CudaRuntime.CountLaunch();
         copy(Stream, Runtime.Grid(chunks), Dense<byte>(m), Dense<int>(start), full, packed, m.Numel, chunks, select ? 1 : 0);
     }
 

@@ -90,14 +90,19 @@ public sealed partial class CudaBackend
     public void IndexSelect(Tensor x, int dim, Tensor index, Tensor y)
     {
         const string op = "index_select";
-        if (x.DType != DType.Float32 || y.DType != DType.Float32) throw Todo($"{op} of {x.DType.Name()} data");
+        // A select only moves elements: 4- and 8-byte data of any type (int64 token ids, for ITM's re-paired texts) go
+        // through the float kernel as 1 or 2 words per element, bit for bit.
+        int words = x.DType.Size() / 4;
+        if (x.DType != y.DType || x.DType.Size() % 4 != 0 || words < 1) throw Todo($"{op} of {x.DType.Name()} data");
         RequireIndex(op, index);
         RequireHere(x, op);
         RequireDense(op, (y, "y"));
         using var xc = Dense(x); using var ic = Dense(index);
         var (outer, size, inner) = IndexKernels.Split(xc.Sizes, dim);
         if (y.Numel != (long)outer * ic.Numel * inner) throw new ArgumentException($"cuda: {op}: output {y.ShapeString} does not match {x.ShapeString} selected by {index.ShapeString} on dim {dim}");
-        IndexKernels.IndexSelect(Acc, Stream, View<float>(xc), View<long>(ic), View<float>(y), outer, size, ic.Numel, inner);
+        var xv = words == 1 && x.DType == DType.Float32 ? View<float>(xc) : RawBytes(xc, (long)xc.Numel * xc.DType.Size()).Cast<float>();
+        var yv = words == 1 && y.DType == DType.Float32 ? View<float>(y) : RawBytes(y, (long)y.Numel * y.DType.Size()).Cast<float>();
+        IndexKernels.IndexSelect(Acc, Stream, xv, View<long>(ic), yv, outer, size, ic.Numel, inner * words);
     }
 
     /// <summary>index_add as a scatter-add: the [n] index is broadcast to [outer, n, inner] (materialised on the device).</summary>

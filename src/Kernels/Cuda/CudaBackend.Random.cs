@@ -64,10 +64,12 @@ public sealed partial class CudaBackend
         double cap = Math.BitDecrement((float)b);
         if (dst.DType == DType.Float64)
         {
+            CudaRuntime.CountLaunch();
             k(Stream, Runtime.Grid(n), Dense<double>(dst), n, seed, offset, (int)kind, a, b, 0, cap);
             return;
         }
         using var tmp = Tensor.Empty(dst.Shape, DType.Float64, Device);
+        CudaRuntime.CountLaunch();
         k(Stream, Runtime.Grid(n), Dense<double>(tmp), n, seed, offset, (int)kind, a, b, f32 ? 1 : 0, cap);
         Copy(tmp, dst);
     }
@@ -82,15 +84,17 @@ public sealed partial class CudaBackend
         using var keysT = Tensor.Empty([n], DType.Int64, Device);
         var k = Runtime.Kernel(("permkeys", typeof(void), typeof(void), typeof(void)),
             acc => acc.LoadKernel<ArrayView<ulong>, int, ulong, ulong>(RandomKernels.PermKeys));
+        CudaRuntime.CountLaunch();
         k(Stream, Runtime.Grid(n), Dense<ulong>(keysT), n, seed, offset);
         var keys = new ulong[n];
+        Runtime.CountRead();
         Dense<ulong>(keysT).CopyToCPU(Stream, keys);
-        Stream.Synchronize();
+        Runtime.Synchronize();
         Array.Sort(keys);
         var perm = new long[n];
         for (int i = 0; i < n; i++) perm[i] = (long)(keys[i] & 0xFFFFFFFF);
         Dense<long>(dst).CopyFromCPU(Stream, perm);
-        Stream.Synchronize();
+        Runtime.Synchronize();
     }
 
     public void Dropout(Tensor x, Tensor y, Tensor mask, double p, ulong seed, ulong offset)
@@ -119,12 +123,14 @@ public sealed partial class CudaBackend
         {
             var k = Runtime.Kernel(("dropout", typeof(float), typeof(void), typeof(void)),
                 acc => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<byte>, int, ulong, ulong, uint, int, UnaryOps.MulScalar>(RandomKernels.Dropout<float, UnaryOps.MulScalar>));
+            CudaRuntime.CountLaunch();
             k(Stream, Runtime.Grid(n), Dense<float>(x), Dense<float>(y), Dense<byte>(mask), n, seed, offset, thr, mode, s);
         }
         else
         {
             var k = Runtime.Kernel(("dropout", typeof(double), typeof(void), typeof(void)),
                 acc => acc.LoadKernel<ArrayView<double>, ArrayView<double>, ArrayView<byte>, int, ulong, ulong, uint, int, UnaryOps.MulScalar>(RandomKernels.Dropout<double, UnaryOps.MulScalar>));
+            CudaRuntime.CountLaunch();
             k(Stream, Runtime.Grid(n), Dense<double>(x), Dense<double>(y), Dense<byte>(mask), n, seed, offset, thr, mode, s);
         }
     }

@@ -326,9 +326,11 @@ public sealed partial class CudaBackend
         var k1 = Runtime.Kernel(("reduce-split", typeof(T), typeof(TIO), typeof(void)),
             acc => acc.LoadKernel<ArrayView<T>, ArrayView<double>, ArrayView<int>, ReduceLayout, int, int, int, int>(ReduceKernels.ReduceSplit<T, TIO>));
         int groups = (int)Math.Min((long)nOut * split, (long)Runtime.MaxGroups * 4);
+        CudaRuntime.CountLaunch();
         k1(Stream, new KernelConfig(groups, Runtime.GroupSize), xv, Dense<double>(pv), Dense<int>(pi), l, nOut, nRed, mode, split);
         var k2 = Runtime.Kernel(("reduce-finish", typeof(T), typeof(TIO), typeof(void)),
             acc => acc.LoadKernel<ArrayView<double>, ArrayView<int>, ArrayView<T>, ArrayView<long>, int, int, int, int, int>(ReduceKernels.ReduceFinish<T, TIO>));
+        CudaRuntime.CountLaunch();
         k2(Stream, Runtime.Grid(nOut), Dense<double>(pv), Dense<int>(pi), Dense<T>(y), iv, nOut, nRed, mode, split, writeIdx ? 1 : 0);
     }
 
@@ -341,12 +343,14 @@ public sealed partial class CudaBackend
         {
             var kt = Runtime.Kernel(("reduce-thread", typeof(T), typeof(TIO), typeof(void)),
                 acc => acc.LoadKernel<ArrayView<T>, ArrayView<T>, ArrayView<long>, ReduceLayout, int, int, int, double, int>(ReduceKernels.ReducePerThread<T, TIO>));
+            CudaRuntime.CountLaunch();
             kt(Stream, Runtime.Grid(nOut), xv, Dense<T>(y), iv, l, nOut, nRed, mode, correction, writeIdx ? 1 : 0);
             return;
         }
         var k = Runtime.Kernel(("reduce", typeof(T), typeof(TIO), typeof(void)),
             acc => acc.LoadKernel<ArrayView<T>, ArrayView<T>, ArrayView<long>, ReduceLayout, int, int, int, double, int>(ReduceKernels.Reduce<T, TIO>));
         int groups = (int)Math.Min(nOut, (long)Runtime.MaxGroups * 4);
+        CudaRuntime.CountLaunch();
         k(Stream, new KernelConfig(groups, Runtime.GroupSize), xv, Dense<T>(y), iv, l, nOut, nRed, mode, correction, writeIdx ? 1 : 0);
     }
 

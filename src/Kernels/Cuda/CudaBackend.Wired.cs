@@ -47,6 +47,7 @@ public sealed partial class CudaBackend
         var precision = MatMulPrecision.Current;
         if (precision == Precision.Fp32) GemmKernels.Launch(Acc, Stream, args);
         else TensorCoreGemm.Launch(Acc, Stream, args, precision);
+        CudaRuntime.CountLaunch();   // either launcher enqueues exactly one kernel when C is not empty
     }
 
     private static (int Rows, int Width) Rows(Tensor x) => x.Rank == 0 ? (1, 1) : (x.Numel / Math.Max(x.Sizes[^1], 1), x.Sizes[^1]);

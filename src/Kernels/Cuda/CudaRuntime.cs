@@ -9,6 +9,13 @@ using ILGPU.Runtime.Cuda;
 
 namespace FashionViL.Kernels.Cuda;
 
+/// <summary>Counters of a <see cref="CudaRuntime"/> (see <see cref="CudaRuntime.Counters"/>).</summary>
+public readonly record struct CudaCounters(long KernelLaunches, long HostSyncs, long DeviceToHostReads, long DriverAllocations, long DriverFrees)
+{
+    public static CudaCounters operator -(CudaCounters a, CudaCounters b) => new(a.KernelLaunches - b.KernelLaunches,
+        a.HostSyncs - b.HostSyncs, a.DeviceToHostReads - b.DeviceToHostReads, a.DriverAllocations - b.DriverAllocations, a.DriverFrees - b.DriverFrees);
+}
+
 /// <summary>
 /// One CUDA device as the backend sees it: an ILGPU <see cref="Context"/>, the accelerator for device n,
 /// one <see cref="AcceleratorStream"/> that every launch and copy is queued on, the caching allocator and
@@ -81,6 +88,31 @@ public sealed class CudaRuntime : IDisposable
     /// <summary>True while an asynchronous upload may still read the staging buffer.</summary>
     internal bool StagingBusy { get; set; }
 
+    // Small uploads use the staging buffer as a ring of two halves (CudaBackend.UploadRing); guarded by the staging lock.
+    internal long RingOffset;
+    internal int RingHalf;
+    internal readonly ProfilingMarker?[] RingDone = new ProfilingMarker?[2];
+    internal ProfilingMarker? RingLargeDone;
+
+    /// <summary>After a full stream synchronisation nothing reads the staging buffer any more: the ring starts empty.</summary>
+    private void ResetStaging()
+    {
+        var staging = _staging;
+        if (staging is null) { StagingBusy = false; return; }
+        lock (staging)
+        {
+            StagingBusy = false;
+            RingOffset = 0;
+            RingHalf = 0;
+            for (int i = 0; i < RingDone.Length; i++) { RingDone[i]?.Dispose(); RingDone[i] = null; }
+            RingLargeDone?.Dispose();
+            RingLargeDone = null;
+        }
+    }
+
+    /// <summary>Counts a host wait that is not a full <see cref="Synchronize"/> (waiting for one staging copy).</summary>
+    internal void CountHostWait() => Interlocked.Increment(ref _hostSyncs);
+
     /// <summary>Threads per group for elementwise launches (256 on a GPU, the emulator's group size on the CPU).</summary>
     public int GroupSize { get; }
     /// <summary>Groups that fill the device once (grid-stride loops cover the rest).</summary>
@@ -93,7 +125,7 @@ public sealed class CudaRuntime : IDisposable
         if (emulate)
         {
             var dev = new CPUDevice(2, 1, 2);
-            Context = Context.Create(b => b.CPU(dev).EnableAlgorithms());
+            Context = Context.Create(b => b.CPU(dev).EnableAlgorithms().Profiling());
             Accelerator = dev.CreateCPUAccelerator(Context, CPUAcceleratorMode.Parallel);
         }
         else
@@ -102,7 +134,7 @@ public sealed class CudaRuntime : IDisposable
             Context? ctx = null;
             try
             {
-                ctx = Context.Create(b => b.Cuda().EnableAlgorithms());
+                ctx = Context.Create(b => b.Cuda().EnableAlgorithms().Profiling());
                 var devices = ctx.GetCudaDevices();
                 if (devices.Count == 0) reason = DriverReason();
                 else if (index >= devices.Count) reason = $"cuda:{index} requested but the driver reports {devices.Count} device(s)";
@@ -183,7 +215,36 @@ public sealed class CudaRuntime : IDisposable
     /// <summary>Kernels compiled and held by the registry so far.</summary>
     public int KernelCount => _kernels.Count;
 
-    public void Synchronize() => Stream.Synchronize();
+    /// <summary>Waits for every queued launch and copy (counted in <see cref="Counters"/> as a host sync).</summary>
+    public void Synchronize()
+    {
+        Interlocked.Increment(ref _hostSyncs);
+        if (TraceSyncs) Console.Error.WriteLine($"{TraceSyncVariable}: host sync at{Environment.NewLine}{Environment.StackTrace}");
+        Stream.Synchronize();
+        ResetStaging();
+    }
+
+    /// <summary>FASHIONVIL_CUDA_TRACE_SYNC=1 prints a stack trace to stderr at every <see cref="Synchronize"/> (finding host syncs in a step).</summary>
+    public const string TraceSyncVariable = "FASHIONVIL_CUDA_TRACE_SYNC";
+    private static readonly bool TraceSyncs = Environment.GetEnvironmentVariable(TraceSyncVariable) == "1";
+
+    private static long _launches;
+    private long _hostSyncs, _reads;
+
+    /// <summary>Counts one kernel launch (called next to every launch site; process-wide over all devices).</summary>
+    internal static void CountLaunch() => Interlocked.Increment(ref _launches);
+
+    /// <summary>Counts one device→host read (a download the host waits for).</summary>
+    internal void CountRead() => Interlocked.Increment(ref _reads);
+
+    /// <summary>
+    /// Running totals since process start: kernel launches (all CUDA devices of the process), host waits
+    /// (<see cref="Synchronize"/> calls, each download waits once), device→host reads, and driver allocations / frees
+    /// (caching-allocator misses that reached the device allocator, and blocks returned to it). Take a snapshot before
+    /// and after a region and subtract (<see cref="CudaCounters.operator -"/>).
+    /// </summary>
+    public CudaCounters Counters => new(Interlocked.Read(ref _launches), Interlocked.Read(ref _hostSyncs), Interlocked.Read(ref _reads),
+        Allocator.DriverAllocations, Allocator.DriverFrees);
 
     public void Dispose()
     {

@@ -90,6 +90,7 @@ internal static class DropoutKernels
         if (n == 0) return;
         var cfg = FlatConfig(acc, ((long)n + 3) / 4, groupSize);
         var k = For(acc).Dropout ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<byte>, int, ulong, ulong, uint, float>(DropoutKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, cfg, x, y, mask, n, seed, offset, Threshold(p), KeepScale(p));
     }
 
@@ -99,6 +100,7 @@ internal static class DropoutKernels
         if (n < 0 || output.Length < n) throw new ArgumentException($"philox (cuda): output has {output.Length} elements, need {n}");
         if (n == 0) return;
         var k = For(acc).Words ??= acc.LoadKernel<ArrayView<uint>, int, ulong, ulong>(PhiloxWordsKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, FlatConfig(acc, n, 0), output, n, seed, offset);
     }
 }

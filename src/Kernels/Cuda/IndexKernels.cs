@@ -255,6 +255,7 @@ internal static class IndexKernels
         if (total == 0) return;
         int gs = FlatGroup(acc, groupSize, op);
         var k = For(acc).Embedding ??= acc.LoadKernel<ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int, int>(EmbeddingBackwardKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, FlatConfig(acc, total, gs), ids, gy, gWeight, n, d, v, paddingIdx);
     }
 
@@ -271,6 +272,7 @@ internal static class IndexKernels
         if (size == 0) throw new ArgumentException($"{op}: cannot select {n} entries from an empty dim ({shape})");
         int gs = FlatGroup(acc, groupSize, op);
         var k = For(acc).Select ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, int, int, int, int>(IndexSelectKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, FlatConfig(acc, total, gs), x, index, y, outer, size, n, inner);
     }
 
@@ -290,6 +292,7 @@ internal static class IndexKernels
         if (nx == 0) throw new ArgumentException($"{op}: cannot gather from an empty dim ({shape})");
         int gs = FlatGroup(acc, groupSize, op);
         var k = For(acc).Gather ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, int, int, int, int>(GatherKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, FlatConfig(acc, total, gs), x, index, y, outer, nx, ni, inner);
     }
 
@@ -311,6 +314,7 @@ internal static class IndexKernels
         if (nd == 0) throw new ArgumentException($"{op}: cannot scatter into an empty dim ({shape})");
         int gs = FlatGroup(acc, groupSize, op);
         var k = For(acc).Scatter ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, int, int, int, int, int, int>(ScatterKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, FlatConfig(acc, total, gs), dst, index, src, outer, nd, ni, ns, inner, add ? 1 : 0);
     }
 
@@ -327,6 +331,7 @@ internal static class IndexKernels
         int gs = FlatGroup(acc, groupSize, op);
         var kern = For(acc).Vq ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, int, int, int>(VqLookupKernel);
         int blocks = (n + VqRows - 1) / VqRows;
+        CudaRuntime.CountLaunch();
         kern(stream ?? acc.DefaultStream, new KernelConfig(Math.Min(blocks, 1 << 20), gs), z, codebook, ids, n, k, d);
     }
 }

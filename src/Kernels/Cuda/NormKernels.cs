@@ -321,6 +321,7 @@ internal static class NormKernels
             Flags = (weight is null ? 0 : FWeight) | (bias is null ? 0 : FBias) | (runningMean is null ? 0 : FRunningMean)
                 | (runningVar is null ? 0 : FRunningVar) | (training ? FTraining : 0),
         };
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, Config(c, gs), x, weight ?? x, bias ?? x, runningMean ?? x, runningVar ?? x, y, saveMean, saveInvStd, p);
     }
 
@@ -346,6 +347,7 @@ internal static class NormKernels
             N = n, C = c, S = s,
             Flags = (weight is null ? 0 : FWeight) | (training ? FTraining : 0) | (gw is null ? 0 : FGradW) | (gb is null ? 0 : FGradB),
         };
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, Config(c, gs), x, gy, weight ?? x, saveMean, saveInvStd, gx, gw ?? x, gb ?? x, p);
     }
 
@@ -372,6 +374,7 @@ internal static class NormKernels
         int gs = CheckGroup(acc, op, groupSize, (long)(c / groups) * s);
         var k = For(acc).GnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GnParams>(GroupNormForwardKernel);
         var p = new GnParams { N = n, C = c, S = s, G = groups, Eps = eps, Flags = (weight is null ? 0 : FWeight) | (bias is null ? 0 : FBias) };
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, Config(n * groups, gs), x, weight ?? x, bias ?? x, y, mean, rstd, p);
     }
 
@@ -397,12 +400,14 @@ internal static class NormKernels
             int gs = CheckGroup(acc, op, groupSize, (long)(c / groups) * s);
             var k = l.GnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GnParams>(GroupNormBackwardKernel);
             var p = new GnParams { N = n, C = c, S = s, G = groups, Flags = weight is null ? 0 : FWeight };
+            CudaRuntime.CountLaunch();
             k(str, Config(n * groups, gs), x, gy, weight ?? x, mean, rstd, gx, p);
         }
         if (gw is null && gb is null) return;
         int gsp = CheckGroup(acc, op, groupSize, (long)n * s);
         var kp = l.GnParam ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GnParams>(GroupNormParamKernel);
         var pp = new GnParams { N = n, C = c, S = s, G = groups, Flags = (gw is null ? 0 : FGradW) | (gb is null ? 0 : FGradB) };
+        CudaRuntime.CountLaunch();
         kp(str, Config(c, gsp), x, gy, mean, rstd, gw ?? gb!.Value, gb ?? gw!.Value, pp);
     }
 }

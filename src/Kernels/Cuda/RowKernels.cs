@@ -603,6 +603,7 @@ internal static class RowKernels
             _ => l.LnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>(LayerNormForwardKernel),
         };
         int flags = (weight is null ? 0 : 1) | (bias is null ? 0 : 2);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, RowConfig(rows, gs), x, weight ?? x, bias ?? x, y, mean, rstd, rows, d, eps, flags);
     }
 
@@ -631,6 +632,7 @@ internal static class RowKernels
         {
             int gs = CheckGroup(acc, op, groupSize, d);
             var k = l.LnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(LayerNormBackwardKernel);
+            CudaRuntime.CountLaunch();
             k(s, RowConfig(rows, gs), x, gy, weight ?? x, mean, rstd, gx, rows, d, weight is null ? 0 : 1);
         }
         if ((gw is null && gb is null) || d == 0) return;
@@ -641,10 +643,12 @@ internal static class RowKernels
         {
             Need(op, "workspace", workspace, LayerNormBackwardWorkspace(rows, d), rows, d);
             var kp = l.LnPart ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(LayerNormParamPartialKernel);
+            CudaRuntime.CountLaunch();
             kp(s, FlatConfig(acc, (long)nb * d, flat), x, gy, mean, rstd, workspace, rows, d, nb);
         }
         var part = nb > 0 ? workspace : (gw ?? gb!.Value);   // nb = 0: the reduce writes zeros and never reads part
         var kr = l.LnReduce ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(LayerNormParamReduceKernel);
+        CudaRuntime.CountLaunch();
         kr(s, FlatConfig(acc, d, flat), part, gw ?? gb!.Value, gb ?? gw!.Value, d, nb, flags);
     }
 
@@ -664,6 +668,7 @@ internal static class RowKernels
             SoftmaxVariant.OnlineX4 => l.SmFwd4 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(SoftmaxForwardX4Kernel),
             _ => l.SmFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(SoftmaxForwardKernel),
         };
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, RowConfig(rows, gs), x, y, rows, c, log ? 1 : 0);
     }
 
@@ -677,6 +682,7 @@ internal static class RowKernels
         Need(op, "y", y, n, rows, c); Need(op, "gy", gy, n, rows, c); Need(op, "gx", gx, n, rows, c);
         int gs = CheckGroup(acc, op, groupSize, c);
         var k = For(acc).SmBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(SoftmaxBackwardKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, RowConfig(rows, gs), y, gy, gx, rows, c, log ? 1 : 0);
     }
 
@@ -703,6 +709,7 @@ internal static class RowKernels
             var k = variant == SoftmaxVariant.OnlineX4
                 ? l.CeFwdHard4 ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int>(CrossEntropyForwardHardX4Kernel)
                 : l.CeFwdHard ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int>(CrossEntropyForwardHardKernel);
+            CudaRuntime.CountLaunch();
             k(s, RowConfig(rows, gs), logits, t, loss, logSumExp, rows, c, ignoreIndex);
         }
         else
@@ -710,6 +717,7 @@ internal static class RowKernels
             var st = softTarget!.Value;
             Need(op, "softTarget", st, n, rows, c);
             var k = l.CeFwdSoft ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(CrossEntropyForwardSoftKernel);
+            CudaRuntime.CountLaunch();
             k(s, RowConfig(rows, gs), logits, st, loss, logSumExp, rows, c);
         }
     }
@@ -732,6 +740,7 @@ internal static class RowKernels
         {
             Need(op, "target", t, rows, rows, c);
             var k = l.CeBwdHard ??= acc.LoadKernel<ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(CrossEntropyBackwardHardKernel);
+            CudaRuntime.CountLaunch();
             k(s, RowConfig(rows, gs), logits, t, logSumExp, gLoss, gLogits, rows, c, ignoreIndex);
         }
         else
@@ -739,6 +748,7 @@ internal static class RowKernels
             var st = softTarget!.Value;
             Need(op, "softTarget", st, n, rows, c);
             var k = l.CeBwdSoft ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(CrossEntropyBackwardSoftKernel);
+            CudaRuntime.CountLaunch();
             k(s, RowConfig(rows, gs), logits, st, logSumExp, gLoss, gLogits, rows, c);
         }
     }
@@ -755,6 +765,7 @@ internal static class RowKernels
             if (v.Length < n) throw new ArgumentException($"{op}: {name} has {v.Length} elements, needs {n}");
         int gs = groupSize == 0 ? BlockReduce.ClampGroup(acc, 256) : CheckGroup(acc, op, groupSize, n);
         var k = For(acc).AdamW ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, AdamWScalars>(AdamWKernel);
+        CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, FlatConfig(acc, n, gs), param, grad, expAvg, expAvgSq, n, AdamWScalars.From(hp));
     }
 }

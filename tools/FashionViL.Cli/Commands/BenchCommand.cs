@@ -1,0 +1,54 @@
+using System.CommandLine;
+using FashionViL.Bench;
+
+namespace FashionViL.Cli;
+
+/// <summary>`fashionvil bench step ...`: time full FashionViL training steps (issue 7).</summary>
+public static class BenchCommand
+{
+    public static Command Create()
+    {
+        var task = new Option<string>("--task") { Description = "itc | itm | mlm | mpfc | icc | pac", DefaultValueFactory = _ => "itc" };
+        var batch = new Option<int>("--batch") { Description = "images per step", DefaultValueFactory = _ => 64 };
+        var device = new Option<string>("--device") { Description = "cpu | cuda | cuda:N", DefaultValueFactory = _ => "cpu" };
+        var steps = new Option<int>("--steps") { Description = "measured steps (median, min, max)", DefaultValueFactory = _ => 10 };
+        var warmup = new Option<int>("--warmup") { Description = "warm-up steps before measuring", DefaultValueFactory = _ => 3 };
+        var profile = new Option<int>("--profile-steps") { Description = "steps run again with the per-op profiler (the breakdown; 0 = none)", DefaultValueFactory = _ => 3 };
+        var config = new Option<string>("--config") { Description = "model sizes: configs/pretrain.yaml (full size) or configs/tiny.yaml", DefaultValueFactory = _ => "configs/pretrain.yaml" };
+        var json = new Option<string?>("--json") { Description = "also write the result as JSON to this file (atomic)" };
+        var precision = new Option<string>("--precision") { Description = "fp32 | tf32 | bf16: GEMM operands rounded to TF32 / bf16, fp32 accumulation (MatMulPrecision)", DefaultValueFactory = _ => "fp32" };
+        var seed = new Option<int>("--seed") { Description = "seed of the random weights and inputs", DefaultValueFactory = _ => 0 };
+
+        var step = new Command("step", "Time full FashionViL training steps (forward, backward, AdamW) on random inputs: ms/step, images/s, " +
+            "peak memory, launches/allocations/host syncs per step, and the time per op kind.")
+            { task, batch, device, steps, warmup, profile, config, json, precision, seed };
+        step.SetAction(parse =>
+        {
+            var o = parse.InvocationConfiguration.Output;
+            var err = parse.InvocationConfiguration.Error;
+            try
+            {
+                var opts = new StepBenchOptions
+                {
+                    Task = parse.GetValue(task)!, Batch = parse.GetValue(batch), Device = parse.GetValue(device)!,
+                    Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup), ProfileSteps = parse.GetValue(profile),
+                    Config = parse.GetValue(config)!, Precision = parse.GetValue(precision)!, Seed = (ulong)Math.Max(0, parse.GetValue(seed)),
+                };
+                var r = StepBenchmark.Run(opts, o);
+                o.Write(StepBenchmark.Format(r));
+                if (parse.GetValue(json) is { } path)
+                {
+                    StepBenchmark.WriteJson(path, r);
+                    o.WriteLine($"  json        {path}");
+                }
+                return 0;
+            }
+            catch (Exception e) when (PretrainCommand.IsUserError(e))
+            {
+                err.WriteLine(e.Message.StartsWith("bench step:", StringComparison.Ordinal) ? $"fashionvil {e.Message}" : $"fashionvil bench step: {e.Message}");
+                return 1;
+            }
+        });
+        return new Command("bench", "Benchmarks (issue 7): `bench step` times FashionViL training steps.") { step };
+    }
+}
