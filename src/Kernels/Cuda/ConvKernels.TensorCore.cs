@@ -156,6 +156,8 @@ public static partial class ConvKernels
     {
         int tilesM = (s.M + TcBM - 1) / TcBM, tilesN = (s.N + TcBN - 1) / TcBN;
         var cfg = new KernelConfig(new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(s.Splits, 65535)), new Index3D(TcGroupSize(acc), 1, 1));
-        TcKernel(acc)(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s, precision == Precision.Bf16 ? 1 : 0);
+        var kernel = TcKernel(acc);
+        CudaRuntime.CountLaunch();
+        kernel(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s, precision == Precision.Bf16 ? 1 : 0);
     }
 }
