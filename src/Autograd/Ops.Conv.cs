@@ -138,11 +138,14 @@ public static partial class Ops
     /// Batch norm of x [N,C,H,W] (or [N,C]) per channel. Training: batch statistics, and the running
     /// statistics (when given) are updated in place with <paramref name="momentum"/> (unbiased variance).
     /// Eval: normalises with the running statistics, which must be given.
+    /// Fused epilogue (one op, one pass forward and one backward): <paramref name="residual"/> (x's shape) is added to
+    /// the normalised output and <paramref name="relu"/> applies max(·, 0) last — y = relu?(bn(x) [+ residual]), equal
+    /// to the separate ops; the residual's gradient is the (relu-masked) upstream gradient.
     /// </summary>
     public static Tensor BatchNorm2d(Tensor x, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar,
-        bool training, double momentum = 0.1, double eps = 1e-5)
+        bool training, double momentum = 0.1, double eps = 1e-5, Tensor? residual = null, bool relu = false)
     {
-        const string op = "batch_norm";
+        string op = residual is null ? relu ? "batch_norm_relu" : "batch_norm" : relu ? "batch_norm_add_relu" : "batch_norm_add";
         RequireRank(op, x, "input", "[N,C,H,W] or [N,C]", 2, 4);
         RequireFloating(op, x, "input");
         int c = x.Size(1);
@@ -150,6 +153,13 @@ public static partial class Ops
         RequireChannelVector(op, x, bias, c, "bias");
         RequireChannelVector(op, x, runningMean, c, "running mean");
         RequireChannelVector(op, x, runningVar, c, "running var");
+        if (residual is not null)
+        {
+            if (!residual.Sizes.SequenceEqual(x.Sizes))
+                throw new ArgumentException($"{op}: residual {residual.ShapeString} must have the input's shape {x.ShapeString}");
+            if (residual.DType != x.DType) throw new ArgumentException($"{op}: residual is {residual.DType.Name()}, input {x.DType.Name()}");
+            if (residual.Device != x.Device) throw new ArgumentException($"{op}: residual is on {residual.Device}, input on {x.Device}");
+        }
         if (!training && (runningMean is null || runningVar is null))
             throw new ArgumentException($"{op}: evaluation mode needs running mean and variance (input {x.ShapeString})");
         if (training && x.Numel / Math.Max(c, 1) == 1)
@@ -160,22 +170,25 @@ public static partial class Ops
         using var xc = x.ContiguousRaw();
         using var wc = weight?.ContiguousRaw();
         using var bc = bias?.ContiguousRaw();
+        using var rc = residual?.ContiguousRaw();
         var y = Tensor.Empty(x.Shape, x.DType, x.Device);
         using var mean = Tensor.Empty([c], x.DType, x.Device);
         using var invStd = Tensor.Empty([c], x.DType, x.Device);
-        B(x).BatchNormForward(xc, wc, bc, runningMean, runningVar, training, momentum, eps, y, mean, invStd);
-        if (!Graph.NeedsGrad(x, weight, bias)) return y;
+        B(x).BatchNormForward(xc, wc, bc, runningMean, runningVar, training, momentum, eps, y, mean, invStd, rc, relu);
+        if (!Graph.NeedsGrad(x, weight, bias, residual)) return y;
 
         bool needW = weight is not null && weight.RequiresGrad, needB = bias is not null && bias.RequiresGrad, needX = x.RequiresGrad;
+        bool needR = residual is not null && residual.RequiresGrad;
         int[] xs = x.Shape;
-        return Graph.Record(y, op, [x, weight, bias], [xc, wc, mean, invStd], (gy, s) =>
+        return Graph.Record(y, op, [x, weight, bias, residual], [xc, wc, mean, invStd, relu ? y : null], (gy, s) =>
         {
             var gx = Tensor.Empty(xs, gy.DType, gy.Device);
             var gw = needW ? Tensor.Empty([c], gy.DType, gy.Device) : null;
             var gb = needB ? Tensor.Empty([c], gy.DType, gy.Device) : null;
-            B(gy).BatchNormBackward(s[0]!, gy, s[1], s[2]!, s[3]!, training, gx, gw, gb);
+            var gr = needR ? Tensor.Empty(xs, gy.DType, gy.Device) : null;
+            B(gy).BatchNormBackward(s[0]!, gy, s[1], s[2]!, s[3]!, training, gx, gw, gb, s[4], gr);
             if (!needX) { gx.Dispose(); gx = null; }
-            return [gx, gw, gb];
+            return [gx, gw, gb, gr];
         });
     }
 

@@ -81,9 +81,15 @@ public sealed class BatchNorm2d : Module
         RegisterBuffer("num_batches_tracked", Tensor.Zeros([], DType.Int64));
     }
 
-    public override Tensor Forward(Tensor x)
+    public override Tensor Forward(Tensor x) => Forward(x, null, relu: false);
+
+    /// <summary>
+    /// relu?(bn(x) [+ residual]) as one fused op (<see cref="Ops.BatchNorm2d"/>): equal to <c>Forward(x)</c> followed by
+    /// <c>+ residual</c> and <c>Relu()</c>, with one pass forward and one backward instead of three.
+    /// </summary>
+    public Tensor Forward(Tensor x, Tensor? residual, bool relu)
     {
-        var y = Ops.BatchNorm2d(x, Weight, Bias, RunningMean, RunningVar, IsTraining, Momentum, Eps);
+        var y = Ops.BatchNorm2d(x, Weight, Bias, RunningMean, RunningVar, IsTraining, Momentum, Eps, residual, relu);
         if (IsTraining)
         {
             // n += 1 on the device: reading the counter back would make every training step wait for the GPU.

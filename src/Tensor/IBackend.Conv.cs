@@ -21,13 +21,21 @@ public partial interface IBackend
     /// Batch norm over (N, H, W) per channel of x [N,C,H,W] (or [N,C]). Training: batch statistics
     /// (biased variance for normalising, unbiased for the running update with <paramref name="momentum"/>),
     /// running stats updated in place when given. Eval: running stats. saveMean/saveInvStd [C] receive the
-    /// mean and 1/√(var+eps) that were used.
+    /// mean and 1/√(var+eps) that were used. Fused epilogue: with <paramref name="residual"/> (x's shape, contiguous)
+    /// y ← bn(x) + residual, and with <paramref name="relu"/> y ← max(·, 0) — each step rounded as the separate ops
+    /// (normalise, add, relu) would round it.
     /// </summary>
     void BatchNormForward(Tensor x, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar,
-        bool training, double momentum, double eps, Tensor y, Tensor saveMean, Tensor saveInvStd);
-    /// <summary>gx (and gw, gb [C] when given) from the saved statistics. In eval mode the statistics are constants.</summary>
+        bool training, double momentum, double eps, Tensor y, Tensor saveMean, Tensor saveInvStd,
+        Tensor? residual = null, bool relu = false);
+    /// <summary>
+    /// gx (and gw, gb [C] when given) from the saved statistics. In eval mode the statistics are constants.
+    /// Fused epilogue: with <paramref name="reluOutput"/> (the forward's y of a relu-fused batch norm) the upstream
+    /// gradient is first masked, g = gy where y &gt; 0 else 0; <paramref name="gResidual"/>, when given, receives that
+    /// (masked) g — the residual's gradient.
+    /// </summary>
     void BatchNormBackward(Tensor x, Tensor gy, Tensor? weight, Tensor saveMean, Tensor saveInvStd, bool training,
-        Tensor gx, Tensor? gw, Tensor? gb);
+        Tensor gx, Tensor? gw, Tensor? gb, Tensor? reluOutput = null, Tensor? gResidual = null);
 
     /// <summary>Group norm of x [N,C,*] with <paramref name="groups"/> groups; mean/rstd are [N, groups].</summary>
     void GroupNormForward(Tensor x, Tensor? weight, Tensor? bias, int groups, double eps, Tensor y, Tensor mean, Tensor rstd);

@@ -316,6 +316,132 @@ public class ConvOpTests
         Assert.That(ex!.Message, Does.Contain("batch_norm: dtypes differ"));
     }
 
+    // ------------------------------------------------------------------ fused batch norm (+ residual) (+ relu)
+
+    /// <summary>relu?(ref_bn(x) [+ r]) in float64.</summary>
+    private static Tensor RefBnAct(Tensor bn, Tensor? r, bool relu)
+    {
+        var y = bn.ToArray<double>();
+        var rr = r?.ToArray<double>();
+        for (int i = 0; i < y.Length; i++)
+        {
+            double v = y[i] + (rr is null ? 0 : rr[i]);
+            y[i] = relu ? Math.Max(v, 0) : v;
+        }
+        return Tensor.FromArray(y, bn.Shape);
+    }
+
+    [TestCase(new[] { 2, 3, 3, 2 }, true, true, TestName = "BatchNorm2d fused add+relu train NCHW")]
+    [TestCase(new[] { 3, 2, 5, 3 }, false, true, TestName = "BatchNorm2d fused relu train odd")]
+    [TestCase(new[] { 2, 3, 2, 3 }, true, false, TestName = "BatchNorm2d fused add train")]
+    [TestCase(new[] { 5, 3 }, true, true, TestName = "BatchNorm2d fused add+relu train NC")]
+    public void BatchNormFusedTrainForwardAndGrad(int[] xs, bool residual, bool relu)
+    {
+        int c = xs[1];
+        var x = OpCheck.Rand(xs, 41, DType.Float64, -1, 2, requiresGrad: true);
+        var w = OpCheck.Rand([c], 42, DType.Float64, 0.5, 1.5, requiresGrad: true);
+        var b = OpCheck.Rand([c], 43, requiresGrad: true);
+        var r = OpCheck.Rand(xs, 44, requiresGrad: true);
+        if (residual)
+        {
+            OpCheck.Forward(t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true, residual: t[3], relu: relu),
+                t => RefBnAct(RefBatchNorm(t[0], t[1], t[2], 1e-5), t[3], relu), [x, w, b, r]);
+            OpCheck.Forward(t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true, residual: OpCheck.NonContiguous(t[3]), relu: relu),
+                t => RefBnAct(RefBatchNorm(t[0], t[1], t[2], 1e-5), t[3], relu), [x, w, b, r], what: "non-contiguous residual");
+            OpCheck.GradCheck(t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true, residual: t[3], relu: relu), [x, w, b, r], what: "fused batch_norm train");
+            var rm = Tensor.Zeros([c], DType.Float64); var rv = Tensor.Ones([c], DType.Float64);
+            OpCheck.GradCheck(t => Ops.BatchNorm2d(t[0], null, null, t[1], t[2], true, residual: t[3], relu: relu), [x, rm, rv, r], what: "fused, no affine, running stats");
+        }
+        else
+        {
+            OpCheck.Forward(t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true, relu: relu),
+                t => RefBnAct(RefBatchNorm(t[0], t[1], t[2], 1e-5), null, relu), [x, w, b]);
+            OpCheck.GradCheck(t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true, relu: relu), [x, w, b], what: "fused batch_norm train");
+        }
+    }
+
+    [Test]
+    public void BatchNormFusedEvalUsesRunningStatsAndFrozenParams()
+    {
+        var x = OpCheck.Rand([2, 3, 2, 3], 45, requiresGrad: true);
+        var w = OpCheck.Rand([3], 46, DType.Float64, 0.5, 1.5);   // frozen (CSA-Net): no gradient for weight/bias
+        var b = OpCheck.Rand([3], 47);
+        var r = OpCheck.Rand([2, 3, 2, 3], 48, requiresGrad: true);
+        var rm = OpCheck.Rand([3], 49); var rv = OpCheck.Rand([3], 50, DType.Float64, 0.5, 2);
+        double[] rmd = rm.ToArray<double>(), rvd = rv.ToArray<double>();
+        OpCheck.Forward(t => Ops.BatchNorm2d(t[0], t[1], t[2], t[3], t[4], false, residual: t[5], relu: true),
+            t => RefBnAct(RefNorm(t[0], t[1], t[2], i => i / 6 % 3, 3, 1e-5, rmd, rvd), t[5], true), [x, w, b, rm, rv, r]);
+        OpCheck.GradCheck(t => Ops.BatchNorm2d(t[0], w, b, rm, rv, false, residual: t[1], relu: true), [x, r], what: "fused batch_norm eval");
+        Assert.That(rm.ToArray<double>(), Is.EqualTo(rmd), "eval leaves running mean alone");
+        Assert.That(rv.ToArray<double>(), Is.EqualTo(rvd), "eval leaves running var alone");
+    }
+
+    /// <summary>
+    /// float32 on the CPU backend: the fused op against the composition it replaces (batch_norm, +, relu), bit for bit —
+    /// output, running statistics and every gradient — since each step is rounded in the same order. Shapes with S not a
+    /// multiple of 8 exercise the scalar tails; an input with a NaN checks that relu keeps it and masks its gradient.
+    /// </summary>
+    [TestCase(new[] { 3, 5, 7, 3 }, true, true, true)]
+    [TestCase(new[] { 2, 4, 4, 4 }, true, true, false)]
+    [TestCase(new[] { 3, 5, 7, 3 }, false, true, true)]
+    [TestCase(new[] { 2, 3, 5, 5 }, true, false, true)]
+    [TestCase(new[] { 3, 5, 7, 3 }, true, true, true, true)]
+    public void BatchNormFusedMatchesTheComposedOpsBitForBit(int[] xs, bool residual, bool relu, bool training, bool nan = false)
+    {
+        using var scope = Tensor.Scope();
+        int c = xs[1];
+        var x0 = OpCheck.Rand(xs, 51, DType.Float32, -1, 2);
+        if (nan) { var xa = x0.ToArray<float>(); xa[7] = float.NaN; x0 = Tensor.FromArray(xa, xs); }
+        var w0 = OpCheck.Rand([c], 52, DType.Float32, 0.5, 1.5);
+        var b0 = OpCheck.Rand([c], 53, DType.Float32);
+        var r0 = OpCheck.Rand(xs, 54, DType.Float32);
+        var gy = OpCheck.Rand(xs, 55, DType.Float32);
+        var rmInit = OpCheck.Rand([c], 56, DType.Float32); var rvInit = OpCheck.Rand([c], 57, DType.Float32, 0.5, 2);
+
+        (float[] Y, float[] Rm, float[] Rv, float[] Gx, float[] Gw, float[] Gb, float[]? Gr) Run(bool fused)
+        {
+            static Tensor Leaf(Tensor t) { var l = t.Clone(); l.RequiresGrad = true; return l; }
+            var x = Leaf(x0); var w = Leaf(w0); var b = Leaf(b0);
+            var r = residual ? Leaf(r0) : null;
+            var rm = rmInit.Clone(); var rv = rvInit.Clone();
+            Tensor y;
+            if (fused) y = Ops.BatchNorm2d(x, w, b, rm, rv, training, residual: r, relu: relu);
+            else
+            {
+                y = Ops.BatchNorm2d(x, w, b, rm, rv, training);
+                if (r is not null) y = y + r;
+                if (relu) y = y.Relu();
+            }
+            y.Backward(gy);
+            return (y.ToArray<float>(), rm.ToArray<float>(), rv.ToArray<float>(), x.Grad!.ToArray<float>(), w.Grad!.ToArray<float>(),
+                b.Grad!.ToArray<float>(), r?.Grad!.ToArray<float>());
+        }
+
+        var f = Run(true); var u = Run(false);
+        Assert.Multiple(() =>
+        {
+            Assert.That(f.Y, Is.EqualTo(u.Y), "y");
+            Assert.That(f.Rm, Is.EqualTo(u.Rm), "running mean");
+            Assert.That(f.Rv, Is.EqualTo(u.Rv), "running var");
+            Assert.That(f.Gx, Is.EqualTo(u.Gx), "dx");
+            Assert.That(f.Gw, Is.EqualTo(u.Gw), "dgamma");
+            Assert.That(f.Gb, Is.EqualTo(u.Gb), "dbeta");
+            Assert.That(f.Gr, Is.EqualTo(u.Gr), "d residual");
+        });
+        if (nan) Assert.That(float.IsNaN(f.Y[7]) || !relu, "relu keeps a NaN");
+    }
+
+    [Test]
+    public void BatchNormFusedRejectsABadResidual()
+    {
+        using var scope = Tensor.Scope();
+        var x = Tensor.Zeros([2, 3, 4, 4]);
+        var ex = Assert.Throws<ArgumentException>(() => Ops.BatchNorm2d(x, null, null, null, null, true, residual: Tensor.Zeros([2, 3, 4, 5]), relu: true));
+        Assert.That(ex!.Message, Does.Contain("batch_norm_add_relu: residual [2, 3, 4, 5] must have the input's shape [2, 3, 4, 4]"));
+        ex = Assert.Throws<ArgumentException>(() => Ops.BatchNorm2d(x, null, null, null, null, true, residual: Tensor.Zeros([2, 3, 4, 4], DType.Float64)));
+        Assert.That(ex!.Message, Does.Contain("batch_norm_add: residual is float64, input float32"));
+    }
+
     // ------------------------------------------------------------------ group norm
 
     [TestCase(new[] { 2, 4, 3, 2 }, 2, TestName = "GroupNorm NCHW 2 groups")]

@@ -52,8 +52,7 @@ public sealed class ResNetTrunk : Module
         if (x.Rank != 4 || x.Size(1) != 3)
             throw new ArgumentException($"fashionvil image encoder: input {x.ShapeString} must be [B,3,H,W]");
         using var c = _conv1.Forward(x);
-        using var b = _bn1.Forward(c);
-        using var r = b.Relu();
+        using var r = _bn1.Forward(c, null, relu: true);
         var h = Ops.MaxPool2d(r, 3, 2, 1);
         foreach (var layer in _layers)
         {

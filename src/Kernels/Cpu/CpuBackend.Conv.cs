@@ -413,7 +413,8 @@ public sealed unsafe partial class CpuBackend
     }
 
     public void BatchNormForward(Tensor x, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar,
-        bool training, double momentum, double eps, Tensor y, Tensor saveMean, Tensor saveInvStd)
+        bool training, double momentum, double eps, Tensor y, Tensor saveMean, Tensor saveInvStd,
+        Tensor? residual = null, bool relu = false)
     {
         const string op = "batch_norm";
         RequireFloat(x, op);
@@ -424,24 +425,31 @@ public sealed unsafe partial class CpuBackend
         StatCheck(op, runningMean, C, x.DType, "running mean"); StatCheck(op, runningVar, C, x.DType, "running var");
         StatCheck(op, saveMean, C, x.DType, "saved mean"); StatCheck(op, saveInvStd, C, x.DType, "saved inverse std");
         RequireContiguous(x, op, "input"); RequireContiguous(y, op, "output");
+        if (residual is not null)
+        {
+            RequireSameShape(x, residual, op);
+            if (residual.DType != x.DType) throw new ArgumentException($"{op}: residual is {residual.DType.Name()}, input {x.DType.Name()}");
+            RequireContiguous(residual, op, "residual");
+        }
         if (!training && (runningMean is null || runningVar is null))
             throw new ArgumentException($"{op}: evaluation mode needs running mean and variance (input {x.ShapeString})");
         if (training && (long)N * S == 1)
             throw new ArgumentException($"{op}: expected more than 1 value per channel when training, got input {x.ShapeString}");
         if (x.DType == DType.Float32)
             BnFwdT<float>(x.DataPtr<float>(), P<float>(weight), P<float>(bias), P<float>(runningMean), P<float>(runningVar), training, momentum, eps,
-                y.DataPtr<float>(), saveMean.DataPtr<float>(), saveInvStd.DataPtr<float>(), N, C, S);
+                y.DataPtr<float>(), saveMean.DataPtr<float>(), saveInvStd.DataPtr<float>(), N, C, S, P<float>(residual), relu);
         else
             BnFwdT<double>(x.DataPtr<double>(), P<double>(weight), P<double>(bias), P<double>(runningMean), P<double>(runningVar), training, momentum, eps,
-                y.DataPtr<double>(), saveMean.DataPtr<double>(), saveInvStd.DataPtr<double>(), N, C, S);
+                y.DataPtr<double>(), saveMean.DataPtr<double>(), saveInvStd.DataPtr<double>(), N, C, S, P<double>(residual), relu);
     }
 
     private static T* P<T>(Tensor? t) where T : unmanaged => t is null ? null : t.DataPtr<T>();
 
     private static void BnFwdT<T>(T* x, T* w, T* b, T* rm, T* rv, bool training, double momentum, double eps,
-        T* y, T* sm, T* sis, int N, int C, int S) where T : unmanaged, IFloatingPointIeee754<T>
+        T* y, T* sm, T* sis, int N, int C, int S, T* res, bool relu) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        nint px = (nint)x, pw = (nint)w, pb = (nint)b, prm = (nint)rm, prv = (nint)rv, py = (nint)y, psm = (nint)sm, psis = (nint)sis;
+        nint px = (nint)x, pw = (nint)w, pb = (nint)b, prm = (nint)rm, prv = (nint)rv, py = (nint)y, psm = (nint)sm, psis = (nint)sis, pres = (nint)res;
+        bool fused = res != null || relu;
         long M = (long)N * S, cs = (long)C * S;
         Parallelism.For(C, 2 * M, (s, e) =>
         {
@@ -473,13 +481,17 @@ public sealed unsafe partial class CpuBackend
                 double scale = invStd * (pw != 0 ? double.CreateTruncating(((T*)pw)[c]) : 1);
                 double shiftOut = (pb != 0 ? double.CreateTruncating(((T*)pb)[c]) : 0) - mean * scale;
                 for (int n = 0; n < N; n++)
-                    NormMath<T>.Affine((T*)px + n * cs + (long)c * S, (T*)py + n * cs + (long)c * S, S, scale, shiftOut);
+                {
+                    long o = n * cs + (long)c * S;
+                    if (fused) NormMath<T>.AffineAddRelu((T*)px + o, pres != 0 ? (T*)pres + o : null, (T*)py + o, S, scale, shiftOut, relu);
+                    else NormMath<T>.Affine((T*)px + o, (T*)py + o, S, scale, shiftOut);
+                }
             }
         });
     }
 
     public void BatchNormBackward(Tensor x, Tensor gy, Tensor? weight, Tensor saveMean, Tensor saveInvStd, bool training,
-        Tensor gx, Tensor? gw, Tensor? gb)
+        Tensor gx, Tensor? gw, Tensor? gb, Tensor? reluOutput = null, Tensor? gResidual = null)
     {
         const string op = "batch_norm backward";
         RequireFloat(x, op);
@@ -489,18 +501,26 @@ public sealed unsafe partial class CpuBackend
         StatCheck(op, weight, C, x.DType, "weight"); StatCheck(op, saveMean, C, x.DType, "saved mean"); StatCheck(op, saveInvStd, C, x.DType, "saved inverse std");
         StatCheck(op, gw, C, x.DType, "weight gradient"); StatCheck(op, gb, C, x.DType, "bias gradient");
         RequireContiguous(x, op, "input"); RequireContiguous(gy, op, "output gradient"); RequireContiguous(gx, op, "input gradient");
+        foreach (var (t, name) in new[] { (reluOutput, "relu output"), (gResidual, "residual gradient") })
+        {
+            if (t is null) continue;
+            RequireSameShape(x, t, op);
+            if (t.DType != x.DType) throw new ArgumentException($"{op}: {name} is {t.DType.Name()}, input {x.DType.Name()}");
+            RequireContiguous(t, op, name);
+        }
         if (x.DType == DType.Float32)
             BnBwdT<float>(x.DataPtr<float>(), gy.DataPtr<float>(), P<float>(weight), saveMean.DataPtr<float>(), saveInvStd.DataPtr<float>(), training,
-                gx.DataPtr<float>(), P<float>(gw), P<float>(gb), N, C, S);
+                gx.DataPtr<float>(), P<float>(gw), P<float>(gb), N, C, S, P<float>(reluOutput), P<float>(gResidual));
         else
             BnBwdT<double>(x.DataPtr<double>(), gy.DataPtr<double>(), P<double>(weight), saveMean.DataPtr<double>(), saveInvStd.DataPtr<double>(), training,
-                gx.DataPtr<double>(), P<double>(gw), P<double>(gb), N, C, S);
+                gx.DataPtr<double>(), P<double>(gw), P<double>(gb), N, C, S, P<double>(reluOutput), P<double>(gResidual));
     }
 
-    private static void BnBwdT<T>(T* x, T* gy, T* w, T* sm, T* sis, bool training, T* gx, T* gw, T* gb, int N, int C, int S)
+    private static void BnBwdT<T>(T* x, T* gy, T* w, T* sm, T* sis, bool training, T* gx, T* gw, T* gb, int N, int C, int S, T* yRelu, T* gRes)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         nint px = (nint)x, pgy = (nint)gy, pw = (nint)w, psm = (nint)sm, psis = (nint)sis, pgx = (nint)gx, pgw = (nint)gw, pgb = (nint)gb;
+        nint pyr = (nint)yRelu, pgr = (nint)gRes;
         long M = (long)N * S, cs = (long)C * S;
         Parallelism.For(C, 3 * M, (s, e) =>
         {
@@ -509,9 +529,28 @@ public sealed unsafe partial class CpuBackend
                 double mean = double.CreateTruncating(((T*)psm)[c]), inv = double.CreateTruncating(((T*)psis)[c]);
                 double wc = pw != 0 ? double.CreateTruncating(((T*)pw)[c]) : 1;
                 // Σ gy and Σ gy·x̂ over the channel
+                // The upstream gradient g: gy, or (relu fused) gy masked by y > 0, stored to the residual's gradient (or to gx,
+                // which Combine then overwrites in place) so that the second pass reads it like gy.
                 double sg = 0, sgc = 0;
-                for (int n = 0; n < N; n++)
-                    NormMath<T>.SumDot((T*)pgy + n * cs + (long)c * S, (T*)px + n * cs + (long)c * S, S, mean, ref sg, ref sgc);
+                T* g = (T*)pgy;
+                if (pyr != 0)
+                {
+                    g = pgr != 0 ? (T*)pgr : (T*)pgx;
+                    for (int n = 0; n < N; n++)
+                    {
+                        long o = n * cs + (long)c * S;
+                        NormMath<T>.SumDotMasked((T*)pgy + o, (T*)pyr + o, (T*)px + o, g + o, S, mean, ref sg, ref sgc);
+                    }
+                }
+                else
+                {
+                    for (int n = 0; n < N; n++)
+                    {
+                        long o = n * cs + (long)c * S;
+                        NormMath<T>.SumDot((T*)pgy + o, (T*)px + o, S, mean, ref sg, ref sgc);
+                        if (pgr != 0) new ReadOnlySpan<T>((T*)pgy + o, S).CopyTo(new Span<T>((T*)pgr + o, S));
+                    }
+                }
                 double sgx = sgc * inv;
                 if (pgw != 0) ((T*)pgw)[c] = T.CreateTruncating(sgx);
                 if (pgb != 0) ((T*)pgb)[c] = T.CreateTruncating(sg);
@@ -522,7 +561,7 @@ public sealed unsafe partial class CpuBackend
                 for (int n = 0; n < N; n++)
                 {
                     long o = n * cs + (long)c * S;
-                    NormMath<T>.Combine((T*)pgy + o, (T*)px + o, (T*)pgx + o, S, a, bx, c0);
+                    NormMath<T>.Combine(g + o, (T*)px + o, (T*)pgx + o, S, a, bx, c0);
                 }
             }
         });

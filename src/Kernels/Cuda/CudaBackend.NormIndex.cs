@@ -26,28 +26,34 @@ public sealed partial class CudaBackend
     }
 
     public void BatchNormForward(Tensor x, Tensor? weight, Tensor? bias, Tensor? runningMean, Tensor? runningVar,
-        bool training, double momentum, double eps, Tensor y, Tensor saveMean, Tensor saveInvStd)
+        bool training, double momentum, double eps, Tensor y, Tensor saveMean, Tensor saveInvStd, Tensor? residual = null, bool relu = false)
     {
         const string op = "batch_norm";
-        RequireF32(op, x, weight, bias, runningMean, runningVar, y, saveMean, saveInvStd);
+        RequireF32(op, x, weight, bias, runningMean, runningVar, y, saveMean, saveInvStd, residual);
         RequireHere(x, op);
+        if (residual is not null) { RequireHere(residual, op); RequireSameShape(x, residual, op); }
         RequireDense(op, (weight, "weight"), (bias, "bias"), (runningMean, "running_mean"), (runningVar, "running_var"), (y, "y"), (saveMean, "save_mean"), (saveInvStd, "save_invstd"));
         using var xc = Dense(x);
+        using var rc = residual is null ? null : Dense(residual);
         var (n, c, s) = Ncs(xc, op);
         NormKernels.BatchNormForward(Acc, Stream, View<float>(xc), ViewOrNull(weight), ViewOrNull(bias), ViewOrNull(runningMean), ViewOrNull(runningVar),
-            training, (float)momentum, (float)eps, View<float>(y), View<float>(saveMean), View<float>(saveInvStd), n, c, s);
+            training, (float)momentum, (float)eps, View<float>(y), View<float>(saveMean), View<float>(saveInvStd), n, c, s, 0, ViewOrNull(rc), relu);
     }
 
-    public void BatchNormBackward(Tensor x, Tensor gy, Tensor? weight, Tensor saveMean, Tensor saveInvStd, bool training, Tensor gx, Tensor? gw, Tensor? gb)
+    public void BatchNormBackward(Tensor x, Tensor gy, Tensor? weight, Tensor saveMean, Tensor saveInvStd, bool training, Tensor gx, Tensor? gw, Tensor? gb,
+        Tensor? reluOutput = null, Tensor? gResidual = null)
     {
         const string op = "batch_norm backward";
-        RequireF32(op, x, gy, weight, saveMean, saveInvStd, gx, gw, gb);
+        RequireF32(op, x, gy, weight, saveMean, saveInvStd, gx, gw, gb, reluOutput, gResidual);
         RequireHere(x, op); RequireHere(gy, op);
-        RequireDense(op, (weight, "weight"), (saveMean, "save_mean"), (saveInvStd, "save_invstd"), (gx, "gx"), (gw, "gw"), (gb, "gb"));
+        if (reluOutput is not null) { RequireHere(reluOutput, op); RequireSameShape(x, reluOutput, op); }
+        if (gResidual is not null) RequireSameShape(x, gResidual, op);
+        RequireDense(op, (weight, "weight"), (saveMean, "save_mean"), (saveInvStd, "save_invstd"), (gx, "gx"), (gw, "gw"), (gb, "gb"), (gResidual, "residual gradient"));
         using var xc = Dense(x); using var gyc = Dense(gy);
+        using var yc = reluOutput is null ? null : Dense(reluOutput);
         var (n, c, s) = Ncs(xc, op);
         NormKernels.BatchNormBackward(Acc, Stream, View<float>(xc), View<float>(gyc), ViewOrNull(weight), View<float>(saveMean), View<float>(saveInvStd),
-            training, View<float>(gx), ViewOrNull(gw), ViewOrNull(gb), n, c, s);
+            training, View<float>(gx), ViewOrNull(gw), ViewOrNull(gb), n, c, s, 0, ViewOrNull(yc), ViewOrNull(gResidual));
     }
 
     public void GroupNormForward(Tensor x, Tensor? weight, Tensor? bias, int groups, double eps, Tensor y, Tensor mean, Tensor rstd)

@@ -34,6 +34,9 @@ internal static class NormKernels
 
     // Flags
     public const int FWeight = 1, FBias = 2, FRunningMean = 4, FRunningVar = 8, FTraining = 16, FGradW = 32, FGradB = 64;
+    /// <summary>Batch norm's fused epilogue: add a residual (forward) / write its gradient (backward); relu (forward) /
+    /// mask the upstream gradient by the forward output y &gt; 0 (backward).</summary>
+    public const int FResidual = 128, FRelu = 256, FGradResidual = 512;
 
     // ================================================================== device helpers
 
@@ -58,7 +61,7 @@ internal static class NormKernels
     // ================================================================== batch norm
 
     internal static void BatchNormForwardKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> rm,
-        ArrayView<float> rv, ArrayView<float> y, ArrayView<float> saveMean, ArrayView<float> saveInvStd, BnParams p)
+        ArrayView<float> rv, ArrayView<float> y, ArrayView<float> saveMean, ArrayView<float> saveInvStd, ArrayView<float> res, BnParams p)
     {
         var red = SharedMemory.Allocate<float>(2 * MaxWarps);
         int mCount = p.N * p.S;
@@ -100,17 +103,22 @@ internal static class NormKernels
             if (Group.IdxX == 0) { saveMean[c] = mean; saveInvStd[c] = inv; }
             float scale = (p.Flags & FWeight) != 0 ? inv * w[c] : inv;
             float bias = (p.Flags & FBias) != 0 ? b[c] : 0f;
+            bool addRes = (p.Flags & FResidual) != 0, relu = (p.Flags & FRelu) != 0;
             var cw = Start(Group.IdxX, sLen);
             for (int m = Group.IdxX; m < mCount; m += Group.DimX, cw = Advance(cw, Group.DimX, sLen))
             {
                 long o = cw.Outer * cs + cOff + cw.Inner;
-                y[o] = (x[o] - mean) * scale + bias;
+                float v = (x[o] - mean) * scale + bias;
+                if (addRes) v += res[o];
+                // relu as the elementwise kernel has it: NaN stays NaN
+                if (relu && !(v > 0f) && !KMath.IsNaN(v)) v = 0f;
+                y[o] = v;
             }
         }
     }
 
     internal static void BatchNormBackwardKernel(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> w, ArrayView<float> saveMean,
-        ArrayView<float> saveInvStd, ArrayView<float> gx, ArrayView<float> gw, ArrayView<float> gb, BnParams p)
+        ArrayView<float> saveInvStd, ArrayView<float> gx, ArrayView<float> gw, ArrayView<float> gb, ArrayView<float> yRelu, ArrayView<float> gRes, BnParams p)
     {
         var red = SharedMemory.Allocate<float>(2 * MaxWarps);
         int mCount = p.N * p.S;
@@ -121,12 +129,15 @@ internal static class NormKernels
             long cOff = (long)c * p.S;
             float mean = saveMean[c], inv = saveInvStd[c];
             float wc = (p.Flags & FWeight) != 0 ? w[c] : 1f;
+            bool relu = (p.Flags & FRelu) != 0, writeRes = (p.Flags & FGradResidual) != 0;
             double sg = 0, sgc = 0;
             var cw = Start(Group.IdxX, sLen);
             for (int m = Group.IdxX; m < mCount; m += Group.DimX, cw = Advance(cw, Group.DimX, sLen))
             {
                 long o = cw.Outer * cs + cOff + cw.Inner;
                 float g = gy[o];
+                if (relu && !(yRelu[o] > 0f)) g = 0f;   // relu's gradient, masked by the fused forward's output
+                if (writeRes) gRes[o] = g;
                 sg += g; sgc += g * (x[o] - mean);
             }
             var tot = BlockReduce.Sum2((float)sg, (float)sgc, red);
@@ -144,7 +155,9 @@ internal static class NormKernels
             for (int m = Group.IdxX; m < mCount; m += Group.DimX, cg2 = Advance(cg2, Group.DimX, sLen))
             {
                 long o = cg2.Outer * cs + cOff + cg2.Inner;
-                gx[o] = k * (gy[o] - mg - (x[o] - mean) * inv * mgx);
+                float g = gy[o];
+                if (relu && !(yRelu[o] > 0f)) g = 0f;
+                gx[o] = k * (g - mg - (x[o] - mean) * inv * mgx);
             }
         }
     }
@@ -257,7 +270,8 @@ internal static class NormKernels
 
     private sealed class Loaded
     {
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>? BnFwd, BnBwd;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>? BnFwd;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>? BnBwd;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GnParams>? GnFwd, GnBwd, GnParam;
     }
 
@@ -293,10 +307,12 @@ internal static class NormKernels
     /// Batch norm forward of x [N, C, S] (S = H·W, 1 for [N, C]). Training: batch statistics (biased variance to
     /// normalise; running stats, when given, updated in place with the unbiased variance and <paramref name="momentum"/>).
     /// Eval: running stats (both required). saveMean/saveInvStd [C] receive the mean and 1/√(var+eps) used.
+    /// Fused epilogue: y ← relu?(bn(x) [+ residual]) (residual [N, C, S] like x), in the same launch.
     /// </summary>
     public static void BatchNormForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float>? weight, ArrayView<float>? bias,
         ArrayView<float>? runningMean, ArrayView<float>? runningVar, bool training, float momentum, float eps,
-        ArrayView<float> y, ArrayView<float> saveMean, ArrayView<float> saveInvStd, int n, int c, int s, int groupSize = 0)
+        ArrayView<float> y, ArrayView<float> saveMean, ArrayView<float> saveInvStd, int n, int c, int s, int groupSize = 0,
+        ArrayView<float>? residual = null, bool relu = false)
     {
         const string op = "batch_norm (cuda)";
         CheckShape(op, n, c, s);
@@ -308,27 +324,30 @@ internal static class NormKernels
         if (bias is { } bv) Need(op, "bias", bv, c, shape);
         if (runningMean is { } rmv) Need(op, "running mean", rmv, c, shape);
         if (runningVar is { } rvv) Need(op, "running var", rvv, c, shape);
+        if (residual is { } resv) Need(op, "residual", resv, total, shape);
         if (!training && (runningMean is null || runningVar is null))
             throw new ArgumentException($"{op}: evaluation mode needs running mean and variance (input {shape})");
         if (training && (long)n * s == 1)
             throw new ArgumentException($"{op}: expected more than 1 value per channel when training, got input {shape}");
         if (c == 0) return;
         int gs = CheckGroup(acc, op, groupSize, (long)n * s);
-        var k = For(acc).BnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormForwardKernel);
+        var k = For(acc).BnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormForwardKernel);
         var p = new BnParams
         {
             N = n, C = c, S = s, Momentum = momentum, Eps = eps,
             Flags = (weight is null ? 0 : FWeight) | (bias is null ? 0 : FBias) | (runningMean is null ? 0 : FRunningMean)
-                | (runningVar is null ? 0 : FRunningVar) | (training ? FTraining : 0),
+                | (runningVar is null ? 0 : FRunningVar) | (training ? FTraining : 0) | (residual is null ? 0 : FResidual) | (relu ? FRelu : 0),
         };
         CudaRuntime.CountLaunch();
-        k(stream ?? acc.DefaultStream, Config(c, gs), x, weight ?? x, bias ?? x, runningMean ?? x, runningVar ?? x, y, saveMean, saveInvStd, p);
+        k(stream ?? acc.DefaultStream, Config(c, gs), x, weight ?? x, bias ?? x, runningMean ?? x, runningVar ?? x, y, saveMean, saveInvStd, residual ?? x, p);
     }
 
-    /// <summary>gx (and gw, gb [C] when given, overwritten) from the saved statistics; in eval mode the statistics are constants.</summary>
+    /// <summary>gx (and gw, gb [C] when given, overwritten) from the saved statistics; in eval mode the statistics are constants.
+    /// Fused epilogue: with <paramref name="reluOutput"/> (the forward's y) gy is masked by y &gt; 0 first; <paramref name="gResidual"/>
+    /// receives the (masked) gy.</summary>
     public static void BatchNormBackward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> gy, ArrayView<float>? weight,
         ArrayView<float> saveMean, ArrayView<float> saveInvStd, bool training, ArrayView<float> gx, ArrayView<float>? gw, ArrayView<float>? gb,
-        int n, int c, int s, int groupSize = 0)
+        int n, int c, int s, int groupSize = 0, ArrayView<float>? reluOutput = null, ArrayView<float>? gResidual = null)
     {
         const string op = "batch_norm backward (cuda)";
         CheckShape(op, n, c, s);
@@ -339,16 +358,19 @@ internal static class NormKernels
         if (weight is { } wv) Need(op, "weight", wv, c, shape);
         if (gw is { } gwv) Need(op, "weight gradient", gwv, c, shape);
         if (gb is { } gbv) Need(op, "bias gradient", gbv, c, shape);
+        if (reluOutput is { } yv) Need(op, "relu output", yv, total, shape);
+        if (gResidual is { } grv) Need(op, "residual gradient", grv, total, shape);
         if (c == 0) return;
         int gs = CheckGroup(acc, op, groupSize, (long)n * s);
-        var k = For(acc).BnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormBackwardKernel);
+        var k = For(acc).BnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormBackwardKernel);
         var p = new BnParams
         {
             N = n, C = c, S = s,
-            Flags = (weight is null ? 0 : FWeight) | (training ? FTraining : 0) | (gw is null ? 0 : FGradW) | (gb is null ? 0 : FGradB),
+            Flags = (weight is null ? 0 : FWeight) | (training ? FTraining : 0) | (gw is null ? 0 : FGradW) | (gb is null ? 0 : FGradB)
+                | (reluOutput is null ? 0 : FRelu) | (gResidual is null ? 0 : FGradResidual),
         };
         CudaRuntime.CountLaunch();
-        k(stream ?? acc.DefaultStream, Config(c, gs), x, gy, weight ?? x, saveMean, saveInvStd, gx, gw ?? x, gb ?? x, p);
+        k(stream ?? acc.DefaultStream, Config(c, gs), x, gy, weight ?? x, saveMean, saveInvStd, gx, gw ?? x, gb ?? x, reluOutput ?? x, gResidual ?? x, p);
     }
 
     private static void GnCheck(string op, int n, int c, int s, int groups)

@@ -28,28 +28,23 @@ public sealed class Bottleneck : Module
 
     public override Tensor Forward(Tensor x)
     {
+        // conv → bn → relu, conv → bn → relu, conv → bn (+ identity) → relu; each bn with its relu and the residual add
+        // is one fused op (BatchNorm2d.Forward(x, residual, relu)).
         bool free = TensorScope.Current is null;
-        var h = Step(_conv1.Forward(x), _bn1, free, relu: true);
-        var h2 = Step(_conv2.Forward(h), _bn2, free, relu: true);
+        var h = Step(_conv1.Forward(x), _bn1, null, free);
+        var h2 = Step(_conv2.Forward(h), _bn2, null, free);
         if (free) h.Dispose();
-        var h3 = Step(_conv3.Forward(h2), _bn3, free, relu: false);
-        if (free) h2.Dispose();
         var identity = _downsample is null ? x : _downsample.Forward(x);
-        var sum = h3 + identity;
-        if (free) { h3.Dispose(); if (_downsample is not null) identity.Dispose(); }
-        var y = sum.Relu();
-        if (free) sum.Dispose();
+        var y = Step(_conv3.Forward(h2), _bn3, identity, free);
+        if (free) { h2.Dispose(); if (_downsample is not null) identity.Dispose(); }
         return y;
     }
 
-    private static Tensor Step(Tensor conv, BatchNorm2d bn, bool free, bool relu)
+    private static Tensor Step(Tensor conv, BatchNorm2d bn, Tensor? residual, bool free)
     {
-        var b = bn.Forward(conv);
+        var y = bn.Forward(conv, residual, relu: true);
         if (free) conv.Dispose();
-        if (!relu) return b;
-        var r = b.Relu();
-        if (free) b.Dispose();
-        return r;
+        return y;
     }
 }
 
@@ -100,10 +95,8 @@ public sealed class ResNet50 : Module
             throw new ArgumentException($"resnet50: input {x.ShapeString} must be [B,3,H,W]");
         bool free = TensorScope.Current is null;
         var c = _conv1.Forward(x);
-        var b = _bn1.Forward(c);
+        var r = _bn1.Forward(c, null, relu: true);
         if (free) c.Dispose();
-        var r = b.Relu();
-        if (free) b.Dispose();
         var h = Ops.MaxPool2d(r, 3, 2, 1);
         if (free) r.Dispose();
         foreach (var layer in _layers)

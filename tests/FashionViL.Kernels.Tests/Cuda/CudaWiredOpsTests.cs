@@ -139,6 +139,25 @@ public class CudaWiredOpsTests : CudaTestBase
             OpCheck.AssertClose(gpu.Params[i].Select(f => (double)f).ToArray(), cpu.Params[i].Select(f => (double)f).ToArray(), 1e-4, 1e-5, $"parameter {i} after 50 steps");
     }
 
+    /// <summary>Issue 7: batch norm with the residual add and relu fused, through Ops on the device, against the CPU
+    /// (training: values and gradients of x, gamma, beta, residual; eval with frozen gamma/beta).</summary>
+    [Test]
+    public void FusedBatchNormAddRelu()
+    {
+        var rm = Rand([5], 20, DType.Float32, -0.5, 0.5); var rv = Rand([5], 21, DType.Float32, 0.5, 2);
+        using var drm = Up(rm); using var drv = Up(rv);
+        SameOnBoth(t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true, residual: t[3], relu: true),
+            [P([3, 5, 3, 7], 16), P([5], 17, 0.5, 1.5), P([5], 18), P([3, 5, 3, 7], 19)], 1e-4, 1e-5, "batch_norm_add_relu train");
+        SameOnBoth(t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true, relu: true),
+            [P([2, 5, 1, 3], 22), P([5], 23, 0.5, 1.5), P([5], 24)], 1e-4, 1e-5, "batch_norm_relu train");
+        using var w = Rand([5], 25, DType.Float32, 0.5, 1.5); using var b = Rand([5], 26, DType.Float32);
+        using var dw = Up(w); using var db = Up(b);
+        SameOnBoth(t => t[0].Device.IsCpu ? Ops.BatchNorm2d(t[0], w, b, rm, rv, false, residual: t[1], relu: true)
+                : Ops.BatchNorm2d(t[0], dw, db, drm, drv, false, residual: t[1], relu: true),
+            [P([3, 5, 2, 2], 27), P([3, 5, 2, 2], 28)], 1e-4, 1e-5, "batch_norm_add_relu eval, frozen affine");
+        rm.Dispose(); rv.Dispose();
+    }
+
     /// <summary>Issue 3: a conv + BN + ReLU block (then pool and a linear head) trains 50 steps on both backends and ends within 1e-4.</summary>
     [Test]
     public void ConvBnReluBlockTrainsTheSameOnBothBackends()

@@ -23,38 +23,52 @@ public class NormIndexKernelTests() : EmulatorKernelTestBase(assertions: false, 
     /// <summary>[N, C]; batch 1 with H·W > 1; odd sizes; a channel count above the grid of the CPU device.</summary>
     public static readonly int[][] BnShapes = [[5, 3], [1, 4, 3, 5], [3, 7, 2, 3], [2, 5, 1, 1], [4, 2, 9]];
 
-    private void CheckBatchNorm(int[] shape, bool affine, bool training, Accelerator acc, string tag)
+    private void CheckBatchNorm(int[] shape, bool affine, bool training, Accelerator acc, string tag, bool residual = false, bool relu = false)
     {
         var (n, c, s) = Ncs(shape);
         ulong seed = (ulong)(n * 1000 + c * 10 + s);
         using var x = Rand(shape, seed, 3, 5);   // offset mean: a naive one-pass variance would lose digits
         using var w = affine ? Rand([c], seed + 1, 0.5, 1.5) : null;
         using var b = affine ? Rand([c], seed + 2) : null;
-        using var rm = Rand([c], seed + 3, -0.5, 0.5);
+        // with relu, running means inside x's range so that eval mode's output changes sign too
+        using var rm = relu ? Rand([c], seed + 3, 3.5, 4.5) : Rand([c], seed + 3, -0.5, 0.5);
         using var rv = Rand([c], seed + 4, 0.5, 2);
         using var gy = Rand(shape, seed + 5);
+        // residual in [-5, 2]: with x̂·w + b around 0, the relu cuts a good share of the elements
+        using var res = residual ? Rand(shape, seed + 6, -5, 2) : null;
         const double momentum = 0.1, eps = 1e-5;
 
         // device copies before the CPU call updates the running stats in place
         using var bx = Up(acc, x); using var bw = w is null ? null : Up(acc, w); using var bb = b is null ? null : Up(acc, b);
         using var brm = Up(acc, rm); using var brv = Up(acc, rv); using var bgy = Up(acc, gy);
+        using var bres = res is null ? null : Up(acc, res);
 
         using var y = Tensor.Empty(shape); using var sm = Tensor.Empty([c]); using var sis = Tensor.Empty([c]);
-        Cpu.BatchNormForward(x, w, b, rm, rv, training, momentum, eps, y, sm, sis);
+        Cpu.BatchNormForward(x, w, b, rm, rv, training, momentum, eps, y, sm, sis, res, relu);
         using var gx = Tensor.Empty(shape); using var gw = Tensor.Empty([c]); using var gb = Tensor.Empty([c]);
-        Cpu.BatchNormBackward(x, gy, w, sm, sis, training, gx, gw, gb);
+        using var gr = residual ? Tensor.Empty(shape) : null;
+        Cpu.BatchNormBackward(x, gy, w, sm, sis, training, gx, gw, gb, relu ? y : null, gr);
 
         long total = (long)n * c * s;
         using var by = Poisoned(acc, total); using var bsm = Poisoned(acc, c); using var bsis = Poisoned(acc, c);
         NormKernels.BatchNormForward(acc, null, bx.View, bw?.View, bb?.View, brm.View, brv.View, training, (float)momentum, (float)eps,
-            by.View, bsm.View, bsis.View, n, c, s);
+            by.View, bsm.View, bsis.View, n, c, s, 0, bres?.View, relu);
         using var bgx = Poisoned(acc, total); using var bgw = Poisoned(acc, c); using var bgb = Poisoned(acc, c);
-        // the backward runs on the CPU's saved statistics so that it is checked on its own
+        using var bgr = residual ? Poisoned(acc, total) : null;
+        // the backward runs on the CPU's saved statistics (and relu mask) so that it is checked on its own
         using var rsm = Up(acc, sm); using var rsis = Up(acc, sis);
-        NormKernels.BatchNormBackward(acc, null, bx.View, bgy.View, bw?.View, rsm.View, rsis.View, training, bgx.View, bgw.View, bgb.View, n, c, s);
+        using var ry = relu ? Up(acc, y) : null;
+        NormKernels.BatchNormBackward(acc, null, bx.View, bgy.View, bw?.View, rsm.View, rsis.View, training, bgx.View, bgw.View, bgb.View, n, c, s,
+            0, ry?.View, bgr?.View);
         acc.Synchronize();
 
-        string what = $"{Shape.Format(shape)} affine={affine} training={training} {tag}";
+        string what = $"{Shape.Format(shape)} affine={affine} training={training} residual={residual} relu={relu} {tag}";
+        if (relu)
+        {
+            var ya = y.ToArray<double>();
+            Assert.That(ya.Count(v => v == 0), Is.GreaterThan(0).And.LessThan(ya.Length), "the relu should cut some elements and keep others " + what);
+        }
+        if (gr is not null) OpCheck.AssertClose(D(bgr!, total), gr.ToArray<double>(), Rt, At, "g residual " + what);
         OpCheck.AssertClose(D(by, total), y.ToArray<double>(), Rt, At, "y " + what);
         OpCheck.AssertClose(D(bsm, c), sm.ToArray<double>(), Rt, At, "saveMean " + what);
         OpCheck.AssertClose(D(bsis, c), sis.ToArray<double>(), Rt, At, "saveInvStd " + what);
@@ -69,6 +83,14 @@ public class NormIndexKernelTests() : EmulatorKernelTestBase(assertions: false, 
     public void BatchNormMatchesCpu([Values] bool affine, [Values] bool training)
     {
         foreach (var shape in BnShapes) CheckBatchNorm(shape, affine, training, Acc, "warp 2");
+    }
+
+    [Test]
+    public void BatchNormFusedMatchesCpu([Values] bool training, [Values] bool residual)
+    {
+        foreach (var shape in BnShapes) CheckBatchNorm(shape, true, training, Acc, "warp 2", residual, relu: true);
+        CheckBatchNorm([3, 7, 2, 3], false, training, Acc, "warp 2, no relu", residual: true, relu: false);
+        CheckBatchNorm([3, 4, 5, 7], true, training, Multi, "group 8", residual, relu: true);
     }
 
     [Test]
