@@ -68,6 +68,7 @@ public static class BaseWeights
     private static int LoadPart(Module model, string path, NameMapping mapping, string prefix, string[] fresh)
     {
         var raw = path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) ? SafeTensors.Load(path) : TorchCheckpoint.Load(path);
+        var zeros = new ZeroCounters();
         try
         {
             var mapped = CheckpointMapping.Apply(raw, mapping, path).Tensors;
@@ -82,6 +83,10 @@ public static class BaseWeights
                     throw new InvalidDataException($"checkpoint '{path}': '{k}' has shape {t.ShapeString} but the model's is {mine.ShapeString} (do the model sizes in model_config.fashionvil match the file?)");
                 part[k] = t;
             }
+            // Files saved before PyTorch 0.4.1 (torchvision's resnet50-19c8e357.pth among them) have no BatchNorm
+            // num_batches_tracked; torch's BatchNorm loads them as 0, and so do we.
+            foreach (var k in own.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal) && k.EndsWith(".num_batches_tracked", StringComparison.Ordinal) && !part.ContainsKey(k)).ToList())
+                part[k] = zeros.Add(Tensor.Zeros([], DType.Int64));
             var missing = own.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal) && !part.ContainsKey(k) && !fresh.Any(f => k.StartsWith(f, StringComparison.Ordinal))).ToList();
             if (unexpected.Count > 0 || missing.Count > 0)
                 throw new InvalidDataException($"checkpoint '{path}' does not fit the model's {prefix}*: " + string.Join("; ", new[]
@@ -95,6 +100,15 @@ public static class BaseWeights
         finally
         {
             foreach (var t in raw.Values) t.Dispose();
+            zeros.Dispose();
         }
+    }
+
+    /// <summary>The zero counters made for a file without <c>num_batches_tracked</c>, disposed after the load.</summary>
+    private sealed class ZeroCounters : IDisposable
+    {
+        private readonly List<Tensor> _made = [];
+        public Tensor Add(Tensor t) { _made.Add(t); return t; }
+        public void Dispose() { foreach (var t in _made) t.Dispose(); }
     }
 }

@@ -131,6 +131,10 @@ public static class PretrainSetup
 
     private static void LoadPart(Module model, Dictionary<string, Tensor> dict, string prefix, string path, string? alsoPrefix = null, string[]? optional = null)
     {
+        // Files saved before PyTorch 0.4.1 (torchvision's resnet50-19c8e357.pth among them) have no BatchNorm
+        // num_batches_tracked; torch's BatchNorm loads them as 0, and so do we.
+        foreach (var k in model.StateDict().Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal) && k.EndsWith(".num_batches_tracked", StringComparison.Ordinal) && !dict.ContainsKey(k)).ToList())
+            dict[k] = Tensor.Zeros([], DType.Int64);
         var r = model.LoadStateDict(dict, strict: false);
         var missing = r.Missing.Where(k => (k.StartsWith(prefix, StringComparison.Ordinal) || (alsoPrefix is not null && k.StartsWith(alsoPrefix, StringComparison.Ordinal)))
                                            && !(optional ?? []).Any(o => k.StartsWith(o, StringComparison.Ordinal))).ToList();

@@ -7,6 +7,7 @@ using FashionViL.Nn.Checkpoints;
 using FashionViL.Synth;
 using FashionViL.Tests.Downstream.FashionGen;
 using FashionViL.Tests.Downstream.FashionIq;
+using FashionViL.Training;
 
 namespace FashionViL.Tests.Downstream;
 
@@ -223,6 +224,37 @@ public class BaseWeightsTests
         var log3 = new StringWriter();
         DownstreamTasks.Run(Gen("classification", [.. run, "training.experiment_name=c"]), log3);
         Assert.That(log3.ToString(), Does.Contain("image encoder: fresh init").And.Contain("BERT: fresh init"));
+    }
+
+    /// <summary>torchvision's resnet50-19c8e357.pth (named in the configs) predates PyTorch 0.4.1 and has no
+    /// <c>num_batches_tracked</c>; torch's BatchNorm loads such a file with the counters at 0. So must we, for fine-tuning
+    /// (<see cref="BaseWeights"/>) and pre-training (<see cref="PretrainSetup.BuildModel"/>).</summary>
+    [Test]
+    public void ALegacyTorchvisionFileWithoutBatchCountersLoadsThemAsZero()
+    {
+        var legacy = Path.Combine(_dir, "resnet50-legacy.safetensors");
+        Write(legacy, TorchvisionResNet(), skip: k => k.EndsWith(".num_batches_tracked", StringComparison.Ordinal));
+        using var t = FashionGenClassificationTask.Create(Gen("classification"), TextWriter.Null);
+        BaseWeights.Load(Gen("classification", Files()), t.Model, TextWriter.Null);   // counters = len(key) from the full file
+        var counters = t.Model.StateDict().Where(kv => kv.Key.StartsWith("image_encoder.", StringComparison.Ordinal) && kv.Key.EndsWith(".num_batches_tracked", StringComparison.Ordinal)).ToList();
+        Assert.That(counters, Has.Count.EqualTo(TorchvisionResNet().Count(k => k.Key.EndsWith(".num_batches_tracked", StringComparison.Ordinal))));
+        Assert.That(counters.All(kv => kv.Value.ToArray<long>()[0] > 0), "the full file set every counter");
+        BaseWeights.Load(Gen("classification", Files(resnet: legacy)), t.Model, TextWriter.Null);
+        foreach (var (k, v) in t.Model.StateDict().Where(kv => kv.Key.EndsWith(".num_batches_tracked", StringComparison.Ordinal) && kv.Key.StartsWith("image_encoder.", StringComparison.Ordinal)))
+            Assert.That(v.ToArray<long>(), Is.EqualTo(new[] { 0L }), k);
+        Assert.That(F(t.Model, "image_encoder.model.7.2.conv3.weight"), Is.EqualTo(Val("layer4.2.conv3.weight", 4 * W * 8 * W * 8)));
+
+        // Pre-training reads the same key with the same mapping.
+        var c = FvConfig.Load(null, [$"env.data_dir={_data}", "model_config.fashionvil.image_encoder.params.blocks=[1,1,1,3]",
+            "model_config.fashionvil.image_encoder.params.base_width=4", $"model_config.fashionvil.image_encoder.params.pretrained_path={legacy}",
+            "model_config.fashionvil.bert.pretrained_path=", "model_config.fashionvil.bert.hidden_size=32", "model_config.fashionvil.bert.num_hidden_layers=1",
+            "model_config.fashionvil.bert.num_attention_heads=2", "model_config.fashionvil.bert.intermediate_size=64",
+            "model_config.fashionvil.image_tokenizer.params.pretrained_path="]);
+        var log = new StringWriter();
+        var p = PretrainSetup.BuildModel(c, PretrainSetup.ModelConfig(c), new Generator(3), log);
+        Assert.That(log.ToString(), Does.Contain("loaded ResNet-50 weights from " + legacy));
+        Assert.That(F(p, "image_encoder.model.7.2.conv3.weight"), Is.EqualTo(Val("layer4.2.conv3.weight", 4 * W * 8 * W * 8)));
+        Assert.That(p.StateDict()["image_encoder.model.1.num_batches_tracked"].ToArray<long>(), Is.EqualTo(new[] { 0L }));
     }
 
     [Test]
