@@ -154,6 +154,7 @@ public static partial class ConvKernels
     private static void LaunchTc(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
         ArrayView<float> bias, ConvGemmShape s, Precision precision)
     {
+        TensorCoreGemm.RequireTensorCores(acc, precision);
         int tilesM = (s.M + TcBM - 1) / TcBM, tilesN = (s.N + TcBN - 1) / TcBN;
         var cfg = new KernelConfig(new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(s.Splits, 65535)), new Index3D(TcGroupSize(acc), 1, 1));
         var kernel = TcKernel(acc);

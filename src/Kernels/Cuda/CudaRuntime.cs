@@ -220,8 +220,15 @@ public sealed class CudaRuntime : IDisposable
     {
         Interlocked.Increment(ref _hostSyncs);
         if (TraceSyncs) Console.Error.WriteLine($"{TraceSyncVariable}: host sync at{Environment.NewLine}{Environment.StackTrace}");
-        Stream.Synchronize();
-        ResetStaging();
+        // Under the staging lock: an upload from another thread cannot slip in between the wait and the ring reset
+        // (its region would then be handed out again while its copy is still queued). The lock is re-entrant.
+        var staging = _staging;
+        if (staging is null) { Stream.Synchronize(); ResetStaging(); return; }
+        lock (staging)
+        {
+            Stream.Synchronize();
+            ResetStaging();
+        }
     }
 
     /// <summary>FASHIONVIL_CUDA_TRACE_SYNC=1 prints a stack trace to stderr at every <see cref="Synchronize"/> (finding host syncs in a step).</summary>
@@ -252,6 +259,7 @@ public sealed class CudaRuntime : IDisposable
         try
         {
             Stream.Synchronize();
+            ResetStaging();                 // disposes the ring's event markers while the context is alive
             Allocator.ReleaseAll();
             _staging?.Dispose();
             _kernels.Clear();

@@ -233,12 +233,22 @@ public static class TensorCoreGemm
     /// enqueues the tensor-core GEMM with operands rounded to <paramref name="precision"/> (Tf32 or Bf16; Fp32 is refused:
     /// that is <see cref="GemmKernels"/>' job). Nothing to do for an empty C; K = 0 gives C ← beta·C + bias.
     /// </summary>
+    /// <summary>mma.sync with tf32/bf16 operands needs sm_80 or newer; an older GPU gets an error naming the switch instead
+    /// of a PTX load failure. (The CPU accelerator runs the portable path.)</summary>
+    internal static void RequireTensorCores(Accelerator acc, Precision precision)
+    {
+        if (acc is CudaAccelerator cuda && cuda.Architecture is { } arch && arch < CudaArchitecture.SM_80)
+            throw new NotSupportedException($"precision {precision.Name()} (MatMulPrecision / training.precision / --precision) needs tensor cores of " +
+                $"compute capability 8.0 or newer; {cuda.Name} is {arch}. Use fp32 on this GPU.");
+    }
+
     public static void Launch(Accelerator acc, AcceleratorStream? stream, in GemmArgs args, Precision precision)
     {
         ArgumentNullException.ThrowIfNull(acc);
         if (precision is not (Precision.Tf32 or Precision.Bf16))
             throw new ArgumentException($"matmul (tensor cores): precision {precision} has no tensor-core path (Tf32 or Bf16); Fp32 runs GemmKernels", nameof(precision));
         GemmKernels.Validate(args);
+        RequireTensorCores(acc, precision);
         if (args.M == 0 || args.N == 0 || args.Batch == 0) return;
         bool hasBias = args.Bias.Length > 0;
         var s = new GemmShape
