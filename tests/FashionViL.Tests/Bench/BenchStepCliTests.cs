@@ -69,6 +69,7 @@ public class BenchStepCliTests
     [TestCase(new[] { "--batch", "0" }, "--batch 0")]
     [TestCase(new[] { "--steps", "0" }, "--steps 0")]
     [TestCase(new[] { "--precision", "fp8" }, "fp8")]
+    [TestCase(new[] { "--seed", "-5" }, "--seed must be ≥ 0, got -5")]
     [TestCase(new[] { "--config", "no/such.yaml" }, "no/such.yaml")]
     public void BadOptionsNameTheCulprit(string[] bad, string culprit)
     {

@@ -28,11 +28,13 @@ public static class BenchCommand
             var err = parse.InvocationConfiguration.Error;
             try
             {
+                if (parse.GetValue(seed) < 0)
+                    throw new ArgumentException($"bench step: --seed must be ≥ 0, got {parse.GetValue(seed)}");
                 var opts = new StepBenchOptions
                 {
                     Task = parse.GetValue(task)!, Batch = parse.GetValue(batch), Device = parse.GetValue(device)!,
                     Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup), ProfileSteps = parse.GetValue(profile),
-                    Config = parse.GetValue(config)!, Precision = parse.GetValue(precision)!, Seed = (ulong)Math.Max(0, parse.GetValue(seed)),
+                    Config = parse.GetValue(config)!, Precision = parse.GetValue(precision)!, Seed = (ulong)parse.GetValue(seed),
                 };
                 var r = StepBenchmark.Run(opts, o);
                 o.Write(StepBenchmark.Format(r));
