@@ -27,12 +27,13 @@ public static class BaseWeights
 
     /// <summary>
     /// Loads what the config names into <paramref name="model"/> (MMF names) and logs one line per part (loaded, or fresh
-    /// init because no path is set). Only for <c>model: fashionvil</c>; other models are left alone. A named file that does not
+    /// init because no path is set). For <c>model: fashionvil</c> (ResNet-50 and BERT) and <c>model: csa_net</c> (ResNet-50); other models are left alone. A named file that does not
     /// exist, or one whose tensors do not fit (missing, unexpected or mis-shaped keys), is an error naming the file and key.
     /// Returns the number of tensors loaded.
     /// </summary>
     public static int Load(FvConfig c, Module model, TextWriter log)
     {
+        if (c.GetString("model") == "csa_net") return LoadCsaNet(c, model, log);
         if (c.GetString("model") != "fashionvil") return 0;
         int n = 0;
         var resnet = c.GetStringOrNull(M + "image_encoder.params.pretrained_path");
@@ -61,6 +62,24 @@ public static class BaseWeights
         else
             log.WriteLine($"BERT: fresh init (no {M}bert.pretrained_path)");
         return n;
+    }
+
+    /// <summary>CSA-Net (OCIR) without a FashionViL checkpoint: the torchvision ResNet-50 named by
+    /// <c>model_config.csa_net.image_encoder.params.pretrained_path</c> (with <c>pretrained: true</c>) goes into
+    /// <c>image_encoder.model.*</c>; the projection, fusion and norm layer stay fresh.</summary>
+    private static int LoadCsaNet(FvConfig c, Module model, TextWriter log)
+    {
+        const string K = "model_config.csa_net.image_encoder.params.";
+        var resnet = c.GetStringOrNull(K + "pretrained_path");
+        if (resnet is null || !c.GetBool(K + "pretrained"))
+        {
+            log.WriteLine($"image encoder: fresh init (no {K}pretrained_path" + (resnet is not null ? ", or pretrained: false)" : ")"));
+            return 0;
+        }
+        var file = PretrainSetup.RequireFile(resnet, K + "pretrained_path");
+        int k = LoadPart(model, file, CheckpointMappings.TorchvisionToMmf(), "image_encoder.", []);
+        log.WriteLine($"loaded ResNet-50 weights from {file} ({k} tensors → image_encoder.*; {K}pretrained_path)");
+        return k;
     }
 
     /// <summary>Maps the file's names, keeps those under <paramref name="prefix"/> and loads them; every model tensor under

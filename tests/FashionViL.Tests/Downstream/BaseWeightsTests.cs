@@ -257,6 +257,37 @@ public class BaseWeightsTests
         Assert.That(p.StateDict()["image_encoder.model.1.num_batches_tracked"].ToArray<long>(), Is.EqualTo(new[] { 0L }));
     }
 
+    /// <summary>CSA-Net (OCIR) without a FashionViL checkpoint takes the torchvision file from its own key; everything else
+    /// stays fresh.</summary>
+    [Test]
+    public void CsaNetLoadsTheTorchvisionFileFromItsOwnKey()
+    {
+        string[] sizes = ["model_config.csa_net.image_encoder.params.blocks=[1,1,1,3]", "model_config.csa_net.image_channel=128"];
+        var c = FashionViL.Tests.Downstream.Ocir.OcirTaskTests.Micro(_data, [.. sizes, $"model_config.csa_net.image_encoder.params.pretrained_path={_resnet}"]);
+        using var task = FashionViL.Downstream.Ocir.OcirTask.Create(c, TextWriter.Null);
+        var fresh = task.Model.StateDict().Where(kv => !kv.Key.StartsWith("image_encoder.", StringComparison.Ordinal) && kv.Value.DType == DType.Float32)
+            .ToDictionary(kv => kv.Key, kv => kv.Value.ToArray<float>());
+        Assert.That(fresh.Keys, Has.Some.StartsWith("proj_layer.").And.Some.StartsWith("fusion_module."));
+        var log = new StringWriter();
+        int n = BaseWeights.Load(c, task.Model, log);
+        Assert.That(log.ToString(), Does.Contain("loaded ResNet-50 weights from " + _resnet).And.Contain("model_config.csa_net.image_encoder.params.pretrained_path"));
+        var sd = task.Model.StateDict();
+        Assert.That(n, Is.EqualTo(sd.Keys.Count(k => k.StartsWith("image_encoder.", StringComparison.Ordinal))));
+        Assert.That(F(task.Model, "image_encoder.model.7.2.conv3.weight"), Is.EqualTo(Val("layer4.2.conv3.weight", 4 * W * 8 * W * 8)));
+        Assert.That(F(task.Model, "image_encoder.model.0.weight"), Is.EqualTo(Val("conv1.weight", W * 3 * 7 * 7)));
+        Assert.That(F(task.Model, "image_encoder.model.5.0.bn2.running_var"), Is.EqualTo(Val("layer2.0.bn2.running_var", 2 * W)));
+        foreach (var (k, v) in fresh) Assert.That(F(task.Model, k), Is.EqualTo(v), $"{k} keeps its fresh init");
+
+        // Without the key: fresh init, said so; a missing file names the key.
+        var log2 = new StringWriter();
+        Assert.That(BaseWeights.Load(FashionViL.Tests.Downstream.Ocir.OcirTaskTests.Micro(_data, sizes), task.Model, log2), Is.Zero);
+        Assert.That(log2.ToString(), Does.Contain("image encoder: fresh init"));
+        var missing = Path.Combine(_dir, "none", "resnet50.pth");
+        var e = Assert.Throws<FileNotFoundException>(() => BaseWeights.Load(FashionViL.Tests.Downstream.Ocir.OcirTaskTests.Micro(_data,
+            [.. sizes, $"model_config.csa_net.image_encoder.params.pretrained_path={missing}"]), task.Model, TextWriter.Null))!;
+        Assert.That(e.Message, Does.Contain(missing).And.Contain("model_config.csa_net.image_encoder.params.pretrained_path"));
+    }
+
     [Test]
     public void BadFilesAreNamed()
     {
