@@ -64,11 +64,10 @@ public static class Losses
             throw new ArgumentException($"soft-label cross entropy: scores {scores.ShapeString} and targets {targets.ShapeString} must be the same [N,C]");
         using var tf = targets.To(scores.DType);
         using var rowSum = tf.Sum(-1, keepDim: true);
-        var sums = rowSum.ToArray<float>();
-        var maskHost = sums.Select(v => v != 0 ? 1f : 0f).ToArray();
-        int nonZero = maskHost.Count(v => v != 0);
-        using var maskF = Tensor.FromArray(maskHost, [sums.Length, 1], scores.Device);
-        using var mask = maskF.To(scores.DType);
+        // The row mask and the count stay on the device: no host sync in the step.
+        using var zero = Tensor.Zeros([], scores.DType, scores.Device);
+        using var nonZeroRow = rowSum.Ne(zero);
+        using var mask = nonZeroRow.To(scores.DType);
         using var tm = tf * mask;
         using var tmSum = tm.Sum(-1, keepDim: true);
         using var den = tmSum + Float32Eps;
@@ -77,6 +76,9 @@ public static class Losses
         using var prod = y * logp;
         using var total = prod.Sum();
         using var neg = -total;
-        return neg / Math.Max(nonZero, 1);
+        using var count = mask.Sum();
+        using var atLeastOne = count.Clamp(min: 1);
+        using var inv = atLeastOne.Reciprocal();
+        return neg * inv;
     }
 }
