@@ -28,10 +28,13 @@ public sealed class TaskOutput : IDisposable
     public Tensor? Scores { get; init; }
     /// <summary>The class targets of <see cref="Scores"/> (int64), or the ITM match labels.</summary>
     public Tensor? Targets { get; init; }
-    /// <summary>ITM: the text index each image was paired with (i = its own text).</summary>
-    public int[]? Pairing { get; init; }
+    /// <summary>ITM: the text index each image was paired with (i = its own text), as an int64 [B] tensor on the model's
+    /// device (built there, so the step never waits for it).</summary>
+    public Tensor? PairingIndex { get; init; }
+    /// <summary>ITM: <see cref="PairingIndex"/> read back to the host (a device→host read on a GPU).</summary>
+    public int[]? Pairing => PairingIndex?.ToArray<long>().Select(x => checked((int)x)).ToArray();
 
-    public void Dispose() { Scores?.Dispose(); Targets?.Dispose(); }
+    public void Dispose() { Scores?.Dispose(); Targets?.Dispose(); PairingIndex?.Dispose(); }
 }
 
 /// <summary>
@@ -174,7 +177,7 @@ public sealed class FashionViLPretraining : Module
         if (swap.Length != n) throw new ArgumentException($"itm: {swap.Length} swap decisions for a batch of {n}");
         using var grid = EncodeImages(batch.Image);
         int t = CheckBatch(batch, grid);
-        int[] hard;
+        Tensor index;
         using (GradMode.NoGrad())
         {
             bool wasTraining = Model.IsTraining;
@@ -184,17 +187,32 @@ public sealed class FashionViLPretraining : Module
                 var (v, tv) = ItcVectors(grid, batch);
                 using (v) using (tv)
                 {
+                    // HardNegatives on the device (no host sync): diagonal set to −1, row argmax (first maximum); then
+                    // index = swap ? hard : i, computed exactly in float32 (indices < 2^24) and cast back to int64.
                     using var tt = tv.Transpose(0, 1);
                     using var corr = v.Matmul(tt);
-                    hard = HardNegatives(corr.ToArray<float>(), n);
+                    var eyeHost = new float[n * n];
+                    for (int i = 0; i < n; i++) eyeHost[i * n + i] = 1f;
+                    using var eyeF = Tensor.FromArray(eyeHost, [n, n], grid.Device);
+                    using var zero = Tensor.Zeros([], DType.Float32, grid.Device);
+                    using var onDiagonal = eyeF.Ne(zero);
+                    using var minusOne = Tensor.Full([], -1, corr.DType, grid.Device);
+                    using var masked = Ops.Where(onDiagonal, minusOne, corr);
+                    using var hard = masked.ArgMax(1);
+                    using var hardF = hard.To(DType.Float32);
+                    using var swapF = Tensor.FromArray(swap.Select(x => x ? 1f : 0f).ToArray(), [n], grid.Device);
+                    using var keepF = Tensor.FromArray(swap.Select(x => x ? 0f : 1f).ToArray(), [n], grid.Device);
+                    using var own = Tensor.FromArray(Enumerable.Range(0, n).Select(i => (float)i).ToArray(), [n], grid.Device);
+                    using var a = swapF * hardF;
+                    using var b = keepF * own;
+                    using var idxF = a + b;
+                    index = idxF.To(DType.Int64);
                 }
             }
             finally { Model.Train(wasTraining); }
         }
-        var pairing = new int[n];
         var targetsHost = new long[n];
-        for (int i = 0; i < n; i++) { pairing[i] = swap[i] ? hard[i] : i; targetsHost[i] = swap[i] ? 0 : 1; }
-        using var index = Tensor.FromArray(pairing.Select(x => (long)x).ToArray(), [n], grid.Device);
+        for (int i = 0; i < n; i++) targetsHost[i] = swap[i] ? 0 : 1;
         using var ids = batch.InputIds.IndexSelect(0, index);
         using var seg = batch.SegmentIds.IndexSelect(0, index);
         using var mask = batch.InputMask.IndexSelect(0, index);
@@ -206,7 +224,7 @@ public sealed class FashionViLPretraining : Module
             var targets = Tensor.FromArray(targetsHost, [n], grid.Device);
             // Targets are 0/1 (none ignored): the mean is Σ·(1/n), without reading the targets back to count them.
             using var sum = Ops.CrossEntropy(logits, targets, reduction: Reduction.Sum);
-            return new TaskOutput { Loss = sum.MulScalar(1.0 / n), Scores = logits, Targets = targets, Pairing = pairing };
+            return new TaskOutput { Loss = sum.MulScalar(1.0 / n), Scores = logits, Targets = targets, PairingIndex = index };
         }
     }
 

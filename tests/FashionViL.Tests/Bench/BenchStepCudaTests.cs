@@ -47,6 +47,7 @@ public class BenchStepCudaTests
 
     [TestCase("mlm")]
     [TestCase("pac")]   // the soft-label loss keeps its row mask and count on the device
+    [TestCase("itm")]   // hard negatives are mined on the device
     public void StepAfterWarmUpNeitherAllocatesNorWaits(string task)
     {
         var cfg = FvConfig.Load(BenchTestUtil.Nano);
