@@ -243,6 +243,7 @@ public static class StepBenchmark
             LmLabelIdsHost = device.IsCpu ? null : labels,
             AttributeLabels = Tensor.FromArray(attrs, [b, mc.NumAttributes], device),
             ImageMasks = Tensor.FromArray(imask, [b, gsz], device),
+            ImageMasksHost = device.IsCpu ? null : imask,
             Ids = Enumerable.Range(0, b).Select(i => (long)i).ToArray(),
         };
     }

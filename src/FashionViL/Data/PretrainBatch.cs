@@ -31,6 +31,11 @@ public sealed class PretrainBatch : IDisposable
     /// Must equal LmLabelIds; null: MLM reads the tensor.
     /// </summary>
     public long[]? LmLabelIdsHost { get; init; }
+    /// <summary>
+    /// Optional host copy of <see cref="ImageMasks"/> (row-major B·G) for a batch on a GPU: MPFC picks its masked cells from
+    /// it without reading the device tensor back. Must equal ImageMasks; null: MPFC reads the tensor.
+    /// </summary>
+    public long[]? ImageMasksHost { get; init; }
     /// <summary>Product ids (the JSON <c>id</c>), the retrieval ground truth.</summary>
     public required long[] Ids { get; init; }
 

@@ -278,11 +278,14 @@ public sealed class FashionViLPretraining : Module
             throw new ArgumentException($"mpfc: image_masks {batch.ImageMasks.ShapeString} must be [{n},{gsz}] (the image grid)");
         if (vqTargets.Rank != 2 || vqTargets.Size(0) != n || vqTargets.Size(1) != gsz || vqTargets.DType != DType.Int64)
             throw new ArgumentException($"mpfc: VQ targets {vqTargets.ShapeString} {vqTargets.DType.Name()} must be int64 [{n},{gsz}]");
-        var masks = batch.ImageMasks.ToArray<long>();
+        var masks = batch.ImageMasksHost ?? batch.ImageMasks.ToArray<long>();
+        if (masks.Length != batch.ImageMasks.Numel)
+            throw new ArgumentException($"mpfc: image_masks_host has {masks.Length} values for image_masks {batch.ImageMasks.ShapeString}");
         var keep = masks.Select(m => m == 0 ? 1f : 0f).ToArray();
         var cells = Enumerable.Range(0, masks.Length).Where(i => masks[i] == 1).Select(i => (long)i).ToArray();
-        var codes = vqTargets.ToArray<long>();
-        if (codes.Any(c => c < 0 || c >= Config.NumVqTokens))
+        // The codes are checked where reading them is free (CPU). On a GPU they stay there (no host sync): they come from the
+        // VQ lookup (always in range), and the device cross-entropy gives NaN for an out-of-range id, which stops training.
+        if (vqTargets.Device.IsCpu && vqTargets.ToArray<long>().Any(c => c < 0 || c >= Config.NumVqTokens))
             throw new ArgumentException($"mpfc: VQ targets must lie in [0, {Config.NumVqTokens})");
         if (cells.Length == 0)
             throw new ArgumentException($"mpfc: no masked cell in the batch (image_masks {batch.ImageMasks.ShapeString} is all zero); the reference's loss would be NaN");
@@ -298,8 +301,9 @@ public sealed class FashionViLPretraining : Module
             using var idx = Tensor.FromArray(cells, [cells.Length], grid.Device);
             using var sel = flat.IndexSelect(0, idx);
             var logits = Model.Heads.Mpfc.Forward(sel);
-            var targets = Tensor.FromArray(cells.Select(i => codes[i]).ToArray(), [cells.Length], grid.Device);
-            // Every code is a class id (checked above): the mean is Σ·(1/cells), without reading the targets back.
+            using var allCodes = vqTargets.Reshape(n * gsz);
+            var targets = allCodes.IndexSelect(0, idx);
+            // Every code is a class id (see above): the mean is Σ·(1/cells), without reading the targets back.
             using var sum = Ops.CrossEntropy(logits, targets, reduction: Reduction.Sum);
             return new TaskOutput { Loss = sum.MulScalar(1.0 / cells.Length), Scores = logits, Targets = targets };
         }

@@ -295,6 +295,7 @@ public sealed class Pretrainer
             InputMask = S(b.InputMask), SegmentIds = S(b.SegmentIds), LmLabelIds = S(b.LmLabelIds),
             AttributeLabels = S(b.AttributeLabels), ImageMasks = S(b.ImageMasks), Ids = b.Ids[start..(start + n)],
             LmLabelIdsHost = device.IsCpu ? null : HostLabels(b.LmLabelIds, start, n),
+            ImageMasksHost = device.IsCpu ? null : HostLabels(b.ImageMasks, start, n),
         };
     }
 

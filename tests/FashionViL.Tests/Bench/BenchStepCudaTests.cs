@@ -45,6 +45,24 @@ public class BenchStepCudaTests
         Directory.Delete(Path.GetDirectoryName(json)!, true);
     }
 
+    /// <summary>MPFC (VQ-VAE codes computed in the step) takes its masked cells from the batch's host copy and gathers the
+    /// codes on the device: no host wait.</summary>
+    [Test]
+    public void MpfcStepOnTheEmulatorNeitherAllocatesNorWaits()
+    {
+        var json = BenchTestUtil.TempFile("cuda-mpfc.json");
+        var (code, text) = CliTests.RunCli("bench", "step", "--task", "mpfc", "--device", "cuda", "--config", BenchTestUtil.Nano,
+            "--batch", "2", "--warmup", "2", "--steps", "1", "--profile-steps", "0", "--json", json);
+        Assert.That(code, Is.Zero, text);
+        using var doc = JsonDocument.Parse(File.ReadAllText(json));
+        var r = doc.RootElement;
+        Assert.That(r.GetProperty("device_allocations_per_step").GetDouble(), Is.Zero);
+        Assert.That(r.GetProperty("host_syncs_per_step").GetDouble(), Is.Zero, "nothing in the step waits for the device");
+        Assert.That(r.GetProperty("device_to_host_reads_per_step").GetDouble(), Is.Zero);
+        Assert.That(double.IsFinite(r.GetProperty("loss").GetDouble()), Is.True);
+        Directory.Delete(Path.GetDirectoryName(json)!, true);
+    }
+
     [TestCase("mlm")]
     [TestCase("pac")]   // the soft-label loss keeps its row mask and count on the device
     [TestCase("itm")]   // hard negatives are mined on the device
