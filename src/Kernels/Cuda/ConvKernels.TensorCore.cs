@@ -12,7 +12,7 @@ namespace FashionViL.Kernels.Cuda;
 /// tile, K advances in steps of 16, each step stages A (64×16) and B (16×32) in shared memory as rounded operands (TF32 or
 /// bfloat16, once per element as it is stored, zero outside), so the operands are exactly those the CPU backend's packed
 /// GEMM rounds in its im2col path, and accumulation is float32. On CUDA (<see cref="CudaAsm.IsSupported"/>) 4 warps issue
-/// <c>mma.sync</c> through <see cref="TensorCoreGemm.WarpStep"/> (m16n8k8 TF32 twice, or m16n8k16 bf16 once, per n8 tile
+/// <c>mma.sync</c> through <see cref="TensorCoreGemm.WarpStage"/> (m16n8k8 TF32 twice, or m16n8k16 bf16 once, per n8 tile
 /// and step); elsewhere (ILGPU's CPU accelerator) the portable path sums the same exact products of the same staged
 /// operands in k order into a shared float32 accumulator tile.
 /// <para>
@@ -39,7 +39,7 @@ public static partial class ConvKernels
     {
         var As = SharedMemory.Allocate<uint>(TcBM * TcAStride);   // As[m·20 + k], rounded operand bits
         var Bs = SharedMemory.Allocate<uint>(TcBK * TcBStride);   // Bs[k·40 + n]
-        var Cs = SharedMemory.Allocate<float>(TcBM * TcBN);       // the portable path's accumulators
+        var Cs = SharedMemory.Allocate<float>(TcBM * TcBN);       // the portable path's accumulators; the mma path's C tile
         var cBase = SharedMemory.Allocate<int>(TcBN);
         var cH = SharedMemory.Allocate<int>(TcBN);
         var cW = SharedMemory.Allocate<int>(TcBN);
@@ -51,6 +51,7 @@ public static partial class ConvKernels
         bool isBf16 = bf16 != 0;
         int tid = Group.IdxX, nt = Group.DimX;
         int warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3, r0 = warp * 16;
+        if (CudaAsm.IsSupported) TensorCoreGemm.DeclareAccumulators();
         int tilesM = (s.M + TcBM - 1) / TcBM, tilesN = (s.N + TcBN - 1) / TcBN;
         for (int kz = Grid.IdxZ; kz < s.Splits; kz += Grid.DimZ)
         for (int tm = Grid.IdxY; tm < tilesM; tm += Grid.DimY)
@@ -59,9 +60,8 @@ public static partial class ConvKernels
             int m0 = tm * TcBM, n0 = tn * TcBN;
             int kLo = kz * s.KChunk, kEnd = XMin(s.K, kLo + s.KChunk), zOff = kz * s.SplitStride;
             int kTiles = (kEnd - kLo + TcBK - 1) / TcBK;
-            float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f;
-            float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f;
-            if (!CudaAsm.IsSupported)
+            if (CudaAsm.IsSupported) TensorCoreGemm.ZeroAccumulators();
+            else
                 for (int e = tid; e < TcBM * TcBN; e += nt) Cs[e] = 0f;
             for (int e = tid; e < TcBN; e += nt) Column(s, n0 + e, cBase, cH, cW, cOut, e);
             for (int e = tid; e < TcBK; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);
@@ -91,48 +91,18 @@ public static partial class ConvKernels
                     for (int e = tid; e < TcBK; e += nt) KRow(s, kLo + k0 + TcBK + e, kEnd, kA, kBase, kH, kW, nxt + e);
                 if (CudaAsm.IsSupported)
                 {
-                    if (warp < TcBM / 16)
-                    {
-                        TensorCoreGemm.WarpStep(As, Bs, r0, 0, g, t, isBf16, ref c00, ref c01, ref c02, ref c03);
-                        TensorCoreGemm.WarpStep(As, Bs, r0, 8, g, t, isBf16, ref c10, ref c11, ref c12, ref c13);
-                        TensorCoreGemm.WarpStep(As, Bs, r0, 16, g, t, isBf16, ref c20, ref c21, ref c22, ref c23);
-                        TensorCoreGemm.WarpStep(As, Bs, r0, 24, g, t, isBf16, ref c30, ref c31, ref c32, ref c33);
-                    }
+                    if (warp < TcBM / 16) TensorCoreGemm.WarpStage(As, Bs, r0, g, t, isBf16);
                 }
                 else
-                {
-                    // Portable: the same rounded operands, exact products, float32 accumulation in k order.
-                    for (int e = tid; e < TcBM * TcBN; e += nt)
-                    {
-                        int m = e / TcBN, n = e % TcBN;
-                        float acc = Cs[e];
-                        for (int kk = 0; kk < TcBK; kk++)
-                            acc += Interop.IntAsFloat(As[m * TcAStride + kk]) * Interop.IntAsFloat(Bs[kk * TcBStride + n]);
-                        Cs[e] = acc;
-                    }
-                }
+                    TensorCoreGemm.PortableStage(As, Bs, Cs, tid, nt);
                 Group.Barrier();
             }
             if (CudaAsm.IsSupported)
             {
-                if (warp < TcBM / 16)
-                {
-                    // C fragment: c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1) of each n8 tile
-                    int rowA = m0 + r0 + g, rowB = rowA + 8, col = 2 * t;
-                    int o0 = cOut[col], o1 = cOut[col + 1], o2 = cOut[col + 8], o3 = cOut[col + 9];
-                    int o4 = cOut[col + 16], o5 = cOut[col + 17], o6 = cOut[col + 24], o7 = cOut[col + 25];
-                    StoreTc(o, bias, s, zOff, rowA, o0, c00); StoreTc(o, bias, s, zOff, rowA, o1, c01);
-                    StoreTc(o, bias, s, zOff, rowB, o0, c02); StoreTc(o, bias, s, zOff, rowB, o1, c03);
-                    StoreTc(o, bias, s, zOff, rowA, o2, c10); StoreTc(o, bias, s, zOff, rowA, o3, c11);
-                    StoreTc(o, bias, s, zOff, rowB, o2, c12); StoreTc(o, bias, s, zOff, rowB, o3, c13);
-                    StoreTc(o, bias, s, zOff, rowA, o4, c20); StoreTc(o, bias, s, zOff, rowA, o5, c21);
-                    StoreTc(o, bias, s, zOff, rowB, o4, c22); StoreTc(o, bias, s, zOff, rowB, o5, c23);
-                    StoreTc(o, bias, s, zOff, rowA, o6, c30); StoreTc(o, bias, s, zOff, rowA, o7, c31);
-                    StoreTc(o, bias, s, zOff, rowB, o6, c32); StoreTc(o, bias, s, zOff, rowB, o7, c33);
-                }
+                if (warp < TcBM / 16) TensorCoreGemm.SpillAccumulators(Cs, r0, g, t);
+                Group.Barrier();
             }
-            else
-                for (int e = tid; e < TcBM * TcBN; e += nt) StoreTc(o, bias, s, zOff, m0 + e / TcBN, cOut[e % TcBN], Cs[e]);
+            for (int e = tid; e < TcBM * TcBN; e += nt) StoreTc(o, bias, s, zOff, m0 + e / TcBN, cOut[e % TcBN], Cs[e]);
             Group.Barrier();   // the column table (and Cs) are rewritten for the next tile only after every thread has read them
         }
     }

@@ -16,9 +16,11 @@ namespace FashionViL.Kernels.Cuda;
 /// Layout: a group computes a 64×32 tile of C; K advances in steps of 16. Each step, the group stages A (64×16) and B
 /// (16×32) in shared memory, rounding every operand once as it is stored (zero padding outside the matrix). On CUDA the
 /// group is 4 warps; warp w owns rows 16w..16w+15 and all 32 columns (four m16n8 tiles, 16 float accumulators per lane in
-/// registers) and issues <c>mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32</c> twice per step (TF32) or
-/// <c>mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32</c> once (bf16) per n8 tile, through inline PTX
-/// (<see cref="CudaAsm.EmitRef{T1, T2, T3, T4, T5, T6, T7, T8, T9, T10}"/>). Elsewhere (<see cref="CudaAsm.IsSupported"/>
+/// registers the inline PTX names itself, see <see cref="DeclareAccumulators"/>) and issues
+/// <c>mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32</c> twice per step (TF32) or
+/// <c>mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32</c> once (bf16) per n8 tile, through <see cref="CudaAsm"/>.Emit
+/// with the operands by value; the accumulators go to the shared C tile once per tile and the epilogue stores it coalesced.
+/// Elsewhere (<see cref="CudaAsm.IsSupported"/>
 /// false: ILGPU's CPU accelerator, any group size) the portable path computes the same math — the same rounded operands
 /// from the same shared tiles, exact products, float32 accumulation — into a 64×32 shared accumulator tile.
 /// The shared strides (A rows 20 words, B rows 40 words) make the fragment reads of a warp bank-conflict-free.
@@ -79,52 +81,97 @@ public static class TensorCoreGemm
         c[ci] = Epilogue(v, c, bias, s, ci, col);
     }
 
-    private static void MmaTf32(ref float c0, ref float c1, ref float c2, ref float c3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
-    {
-        Ref<float> d0 = c0, d1 = c1, d2 = c2, d3 = c3;
-        Input<uint> x0 = a0, x1 = a1, x2 = a2, x3 = a3, y0 = b0, y1 = b1;
-        CudaAsm.EmitRef("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
-            ref d0, ref d1, ref d2, ref d3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
-        c0 = d0.Value; c1 = d1.Value; c2 = d2.Value; c3 = d3.Value;
-    }
+    // ---------------------------------------------------------------- the warp's accumulators and mma (CUDA only)
+    //
+    // The 16 accumulators of a lane live in PTX registers the inline assembly names itself (fvlc0..fvlc15, declared once by
+    // DeclareAccumulators), not in C# locals: ILGPU passes CudaAsm.EmitRef operands (Ref<T>/Input<T>) through .local
+    // memory around every asm statement, and ptxas 11.8 did not promote them back (320-byte stack frame, 144 STL and 84 LDL
+    // in the sm_90 SASS of the first version: about 28 local accesses per mma). Operands now go in by value (CudaAsm.Emit)
+    // and results come out once per tile, straight into shared memory (SpillAccumulators), so the kernel has no local memory
+    // at all; `fashionvil bench ptx` and KernelAuditTests check that on the assembled SASS.
+    // Registers of n8 tile j: fvlc(4j)..fvlc(4j+3) = c0..c3 of the C fragment.
 
-    private static void MmaBf16(ref float c0, ref float c1, ref float c2, ref float c3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
-    {
-        Ref<float> d0 = c0, d1 = c1, d2 = c2, d3 = c3;
-        Input<uint> x0 = a0, x1 = a1, x2 = a2, x3 = a3, y0 = b0, y1 = b1;
-        CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
-            ref d0, ref d1, ref d2, ref d3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
-        c0 = d0.Value; c1 = d1.Value; c2 = d2.Value; c3 = d3.Value;
-    }
+    /// <summary>Declares the accumulator registers; once per kernel, on CUDA only.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void DeclareAccumulators() => CudaAsm.Emit(".reg .f32 fvlc<16>;");
+
+    /// <summary>Sets all 16 accumulators to +0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void ZeroAccumulators() => CudaAsm.Emit(
+        "mov.b32 fvlc0, 0; mov.b32 fvlc1, 0; mov.b32 fvlc2, 0; mov.b32 fvlc3, 0; mov.b32 fvlc4, 0; mov.b32 fvlc5, 0; " +
+        "mov.b32 fvlc6, 0; mov.b32 fvlc7, 0; mov.b32 fvlc8, 0; mov.b32 fvlc9, 0; mov.b32 fvlc10, 0; mov.b32 fvlc11, 0; " +
+        "mov.b32 fvlc12, 0; mov.b32 fvlc13, 0; mov.b32 fvlc14, 0; mov.b32 fvlc15, 0;");
+
+    private const string Tf32 = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 ";
+    private const string Bf16 = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 ";
+    private const string Ops = ", {%0,%1,%2,%3}, {%4,%5}, ";
+
+    /// <summary>B element pair (k, k+1) of column n, packed as one bf16x2 register.</summary>
+    private static uint PackB(ArrayView<uint> Bs, int k, int n) => Pack(Bs[k * BStride + n], Bs[(k + 1) * BStride + n]);
 
     /// <summary>
-    /// One warp-level step over a 16-deep shared stage for one n8 tile (columns n0..n0+7 of the group tile), rows r0..r0+15.
-    /// Fragment layouts (PTX ISA, g = lane/4, t = lane%4): TF32 m16n8k8 A a0 (g, t) a1 (g+8, t) a2 (g, t+4) a3 (g+8, t+4),
-    /// B b0 (k t, n g) b1 (k t+4, n g); bf16 m16n8k16 A a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..),
-    /// B b0 (k 2t..2t+1, n g) b1 (k 2t+8..2t+9, n g); C c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1).
+    /// One warp's 16-deep shared stage: rows r0..r0+15 of the group tile times all four n8 tiles (columns 0..31), accumulated
+    /// into fvlc0..15. The A fragment is read once and used for the four tiles. Fragment layouts (PTX ISA, g = lane/4,
+    /// t = lane%4): TF32 m16n8k8 A a0 (g, t) a1 (g+8, t) a2 (g, t+4) a3 (g+8, t+4), B b0 (k t, n g) b1 (k t+4, n g);
+    /// bf16 m16n8k16 A a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..), B b0 (k 2t..2t+1, n g)
+    /// b1 (k 2t+8..2t+9, n g); C c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1).
     /// </summary>
-    internal static void WarpStep(ArrayView<uint> As, ArrayView<uint> Bs, int r0, int n0, int g, int t, bool bf16,
-        ref float c0, ref float c1, ref float c2, ref float c3)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void WarpStage(ArrayView<uint> As, ArrayView<uint> Bs, int r0, int g, int t, bool bf16)
     {
-        int ra = (r0 + g) * AStride, rb = (r0 + g + 8) * AStride, n = n0 + g;
+        int ra = (r0 + g) * AStride, rb = (r0 + g + 8) * AStride;
         if (bf16)
         {
             uint a0 = Pack(As[ra + 2 * t], As[ra + 2 * t + 1]);
             uint a1 = Pack(As[rb + 2 * t], As[rb + 2 * t + 1]);
             uint a2 = Pack(As[ra + 2 * t + 8], As[ra + 2 * t + 9]);
             uint a3 = Pack(As[rb + 2 * t + 8], As[rb + 2 * t + 9]);
-            uint b0 = Pack(Bs[2 * t * BStride + n], Bs[(2 * t + 1) * BStride + n]);
-            uint b1 = Pack(Bs[(2 * t + 8) * BStride + n], Bs[(2 * t + 9) * BStride + n]);
-            MmaBf16(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1);
+            int k0 = 2 * t, k1 = 2 * t + 8;
+            CudaAsm.Emit(Bf16 + "{fvlc0,fvlc1,fvlc2,fvlc3}" + Ops + "{fvlc0,fvlc1,fvlc2,fvlc3};", a0, a1, a2, a3, PackB(Bs, k0, g), PackB(Bs, k1, g));
+            CudaAsm.Emit(Bf16 + "{fvlc4,fvlc5,fvlc6,fvlc7}" + Ops + "{fvlc4,fvlc5,fvlc6,fvlc7};", a0, a1, a2, a3, PackB(Bs, k0, g + 8), PackB(Bs, k1, g + 8));
+            CudaAsm.Emit(Bf16 + "{fvlc8,fvlc9,fvlc10,fvlc11}" + Ops + "{fvlc8,fvlc9,fvlc10,fvlc11};", a0, a1, a2, a3, PackB(Bs, k0, g + 16), PackB(Bs, k1, g + 16));
+            CudaAsm.Emit(Bf16 + "{fvlc12,fvlc13,fvlc14,fvlc15}" + Ops + "{fvlc12,fvlc13,fvlc14,fvlc15};", a0, a1, a2, a3, PackB(Bs, k0, g + 24), PackB(Bs, k1, g + 24));
         }
         else
         {
             for (int ks = 0; ks < BK; ks += 8)
             {
                 uint a0 = As[ra + ks + t], a1 = As[rb + ks + t], a2 = As[ra + ks + t + 4], a3 = As[rb + ks + t + 4];
-                uint b0 = Bs[(ks + t) * BStride + n], b1 = Bs[(ks + t + 4) * BStride + n];
-                MmaTf32(ref c0, ref c1, ref c2, ref c3, a0, a1, a2, a3, b0, b1);
+                int q0 = (ks + t) * BStride + g, q1 = (ks + t + 4) * BStride + g;
+                CudaAsm.Emit(Tf32 + "{fvlc0,fvlc1,fvlc2,fvlc3}" + Ops + "{fvlc0,fvlc1,fvlc2,fvlc3};", a0, a1, a2, a3, Bs[q0], Bs[q1]);
+                CudaAsm.Emit(Tf32 + "{fvlc4,fvlc5,fvlc6,fvlc7}" + Ops + "{fvlc4,fvlc5,fvlc6,fvlc7};", a0, a1, a2, a3, Bs[q0 + 8], Bs[q1 + 8]);
+                CudaAsm.Emit(Tf32 + "{fvlc8,fvlc9,fvlc10,fvlc11}" + Ops + "{fvlc8,fvlc9,fvlc10,fvlc11};", a0, a1, a2, a3, Bs[q0 + 16], Bs[q1 + 16]);
+                CudaAsm.Emit(Tf32 + "{fvlc12,fvlc13,fvlc14,fvlc15}" + Ops + "{fvlc12,fvlc13,fvlc14,fvlc15};", a0, a1, a2, a3, Bs[q0 + 24], Bs[q1 + 24]);
             }
+        }
+    }
+
+    /// <summary>Writes the lane's 16 accumulators into the shared C tile Cs[m·BN + n] (rows r0.., fragment layout above).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void SpillAccumulators(ArrayView<float> Cs, int r0, int g, int t)
+    {
+        int ia = (r0 + g) * BN + 2 * t, ib = ia + 8 * BN;
+        CudaAsm.Emit("mov.b32 %0, fvlc0;", out Cs[ia]); CudaAsm.Emit("mov.b32 %0, fvlc1;", out Cs[ia + 1]);
+        CudaAsm.Emit("mov.b32 %0, fvlc2;", out Cs[ib]); CudaAsm.Emit("mov.b32 %0, fvlc3;", out Cs[ib + 1]);
+        CudaAsm.Emit("mov.b32 %0, fvlc4;", out Cs[ia + 8]); CudaAsm.Emit("mov.b32 %0, fvlc5;", out Cs[ia + 9]);
+        CudaAsm.Emit("mov.b32 %0, fvlc6;", out Cs[ib + 8]); CudaAsm.Emit("mov.b32 %0, fvlc7;", out Cs[ib + 9]);
+        CudaAsm.Emit("mov.b32 %0, fvlc8;", out Cs[ia + 16]); CudaAsm.Emit("mov.b32 %0, fvlc9;", out Cs[ia + 17]);
+        CudaAsm.Emit("mov.b32 %0, fvlc10;", out Cs[ib + 16]); CudaAsm.Emit("mov.b32 %0, fvlc11;", out Cs[ib + 17]);
+        CudaAsm.Emit("mov.b32 %0, fvlc12;", out Cs[ia + 24]); CudaAsm.Emit("mov.b32 %0, fvlc13;", out Cs[ia + 25]);
+        CudaAsm.Emit("mov.b32 %0, fvlc14;", out Cs[ib + 24]); CudaAsm.Emit("mov.b32 %0, fvlc15;", out Cs[ib + 25]);
+    }
+
+    /// <summary>The portable stage (any accelerator, any group size): Cs[m·BN + n] += Σ_k As[m,k]·Bs[k,n] over the 16-deep
+    /// stage, exact products of the same rounded operands, float32 accumulation in k order.</summary>
+    internal static void PortableStage(ArrayView<uint> As, ArrayView<uint> Bs, ArrayView<float> Cs, int tid, int nt)
+    {
+        for (int e = tid; e < BM * BN; e += nt)
+        {
+            int m = e / BN, n = e % BN;
+            float acc = Cs[e];
+            for (int kk = 0; kk < BK; kk++)
+                acc += Interop.IntAsFloat(As[m * AStride + kk]) * Interop.IntAsFloat(Bs[kk * BStride + n]);
+            Cs[e] = acc;
         }
     }
 
@@ -133,11 +180,12 @@ public static class TensorCoreGemm
     {
         var As = SharedMemory.Allocate<uint>(BM * AStride);
         var Bs = SharedMemory.Allocate<uint>(BK * BStride);
-        var Cs = SharedMemory.Allocate<float>(BM * BN);   // the portable path's accumulators
+        var Cs = SharedMemory.Allocate<float>(BM * BN);   // the portable path's accumulators; the mma path's C tile for the epilogue
         int tid = Group.IdxX, nt = Group.DimX;
         bool bf16 = (s.Flags & FlagBf16) != 0, ta = (s.Flags & FlagTransA) != 0, tb = (s.Flags & FlagTransB) != 0;
         int tilesM = (s.M + BM - 1) / BM, tilesN = (s.N + BN - 1) / BN;
         int warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3, r0 = warp * 16;
+        if (CudaAsm.IsSupported) DeclareAccumulators();
         for (int bt = Grid.IdxZ; bt < s.Batch; bt += Grid.DimZ)
         {
             long aOff = bt * s.StrideA, bOff = bt * s.StrideB, cOff = bt * s.StrideC;
@@ -145,9 +193,8 @@ public static class TensorCoreGemm
             for (int tn = Grid.IdxX; tn < tilesN; tn += Grid.DimX)
             {
                 int m0 = tm * BM, n0 = tn * BN;
-                float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f;
-                float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f;
-                if (!CudaAsm.IsSupported)
+                if (CudaAsm.IsSupported) ZeroAccumulators();
+                else
                     for (int e = tid; e < BM * BN; e += nt) Cs[e] = 0f;
                 for (int k0 = 0; k0 < s.K; k0 += BK)
                 {
@@ -168,48 +215,19 @@ public static class TensorCoreGemm
                     Group.Barrier();
                     if (CudaAsm.IsSupported)
                     {
-                        if (warp < BM / 16)
-                        {
-                            WarpStep(As, Bs, r0, 0, g, t, bf16, ref c00, ref c01, ref c02, ref c03);
-                            WarpStep(As, Bs, r0, 8, g, t, bf16, ref c10, ref c11, ref c12, ref c13);
-                            WarpStep(As, Bs, r0, 16, g, t, bf16, ref c20, ref c21, ref c22, ref c23);
-                            WarpStep(As, Bs, r0, 24, g, t, bf16, ref c30, ref c31, ref c32, ref c33);
-                        }
+                        if (warp < BM / 16) WarpStage(As, Bs, r0, g, t, bf16);
                     }
                     else
-                    {
-                        // Portable: the same rounded operands, exact products, float32 accumulation in k order.
-                        for (int e = tid; e < BM * BN; e += nt)
-                        {
-                            int m = e / BN, n = e % BN;
-                            float acc = Cs[e];
-                            for (int kk = 0; kk < BK; kk++)
-                                acc += Interop.IntAsFloat(As[m * AStride + kk]) * Interop.IntAsFloat(Bs[kk * BStride + n]);
-                            Cs[e] = acc;
-                        }
-                    }
+                        PortableStage(As, Bs, Cs, tid, nt);
                     Group.Barrier();
                 }
                 if (CudaAsm.IsSupported)
                 {
-                    if (warp < BM / 16)
-                    {
-                        int rowA = m0 + r0 + g, rowB = rowA + 8, col = n0 + 2 * t;
-                        Store(c, bias, s, cOff, rowA, col, c00); Store(c, bias, s, cOff, rowA, col + 1, c01);
-                        Store(c, bias, s, cOff, rowB, col, c02); Store(c, bias, s, cOff, rowB, col + 1, c03);
-                        Store(c, bias, s, cOff, rowA, col + 8, c10); Store(c, bias, s, cOff, rowA, col + 9, c11);
-                        Store(c, bias, s, cOff, rowB, col + 8, c12); Store(c, bias, s, cOff, rowB, col + 9, c13);
-                        Store(c, bias, s, cOff, rowA, col + 16, c20); Store(c, bias, s, cOff, rowA, col + 17, c21);
-                        Store(c, bias, s, cOff, rowB, col + 16, c22); Store(c, bias, s, cOff, rowB, col + 17, c23);
-                        Store(c, bias, s, cOff, rowA, col + 24, c30); Store(c, bias, s, cOff, rowA, col + 25, c31);
-                        Store(c, bias, s, cOff, rowB, col + 24, c32); Store(c, bias, s, cOff, rowB, col + 25, c33);
-                    }
+                    if (warp < BM / 16) SpillAccumulators(Cs, r0, g, t);
+                    Group.Barrier();
                 }
-                else
-                {
-                    for (int e = tid; e < BM * BN; e += nt) Store(c, bias, s, cOff, m0 + e / BN, n0 + e % BN, Cs[e]);
-                    Group.Barrier();   // Cs is zeroed for the next tile only after every thread has read it
-                }
+                for (int e = tid; e < BM * BN; e += nt) Store(c, bias, s, cOff, m0 + e / BN, n0 + e % BN, Cs[e]);
+                Group.Barrier();   // Cs is rewritten for the next tile only after every thread has read it
             }
         }
     }

@@ -207,6 +207,11 @@ public class TensorCoreConvTests() : EmulatorKernelTestBase(assertions: true, cu
         Assert.That(ptx, Does.Contain("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"), "the TF32 tensor-core instruction");
         Assert.That(ptx, Does.Contain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"), "the bf16 tensor-core instruction");
         Assert.That(ptx, Does.Contain("bar.sync"));
+        // The accumulators are PTX registers named by the asm, never C# locals passed by ref (ILGPU routes those through
+        // .local memory around every mma; ptxas did not promote them back: 320-byte stack frame in the first version).
+        Assert.That(ptx, Does.Not.Contain(".local"), "no local memory in the tensor-core kernel");
+        Assert.That(ptx, Does.Contain(".reg .f32 fvlc<16>;"));
+        Assert.That(System.Text.RegularExpressions.Regex.Count(ptx, @"mma\.sync"), Is.EqualTo(8), "one mma per n8 tile: 4 bf16, and 4 TF32 inside the two-step k8 loop");
     }
 }
 
