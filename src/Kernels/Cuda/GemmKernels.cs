@@ -570,11 +570,24 @@ public static class GemmKernels
                 GemmVersion.Naive => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(NaiveKernel),
                 GemmVersion.Tiled16 => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(TiledKernel),
                 GemmVersion.Reg64x4 => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg64Kernel),
-                GemmVersion.Reg128x8Vec => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg128Kernel),
-                _ => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg128PrefetchKernel),
+                GemmVersion.Reg128x8Vec => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg128Kernel, Bounds(acc, v)),
+                _ => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg128PrefetchKernel, Bounds(acc, v)),
             };
         }
     }
+
+    /// <summary>
+    /// The launch bounds (PTX .maxntid / .minnctapersm, CUDA's __launch_bounds__) the CUDA loader gives a version: the two
+    /// 128×128 kernels run 256 threads and ask for 2 groups per SM, so ptxas keeps them at ≤ 128 registers per thread.
+    /// Without them ptxas 11.8 gave v5 129 registers (`fashionvil bench ptx`), one over the limit for two groups of 256,
+    /// so an SM held one group (8 warps); with them it uses 118 and no spills (measured offline; the GPU's own JIT is owed).
+    /// Other accelerators get none (the CPU accelerator refuses a bound above its group size).
+    /// </summary>
+    public static KernelSpecialization CudaLaunchBounds(GemmVersion v)
+        => v is GemmVersion.Reg128x8Vec or GemmVersion.Reg128x8Prefetch ? new KernelSpecialization(GpuGroupSize, 2) : default;
+
+    private static KernelSpecialization Bounds(Accelerator acc, GemmVersion v)
+        => acc.AcceleratorType == AcceleratorType.Cuda ? CudaLaunchBounds(v) : default;
 
     /// <summary>The kernel method of a version (for offline PTX compilation in tests and tools).</summary>
     public static System.Reflection.MethodInfo KernelMethod(GemmVersion v) => v switch

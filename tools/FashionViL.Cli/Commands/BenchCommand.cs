@@ -51,6 +51,7 @@ public static class BenchCommand
                 return 1;
             }
         });
-        return new Command("bench", "Benchmarks (issue 7): `bench step` times FashionViL training steps.") { step };
+        return new Command("bench", "Benchmarks (issue 7): `bench step` times FashionViL training steps; `bench ptx` checks the CUDA kernels offline.")
+            { step, BenchPtxCommand.Create() };
     }
 }

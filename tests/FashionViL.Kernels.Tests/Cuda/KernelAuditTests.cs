@@ -1,0 +1,86 @@
+using FashionViL.Kernels.Cuda;
+
+namespace FashionViL.Kernels.Tests.Cuda;
+
+/// <summary>The offline kernel audit's parsing and compilation pieces (no GPU, no ptxas needed).</summary>
+public class KernelAuditTests
+{
+    [Test]
+    public void LocalBytesSumsThePtxLocalDeclarations()
+    {
+        const string ptx = ".version 8.8\n.target sm_80\n\t.local .align 4 .b8 __local_depot0[4];\n\t.local .align 8 .b8 __local_depot1[16];\n" +
+            "\t.shared .align 4 .b8 sm0[1024];\n\tst.local.f32 [%rd1], %f1;\n";
+        Assert.That(KernelAudit.LocalBytes(ptx), Is.EqualTo(20));
+        Assert.That(KernelAudit.LocalBytes(".version 8.8\n\t.shared .align 4 .b8 s[64];\n"), Is.Zero);
+    }
+
+    [Test]
+    public void CountSassCountsOpcodesIncludingPredicatedOnes()
+    {
+        const string sass = "        /*0000*/                   MOV R1, c[0x0][0x28] ;   /* 0x00000a0000017a02 */\n" +
+            "        /*0010*/                   FFMA R4, R2, R3, R4 ;   /* 0x0000000302047223 */\n" +
+            "        /*0020*/              @!P0 FFMA R5, R2, R3, R5 ;   /* 0x0000000302058223 */\n" +
+            "        /*0030*/                   HMMA.1688.F32.TF32 R4, R8, R2, R4 ;   /* 0x000000020804723c */\n" +
+            "        /*0040*/                   STL [R1], R4 ;   /* 0x0000000401007387 */\n" +
+            "                                                   /* 0x000fe200078e00ff */\n";
+        Assert.That(KernelAudit.CountSass(sass, null), Is.EqualTo(5));
+        Assert.That(KernelAudit.CountSass(sass, "FFMA"), Is.EqualTo(2));
+        Assert.That(KernelAudit.CountSass(sass, "HMMA"), Is.EqualTo(1));
+        Assert.That(KernelAudit.CountSass(sass, "STL"), Is.EqualTo(1));
+    }
+
+    [TestCase(11, 8, 7, 8)]
+    [TestCase(12, 0, 8, 0)]
+    [TestCase(12, 4, 8, 4)]
+    [TestCase(12, 6, 8, 5)]
+    [TestCase(12, 8, 8, 7)]
+    [TestCase(12, 9, 8, 8)]
+    [TestCase(13, 0, 8, 8)]
+    public void IsaFollowsThePtxasRelease(int major, int minor, int isaMajor, int isaMinor)
+        => Assert.That(KernelAudit.IsaFor(major, minor), Is.EqualTo((isaMajor, isaMinor)));
+
+    [Test]
+    public void PtxasOlderThanSm90IsRefusedByName()
+    {
+        var e = Assert.Throws<NotSupportedException>(() => KernelAudit.IsaFor(11, 4))!;
+        Assert.That(e.Message, Does.Contain("11.4").And.Contain("sm_90"));
+    }
+
+    [Test]
+    public void AMissingPtxasPathIsNamed()
+    {
+        var e = Assert.Throws<FileNotFoundException>(() => KernelAudit.FindPtxas("/nonexistent/ptxas"))!;
+        Assert.That(e.Message, Does.Contain("/nonexistent/ptxas"));
+    }
+
+    [Test]
+    public void NamesShowGenericArguments()
+    {
+        var m = typeof(ElementwiseKernels).GetMethod("Map")!.MakeGenericMethod(typeof(float), typeof(float), typeof(UnaryOps.Gelu));
+        Assert.That(KernelAudit.NameOf(m), Is.EqualTo("ElementwiseKernels.Map<Single,Single,UnaryOps.Gelu>"));
+        Assert.That(KernelAudit.NameOf(TensorCoreGemm.KernelMethod), Is.EqualTo("TensorCoreGemm.Kernel"));
+    }
+
+    /// <summary>The 128×128 SGEMMs are compiled with __launch_bounds__(256, 2) for CUDA (≤ 128 registers: two groups per SM);
+    /// the smaller versions get none.</summary>
+    [Test]
+    public void The128TileGemmsCarryLaunchBoundsInTheirPtx()
+    {
+        using var c = new KernelAudit.PtxCompiler();
+        foreach (var v in GemmKernels.Versions)
+        {
+            var ptx = c.Compile(KernelAudit.Entry(GemmKernels.KernelMethod(v)));
+            bool bounded = v is GemmVersion.Reg128x8Vec or GemmVersion.Reg128x8Prefetch;
+            Assert.That(ptx.Contains(".maxntid 256, 1, 1", StringComparison.Ordinal), Is.EqualTo(bounded), v.ToString());
+            Assert.That(ptx.Contains(".minnctapersm 2", StringComparison.Ordinal), Is.EqualTo(bounded), v.ToString());
+        }
+        Assert.That(GemmKernels.CudaLaunchBounds(GemmKernels.Best).MaxNumThreadsPerGroup, Is.EqualTo(GemmKernels.GpuGroupSize));
+    }
+
+    [Test]
+    public void PtxIsaFollowsTheCompilerSetting()
+    {
+        using var c = new KernelAudit.PtxCompiler(7, 8);
+        Assert.That(c.Compile(KernelAudit.Entry(TensorCoreGemm.KernelMethod)), Does.Contain(".version 7.8"));
+    }
+}

@@ -1,0 +1,106 @@
+using System.Text.Json;
+using FashionViL.Bench;
+using FashionViL.Kernels.Cuda;
+
+namespace FashionViL.Tests.Bench;
+
+/// <summary>
+/// `fashionvil bench ptx`: every kernel the six training steps load (run once each on the CUDA emulator) plus every GEMM and
+/// conv variant, compiled for sm_90 offline. With ptxas (FVL_PTXAS, which .ci/run sets after fetching Debian's CUDA 11.8
+/// ptxas, or a CUDA toolkit on PATH) each is also assembled and its registers, stack and spills checked.
+/// </summary>
+[TestFixture, Category("Cuda"), NonParallelizable]
+public class PtxAuditTests
+{
+    private PtxAuditResult _r = null!;
+    private JsonElement _json;
+    private string _text = "";
+    private int _code;
+
+    [OneTimeSetUp]
+    public void RunTheAuditOnce()
+    {
+        CudaRuntime.EmulatorEnabled = !string.Equals(Environment.GetEnvironmentVariable("FASHIONVIL_TEST_CUDA"), "gpu", StringComparison.OrdinalIgnoreCase);
+        var json = BenchTestUtil.TempFile("ptx.json");
+        (_code, _text) = CliTests.RunCli("bench", "ptx", "--config", BenchTestUtil.Repo("configs/nano.yaml"), "--json", json);
+        Assert.That(File.Exists(json), _text);
+        _json = JsonDocument.Parse(File.ReadAllText(json)).RootElement.Clone();
+        Directory.Delete(Path.GetDirectoryName(json)!, true);
+        static int? I(JsonElement e, string p) => e.GetProperty(p).ValueKind == JsonValueKind.Null ? null : e.GetProperty(p).GetInt32();
+        var kernels = _json.GetProperty("kernels").EnumerateArray().Select(k =>
+            new KernelReport(k.GetProperty("name").GetString()!, k.GetProperty("ptx_lines").GetInt32(), k.GetProperty("ptx_local_bytes").GetInt32())
+            {
+                Error = k.GetProperty("error").GetString(), Registers = I(k, "registers"), SharedBytes = I(k, "shared_bytes"),
+                StackBytes = I(k, "stack_bytes"), SpillStoreBytes = I(k, "spill_store_bytes"), SpillLoadBytes = I(k, "spill_load_bytes"),
+                Sass = I(k, "sass"), SassFfma = I(k, "sass_ffma"), SassHmma = I(k, "sass_hmma"), SassShared = I(k, "sass_shared"), SassLocal = I(k, "sass_local"),
+            }).ToList();
+        _r = new PtxAuditResult(_json.GetProperty("target").GetString()!, _json.GetProperty("ptxas").GetString(), _json.GetProperty("ptxas_release").GetString(), kernels);
+    }
+
+    private IEnumerable<string> Names => _r.Kernels.Select(k => k.Name);
+
+    [Test]
+    public void EveryStepKernelIsFoundAndCompilesForSm90()
+    {
+        Assert.That(_code, Is.Zero, _text);
+        Assert.That(_r.Kernels, Has.Count.GreaterThanOrEqualTo(60), "a ResNet + BERT step with AdamW loads dozens of kernels");
+        // one kernel from each family the steps need: found by running the steps, not listed by hand
+        Assert.That(Names, Does.Contain("AttentionKernels.ForwardKernel").And.Contain("AttentionKernels.BackwardKVKernel")
+            .And.Contain("RowKernels.AdamWKernel").And.Contain("NormKernels.BatchNormBackwardKernel")
+            .And.Contain("RowKernels.CrossEntropyForwardHardKernel").And.Contain("IndexKernels.VqLookupKernel")
+            .And.Contain("ConvKernels.MaxPoolForwardKernel").And.Contain("ElementwiseKernels.Map<Single,Single,UnaryOps.Gelu>"));
+        // and the variants chosen by shape or precision
+        Assert.That(Names, Does.Contain("TensorCoreGemm.Kernel").And.Contain("ConvKernels.ConvGemmTcKernel")
+            .And.Contain("GemmKernels.Reg128PrefetchKernel").And.Contain("ConvKernels.ConvGemm128Kernel"));
+        Assert.That(_r.Failed, Is.Empty, string.Join("\n", _r.Failed.Select(k => $"{k.Name}: {k.Error}")));
+        Assert.That(_json.GetProperty("clean").GetBoolean(), Is.True);
+        Assert.That(_text, Does.Contain($"{_r.Kernels.Count} kernels: 0 failed, 0 with unexpected local memory"));
+    }
+
+    /// <summary>Local memory (a stack array, a by-ref asm operand, a spill) is slow on a GPU and never intended here.</summary>
+    [Test]
+    public void NoStepKernelDeclaresLocalMemoryInItsPtx()
+    {
+        var bad = _r.Kernels.Where(k => k.PtxLocalBytes > 0 && !KernelAudit.AcceptedLocalMemory.ContainsKey(k.Name)).ToList();
+        Assert.That(bad, Is.Empty, string.Join("\n", bad.Select(k => $"{k.Name}: {k.PtxLocalBytes} B of .local")));
+        Assert.That(_r.Kernels.Single(k => k.Name == "TensorCoreGemm.Kernel").PtxLocalBytes, Is.Zero);
+    }
+
+    [Test]
+    public void WithPtxasEveryKernelAssemblesWithoutSpillsAndTheTensorCoreKernelsUseHmma()
+    {
+        if (_r.Ptxas is null)
+        {
+            if (Environment.GetEnvironmentVariable("FVL_REQUIRE_PTXAS") == "1")
+                Assert.Fail("FVL_REQUIRE_PTXAS=1 but no ptxas was found (FVL_PTXAS, PATH, /usr/local/cuda/bin)");
+            Assert.Ignore("no ptxas on this machine (.ci/run fetches one): assembly checks not run");
+        }
+        Assert.That(_r.Kernels.Where(k => k.Registers is null), Is.Empty, "every kernel was assembled");
+        var local = _r.UnexpectedLocalMemory;
+        Assert.That(local, Is.Empty, string.Join("\n", local.Select(k => $"{k.Name}: stack {k.StackBytes}, spills {k.SpillStoreBytes}+{k.SpillLoadBytes}, LDL/STL {k.SassLocal}")));
+        var gemm = _r.Kernels.Single(k => k.Name == "GemmKernels.Reg128PrefetchKernel");
+        Assert.That(gemm.Registers, Is.LessThanOrEqualTo(128), "launch bounds (256, 2): two groups of 256 threads per SM");
+        foreach (var tc in new[] { "TensorCoreGemm.Kernel", "ConvKernels.ConvGemmTcKernel" })
+        {
+            var k = _r.Kernels.Single(x => x.Name == tc);
+            Assert.That(k.StackBytes, Is.Zero, tc);
+            if (k.Sass is not null) Assert.That(k.SassHmma, Is.GreaterThanOrEqualTo(8), $"{tc}: mma.sync became HMMA");
+        }
+    }
+
+    [Test]
+    public void AMissingOutFolderIsNamed()
+    {
+        var (code, text) = CliTests.RunCli("bench", "ptx", "--out", "/nonexistent/ptx-out");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(text, Does.Contain("--out").And.Contain("/nonexistent/ptx-out"));
+    }
+
+    [Test]
+    public void AMissingConfigIsNamed()
+    {
+        var (code, text) = CliTests.RunCli("bench", "ptx", "--config", "/nonexistent/nano.yaml");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(text, Does.Contain("/nonexistent/nano.yaml"));
+    }
+}
