@@ -13,8 +13,8 @@ namespace FashionViL.Kernels.Cuda;
 /// bfloat16, once per element as it is stored, zero outside), so the operands are exactly those the CPU backend's packed
 /// GEMM rounds in its im2col path, and accumulation is float32. On CUDA (<see cref="CudaAsm.IsSupported"/>) 4 warps issue
 /// <c>mma.sync</c> through <see cref="TensorCoreGemm.WarpStage"/> (m16n8k8 TF32 twice, or m16n8k16 bf16 once, per n8 tile
-/// and step); elsewhere (ILGPU's CPU accelerator) the portable path sums the same exact products of the same staged
-/// operands in k order into a shared float32 accumulator tile.
+/// and step); elsewhere (ILGPU's CPU accelerator) <see cref="TensorCoreGemm.EmuStage"/> emulates those mma instructions
+/// from the same fragments (float32 accumulation in the shared C tile), so CI checks the fragment mapping too.
 /// <para>
 /// Status: the portable path is what CI tests (emulator, against the CPU backend at the same precision); the kernel
 /// compiles to PTX for sm_90 with both mma forms. The mma path has NOT run on a GPU: correctness and speed are owed.
@@ -39,7 +39,7 @@ public static partial class ConvKernels
     {
         var As = SharedMemory.Allocate<uint>(TcBM * TcAStride);   // As[m·20 + k], rounded operand bits
         var Bs = SharedMemory.Allocate<uint>(TcBK * TcBStride);   // Bs[k·40 + n]
-        var Cs = SharedMemory.Allocate<float>(TcBM * TcBN);       // the portable path's accumulators; the mma path's C tile
+        var Cs = SharedMemory.Allocate<float>(TcBM * TcBN);       // the C tile: the epilogue's input; the portable path's accumulators
         var cBase = SharedMemory.Allocate<int>(TcBN);
         var cH = SharedMemory.Allocate<int>(TcBN);
         var cW = SharedMemory.Allocate<int>(TcBN);
@@ -94,7 +94,7 @@ public static partial class ConvKernels
                     if (warp < TcBM / 16) TensorCoreGemm.WarpStage(As, Bs, r0, g, t, isBf16);
                 }
                 else
-                    TensorCoreGemm.PortableStage(As, Bs, Cs, tid, nt);
+                    TensorCoreGemm.EmuStage(As, Bs, Cs, isBf16, tid, nt);
                 Group.Barrier();
             }
             if (CudaAsm.IsSupported)

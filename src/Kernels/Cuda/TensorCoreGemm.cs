@@ -21,15 +21,18 @@ namespace FashionViL.Kernels.Cuda;
 /// <c>mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32</c> once (bf16) per n8 tile, through <see cref="CudaAsm"/>.Emit
 /// with the operands by value; the accumulators go to the shared C tile once per tile and the epilogue stores it coalesced.
 /// Elsewhere (<see cref="CudaAsm.IsSupported"/>
-/// false: ILGPU's CPU accelerator, any group size) the portable path computes the same math — the same rounded operands
-/// from the same shared tiles, exact products, float32 accumulation — into a 64×32 shared accumulator tile.
+/// false: ILGPU's CPU accelerator, any group size) the portable path emulates the four warps' mma.sync instructions
+/// (<see cref="EmuStage"/>): each C register is summed from the A/B elements read back out of the fragments that the CUDA
+/// path would feed the tensor cores, through the PTX ISA fragment layouts written independently, so CI checks the lane ↔
+/// element mapping of the mma path as well as the rounded arithmetic (a deliberate A, B or C mapping error fails 10–20 of
+/// the emulator tests).
 /// The shared strides (A rows 20 words, B rows 40 words) make the fragment reads of a warp bank-conflict-free.
 /// </para>
 /// <para>
-/// Status: the portable path is what CI tests (emulator, against the CPU backend under the same precision) and the kernel
-/// compiles to PTX for sm_90 with both mma forms. The mma path has NOT run on a GPU yet: the bf16 m16n8k16 form matched a
-/// CPU reference on an H100 in ilgpu-notes §2.10, the TF32 m16n8k8 form has never been tried on hardware. Correctness
-/// and speed on a GPU are owed.
+/// Status: the portable path is what CI tests (emulator, against the CPU backend under the same precision); the kernel
+/// compiles to PTX for sm_90 with both mma forms and assembles with ptxas 11.8 (12 HMMA, no local memory; `fashionvil
+/// bench ptx`). The mma path has NOT run on a GPU yet: the bf16 m16n8k16 form matched a CPU reference on an H100 in
+/// ilgpu-notes §2.10, the TF32 m16n8k8 form has never been tried on hardware. Correctness and speed on a GPU are owed.
 /// </para>
 /// </summary>
 public static class TensorCoreGemm
@@ -106,72 +109,126 @@ public static class TensorCoreGemm
     private const string Bf16 = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 ";
     private const string Ops = ", {%0,%1,%2,%3}, {%4,%5}, ";
 
-    /// <summary>B element pair (k, k+1) of column n, packed as one bf16x2 register.</summary>
-    private static uint PackB(ArrayView<uint> Bs, int k, int n) => Pack(Bs[k * BStride + n], Bs[(k + 1) * BStride + n]);
+    // ---------------------------------------------------------------- fragments (what a lane feeds the mma)
+    //
+    // Fragment layouts (PTX ISA, g = lane/4, t = lane%4): TF32 m16n8k8 A a0 (g, t) a1 (g+8, t) a2 (g, t+4) a3 (g+8, t+4),
+    // B b0 (k t, n g) b1 (k t+4, n g); bf16 m16n8k16 A a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..),
+    // B b0 (k 2t..2t+1, n g) b1 (k 2t+8..2t+9, n g) (lower k in the low half); C c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t)
+    // c3 (g+8, 2t+1). The functions below are the one place the kernels map a lane to shared-tile elements; the CUDA path
+    // feeds their values to mma.sync; the portable path (EmuStage) reads them back through the layouts above, written
+    // independently.
+
+    /// <summary>A register <paramref name="i"/> (0..3) of lane (g, t) for rows r0.. at k offset <paramref name="ks"/> (TF32: 0 or 8).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint AFrag(ArrayView<uint> As, int r0, int g, int t, int ks, int i, bool bf16)
+    {
+        int row = (r0 + g + ((i & 1) != 0 ? 8 : 0)) * AStride;
+        if (!bf16) return As[row + ks + t + ((i & 2) != 0 ? 4 : 0)];
+        int k = 2 * t + ((i & 2) != 0 ? 8 : 0);
+        return Pack(As[row + k], As[row + k + 1]);
+    }
+
+    /// <summary>B register <paramref name="i"/> (0..1) of lane (g, t) for the n8 tile at column <paramref name="n0"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint BFrag(ArrayView<uint> Bs, int n0, int g, int t, int ks, int i, bool bf16)
+    {
+        int n = n0 + g;
+        if (!bf16) return Bs[(ks + t + (i != 0 ? 4 : 0)) * BStride + n];
+        int k = 2 * t + (i != 0 ? 8 : 0);
+        return Pack(Bs[k * BStride + n], Bs[(k + 1) * BStride + n]);
+    }
+
+    /// <summary>Where accumulator register <paramref name="i"/> (0..3) of n8 tile <paramref name="j"/> of lane (g, t) goes in the
+    /// shared C tile Cs[m·BN + n].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int CIndex(int r0, int g, int t, int j, int i) => (r0 + g + (i >= 2 ? 8 : 0)) * BN + 8 * j + 2 * t + (i & 1);
 
     /// <summary>
-    /// One warp's 16-deep shared stage: rows r0..r0+15 of the group tile times all four n8 tiles (columns 0..31), accumulated
-    /// into fvlc0..15. The A fragment is read once and used for the four tiles. Fragment layouts (PTX ISA, g = lane/4,
-    /// t = lane%4): TF32 m16n8k8 A a0 (g, t) a1 (g+8, t) a2 (g, t+4) a3 (g+8, t+4), B b0 (k t, n g) b1 (k t+4, n g);
-    /// bf16 m16n8k16 A a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..), B b0 (k 2t..2t+1, n g)
-    /// b1 (k 2t+8..2t+9, n g); C c0 (g, 2t) c1 (g, 2t+1) c2 (g+8, 2t) c3 (g+8, 2t+1).
+    /// One warp's 16-deep shared stage on CUDA: rows r0..r0+15 of the group tile times all four n8 tiles (columns 0..31),
+    /// accumulated into fvlc0..15 (tile j in fvlc(4j)..fvlc(4j+3)). The A fragment is read once and used for the four tiles.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void WarpStage(ArrayView<uint> As, ArrayView<uint> Bs, int r0, int g, int t, bool bf16)
     {
-        int ra = (r0 + g) * AStride, rb = (r0 + g + 8) * AStride;
         if (bf16)
         {
-            uint a0 = Pack(As[ra + 2 * t], As[ra + 2 * t + 1]);
-            uint a1 = Pack(As[rb + 2 * t], As[rb + 2 * t + 1]);
-            uint a2 = Pack(As[ra + 2 * t + 8], As[ra + 2 * t + 9]);
-            uint a3 = Pack(As[rb + 2 * t + 8], As[rb + 2 * t + 9]);
-            int k0 = 2 * t, k1 = 2 * t + 8;
-            CudaAsm.Emit(Bf16 + "{fvlc0,fvlc1,fvlc2,fvlc3}" + Ops + "{fvlc0,fvlc1,fvlc2,fvlc3};", a0, a1, a2, a3, PackB(Bs, k0, g), PackB(Bs, k1, g));
-            CudaAsm.Emit(Bf16 + "{fvlc4,fvlc5,fvlc6,fvlc7}" + Ops + "{fvlc4,fvlc5,fvlc6,fvlc7};", a0, a1, a2, a3, PackB(Bs, k0, g + 8), PackB(Bs, k1, g + 8));
-            CudaAsm.Emit(Bf16 + "{fvlc8,fvlc9,fvlc10,fvlc11}" + Ops + "{fvlc8,fvlc9,fvlc10,fvlc11};", a0, a1, a2, a3, PackB(Bs, k0, g + 16), PackB(Bs, k1, g + 16));
-            CudaAsm.Emit(Bf16 + "{fvlc12,fvlc13,fvlc14,fvlc15}" + Ops + "{fvlc12,fvlc13,fvlc14,fvlc15};", a0, a1, a2, a3, PackB(Bs, k0, g + 24), PackB(Bs, k1, g + 24));
+            uint a0 = AFrag(As, r0, g, t, 0, 0, true), a1 = AFrag(As, r0, g, t, 0, 1, true);
+            uint a2 = AFrag(As, r0, g, t, 0, 2, true), a3 = AFrag(As, r0, g, t, 0, 3, true);
+            CudaAsm.Emit(Bf16 + "{fvlc0,fvlc1,fvlc2,fvlc3}" + Ops + "{fvlc0,fvlc1,fvlc2,fvlc3};", a0, a1, a2, a3, BFrag(Bs, 0, g, t, 0, 0, true), BFrag(Bs, 0, g, t, 0, 1, true));
+            CudaAsm.Emit(Bf16 + "{fvlc4,fvlc5,fvlc6,fvlc7}" + Ops + "{fvlc4,fvlc5,fvlc6,fvlc7};", a0, a1, a2, a3, BFrag(Bs, 8, g, t, 0, 0, true), BFrag(Bs, 8, g, t, 0, 1, true));
+            CudaAsm.Emit(Bf16 + "{fvlc8,fvlc9,fvlc10,fvlc11}" + Ops + "{fvlc8,fvlc9,fvlc10,fvlc11};", a0, a1, a2, a3, BFrag(Bs, 16, g, t, 0, 0, true), BFrag(Bs, 16, g, t, 0, 1, true));
+            CudaAsm.Emit(Bf16 + "{fvlc12,fvlc13,fvlc14,fvlc15}" + Ops + "{fvlc12,fvlc13,fvlc14,fvlc15};", a0, a1, a2, a3, BFrag(Bs, 24, g, t, 0, 0, true), BFrag(Bs, 24, g, t, 0, 1, true));
         }
         else
         {
             for (int ks = 0; ks < BK; ks += 8)
             {
-                uint a0 = As[ra + ks + t], a1 = As[rb + ks + t], a2 = As[ra + ks + t + 4], a3 = As[rb + ks + t + 4];
-                int q0 = (ks + t) * BStride + g, q1 = (ks + t + 4) * BStride + g;
-                CudaAsm.Emit(Tf32 + "{fvlc0,fvlc1,fvlc2,fvlc3}" + Ops + "{fvlc0,fvlc1,fvlc2,fvlc3};", a0, a1, a2, a3, Bs[q0], Bs[q1]);
-                CudaAsm.Emit(Tf32 + "{fvlc4,fvlc5,fvlc6,fvlc7}" + Ops + "{fvlc4,fvlc5,fvlc6,fvlc7};", a0, a1, a2, a3, Bs[q0 + 8], Bs[q1 + 8]);
-                CudaAsm.Emit(Tf32 + "{fvlc8,fvlc9,fvlc10,fvlc11}" + Ops + "{fvlc8,fvlc9,fvlc10,fvlc11};", a0, a1, a2, a3, Bs[q0 + 16], Bs[q1 + 16]);
-                CudaAsm.Emit(Tf32 + "{fvlc12,fvlc13,fvlc14,fvlc15}" + Ops + "{fvlc12,fvlc13,fvlc14,fvlc15};", a0, a1, a2, a3, Bs[q0 + 24], Bs[q1 + 24]);
+                uint a0 = AFrag(As, r0, g, t, ks, 0, false), a1 = AFrag(As, r0, g, t, ks, 1, false);
+                uint a2 = AFrag(As, r0, g, t, ks, 2, false), a3 = AFrag(As, r0, g, t, ks, 3, false);
+                CudaAsm.Emit(Tf32 + "{fvlc0,fvlc1,fvlc2,fvlc3}" + Ops + "{fvlc0,fvlc1,fvlc2,fvlc3};", a0, a1, a2, a3, BFrag(Bs, 0, g, t, ks, 0, false), BFrag(Bs, 0, g, t, ks, 1, false));
+                CudaAsm.Emit(Tf32 + "{fvlc4,fvlc5,fvlc6,fvlc7}" + Ops + "{fvlc4,fvlc5,fvlc6,fvlc7};", a0, a1, a2, a3, BFrag(Bs, 8, g, t, ks, 0, false), BFrag(Bs, 8, g, t, ks, 1, false));
+                CudaAsm.Emit(Tf32 + "{fvlc8,fvlc9,fvlc10,fvlc11}" + Ops + "{fvlc8,fvlc9,fvlc10,fvlc11};", a0, a1, a2, a3, BFrag(Bs, 16, g, t, ks, 0, false), BFrag(Bs, 16, g, t, ks, 1, false));
+                CudaAsm.Emit(Tf32 + "{fvlc12,fvlc13,fvlc14,fvlc15}" + Ops + "{fvlc12,fvlc13,fvlc14,fvlc15};", a0, a1, a2, a3, BFrag(Bs, 24, g, t, ks, 0, false), BFrag(Bs, 24, g, t, ks, 1, false));
             }
         }
     }
 
-    /// <summary>Writes the lane's 16 accumulators into the shared C tile Cs[m·BN + n] (rows r0.., fragment layout above).</summary>
+    /// <summary>Writes the lane's 16 accumulators into the shared C tile at <see cref="CIndex"/> (CUDA only).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void SpillAccumulators(ArrayView<float> Cs, int r0, int g, int t)
     {
-        int ia = (r0 + g) * BN + 2 * t, ib = ia + 8 * BN;
-        CudaAsm.Emit("mov.b32 %0, fvlc0;", out Cs[ia]); CudaAsm.Emit("mov.b32 %0, fvlc1;", out Cs[ia + 1]);
-        CudaAsm.Emit("mov.b32 %0, fvlc2;", out Cs[ib]); CudaAsm.Emit("mov.b32 %0, fvlc3;", out Cs[ib + 1]);
-        CudaAsm.Emit("mov.b32 %0, fvlc4;", out Cs[ia + 8]); CudaAsm.Emit("mov.b32 %0, fvlc5;", out Cs[ia + 9]);
-        CudaAsm.Emit("mov.b32 %0, fvlc6;", out Cs[ib + 8]); CudaAsm.Emit("mov.b32 %0, fvlc7;", out Cs[ib + 9]);
-        CudaAsm.Emit("mov.b32 %0, fvlc8;", out Cs[ia + 16]); CudaAsm.Emit("mov.b32 %0, fvlc9;", out Cs[ia + 17]);
-        CudaAsm.Emit("mov.b32 %0, fvlc10;", out Cs[ib + 16]); CudaAsm.Emit("mov.b32 %0, fvlc11;", out Cs[ib + 17]);
-        CudaAsm.Emit("mov.b32 %0, fvlc12;", out Cs[ia + 24]); CudaAsm.Emit("mov.b32 %0, fvlc13;", out Cs[ia + 25]);
-        CudaAsm.Emit("mov.b32 %0, fvlc14;", out Cs[ib + 24]); CudaAsm.Emit("mov.b32 %0, fvlc15;", out Cs[ib + 25]);
+        CudaAsm.Emit("mov.b32 %0, fvlc0;", out Cs[CIndex(r0, g, t, 0, 0)]); CudaAsm.Emit("mov.b32 %0, fvlc1;", out Cs[CIndex(r0, g, t, 0, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvlc2;", out Cs[CIndex(r0, g, t, 0, 2)]); CudaAsm.Emit("mov.b32 %0, fvlc3;", out Cs[CIndex(r0, g, t, 0, 3)]);
+        CudaAsm.Emit("mov.b32 %0, fvlc4;", out Cs[CIndex(r0, g, t, 1, 0)]); CudaAsm.Emit("mov.b32 %0, fvlc5;", out Cs[CIndex(r0, g, t, 1, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvlc6;", out Cs[CIndex(r0, g, t, 1, 2)]); CudaAsm.Emit("mov.b32 %0, fvlc7;", out Cs[CIndex(r0, g, t, 1, 3)]);
+        CudaAsm.Emit("mov.b32 %0, fvlc8;", out Cs[CIndex(r0, g, t, 2, 0)]); CudaAsm.Emit("mov.b32 %0, fvlc9;", out Cs[CIndex(r0, g, t, 2, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvlc10;", out Cs[CIndex(r0, g, t, 2, 2)]); CudaAsm.Emit("mov.b32 %0, fvlc11;", out Cs[CIndex(r0, g, t, 2, 3)]);
+        CudaAsm.Emit("mov.b32 %0, fvlc12;", out Cs[CIndex(r0, g, t, 3, 0)]); CudaAsm.Emit("mov.b32 %0, fvlc13;", out Cs[CIndex(r0, g, t, 3, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvlc14;", out Cs[CIndex(r0, g, t, 3, 2)]); CudaAsm.Emit("mov.b32 %0, fvlc15;", out Cs[CIndex(r0, g, t, 3, 3)]);
     }
 
-    /// <summary>The portable stage (any accelerator, any group size): Cs[m·BN + n] += Σ_k As[m,k]·Bs[k,n] over the 16-deep
-    /// stage, exact products of the same rounded operands, float32 accumulation in k order.</summary>
-    internal static void PortableStage(ArrayView<uint> As, ArrayView<uint> Bs, ArrayView<float> Cs, int tid, int nt)
+    // ---------------------------------------------------------------- the portable path: a warp-level mma emulator
+    //
+    // Off CUDA the group emulates the 4 warps × 32 lanes of the CUDA path whatever its real size, accumulating straight into
+    // the shared C tile: C register c_i of n8 tile j of lane (g, t) in warp w is the element the PTX ISA layout gives it
+    // (row g + 8·(i ≥ 2), column 2t + i%2), summed over the instruction's k from the A/B elements read back out of the
+    // fragments that AFrag/BFrag build for the lanes and registers the layout assigns them, and stored where CIndex puts it.
+    // The layout is written here from the ISA, not from AFrag/BFrag/CIndex, so a lane ↔ element mistake in those (which
+    // the CUDA path's mma.sync would suffer) makes the emulator's result wrong, and CI sees it.
+
+    /// <summary>Element (row, k) of warp w's A operand at k offset ks, taken from the lane and register the ISA assigns it.</summary>
+    private static float AElement(ArrayView<uint> As, int r0, int row, int k, int ks, bool bf16)
     {
-        for (int e = tid; e < BM * BN; e += nt)
+        if (!bf16)   // m16n8k8 tf32: lane (g = row%8, t = k%4), register (row ≥ 8) + 2·(k ≥ 4)
+            return Interop.IntAsFloat(AFrag(As, r0, row & 7, k & 3, ks, (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0), false));
+        // m16n8k16 bf16: lane (row%8, (k%8)/2), register (row ≥ 8) + 2·(k ≥ 8), half k%2 (low half = even k)
+        uint reg = AFrag(As, r0, row & 7, (k & 7) >> 1, ks, (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0), true);
+        return Interop.IntAsFloat((k & 1) == 0 ? reg << 16 : reg & 0xFFFF0000u);
+    }
+
+    /// <summary>Element (k, n) of n8 tile j's B operand, from the lane and register the ISA assigns it.</summary>
+    private static float BElement(ArrayView<uint> Bs, int n0, int k, int n, int ks, bool bf16)
+    {
+        if (!bf16)   // tf32: lane (g = n, t = k%4), register (k ≥ 4)
+            return Interop.IntAsFloat(BFrag(Bs, n0, n, k & 3, ks, k >= 4 ? 1 : 0, false));
+        uint reg = BFrag(Bs, n0, n, (k & 7) >> 1, ks, k >= 8 ? 1 : 0, true);
+        return Interop.IntAsFloat((k & 1) == 0 ? reg << 16 : reg & 0xFFFF0000u);
+    }
+
+    /// <summary>The emulated warps' 16-deep shared stage (two tf32 k8 mma or one bf16 k16 mma per n8 tile), accumulated in
+    /// Cs at <see cref="CIndex"/>, as <see cref="WarpStage"/> + <see cref="SpillAccumulators"/> do on CUDA.</summary>
+    internal static void EmuStage(ArrayView<uint> As, ArrayView<uint> Bs, ArrayView<float> Cs, bool bf16, int tid, int nt)
+    {
+        for (int e = tid; e < 4 * 32 * 16; e += nt)
         {
-            int m = e / BN, n = e % BN;
-            float acc = Cs[e];
-            for (int kk = 0; kk < BK; kk++)
-                acc += Interop.IntAsFloat(As[m * AStride + kk]) * Interop.IntAsFloat(Bs[kk * BStride + n]);
-            Cs[e] = acc;
+            int w = e / 512, lane = (e / 16) & 31, reg = e & 15, g = lane >> 2, t = lane & 3, j = reg >> 2, i = reg & 3;
+            int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+            int ci = CIndex(16 * w, g, t, j, i);
+            float sum = Cs[ci];
+            for (int ks = 0; ks < BK; ks += bf16 ? 16 : 8)
+                for (int k = 0; k < (bf16 ? 16 : 8); k++)
+                    sum += AElement(As, 16 * w, row, k, ks, bf16) * BElement(Bs, 8 * j, k, col, ks, bf16);
+            Cs[ci] = sum;
         }
     }
 
@@ -180,7 +237,7 @@ public static class TensorCoreGemm
     {
         var As = SharedMemory.Allocate<uint>(BM * AStride);
         var Bs = SharedMemory.Allocate<uint>(BK * BStride);
-        var Cs = SharedMemory.Allocate<float>(BM * BN);   // the portable path's accumulators; the mma path's C tile for the epilogue
+        var Cs = SharedMemory.Allocate<float>(BM * BN);   // the C tile: the epilogue's input; the portable path's accumulators
         int tid = Group.IdxX, nt = Group.DimX;
         bool bf16 = (s.Flags & FlagBf16) != 0, ta = (s.Flags & FlagTransA) != 0, tb = (s.Flags & FlagTransB) != 0;
         int tilesM = (s.M + BM - 1) / BM, tilesN = (s.N + BN - 1) / BN;
@@ -218,7 +275,7 @@ public static class TensorCoreGemm
                         if (warp < BM / 16) WarpStage(As, Bs, r0, g, t, bf16);
                     }
                     else
-                        PortableStage(As, Bs, Cs, tid, nt);
+                        EmuStage(As, Bs, Cs, bf16, tid, nt);
                     Group.Barrier();
                 }
                 if (CudaAsm.IsSupported)
