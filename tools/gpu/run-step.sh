@@ -8,8 +8,11 @@
 #   cp ../shared/tools/torch_fashionvil_step.py .gpu/
 # Device call (run tool, carry [".gpu"], timeout_s 600):
 #   bash tools/gpu/run-step.sh
+# MLM runs with `--mlm-head-rows all` (the 30,522-way head on all 75 text rows, as the PyTorch script does; the model
+# itself runs it on the 11 labelled rows only) so that the MLM ratio compares the same work; MLM_HEAD_ROWS=labelled times
+# what the model trains with instead (a build without the option is run without it, and its log says so).
 # Knobs (environment): TASKS="itc mlm mpfc"  BATCH=64  STEPS=10  WARMUP=3  MODES="fp32 tf32" (default: fp32, plus tf32
-# when available)  RUN_TIMEOUT=120 (seconds per bench run)  BUDGET=570 (seconds for the whole call; runs that would
+# when available)  MLM_HEAD_ROWS=all  RUN_TIMEOUT=120 (seconds per bench run)  BUDGET=570 (seconds for the whole call; runs that would
 # not fit are skipped and named)  TORCH_MODES=fp32,default  TORCH=1 (0 skips PyTorch)  TORCH_SCRIPT=path  PYTHON=python3.
 # Local smoke test of the script itself (no GPU, tiny sizes):
 #   CLI="dotnet tools/FashionViL.Cli/bin/Debug/net10.0/FashionViL.Cli.dll" DEVICE=cpu CONFIG=tests/FashionViL.Tests/Bench/nano.yaml \
@@ -44,7 +47,15 @@ if [ -z "${MODES:-}" ]; then
 else
   modes=$MODES
 fi
-echo "bench step: tasks [$tasks], modes [$modes], batch $batch, $steps steps after $warmup warm-up, $device, $config" | tee "$out/plan.txt"
+# The MLM head-rows option is checked before anything is built as well: an older build rejects the option by name.
+mlm_rows=${MLM_HEAD_ROWS:-all}
+mlm_args=(--mlm-head-rows "$mlm_rows")
+probe=$("${cli[@]}" bench step --mlm-head-rows "$mlm_rows" --config /nonexistent.yaml 2>&1 || true)
+case "$probe" in
+  *"is not a mode"*) echo "MLM_HEAD_ROWS=$mlm_rows: $probe"; exit 2 ;;
+  *"--mlm-head-rows"*) mlm_args=(); mlm_rows="labelled (this build has no --mlm-head-rows: $probe)" ;;
+esac
+echo "bench step: tasks [$tasks], modes [$modes], batch $batch, $steps steps after $warmup warm-up, $device, $config, mlm head rows $mlm_rows" | tee "$out/plan.txt"
 
 # Stay inside one device call (600 s): a run starts only if it can finish (RUN_TIMEOUT) with PyTorch's time still left.
 budget=${BUDGET:-570}; torch_reserve=$([ "${TORCH:-1}" != "0" ] && echo "${TORCH_TIMEOUT:-200}" || echo 0)
@@ -55,8 +66,9 @@ for mode in $modes; do
       echo "bench step $t $mode: skipped, not enough of the ${budget}s budget left (run it in another call: TASKS=$t MODES=$mode)" > "$log"
       cat "$log"; continue
     fi
+    extra=(); [ "$t" = mlm ] && extra=(${mlm_args[@]+"${mlm_args[@]}"})
     timeout "$run_timeout" "${cli[@]}" bench step --task "$t" --batch "$batch" --device "$device" --steps "$steps" \
-      --warmup "$warmup" --config "$config" --precision "$mode" --json "$out/step-$t-$mode.json" > "$log" 2>&1
+      --warmup "$warmup" --config "$config" --precision "$mode" ${extra[@]+"${extra[@]}"} --json "$out/step-$t-$mode.json" > "$log" 2>&1
     rc=$?
     [ $rc -eq 0 ] || echo "bench step $t $mode: exit $rc (124/137: over RUN_TIMEOUT=${run_timeout}s)" >> "$log"
     tail -n 22 "$log"

@@ -50,14 +50,20 @@ public sealed class DeviceMarkerTimer(AcceleratorStream stream) : IOpTimer
 /// Collects the time of every backend call per <see cref="OpKind"/> while installed (see <see cref="Install"/>).
 /// Calls made from inside a backend call (e.g. a contiguous copy a kernel wrapper makes) are part of the outer
 /// call's time and are not counted again. Not installed, it costs nothing: the registry hands out the plain backend.
+/// A call that throws is dropped (its begin mark released; it is not counted). Calls may come from several threads
+/// at once (e.g. a prefetch thread uploading while the step runs): the nesting depth is per thread and recording is
+/// locked, so every completed outermost call is counted once; concurrent calls' times overlap (Σ kinds may then exceed
+/// the wall time, and device markers on one shared stream bracket whatever the stream ran between them).
 /// </summary>
 public sealed class OpProfiler : IDisposable
 {
     private readonly IOpTimer _timer;
-    private readonly List<(OpKind Kind, string Op, object Begin, object End)> _pending = new();
+    private readonly object _gate = new();
+    private List<(OpKind Kind, string Op, object Begin, object End)> _pending = new();
     private readonly Dictionary<string, (OpKind Kind, double Ms, long Calls)> _byOp = new(StringComparer.Ordinal);
     private IDisposable? _hook;
-    internal int Depth;
+    // Per-thread nesting depth of calls into this profiler's decorator (outermost calls are the timed ones).
+    [ThreadStatic] private static Dictionary<OpProfiler, int>? t_depth;
 
     private OpProfiler(IOpTimer timer) => _timer = timer;
 
@@ -79,31 +85,57 @@ public sealed class OpProfiler : IDisposable
         return (ProfilingBackend.Wrap(inner, p), p);
     }
 
-    internal void Record(OpKind kind, string op, object begin, object end) => _pending.Add((kind, op, begin, end));
+    internal void Record(OpKind kind, string op, object begin, object end)
+    {
+        lock (_gate) _pending.Add((kind, op, begin, end));
+    }
+
+    /// <summary>Enters a call on this thread; true when it is the outermost one (the one to time).</summary>
+    internal bool Enter()
+    {
+        var d = t_depth ??= new Dictionary<OpProfiler, int>(ReferenceEqualityComparer.Instance);
+        int n = d.GetValueOrDefault(this);
+        d[this] = n + 1;
+        return n == 0;
+    }
+
+    internal void Exit()
+    {
+        var d = t_depth!;
+        int n = d[this] - 1;
+        if (n == 0) d.Remove(this); else d[this] = n;
+    }
 
     internal IOpTimer Timer => _timer;
 
     /// <summary>Resolves the pending marks into per-op totals (waits for the device where marks are device events).</summary>
     public void Collect()
     {
-        foreach (var (kind, op, b, e) in _pending)
+        lock (_gate)
         {
-            double ms = _timer.Milliseconds(b, e);
-            _timer.Release(b); _timer.Release(e);
-            var cur = _byOp.GetValueOrDefault(op, (kind, 0, 0));
-            _byOp[op] = (kind, cur.Ms + ms, cur.Calls + 1);
+            var marks = _pending;
+            _pending = new();
+            foreach (var (kind, op, b, e) in marks)
+            {
+                double ms = _timer.Milliseconds(b, e);
+                _timer.Release(b); _timer.Release(e);
+                var cur = _byOp.GetValueOrDefault(op, (kind, 0, 0));
+                _byOp[op] = (kind, cur.Ms + ms, cur.Calls + 1);
+            }
         }
-        _pending.Clear();
     }
 
-    /// <summary>Totals per op name since install (after <see cref="Collect"/>).</summary>
-    public IReadOnlyDictionary<string, (OpKind Kind, double Ms, long Calls)> ByOp => _byOp;
+    /// <summary>Totals per op name since install (after <see cref="Collect"/>; a snapshot).</summary>
+    public IReadOnlyDictionary<string, (OpKind Kind, double Ms, long Calls)> ByOp
+    {
+        get { lock (_gate) return new Dictionary<string, (OpKind Kind, double Ms, long Calls)>(_byOp, StringComparer.Ordinal); }
+    }
 
     /// <summary>Totals per kind (after <see cref="Collect"/>); every reported kind is present.</summary>
     public Dictionary<OpKind, (double Ms, long Calls)> ByKind()
     {
         var r = OpKinds.Reported.ToDictionary(k => k, _ => (0.0, 0L));
-        foreach (var (_, (kind, ms, calls)) in _byOp)
+        foreach (var (_, (kind, ms, calls)) in ByOp)
         {
             var cur = r.GetValueOrDefault(kind);
             r[kind] = (cur.Item1 + ms, cur.Item2 + calls);
@@ -111,14 +143,20 @@ public sealed class OpProfiler : IDisposable
         return r;
     }
 
-    public void Reset() { Collect(); _byOp.Clear(); }
+    public void Reset()
+    {
+        lock (_gate) { Collect(); _byOp.Clear(); }
+    }
 
     public void Dispose()
     {
         _hook?.Dispose();
         _hook = null;
-        foreach (var (_, _, b, e) in _pending) { _timer.Release(b); _timer.Release(e); }
-        _pending.Clear();
+        lock (_gate)
+        {
+            foreach (var (_, _, b, e) in _pending) { _timer.Release(b); _timer.Release(e); }
+            _pending.Clear();
+        }
     }
 }
 
@@ -154,18 +192,29 @@ public class ProfilingBackend : DispatchProxy
     {
         ArgumentNullException.ThrowIfNull(targetMethod);
         var kind = KindOf(targetMethod);
-        if (kind == OpKind.Untimed || _profiler.Depth > 0) return Call(targetMethod, args);
-        var timer = _profiler.Timer;
-        _profiler.Depth++;
+        if (kind == OpKind.Untimed) return Call(targetMethod, args);
+        bool outermost = _profiler.Enter();
         try
         {
+            if (!outermost) return Call(targetMethod, args);
+            var timer = _profiler.Timer;
             var b = timer.Begin();
-            var r = Call(targetMethod, args);
-            var e = timer.End(b);
+            object? r;
+            object e;
+            try
+            {
+                r = Call(targetMethod, args);
+                e = timer.End(b);
+            }
+            catch
+            {
+                timer.Release(b);   // the call is dropped: no unpaired begin mark is left behind
+                throw;
+            }
             _profiler.Record(kind, targetMethod.Name, b, e);
             return r;
         }
-        finally { _profiler.Depth--; }
+        finally { _profiler.Exit(); }
     }
 
     private object? Call(MethodInfo m, object?[]? args)

@@ -31,6 +31,9 @@ public sealed record StepBenchOptions
     /// <summary>fp32, tf32 or bf16: <see cref="MatMulPrecision"/> for every step (TF32/bf16 GEMM operands, fp32 accumulation).</summary>
     public string Precision { get; init; } = "fp32";
     public ulong Seed { get; init; } = 0;
+    /// <summary>MLM only: "labelled" (the head on the labelled text rows, as the model trains) or "all" (the head on every
+    /// text row, unlabelled ones ignored by the cross-entropy, as torch_fashionvil_step.py does: the fair comparison).</summary>
+    public string MlmHeadRows { get; init; } = "labelled";
 }
 
 public sealed record MsStats(double Median, double Min, double Max);
@@ -51,6 +54,8 @@ public sealed record StepBenchResult
     public required string DeviceName { get; init; }
     public required string Config { get; init; }
     public required string Precision { get; init; }
+    /// <summary>"labelled" or "all": the text rows the MLM head ran on (see <see cref="StepBenchOptions.MlmHeadRows"/>).</summary>
+    public string MlmHeadRows { get; init; } = "labelled";
     public required int Batch { get; init; }
     public required int Steps { get; init; }
     public required int Warmup { get; init; }
@@ -88,6 +93,15 @@ public static class StepBenchmark
 {
     public static IReadOnlyList<string> Tasks { get; } = ["itc", "itm", "mlm", "mpfc", "icc", "pac"];
     public static IReadOnlyList<string> Precisions { get; } = ["fp32", "tf32", "bf16"];
+    public static IReadOnlyList<string> MlmHeadRowsModes { get; } = ["labelled", "all"];
+
+    /// <summary>"labelled" | "all" → <see cref="Model.MlmHeadRows"/>.</summary>
+    public static MlmHeadRows ParseMlmHeadRows(string text) => text switch
+    {
+        "labelled" => Model.MlmHeadRows.Labelled,
+        "all" => Model.MlmHeadRows.All,
+        _ => throw new ArgumentException($"bench step: --mlm-head-rows '{text}' is not a mode (known: {string.Join(", ", MlmHeadRowsModes)})"),
+    };
 
     public static Device ParseDevice(string text)
     {
@@ -104,6 +118,7 @@ public static class StepBenchmark
         if (o.Warmup < 0) throw new ArgumentException($"bench step: --warmup {o.Warmup} must be 0 or more");
         if (o.ProfileSteps < 0) throw new ArgumentException($"bench step: --profile-steps {o.ProfileSteps} must be 0 or more");
         if (!Precisions.Contains(o.Precision)) throw new ArgumentException($"bench step: --precision '{o.Precision}' is not a mode (known: {string.Join(", ", Precisions)})");
+        ParseMlmHeadRows(o.MlmHeadRows);
         ParseDevice(o.Device);
         if (!File.Exists(o.Config)) throw new FileNotFoundException($"bench step: --config: file not found: {o.Config}", o.Config);
     }
@@ -128,9 +143,10 @@ public static class StepBenchmark
         var betas = cfg.GetDoubleList("optimizer.params.betas");
         var opt = new StepOptimizer(cfg.GetDouble("optimizer.params.lr"), cfg.GetDouble("optimizer.params.weight_decay"),
             cfg.GetDouble("model_config.fashionvil.lr_multiplier"), betas[0], betas[1], cfg.GetDouble("optimizer.params.eps"));
-        using var runner = new StepRunner(mc, vc, o.Task, b, t, device, o.Seed, opt);
+        using var runner = new StepRunner(mc, vc, o.Task, b, t, device, o.Seed, opt, ParseMlmHeadRows(o.MlmHeadRows));
         long parameters = runner.Parameters;
-        log?.WriteLine($"bench step: {o.Task} on {device}, batch {b}, {parameters:N0} trainable parameters, T={t}, {gsz} visual tokens, {s}² images ({o.Config})");
+        log?.WriteLine($"bench step: {o.Task} on {device}, batch {b}, {parameters:N0} trainable parameters, T={t}, {gsz} visual tokens, {s}² images ({o.Config})" +
+                       (o.Task == "mlm" ? $", MLM head on {o.MlmHeadRows} text rows" : ""));
         void Step() => runner.Step();
 
         using var precisionScope = MatMulPrecision.Use(MatMulPrecision.Parse(o.Precision, "--precision"));
@@ -181,7 +197,7 @@ public static class StepBenchmark
         int n = o.Steps;
         return new StepBenchResult
         {
-            Task = o.Task, Device = device.ToString(), DeviceName = DeviceName(device), Config = o.Config, Precision = o.Precision,
+            Task = o.Task, Device = device.ToString(), DeviceName = DeviceName(device), Config = o.Config, Precision = o.Precision, MlmHeadRows = o.MlmHeadRows,
             Batch = b, Steps = n, Warmup = o.Warmup, Parameters = parameters, TextTokens = t, VisualTokens = gsz, ImageSize = s,
             MsPerStep = new MsStats(median, sorted[0], sorted[^1]), ImagesPerS = b / (median / 1000.0), PeakMemoryBytes = peak,
             KernelLaunchesPerStep = cuda is null ? null : counters.KernelLaunches / (double)n,
@@ -295,7 +311,8 @@ public static class StepBenchmark
     {
         var sb = new StringBuilder();
         var ci = CultureInfo.InvariantCulture;
-        sb.AppendLine(ci, $"task {r.Task}  device {r.Device} ({r.DeviceName})  precision {r.Precision}  batch {r.Batch}  config {r.Config}");
+        string rows = r.Task == "mlm" ? $"  mlm-head-rows {r.MlmHeadRows}" : "";
+        sb.AppendLine(ci, $"task {r.Task}  device {r.Device} ({r.DeviceName})  precision {r.Precision}  batch {r.Batch}  config {r.Config}{rows}");
         sb.AppendLine(ci, $"  {r.Parameters:N0} trainable parameters; T={r.TextTokens} text + {r.VisualTokens} visual tokens, {r.ImageSize}² images; {r.Steps} steps after {r.Warmup} warm-up");
         sb.AppendLine(ci, $"  ms/step     median {r.MsPerStep.Median:F2}  (min {r.MsPerStep.Min:F2}, max {r.MsPerStep.Max:F2})");
         sb.AppendLine(ci, $"  images/s    {r.ImagesPerS:F1}");

@@ -29,14 +29,16 @@ public sealed class StepRunner : IDisposable
     public long Parameters { get; }
     public FashionViLPretraining Model => _model;
 
-    public StepRunner(FashionViLConfig mc, VqVaeConfig? vq, string task, int batch, int textTokens, Device device, ulong seed, StepOptimizer? optimizer = null)
+    /// <param name="mlmHeadRows">the rows the MLM head runs on (<see cref="MlmHeadRows.All"/>: as the PyTorch step script does).</param>
+    public StepRunner(FashionViLConfig mc, VqVaeConfig? vq, string task, int batch, int textTokens, Device device, ulong seed, StepOptimizer? optimizer = null,
+        MlmHeadRows mlmHeadRows = MlmHeadRows.Labelled)
     {
         if (!StepBenchmark.Tasks.Contains(task)) throw new ArgumentException($"bench step: --task '{task}' is not a task (known: {string.Join(", ", StepBenchmark.Tasks)})");
         if (task == "mpfc" && vq is null) throw new ArgumentException("bench step: task mpfc needs the VQ-VAE config");
         Task = task;
         Device = device;
         _g = new Generator(seed + 1);
-        _model = new FashionViLPretraining(mc, _g);
+        _model = new FashionViLPretraining(mc, _g) { MlmHeadRows = mlmHeadRows };
         if (task == "mpfc")
         {
             _vq = new VqVaeEncoder(vq!, new Generator(seed + 2));

@@ -209,7 +209,8 @@ public sealed class Finetuner<TBatch> where TBatch : IDisposable
 
     /// <summary>
     /// The forward and backward passes of one update: each micro-batch's mean loss is scaled by its share of the update's
-    /// samples (n_i / Σn = 1 / k for k equal micro-batches — MMF's <c>extract_loss(report, loss_divisor)</c> with
+    /// samples present (n_i / Σn, see <see cref="MicroBatches{TBatch}.Sizes"/>: under the Skip policy micro-batches can be
+    /// short; n_i / Σn = 1 / k for k equal micro-batches — MMF's <c>extract_loss(report, loss_divisor)</c> with
     /// <c>update_frequency</c> = k) and back-propagated, so the parameters' gradients add up to the gradient of the mean loss
     /// over the whole update for a loss without batch-coupled terms. Dropout draws follow <paramref name="g"/> micro-batch by
     /// micro-batch. Returns the update's loss (Σ n_i/Σn · loss_i), or the first non-finite micro-batch loss (nothing of that

@@ -20,11 +20,22 @@ public sealed class PretrainingModel : Module
     }
 }
 
+/// <summary>Which text rows the MLM head (transform + tied 30,522-way decoder) runs on; the loss and gradients are the same.</summary>
+public enum MlmHeadRows
+{
+    /// <summary>Only the rows with a label (what the model trains with: the others add nothing to the loss).</summary>
+    Labelled,
+    /// <summary>Every text row of every sample, the unlabelled ones ignored by the cross-entropy (index −1) — what the
+    /// PyTorch step script does; for a fair step-time comparison (<c>bench step --mlm-head-rows all</c>).</summary>
+    All,
+}
+
 /// <summary>What a task computed: the loss and, where the task has a classifier, the scores and targets it was trained on.</summary>
 public sealed class TaskOutput : IDisposable
 {
     public required Tensor Loss { get; init; }
-    /// <summary>ITM: (B,2) logits; MLM: (N,V) logits of the N labelled tokens; MPFC: (N,K) logits of the N masked cells.</summary>
+    /// <summary>ITM: (B,2) logits; MLM: (N,V) logits of the N labelled tokens (of all B·T text rows under
+    /// <see cref="MlmHeadRows.All"/>, targets −1 on the unlabelled ones); MPFC: (N,K) logits of the N masked cells.</summary>
     public Tensor? Scores { get; init; }
     /// <summary>The class targets of <see cref="Scores"/> (int64), or the ITM match labels.</summary>
     public Tensor? Targets { get; init; }
@@ -48,6 +59,8 @@ public sealed class FashionViLPretraining : Module
     public ImageEncoder ImageEncoder { get; }
     public PretrainingModel Model { get; }
     public FashionViLBert Bert => Model.Bert;
+    /// <summary>The rows the MLM head runs on (<see cref="MlmHeadRows.Labelled"/> unless a benchmark asks for all).</summary>
+    public MlmHeadRows MlmHeadRows { get; set; } = MlmHeadRows.Labelled;
 
     /// <summary>Builds the model with the reference's fresh init: BERT side HF init (N(0, 0.02), zero biases, LayerNorm 1/0,
     /// then the visual tables copied from the text ones), heads PyTorch default (MLM head HF init), PAC matrix N(0,1),
@@ -229,7 +242,9 @@ public sealed class FashionViLPretraining : Module
     }
 
     /// <summary>MLM: joint forward of the masked ids with the image; the head (tied decoder) on the first T outputs; CE with
-    /// ignore index −1. Only labelled positions go through the head (the others add nothing to the loss or its gradient).</summary>
+    /// ignore index −1. Only labelled positions go through the head (the others add nothing to the loss or its gradient),
+    /// unless <see cref="MlmHeadRows"/> is <see cref="MlmHeadRows.All"/>: then every text row does, and the cross-entropy
+    /// ignores the unlabelled ones (the same loss and gradients, more work).</summary>
     public TaskOutput Mlm(PretrainBatch batch)
     {
         using var grid = EncodeImages(batch.Image);
@@ -238,30 +253,29 @@ public sealed class FashionViLPretraining : Module
         if (labels.Length != batch.LmLabelIds.Numel)
             throw new ArgumentException($"mlm: lm_label_ids_host has {labels.Length} values for lm_label_ids {batch.LmLabelIds.ShapeString}");
         var rows = Enumerable.Range(0, labels.Length).Where(i => labels[i] != -1).Select(i => (long)i).ToArray();
+        if (rows.Any(i => labels[i] < 0 || labels[i] >= Config.Bert.VocabSize))
+            throw new ArgumentException($"mlm: lm_label_ids must be −1 or a token id in [0, {Config.Bert.VocabSize})");
         using var jm = JointMask(batch.InputMask, grid.Size(1));
         var (seq, pooled) = Joint(batch.InputIdsMasked, batch.SegmentIds, grid, jm);
         using (seq) using (pooled)
         {
             using var text = seq.Narrow(1, 0, t);
             using var flat = text.Reshape(n * t, h);
-            if (rows.Length == 0)
-            {   // no labelled token: the reference's mean over zero targets (NaN), kept for fidelity
+            if (rows.Length == 0 || MlmHeadRows == MlmHeadRows.All)
+            {
                 var all = Model.Heads.Mlm.Forward(flat);
                 var lab = batch.LmLabelIds.Reshape(n * t);
-                return new TaskOutput { Loss = Ops.CrossEntropy(all, lab, -1), Scores = all, Targets = lab };
+                // no labelled token: the reference's mean over zero targets (NaN), kept for fidelity
+                if (rows.Length == 0) return new TaskOutput { Loss = Ops.CrossEntropy(all, lab, -1), Scores = all, Targets = lab };
+                using var allSum = Ops.CrossEntropy(all, lab, -1, Reduction.Sum);
+                return new TaskOutput { Loss = allSum.MulScalar(1.0 / rows.Length), Scores = all, Targets = lab };
             }
             using var idx = Tensor.FromArray(rows, [rows.Length], grid.Device);
             using var sel = flat.IndexSelect(0, idx);
             var logits = Model.Heads.Mlm.Forward(sel);
-            var picked = rows.Select(i => labels[i]).ToArray();
-            if (picked.Any(x => x < 0 || x >= Config.Bert.VocabSize))
-            {
-                logits.Dispose();
-                throw new ArgumentException($"mlm: lm_label_ids must be −1 or a token id in [0, {Config.Bert.VocabSize})");
-            }
-            var targets = Tensor.FromArray(picked, [rows.Length], grid.Device);
+            var targets = Tensor.FromArray(rows.Select(i => labels[i]).ToArray(), [rows.Length], grid.Device);
             // Every picked target is a class id (none is −1), so the mean is Σ·(1/rows) — computed without reading the
-            // targets back to count them.
+            // targets back to count them (the rows were counted on the host).
             using var sum = Ops.CrossEntropy(logits, targets, -1, Reduction.Sum);
             return new TaskOutput { Loss = sum.MulScalar(1.0 / rows.Length), Scores = logits, Targets = targets };
         }

@@ -130,6 +130,9 @@ internal static class NormKernels
             float mean = saveMean[c], inv = saveInvStd[c];
             float wc = (p.Flags & FWeight) != 0 ? w[c] : 1f;
             bool relu = (p.Flags & FRelu) != 0, writeRes = (p.Flags & FGradResidual) != 0;
+            // With relu and a residual gradient, pass 1 leaves the masked gradient in gRes, and pass 2 reads it back (4 B)
+            // instead of gy and y again (8 B); the same thread wrote the element, and global loads are plain ld (no .nc).
+            bool reuse = relu && writeRes;
             double sg = 0, sgc = 0;
             var cw = Start(Group.IdxX, sLen);
             for (int m = Group.IdxX; m < mCount; m += Group.DimX, cw = Advance(cw, Group.DimX, sLen))
@@ -155,8 +158,13 @@ internal static class NormKernels
             for (int m = Group.IdxX; m < mCount; m += Group.DimX, cg2 = Advance(cg2, Group.DimX, sLen))
             {
                 long o = cg2.Outer * cs + cOff + cg2.Inner;
-                float g = gy[o];
-                if (relu && !(yRelu[o] > 0f)) g = 0f;
+                float g;
+                if (reuse) g = gRes[o];
+                else
+                {
+                    g = gy[o];
+                    if (relu && !(yRelu[o] > 0f)) g = 0f;
+                }
                 gx[o] = k * (g - mg - (x[o] - mean) * inv * mgx);
             }
         }
@@ -344,7 +352,9 @@ internal static class NormKernels
 
     /// <summary>gx (and gw, gb [C] when given, overwritten) from the saved statistics; in eval mode the statistics are constants.
     /// Fused epilogue: with <paramref name="reluOutput"/> (the forward's y) gy is masked by y &gt; 0 first; <paramref name="gResidual"/>
-    /// receives the (masked) gy.</summary>
+    /// receives the (masked) gy. Global traffic per element (two passes over each channel): plain 8 + 12 B; relu 12 + 16 B;
+    /// relu + residual 16 (gy, y, x in; gRes out) + 12 B (gRes, x in; gx out) — the second pass re-reads the masked gradient
+    /// from gRes rather than gy and y.</summary>
     public static void BatchNormBackward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> gy, ArrayView<float>? weight,
         ArrayView<float> saveMean, ArrayView<float> saveInvStd, bool training, ArrayView<float> gx, ArrayView<float>? gw, ArrayView<float>? gb,
         int n, int c, int s, int groupSize = 0, ArrayView<float>? reluOutput = null, ArrayView<float>? gResidual = null)

@@ -3,6 +3,7 @@ using FashionViL.Autograd;
 using FashionViL.Bench;
 using FashionViL.Config;
 using FashionViL.Kernels.Cuda;
+using FashionViL.Model;
 using FashionViL.Training;
 
 namespace FashionViL.Tests.Bench;
@@ -64,14 +65,15 @@ public class BenchStepCudaTests
     }
 
     [TestCase("mlm")]
+    [TestCase("mlm", true)]   // --mlm-head-rows all: the head on every text row, the loss still counted on the host
     [TestCase("pac")]   // the soft-label loss keeps its row mask and count on the device
     [TestCase("itm")]   // hard negatives are mined on the device
-    public void StepAfterWarmUpNeitherAllocatesNorWaits(string task)
+    public void StepAfterWarmUpNeitherAllocatesNorWaits(string task, bool allMlmRows = false)
     {
         var cfg = FvConfig.Load(BenchTestUtil.Nano);
         var mc = PretrainSetup.ModelConfig(cfg);
         mc = mc with { Bert = mc.Bert with { VocabSize = 512 } };   // the 30,522-way head is minutes on the emulator
-        using var runner = new StepRunner(mc, null, task, 2, 16, Gpu, seed: 3);
+        using var runner = new StepRunner(mc, null, task, 2, 16, Gpu, seed: 3, mlmHeadRows: allMlmRows ? MlmHeadRows.All : MlmHeadRows.Labelled);
         var rt = CudaRuntime.Get(0);
         var backend = Backends.Get(Gpu);
         runner.Step();

@@ -109,4 +109,76 @@ public class OpProfilerTests
         Assert.That(sum, Is.GreaterThan(0).And.LessThanOrEqualTo(wall));
         w.Grad?.Dispose(); w.Grad = null;
     }
+
+    /// <summary>A timer whose marks are consecutive numbers; it tracks which marks are still unreleased.</summary>
+    private sealed class CountingTimer : IOpTimer
+    {
+        private long _next;
+        private readonly HashSet<long> _live = [];
+        public string Method => "counting";
+        public int Live { get { lock (_live) return _live.Count; } }
+        private object Mark() { lock (_live) { long t = ++_next; _live.Add(t); return t; } }
+        public object Begin() => Mark();
+        public object End(object begin) => Mark();
+        public double Milliseconds(object begin, object end) => (long)end - (long)begin;
+        public void Release(object token)
+        {
+            lock (_live) Assert.That(_live.Remove((long)token), Is.True, $"mark {token} released twice or never made");
+        }
+    }
+
+    [Test]
+    public void ACallThatThrowsIsDroppedAndReleasesItsBeginMark()
+    {
+        var stub = DispatchProxy.Create<IBackend, SleepyBackend>();
+        var timer = new CountingTimer();
+        var (b, prof) = OpProfiler.Wrap(stub, timer);
+        using var x = Tensor.Zeros([1]);
+        b.MatMul(x, x, x, false, false);                                    // marks 1, 2
+        Assert.Throws<InvalidOperationException>(() => b.Transfer(x, x));   // mark 3, released
+        b.Fill(x, 1);                                                       // marks 4, 5
+        b.Fill(x, 1);                                                       // marks 6, 7
+        prof.Collect();
+        Assert.That(timer.Live, Is.Zero, "every mark is released after Collect (none left by the call that threw)");
+        var ops = prof.ByOp;
+        Assert.That(ops.ContainsKey("Transfer"), Is.False, "the call that threw is not counted");
+        Assert.That(ops["MatMul"].Calls, Is.EqualTo(1));
+        Assert.That(ops["Fill"].Calls, Is.EqualTo(2));
+        Assert.That(ops["Fill"].Ms, Is.EqualTo(2.0), "each later call is measured between its own begin and end (1 tick each)");
+        Assert.That(ops["MatMul"].Ms, Is.EqualTo(1.0));
+        prof.Dispose();
+        Assert.That(timer.Live, Is.Zero);
+    }
+
+    [Test]
+    public void ConcurrentCallsFromTwoThreadsAreAllCounted()
+    {
+        const int n = 3000;
+        using var a = Tensor.Zeros([4]);
+        using var c = Tensor.Zeros([4]);
+        using var y = Tensor.Zeros([4]);
+        using var p = OpProfiler.Install(Device.Cpu);
+        using var start = new Barrier(2);
+        Exception? error = null;
+        void Run(Action<IBackend> op)
+        {
+            try
+            {
+                start.SignalAndWait();
+                for (int i = 0; i < n; i++) op(Backends.Get(Device.Cpu));
+            }
+            catch (Exception e) { error ??= e; }
+        }
+        var t1 = new Thread(() => Run(be => be.Fill(a, 1)));
+        var t2 = new Thread(() => Run(be => be.Binary(BinaryOp.Add, c, c, y)));
+        t1.Start(); t2.Start();
+        t1.Join(); t2.Join();
+        Assert.That(error, Is.Null);
+        p.Collect();
+        var ops = p.ByOp;
+        Assert.That(ops["Fill"].Calls, Is.EqualTo(n), "fills (thread 1)");
+        Assert.That(ops["Binary"].Calls, Is.EqualTo(n), "adds (thread 2)");
+        Assert.That(p.ByKind()[OpKind.Elementwise].Calls, Is.EqualTo(2 * n));
+        Assert.That(a.ToArray<float>(), Is.All.EqualTo(1f));
+    }
 }

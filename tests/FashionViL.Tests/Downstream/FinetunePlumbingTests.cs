@@ -171,46 +171,125 @@ public class FinetunePlumbingTests
 
     private sealed record IndexBatch(int[] Indices, int Epoch) : IDisposable { public void Dispose() { } }
 
+    [Test]
+    public void MicroBatchSizesCountTheSamplesPresentUnderSkip()
+    {
+        // Indices 0..7 in order (no shuffle), micro-batches of 4; the "bad" indices fail to load.
+        static MicroBatches<IndexBatch> First(BadSamplePolicy policy, int[] bad, bool throwWhenEmpty, out int skipped)
+        {
+            var options = new PrefetchLoaderOptions { BatchSize = 8, Shuffle = false, Workers = 1, OnBadSample = policy };
+            IndexBatch Build(BatchContext c)
+            {
+                var got = c.LoadSamples((idx, _) => bad.Contains(idx) ? throw new FashionViL.Data.Images.ImageLoadException($"img{idx}.jpg", "corrupt") : idx);
+                if (got.Count == 0 && throwWhenEmpty) throw new InvalidDataException("empty");
+                return new IndexBatch([.. got], c.Epoch);
+            }
+            using var loader = new PrefetchLoader<MicroBatches<IndexBatch>>(8, MicroBatches<IndexBatch>.Builder(Build, 4, options), options);
+            var b = loader.Next();
+            skipped = loader.SkippedCount;
+            return b;
+        }
+
+        using (var b = First(BadSamplePolicy.Skip, [5], false, out int skipped))
+        {
+            Assert.That(b.Sizes, Is.EqualTo(new[] { 4, 3 }));
+            Assert.That(b.Total, Is.EqualTo(7));
+            Assert.That(b.Parts.Select(p => p.Indices), Is.EqualTo(new[] { new[] { 0, 1, 2, 3 }, new[] { 4, 6, 7 } }));
+            Assert.That(skipped, Is.EqualTo(1));
+        }
+        using (var b = First(BadSamplePolicy.Replace, [5], false, out _))
+            Assert.That(b.Sizes, Is.EqualTo(new[] { 4, 4 }), "a replaced sample keeps its micro-batch full");
+        foreach (bool throws in new[] { false, true })   // a micro-batch with nothing left is left out, whether its builder throws or not
+            using (var b = First(BadSamplePolicy.Skip, [1, 4, 5, 6, 7], throws, out int skipped))
+            {
+                Assert.That(b.Sizes, Is.EqualTo(new[] { 3 }), $"builder throws on empty: {throws}");
+                Assert.That(b.Parts.Single().Indices, Is.EqualTo(new[] { 0, 2, 3 }));
+                Assert.That(skipped, Is.EqualTo(5));
+            }
+        var e = Assert.Throws<InvalidDataException>(() => First(BadSamplePolicy.Skip, [0, 1, 2, 3, 4, 5, 6, 7], true, out _))!;
+        Assert.That(e.Message, Is.EqualTo("empty"), "an update with no sample left fails with its builder's own error");
+    }
+
     // ------------------------------------------------------------------ 2. gradient accumulation
 
-    [Test]
-    public void AccumulatingTwoMicroBatchesGivesTheGradientOfOneBatch()
+    /// <summary>SCR classification without dropout, BatchNorms in eval mode: the loss is a mean of per-sample terms.</summary>
+    private static FashionGenClassificationTask PerSampleScr()
     {
-        // Sub-category classification without dropout, BatchNorms in eval mode: the loss is a mean of per-sample terms, so the
-        // gradient of one batch of 8 is the 4/8-weighted sum of the gradients of its two halves (MMF: each mean / update_frequency).
-        using var task = FashionGenClassificationTask.Create(Scr(
+        var task = FashionGenClassificationTask.Create(Scr(
             "model_config.fashionvil.bert.hidden_dropout_prob=0", "model_config.fashionvil.bert.attention_probs_dropout_prob=0"), TextWriter.Null);
         task.Model.Train();
         foreach (var (_, m) in task.Model.NamedModules()) if (m is BatchNorm2d) m.Eval();
-        var options = new PrefetchLoaderOptions { BatchSize = 8, Shuffle = true, DropLast = true, Seed = 3, Workers = 1 };
+        return task;
+    }
 
-        Dictionary<string, double[]> Grads(int micro, out double loss, out int parts)
-        {
-            using var loader = new PrefetchLoader<MicroBatches<FashionGenBatch>>(task.TrainCount, MicroBatches<FashionGenBatch>.Builder(task.BuildTrainBatch, micro, options), options);
-            using var b = loader.Next();
-            parts = b.Parts.Count;
-            task.Model.ZeroGrad();
-            using (Tensor.Scope()) loss = Finetuner<FashionGenBatch>.AccumulateGradients(task, b, Device.Cpu, new Generator(1));
-            var r = task.Model.NamedParameters().Where(p => p.Tensor.Grad is not null)
-                .ToDictionary(p => p.Name, p => p.Tensor.Grad!.ToArray<float>().Select(v => (double)v).ToArray());
-            task.Model.ZeroGrad();
-            return r;
-        }
-        var one = Grads(8, out var lossOne, out var p1);
-        var acc = Grads(4, out var lossAcc, out var p2);
-        var half = Grads(8, out _, out _);   // the same batch again: the reference is reproducible
-        Assert.That((p1, p2), Is.EqualTo((1, 2)));
-        Assert.That(lossAcc, Is.EqualTo(lossOne).Within(1e-6 * Math.Abs(lossOne)), "accumulated loss = Σ 4/8 · mean(half)");
+    /// <summary>The gradients of the loader's first update built as micro-batches of <paramref name="micro"/>, accumulated.</summary>
+    private static Dictionary<string, double[]> AccumulatedGradients(FashionGenClassificationTask task, PrefetchLoaderOptions options, int micro,
+        out double loss, out int[] sizes)
+    {
+        using var loader = new PrefetchLoader<MicroBatches<FashionGenBatch>>(task.TrainCount, MicroBatches<FashionGenBatch>.Builder(task.BuildTrainBatch, micro, options), options);
+        using var b = loader.Next();
+        sizes = [.. b.Sizes];
+        task.Model.ZeroGrad();
+        using (Tensor.Scope()) loss = Finetuner<FashionGenBatch>.AccumulateGradients(task, b, Device.Cpu, new Generator(1));
+        var r = task.Model.NamedParameters().Where(p => p.Tensor.Grad is not null)
+            .ToDictionary(p => p.Name, p => p.Tensor.Grad!.ToArray<float>().Select(v => (double)v).ToArray());
+        task.Model.ZeroGrad();
+        return r;
+    }
+
+    /// <summary>Accumulated against whole-batch gradients and losses: float32 sums in a different order, so relative 1e-5 of each
+    /// tensor's largest entry (the scaling errors these tests guard against are factors like 2 or 8/7).</summary>
+    private static void AssertSameGradients(Dictionary<string, double[]> one, double lossOne, Dictionary<string, double[]> acc, double lossAcc)
+    {
+        Assert.That(lossAcc, Is.EqualTo(lossOne).Within(1e-6 * Math.Abs(lossOne)), "accumulated loss = Σ n_i/Σn · mean(part i)");
         Assert.That(acc.Keys, Is.EquivalentTo(one.Keys));
         Assert.That(one.Count, Is.GreaterThan(20));
         foreach (var (k, g) in one)
         {
-            Assert.That(half[k], Is.EqualTo(g), $"{k}: the reference gradient is deterministic");
             double scale = g.Max(Math.Abs);
-            // float32 sums in a different order: relative 1e-5 of the tensor's largest entry (the scaling error this test
-            // guards against — no 1/k, or 1/k twice — is a factor of 2).
             for (int i = 0; i < g.Length; i++)
                 Assert.That(acc[k][i], Is.EqualTo(g[i]).Within(1e-5 * scale + 1e-12), $"{k}[{i}]");
+        }
+    }
+
+    [Test]
+    public void AccumulatingTwoMicroBatchesGivesTheGradientOfOneBatch()
+    {
+        // The gradient of one batch of 8 is the 4/8-weighted sum of the gradients of its two halves (MMF: each mean / update_frequency).
+        using var task = PerSampleScr();
+        var options = new PrefetchLoaderOptions { BatchSize = 8, Shuffle = true, DropLast = true, Seed = 3, Workers = 1 };
+        var one = AccumulatedGradients(task, options, 8, out var lossOne, out var s1);
+        var acc = AccumulatedGradients(task, options, 4, out var lossAcc, out var s2);
+        var again = AccumulatedGradients(task, options, 8, out _, out _);   // the same batch again: the reference is reproducible
+        Assert.That((s1, s2), Is.EqualTo((new[] { 8 }, new[] { 4, 4 })));
+        foreach (var (k, g) in one) Assert.That(again[k], Is.EqualTo(g), $"{k}: the reference gradient is deterministic");
+        AssertSameGradients(one, lossOne, acc, lossAcc);
+    }
+
+    [Test]
+    public void UnevenMicroBatchesAfterSkippedSamplesGiveTheGradientOfTheBatchUsed()
+    {
+        // Under BadSamplePolicy.Skip a product whose images are all corrupt drops out of its micro-batch: the update is 8 indices
+        // but 7 samples, as micro-batches of 4 and 3. The accumulated gradient must be that of the 7-sample batch (weights 4/7
+        // and 3/7), not 1/2 each.
+        using var task = PerSampleScr();
+        var options = new PrefetchLoaderOptions { BatchSize = 8, Shuffle = true, DropLast = true, Seed = 3, Workers = 1, OnBadSample = BadSamplePolicy.Skip };
+        int[] order;
+        using (var probe = new PrefetchLoader<int>(task.TrainCount, _ => 0, options)) order = probe.EpochOrder(0);
+        var bad = task.Data.Split("train")[order[5]].Images;   // in the second micro-batch of the first update
+        var saved = bad.Select(File.ReadAllBytes).ToList();
+        try
+        {
+            foreach (var path in bad) File.WriteAllBytes(path, [1, 2, 3, 4, 5, 6, 7, 8]);
+            var one = AccumulatedGradients(task, options, 8, out var lossOne, out var s1);
+            var acc = AccumulatedGradients(task, options, 4, out var lossAcc, out var s2);
+            Assert.That(s2, Is.EqualTo(new[] { 4, 3 }), "micro-batch sizes count the samples present");
+            Assert.That(s1, Is.EqualTo(new[] { 7 }));
+            AssertSameGradients(one, lossOne, acc, lossAcc);
+        }
+        finally
+        {
+            for (int i = 0; i < bad.Count; i++) File.WriteAllBytes(bad[i], saved[i]);
         }
     }
 

@@ -18,10 +18,16 @@ public static class BenchCommand
         var json = new Option<string?>("--json") { Description = "also write the result as JSON to this file (atomic)" };
         var precision = new Option<string>("--precision") { Description = "fp32 | tf32 | bf16: GEMM operands rounded to TF32 / bf16, fp32 accumulation (MatMulPrecision)", DefaultValueFactory = _ => "fp32" };
         var seed = new Option<int>("--seed") { Description = "seed of the random weights and inputs", DefaultValueFactory = _ => 0 };
+        var mlmRows = new Option<string>("--mlm-head-rows")
+        {
+            Description = "mlm: labelled (the head on the labelled text rows, as the model trains) | all (on every text row, " +
+                          "the unlabelled ones ignored by the loss, as the PyTorch step script does: use it to compare with PyTorch)",
+            DefaultValueFactory = _ => "labelled",
+        };
 
         var step = new Command("step", "Time full FashionViL training steps (forward, backward, AdamW) on random inputs: ms/step, images/s, " +
             "peak memory, launches/allocations/host syncs per step, and the time per op kind.")
-            { task, batch, device, steps, warmup, profile, config, json, precision, seed };
+            { task, batch, device, steps, warmup, profile, config, json, precision, seed, mlmRows };
         step.SetAction(parse =>
         {
             var o = parse.InvocationConfiguration.Output;
@@ -35,6 +41,7 @@ public static class BenchCommand
                     Task = parse.GetValue(task)!, Batch = parse.GetValue(batch), Device = parse.GetValue(device)!,
                     Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup), ProfileSteps = parse.GetValue(profile),
                     Config = parse.GetValue(config)!, Precision = parse.GetValue(precision)!, Seed = (ulong)parse.GetValue(seed),
+                    MlmHeadRows = parse.GetValue(mlmRows)!,
                 };
                 var r = StepBenchmark.Run(opts, o);
                 o.Write(StepBenchmark.Format(r));
