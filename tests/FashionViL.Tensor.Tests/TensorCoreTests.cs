@@ -81,7 +81,7 @@ public class TensorCoreTests
         var (h2, s2) = a.Allocate(900);        // same 1024-byte bucket
         Assert.That(h2, Is.EqualTo(h1));
         Assert.That(a.RawCalls, Is.EqualTo(1));
-        var (h3, s3) = a.Allocate(3 << 20);    // 3 MiB: 1/8-of-power-of-two buckets
+        var (h3, s3) = a.Allocate(3 << 20);    // 3 MiB: 1/64-of-power-of-two buckets
         Assert.That(s3, Is.EqualTo(3L << 20));
         var st = a.Stats;
         Assert.That(st.Live, Is.EqualTo(1024 + (3L << 20)));
@@ -91,6 +91,8 @@ public class TensorCoreTests
         Assert.That(a.Stats.Live, Is.Zero);
         Assert.That(a.Stats.Reserved, Is.EqualTo(1024 + (3L << 20)));
         Assert.That(a.Stats.Peak, Is.EqualTo(1024 + (3L << 20)));
+        Assert.That(a.Stats.PeakRequested, Is.EqualTo(900 + (3L << 20)), "the requests, before rounding: 1000 was freed before 900 came");
+        Assert.That(a.Stats.LiveRequested, Is.Zero);
         a.EmptyCache();
         Assert.That(a.Stats.Reserved, Is.Zero);
         Assert.That(a.RawFrees, Is.EqualTo(2));
@@ -99,8 +101,10 @@ public class TensorCoreTests
     [TestCase(1L, 512L)]
     [TestCase(513L, 1024L)]
     [TestCase(1048576L, 1048576L)]
-    [TestCase(1048577L, 1179648L)]
-    [TestCase(5000000L, 5242880L)]
+    [TestCase(1048577L, 1064960L)]     // 1 MiB + 1: 16 KiB steps (1/64 of 1 MiB)
+    [TestCase(5000000L, 5046272L)]     // 64 KiB steps between 4 and 8 MiB
+    [TestCase(205520896L, 205520896L)] // a [64,256,56,56] float32 activation, a multiple of 2 MiB: exact
+    [TestCase(205520897L, 207618048L)] // one byte more: the next 2 MiB step (128..256 MiB)
     public void RoundSizeBuckets(long request, long bucket) => Assert.That(CachingAllocator.RoundSize(request), Is.EqualTo(bucket));
 
     private sealed class TestAllocator : CachingAllocator

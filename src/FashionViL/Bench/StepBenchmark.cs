@@ -69,6 +69,11 @@ public sealed record StepBenchResult
     /// <summary>Allocator high-water mark during the measured steps (bytes; block-rounded sizes, weights and optimizer state included).</summary>
     public required long PeakMemoryBytes { get; init; }
     public double PeakMemoryGib => PeakMemoryBytes / (double)(1L << 30);
+    /// <summary>High-water mark of the bytes the storages asked for, before bucket rounding: the figure comparable to
+    /// PyTorch's max_memory_allocated (which rounds to 512 bytes).</summary>
+    public long PeakRequestedBytes { get; init; }
+    /// <summary>Bytes the allocator held from the system at the end (live plus cached free blocks).</summary>
+    public long ReservedBytes { get; init; }
     /// <summary>Kernel launches per step (CUDA; null on the CPU).</summary>
     public double? KernelLaunchesPerStep { get; init; }
     /// <summary>Allocator cache misses per step (requests that reached the device/system allocator).</summary>
@@ -173,7 +178,8 @@ public static class StepBenchmark
             counters = new CudaCounters(counters.KernelLaunches + d.KernelLaunches, counters.HostSyncs + d.HostSyncs,
                 counters.DeviceToHostReads + d.DeviceToHostReads, counters.DriverAllocations + d.DriverAllocations, counters.DriverFrees + d.DriverFrees);
         }
-        long peak = alloc.Stats.Peak;
+        var memAfter = alloc.Stats;
+        long peak = memAfter.Peak;
 
         StepBreakdown? breakdown = null;
         if (o.ProfileSteps > 0)
@@ -200,6 +206,7 @@ public static class StepBenchmark
             Task = o.Task, Device = device.ToString(), DeviceName = DeviceName(device), Config = o.Config, Precision = o.Precision, MlmHeadRows = o.MlmHeadRows,
             Batch = b, Steps = n, Warmup = o.Warmup, Parameters = parameters, TextTokens = t, VisualTokens = gsz, ImageSize = s,
             MsPerStep = new MsStats(median, sorted[0], sorted[^1]), ImagesPerS = b / (median / 1000.0), PeakMemoryBytes = peak,
+            PeakRequestedBytes = memAfter.PeakRequested, ReservedBytes = memAfter.Reserved,
             KernelLaunchesPerStep = cuda is null ? null : counters.KernelLaunches / (double)n,
             DeviceAllocationsPerStep = misses / (double)n,
             HostSyncsPerStep = cuda is null ? null : counters.HostSyncs / (double)n,
@@ -316,7 +323,8 @@ public static class StepBenchmark
         sb.AppendLine(ci, $"  {r.Parameters:N0} trainable parameters; T={r.TextTokens} text + {r.VisualTokens} visual tokens, {r.ImageSize}² images; {r.Steps} steps after {r.Warmup} warm-up");
         sb.AppendLine(ci, $"  ms/step     median {r.MsPerStep.Median:F2}  (min {r.MsPerStep.Min:F2}, max {r.MsPerStep.Max:F2})");
         sb.AppendLine(ci, $"  images/s    {r.ImagesPerS:F1}");
-        sb.AppendLine(ci, $"  peak memory {r.PeakMemoryGib:F3} GiB ({r.PeakMemoryBytes:N0} bytes, allocator high-water mark)");
+        sb.AppendLine(ci, $"  peak memory {r.PeakMemoryGib:F3} GiB ({r.PeakMemoryBytes:N0} bytes, allocator high-water mark; requested before rounding " +
+            $"{r.PeakRequestedBytes / (double)(1L << 30):F3} GiB; reserved {r.ReservedBytes / (double)(1L << 30):F3} GiB)");
         sb.AppendLine(ci, $"  per step    kernel launches {Opt(r.KernelLaunchesPerStep)}, allocations (cache misses) {r.DeviceAllocationsPerStep:0.##}, host syncs {Opt(r.HostSyncsPerStep)}, device→host reads {Opt(r.DeviceToHostReadsPerStep)}");
         sb.AppendLine(ci, $"  loss        {r.Loss:G6} (last step)");
         if (r.Breakdown is { } bd)
