@@ -24,8 +24,12 @@ public sealed record BertConfig(
 
 internal static class BertUtil
 {
-    /// <summary>Frees an intermediate when no step scope owns it (the graph keeps what backward needs).</summary>
-    public static void Drop(Tensor t) { if (TensorScope.Current is null) t.Dispose(); }
+    /// <summary>
+    /// Frees an intermediate now, step scope or not: what backward needs, the graph holds through its own aliases, so only
+    /// the storage nobody saved goes back to the allocator. (Until issue 7 a step scope kept every intermediate to the end
+    /// of the step, which raised the peak of a training step by the forward's unsaved activations.)
+    /// </summary>
+    public static void Drop(Tensor t) => t.Dispose();
 }
 
 /// <summary>HF <c>BertEmbeddings</c>: word + position + token-type embeddings, LayerNorm, dropout.</summary>

@@ -30,20 +30,21 @@ public sealed class Bottleneck : Module
     {
         // conv → bn → relu, conv → bn → relu, conv → bn (+ identity) → relu; each bn with its relu and the residual add
         // is one fused op (BatchNorm2d.Forward(x, residual, relu)).
-        bool free = TensorScope.Current is null;
-        var h = Step(_conv1.Forward(x), _bn1, null, free);
-        var h2 = Step(_conv2.Forward(h), _bn2, null, free);
-        if (free) h.Dispose();
+        // intermediates are freed as soon as they are used: the graph keeps what backward needs through its own aliases
+        var h = Step(_conv1.Forward(x), _bn1, null);
+        var h2 = Step(_conv2.Forward(h), _bn2, null);
+        h.Dispose();
         var identity = _downsample is null ? x : _downsample.Forward(x);
-        var y = Step(_conv3.Forward(h2), _bn3, identity, free);
-        if (free) { h2.Dispose(); if (_downsample is not null) identity.Dispose(); }
+        var y = Step(_conv3.Forward(h2), _bn3, identity);
+        h2.Dispose();
+        if (_downsample is not null) identity.Dispose();
         return y;
     }
 
-    private static Tensor Step(Tensor conv, BatchNorm2d bn, Tensor? residual, bool free)
+    private static Tensor Step(Tensor conv, BatchNorm2d bn, Tensor? residual)
     {
         var y = bn.Forward(conv, residual, relu: true);
-        if (free) conv.Dispose();
+        conv.Dispose();
         return y;
     }
 }
@@ -93,16 +94,16 @@ public sealed class ResNet50 : Module
     {
         if (x.Rank != 4 || x.Size(1) != 3)
             throw new ArgumentException($"resnet50: input {x.ShapeString} must be [B,3,H,W]");
-        bool free = TensorScope.Current is null;
+        // intermediates are freed as soon as they are used: the graph keeps what backward needs through its own aliases
         var c = _conv1.Forward(x);
         var r = _bn1.Forward(c, null, relu: true);
-        if (free) c.Dispose();
+        c.Dispose();
         var h = Ops.MaxPool2d(r, 3, 2, 1);
-        if (free) r.Dispose();
+        r.Dispose();
         foreach (var layer in _layers)
         {
             var next = layer.Forward(h);
-            if (free) h.Dispose();
+            h.Dispose();
             h = next;
         }
         return h;

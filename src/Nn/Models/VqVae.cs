@@ -67,12 +67,9 @@ public sealed record VqVaeConfig
 
 internal static class VqVaeUtil
 {
-    /// <summary>
-    /// Frees an intermediate when no step scope owns it (the graph keeps what backward needs), and always without
-    /// gradient recording (no graph can refer to it), so tokenising inside a training step's scope stays at the
-    /// memory of one chunk's live activations.
-    /// </summary>
-    public static void Drop(Tensor t) { if (TensorScope.Current is null || !GradMode.IsEnabled) t.Dispose(); }
+    /// <summary>Frees an intermediate now, step scope or not (the graph keeps what backward needs through its own aliases),
+    /// so tokenising inside a training step's scope stays at the memory of one chunk's live activations.</summary>
+    public static void Drop(Tensor t) => t.Dispose();
 
     /// <summary>GroupNorm(32 groups, eps 1e-6, affine): the reference's <c>Normalize</c>.</summary>
     public static GroupNorm Normalize(int channels, DType dtype) => new(VqVaeResnetBlock.Groups, channels, 1e-6, dtype: dtype);
