@@ -48,4 +48,36 @@ public class MemoryTests
         Assert.That(liveSamples, Is.All.EqualTo(liveAfterWarmup), "live bytes must not grow over 1,000 steps");
         Assert.That(lastLoss, Is.LessThan(firstLoss * 0.5), $"the MLP should learn (loss {firstLoss:F3} → {lastLoss:F3})");
     }
+
+    /// <summary>Attention keeps q, k, v (and the mask) for backward, not the [B,H,L,S] probabilities: backward recomputes
+    /// them, with the same dropout, so the gradients equal those of a fresh forward's recorded probabilities.</summary>
+    [Test]
+    public void AttentionDoesNotKeepItsProbabilitiesForBackward()
+    {
+        var g = new Generator(5);
+        using var q = g.Normal([2, 2, 64, 4]);
+        using var k = g.Normal([2, 2, 64, 4]);
+        using var v = g.Normal([2, 2, 64, 4]);
+        q.RequiresGrad = k.RequiresGrad = v.RequiresGrad = true;
+        long probsBytes = CachingAllocator.RoundSize(2L * 2 * 64 * 64 * 4);   // 64 KiB, vs 2 KiB per q/k/v
+        using (Tensor.Scope())
+        {
+            long before = Backends.MemoryStats(Device.Cpu).Live;
+            var o = Ops.Attention(q, k, v, null, 0.5, 0.1, true, new Generator(9));
+            long held = Backends.MemoryStats(Device.Cpu).Live - before;
+            Assert.That(held, Is.LessThan(probsBytes), $"after forward the op holds {held} bytes; the probabilities alone are {probsBytes}");
+            o.Sum().Backward();
+        }
+        // the recomputed probabilities give the gradient of an independent float64 evaluation of the same op
+        var grads = new[] { q.Grad!.ToArray<float>(), k.Grad!.ToArray<float>(), v.Grad!.ToArray<float>() };
+        using var q64 = q.Detach().To(DType.Float64);
+        using var k64 = k.Detach().To(DType.Float64);
+        using var v64 = v.Detach().To(DType.Float64);
+        q64.RequiresGrad = k64.RequiresGrad = v64.RequiresGrad = true;
+        using (Tensor.Scope()) Ops.Attention(q64, k64, v64, null, 0.5, 0.1, true, new Generator(9)).Sum().Backward();
+        var want = new[] { q64.Grad!.ToArray<double>(), k64.Grad!.ToArray<double>(), v64.Grad!.ToArray<double>() };
+        for (int t = 0; t < 3; t++)
+            for (int i = 0; i < want[t].Length; i++)
+                Assert.That(grads[t][i], Is.EqualTo(want[t][i]).Within(1e-4 + 1e-4 * Math.Abs(want[t][i])), $"input {t} element {i}");
+    }
 }
