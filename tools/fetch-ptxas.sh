@@ -1,10 +1,11 @@
-# Sourced by .ci/run (and usable by hand: `source tools/fetch-ptxas.sh`): fetches NVIDIA's ptxas and cuobjdump from Debian's
-# non-free nvidia-cuda-toolkit package (CUDA 11.8) into ~/.cache/fashionvil/cuda-11.8 once, without changing the
-# system's apt sources, and exports FVL_PTXAS, so `fashionvil bench ptx` and its test can assemble every CUDA kernel for
-# sm_90 without a GPU. Nothing is installed system-wide; if the download fails the audit's assembly test is skipped.
+# Sourced by .ci/run (and usable by hand: `source tools/fetch-ptxas.sh`): fetches NVIDIA's ptxas, cuobjdump and the
+# nvdisasm cuobjdump needs from Debian's non-free nvidia-cuda-toolkit package (CUDA 11.8) into
+# ~/.cache/fashionvil/cuda-11.8 once, without changing the system's apt sources, and exports FVL_PTXAS, so
+# `fashionvil bench ptx` and its test can assemble every CUDA kernel for sm_90 without a GPU. Nothing is installed
+# system-wide; if the download fails the audit's assembly test is skipped.
 ptxas_home="${XDG_CACHE_HOME:-$HOME/.cache}/fashionvil/cuda-11.8"
 if [ -z "${FVL_PTXAS:-}" ]; then
-  if [ ! -x "$ptxas_home/bin/ptxas" ] && command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then
+  if { [ ! -x "$ptxas_home/bin/ptxas" ] || [ ! -x "$ptxas_home/bin/nvdisasm" ]; } && command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then
     tmp=$(mktemp -d)
     echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm non-free" > "$tmp/sources.list"
     mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial"
@@ -13,7 +14,7 @@ if [ -z "${FVL_PTXAS:-}" ]; then
     if apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1 \
        && (cd "$tmp" && apt-get "${apt_opts[@]}" download nvidia-cuda-toolkit >/dev/null 2>&1) \
        && dpkg -x "$tmp"/nvidia-cuda-toolkit_*.deb "$tmp/x"; then
-      mkdir -p "$ptxas_home/bin" && cp "$tmp/x/usr/bin/ptxas" "$tmp/x/usr/bin/cuobjdump" "$ptxas_home/bin/"
+      mkdir -p "$ptxas_home/bin" && cp "$tmp/x/usr/bin/ptxas" "$tmp/x/usr/bin/cuobjdump" "$tmp/x/usr/bin/nvdisasm" "$ptxas_home/bin/"
     fi
     rm -rf "$tmp"
   fi

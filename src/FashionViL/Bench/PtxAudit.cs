@@ -124,6 +124,8 @@ public static class PtxAudit
             sb.AppendLine(ci, $"  {name.PadRight(w)} {N(k.Registers),5} {N(k.SharedBytes),6} {N(k.StackBytes),5} {N(k.SpillStoreBytes + k.SpillLoadBytes),5} {N(k.Sass),6} {N(k.SassFfma),5} {N(k.SassHmma),4} {N(k.SassShared),7} {N(k.SassLocal),7}");
         }
         foreach (var k in r.Failed) sb.AppendLine(ci, $"  FAILED {k.Name}: {k.Error}");
+        if (r.Kernels.FirstOrDefault(k => k.SassNote is not null) is { } noSass)
+            sb.AppendLine(ci, $"  no SASS counts ({r.Kernels.Count(k => k.SassNote is not null)} kernels): {noSass.SassNote}");
         foreach (var k in r.WithLocalMemory)
         {
             var why = KernelAudit.AcceptedLocalMemory.TryGetValue(k.Name, out var reason) ? $" (accepted: {reason})" : "";
@@ -151,6 +153,7 @@ public static class PtxAudit
                 registers = k.Registers, shared_bytes = k.SharedBytes, stack_bytes = k.StackBytes,
                 spill_store_bytes = k.SpillStoreBytes, spill_load_bytes = k.SpillLoadBytes,
                 sass = k.Sass, sass_ffma = k.SassFfma, sass_hmma = k.SassHmma, sass_shared = k.SassShared, sass_local = k.SassLocal,
+                sass_note = k.SassNote,
                 uses_local_memory = k.UsesLocalMemory,
                 local_memory_accepted = KernelAudit.AcceptedLocalMemory.ContainsKey(k.Name),
             }),

@@ -29,6 +29,8 @@ public sealed record KernelReport(string Name, int PtxLines, int PtxLocalBytes)
     public int? SassHmma { get; init; }
     public int? SassShared { get; init; }
     public int? SassLocal { get; init; }
+    /// <summary>Why there are no SASS counts although ptxas ran (cuobjdump missing or failing): a tool problem, not the kernel's.</summary>
+    public string? SassNote { get; init; }
 
     /// <summary>Whether the kernel touches per-thread local memory (a .local declaration in the PTX, a stack frame, spills
     /// or LDL/STL in the SASS): slow on a GPU, and never intended in this engine's kernels.</summary>
@@ -192,7 +194,7 @@ public static class KernelAudit
         if (!File.Exists(cuobjdump)) cuobjdump = FindOnPath("cuobjdump") ?? "";
         if (cuobjdump.Length == 0) return report;
         var (c2, sass, err2) = RunTool(cuobjdump, ["-sass", cubin]);
-        if (c2 != 0) return report with { Error = $"cuobjdump failed (exit {c2}): {FirstLines(err2, 4)}" };
+        if (c2 != 0) return report with { SassNote = $"cuobjdump failed (exit {c2}): {FirstLines(err2, 2)}" };
         return report with
         {
             Sass = CountSass(sass, null),

@@ -33,6 +33,7 @@ public class PtxAuditTests
                 Error = k.GetProperty("error").GetString(), Registers = I(k, "registers"), SharedBytes = I(k, "shared_bytes"),
                 StackBytes = I(k, "stack_bytes"), SpillStoreBytes = I(k, "spill_store_bytes"), SpillLoadBytes = I(k, "spill_load_bytes"),
                 Sass = I(k, "sass"), SassFfma = I(k, "sass_ffma"), SassHmma = I(k, "sass_hmma"), SassShared = I(k, "sass_shared"), SassLocal = I(k, "sass_local"),
+                SassNote = k.GetProperty("sass_note").GetString(),
             }).ToList();
         _r = new PtxAuditResult(_json.GetProperty("target").GetString()!, _json.GetProperty("ptxas").GetString(), _json.GetProperty("ptxas_release").GetString(), kernels);
     }
@@ -76,6 +77,8 @@ public class PtxAuditTests
             Assert.Ignore("no ptxas on this machine (.ci/run fetches one): assembly checks not run");
         }
         Assert.That(_r.Kernels.Where(k => k.Registers is null), Is.Empty, "every kernel was assembled");
+        if (File.Exists(Path.Combine(Path.GetDirectoryName(_r.Ptxas)!, "cuobjdump")))
+            Assert.That(_r.Kernels.Where(k => k.Sass is null).Select(k => $"{k.Name}: {k.SassNote}"), Is.Empty, "cuobjdump beside ptxas: every kernel's SASS is counted");
         var local = _r.UnexpectedLocalMemory;
         Assert.That(local, Is.Empty, string.Join("\n", local.Select(k => $"{k.Name}: stack {k.StackBytes}, spills {k.SpillStoreBytes}+{k.SpillLoadBytes}, LDL/STL {k.SassLocal}")));
         var gemm = _r.Kernels.Single(k => k.Name == "GemmKernels.Reg128PrefetchKernel");
