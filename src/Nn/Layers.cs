@@ -209,7 +209,7 @@ public sealed class Sequential(params IEnumerable<Module> modules) : ModuleList(
         for (int i = 1; i < Count; i++)
         {
             var next = this[i].Forward(h);
-            h.Dispose();   // the graph keeps what backward needs through its own aliases
+            if (!ReferenceEquals(next, h)) h.Dispose();   // the graph keeps what backward needs through its own aliases
             h = next;
         }
         return h;

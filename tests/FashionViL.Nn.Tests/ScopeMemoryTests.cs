@@ -62,4 +62,20 @@ public class ScopeMemoryTests
         Assert.That(inside, Is.EqualTo(outside), $"in a scope forward holds {inside} bytes, without one {outside}");
         foreach (var p in m.Parameters()) p.Grad = null;
     }
+
+    /// <summary>A user module that returns its input unchanged: Sequential must not free it as an intermediate.</summary>
+    private sealed class PassThrough : Module
+    {
+        public override Tensor Forward(Tensor x) => x;
+    }
+
+    [Test]
+    public void SequentialKeepsAChildOutputThatIsItsInput()
+    {
+        var seq = new Sequential(new Linear(4, 4, generator: new Generator(1)), new PassThrough(), new PassThrough());
+        using var scope = Tensor.Scope();
+        var y = seq.Forward(new Generator(2).Normal([3, 4]));
+        Assert.That(y.IsDisposed, Is.False);
+        Assert.DoesNotThrow(() => y.Sum().Backward());
+    }
 }

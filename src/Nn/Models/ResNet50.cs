@@ -103,7 +103,7 @@ public sealed class ResNet50 : Module
         foreach (var layer in _layers)
         {
             var next = layer.Forward(h);
-            h.Dispose();
+            if (!ReferenceEquals(next, h)) h.Dispose();
             h = next;
         }
         return h;
