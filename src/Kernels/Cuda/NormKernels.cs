@@ -144,6 +144,9 @@ internal static class NormKernels
         }
     }
 
+    /// <summary>relu's gradient: g where the fused forward's output y was positive, else 0 (NaN y included).</summary>
+    private static float Masked(float g, float y) => y > 0f ? g : 0f;
+
     /// <summary>relu?((x − mean)·scale + bias [+ r]); relu as the elementwise kernel has it: NaN stays NaN.</summary>
     private static float BnOut(float xv, float r, float mean, float scale, float bias, bool addRes, bool relu)
     {
@@ -181,14 +184,7 @@ internal static class NormKernels
                 long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
                 float g0 = gy[o0], g1 = gy[o1], g2 = gy[o2], g3 = gy[o3];
                 float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
-                if (relu)
-                {
-                    float y0 = yRelu[o0], y1 = yRelu[o1], y2 = yRelu[o2], y3 = yRelu[o3];
-                    if (!(y0 > 0f)) g0 = 0f;
-                    if (!(y1 > 0f)) g1 = 0f;
-                    if (!(y2 > 0f)) g2 = 0f;
-                    if (!(y3 > 0f)) g3 = 0f;
-                }
+                if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
                 if (writeRes) { gRes[o0] = g0; gRes[o1] = g1; gRes[o2] = g2; gRes[o3] = g3; }
                 sg += g0; sgc += g0 * (x0 - mean);
                 sg += g1; sgc += g1 * (x1 - mean);
@@ -227,14 +223,7 @@ internal static class NormKernels
                 else
                 {
                     g0 = gy[o0]; g1 = gy[o1]; g2 = gy[o2]; g3 = gy[o3];
-                    if (relu)
-                    {
-                        float y0 = yRelu[o0], y1 = yRelu[o1], y2 = yRelu[o2], y3 = yRelu[o3];
-                        if (!(y0 > 0f)) g0 = 0f;
-                        if (!(y1 > 0f)) g1 = 0f;
-                        if (!(y2 > 0f)) g2 = 0f;
-                        if (!(y3 > 0f)) g3 = 0f;
-                    }
+                    if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
                 }
                 float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
                 gx[o0] = k * (g0 - mg - (x0 - mean) * inv * mgx);
