@@ -48,8 +48,14 @@ public sealed partial class CudaBackend
         RequireHere(x, op); RequireHere(gy, op);
         RequireDense(op, (gw, "weight gradient"), (gb, "bias gradient"));
         using var xc = Dense(x); using var gyc = Dense(gy);
+        var precision = MatMulPrecision.Current;
+        int batch = x.Sizes[0], cin = x.Sizes[1], h = x.Sizes[2], wd = x.Sizes[3], cout = gw.Sizes[0], kh = gw.Sizes[2], kw = gw.Sizes[3];
+        // Split-K: the reduction runs over batch·Ho·Wo while the weight gradient is small, so without a workspace the early
+        // ResNet layers would run on a handful of multiprocessors. The workspace comes from the caching allocator.
+        long ws = ConvKernels.BackwardWeightWorkspace(Acc, batch, cin, h, wd, cout, kh, kw, p, precision: precision);
+        using var work = ws > 0 ? Tensor.Empty([checked((int)ws)], DType.Float32, Device) : null;
         ConvKernels.Conv2dBackwardWeight(Acc, Stream, View<float>(xc), View<float>(gyc), View<float>(gw), gb is null ? default : View<float>(gb),
-            x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], gw.Sizes[0], gw.Sizes[2], gw.Sizes[3], p, precision: MatMulPrecision.Current);
+            batch, cin, h, wd, cout, kh, kw, p, workspace: work is null ? default : View<float>(work), precision: precision);
     }
 
     public void MaxPool2dForward(Tensor x, Tensor y, Tensor indices, Pool2dParams p)
