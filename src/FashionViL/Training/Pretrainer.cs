@@ -176,6 +176,11 @@ public sealed class Pretrainer
                     vq = tokenizer!.Tokenize(mb.Image);
                 }
                 var loss = model.Forward(task, mb, vq, gModel);
+                // Backward is enqueued before the loss is read: reading it first would make the host wait for the forward
+                // and leave a GPU idle while backward's first kernels are enqueued. The check still comes before any
+                // parameter changes (the optimizer steps below), so a non-finite loss stops the run with nothing updated.
+                if (n == full.Size) loss.Backward();
+                else { using var scaled = loss * ((double)n / full.Size); scaled.Backward(); }
                 double value = loss.Item();
                 if (!double.IsFinite(value))
                 {
@@ -184,8 +189,6 @@ public sealed class Pretrainer
                         (last is not null ? $"The last good checkpoint is {last}." : "No checkpoint had been written yet."));
                 }
                 lossSum += value * n / full.Size;
-                if (n == full.Size) loss.Backward();
-                else { using var scaled = loss * ((double)n / full.Size); scaled.Backward(); }
                 vq?.Dispose();
             }
             optimizer.Step();

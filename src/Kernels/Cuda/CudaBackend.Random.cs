@@ -112,19 +112,18 @@ public sealed partial class CudaBackend
         uint thr = mode == 0 ? (uint)Math.Ceiling(p * 16777216.0) : 0;
         double scale = p >= 1 ? 0 : 1.0 / (1.0 - p);
         var s = new UnaryOps.MulScalar { P0 = scale };
-        if (x.DType == DType.Float32) DropoutT<float>(xc, y, mask, seed, offset, thr, mode, s);
-        else DropoutT<double>(xc, y, mask, seed, offset, thr, mode, s);
+        if (x.DType == DType.Float32) DropoutT<float>(xc, y, mask, p, seed, offset, thr, mode, s);
+        else DropoutT<double>(xc, y, mask, p, seed, offset, thr, mode, s);
     }
 
-    private void DropoutT<T>(Tensor x, Tensor y, Tensor mask, ulong seed, ulong offset, uint thr, int mode, UnaryOps.MulScalar s) where T : unmanaged
+    private void DropoutT<T>(Tensor x, Tensor y, Tensor mask, double p, ulong seed, ulong offset, uint thr, int mode, UnaryOps.MulScalar s) where T : unmanaged
     {
         int n = x.Numel;
         if (typeof(T) == typeof(float))
         {
-            var k = Runtime.Kernel(("dropout", typeof(float), typeof(void), typeof(void)),
-                acc => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<byte>, int, ulong, ulong, uint, int, UnaryOps.MulScalar>(RandomKernels.Dropout<float, UnaryOps.MulScalar>));
-            CudaRuntime.CountLaunch();
-            k(Stream, Runtime.Grid(n), Dense<float>(x), Dense<float>(y), Dense<byte>(mask), n, seed, offset, thr, mode, s);
+            // One Philox block per four elements (DropoutKernels): the same words, threshold and scale as the one-word-per-
+            // element form below, so the same mask and values bit for bit, with a quarter of the generator work.
+            DropoutKernels.Dropout(Acc, Stream, Dense<float>(x), Dense<float>(y), Dense<byte>(mask), n, p, seed, offset);
         }
         else
         {
