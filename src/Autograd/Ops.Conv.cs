@@ -192,9 +192,18 @@ public static partial class Ops
         });
     }
 
-    /// <summary>Group norm of x [N,C,*] over <paramref name="groups"/> channel groups, with optional per-channel affine.</summary>
-    public static Tensor GroupNorm(Tensor x, int groups, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5)
+    /// <summary>
+    /// Group norm of x [N,C,*] over <paramref name="groups"/> channel groups, with optional per-channel affine; with
+    /// <paramref name="silu"/>, silu(group_norm(x)). Without gradients (the frozen VQ-VAE) that is one fused pass over the
+    /// data, bit-identical to the two ops; with gradients it is the two ops.
+    /// </summary>
+    public static Tensor GroupNorm(Tensor x, int groups, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5, bool silu = false)
     {
+        if (silu && Graph.NeedsGrad(x, weight, bias))
+        {
+            using var normed = GroupNorm(x, groups, weight, bias, eps);
+            return normed.Silu();
+        }
         const string op = "group_norm";
         if (x.Rank < 2) throw new ArgumentException($"{op}: input {x.ShapeString} must be [N,C,*]");
         RequireFloating(op, x, "input");
@@ -210,7 +219,7 @@ public static partial class Ops
         var y = Tensor.Empty(x.Shape, x.DType, x.Device);
         using var mean = Tensor.Empty([n, groups], x.DType, x.Device);
         using var rstd = Tensor.Empty([n, groups], x.DType, x.Device);
-        B(x).GroupNormForward(xc, wc, bc, groups, eps, y, mean, rstd);
+        B(x).GroupNormForward(xc, wc, bc, groups, eps, y, mean, rstd, silu);
         if (!Graph.NeedsGrad(x, weight, bias)) return y;
 
         bool needW = weight is not null && weight.RequiresGrad, needB = bias is not null && bias.RequiresGrad, needX = x.RequiresGrad;

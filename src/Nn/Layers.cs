@@ -120,6 +120,9 @@ public sealed class GroupNorm : Module
     }
 
     public override Tensor Forward(Tensor x) => Ops.GroupNorm(x, Groups, Weight, Bias, Eps);
+
+    /// <summary>silu(GroupNorm(x)): one pass when no gradient is needed (see <see cref="Ops.GroupNorm"/>).</summary>
+    public Tensor ForwardSilu(Tensor x) => Ops.GroupNorm(x, Groups, Weight, Bias, Eps, silu: true);
 }
 
 /// <summary>Layer norm over the last dim (size <c>dim</c>); eps default 1e-5 like PyTorch, BERT passes 1e-12.</summary>

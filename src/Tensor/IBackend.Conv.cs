@@ -42,6 +42,8 @@ public partial interface IBackend
         Tensor gx, Tensor? gw, Tensor? gb, Tensor? reluOutput = null, Tensor? gResidual = null);
 
     /// <summary>Group norm of x [N,C,*] with <paramref name="groups"/> groups; mean/rstd are [N, groups].</summary>
-    void GroupNormForward(Tensor x, Tensor? weight, Tensor? bias, int groups, double eps, Tensor y, Tensor mean, Tensor rstd);
+    /// <summary>Group norm forward; with <paramref name="silu"/>, y ← silu(group_norm(x)) in the same pass (mean and rstd are
+    /// those of the norm), bit-identical to the norm followed by <see cref="UnaryOp.Silu"/> on the same backend.</summary>
+    void GroupNormForward(Tensor x, Tensor? weight, Tensor? bias, int groups, double eps, Tensor y, Tensor mean, Tensor rstd, bool silu = false);
     void GroupNormBackward(Tensor x, Tensor gy, Tensor? weight, int groups, Tensor mean, Tensor rstd, Tensor gx, Tensor? gw, Tensor? gb);
 }

@@ -499,6 +499,29 @@ public class ConvOpTests
     }
 
     [Test]
+    public void GroupNormSiluMatchesTheReferenceWithAndWithoutGradients()
+    {
+        var x = OpCheck.Rand([2, 4, 3, 2], 34, DType.Float64, -2, 2, requiresGrad: true);
+        var w = OpCheck.Rand([4], 35, DType.Float64, 0.5, 1.5, requiresGrad: true);
+        var b = OpCheck.Rand([4], 36, requiresGrad: true);
+        static Tensor RefSilu(Tensor t)
+        {
+            var a = t.ToArray<double>();
+            return Tensor.FromArray(a.Select(v => v / (1 + Math.Exp(-v))).ToArray(), t.Shape);
+        }
+        // with gradients: the composed ops (forward vs float64, backward by finite differences)
+        OpCheck.Forward(t => Ops.GroupNorm(t[0], 2, t[1], t[2], silu: true), t => RefSilu(RefGroupNorm(t[0], 2, t[1], t[2], 1e-5)), [x, w, b]);
+        OpCheck.GradCheck(t => Ops.GroupNorm(t[0], 2, t[1], t[2], silu: true), [x, w, b], what: "group_norm + silu");
+        // without: the fused backend pass, same values bit for bit, and no graph
+        using var _ = GradMode.NoGrad();
+        using var fused = Ops.GroupNorm(x, 2, w, b, silu: true);
+        using var normed = Ops.GroupNorm(x, 2, w, b);
+        using var composed = normed.Silu();
+        Assert.That(fused.GradFn, Is.Null);
+        Assert.That(fused.ToArray<double>(), Is.EqualTo(composed.ToArray<double>()));
+    }
+
+    [Test]
     public void GroupNormRejectsBadInputs()
     {
         using var scope = Tensor.Scope();

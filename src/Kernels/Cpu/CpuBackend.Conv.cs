@@ -583,7 +583,7 @@ public sealed unsafe partial class CpuBackend
         return (N, C, S);
     }
 
-    public void GroupNormForward(Tensor x, Tensor? weight, Tensor? bias, int groups, double eps, Tensor y, Tensor mean, Tensor rstd)
+    public void GroupNormForward(Tensor x, Tensor? weight, Tensor? bias, int groups, double eps, Tensor y, Tensor mean, Tensor rstd, bool silu = false)
     {
         const string op = "group_norm";
         var (N, C, S) = GnCheck(op, x, groups, mean, rstd);
@@ -591,11 +591,11 @@ public sealed unsafe partial class CpuBackend
         if (y.DType != x.DType) throw new ArgumentException($"{op}: output is {y.DType.Name()}, input {x.DType.Name()}");
         RequireContiguous(y, op, "output");
         StatCheck(op, weight, C, x.DType, "weight"); StatCheck(op, bias, C, x.DType, "bias");
-        if (x.DType == DType.Float32) GnFwdT<float>(x.DataPtr<float>(), P<float>(weight), P<float>(bias), groups, eps, y.DataPtr<float>(), mean.DataPtr<float>(), rstd.DataPtr<float>(), N, C, S);
-        else GnFwdT<double>(x.DataPtr<double>(), P<double>(weight), P<double>(bias), groups, eps, y.DataPtr<double>(), mean.DataPtr<double>(), rstd.DataPtr<double>(), N, C, S);
+        if (x.DType == DType.Float32) GnFwdT<float>(x.DataPtr<float>(), P<float>(weight), P<float>(bias), groups, eps, y.DataPtr<float>(), mean.DataPtr<float>(), rstd.DataPtr<float>(), N, C, S, silu);
+        else GnFwdT<double>(x.DataPtr<double>(), P<double>(weight), P<double>(bias), groups, eps, y.DataPtr<double>(), mean.DataPtr<double>(), rstd.DataPtr<double>(), N, C, S, silu);
     }
 
-    private static void GnFwdT<T>(T* x, T* w, T* b, int G, double eps, T* y, T* mean, T* rstd, int N, int C, int S)
+    private static void GnFwdT<T>(T* x, T* w, T* b, int G, double eps, T* y, T* mean, T* rstd, int N, int C, int S, bool silu)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         nint px = (nint)x, pw = (nint)w, pb = (nint)b, py = (nint)y, pm = (nint)mean, pr = (nint)rstd;
@@ -618,6 +618,11 @@ public sealed unsafe partial class CpuBackend
                     double scale = r * (pw != 0 ? double.CreateTruncating(((T*)pw)[c]) : 1);
                     double shiftOut = (pb != 0 ? double.CreateTruncating(((T*)pb)[c]) : 0) - mu * scale;
                     NormMath<T>.Affine(xs + (long)j * S, ys + (long)j * S, S, scale, shiftOut);
+                    if (silu)   // the unary Silu's formula, on the slice just written (still in cache)
+                    {
+                        T* yj = ys + (long)j * S;
+                        for (int i = 0; i < S; i++) { var v = yj[i]; yj[i] = v * T.CreateTruncating(ScalarMath.Sigmoid(double.CreateTruncating(v))); }
+                    }
                 }
             }
         });

@@ -56,7 +56,7 @@ public sealed partial class CudaBackend
             training, View<float>(gx), ViewOrNull(gw), ViewOrNull(gb), n, c, s, 0, ViewOrNull(yc), ViewOrNull(gResidual));
     }
 
-    public void GroupNormForward(Tensor x, Tensor? weight, Tensor? bias, int groups, double eps, Tensor y, Tensor mean, Tensor rstd)
+    public void GroupNormForward(Tensor x, Tensor? weight, Tensor? bias, int groups, double eps, Tensor y, Tensor mean, Tensor rstd, bool silu = false)
     {
         const string op = "group_norm";
         RequireF32(op, x, weight, bias, y, mean, rstd);
@@ -64,7 +64,7 @@ public sealed partial class CudaBackend
         RequireDense(op, (weight, "weight"), (bias, "bias"), (y, "y"), (mean, "mean"), (rstd, "rstd"));
         using var xc = Dense(x);
         var (n, c, s) = Ncs(xc, op);
-        NormKernels.GroupNormForward(Acc, Stream, View<float>(xc), ViewOrNull(weight), ViewOrNull(bias), groups, (float)eps, View<float>(y), View<float>(mean), View<float>(rstd), n, c, s);
+        NormKernels.GroupNormForward(Acc, Stream, View<float>(xc), ViewOrNull(weight), ViewOrNull(bias), groups, (float)eps, View<float>(y), View<float>(mean), View<float>(rstd), n, c, s, silu: silu);
     }
 
     public void GroupNormBackward(Tensor x, Tensor gy, Tensor? weight, int groups, Tensor mean, Tensor rstd, Tensor gx, Tensor? gw, Tensor? gb)

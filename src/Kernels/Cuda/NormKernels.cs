@@ -37,6 +37,8 @@ internal static class NormKernels
     /// <summary>Batch norm's fused epilogue: add a residual (forward) / write its gradient (backward); relu (forward) /
     /// mask the upstream gradient by the forward output y &gt; 0 (backward).</summary>
     public const int FResidual = 128, FRelu = 256, FGradResidual = 512;
+    /// <summary>Group norm forward's fused epilogue: y ← silu(norm) (the VQ-VAE's swish(Normalize(x))).</summary>
+    public const int FSilu = 1024;
 
     // ================================================================== device helpers
 
@@ -280,7 +282,9 @@ internal static class NormKernels
                 int c = c0 + cur.Outer;
                 float scale = (p.Flags & FWeight) != 0 ? r * w[c] : r;
                 float bias = (p.Flags & FBias) != 0 ? b[c] : 0f;
-                y[off + i] = (x[off + i] - mu) * scale + bias;
+                float v = (x[off + i] - mu) * scale + bias;
+                // silu as the elementwise kernel computes it (ElementwiseOps.Silu), so the fused op is bit-identical
+                y[off + i] = (p.Flags & FSilu) != 0 ? v * KMath.SigmoidF(v) : v;
             }
         }
     }
@@ -469,7 +473,7 @@ internal static class NormKernels
 
     /// <summary>Group norm forward of x [N, C, S] with <paramref name="groups"/> groups; mean/rstd are [N, groups].</summary>
     public static void GroupNormForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float>? weight, ArrayView<float>? bias,
-        int groups, float eps, ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd, int n, int c, int s, int groupSize = 0)
+        int groups, float eps, ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd, int n, int c, int s, int groupSize = 0, bool silu = false)
     {
         const string op = "group_norm (cuda)";
         GnCheck(op, n, c, s, groups);
@@ -482,7 +486,7 @@ internal static class NormKernels
         if (n == 0) return;
         int gs = CheckGroup(acc, op, groupSize, (long)(c / groups) * s);
         var k = For(acc).GnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GnParams>(GroupNormForwardKernel);
-        var p = new GnParams { N = n, C = c, S = s, G = groups, Eps = eps, Flags = (weight is null ? 0 : FWeight) | (bias is null ? 0 : FBias) };
+        var p = new GnParams { N = n, C = c, S = s, G = groups, Eps = eps, Flags = (weight is null ? 0 : FWeight) | (bias is null ? 0 : FBias) | (silu ? FSilu : 0) };
         CudaRuntime.CountLaunch();
         k(stream ?? acc.DefaultStream, Config(n * groups, gs), x, weight ?? x, bias ?? x, y, mean, rstd, p);
     }

@@ -74,14 +74,8 @@ internal static class VqVaeUtil
     /// <summary>GroupNorm(32 groups, eps 1e-6, affine): the reference's <c>Normalize</c>.</summary>
     public static GroupNorm Normalize(int channels, DType dtype) => new(VqVaeResnetBlock.Groups, channels, 1e-6, dtype: dtype);
 
-    /// <summary>swish(GroupNorm(x)), freeing the normalised tensor.</summary>
-    public static Tensor NormSwish(GroupNorm norm, Tensor x)
-    {
-        var n = norm.Forward(x);
-        var s = n.Silu();
-        Drop(n);
-        return s;
-    }
+    /// <summary>swish(GroupNorm(x)): one fused pass in the frozen (no-gradient) tokenizer, the two ops otherwise.</summary>
+    public static Tensor NormSwish(GroupNorm norm, Tensor x) => norm.ForwardSilu(x);
 }
 
 /// <summary>
