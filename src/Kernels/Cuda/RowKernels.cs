@@ -277,7 +277,22 @@ internal static class RowKernels
             int rb = (int)(it / d), c = (int)(it - (long)rb * d);
             int r0 = rb * ParamRowsPerBlock, r1 = r0 + ParamRowsPerBlock < rows ? r0 + ParamRowsPerBlock : rows;
             float aw = 0f, ab = 0f;
-            for (int r = r0; r < r1; r++)
+            int r = r0;
+            // Four rows per trip with all 16 loads issued first (a thread's rows are a dependent chain of additions); the
+            // same rows in the same order as one per trip, so the partials are bit for bit those of the plain loop.
+            for (; r + 3 < r1; r += 4)
+            {
+                long o0 = (long)r * d + c, o1 = o0 + d, o2 = o1 + d, o3 = o2 + d;
+                float g0 = gy[o0], g1 = gy[o1], g2 = gy[o2], g3 = gy[o3];
+                float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
+                float m0 = mean[r], m1 = mean[r + 1], m2 = mean[r + 2], m3 = mean[r + 3];
+                float s0 = rstd[r], s1 = rstd[r + 1], s2 = rstd[r + 2], s3 = rstd[r + 3];
+                ab += g0; aw += g0 * ((x0 - m0) * s0);
+                ab += g1; aw += g1 * ((x1 - m1) * s1);
+                ab += g2; aw += g2 * ((x2 - m2) * s2);
+                ab += g3; aw += g3 * ((x3 - m3) * s3);
+            }
+            for (; r < r1; r++)
             {
                 long o = (long)r * d + c;
                 float g = gy[o];
@@ -296,7 +311,16 @@ internal static class RowKernels
         for (int c = Grid.GlobalIndex.X; c < d; c += Grid.DimX * Group.DimX)
         {
             float aw = 0f, ab = 0f;
-            for (int rb = 0; rb < nb; rb++) { aw += part[(long)rb * d + c]; ab += part[items + (long)rb * d + c]; }
+            int rb = 0;
+            for (; rb + 3 < nb; rb += 4)   // eight loads in flight, then the same additions in the same order
+            {
+                long o = (long)rb * d + c;
+                float w0 = part[o], w1 = part[o + d], w2 = part[o + 2L * d], w3 = part[o + 3L * d];
+                float b0 = part[items + o], b1 = part[items + o + d], b2 = part[items + o + 2L * d], b3 = part[items + o + 3L * d];
+                aw += w0; aw += w1; aw += w2; aw += w3;
+                ab += b0; ab += b1; ab += b2; ab += b3;
+            }
+            for (; rb < nb; rb++) { aw += part[(long)rb * d + c]; ab += part[items + (long)rb * d + c]; }
             if ((flags & 1) != 0) gw[c] = aw;
             if ((flags & 2) != 0) gb[c] = ab;
         }
