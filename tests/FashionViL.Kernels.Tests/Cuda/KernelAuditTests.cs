@@ -58,7 +58,8 @@ public class KernelAuditTests
     {
         var m = typeof(ElementwiseKernels).GetMethod("Map")!.MakeGenericMethod(typeof(float), typeof(float), typeof(UnaryOps.Gelu));
         Assert.That(KernelAudit.NameOf(m), Is.EqualTo("ElementwiseKernels.Map<Single,Single,UnaryOps.Gelu>"));
-        Assert.That(KernelAudit.NameOf(TensorCoreGemm.KernelMethod), Is.EqualTo("TensorCoreGemm.Kernel"));
+        Assert.That(KernelAudit.NameOf(TensorCoreGemm.KernelMethod()), Is.EqualTo("TensorCoreGemm.Kernel"));
+        Assert.That(KernelAudit.NameOf(TensorCoreGemm.KernelMethod(TensorCoreTile.Tile128x64)), Is.EqualTo("TensorCoreGemm.Kernel128"));
     }
 
     /// <summary>The 128×128 SGEMMs are compiled with __launch_bounds__(256, 2) for CUDA (≤ 128 registers: two groups per SM);
@@ -81,6 +82,6 @@ public class KernelAuditTests
     public void PtxIsaFollowsTheCompilerSetting()
     {
         using var c = new KernelAudit.PtxCompiler(7, 8);
-        Assert.That(c.Compile(KernelAudit.Entry(TensorCoreGemm.KernelMethod)), Does.Contain(".version 7.8"));
+        Assert.That(c.Compile(KernelAudit.Entry(TensorCoreGemm.KernelMethod())), Does.Contain(".version 7.8"));
     }
 }
