@@ -172,30 +172,54 @@ public static partial class TensorCoreGemm
         }
     }
 
-    /// <summary>Operand e (0..2047) of the A stage at (m0, k0), rounded: stage row/column from e in the order that makes
-    /// neighbouring threads read neighbouring addresses; zero outside the matrix.</summary>
+    // Slot p (0..255) of a stage holds A operands p + 256q (q < 8) and B operands p + 256q (q < 4), numbered in the order
+    // that makes neighbouring threads read neighbouring global addresses: A row-major (not transposed) e → (m e/16, k e%16),
+    // transposed e → (m e%128, k e/128); B row-major e → (k e/64, n e%64), transposed e → (k e%16, n e/16). Written for
+    // (p, q) so that q enters linearly: operand q of a slot is a fixed step (rows of the stored matrix) from operand 0.
+
+    /// <summary>Stage row m of A operand q of slot p.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint FetchA2(ArrayView<float> a, GemmShape s, long aOff, int m0, int k0, int e, bool ta, bool bf16)
+    private static int SlotAm(int p, int q, bool ta) => ta ? p & (BM2 - 1) : (p >> 4) + 16 * q;
+
+    /// <summary>Stage column k of A operand q of slot p.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int SlotAk(int p, int q, bool ta) => ta ? (p >> 7) + 2 * q : p & (BK - 1);
+
+    /// <summary>Stage row k of B operand q of slot p.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int SlotBk(int p, int q, bool tb) => tb ? p & (BK - 1) : (p >> 6) + 4 * q;
+
+    /// <summary>Stage column n of B operand q of slot p.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int SlotBn(int p, int q, bool tb) => tb ? (p >> 4) + 16 * q : p & (BN2 - 1);
+
+    /// <summary>A operand q of slot p of the stage at (m0, k0), as stored; zero outside the matrix.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float FetchA2(ArrayView<float> a, GemmShape s, long aOff, int m0, int k0, int p, int q, bool ta)
     {
-        int am = ta ? e % BM2 : e / BK, ak = ta ? e / BM2 : e % BK;
-        return Rounded(m0 + am < s.M && k0 + ak < s.K ? LoadA(a, s, aOff, m0 + am, k0 + ak) : 0f, bf16);
+        int m = m0 + SlotAm(p, q, ta), k = k0 + SlotAk(p, q, ta);
+        // one address whatever the layout (select the stored row and column first: ptxas kept both candidate 64-bit
+        // addresses of each operand live when the loads themselves were selected)
+        int row = ta ? k : m, col = ta ? m : k;
+        return m < s.M && k < s.K ? a[aOff + (long)row * s.Lda + col] : 0f;
     }
 
-    /// <summary>Where operand e of the A stage goes in an A buffer.</summary>
+    /// <summary>Where A operand q of slot p goes in an A buffer.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int PlaceA2(int e, bool ta) => ta ? e % BM2 * AStride + e / BM2 : e / BK * AStride + e % BK;
+    private static int PlaceA2(int p, int q, bool ta) => SlotAm(p, q, ta) * AStride + SlotAk(p, q, ta);
 
-    /// <summary>Operand e (0..1023) of the B stage at (k0, n0), rounded; zero outside the matrix.</summary>
+    /// <summary>B operand q of slot p of the stage at (k0, n0), as stored; zero outside the matrix.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint FetchB2(ArrayView<float> b, GemmShape s, long bOff, int k0, int n0, int e, bool tb, bool bf16)
+    private static float FetchB2(ArrayView<float> b, GemmShape s, long bOff, int k0, int n0, int p, int q, bool tb)
     {
-        int bn = tb ? e / BK : e % BN2, bk = tb ? e % BK : e / BN2;
-        return Rounded(n0 + bn < s.N && k0 + bk < s.K ? LoadB(b, s, bOff, k0 + bk, n0 + bn) : 0f, bf16);
+        int k = k0 + SlotBk(p, q, tb), n = n0 + SlotBn(p, q, tb);
+        int row = tb ? n : k, col = tb ? k : n;
+        return n < s.N && k < s.K ? b[bOff + (long)row * s.Ldb + col] : 0f;
     }
 
-    /// <summary>Where operand e of the B stage goes in a B buffer.</summary>
+    /// <summary>Where B operand q of slot p goes in a B buffer.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int PlaceB2(int e, bool tb) => tb ? e % BK * B2Stride + e / BK : e / BN2 * B2Stride + e % BN2;
+    private static int PlaceB2(int p, int q, bool tb) => SlotBk(p, q, tb) * B2Stride + SlotBn(p, q, tb);
 
     /// <summary>Stages the operands of slots <paramref name="slot0"/>, slot0 + <paramref name="step"/>, … (&lt; 256) of the
     /// stage at k0 into the buffers at <paramref name="aBuf"/> / <paramref name="bBuf"/>: slot p holds A operands p + 256q
@@ -208,13 +232,11 @@ public static partial class TensorCoreGemm
         {
             for (int q = 0; q < BM2 * BK / GpuGroupSize2; q++)
             {
-                int e = p + q * GpuGroupSize2;
-                sh[aBuf + PlaceA2(e, ta)] = FetchA2(a, s, aOff, m0, k0, e, ta, bf16);
+                sh[aBuf + PlaceA2(p, q, ta)] = Rounded(FetchA2(a, s, aOff, m0, k0, p, q, ta), bf16);
             }
             for (int q = 0; q < BK * BN2 / GpuGroupSize2; q++)
             {
-                int e = p + q * GpuGroupSize2;
-                sh[bBuf + PlaceB2(e, tb)] = FetchB2(b, s, bOff, k0, n0, e, tb, bf16);
+                sh[bBuf + PlaceB2(p, q, tb)] = Rounded(FetchB2(b, s, bOff, k0, n0, p, q, tb), bf16);
             }
         }
     }
@@ -255,15 +277,15 @@ public static partial class TensorCoreGemm
                     bool more = kt + 1 < kTiles;
                     int k1 = (kt + 1) * BK;
                     // the next stage's operands of this thread's slot, into registers before the mma of this stage
-                    uint pa0 = 0, pa1 = 0, pa2 = 0, pa3 = 0, pa4 = 0, pa5 = 0, pa6 = 0, pa7 = 0, pb0 = 0, pb1 = 0, pb2 = 0, pb3 = 0;
+                    float pa0 = 0f, pa1 = 0f, pa2 = 0f, pa3 = 0f, pa4 = 0f, pa5 = 0f, pa6 = 0f, pa7 = 0f, pb0 = 0f, pb1 = 0f, pb2 = 0f, pb3 = 0f;
                     if (more)
                     {
-                        pa0 = FetchA2(a, s, aOff, m0, k1, tid, ta, bf16); pa1 = FetchA2(a, s, aOff, m0, k1, tid + 256, ta, bf16);
-                        pa2 = FetchA2(a, s, aOff, m0, k1, tid + 512, ta, bf16); pa3 = FetchA2(a, s, aOff, m0, k1, tid + 768, ta, bf16);
-                        pa4 = FetchA2(a, s, aOff, m0, k1, tid + 1024, ta, bf16); pa5 = FetchA2(a, s, aOff, m0, k1, tid + 1280, ta, bf16);
-                        pa6 = FetchA2(a, s, aOff, m0, k1, tid + 1536, ta, bf16); pa7 = FetchA2(a, s, aOff, m0, k1, tid + 1792, ta, bf16);
-                        pb0 = FetchB2(b, s, bOff, k1, n0, tid, tb, bf16); pb1 = FetchB2(b, s, bOff, k1, n0, tid + 256, tb, bf16);
-                        pb2 = FetchB2(b, s, bOff, k1, n0, tid + 512, tb, bf16); pb3 = FetchB2(b, s, bOff, k1, n0, tid + 768, tb, bf16);
+                        pa0 = FetchA2(a, s, aOff, m0, k1, tid, 0, ta); pa1 = FetchA2(a, s, aOff, m0, k1, tid, 1, ta);
+                        pa2 = FetchA2(a, s, aOff, m0, k1, tid, 2, ta); pa3 = FetchA2(a, s, aOff, m0, k1, tid, 3, ta);
+                        pa4 = FetchA2(a, s, aOff, m0, k1, tid, 4, ta); pa5 = FetchA2(a, s, aOff, m0, k1, tid, 5, ta);
+                        pa6 = FetchA2(a, s, aOff, m0, k1, tid, 6, ta); pa7 = FetchA2(a, s, aOff, m0, k1, tid, 7, ta);
+                        pb0 = FetchB2(b, s, bOff, k1, n0, tid, 0, tb); pb1 = FetchB2(b, s, bOff, k1, n0, tid, 1, tb);
+                        pb2 = FetchB2(b, s, bOff, k1, n0, tid, 2, tb); pb3 = FetchB2(b, s, bOff, k1, n0, tid, 3, tb);
                     }
                     if (CudaAsm.IsSupported)
                         WarpStage128(sh.SubView(aCur, A2Words), sh.SubView(bCur, B2Words), r0, c0, g, t, bf16);
@@ -272,12 +294,12 @@ public static partial class TensorCoreGemm
                     if (more)
                     {
                         // nobody reads the other buffers now: their last readers finished before the previous barrier
-                        sh[aNxt + PlaceA2(tid, ta)] = pa0; sh[aNxt + PlaceA2(tid + 256, ta)] = pa1;
-                        sh[aNxt + PlaceA2(tid + 512, ta)] = pa2; sh[aNxt + PlaceA2(tid + 768, ta)] = pa3;
-                        sh[aNxt + PlaceA2(tid + 1024, ta)] = pa4; sh[aNxt + PlaceA2(tid + 1280, ta)] = pa5;
-                        sh[aNxt + PlaceA2(tid + 1536, ta)] = pa6; sh[aNxt + PlaceA2(tid + 1792, ta)] = pa7;
-                        sh[bNxt + PlaceB2(tid, tb)] = pb0; sh[bNxt + PlaceB2(tid + 256, tb)] = pb1;
-                        sh[bNxt + PlaceB2(tid + 512, tb)] = pb2; sh[bNxt + PlaceB2(tid + 768, tb)] = pb3;
+                        sh[aNxt + PlaceA2(tid, 0, ta)] = Rounded(pa0, bf16); sh[aNxt + PlaceA2(tid, 1, ta)] = Rounded(pa1, bf16);
+                        sh[aNxt + PlaceA2(tid, 2, ta)] = Rounded(pa2, bf16); sh[aNxt + PlaceA2(tid, 3, ta)] = Rounded(pa3, bf16);
+                        sh[aNxt + PlaceA2(tid, 4, ta)] = Rounded(pa4, bf16); sh[aNxt + PlaceA2(tid, 5, ta)] = Rounded(pa5, bf16);
+                        sh[aNxt + PlaceA2(tid, 6, ta)] = Rounded(pa6, bf16); sh[aNxt + PlaceA2(tid, 7, ta)] = Rounded(pa7, bf16);
+                        sh[bNxt + PlaceB2(tid, 0, tb)] = Rounded(pb0, bf16); sh[bNxt + PlaceB2(tid, 1, tb)] = Rounded(pb1, bf16);
+                        sh[bNxt + PlaceB2(tid, 2, tb)] = Rounded(pb2, bf16); sh[bNxt + PlaceB2(tid, 3, tb)] = Rounded(pb3, bf16);
                         StageSlots2(a, b, s, aOff, bOff, m0, n0, k1, sh, aNxt, bNxt, tid + nt, nt, ta, tb, bf16);
                     }
                     Group.Barrier();
