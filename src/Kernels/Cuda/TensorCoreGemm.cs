@@ -29,6 +29,12 @@ namespace FashionViL.Kernels.Cuda;
 /// The shared strides (A rows 20 words, B rows 40 words) make the fragment reads of a warp bank-conflict-free.
 /// </para>
 /// <para>
+/// A second tile, <see cref="TensorCoreTile.Tile128x64"/> (TensorCoreGemm.Tile128.cs: 128×64 C per 8 warps, 32×32 per
+/// warp, double-buffered stages with register prefetch), gives the same bits for the same inputs;
+/// <see cref="Launch(Accelerator, AcceleratorStream?, in GemmArgs, Precision, TensorCoreTile)"/> picks it explicitly, the
+/// four-argument Launch (what CudaBackend.MatMul calls) stays on 64×32.
+/// </para>
+/// <para>
 /// Status: the portable path is what CI tests (emulator, against the CPU backend under the same precision); the kernel
 /// compiles to PTX for sm_90 with both mma forms and assembles with ptxas 11.8 (12 HMMA, no local memory; `fashionvil
 /// bench ptx`). The mma path has NOT run on a GPU yet: the bf16 m16n8k16 form matched a CPU reference on an H100 in

@@ -78,6 +78,21 @@ public class KernelAuditTests
         Assert.That(GemmKernels.CudaLaunchBounds(GemmKernels.Best).MaxNumThreadsPerGroup, Is.EqualTo(GemmKernels.GpuGroupSize));
     }
 
+    /// <summary>The tensor-core GEMM's 128×64 tile gets (256, 2) through the audit's lookup as through its loader; 64×32 none.</summary>
+    [Test]
+    public void TheTensorCoreTilesCarryTheirLaunchBounds()
+    {
+        using var c = new KernelAudit.PtxCompiler();
+        foreach (var tile in TensorCoreGemm.Tiles)
+        {
+            var ptx = c.Compile(KernelAudit.Entry(TensorCoreGemm.KernelMethod(tile)));
+            bool bounded = tile == TensorCoreTile.Tile128x64;
+            Assert.That(ptx.Contains(".maxntid 256, 1, 1", StringComparison.Ordinal), Is.EqualTo(bounded), tile.ToString());
+            Assert.That(ptx.Contains(".minnctapersm 2", StringComparison.Ordinal), Is.EqualTo(bounded), tile.ToString());
+            Assert.That(KernelAudit.CudaLaunchBounds(TensorCoreGemm.KernelMethod(tile)), Is.EqualTo(TensorCoreGemm.CudaLaunchBounds(tile)));
+        }
+    }
+
     [Test]
     public void PtxIsaFollowsTheCompilerSetting()
     {
