@@ -94,35 +94,47 @@ public static partial class TensorCoreGemm
     {
         for (int ks = 0; ks < BK; ks += bf16 ? 16 : 8)
         {
-            uint a00 = AFrag(As, r0, g, t, ks, 0, bf16), a01 = AFrag(As, r0, g, t, ks, 1, bf16);
-            uint a02 = AFrag(As, r0, g, t, ks, 2, bf16), a03 = AFrag(As, r0, g, t, ks, 3, bf16);
-            uint a10 = AFrag(As, r0 + 16, g, t, ks, 0, bf16), a11 = AFrag(As, r0 + 16, g, t, ks, 1, bf16);
-            uint a12 = AFrag(As, r0 + 16, g, t, ks, 2, bf16), a13 = AFrag(As, r0 + 16, g, t, ks, 3, bf16);
-            uint b00 = BFrag(Bs, B2Stride, c0, g, t, ks, 0, bf16), b01 = BFrag(Bs, B2Stride, c0, g, t, ks, 1, bf16);
-            uint b10 = BFrag(Bs, B2Stride, c0 + 8, g, t, ks, 0, bf16), b11 = BFrag(Bs, B2Stride, c0 + 8, g, t, ks, 1, bf16);
-            uint b20 = BFrag(Bs, B2Stride, c0 + 16, g, t, ks, 0, bf16), b21 = BFrag(Bs, B2Stride, c0 + 16, g, t, ks, 1, bf16);
-            uint b30 = BFrag(Bs, B2Stride, c0 + 24, g, t, ks, 0, bf16), b31 = BFrag(Bs, B2Stride, c0 + 24, g, t, ks, 1, bf16);
             if (bf16)
             {
-                CudaAsm.Emit(Bf16 + "{fvld0,fvld1,fvld2,fvld3}" + Ops + "{fvld0,fvld1,fvld2,fvld3};", a00, a01, a02, a03, b00, b01);
-                CudaAsm.Emit(Bf16 + "{fvld4,fvld5,fvld6,fvld7}" + Ops + "{fvld4,fvld5,fvld6,fvld7};", a00, a01, a02, a03, b10, b11);
-                CudaAsm.Emit(Bf16 + "{fvld8,fvld9,fvld10,fvld11}" + Ops + "{fvld8,fvld9,fvld10,fvld11};", a00, a01, a02, a03, b20, b21);
-                CudaAsm.Emit(Bf16 + "{fvld12,fvld13,fvld14,fvld15}" + Ops + "{fvld12,fvld13,fvld14,fvld15};", a00, a01, a02, a03, b30, b31);
-                CudaAsm.Emit(Bf16 + "{fvld16,fvld17,fvld18,fvld19}" + Ops + "{fvld16,fvld17,fvld18,fvld19};", a10, a11, a12, a13, b00, b01);
-                CudaAsm.Emit(Bf16 + "{fvld20,fvld21,fvld22,fvld23}" + Ops + "{fvld20,fvld21,fvld22,fvld23};", a10, a11, a12, a13, b10, b11);
-                CudaAsm.Emit(Bf16 + "{fvld24,fvld25,fvld26,fvld27}" + Ops + "{fvld24,fvld25,fvld26,fvld27};", a10, a11, a12, a13, b20, b21);
-                CudaAsm.Emit(Bf16 + "{fvld28,fvld29,fvld30,fvld31}" + Ops + "{fvld28,fvld29,fvld30,fvld31};", a10, a11, a12, a13, b30, b31);
+                {
+                    uint a00 = AFrag(As, r0, g, t, ks, 0, true), a01 = AFrag(As, r0, g, t, ks, 1, true);
+                    uint a02 = AFrag(As, r0, g, t, ks, 2, true), a03 = AFrag(As, r0, g, t, ks, 3, true);
+                    uint a10 = AFrag(As, r0 + 16, g, t, ks, 0, true), a11 = AFrag(As, r0 + 16, g, t, ks, 1, true);
+                    uint a12 = AFrag(As, r0 + 16, g, t, ks, 2, true), a13 = AFrag(As, r0 + 16, g, t, ks, 3, true);
+                    uint b0 = BFrag(Bs, B2Stride, c0, g, t, ks, 0, true), b1 = BFrag(Bs, B2Stride, c0, g, t, ks, 1, true);
+                    CudaAsm.Emit(Bf16 + "{fvld0,fvld1,fvld2,fvld3}" + Ops + "{fvld0,fvld1,fvld2,fvld3};", a00, a01, a02, a03, b0, b1);
+                    CudaAsm.Emit(Bf16 + "{fvld16,fvld17,fvld18,fvld19}" + Ops + "{fvld16,fvld17,fvld18,fvld19};", a10, a11, a12, a13, b0, b1);
+                    b0 = BFrag(Bs, B2Stride, c0 + 8, g, t, ks, 0, true); b1 = BFrag(Bs, B2Stride, c0 + 8, g, t, ks, 1, true);
+                    CudaAsm.Emit(Bf16 + "{fvld4,fvld5,fvld6,fvld7}" + Ops + "{fvld4,fvld5,fvld6,fvld7};", a00, a01, a02, a03, b0, b1);
+                    CudaAsm.Emit(Bf16 + "{fvld20,fvld21,fvld22,fvld23}" + Ops + "{fvld20,fvld21,fvld22,fvld23};", a10, a11, a12, a13, b0, b1);
+                    b0 = BFrag(Bs, B2Stride, c0 + 16, g, t, ks, 0, true); b1 = BFrag(Bs, B2Stride, c0 + 16, g, t, ks, 1, true);
+                    CudaAsm.Emit(Bf16 + "{fvld8,fvld9,fvld10,fvld11}" + Ops + "{fvld8,fvld9,fvld10,fvld11};", a00, a01, a02, a03, b0, b1);
+                    CudaAsm.Emit(Bf16 + "{fvld24,fvld25,fvld26,fvld27}" + Ops + "{fvld24,fvld25,fvld26,fvld27};", a10, a11, a12, a13, b0, b1);
+                    b0 = BFrag(Bs, B2Stride, c0 + 24, g, t, ks, 0, true); b1 = BFrag(Bs, B2Stride, c0 + 24, g, t, ks, 1, true);
+                    CudaAsm.Emit(Bf16 + "{fvld12,fvld13,fvld14,fvld15}" + Ops + "{fvld12,fvld13,fvld14,fvld15};", a00, a01, a02, a03, b0, b1);
+                    CudaAsm.Emit(Bf16 + "{fvld28,fvld29,fvld30,fvld31}" + Ops + "{fvld28,fvld29,fvld30,fvld31};", a10, a11, a12, a13, b0, b1);
+                }
             }
             else
             {
-                CudaAsm.Emit(Tf32 + "{fvld0,fvld1,fvld2,fvld3}" + Ops + "{fvld0,fvld1,fvld2,fvld3};", a00, a01, a02, a03, b00, b01);
-                CudaAsm.Emit(Tf32 + "{fvld4,fvld5,fvld6,fvld7}" + Ops + "{fvld4,fvld5,fvld6,fvld7};", a00, a01, a02, a03, b10, b11);
-                CudaAsm.Emit(Tf32 + "{fvld8,fvld9,fvld10,fvld11}" + Ops + "{fvld8,fvld9,fvld10,fvld11};", a00, a01, a02, a03, b20, b21);
-                CudaAsm.Emit(Tf32 + "{fvld12,fvld13,fvld14,fvld15}" + Ops + "{fvld12,fvld13,fvld14,fvld15};", a00, a01, a02, a03, b30, b31);
-                CudaAsm.Emit(Tf32 + "{fvld16,fvld17,fvld18,fvld19}" + Ops + "{fvld16,fvld17,fvld18,fvld19};", a10, a11, a12, a13, b00, b01);
-                CudaAsm.Emit(Tf32 + "{fvld20,fvld21,fvld22,fvld23}" + Ops + "{fvld20,fvld21,fvld22,fvld23};", a10, a11, a12, a13, b10, b11);
-                CudaAsm.Emit(Tf32 + "{fvld24,fvld25,fvld26,fvld27}" + Ops + "{fvld24,fvld25,fvld26,fvld27};", a10, a11, a12, a13, b20, b21);
-                CudaAsm.Emit(Tf32 + "{fvld28,fvld29,fvld30,fvld31}" + Ops + "{fvld28,fvld29,fvld30,fvld31};", a10, a11, a12, a13, b30, b31);
+                {
+                    uint a00 = AFrag(As, r0, g, t, ks, 0, false), a01 = AFrag(As, r0, g, t, ks, 1, false);
+                    uint a02 = AFrag(As, r0, g, t, ks, 2, false), a03 = AFrag(As, r0, g, t, ks, 3, false);
+                    uint a10 = AFrag(As, r0 + 16, g, t, ks, 0, false), a11 = AFrag(As, r0 + 16, g, t, ks, 1, false);
+                    uint a12 = AFrag(As, r0 + 16, g, t, ks, 2, false), a13 = AFrag(As, r0 + 16, g, t, ks, 3, false);
+                    uint b0 = BFrag(Bs, B2Stride, c0, g, t, ks, 0, false), b1 = BFrag(Bs, B2Stride, c0, g, t, ks, 1, false);
+                    CudaAsm.Emit(Tf32 + "{fvld0,fvld1,fvld2,fvld3}" + Ops + "{fvld0,fvld1,fvld2,fvld3};", a00, a01, a02, a03, b0, b1);
+                    CudaAsm.Emit(Tf32 + "{fvld16,fvld17,fvld18,fvld19}" + Ops + "{fvld16,fvld17,fvld18,fvld19};", a10, a11, a12, a13, b0, b1);
+                    b0 = BFrag(Bs, B2Stride, c0 + 8, g, t, ks, 0, false); b1 = BFrag(Bs, B2Stride, c0 + 8, g, t, ks, 1, false);
+                    CudaAsm.Emit(Tf32 + "{fvld4,fvld5,fvld6,fvld7}" + Ops + "{fvld4,fvld5,fvld6,fvld7};", a00, a01, a02, a03, b0, b1);
+                    CudaAsm.Emit(Tf32 + "{fvld20,fvld21,fvld22,fvld23}" + Ops + "{fvld20,fvld21,fvld22,fvld23};", a10, a11, a12, a13, b0, b1);
+                    b0 = BFrag(Bs, B2Stride, c0 + 16, g, t, ks, 0, false); b1 = BFrag(Bs, B2Stride, c0 + 16, g, t, ks, 1, false);
+                    CudaAsm.Emit(Tf32 + "{fvld8,fvld9,fvld10,fvld11}" + Ops + "{fvld8,fvld9,fvld10,fvld11};", a00, a01, a02, a03, b0, b1);
+                    CudaAsm.Emit(Tf32 + "{fvld24,fvld25,fvld26,fvld27}" + Ops + "{fvld24,fvld25,fvld26,fvld27};", a10, a11, a12, a13, b0, b1);
+                    b0 = BFrag(Bs, B2Stride, c0 + 24, g, t, ks, 0, false); b1 = BFrag(Bs, B2Stride, c0 + 24, g, t, ks, 1, false);
+                    CudaAsm.Emit(Tf32 + "{fvld12,fvld13,fvld14,fvld15}" + Ops + "{fvld12,fvld13,fvld14,fvld15};", a00, a01, a02, a03, b0, b1);
+                    CudaAsm.Emit(Tf32 + "{fvld28,fvld29,fvld30,fvld31}" + Ops + "{fvld28,fvld29,fvld30,fvld31};", a10, a11, a12, a13, b0, b1);
+                }
             }
         }
     }

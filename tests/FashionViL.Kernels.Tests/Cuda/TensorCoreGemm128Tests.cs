@@ -196,7 +196,7 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
     [Test]
     public void CompilesToPtxForSm90WithLaunchBoundsAndNoLocalMemory()
     {
-        using var c = new KernelAudit.PtxCompiler();
+        using var c = new KernelAudit.PtxCompiler(7, 8);   // the ISA `fashionvil bench ptx` uses with ptxas 11.8
         var ptx = c.Compile(KernelAudit.Entry(TensorCoreGemm.KernelMethod(TensorCoreTile.Tile128x64)));
         if ((Environment.GetEnvironmentVariable("FVL_DUMP_PTX") ?? Environment.GetEnvironmentVariable("FVL_PTX_DUMP")) is { Length: > 0 } dir)
             File.WriteAllText(Path.Combine(dir, "tensor_core_gemm_128.ptx"), ptx);
