@@ -24,9 +24,10 @@ public enum TensorCoreTile
 // the warp reads 2 A fragments (one per m16, reused for the 4 n8 tiles) and 4 B fragments (one per n8, reused for the 2 m16
 // tiles) per k8 step and issues 16 TF32 m16n8k8 or 8 bf16 m16n8k16 mma: 2× the mma per fragment register of the 64×32 tile.
 //
-// Per stage the group stages A 128×16 and B 16×64 (3,072 operands, 12 per thread), rounded once as they are loaded;
-// the next stage's 12 operands are loaded from global memory into registers before the current stage's mma and stored into
-// the other shared buffer after them, one barrier per stage (as GemmKernels.Reg128PrefetchKernel does for fp32).
+// Per stage the group stages A 128×16 and B 16×64 (3,072 operands, 12 per thread), each rounded once as it is stored in
+// shared memory; the next stage's 12 operands are loaded from global memory into registers before the current stage's mma
+// and rounded and stored into the other shared buffer after them, one barrier per stage (as
+// GemmKernels.Reg128PrefetchKernel does for fp32).
 //
 // Shared memory: one uint buffer of 9,216 words (36,864 B), used as
 //   k loop:   A buffers at 0 and 2,560 (As[m·20 + k], 128 rows), B buffers at 5,120 and 6,272 (Bs[k·72 + n], 16 rows)
