@@ -2,6 +2,7 @@ using FashionViL.Tensors;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
+using System.Runtime.CompilerServices;
 
 namespace FashionViL.Kernels.Cuda;
 
@@ -29,6 +30,34 @@ public static partial class ConvKernels
     {
         if (m >= s.M || col < 0) return;
         o[col + m * s.OutStride + zOff] = v + (s.HasBias != 0 ? bias[m] : 0f);
+    }
+
+    /// <summary>
+    /// Stages one K step of a tensor-core tile, every operand rounded once as it is stored: A rows m0.. (bm × 16,
+    /// As[m·20 + k], element i → (m = i / 16, k = i % 16): consecutive threads walk k, contiguous in w and gy) through the K-row
+    /// tables at <paramref name="cur"/>, and B (16 × 2^<paramref name="bnShift"/>, Bs[k·bStride + n], element i → (k, n = i mod
+    /// the width): consecutive threads walk n, the output positions) through the column tables. Called with constants, so
+    /// ILGPU folds the sizes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StageTcStep(ArrayView<float> a, ArrayView<float> b, ConvGemmShape s, ArrayView<uint> As, ArrayView<uint> Bs,
+        int bm, int bnShift, int bStride, int m0, int cur, ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW,
+        ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW, bool isBf16, int tid, int nt)
+    {
+        for (int i = tid; i < bm * TcBK; i += nt)
+        {
+            int mm = i >> 4, kk = i & (TcBK - 1);
+            int ka = kA[cur + kk], m = m0 + mm;
+            float v = ka >= 0 && m < s.M ? a[ka + m * s.AStride] : 0f;
+            As[mm * TcAStride + kk] = TensorCoreGemm.Rounded(v, isBf16);
+        }
+        int bn = 1 << bnShift;
+        for (int i = tid; i < TcBK * bn; i += nt)
+        {
+            int kk = i >> bnShift, nn = i & (bn - 1);
+            float v = LoadB(b, s, cBase[nn], cH[nn], cW[nn], kBase[cur + kk], kH[cur + kk], kW[cur + kk]);
+            Bs[kk * bStride + nn] = TensorCoreGemm.Rounded(v, isBf16);
+        }
     }
 
     /// <summary>
@@ -70,21 +99,7 @@ public static partial class ConvKernels
             {
                 int cur = (kt & 1) * TcBK, nxt = TcBK - cur;
                 int k0 = kt * TcBK;
-                // A tile: element i → (m = i / 16, k = i % 16), consecutive threads walk k (contiguous in w and gy)
-                for (int i = tid; i < TcBM * TcBK; i += nt)
-                {
-                    int mm = i >> 4, kk = i & (TcBK - 1);
-                    int ka = kA[cur + kk], m = m0 + mm;
-                    float v = ka >= 0 && m < s.M ? a[ka + m * s.AStride] : 0f;
-                    As[mm * TcAStride + kk] = TensorCoreGemm.Rounded(v, isBf16);
-                }
-                // B tile: element i → (k = i / 32, n = i % 32), consecutive threads walk n (output positions)
-                for (int i = tid; i < TcBK * TcBN; i += nt)
-                {
-                    int kk = i >> 5, nn = i & (TcBN - 1);
-                    float v = LoadB(b, s, cBase[nn], cH[nn], cW[nn], kBase[cur + kk], kH[cur + kk], kW[cur + kk]);
-                    Bs[kk * TcBStride + nn] = TensorCoreGemm.Rounded(v, isBf16);
-                }
+                StageTcStep(a, b, s, As, Bs, TcBM, 5, TcBStride, m0, cur, cBase, cH, cW, kA, kBase, kH, kW, isBf16, tid, nt);
                 Group.Barrier();
                 // the next tile's K rows (buffer nxt was last read before the previous barrier)
                 if (kt + 1 < kTiles)
@@ -157,21 +172,7 @@ public static partial class ConvKernels
             {
                 int cur = (kt & 1) * TcBK, nxt = TcBK - cur;
                 int k0 = kt * TcBK;
-                // A tile: element i → (m = i / 16, k = i % 16), consecutive threads walk k
-                for (int i = tid; i < bm * TcBK; i += nt)
-                {
-                    int mm = i >> 4, kk = i & (TcBK - 1);
-                    int ka = kA[cur + kk], m = m0 + mm;
-                    float v = ka >= 0 && m < s.M ? a[ka + m * s.AStride] : 0f;
-                    As[mm * TcAStride + kk] = TensorCoreGemm.Rounded(v, isBf16);
-                }
-                // B tile: element i → (k = i / 64, n = i % 64), consecutive threads walk n (output positions)
-                for (int i = tid; i < TcBK * bn; i += nt)
-                {
-                    int kk = i >> 6, nn = i & (bn - 1);
-                    float v = LoadB(b, s, cBase[nn], cH[nn], cW[nn], kBase[cur + kk], kH[cur + kk], kW[cur + kk]);
-                    Bs[kk * bStride + nn] = TensorCoreGemm.Rounded(v, isBf16);
-                }
+                StageTcStep(a, b, s, As, Bs, bm, 6, bStride, m0, cur, cBase, cH, cW, kA, kBase, kH, kW, isBf16, tid, nt);
                 Group.Barrier();
                 // the next tile's K rows (buffer nxt was last read before the previous barrier)
                 if (kt + 1 < kTiles)
