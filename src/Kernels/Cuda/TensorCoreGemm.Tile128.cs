@@ -144,22 +144,26 @@ public static partial class TensorCoreGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void SpillAccumulators128(ArrayView<float> Cs, int r0, int c0, int g, int t)
     {
-        CudaAsm.Emit("mov.b32 %0, fvld0;", out Cs[CIndex128(r0, c0, g, t, 0, 0, 0)]); CudaAsm.Emit("mov.b32 %0, fvld1;", out Cs[CIndex128(r0, c0, g, t, 0, 0, 1)]);
-        CudaAsm.Emit("mov.b32 %0, fvld2;", out Cs[CIndex128(r0, c0, g, t, 0, 0, 2)]); CudaAsm.Emit("mov.b32 %0, fvld3;", out Cs[CIndex128(r0, c0, g, t, 0, 0, 3)]);
-        CudaAsm.Emit("mov.b32 %0, fvld4;", out Cs[CIndex128(r0, c0, g, t, 0, 1, 0)]); CudaAsm.Emit("mov.b32 %0, fvld5;", out Cs[CIndex128(r0, c0, g, t, 0, 1, 1)]);
-        CudaAsm.Emit("mov.b32 %0, fvld6;", out Cs[CIndex128(r0, c0, g, t, 0, 1, 2)]); CudaAsm.Emit("mov.b32 %0, fvld7;", out Cs[CIndex128(r0, c0, g, t, 0, 1, 3)]);
-        CudaAsm.Emit("mov.b32 %0, fvld8;", out Cs[CIndex128(r0, c0, g, t, 0, 2, 0)]); CudaAsm.Emit("mov.b32 %0, fvld9;", out Cs[CIndex128(r0, c0, g, t, 0, 2, 1)]);
-        CudaAsm.Emit("mov.b32 %0, fvld10;", out Cs[CIndex128(r0, c0, g, t, 0, 2, 2)]); CudaAsm.Emit("mov.b32 %0, fvld11;", out Cs[CIndex128(r0, c0, g, t, 0, 2, 3)]);
-        CudaAsm.Emit("mov.b32 %0, fvld12;", out Cs[CIndex128(r0, c0, g, t, 0, 3, 0)]); CudaAsm.Emit("mov.b32 %0, fvld13;", out Cs[CIndex128(r0, c0, g, t, 0, 3, 1)]);
-        CudaAsm.Emit("mov.b32 %0, fvld14;", out Cs[CIndex128(r0, c0, g, t, 0, 3, 2)]); CudaAsm.Emit("mov.b32 %0, fvld15;", out Cs[CIndex128(r0, c0, g, t, 0, 3, 3)]);
-        CudaAsm.Emit("mov.b32 %0, fvld16;", out Cs[CIndex128(r0, c0, g, t, 1, 0, 0)]); CudaAsm.Emit("mov.b32 %0, fvld17;", out Cs[CIndex128(r0, c0, g, t, 1, 0, 1)]);
-        CudaAsm.Emit("mov.b32 %0, fvld18;", out Cs[CIndex128(r0, c0, g, t, 1, 0, 2)]); CudaAsm.Emit("mov.b32 %0, fvld19;", out Cs[CIndex128(r0, c0, g, t, 1, 0, 3)]);
-        CudaAsm.Emit("mov.b32 %0, fvld20;", out Cs[CIndex128(r0, c0, g, t, 1, 1, 0)]); CudaAsm.Emit("mov.b32 %0, fvld21;", out Cs[CIndex128(r0, c0, g, t, 1, 1, 1)]);
-        CudaAsm.Emit("mov.b32 %0, fvld22;", out Cs[CIndex128(r0, c0, g, t, 1, 1, 2)]); CudaAsm.Emit("mov.b32 %0, fvld23;", out Cs[CIndex128(r0, c0, g, t, 1, 1, 3)]);
-        CudaAsm.Emit("mov.b32 %0, fvld24;", out Cs[CIndex128(r0, c0, g, t, 1, 2, 0)]); CudaAsm.Emit("mov.b32 %0, fvld25;", out Cs[CIndex128(r0, c0, g, t, 1, 2, 1)]);
-        CudaAsm.Emit("mov.b32 %0, fvld26;", out Cs[CIndex128(r0, c0, g, t, 1, 2, 2)]); CudaAsm.Emit("mov.b32 %0, fvld27;", out Cs[CIndex128(r0, c0, g, t, 1, 2, 3)]);
-        CudaAsm.Emit("mov.b32 %0, fvld28;", out Cs[CIndex128(r0, c0, g, t, 1, 3, 0)]); CudaAsm.Emit("mov.b32 %0, fvld29;", out Cs[CIndex128(r0, c0, g, t, 1, 3, 1)]);
-        CudaAsm.Emit("mov.b32 %0, fvld30;", out Cs[CIndex128(r0, c0, g, t, 1, 3, 2)]); CudaAsm.Emit("mov.b32 %0, fvld31;", out Cs[CIndex128(r0, c0, g, t, 1, 3, 3)]);
+        // CIndex128 is the lane's base plus a constant per register: one base address, 32 immediate offsets (ptxas had hoisted
+        // the 32 addresses out of every loop and spilled them when each was formed separately)
+        int b0 = CIndex128(r0, c0, g, t, 0, 0, 0);
+        var v = Cs.SubView(b0, Cs.Length - b0);
+        CudaAsm.Emit("mov.b32 %0, fvld0;", out v[CIndex128(0, 0, 0, 0, 0, 0, 0)]); CudaAsm.Emit("mov.b32 %0, fvld1;", out v[CIndex128(0, 0, 0, 0, 0, 0, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvld2;", out v[CIndex128(0, 0, 0, 0, 0, 0, 2)]); CudaAsm.Emit("mov.b32 %0, fvld3;", out v[CIndex128(0, 0, 0, 0, 0, 0, 3)]);
+        CudaAsm.Emit("mov.b32 %0, fvld4;", out v[CIndex128(0, 0, 0, 0, 0, 1, 0)]); CudaAsm.Emit("mov.b32 %0, fvld5;", out v[CIndex128(0, 0, 0, 0, 0, 1, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvld6;", out v[CIndex128(0, 0, 0, 0, 0, 1, 2)]); CudaAsm.Emit("mov.b32 %0, fvld7;", out v[CIndex128(0, 0, 0, 0, 0, 1, 3)]);
+        CudaAsm.Emit("mov.b32 %0, fvld8;", out v[CIndex128(0, 0, 0, 0, 0, 2, 0)]); CudaAsm.Emit("mov.b32 %0, fvld9;", out v[CIndex128(0, 0, 0, 0, 0, 2, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvld10;", out v[CIndex128(0, 0, 0, 0, 0, 2, 2)]); CudaAsm.Emit("mov.b32 %0, fvld11;", out v[CIndex128(0, 0, 0, 0, 0, 2, 3)]);
+        CudaAsm.Emit("mov.b32 %0, fvld12;", out v[CIndex128(0, 0, 0, 0, 0, 3, 0)]); CudaAsm.Emit("mov.b32 %0, fvld13;", out v[CIndex128(0, 0, 0, 0, 0, 3, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvld14;", out v[CIndex128(0, 0, 0, 0, 0, 3, 2)]); CudaAsm.Emit("mov.b32 %0, fvld15;", out v[CIndex128(0, 0, 0, 0, 0, 3, 3)]);
+        CudaAsm.Emit("mov.b32 %0, fvld16;", out v[CIndex128(0, 0, 0, 0, 1, 0, 0)]); CudaAsm.Emit("mov.b32 %0, fvld17;", out v[CIndex128(0, 0, 0, 0, 1, 0, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvld18;", out v[CIndex128(0, 0, 0, 0, 1, 0, 2)]); CudaAsm.Emit("mov.b32 %0, fvld19;", out v[CIndex128(0, 0, 0, 0, 1, 0, 3)]);
+        CudaAsm.Emit("mov.b32 %0, fvld20;", out v[CIndex128(0, 0, 0, 0, 1, 1, 0)]); CudaAsm.Emit("mov.b32 %0, fvld21;", out v[CIndex128(0, 0, 0, 0, 1, 1, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvld22;", out v[CIndex128(0, 0, 0, 0, 1, 1, 2)]); CudaAsm.Emit("mov.b32 %0, fvld23;", out v[CIndex128(0, 0, 0, 0, 1, 1, 3)]);
+        CudaAsm.Emit("mov.b32 %0, fvld24;", out v[CIndex128(0, 0, 0, 0, 1, 2, 0)]); CudaAsm.Emit("mov.b32 %0, fvld25;", out v[CIndex128(0, 0, 0, 0, 1, 2, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvld26;", out v[CIndex128(0, 0, 0, 0, 1, 2, 2)]); CudaAsm.Emit("mov.b32 %0, fvld27;", out v[CIndex128(0, 0, 0, 0, 1, 2, 3)]);
+        CudaAsm.Emit("mov.b32 %0, fvld28;", out v[CIndex128(0, 0, 0, 0, 1, 3, 0)]); CudaAsm.Emit("mov.b32 %0, fvld29;", out v[CIndex128(0, 0, 0, 0, 1, 3, 1)]);
+        CudaAsm.Emit("mov.b32 %0, fvld30;", out v[CIndex128(0, 0, 0, 0, 1, 3, 2)]); CudaAsm.Emit("mov.b32 %0, fvld31;", out v[CIndex128(0, 0, 0, 0, 1, 3, 3)]);
     }
 
     /// <summary>
@@ -234,6 +238,10 @@ public static partial class TensorCoreGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int PlaceB2(int p, int q, bool tb) => SlotBk(p, q, tb) * B2Stride + SlotBn(p, q, tb);
 
+    /// <summary><paramref name="x"/>[<paramref name="i"/>] when <paramref name="inside"/>, else 0 (zero padding; i is not read).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float LoadIf(ArrayView<float> x, long i, bool inside) => inside ? x[i] : 0f;
+
     /// <summary>Stages the operands of slots <paramref name="slot0"/>, slot0 + <paramref name="step"/>, … (&lt; 256) of the
     /// stage at k0 into the buffers at <paramref name="aBuf"/> / <paramref name="bBuf"/>: slot p holds A operands p + 256q
     /// (q &lt; 8) and B operands p + 256q (q &lt; 4). Used for the first stage, and for the slots no thread prefetches when the
@@ -293,12 +301,25 @@ public static partial class TensorCoreGemm
                     float pa0 = 0f, pa1 = 0f, pa2 = 0f, pa3 = 0f, pa4 = 0f, pa5 = 0f, pa6 = 0f, pa7 = 0f, pb0 = 0f, pb1 = 0f, pb2 = 0f, pb3 = 0f;
                     if (more)
                     {
-                        pa0 = FetchA2(a, s, aOff, m0, k1, tid, 0, ta); pa1 = FetchA2(a, s, aOff, m0, k1, tid, 1, ta);
-                        pa2 = FetchA2(a, s, aOff, m0, k1, tid, 2, ta); pa3 = FetchA2(a, s, aOff, m0, k1, tid, 3, ta);
-                        pa4 = FetchA2(a, s, aOff, m0, k1, tid, 4, ta); pa5 = FetchA2(a, s, aOff, m0, k1, tid, 5, ta);
-                        pa6 = FetchA2(a, s, aOff, m0, k1, tid, 6, ta); pa7 = FetchA2(a, s, aOff, m0, k1, tid, 7, ta);
-                        pb0 = FetchB2(b, s, bOff, k1, n0, tid, 0, tb); pb1 = FetchB2(b, s, bOff, k1, n0, tid, 1, tb);
-                        pb2 = FetchB2(b, s, bOff, k1, n0, tid, 2, tb); pb3 = FetchB2(b, s, bOff, k1, n0, tid, 3, tb);
+                        // one address per operand, advanced by a fixed step (operand q + 1 lies 16 rows of A below operand q, or
+                        // 2 rows when A is transposed; 4 or 16 rows of B), so nothing per operand is loop-invariant for ptxas to
+                        // hoist into registers of its own
+                        int am = m0 + SlotAm(tid, 0, ta), ak = k1 + SlotAk(tid, 0, ta), dm = ta ? 0 : 16, dk = ta ? 2 : 0;
+                        long ga = aOff + (long)(ta ? ak : am) * s.Lda + (ta ? am : ak), gaStep = (long)(ta ? 2 : 16) * s.Lda;
+                        pa0 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                        pa1 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                        pa2 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                        pa3 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                        pa4 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                        pa5 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                        pa6 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                        pa7 = LoadIf(a, ga, am < s.M && ak < s.K);
+                        int bk = k1 + SlotBk(tid, 0, tb), bn = n0 + SlotBn(tid, 0, tb), dbk = tb ? 0 : 4, dbn = tb ? 16 : 0;
+                        long gb = bOff + (long)(tb ? bn : bk) * s.Ldb + (tb ? bk : bn), gbStep = (long)(tb ? 16 : 4) * s.Ldb;
+                        pb0 = LoadIf(b, gb, bn < s.N && bk < s.K); gb += gbStep; bk += dbk; bn += dbn;
+                        pb1 = LoadIf(b, gb, bn < s.N && bk < s.K); gb += gbStep; bk += dbk; bn += dbn;
+                        pb2 = LoadIf(b, gb, bn < s.N && bk < s.K); gb += gbStep; bk += dbk; bn += dbn;
+                        pb3 = LoadIf(b, gb, bn < s.N && bk < s.K);
                     }
                     if (CudaAsm.IsSupported)
                         WarpStage128(sh.SubView(aCur, A2Words), sh.SubView(bCur, B2Words), r0, c0, g, t, bf16);
@@ -307,12 +328,14 @@ public static partial class TensorCoreGemm
                     if (more)
                     {
                         // nobody reads the other buffers now: their last readers finished before the previous barrier
-                        sh[aNxt + PlaceA2(tid, 0, ta)] = Rounded(pa0, bf16); sh[aNxt + PlaceA2(tid, 1, ta)] = Rounded(pa1, bf16);
-                        sh[aNxt + PlaceA2(tid, 2, ta)] = Rounded(pa2, bf16); sh[aNxt + PlaceA2(tid, 3, ta)] = Rounded(pa3, bf16);
-                        sh[aNxt + PlaceA2(tid, 4, ta)] = Rounded(pa4, bf16); sh[aNxt + PlaceA2(tid, 5, ta)] = Rounded(pa5, bf16);
-                        sh[aNxt + PlaceA2(tid, 6, ta)] = Rounded(pa6, bf16); sh[aNxt + PlaceA2(tid, 7, ta)] = Rounded(pa7, bf16);
-                        sh[bNxt + PlaceB2(tid, 0, tb)] = Rounded(pb0, bf16); sh[bNxt + PlaceB2(tid, 1, tb)] = Rounded(pb1, bf16);
-                        sh[bNxt + PlaceB2(tid, 2, tb)] = Rounded(pb2, bf16); sh[bNxt + PlaceB2(tid, 3, tb)] = Rounded(pb3, bf16);
+                        int sa = aNxt + PlaceA2(tid, 0, ta), saStep = PlaceA2(tid, 1, ta) - PlaceA2(tid, 0, ta);
+                        sh[sa] = Rounded(pa0, bf16); sh[sa + saStep] = Rounded(pa1, bf16); sa += 2 * saStep;
+                        sh[sa] = Rounded(pa2, bf16); sh[sa + saStep] = Rounded(pa3, bf16); sa += 2 * saStep;
+                        sh[sa] = Rounded(pa4, bf16); sh[sa + saStep] = Rounded(pa5, bf16); sa += 2 * saStep;
+                        sh[sa] = Rounded(pa6, bf16); sh[sa + saStep] = Rounded(pa7, bf16);
+                        int sb = bNxt + PlaceB2(tid, 0, tb), sbStep = PlaceB2(tid, 1, tb) - PlaceB2(tid, 0, tb);
+                        sh[sb] = Rounded(pb0, bf16); sh[sb + sbStep] = Rounded(pb1, bf16); sb += 2 * sbStep;
+                        sh[sb] = Rounded(pb2, bf16); sh[sb + sbStep] = Rounded(pb3, bf16);
                         StageSlots2(a, b, s, aOff, bOff, m0, n0, k1, sh, aNxt, bNxt, tid + nt, nt, ta, tb, bf16);
                     }
                     Group.Barrier();
