@@ -84,7 +84,7 @@ public class PtxAuditTests
         Assert.That(local, Is.Empty, string.Join("\n", local.Select(k => $"{k.Name}: stack {k.StackBytes}, spills {k.SpillStoreBytes}+{k.SpillLoadBytes}, LDL/STL {k.SassLocal}")));
         var gemm = _r.Kernels.Single(k => k.Name == "GemmKernels.Reg128PrefetchKernel");
         Assert.That(gemm.Registers, Is.LessThanOrEqualTo(128), "launch bounds (256, 2): two groups of 256 threads per SM");
-        foreach (var tc in new[] { "TensorCoreGemm.Kernel", "TensorCoreGemm.Kernel128", "ConvKernels.ConvGemmTcKernel" })
+        foreach (var tc in new[] { "TensorCoreGemm.Kernel", "TensorCoreGemm.Kernel128", "ConvKernels.ConvGemmTcKernel", "ConvKernels.ConvGemmTc128Kernel" })
         {
             var k = _r.Kernels.Single(x => x.Name == tc);
             Assert.That(k.StackBytes, Is.Zero, tc);
