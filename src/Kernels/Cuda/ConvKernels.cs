@@ -625,7 +625,7 @@ public static partial class ConvKernels
     private sealed class Loaded
     {
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>? Gemm, Gemm128;
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>? GemmTc;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>? GemmTc, GemmTc128;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? BiasGrad;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? SplitReduce;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>? MaxFwd;
@@ -701,7 +701,7 @@ public static partial class ConvKernels
 
     /// <summary>Fp32 → the implicit-GEMM kernel of version <paramref name="v"/>; Tf32/Bf16 → the tensor-core kernel (v is ignored).</summary>
     private static void LaunchGemm(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
-        ArrayView<float> bias, ConvGemmShape s, ConvVersion v, Precision precision)
+        ArrayView<float> bias, ConvGemmShape s, ConvVersion v, Precision precision, TensorCoreTile tcTile)
     {
         if (s.M == 0 || s.N == 0) return;
         if (s.Splits < 1)
@@ -710,7 +710,7 @@ public static partial class ConvKernels
         }
         if (precision != Precision.Fp32)
         {
-            LaunchTc(acc, stream, a, b, o, bias, s, precision);
+            LaunchTc(acc, stream, a, b, o, bias, s, precision, tcTile);
             return;
         }
         if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
@@ -768,7 +768,7 @@ public static partial class ConvKernels
     /// </summary>
     public static void Conv2dForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
         ArrayView<float> y, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
-        Precision precision = Precision.Fp32)
+        Precision precision = Precision.Fp32, TensorCoreTile tcTile = TensorCoreTile.Tile64x32)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d";
@@ -783,13 +783,13 @@ public static partial class ConvKernels
         s.Mode = (int)ConvMode.Forward;
         s.M = cout; s.N = batch * P; s.K = cin * kh * kw;
         s.AStride = s.K; s.OutStride = P; s.HasBias = bias.Length > 0 ? 1 : 0;
-        LaunchGemm(acc, stream, weight, x, y, bias, s, version, precision);
+        LaunchGemm(acc, stream, weight, x, y, bias, s, version, precision, tcTile);
     }
 
     /// <summary>gx [batch, cin, h, w] ← ∂conv2d/∂x given gy [batch, cout, Ho, Wo] (overwritten; no atomics, deterministic).</summary>
     public static void Conv2dBackwardInput(Accelerator acc, AcceleratorStream? stream, ArrayView<float> gy, ArrayView<float> weight,
         ArrayView<float> gx, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
-        Precision precision = Precision.Fp32)
+        Precision precision = Precision.Fp32, TensorCoreTile tcTile = TensorCoreTile.Tile64x32)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d backward (input)";
@@ -801,7 +801,7 @@ public static partial class ConvKernels
         s.Mode = (int)ConvMode.BackwardInput;
         s.M = cin; s.N = batch * h * w; s.K = cout * kh * kw;
         s.AStride = kh * kw; s.OutStride = h * w;
-        LaunchGemm(acc, stream, weight, gy, gx, default, s, version, precision);
+        LaunchGemm(acc, stream, weight, gy, gx, default, s, version, precision, tcTile);
     }
 
     /// <summary>
@@ -813,7 +813,7 @@ public static partial class ConvKernels
     /// </summary>
     public static void Conv2dBackwardWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> gy,
         ArrayView<float> gw, ArrayView<float> gb, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
-        ArrayView<float> workspace = default, int splits = 0, Precision precision = Precision.Fp32)
+        ArrayView<float> workspace = default, int splits = 0, Precision precision = Precision.Fp32, TensorCoreTile tcTile = TensorCoreTile.Tile64x32)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d backward (weight)";
@@ -851,14 +851,14 @@ public static partial class ConvKernels
         if (sp > 1)
         {
             s.Splits = sp; s.KChunk = chunk; s.SplitStride = (int)mn;
-            LaunchGemm(acc, stream, gy, x, workspace, default, s, version, precision);
+            LaunchGemm(acc, stream, gy, x, workspace, default, s, version, precision, tcTile);
             var l2 = For(acc);
             Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> r;
             lock (l2) r = l2.SplitReduce ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SplitReduceKernel);
             CudaRuntime.CountLaunch();
             r(stream ?? acc.DefaultStream, Flat(acc, mn), workspace, gw, (int)mn, sp);
         }
-        else LaunchGemm(acc, stream, gy, x, gw, default, s, version, precision);
+        else LaunchGemm(acc, stream, gy, x, gw, default, s, version, precision, tcTile);
         if (gb.Length > 0 && cout > 0)
         {
             var l = For(acc);

@@ -81,6 +81,8 @@ public static class KernelAudit
     {
         foreach (var v in GemmKernels.Versions)
             if (GemmKernels.KernelMethod(v) == kernel) return GemmKernels.CudaLaunchBounds(v);
+        foreach (var tile in TensorCoreGemm.Tiles)
+            if (TensorCoreGemm.KernelMethod(tile) == kernel || ConvKernels.TensorCoreKernelMethodFor(tile) == kernel) return TensorCoreGemm.CudaLaunchBounds(tile);
         return default;
     }
 

@@ -29,13 +29,19 @@ namespace FashionViL.Kernels.Cuda;
 /// The shared strides (A rows 20 words, B rows 40 words) make the fragment reads of a warp bank-conflict-free.
 /// </para>
 /// <para>
+/// A second tile, <see cref="TensorCoreTile.Tile128x64"/> (TensorCoreGemm.Tile128.cs: 128×64 C per 8 warps, 32×32 per
+/// warp, double-buffered stages with register prefetch), gives the same bits for the same inputs;
+/// <see cref="Launch(Accelerator, AcceleratorStream?, in GemmArgs, Precision, TensorCoreTile)"/> picks it explicitly, the
+/// four-argument Launch (what CudaBackend.MatMul calls) stays on 64×32.
+/// </para>
+/// <para>
 /// Status: the portable path is what CI tests (emulator, against the CPU backend under the same precision); the kernel
 /// compiles to PTX for sm_90 with both mma forms and assembles with ptxas 11.8 (12 HMMA, no local memory; `fashionvil
 /// bench ptx`). The mma path has NOT run on a GPU yet: the bf16 m16n8k16 form matched a CPU reference on an H100 in
 /// ilgpu-notes §2.10, the TF32 m16n8k8 form has never been tried on hardware. Correctness and speed on a GPU are owed.
 /// </para>
 /// </summary>
-public static class TensorCoreGemm
+public static partial class TensorCoreGemm
 {
     /// <summary>Rows of C per group (4 warps × 16 rows on CUDA).</summary>
     public const int BM = 64;
@@ -130,12 +136,16 @@ public static class TensorCoreGemm
 
     /// <summary>B register <paramref name="i"/> (0..1) of lane (g, t) for the n8 tile at column <paramref name="n0"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static uint BFrag(ArrayView<uint> Bs, int n0, int g, int t, int ks, int i, bool bf16)
+    internal static uint BFrag(ArrayView<uint> Bs, int n0, int g, int t, int ks, int i, bool bf16) => BFrag(Bs, BStride, n0, g, t, ks, i, bf16);
+
+    /// <summary><see cref="BFrag(ArrayView{uint}, int, int, int, int, int, bool)"/> for a B tile with row stride <paramref name="stride"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint BFrag(ArrayView<uint> Bs, int stride, int n0, int g, int t, int ks, int i, bool bf16)
     {
         int n = n0 + g;
-        if (!bf16) return Bs[(ks + t + (i != 0 ? 4 : 0)) * BStride + n];
+        if (!bf16) return Bs[(ks + t + (i != 0 ? 4 : 0)) * stride + n];
         int k = 2 * t + (i != 0 ? 8 : 0);
-        return Pack(Bs[k * BStride + n], Bs[(k + 1) * BStride + n]);
+        return Pack(Bs[k * stride + n], Bs[(k + 1) * stride + n]);
     }
 
     /// <summary>Where accumulator register <paramref name="i"/> (0..3) of n8 tile <paramref name="j"/> of lane (g, t) goes in the
@@ -207,11 +217,14 @@ public static class TensorCoreGemm
     }
 
     /// <summary>Element (k, n) of n8 tile j's B operand, from the lane and register the ISA assigns it.</summary>
-    private static float BElement(ArrayView<uint> Bs, int n0, int k, int n, int ks, bool bf16)
+    private static float BElement(ArrayView<uint> Bs, int n0, int k, int n, int ks, bool bf16) => BElement(Bs, BStride, n0, k, n, ks, bf16);
+
+    /// <summary><see cref="BElement(ArrayView{uint}, int, int, int, int, bool)"/> for a B tile with row stride <paramref name="stride"/>.</summary>
+    private static float BElement(ArrayView<uint> Bs, int stride, int n0, int k, int n, int ks, bool bf16)
     {
         if (!bf16)   // tf32: lane (g = n, t = k%4), register (k ≥ 4)
-            return Interop.IntAsFloat(BFrag(Bs, n0, n, k & 3, ks, k >= 4 ? 1 : 0, false));
-        uint reg = BFrag(Bs, n0, n, (k & 7) >> 1, ks, k >= 8 ? 1 : 0, true);
+            return Interop.IntAsFloat(BFrag(Bs, stride, n0, n, k & 3, ks, k >= 4 ? 1 : 0, false));
+        uint reg = BFrag(Bs, stride, n0, n, (k & 7) >> 1, ks, k >= 8 ? 1 : 0, true);
         return Interop.IntAsFloat((k & 1) == 0 ? reg << 16 : reg & 0xFFFF0000u);
     }
 
@@ -293,21 +306,41 @@ public static class TensorCoreGemm
 
     private sealed class Loaded
     {
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>? Kernel;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>? Kernel, Kernel128;
     }
 
-    // Holds the typed delegate (ILGPU's own kernel cache is weak) for as long as the accelerator lives.
+    // Holds the typed delegates (ILGPU's own kernel cache is weak) for as long as the accelerator lives.
     private static readonly ConditionalWeakTable<Accelerator, Loaded> Cache = new();
 
-    /// <summary>The kernel method (for offline PTX compilation in tests and tools).</summary>
-    public static System.Reflection.MethodInfo KernelMethod
-        => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Kernel).Method;
+    /// <summary>The kernel method of a tile (for offline PTX compilation in tests and tools).</summary>
+    public static System.Reflection.MethodInfo KernelMethod(TensorCoreTile tile = TensorCoreTile.Tile64x32) => tile switch
+    {
+        TensorCoreTile.Tile64x32 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Kernel).Method,
+        TensorCoreTile.Tile128x64 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Kernel128).Method,
+        _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "tensor-core GEMM: unknown tile"),
+    };
+
+    /// <summary>Every tile, for tuners and tests.</summary>
+    public static IReadOnlyList<TensorCoreTile> Tiles { get; } = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64];
+
+    /// <summary>The C tile (rows, columns) a group of <paramref name="tile"/> computes.</summary>
+    public static (int Rows, int Cols) TileShape(TensorCoreTile tile) => tile == TensorCoreTile.Tile128x64 ? (BM2, BN2) : (BM, BN);
 
     /// <summary>
-    /// Validates <paramref name="args"/> as <see cref="GemmKernels.Launch(Accelerator, AcceleratorStream?, in GemmArgs)"/> does and
-    /// enqueues the tensor-core GEMM with operands rounded to <paramref name="precision"/> (Tf32 or Bf16; Fp32 is refused:
-    /// that is <see cref="GemmKernels"/>' job). Nothing to do for an empty C; K = 0 gives C ← beta·C + bias.
+    /// The launch bounds (PTX .maxntid / .minnctapersm) the CUDA loader gives a tile: the 128×64 tile runs 256 threads and
+    /// asks for 2 groups per SM (≤ 128 registers per thread); the 64×32 tile gets none. Other accelerators get none.
     /// </summary>
+    public static KernelSpecialization CudaLaunchBounds(TensorCoreTile tile)
+        => tile == TensorCoreTile.Tile128x64 ? new KernelSpecialization(GpuGroupSize2, 2) : default;
+
+    /// <summary>Threads per group of <paramref name="tile"/> on <paramref name="acc"/>: the warp count the mma path needs on
+    /// CUDA; elsewhere (the portable path) the accelerator's largest group up to that.</summary>
+    public static int GroupSize(Accelerator acc, TensorCoreTile tile)
+    {
+        int gpu = tile == TensorCoreTile.Tile128x64 ? GpuGroupSize2 : GpuGroupSize;
+        return acc.AcceleratorType == AcceleratorType.Cuda ? gpu : Math.Min(gpu, acc.MaxNumThreadsPerGroup);
+    }
+
     /// <summary>mma.sync with tf32/bf16 operands needs sm_80 or newer; an older GPU gets an error naming the switch instead
     /// of a PTX load failure. (The CPU accelerator runs the portable path.)</summary>
     internal static void RequireTensorCores(Accelerator acc, Precision precision)
@@ -317,11 +350,23 @@ public static class TensorCoreGemm
                 $"compute capability 8.0 or newer; {cuda.Name} is {arch}. Use fp32 on this GPU.");
     }
 
+    /// <summary>
+    /// Validates <paramref name="args"/> as <see cref="GemmKernels.Launch(Accelerator, AcceleratorStream?, in GemmArgs)"/> does and
+    /// enqueues the tensor-core GEMM with operands rounded to <paramref name="precision"/> (Tf32 or Bf16; Fp32 is refused:
+    /// that is <see cref="GemmKernels"/>' job), on the 64×32 tile. Nothing to do for an empty C; K = 0 gives C ← beta·C + bias.
+    /// </summary>
     public static void Launch(Accelerator acc, AcceleratorStream? stream, in GemmArgs args, Precision precision)
+        => Launch(acc, stream, args, precision, TensorCoreTile.Tile64x32);
+
+    /// <summary>As <see cref="Launch(Accelerator, AcceleratorStream?, in GemmArgs, Precision)"/>, on the given tile (same bits
+    /// either way).</summary>
+    public static void Launch(Accelerator acc, AcceleratorStream? stream, in GemmArgs args, Precision precision, TensorCoreTile tile)
     {
         ArgumentNullException.ThrowIfNull(acc);
         if (precision is not (Precision.Tf32 or Precision.Bf16))
             throw new ArgumentException($"matmul (tensor cores): precision {precision} has no tensor-core path (Tf32 or Bf16); Fp32 runs GemmKernels", nameof(precision));
+        if (tile is not (TensorCoreTile.Tile64x32 or TensorCoreTile.Tile128x64))
+            throw new ArgumentOutOfRangeException(nameof(tile), tile, "matmul (tensor cores): unknown tile");
         GemmKernels.Validate(args);
         RequireTensorCores(acc, precision);
         if (args.M == 0 || args.N == 0 || args.Batch == 0) return;
@@ -333,14 +378,22 @@ public static class TensorCoreGemm
             Flags = (args.TransA ? FlagTransA : 0) | (args.TransB ? FlagTransB : 0) | (hasBias ? FlagBias : 0) | (args.Gelu ? FlagGelu : 0)
                 | (precision == Precision.Bf16 ? FlagBf16 : 0),
         };
-        // The mma path needs exactly 4 warps of 32; other accelerators run the portable path with their largest group (≤ 128).
-        int nt = acc.AcceleratorType == AcceleratorType.Cuda ? GpuGroupSize : Math.Min(GpuGroupSize, acc.MaxNumThreadsPerGroup);
-        int tilesM = (args.M + BM - 1) / BM, tilesN = (args.N + BN - 1) / BN;
-        var cfg = new KernelConfig(new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(args.Batch, 65535)), new Index3D(nt, 1, 1));
+        // The mma path needs exactly 4 (8) warps of 32; other accelerators run the portable path with their largest group.
+        int nt = GroupSize(acc, tile);
+        var (bm, bn) = TileShape(tile);
+        int tilesM = (args.M + bm - 1) / bm, tilesN = (args.N + bn - 1) / bn;
+        var grid = new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(args.Batch, 65535));
+        // The 128×64 tile's portable path keeps its emulated accumulators in dynamic shared memory; CUDA requests none.
+        var cfg = tile == TensorCoreTile.Tile128x64 && acc.AcceleratorType != AcceleratorType.Cuda
+            ? new KernelConfig(grid, new Index3D(nt, 1, 1), SharedMemoryConfig.RequestDynamic<float>(C2Words))
+            : new KernelConfig(grid, new Index3D(nt, 1, 1));
         var loaded = Cache.GetValue(acc, _ => new Loaded());
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> kernel;
         lock (loaded)
-            kernel = loaded.Kernel ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel);
+            kernel = tile == TensorCoreTile.Tile128x64
+                ? loaded.Kernel128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel128,
+                    acc.AcceleratorType == AcceleratorType.Cuda ? CudaLaunchBounds(tile) : default)
+                : loaded.Kernel ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel);
         var view = hasBias ? args.Bias : args.C;   // a valid dummy when there is no bias (never read)
         kernel(stream ?? acc.DefaultStream, cfg, args.A, args.B, args.C, view, s);
     }

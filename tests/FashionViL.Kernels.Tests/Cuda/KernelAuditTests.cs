@@ -58,7 +58,8 @@ public class KernelAuditTests
     {
         var m = typeof(ElementwiseKernels).GetMethod("Map")!.MakeGenericMethod(typeof(float), typeof(float), typeof(UnaryOps.Gelu));
         Assert.That(KernelAudit.NameOf(m), Is.EqualTo("ElementwiseKernels.Map<Single,Single,UnaryOps.Gelu>"));
-        Assert.That(KernelAudit.NameOf(TensorCoreGemm.KernelMethod), Is.EqualTo("TensorCoreGemm.Kernel"));
+        Assert.That(KernelAudit.NameOf(TensorCoreGemm.KernelMethod()), Is.EqualTo("TensorCoreGemm.Kernel"));
+        Assert.That(KernelAudit.NameOf(TensorCoreGemm.KernelMethod(TensorCoreTile.Tile128x64)), Is.EqualTo("TensorCoreGemm.Kernel128"));
     }
 
     /// <summary>The 128×128 SGEMMs are compiled with __launch_bounds__(256, 2) for CUDA (≤ 128 registers: two groups per SM);
@@ -77,10 +78,25 @@ public class KernelAuditTests
         Assert.That(GemmKernels.CudaLaunchBounds(GemmKernels.Best).MaxNumThreadsPerGroup, Is.EqualTo(GemmKernels.GpuGroupSize));
     }
 
+    /// <summary>The tensor-core GEMM's 128×64 tile gets (256, 2) through the audit's lookup as through its loader; 64×32 none.</summary>
+    [Test]
+    public void TheTensorCoreTilesCarryTheirLaunchBounds()
+    {
+        using var c = new KernelAudit.PtxCompiler();
+        foreach (var tile in TensorCoreGemm.Tiles)
+        {
+            var ptx = c.Compile(KernelAudit.Entry(TensorCoreGemm.KernelMethod(tile)));
+            bool bounded = tile == TensorCoreTile.Tile128x64;
+            Assert.That(ptx.Contains(".maxntid 256, 1, 1", StringComparison.Ordinal), Is.EqualTo(bounded), tile.ToString());
+            Assert.That(ptx.Contains(".minnctapersm 2", StringComparison.Ordinal), Is.EqualTo(bounded), tile.ToString());
+            Assert.That(KernelAudit.CudaLaunchBounds(TensorCoreGemm.KernelMethod(tile)), Is.EqualTo(TensorCoreGemm.CudaLaunchBounds(tile)));
+        }
+    }
+
     [Test]
     public void PtxIsaFollowsTheCompilerSetting()
     {
         using var c = new KernelAudit.PtxCompiler(7, 8);
-        Assert.That(c.Compile(KernelAudit.Entry(TensorCoreGemm.KernelMethod)), Does.Contain(".version 7.8"));
+        Assert.That(c.Compile(KernelAudit.Entry(TensorCoreGemm.KernelMethod())), Does.Contain(".version 7.8"));
     }
 }

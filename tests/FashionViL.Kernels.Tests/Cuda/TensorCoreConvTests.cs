@@ -90,9 +90,10 @@ public class TensorCoreConvTests() : EmulatorKernelTestBase(assertions: true, cu
         Assert.That(moved, Is.GreaterThan(10), $"{what}: the device result does not show the operand rounding");
     }
 
-    private void Check(Precision p, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams cp, bool bias, int seed, int splits = 1)
+    private void Check(Precision p, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams cp, bool bias, int seed, int splits = 1,
+        TensorCoreTile tile = TensorCoreTile.Tile64x32)
     {
-        string what = $"{p} x [{batch},{cin},{h},{w}] w [{cout},{cin},{kh},{kw}] {cp} bias {bias} splits {splits}";
+        string what = $"{p} x [{batch},{cin},{h},{w}] w [{cout},{cin},{kh},{kw}] {cp} bias {bias} splits {splits} {tile}";
         var (ho, wo) = ConvKernels.OutputSize(h, w, kh, kw, cp);
         var x = RandF(batch * cin * h * w, seed);
         var wt = RandF(cout * cin * kh * kw, seed + 1);
@@ -125,14 +126,24 @@ public class TensorCoreConvTests() : EmulatorKernelTestBase(assertions: true, cu
         using var dgx = Poisoned(Acc, cgx.Length);
         using var dgw = Poisoned(Acc, cgw.Length);
         using var ws = Acc.Allocate1D<float>(Math.Max(1, splits * cgw.Length));
-        ConvKernels.Conv2dForward(Acc, null, dx.View, dw.View, b is null ? default : db.View, dy.View, batch, cin, h, w, cout, kh, kw, cp, precision: p);
-        ConvKernels.Conv2dBackwardInput(Acc, null, dgy.View, dw.View, dgx.View, batch, cin, h, w, cout, kh, kw, cp, precision: p);
-        ConvKernels.Conv2dBackwardWeight(Acc, null, dx.View, dgy.View, dgw.View, default, batch, cin, h, w, cout, kh, kw, cp,
-            workspace: splits > 1 ? ws.View : default, splits: splits, precision: p);
-        Acc.Synchronize();
-        var ry = dy.GetAsArray1D()[..cy.Length];
-        var rgx = dgx.GetAsArray1D()[..cgx.Length];
-        var rgw = dgw.GetAsArray1D()[..cgw.Length];
+        (float[] Y, float[] Gx, float[] Gw) Run(TensorCoreTile tl)
+        {
+            ConvKernels.Conv2dForward(Acc, null, dx.View, dw.View, b is null ? default : db.View, dy.View, batch, cin, h, w, cout, kh, kw, cp, precision: p, tcTile: tl);
+            ConvKernels.Conv2dBackwardInput(Acc, null, dgy.View, dw.View, dgx.View, batch, cin, h, w, cout, kh, kw, cp, precision: p, tcTile: tl);
+            ConvKernels.Conv2dBackwardWeight(Acc, null, dx.View, dgy.View, dgw.View, default, batch, cin, h, w, cout, kh, kw, cp,
+                workspace: splits > 1 ? ws.View : default, splits: splits, precision: p, tcTile: tl);
+            Acc.Synchronize();
+            return (dy.GetAsArray1D()[..cy.Length], dgx.GetAsArray1D()[..cgx.Length], dgw.GetAsArray1D()[..cgw.Length]);
+        }
+        var (ry, rgx, rgw) = Run(tile);
+        if (tile != TensorCoreTile.Tile64x32)
+        {
+            // every output sees the same mma instructions in the same order on both tiles: the same bits
+            var (y64, gx64, gw64) = Run(TensorCoreTile.Tile64x32);
+            Assert.That(ry.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(y64.Select(BitConverter.SingleToInt32Bits)), $"{what} forward: {tile} vs 64x32");
+            Assert.That(rgx.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(gx64.Select(BitConverter.SingleToInt32Bits)), $"{what} backward input: {tile} vs 64x32");
+            Assert.That(rgw.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(gw64.Select(BitConverter.SingleToInt32Bits)), $"{what} backward weight: {tile} vs 64x32");
+        }
 
         var R = Conv64(p, x, wt, b, gy, batch, cin, h, w, cout, kh, kw, cp, ho, wo);
         Compare(what + " forward", ry, cy, R.Y, R.YAbs, R.YExact, cin * kh * kw);
@@ -151,6 +162,20 @@ public class TensorCoreConvTests() : EmulatorKernelTestBase(assertions: true, cu
             yield return new TestCaseData(p, 2, 3, 11, 10, 70, 3, 3, Conv2dParams.Symmetric(1, 1), false, 50, 2).SetName($"{p} 3x3 Cout 70 (two row tiles) split-K 2");
         }
     }
+
+    /// <summary>The 128×64 tile (<see cref="TensorCoreTile.Tile128x64"/>): against the CPU backend and the float64 reference as
+    /// above, and bitwise against the 64×32 tile on the same data (the launches write the same NaN-poisoned outputs).</summary>
+    public static IEnumerable<TestCaseData> Tile128Cases()
+    {
+        foreach (var p in new[] { Precision.Tf32, Precision.Bf16 })
+            yield return new TestCaseData(p, 2, 5, 7, 6, 9, 3, 3, Conv2dParams.Symmetric(1, 1), true, 10, 1).SetName($"{p} 128x64 tile 3x3 pad 1 batch 2 bias");
+        yield return new TestCaseData(Precision.Tf32, 2, 3, 5, 4, 130, 1, 1, Conv2dParams.Symmetric(1, 0), true, 60, 1).SetName("Tf32 128x64 tile 1x1 Cout 130 (two row tiles) bias");
+        yield return new TestCaseData(Precision.Bf16, 1, 6, 9, 8, 7, 3, 3, new Conv2dParams(2, 2, 0, 1, 0, 1), false, 20, 2).SetName("Bf16 128x64 tile 3x3 stride 2 asymmetric pad split-K 2");
+    }
+
+    [TestCaseSource(nameof(Tile128Cases))]
+    public void The128x64TileMatchesTheCpuBackendAndThe64x32TileBitwise(Precision p, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams cp, bool bias, int seed, int splits)
+        => Check(p, batch, cin, h, w, cout, kh, kw, cp, bias, seed, splits, TensorCoreTile.Tile128x64);
 
     [TestCaseSource(nameof(Cases))]
     public void MatchesTheCpuBackendAtTheSamePrecision(Precision p, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams cp, bool bias, int seed, int splits)
@@ -212,6 +237,18 @@ public class TensorCoreConvTests() : EmulatorKernelTestBase(assertions: true, cu
         Assert.That(ptx, Does.Not.Contain(".local"), "no local memory in the tensor-core kernel");
         Assert.That(ptx, Does.Contain(".reg .f32 fvlc<16>;"));
         Assert.That(System.Text.RegularExpressions.Regex.Count(ptx, @"mma\.sync"), Is.EqualTo(8), "one mma per n8 tile: 4 bf16, and 4 TF32 inside the two-step k8 loop");
+    }
+
+    [Test]
+    public void The128x64TileCompilesToPtxWithLaunchBoundsAndNoLocalMemory()
+    {
+        using var c = new KernelAudit.PtxCompiler(7, 8);
+        var ptx = c.Compile(KernelAudit.Entry(ConvKernels.TensorCoreKernelMethodFor(TensorCoreTile.Tile128x64)));
+        Assert.That(ptx, Does.Contain("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32").And.Contain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
+        Assert.That(ptx, Does.Contain(".reg .f32 fvld<32>;"));
+        Assert.That(ptx, Does.Not.Contain(".local"), "no local memory");
+        Assert.That(System.Text.RegularExpressions.Regex.Count(ptx, @"mma\.sync"), Is.EqualTo(16), "8 mma per k step of each form");
+        Assert.That(ptx, Does.Contain(".maxntid 256, 1, 1").And.Contain(".minnctapersm 2"), "launch bounds (256, 2)");
     }
 }
 

@@ -119,7 +119,7 @@ public class TensorCoreGemmTests() : EmulatorKernelTestBase(assertions: true, cu
     public void CompilesToPtxForSm90WithBothMmaForms()
     {
         using var ptxc = new Sm90Ptx();
-        var ptx = ptxc.Compile(TensorCoreGemm.KernelMethod, "tensor_core_gemm");
+        var ptx = ptxc.Compile(TensorCoreGemm.KernelMethod(), "tensor_core_gemm");
         Assert.That(ptx, Does.Contain(".entry"));
         Assert.That(ptx, Does.Contain("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"), "the TF32 tensor-core instruction");
         Assert.That(ptx, Does.Contain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"), "the bf16 tensor-core instruction");

@@ -51,7 +51,7 @@ public class PtxAuditTests
             .And.Contain("RowKernels.CrossEntropyForwardHardKernel").And.Contain("IndexKernels.VqLookupKernel")
             .And.Contain("ConvKernels.MaxPoolForwardKernel").And.Contain("ElementwiseKernels.Map<Single,Single,UnaryOps.Gelu>"));
         // and the variants chosen by shape or precision
-        Assert.That(Names, Does.Contain("TensorCoreGemm.Kernel").And.Contain("ConvKernels.ConvGemmTcKernel")
+        Assert.That(Names, Does.Contain("TensorCoreGemm.Kernel").And.Contain("TensorCoreGemm.Kernel128").And.Contain("ConvKernels.ConvGemmTcKernel")
             .And.Contain("GemmKernels.Reg128PrefetchKernel").And.Contain("ConvKernels.ConvGemm128Kernel"));
         Assert.That(_r.Failed, Is.Empty, string.Join("\n", _r.Failed.Select(k => $"{k.Name}: {k.Error}")));
         Assert.That(_json.GetProperty("clean").GetBoolean(), Is.True);
@@ -65,6 +65,7 @@ public class PtxAuditTests
         var bad = _r.Kernels.Where(k => k.PtxLocalBytes > 0 && !KernelAudit.AcceptedLocalMemory.ContainsKey(k.Name)).ToList();
         Assert.That(bad, Is.Empty, string.Join("\n", bad.Select(k => $"{k.Name}: {k.PtxLocalBytes} B of .local")));
         Assert.That(_r.Kernels.Single(k => k.Name == "TensorCoreGemm.Kernel").PtxLocalBytes, Is.Zero);
+        Assert.That(_r.Kernels.Single(k => k.Name == "TensorCoreGemm.Kernel128").PtxLocalBytes, Is.Zero);
     }
 
     [Test]
@@ -83,12 +84,18 @@ public class PtxAuditTests
         Assert.That(local, Is.Empty, string.Join("\n", local.Select(k => $"{k.Name}: stack {k.StackBytes}, spills {k.SpillStoreBytes}+{k.SpillLoadBytes}, LDL/STL {k.SassLocal}")));
         var gemm = _r.Kernels.Single(k => k.Name == "GemmKernels.Reg128PrefetchKernel");
         Assert.That(gemm.Registers, Is.LessThanOrEqualTo(128), "launch bounds (256, 2): two groups of 256 threads per SM");
-        foreach (var tc in new[] { "TensorCoreGemm.Kernel", "ConvKernels.ConvGemmTcKernel" })
+        foreach (var tc in new[] { "TensorCoreGemm.Kernel", "TensorCoreGemm.Kernel128", "ConvKernels.ConvGemmTcKernel", "ConvKernels.ConvGemmTc128Kernel" })
         {
             var k = _r.Kernels.Single(x => x.Name == tc);
             Assert.That(k.StackBytes, Is.Zero, tc);
             if (k.Sass is not null) Assert.That(k.SassHmma, Is.GreaterThanOrEqualTo(8), $"{tc}: mma.sync became HMMA");
         }
+        // the 128×64 tile: launch bounds (256, 2) keep it at ≤ 128 registers (two groups per SM), its 32 accumulators
+        // and 12 prefetched operands per lane without spills, in ≤ 48 KB of static shared memory
+        var tc128 = _r.Kernels.Single(k => k.Name == "TensorCoreGemm.Kernel128");
+        Assert.That(tc128.Registers, Is.LessThanOrEqualTo(128), "TensorCoreGemm.Kernel128 registers");
+        Assert.That(tc128.SharedBytes, Is.GreaterThan(0).And.LessThanOrEqualTo(48 * 1024), "TensorCoreGemm.Kernel128 static shared memory (the portable path's tile is dynamic, never requested on CUDA)");
+        if (tc128.Sass is not null) Assert.That(tc128.SassHmma, Is.EqualTo(16), "TensorCoreGemm.Kernel128: 8 HMMA per k step of each form");
     }
 
     [Test]
