@@ -663,11 +663,12 @@ public static partial class ConvKernels
     /// cout × cin·kh·kw, so without a split ResNet-50's early layers would occupy a handful of multiprocessors (the stem's
     /// 64 × 147 weight gradient is 3 tiles of 64 with K = 64·112² at batch 64; layer1's 64 × 64 1×1 is 1 tile).
     /// </summary>
-    private static long WantedSplits(Accelerator acc, int m, int n, int k, ConvVersion version, Precision precision)
+    private static long WantedSplits(Accelerator acc, int m, int n, int k, ConvVersion version, Precision precision, TensorCoreTile? tcTile = null)
     {
         if (version == ConvVersion.Auto) version = Choose(acc, m, n);
-        int tileM = precision != Precision.Fp32 ? TcBM : version == ConvVersion.Tile128 ? BM2 : BM;
-        int tileN = precision != Precision.Fp32 ? TcBN : version == ConvVersion.Tile128 ? BN2 : BN;
+        var tc = TensorCoreGemm.TileShape(tcTile ?? TensorCoreGemm.Choose(acc, m, n));
+        int tileM = precision != Precision.Fp32 ? tc.Rows : version == ConvVersion.Tile128 ? BM2 : BM;
+        int tileN = precision != Precision.Fp32 ? tc.Cols : version == ConvVersion.Tile128 ? BN2 : BN;
         long tiles = (long)((m + tileM - 1) / tileM) * ((n + tileN - 1) / tileN);
         long want = (2L * acc.NumMultiprocessors + tiles - 1) / tiles;
         return Math.Clamp(Math.Min(want, Math.Max(1, k / 256)), 1, 65535);
@@ -701,7 +702,7 @@ public static partial class ConvKernels
 
     /// <summary>Fp32 → the implicit-GEMM kernel of version <paramref name="v"/>; Tf32/Bf16 → the tensor-core kernel (v is ignored).</summary>
     private static void LaunchGemm(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
-        ArrayView<float> bias, ConvGemmShape s, ConvVersion v, Precision precision, TensorCoreTile tcTile)
+        ArrayView<float> bias, ConvGemmShape s, ConvVersion v, Precision precision, TensorCoreTile? tcTile)
     {
         if (s.M == 0 || s.N == 0) return;
         if (s.Splits < 1)
@@ -710,7 +711,7 @@ public static partial class ConvKernels
         }
         if (precision != Precision.Fp32)
         {
-            LaunchTc(acc, stream, a, b, o, bias, s, precision, tcTile);
+            LaunchTc(acc, stream, a, b, o, bias, s, precision, tcTile ?? TensorCoreGemm.Choose(acc, s.M, s.N));
             return;
         }
         if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
@@ -768,7 +769,7 @@ public static partial class ConvKernels
     /// </summary>
     public static void Conv2dForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
         ArrayView<float> y, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
-        Precision precision = Precision.Fp32, TensorCoreTile tcTile = TensorCoreTile.Tile64x32)
+        Precision precision = Precision.Fp32, TensorCoreTile? tcTile = null)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d";
@@ -789,7 +790,7 @@ public static partial class ConvKernels
     /// <summary>gx [batch, cin, h, w] ← ∂conv2d/∂x given gy [batch, cout, Ho, Wo] (overwritten; no atomics, deterministic).</summary>
     public static void Conv2dBackwardInput(Accelerator acc, AcceleratorStream? stream, ArrayView<float> gy, ArrayView<float> weight,
         ArrayView<float> gx, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
-        Precision precision = Precision.Fp32, TensorCoreTile tcTile = TensorCoreTile.Tile64x32)
+        Precision precision = Precision.Fp32, TensorCoreTile? tcTile = null)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d backward (input)";
@@ -813,7 +814,7 @@ public static partial class ConvKernels
     /// </summary>
     public static void Conv2dBackwardWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> gy,
         ArrayView<float> gw, ArrayView<float> gb, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
-        ArrayView<float> workspace = default, int splits = 0, Precision precision = Precision.Fp32, TensorCoreTile tcTile = TensorCoreTile.Tile64x32)
+        ArrayView<float> workspace = default, int splits = 0, Precision precision = Precision.Fp32, TensorCoreTile? tcTile = null)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d backward (weight)";
@@ -834,7 +835,7 @@ public static partial class ConvKernels
         if (version == ConvVersion.Auto) version = Choose(acc, s.M, s.N);
         if (mn > 0 && s.K > 0 && workspace.Length >= 2 * mn)
         {
-            long want = splits > 0 ? splits : WantedSplits(acc, s.M, s.N, s.K, version, precision);
+            long want = splits > 0 ? splits : WantedSplits(acc, s.M, s.N, s.K, version, precision, tcTile);
             long cap = Math.Min(workspace.Length / mn, splits > 0 ? long.MaxValue : Math.Max(1, s.K / 256));
             sp = (int)Math.Clamp(Math.Min(want, cap), 1, 65535);
         }

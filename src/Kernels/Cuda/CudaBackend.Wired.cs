@@ -56,7 +56,7 @@ public sealed partial class CudaBackend
             return;
         }
         if (precision == Precision.Fp32) GemmKernels.Launch(Acc, Stream, args);
-        else TensorCoreGemm.Launch(Acc, Stream, args, precision);
+        else TensorCoreGemm.Launch(Acc, Stream, args, precision, TensorCoreGemm.Choose(Acc, args.M, args.N));
         CudaRuntime.CountLaunch();   // either launcher enqueues exactly one kernel when C is not empty
     }
 

@@ -21,8 +21,8 @@ public static class GemmSplitK
     public const int MinChunk = 256;
 
     /// <summary>The tile of C each group of the kernel <see cref="CudaBackend.MatMul"/> would run covers.</summary>
-    private static (int M, int N) Tile(Precision precision)
-        => precision == Precision.Fp32 ? GemmKernels.TileOf(GemmKernels.Best) : (TensorCoreGemm.BM, TensorCoreGemm.BN);
+    private static (int M, int N) Tile(Accelerator acc, int m, int n, Precision precision)
+        => precision == Precision.Fp32 ? GemmKernels.TileOf(GemmKernels.Best) : TensorCoreGemm.TileShape(TensorCoreGemm.Choose(acc, m, n));
 
     /// <summary>
     /// How many K chunks to compute <paramref name="args"/> in (1: run it as one GEMM). Only a single (unbatched) GEMM whose
@@ -33,7 +33,7 @@ public static class GemmSplitK
     {
         ArgumentNullException.ThrowIfNull(acc);
         if (args.Batch != 1 || args.M <= 0 || args.N <= 0 || args.K < 2 * MinChunk) return 1;
-        var (tm, tn) = Tile(precision);
+        var (tm, tn) = Tile(acc, args.M, args.N, precision);
         long tiles = (long)((args.M + tm - 1) / tm) * ((args.N + tn - 1) / tn);
         int sms = Math.Max(1, acc.NumMultiprocessors);
         if (tiles >= sms) return 1;
@@ -104,7 +104,7 @@ public static class GemmSplitK
     private static void Run(Accelerator acc, AcceleratorStream? stream, in GemmArgs a, Precision precision)
     {
         if (precision == Precision.Fp32) GemmKernels.Launch(acc, stream, a);
-        else TensorCoreGemm.Launch(acc, stream, a, precision);
+        else TensorCoreGemm.Launch(acc, stream, a, precision, TensorCoreGemm.Choose(acc, a.M, a.N));
     }
 
     /// <summary>c[m·ldc + n] ← epilogue(Σ_z ws[z·M·N + m·N + n]) for z = 0..K−1 in order (s.K holds the partial count).</summary>

@@ -323,6 +323,19 @@ public static partial class TensorCoreGemm
     /// <summary>Every tile, for tuners and tests.</summary>
     public static IReadOnlyList<TensorCoreTile> Tiles { get; } = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64];
 
+    /// <summary>
+    /// The tile the CUDA backend runs for an M × N product (by design until a GPU has timed both): the 128×64 tile (twice
+    /// the operand reuse of 64×32, half the global traffic per flop) once its tiles alone give every multiprocessor one
+    /// group, else the 64×32 tile, whose four times as many groups fill the device on smaller products. Both tiles give
+    /// the same bits (tested on the emulator), so the choice never changes a result.
+    /// </summary>
+    public static TensorCoreTile Choose(Accelerator acc, int m, int n)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        long tiles128 = (long)((m + BM2 - 1) / BM2) * ((n + BN2 - 1) / BN2);
+        return tiles128 >= acc.NumMultiprocessors ? TensorCoreTile.Tile128x64 : TensorCoreTile.Tile64x32;
+    }
+
     /// <summary>The C tile (rows, columns) a group of <paramref name="tile"/> computes.</summary>
     public static (int Rows, int Cols) TileShape(TensorCoreTile tile) => tile == TensorCoreTile.Tile128x64 ? (BM2, BN2) : (BM, BN);
 

@@ -1,0 +1,69 @@
+using FashionViL.Kernels.Cuda;
+
+namespace FashionViL.Kernels.Tests.Cuda;
+
+/// <summary>
+/// Which tensor-core tile the CUDA backend runs (<see cref="TensorCoreGemm.Choose"/>): 128×64 once its tiles give every
+/// multiprocessor a group, else 64×32; the wired matmul and convolution follow it (checked through the kernels the
+/// emulated device has loaded) and match the CPU backend under the same precision.
+/// </summary>
+[Category("Cuda"), NonParallelizable]
+public class CudaTensorCoreTileTests : CudaTestBase
+{
+    [Test]
+    public void TheRuleFillsTheDeviceFirst()
+    {
+        var acc = Dev.Runtime.Accelerator;
+        int sms = acc.NumMultiprocessors;
+        Assert.That(TensorCoreGemm.Choose(acc, 128 * sms, 64), Is.EqualTo(TensorCoreTile.Tile128x64), "exactly one 128×64 tile per multiprocessor");
+        Assert.That(TensorCoreGemm.Choose(acc, 128 * sms - 128, 64), Is.EqualTo(TensorCoreTile.Tile64x32), "one short");
+        Assert.That(TensorCoreGemm.Choose(acc, 1, 1), Is.EqualTo(TensorCoreTile.Tile64x32));
+    }
+
+    private static bool Loaded(System.Reflection.MethodInfo kernel)
+        => KernelAudit.LoadedKernels(Dev.Runtime.Accelerator).Any(e => e.MethodSource == kernel);
+
+    [Test]
+    public void TheWiredMatMulRunsTheChosenTile()
+    {
+        using var scope = Tensor.Scope();
+        int sms = Dev.Runtime.Accelerator.NumMultiprocessors;
+        // M = 128·SMs + 3 rows: 128×64 tiles enough for every multiprocessor (and a partial row tile)
+        int m = 128 * sms + 3, n = 70, k = 33;
+        var a = Rand([m, k], 81, lo: -1, hi: 1);
+        var b = Rand([k, n], 82, lo: -1, hi: 1);
+        var want = Tensor.Empty([m, n]);
+        var got = Tensor.Empty([m, n], DType.Float32, Gpu);
+        using (MatMulPrecision.Use(Precision.Tf32))
+        {
+            Cpu.MatMul(a, b, want, false, false);
+            Dev.MatMul(Up(a), Up(b), got, false, false);
+        }
+        Assert.That(Loaded(TensorCoreGemm.KernelMethod(TensorCoreTile.Tile128x64)), Is.True, "the 128×64 kernel ran");
+        // operands in [-1, 1]: (K + 3)·2⁻²⁴·K per backend, 3× between them (as TensorCoreGemmTests)
+        AssertSame(got, want, 0, 3 * (k + 3) * Math.Pow(2, -24) * k, "tf32 matmul, 128×64 tile");
+    }
+
+    [Test]
+    public void TheWiredConvolutionRunsTheChosenTile()
+    {
+        using var scope = Tensor.Scope();
+        int sms = Dev.Runtime.Accelerator.NumMultiprocessors;
+        // forward GEMM: M = cout = 8, N = batch·Ho·Wo = 2·16·(8·sms) ≥ 64·sms: 128×64 tiles ≥ SMs
+        int cout = 8, cin = 3, h = 16, w = 8 * sms;
+        var cp = Conv2dParams.Symmetric(1, 1);
+        var x = Rand([2, cin, h, w], 83, lo: -1, hi: 1);
+        var wt = Rand([cout, cin, 3, 3], 84, lo: -1, hi: 1);
+        Assert.That(TensorCoreGemm.Choose(Dev.Runtime.Accelerator, cout, 2 * h * w), Is.EqualTo(TensorCoreTile.Tile128x64));
+        var want = Tensor.Empty([2, cout, h, w]);
+        var got = Tensor.Empty([2, cout, h, w], DType.Float32, Gpu);
+        using (MatMulPrecision.Use(Precision.Tf32))
+        {
+            Cpu.Conv2dForward(x, wt, null, want, cp);
+            Dev.Conv2dForward(Up(x), Up(wt), null, got, cp);
+        }
+        Assert.That(Loaded(ConvKernels.TensorCoreKernelMethodFor(TensorCoreTile.Tile128x64)), Is.True, "the 128×64 conv kernel ran");
+        int terms = cin * 9;
+        AssertSame(got, want, 0, 3 * (terms + 3) * Math.Pow(2, -24) * terms, "tf32 conv, 128×64 tile");
+    }
+}
