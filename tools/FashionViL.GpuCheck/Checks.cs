@@ -17,7 +17,9 @@ public static class Checks
 {
     private sealed record Case(string Op, int[][] Shapes, Func<Tensor[], Tensor> F, double Tol, double Lo = -2, double Hi = 2, bool Grad = true);
 
-    private static IEnumerable<Case> Cases()
+    /// <summary>The cases; <paramref name="sms"/> (the device's multiprocessors) sizes those that must reach a path chosen
+    /// by how many tiles fill the device, so that they reach it on an H100 and stay small on the 2-SM emulator.</summary>
+    private static IEnumerable<Case> Cases(int sms)
     {
         foreach (var (name, f) in new (string, Func<Tensor, Tensor>)[]
         {
@@ -96,6 +98,18 @@ public static class Checks
         yield return new("sort (descending, 2500 wide)", [[3, 2500]], t => t[0].Sort(true).Values, 0);
         yield return new("masked_select", [[9, 33]], t => { using var m = t[0].Gt(Tensor.Zeros([], DType.Float32, t[0].Device)); return t[0].MaskedSelect(m); }, 0);
         yield return new("dropout p=0.1 (Philox)", [[64, 77]], t => Ops.Dropout(t[0], 0.1, true, new Generator(4)), 1e-6);
+        // Paths chosen by occupancy (issue 7). Split-K: one output tile and a deep K (the weight gradient of a linear over 1,200
+        // rows, and of a convolution over 4·24² positions) on any device; the column-split bias gradient of the same linear.
+        yield return new("linear, split-K weight gradient", [[1200, 64], [48, 64], [48]], t => Ops.Linear(t[0], t[1], t[2]), 1e-5);
+        yield return new("conv2d, split-K weight gradient", [[4, 8, 24, 24], [16, 8, 3, 3]], t => Ops.Conv2d(t[0], t[1], null, 1, 1), 1e-4);
+        yield return new("layer_norm (300 rows: 5 partial blocks)", [[300, 64], [64], [64]], t => t[0].LayerNorm(t[1], t[2], 1e-12), 1e-4);
+        yield return new("group_norm + silu (fused, no grad)", [[2, 64, 4, 4], [64], [64]], t => Ops.GroupNorm(t[0], 32, t[1], t[2], 1e-6, silu: true), 1e-4, Grad: false);
+        // The precision switch: forward GEMMs with TF32 operands on both sides (the CPU rounds exactly as the tensor cores
+        // do; the sums differ in order only, and tensor cores may truncate inside: 1e-4 of the largest value over K ≤ 72).
+        // The 64×32 tile at 129×65; the 128×64 tile once its tiles give every multiprocessor one (N = 64·SMs + 5).
+        yield return new("matmul tf32 129x65x33 (64x32 tile)", [[129, 65], [65, 33]], t => Tf32(() => t[0].Matmul(t[1])), 1e-4);
+        yield return new($"matmul tf32 64x32x{64 * sms + 5} (128x64 tile)", [[64, 32], [32, 64 * sms + 5]], t => Tf32(() => t[0].Matmul(t[1])), 1e-4);
+        yield return new("conv2d tf32 3x3 (128x64 tile)", [[2, 8, 8, 4 * sms + 1], [8, 8, 3, 3]], t => Tf32(() => Ops.Conv2d(t[0], t[1], null, 1, 1)), 1e-4);
         yield return new("embedding", [[50, 16]], t =>
         {
             using var ids = Tensor.FromArray(new long[] { 0, 3, 3, 49, 7, 0 }, 2, 3);
@@ -104,13 +118,20 @@ public static class Checks
         }, 1e-6);
     }
 
+    /// <summary>f under the TF32 switch (its backward, run later by the comparison, is fp32 on both sides).</summary>
+    private static Tensor Tf32(Func<Tensor> f)
+    {
+        using (MatMulPrecision.Use(Precision.Tf32)) return f();
+    }
+
     /// <summary>Runs every check on <paramref name="device"/>; <paramref name="onResult"/> sees each result as it completes.</summary>
     public static List<CheckResult> Run(Device device, Action<CheckResult>? onResult = null)
     {
         var results = new List<CheckResult>();
         void Add(CheckResult r) { results.Add(r); onResult?.Invoke(r); }
         ulong seed = 1;
-        foreach (var c in Cases())
+        int sms = Kernels.Cuda.CudaRuntime.Get(device.Index).Accelerator.NumMultiprocessors;
+        foreach (var c in Cases(sms))
         {
             using var scope = Tensor.Scope();
             try { Add(Compare(c, device, seed++)); }
