@@ -30,8 +30,11 @@ public struct AttentionParams
 /// <summary>
 /// Fused attention on ILGPU (float32), the semantics of <c>CpuBackend.AttentionForward/Backward</c>:
 /// o = dropout(softmax(scale·q·kᵀ + mask))·v with the softmax (before dropout) written to probs [B,H,L,S]; dropout keeps
-/// element i (flat index in [B,H,L,S]) iff <c>Philox.Uniform(seed, offset, i) ≥ p</c>, computed in the kernels with
-/// <see cref="Philox.Word"/>. q, o, gq, go are contiguous [B,H,L,D]; k, v, gk, gv contiguous [B,H,S,D]; probs contiguous;
+/// element i (flat index in [B,H,L,S]) iff <c>Philox.Uniform(seed, offset, i) ≥ p</c>, computed in the kernels from
+/// <see cref="Philox.Block"/>, one block per four consecutive elements (a thread applies all four words; only the S &gt; SCap
+/// staging draws per element). The forward can skip the probabilities (output only) or the dropout and P·V (probabilities
+/// only, the backward's recompute): see <see cref="Forward"/>.
+/// q, o, gq, go are contiguous [B,H,L,D]; k, v, gk, gv contiguous [B,H,S,D]; probs contiguous;
 /// the mask any strides (<see cref="AttentionMaskLayout"/>). Strided q/k/v (e.g. heads split out of a fused QKV projection
 /// without a copy) would need per-operand strides in <see cref="AttentionParams"/>: not done yet, the caller makes them contiguous.
 /// <para>
