@@ -210,19 +210,25 @@ public static partial class Ops
             catch (ArgumentException) { throw new ArgumentException($"{op}: mask {additiveMask.ShapeString} does not broadcast to the scores {Shape.Format(pShape)} of q {q.ShapeString}, k {k.ShapeString}"); }
         }
         var o = Tensor.Empty(q.Shape, q.DType, q.Device);
-        using (var probs = Tensor.Empty(pShape, q.DType, q.Device))
-            B(q).AttentionForward(q, k, v, m, scale, p, seed, offset, o, probs);
+        if (AttentionFullPasses)
+            using (var probs = Tensor.Empty(pShape, q.DType, q.Device))
+                B(q).AttentionForward(q, k, v, m, scale, p, seed, offset, o, probs);
+        else
+            B(q).AttentionForward(q, k, v, m, scale, p, seed, offset, o, null);   // output only: nothing [B,H,L,S] allocated
         // The probabilities [B,H,L,S] are not saved: backward recomputes them from q, k, v and the mask (the same kernel on
         // the same inputs, and dropout redrawn from the same Philox seed and offset, so gradients are bitwise those of
         // saved probabilities). Like PyTorch's fused attention, a step then holds one layer's [B,H,L,S] at a time instead
-        // of every layer's: 12 × 47 MB for BERT-base at batch 64 and 124 tokens. The cost is one attention forward per
-        // layer in backward.
+        // of every layer's: 12 × 47 MB for BERT-base at batch 64 and 124 tokens. The recompute asks for the probabilities
+        // only (scores, mask, softmax: no dropout, no P·V, no output), about half an attention forward per layer.
         using (m)
             return Graph.Record(o, op, [q, k, v], [q, k, v, m], (go, s) =>
             {
                 using var probs = Tensor.Empty(pShape, go.DType, go.Device);
-                using (var again = Tensor.Empty(s[0]!.Shape, go.DType, go.Device))
-                    B(go).AttentionForward(s[0]!, s[1]!, s[2]!, s[3], scale, p, seed, offset, again, probs);
+                if (AttentionFullPasses)
+                    using (var again = Tensor.Empty(s[0]!.Shape, go.DType, go.Device))
+                        B(go).AttentionForward(s[0]!, s[1]!, s[2]!, s[3], scale, p, seed, offset, again, probs);
+                else
+                    B(go).AttentionForward(s[0]!, s[1]!, s[2]!, s[3], scale, p, seed, offset, null, probs);
                 var gq = Tensor.Empty(s[0]!.Shape, go.DType, go.Device);
                 var gk = Tensor.Empty(s[1]!.Shape, go.DType, go.Device);
                 var gv = Tensor.Empty(s[2]!.Shape, go.DType, go.Device);
@@ -230,6 +236,13 @@ public static partial class Ops
                 return [gq, gk, gv];
             });
     }
+
+    /// <summary>
+    /// Test switch: when set, <see cref="Attention"/> runs the full forward both times (output and probabilities in the
+    /// forward, and again in the backward's recompute), as before the output-only / probabilities-only modes. Results
+    /// must be bitwise the same either way; tests compare the two.
+    /// </summary>
+    internal static bool AttentionFullPasses { get; set; }
 
     /// <summary>Nearest codebook entry for each row of z [N, D] (codebook [K, D]); Int64 [N]; first minimum on ties. No gradient.</summary>
     public static Tensor VqLookup(Tensor z, Tensor codebook)

@@ -28,8 +28,14 @@ public partial interface IBackend
     /// mask is additive, any strides, already broadcast to [B,H,L,S] (zero strides allowed). Dropout on the
     /// probabilities uses the Philox stream (element index = flat index in [B,H,L,S]). probs [B,H,L,S]
     /// receives the softmax (before dropout) for the backward.
+    /// <para>
+    /// Either output may be null, and the backend then skips the work only it needs: with <paramref name="probs"/> null
+    /// (output only) no [B,H,L,S] tensor is written; with <paramref name="o"/> null (probabilities only, the recompute of
+    /// the backward) neither dropout nor P·V runs. What is written is bitwise what the call with both outputs writes.
+    /// At least one must be given.
+    /// </para>
     /// </summary>
-    void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor o, Tensor probs);
+    void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor? o, Tensor? probs);
     /// <summary>gq, gk, gv from the saved probs and the same dropout stream.</summary>
     void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor probs, double scale, double dropoutP, ulong seed, ulong offset,
         Tensor go, Tensor gq, Tensor gk, Tensor gv);

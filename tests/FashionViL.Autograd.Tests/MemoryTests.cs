@@ -1,3 +1,4 @@
+using FashionViL.Testing;
 using FashionViL.Autograd;
 
 namespace FashionViL.Autograd.Tests;
@@ -79,5 +80,79 @@ public class MemoryTests
         for (int t = 0; t < 3; t++)
             for (int i = 0; i < want[t].Length; i++)
                 Assert.That(grads[t][i], Is.EqualTo(want[t][i]).Within(1e-4 + 1e-4 * Math.Abs(want[t][i])), $"input {t} element {i}");
+    }
+
+    /// <summary>Records which outputs each AttentionForward call asked for (o given, probs given).</summary>
+    public class AttentionSpy : System.Reflection.DispatchProxy
+    {
+        public IBackend Inner = null!;
+        public readonly List<(bool O, bool Probs)> Calls = [];
+
+        protected override object? Invoke(System.Reflection.MethodInfo? m, object?[]? args)
+        {
+            if (m!.Name == nameof(IBackend.AttentionForward)) Calls.Add((args![8] is not null, args[9] is not null));
+            try { return m.Invoke(Inner, args); }
+            catch (System.Reflection.TargetInvocationException e) when (e.InnerException is not null)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerException).Throw();
+                throw;
+            }
+        }
+    }
+
+    [Test]
+    public void AttentionOutputAndGradientsAreBitwiseThoseOfTheFullPasses([Values(DType.Float32, DType.Float64)] DType dt,
+        [Values(0.0, 0.2)] double p, [Values(7, 13)] int s)
+        // the forward asks for the output only and the backward for the probabilities only; the full passes (both outputs,
+        // both times) are what the op did before: every bit must agree
+        => AttentionPasses.AssertSame(Device.Cpu, dt, p, s);
+
+    [Test, NonParallelizable]   // intercepts the process-wide CPU backend and reads its allocator's peak
+    public void AttentionForwardPeakIsLowerByTheProbabilitiesAndTheRecomputeAllocatesNoOutput()
+    {
+        var g = new Generator(5);
+        using var q = g.Normal([2, 2, 64, 4]);
+        using var k = g.Normal([2, 2, 64, 4]);
+        using var v = g.Normal([2, 2, 64, 4]);
+        q.RequiresGrad = k.RequiresGrad = v.RequiresGrad = true;
+        long probsBytes = CachingAllocator.RoundSize(2L * 2 * 64 * 64 * 4);   // 64 KiB
+        long outBytes = CachingAllocator.RoundSize(2L * 2 * 64 * 4 * 4);      // 4 KiB
+        var cpu = Backends.Get(Device.Cpu).Allocator;
+        (long ForwardPeak, long BackwardAllocs, List<(bool, bool)> Calls) Run(bool full)
+        {
+            bool was = Ops.AttentionFullPasses;
+            Ops.AttentionFullPasses = full;
+            AttentionSpy? spy = null;
+            q.Grad = k.Grad = v.Grad = null;   // the same gradient bookkeeping in both runs
+            try
+            {
+                using (Backends.Intercept(Device.Cpu, inner =>
+                {
+                    var proxy = System.Reflection.DispatchProxy.Create<IBackend, AttentionSpy>();
+                    spy = (AttentionSpy)(object)proxy;
+                    spy.Inner = inner;
+                    return proxy;
+                }))
+                using (Tensor.Scope())
+                {
+                    var go = Tensor.Full(q.Shape, 0.5f);
+                    long before = cpu.Stats.Live;
+                    cpu.ResetPeak();
+                    var o = Ops.Attention(q, k, v, null, 0.5, 0.1, true, new Generator(9));
+                    long peak = cpu.Stats.Peak - before;
+                    long allocs = cpu.Stats.Allocations;
+                    o.Backward(go);
+                    return (peak, cpu.Stats.Allocations - allocs, spy!.Calls);
+                }
+            }
+            finally { Ops.AttentionFullPasses = was; }
+        }
+        var full = Run(true);
+        var now = Run(false);
+        Assert.That(full.Calls, Is.EqualTo(new[] { (true, true), (true, true) }), "full passes: both outputs, twice");
+        Assert.That(now.Calls, Is.EqualTo(new[] { (true, false), (false, true) }), "forward: output only; recompute: probabilities only");
+        Assert.That(now.ForwardPeak, Is.EqualTo(outBytes), "the forward allocates the output and nothing else");
+        Assert.That(full.ForwardPeak - now.ForwardPeak, Is.EqualTo(probsBytes), "the forward's peak is lower by the probabilities");
+        Assert.That(full.BackwardAllocs - now.BackwardAllocs, Is.EqualTo(1), "the recompute allocates no output tensor");
     }
 }

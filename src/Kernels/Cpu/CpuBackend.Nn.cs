@@ -528,23 +528,23 @@ public sealed unsafe partial class CpuBackend
         if (t.Sizes[^1] > 1 && t.Strides[^1] != 1) throw new ArgumentException($"{op}: {name} {t.ShapeString} must have unit stride in its last dim");
     }
 
-    public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor o, Tensor probs)
+    public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor? o, Tensor? probs)
     {
         const string op = "attention";
         CheckAttention(op, q, k, v, out int bsz, out int heads, out int l, out int s, out _);
         CheckProbability(op, dropoutP);
         int[] pShape = [bsz, heads, l, s];
-        if (!o.Sizes.SequenceEqual(q.Sizes)) throw new ArgumentException($"{op}: output {o.ShapeString} must match q {q.ShapeString}");
-        if (!probs.Sizes.SequenceEqual(pShape)) throw new ArgumentException($"{op}: probs {probs.ShapeString} must be {Shape.Format(pShape)}");
+        if (o is null && probs is null) throw new ArgumentException($"{op}: neither the output nor the probabilities asked for (q {q.ShapeString})");
+        if (o is not null && !o.Sizes.SequenceEqual(q.Sizes)) throw new ArgumentException($"{op}: output {o.ShapeString} must match q {q.ShapeString}");
+        if (probs is not null && !probs.Sizes.SequenceEqual(pShape)) throw new ArgumentException($"{op}: probs {probs.ShapeString} must be {Shape.Format(pShape)}");
         if (mask is not null)
         {
             if (!mask.Sizes.SequenceEqual(pShape)) throw new ArgumentException($"{op}: mask {mask.ShapeString} must be broadcast to {Shape.Format(pShape)}");
             RequireSameDType(op, q, mask);
         }
-        RequireSameDType(op, q, o); RequireSameDType(op, q, probs);
-        RequireUnitRows(o, op, "output");
-        RequireContiguous(probs, op, "probs");
-        if (o.Numel == 0 && probs.Numel == 0) return;
+        if (o is not null) { RequireSameDType(op, q, o); RequireUnitRows(o, op, "output"); }
+        if (probs is not null) { RequireSameDType(op, q, probs); RequireContiguous(probs, op, "probs"); }
+        if ((o?.Numel ?? 0) == 0 && (probs?.Numel ?? 0) == 0) return;
         using var qc = UnitRows(q);
         using var kc = UnitRows(k);
         using var vc = UnitRows(v);
@@ -641,25 +641,36 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
-    private static void AttentionForwardT<T>(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double p, ulong seed, ulong offset, Tensor o, Tensor probs)
+    /// <summary>
+    /// The fused forward. Either output may be null: without <paramref name="probs"/> the scores of a query block go to a
+    /// per-thread scratch of 4·S instead of the [B,H,L,S] tensor (same arithmetic, so o is bitwise the same); without
+    /// <paramref name="o"/> the block stops after the softmax (no dropout mask, no P·V).
+    /// </summary>
+    private static void AttentionForwardT<T>(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double p, ulong seed, ulong offset, Tensor? o, Tensor? probs)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int bsz = q.Sizes[0], heads = q.Sizes[1], l = q.Sizes[2], d = q.Sizes[3], s = k.Sizes[2];
-        T* bq = (T*)q.Storage.Pointer, bk = (T*)k.Storage.Pointer, bv = (T*)v.Storage.Pointer, bo = (T*)o.Storage.Pointer;
-        T* pp = probs.DataPtr<T>();
+        T* bq = (T*)q.Storage.Pointer, bk = (T*)k.Storage.Pointer, bv = (T*)v.Storage.Pointer;
+        T* bo = o is null ? null : (T*)o.Storage.Pointer;
+        T* pp = probs is null ? null : probs.DataPtr<T>();
         T* bm = mask is null ? null : (T*)mask.Storage.Pointer;
-        var sq = new Heads4(q); var sk = new Heads4(k); var sv = new Heads4(v); var so = new Heads4(o);
+        var sq = new Heads4(q); var sk = new Heads4(k); var sv = new Heads4(v);
+        var so = o is null ? default : new Heads4(o);
         int mb = 0, mh = 0, ml = 0, ms = 0, mo = 0;
         if (mask is not null) { mb = mask.Strides[0]; mh = mask.Strides[1]; ml = mask.Strides[2]; ms = mask.Strides[3]; mo = mask.Offset; }
         T tScale = T.CreateTruncating(scale);
         T drop = p >= 1 ? T.Zero : T.CreateTruncating(1.0 / (1.0 - p));
-        Parallelism.For(bsz * heads, 2L * l * s * Math.Max(d, 1) + 1, (i0, i1) =>
+        bool output = bo != null;
+        long cost = (output ? 2L : 1L) * l * s * Math.Max(d, 1) + 1;
+        Parallelism.For(bsz * heads, cost, (i0, i1) =>
         {
-            var keep = new byte[Math.Max(s, 1)];
-            var wBuf = new T[QBlock * Math.Max(s, 1)];   // dropped, scaled probabilities of the block
-            var dummy = new T[Math.Max(d, 1)];           // destination for the unused rows of a partial block
+            int sn = Math.Max(s, 1);
+            var keep = new byte[sn];
+            var wBuf = new T[QBlock * sn];                    // dropped, scaled probabilities of the block
+            var scBuf = pp == null ? new T[QBlock * sn] : []; // the block's scores when probs is not asked for
+            var dummy = new T[Math.Max(d, 1)];                // destination for the unused rows of a partial block
             var dotBuf = new T[QBlock];
-            fixed (T* w = wBuf, dm = dummy, dots = dotBuf)
+            fixed (T* w = wBuf, scratch = scBuf, dm = dummy, dots = dotBuf)
             {
                 T** qr = stackalloc T*[QBlock];
                 T** orow = stackalloc T*[QBlock];
@@ -670,10 +681,12 @@ public sealed unsafe partial class CpuBackend
                     for (int l0 = 0; l0 < l; l0 += QBlock)
                     {
                         int nb = Math.Min(QBlock, l - l0);
+                        // row i of the block's scores/probabilities: in probs, or in the scratch
+                        T* rows = pp != null ? pp + ((long)bh * l + l0) * s : scratch;
                         for (int i = 0; i < QBlock; i++)
                         {
                             qr[i] = bq + sq.Row(b, h, l0 + Math.Min(i, nb - 1));
-                            orow[i] = i < nb ? bo + so.Row(b, h, l0 + i) : dm;
+                            orow[i] = output && i < nb ? bo + so.Row(b, h, l0 + i) : dm;
                         }
                         // scores → probs rows
                         for (int si = 0; si < s; si++)
@@ -684,15 +697,24 @@ public sealed unsafe partial class CpuBackend
                                 int li = l0 + i;
                                 T sc = tScale * dots[i];
                                 if (bm != null) sc += bm[mo + (long)b * mb + (long)h * mh + (long)li * ml + (long)si * ms];
-                                pp[((long)bh * l + li) * s + si] = sc;
+                                rows[(long)i * s + si] = sc;
                             }
+                        }
+                        if (!output)
+                        {
+                            for (int i = 0; i < nb && s > 0; i++)
+                            {
+                                var pr = new Span<T>(rows + (long)i * s, s);
+                                SoftmaxRow<T>(pr, pr, false);
+                            }
+                            continue;
                         }
                         new Span<T>(w, QBlock * s).Clear();
                         for (int i = 0; i < nb; i++)
                         {
                             long rowStart = ((long)bh * l + l0 + i) * s;
                             if (s == 0) continue;
-                            var pr = new Span<T>(pp + rowStart, s);
+                            var pr = new Span<T>(rows + (long)i * s, s);
                             SoftmaxRow<T>(pr, pr, false);
                             KeepMask(seed, offset, rowStart, s, p, keep);
                             for (int si = 0; si < s; si++) w[i * s + si] = keep[si] != 0 ? pr[si] * drop : T.Zero;

@@ -30,8 +30,11 @@ public struct AttentionParams
 /// <summary>
 /// Fused attention on ILGPU (float32), the semantics of <c>CpuBackend.AttentionForward/Backward</c>:
 /// o = dropout(softmax(scale·q·kᵀ + mask))·v with the softmax (before dropout) written to probs [B,H,L,S]; dropout keeps
-/// element i (flat index in [B,H,L,S]) iff <c>Philox.Uniform(seed, offset, i) ≥ p</c>, computed in the kernels with
-/// <see cref="Philox.Word"/>. q, o, gq, go are contiguous [B,H,L,D]; k, v, gk, gv contiguous [B,H,S,D]; probs contiguous;
+/// element i (flat index in [B,H,L,S]) iff <c>Philox.Uniform(seed, offset, i) ≥ p</c>, computed in the kernels from
+/// <see cref="Philox.Block"/>, one block per four consecutive elements (a thread applies all four words; only the S &gt; SCap
+/// staging draws per element). The forward can skip the probabilities (output only) or the dropout and P·V (probabilities
+/// only, the backward's recompute): see <see cref="Forward"/>.
+/// q, o, gq, go are contiguous [B,H,L,D]; k, v, gk, gv contiguous [B,H,S,D]; probs contiguous;
 /// the mask any strides (<see cref="AttentionMaskLayout"/>). Strided q/k/v (e.g. heads split out of a fused QKV projection
 /// without a copy) would need per-operand strides in <see cref="AttentionParams"/>: not done yet, the caller makes them contiguous.
 /// <para>
@@ -68,7 +71,9 @@ internal static class AttentionKernels
     /// <summary>Threads per group on a GPU (the kernels take any multiple of the warp size).</summary>
     public const int GpuGroupSize = 128;
 
-    internal const int FlagMask = 1, FlagDropout = 2;
+    /// <summary>Flags: an additive mask; dropout on; forward without the probabilities (shared-S mode only: with S &gt;
+    /// <see cref="SCap"/> probs is the scores' scratch and is written anyway); forward without the output (probabilities only).</summary>
+    internal const int FlagMask = 1, FlagDropout = 2, FlagNoProbs = 4, FlagNoOutput = 8;
 
     // ================================================================== device helpers
 
@@ -214,6 +219,7 @@ internal static class AttentionKernels
         int tiles = a.B * a.H * qTiles;
         int tid = Group.IdxX, g = Group.DimX, warp = Warp.WarpSize;
         int nw = g / warp, wi = tid / warp, lane = Warp.LaneIdx;
+        bool weights = (a.Flags & FlagNoOutput) == 0, writeProbs = (a.Flags & FlagNoProbs) == 0;
         for (int t = Grid.IdxX; t < tiles; t += Grid.DimX)
         {
             int bh = t / qTiles, l0 = (t - bh * qTiles) * QT;
@@ -255,13 +261,37 @@ internal static class AttentionKernels
                 }
                 sum = WarpSum(sum);
                 float inv = 1f / sum;
-                for (int j = lane; j < S; j += warp)
+                if (big || !weights)
                 {
-                    float p = (big ? probs[prow + j] : sc[srow + j]) * inv;
-                    probs[prow + j] = p;
-                    if (!big) sc[srow + j] = p * Factor(a, prow + j);
+                    // big: probs is also the scratch StageTile reads; probabilities only: no dropout, no weights
+                    for (int j = lane; j < S; j += warp) probs[prow + j] = (big ? probs[prow + j] : sc[srow + j]) * inv;
+                }
+                else if ((a.Flags & FlagDropout) == 0)
+                {
+                    for (int j = lane; j < S; j += warp)
+                    {
+                        float p = sc[srow + j] * inv;
+                        if (writeProbs) probs[prow + j] = p;
+                        sc[srow + j] = p * a.Drop;
+                    }
+                }
+                else
+                {
+                    // one Philox block per four consecutive elements (flat index i uses word i % 4 of counter offset + i / 4,
+                    // the stream's layout): a lane takes whole blocks, so each block is generated once, not four times
+                    long c0 = prow >> 2, c1 = (prow + S + 3) >> 2;
+                    for (long c = c0 + lane; c < c1; c += warp)
+                    {
+                        Philox.Block(a.Seed, a.Offset + (ulong)c, out uint w0, out uint w1, out uint w2, out uint w3);
+                        int j = (int)((c << 2) - prow);
+                        SoftmaxWeight(sc, probs, srow, prow, j, S, inv, w0, a, writeProbs);
+                        SoftmaxWeight(sc, probs, srow, prow, j + 1, S, inv, w1, a, writeProbs);
+                        SoftmaxWeight(sc, probs, srow, prow, j + 2, S, inv, w2, a, writeProbs);
+                        SoftmaxWeight(sc, probs, srow, prow, j + 3, S, inv, w3, a, writeProbs);
+                    }
                 }
             }
+            if (!weights) { Group.Barrier(); continue; }   // probabilities only: no P·V, no output
             for (int i = tid; i < nq * D; i += g) qs[i] = 0f;
             Group.Barrier();
 
@@ -277,6 +307,17 @@ internal static class AttentionKernels
             for (int i = tid; i < nq * D; i += g) o[qBase + i] = qs[i];
             Group.Barrier();
         }
+    }
+
+    /// <summary>Element j of a softmax row (when 0 ≤ j &lt; S): p = sc·inv to probs (when asked), p·keep·drop to sc, keep from <paramref name="word"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SoftmaxWeight(ArrayView<float> sc, ArrayView<float> probs, int srow, long prow, int j, int S, float inv, uint word,
+        AttentionParams a, bool writeProbs)
+    {
+        if (j < 0 || j >= S) return;
+        float p = sc[srow + j] * inv;
+        if (writeProbs) probs[prow + j] = p;
+        sc[srow + j] = p * ((word >> 8) >= a.Thr ? a.Drop : 0f);
     }
 
     // ================================================================== backward
@@ -318,12 +359,36 @@ internal static class AttentionKernels
                 long prow = pBase + (long)r * S;
                 int srow = r * SCap;
                 float dot = 0f;
-                for (int j = lane; j < S; j += warp)
+                if ((a.Flags & FlagDropout) != 0)
                 {
-                    long pi = prow + j;
-                    float gp = (big ? ws[pi] : sc[srow + j]) * Factor(a, pi);
-                    if (big) ws[pi] = gp; else sc[srow + j] = gp;
-                    dot += probs[pi] * gp;
+                    // keep·drop one Philox block per four consecutive elements (as the forward), then the dot in the usual
+                    // lane order so its rounding is unchanged
+                    long c0 = prow >> 2, c1 = (prow + S + 3) >> 2;
+                    for (long c = c0 + lane; c < c1; c += warp)
+                    {
+                        Philox.Block(a.Seed, a.Offset + (ulong)c, out uint w0, out uint w1, out uint w2, out uint w3);
+                        int j = (int)((c << 2) - prow);
+                        DropGradient(sc, ws, big, srow, prow, j, S, w0, a);
+                        DropGradient(sc, ws, big, srow, prow, j + 1, S, w1, a);
+                        DropGradient(sc, ws, big, srow, prow, j + 2, S, w2, a);
+                        DropGradient(sc, ws, big, srow, prow, j + 3, S, w3, a);
+                    }
+                    Warp.Barrier();
+                    for (int j = lane; j < S; j += warp)
+                    {
+                        long pi = prow + j;
+                        dot += probs[pi] * (big ? ws[pi] : sc[srow + j]);
+                    }
+                }
+                else
+                {
+                    for (int j = lane; j < S; j += warp)
+                    {
+                        long pi = prow + j;
+                        float gp = (big ? ws[pi] : sc[srow + j]) * a.Drop;
+                        if (big) ws[pi] = gp; else sc[srow + j] = gp;
+                        dot += probs[pi] * gp;
+                    }
                 }
                 dot = WarpSum(dot);
                 for (int j = lane; j < S; j += warp)
@@ -352,6 +417,15 @@ internal static class AttentionKernels
         }
     }
 
+    /// <summary>Element j of a row (when 0 ≤ j &lt; S): gO·vᵀ times keep·drop, keep from <paramref name="word"/>, in place.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void DropGradient(ArrayView<float> sc, ArrayView<float> ws, bool big, int srow, long prow, int j, int S, uint word, AttentionParams a)
+    {
+        if (j < 0 || j >= S) return;
+        float f = (word >> 8) >= a.Thr ? a.Drop : 0f;
+        if (big) ws[prow + j] *= f; else sc[srow + j] *= f;
+    }
+
     /// <summary>Kernel 2: gk = gSᵀ·q and gv = (P·keep·drop)ᵀ·gO, per (b·h, tile of KT2 keys), summed over all query rows.</summary>
     internal static void BackwardKVKernel(ArrayView<float> q, ArrayView<float> probs, ArrayView<float> go, ArrayView<float> ws,
         ArrayView<float> gk, ArrayView<float> gv, AttentionParams a)
@@ -366,6 +440,7 @@ internal static class AttentionKernels
         int kTiles = (S + KT2 - 1) / KT2;
         int tiles = a.B * a.H * kTiles;
         int tid = Group.IdxX, g = Group.DimX;
+        bool dropout = (a.Flags & FlagDropout) != 0;
         for (int t = Grid.IdxX; t < tiles; t += Grid.DimX)
         {
             int bh = t / kTiles, s0 = (t - bh * kTiles) * KT2;
@@ -384,10 +459,29 @@ internal static class AttentionKernels
                     if (l < nl && s < ns)
                     {
                         long pi = pBase + (long)(l0 + l) * S + s0 + s;
-                        pd = probs[pi] * Factor(a, pi);
+                        pd = dropout ? probs[pi] : probs[pi] * a.Drop;
                         gs = ws[pi];
                     }
                     pdt[i] = pd; gst[i] = gs;
+                }
+                if (dropout)
+                {
+                    // P·keep·drop with one Philox block per four consecutive elements of a row's ns keys (≤ KB2 blocks)
+                    Group.Barrier();
+                    for (int it = tid; it < LT * KB2; it += g)
+                    {
+                        int l = it / KB2, bi = it - l * KB2;
+                        if (l >= nl) continue;
+                        long rb = pBase + (long)(l0 + l) * S + s0;
+                        long c = (rb >> 2) + bi;
+                        if ((c << 2) >= rb + ns) continue;
+                        Philox.Block(a.Seed, a.Offset + (ulong)c, out uint w0, out uint w1, out uint w2, out uint w3);
+                        int e = (int)((c << 2) - rb), row = l * KT2;
+                        DropWeight(pdt, row, e, ns, w0, a);
+                        DropWeight(pdt, row, e + 1, ns, w1, a);
+                        DropWeight(pdt, row, e + 2, ns, w2, a);
+                        DropWeight(pdt, row, e + 3, ns, w3, a);
+                    }
                 }
                 Group.Barrier();
                 int items = KT2 / RB * D;
@@ -415,6 +509,17 @@ internal static class AttentionKernels
             for (int i = tid; i < ns * D; i += g) { gk[kBase + i] = accK[i]; gv[kBase + i] = accV[i]; }
             Group.Barrier();
         }
+    }
+
+    /// <summary>Philox blocks that can overlap KT2 consecutive elements.</summary>
+    private const int KB2 = KT2 / 4 + 1;
+
+    /// <summary>pdt[row + e] ·= keep·drop (when 0 ≤ e &lt; ns), keep from <paramref name="word"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void DropWeight(ArrayView<float> pdt, int row, int e, int ns, uint word, AttentionParams a)
+    {
+        if (e < 0 || e >= ns) return;
+        pdt[row + e] *= (word >> 8) >= a.Thr ? a.Drop : 0f;
     }
 
     // ================================================================== launchers
@@ -465,9 +570,12 @@ internal static class AttentionKernels
     /// Fused attention forward: o [B,H,L,D] and probs [B,H,L,S] (softmax before dropout) from contiguous q [B,H,L,D],
     /// k, v [B,H,S,D] and an optional additive mask laid out by <paramref name="maskLayout"/> (zero strides broadcast).
     /// Dropout with probability <paramref name="dropoutP"/> from the Philox stream at (seed, offset).
+    /// Either output may be null (not both): without <paramref name="o"/> the kernel stops after the softmax (probabilities
+    /// only: no dropout, no P·V); without <paramref name="probs"/> nothing [B,H,L,S] is written, which needs S ≤ <see cref="SCap"/>
+    /// (longer rows keep their scores in probs: pass a scratch of that size). What is written is bitwise the same.
     /// </summary>
     public static void Forward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<float>? mask, AttentionMaskLayout maskLayout, ArrayView<float> o, ArrayView<float> probs,
+        ArrayView<float>? mask, AttentionMaskLayout maskLayout, ArrayView<float>? o, ArrayView<float>? probs,
         int b, int h, int l, int s, int d, double scale, double dropoutP, ulong seed, ulong offset, int groupSize = 0)
     {
         const string op = "attention (cuda)";
@@ -476,7 +584,11 @@ internal static class AttentionKernels
         string shape = $"q [{b},{h},{l},{d}], k/v [{b},{h},{s},{d}]";
         long nq = (long)b * h * l * d, nk = (long)b * h * s * d, np = (long)b * h * l * s;
         Need(op, "q", q, nq, shape); Need(op, "k", k, nk, shape); Need(op, "v", v, nk, shape);
-        Need(op, "o", o, nq, shape); Need(op, "probs", probs, np, shape);
+        if (o is null && probs is null) throw new ArgumentException($"{op}: neither the output nor the probabilities asked for ({shape})");
+        if (o is { } ov) Need(op, "o", ov, nq, shape); else a.Flags |= FlagNoOutput;
+        if (probs is { } pv) Need(op, "probs", pv, np, shape);
+        else if (s > SCap) throw new ArgumentException($"{op}: S = {s} > {SCap} keeps the scores in probs: a probs buffer of {np} floats is required ({shape})");
+        else a.Flags |= FlagNoProbs;
         if (mask is { } mv && np > 0)
         {
             var m = maskLayout;
@@ -493,7 +605,7 @@ internal static class AttentionKernels
         var kern = For(acc).Fwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(ForwardKernel);
         long tiles = (long)b * h * ((l + QT - 1) / QT);
         CudaRuntime.CountLaunch();
-        kern(stream ?? acc.DefaultStream, Config(tiles, gs), q, k, v, mask ?? q, o, probs, a);
+        kern(stream ?? acc.DefaultStream, Config(tiles, gs), q, k, v, mask ?? q, o ?? q, probs ?? q, a);
     }
 
     /// <summary>Floats of workspace <see cref="Backward"/> needs: one per element of probs.</summary>

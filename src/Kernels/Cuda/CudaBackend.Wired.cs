@@ -165,13 +165,17 @@ public sealed partial class CudaBackend
         return (q.Sizes[0], q.Sizes[1], q.Sizes[2], k.Sizes[2], q.Sizes[3]);
     }
 
-    public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor o, Tensor probs)
+    public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor? o, Tensor? probs)
     {
         const string op = "attention";
         RequireF32(op, q, k, v, mask, o, probs);
         var (b, h, l, s, d) = AttentionDims(op, q, k, v);
         RequireHere(q, op); RequireHere(k, op); RequireHere(v, op);
-        RequireDense(op, (o, "o"), (probs, "probs"));
+        if (o is null && probs is null) throw new ArgumentException($"cuda: {op}: neither the output nor the probabilities asked for (q {q.ShapeString})");
+        if (o is not null) RequireDense(op, (o, "o"));
+        if (probs is not null) RequireDense(op, (probs, "probs"));
+        // output only with S > SCap: the kernel keeps the scores in a [B,H,L,S] scratch (not a saving there, still correct)
+        using var scratch = probs is null && s > AttentionKernels.SCap ? Tensor.Empty([b, h, l, s], DType.Float32, Device) : null;
         using var qc = Dense(q); using var kc = Dense(k); using var vc = Dense(v);
         ArrayView<float>? mv = null;
         var layout = default(AttentionMaskLayout);
@@ -183,8 +187,9 @@ public sealed partial class CudaBackend
             mv = view;
             layout = new AttentionMaskLayout(baseOff, st[0], st[1], st[2], st[3]);
         }
-        AttentionKernels.Forward(Acc, Stream, View<float>(qc), View<float>(kc), View<float>(vc), mv, layout, View<float>(o), View<float>(probs),
-            b, h, l, s, d, scale, dropoutP, seed, offset);
+        var pt = probs ?? scratch;
+        AttentionKernels.Forward(Acc, Stream, View<float>(qc), View<float>(kc), View<float>(vc), mv, layout,
+            o is null ? null : View<float>(o), pt is null ? null : View<float>(pt), b, h, l, s, d, scale, dropoutP, seed, offset);
     }
 
     public void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor probs, double scale, double dropoutP, ulong seed, ulong offset,

@@ -249,6 +249,79 @@ public class AttentionKernelTests() : EmulatorKernelTestBase(assertions: true, m
         Assert.That(ex!.Message, Does.Contain("dropout (cuda)").And.Contain("mask 4"));
     }
 
+    // ------------------------------------------------------------------ output only / probabilities only
+
+    private static int[] FloatBits(float[] a, long n) => a.Take((int)n).Select(BitConverter.SingleToInt32Bits).ToArray();
+
+    /// <summary>
+    /// The kernel and the CPU backend asked for the output only and for the probabilities only write bitwise what the full
+    /// forward writes (the recompute of the backward and the forward of the op rely on it).
+    /// </summary>
+    private void CheckModes(Accelerator acc, Case c, bool mask, string what)
+    {
+        double scale = 1.0 / Math.Sqrt(c.D);
+        using var q = Rand([c.B, c.H, c.L, c.D], 51 + (ulong)c.L, -2, 2);
+        using var k = Rand([c.B, c.H, c.S, c.D], 52 + (ulong)c.S, -2, 2);
+        using var v = Rand([c.B, c.H, c.S, c.D], 53);
+        var (storage, view) = mask ? PaddingMask(c.B, c.H, c.L, c.S) : (null, null);
+        using (storage) using (view)
+        {
+            long nq = (long)c.B * c.H * c.L * c.D, np = (long)c.B * c.H * c.L * c.S;
+            string w = $"{c} {what} mask {mask}";
+            // the CPU backend
+            using var o = Tensor.Empty([c.B, c.H, c.L, c.D]); using var probs = Tensor.Empty([c.B, c.H, c.L, c.S]);
+            using var o2 = Tensor.Full([c.B, c.H, c.L, c.D], double.NaN); using var probs2 = Tensor.Full([c.B, c.H, c.L, c.S], double.NaN);
+            Cpu.AttentionForward(q, k, v, view, scale, c.P, c.Seed, c.Offset, o, probs);
+            Cpu.AttentionForward(q, k, v, view, scale, c.P, c.Seed, c.Offset, o2, null);
+            Cpu.AttentionForward(q, k, v, view, scale, c.P, c.Seed, c.Offset, null, probs2);
+            Assert.That(FloatBits(o2.ToArray<float>(), nq), Is.EqualTo(FloatBits(o.ToArray<float>(), nq)), "cpu output only " + w);
+            Assert.That(FloatBits(probs2.ToArray<float>(), np), Is.EqualTo(FloatBits(probs.ToArray<float>(), np)), "cpu probabilities only " + w);
+
+            // the kernel
+            using var dq = Up(acc, q); using var dk = Up(acc, k); using var dv = Up(acc, v);
+            using var dm = storage is null ? null : Up(acc, storage.ToArray<float>());
+            var layout = view is null ? default : AttentionMaskLayout.Of(view);
+            using var fo = Poisoned(acc, nq); using var fp = Poisoned(acc, np);
+            using var oo = Poisoned(acc, nq); using var pp = Poisoned(acc, np);
+            AttentionKernels.Forward(acc, null, dq.View, dk.View, dv.View, dm?.View, layout, fo.View, fp.View, c.B, c.H, c.L, c.S, c.D, scale, c.P, c.Seed, c.Offset);
+            AttentionKernels.Forward(acc, null, dq.View, dk.View, dv.View, dm?.View, layout, null, pp.View, c.B, c.H, c.L, c.S, c.D, scale, c.P, c.Seed, c.Offset);
+            if (c.S <= AttentionKernels.SCap)
+                AttentionKernels.Forward(acc, null, dq.View, dk.View, dv.View, dm?.View, layout, oo.View, null, c.B, c.H, c.L, c.S, c.D, scale, c.P, c.Seed, c.Offset);
+            acc.Synchronize();
+            var full = FloatBits(fo.GetAsArray1D(), nq);
+            OpCheck.AssertClose(D(fo, nq), o.ToArray<double>(), Rt, At, "kernel full forward vs cpu " + w);
+            Assert.That(FloatBits(pp.GetAsArray1D(), np), Is.EqualTo(FloatBits(fp.GetAsArray1D(), np)), "kernel probabilities only " + w);
+            if (c.S <= AttentionKernels.SCap)
+                Assert.That(FloatBits(oo.GetAsArray1D(), nq), Is.EqualTo(full), "kernel output only " + w);
+        }
+    }
+
+    [Test]
+    public void OutputOnlyAndProbabilitiesOnlyAreBitwiseTheFullForward([Values(0.0, 0.1)] double p, [Values] bool mask)
+    {
+        CheckModes(Acc, new Case(2, 2, 17, 33, 8, p), mask, "S 33");
+        CheckModes(Acc, new Case(1, 2, 19, 7, 64, p, Offset: 3), mask, "S 7, offset 3");
+        CheckModes(Multi, new Case(2, 2, 17, 33, 64, p, Offset: 1), mask, "4 warps");
+        CheckModes(Acc, new Case(2, 1, 9, AttentionKernels.SCap + 37, 8, p), mask, "S > SCap (probabilities only)");
+    }
+
+    [Test]
+    public void ModesRejectNoOutputsAndOutputOnlyBeyondSharedScores()
+    {
+        using var a = Up(Acc, new float[4096]);
+        var ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(Acc, null, a.View, a.View, a.View, null, default, null, null,
+            1, 1, 2, 2, 8, 1, 0, 0, 0));
+        Assert.That(ex!.Message, Does.Contain("attention (cuda)").And.Contain("neither"));
+        int s = AttentionKernels.SCap + 1;
+        using var big = Up(Acc, new float[2 * s * 8]);
+        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.Forward(Acc, null, big.View, big.View, big.View, null, default, big.View, null,
+            1, 1, 2, s, 8, 1, 0, 0, 0));
+        Assert.That(ex!.Message, Does.Contain("probs").And.Contain($"S = {s}"));
+        using var q = Tensor.Zeros([1, 1, 2, 4]);
+        ex = Assert.Throws<ArgumentException>(() => Cpu.AttentionForward(q, q, q, null, 1, 0, 0, 0, null, null));
+        Assert.That(ex!.Message, Does.Contain("attention").And.Contain("neither"));
+    }
+
     // ------------------------------------------------------------------ dropout and the in-kernel Philox
 
     [Test]

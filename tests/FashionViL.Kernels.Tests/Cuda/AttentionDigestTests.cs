@@ -1,0 +1,126 @@
+using System.Security.Cryptography;
+using FashionViL.Kernels.Cpu;
+using FashionViL.Kernels.Cuda;
+using ILGPU.Runtime;
+
+namespace FashionViL.Kernels.Tests.Cuda;
+
+/// <summary>
+/// Bit-for-bit regression of the fused attention: SHA-256 digests of the outputs (o, probs, gq, gk, gv) of the CUDA kernels
+/// on ILGPU's CPU accelerator and of <see cref="CpuBackend"/>, at shapes with S not a multiple of 4 (Philox blocks
+/// straddle rows), dropout on and off, a padding mask, and S &gt; <see cref="AttentionKernels.SCap"/>. The digests in
+/// tests/fixtures/attention/digests.txt were written by the kernels as they were before the output-only /
+/// probabilities-only modes and the one-Philox-block-per-four-elements dropout (commit 34d19c1), with
+/// FASHIONVIL_WRITE_ATTENTION_DIGESTS=1: every later change to these kernels must keep them, or explain why not.
+/// The bits depend on the machine's floating point library (exp) and on Vector256 acceleration of the CPU backend: the
+/// digests were written on x64 with AVX2 and .NET 10; the CPU backend's are skipped without Vector256 acceleration.
+/// </summary>
+[TestFixture, Category("Cuda")]
+public class AttentionDigestTests() : EmulatorKernelTestBase(assertions: true, multiWarp: true)
+{
+    private sealed record Case(string Name, int B, int H, int L, int S, int D, double P, ulong Offset, bool Mask);
+
+    private static readonly Case[] Cases =
+    [
+        new("shared-drop", 2, 2, 17, 33, 8, 0.1, 5, true),
+        new("shared-nodrop", 2, 2, 17, 33, 8, 0.0, 0, true),
+        new("shared-odd", 1, 2, 19, 7, 64, 0.3, 3, false),
+        new("big-drop", 2, 1, 9, AttentionKernels.SCap + 37, 8, 0.1, 1, true),
+    ];
+
+    private static string Hash(float[] a, long n)
+    {
+        var bytes = new byte[n * 4];
+        Buffer.BlockCopy(a, 0, bytes, 0, bytes.Length);
+        return Convert.ToHexString(SHA256.HashData(bytes))[..24];
+    }
+
+    private static (Tensor Storage, Tensor View) PaddingMask(int b, int h, int l, int s)
+    {
+        var m = new float[b * s];
+        for (int bi = 0; bi < b; bi++)
+            for (int j = Math.Max(1, s - bi * (s / 3 + 1)); j < s; j++) m[bi * s + j] = -10000f;
+        var storage = Tensor.FromArray(m, b, 1, 1, s);
+        return (storage, storage.AsStrided([b, h, l, s], [s, 0, 0, 1], 0));
+    }
+
+    private IEnumerable<(string Key, string Digest)> Digests()
+    {
+        foreach (var c in Cases)
+        {
+            double scale = 1.0 / Math.Sqrt(c.D);
+            const ulong seed = 0xA77E;
+            using var q = Rand([c.B, c.H, c.L, c.D], 101 + (ulong)c.L, -2, 2);
+            using var k = Rand([c.B, c.H, c.S, c.D], 102 + (ulong)c.S, -2, 2);
+            using var v = Rand([c.B, c.H, c.S, c.D], 103);
+            using var gO = Rand([c.B, c.H, c.L, c.D], 104);
+            var (ms, mv) = c.Mask ? PaddingMask(c.B, c.H, c.L, c.S) : (null, null);
+            long nq = (long)c.B * c.H * c.L * c.D, nk = (long)c.B * c.H * c.S * c.D, np = (long)c.B * c.H * c.L * c.S;
+            using (ms) using (mv)
+            {
+                // the CPU backend
+                using var o = Tensor.Empty([c.B, c.H, c.L, c.D]);
+                using var probs = Tensor.Empty([c.B, c.H, c.L, c.S]);
+                Cpu.AttentionForward(q, k, v, mv, scale, c.P, seed, c.Offset, o, probs);
+                using var cgq = Tensor.Empty([c.B, c.H, c.L, c.D]);
+                using var cgk = Tensor.Empty([c.B, c.H, c.S, c.D]);
+                using var cgv = Tensor.Empty([c.B, c.H, c.S, c.D]);
+                Cpu.AttentionBackward(q, k, v, probs, scale, c.P, seed, c.Offset, gO, cgq, cgk, cgv);
+                yield return ($"cpu {c.Name} o", Hash(o.ToArray<float>(), nq));
+                yield return ($"cpu {c.Name} probs", Hash(probs.ToArray<float>(), np));
+                yield return ($"cpu {c.Name} gq", Hash(cgq.ToArray<float>(), nq));
+                yield return ($"cpu {c.Name} gk", Hash(cgk.ToArray<float>(), nk));
+                yield return ($"cpu {c.Name} gv", Hash(cgv.ToArray<float>(), nk));
+
+                // the kernels, 2-thread groups and 4 warps of 2
+                foreach (var (acc, an) in new[] { (Acc, "emu2"), (Multi, "emu4x2") })
+                {
+                    using var dq = Up(acc, q); using var dk = Up(acc, k); using var dv = Up(acc, v); using var dgo = Up(acc, gO);
+                    using var dm = ms is null ? null : Up(acc, ms.ToArray<float>());
+                    var layout = mv is null ? default : AttentionMaskLayout.Of(mv);
+                    using var doo = Poisoned(acc, nq); using var dp = Poisoned(acc, np);
+                    AttentionKernels.Forward(acc, null, dq.View, dk.View, dv.View, dm?.View, layout, doo.View, dp.View,
+                        c.B, c.H, c.L, c.S, c.D, scale, c.P, seed, c.Offset);
+                    using var dgq = Poisoned(acc, nq); using var dgk = Poisoned(acc, nk); using var dgv = Poisoned(acc, nk);
+                    using var ws = Poisoned(acc, AttentionKernels.BackwardWorkspace(c.B, c.H, c.L, c.S));
+                    AttentionKernels.Backward(acc, null, dq.View, dk.View, dv.View, dp.View, dgo.View, dgq.View, dgk.View, dgv.View, ws.View,
+                        c.B, c.H, c.L, c.S, c.D, scale, c.P, seed, c.Offset);
+                    acc.Synchronize();
+                    yield return ($"{an} {c.Name} o", Hash(doo.GetAsArray1D(), nq));
+                    yield return ($"{an} {c.Name} probs", Hash(dp.GetAsArray1D(), np));
+                    yield return ($"{an} {c.Name} gq", Hash(dgq.GetAsArray1D(), nq));
+                    yield return ($"{an} {c.Name} gk", Hash(dgk.GetAsArray1D(), nk));
+                    yield return ($"{an} {c.Name} gv", Hash(dgv.GetAsArray1D(), nk));
+                }
+            }
+        }
+    }
+
+    private static string FixturePath()
+    {
+        for (var d = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); d is not null; d = d.Parent)
+            if (Directory.Exists(Path.Combine(d.FullName, "tests", "fixtures")))
+                return Path.Combine(d.FullName, "tests", "fixtures", "attention", "digests.txt");
+        throw new DirectoryNotFoundException($"tests/fixtures not found above {TestContext.CurrentContext.TestDirectory}");
+    }
+
+    [Test]
+    public void OutputsAreBitwiseThoseOfTheKernelsBeforeTheModes()
+    {
+        var got = Digests().ToList();
+        string path = FixturePath();
+        if (Environment.GetEnvironmentVariable("FASHIONVIL_WRITE_ATTENTION_DIGESTS") == "1")
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            File.WriteAllLines(path + ".tmp", got.Select(g => $"{g.Key}\t{g.Digest}"));
+            File.Move(path + ".tmp", path, overwrite: true);
+            Assert.Inconclusive($"wrote {got.Count} digests to {path}");
+        }
+        var want = File.ReadAllLines(path).Where(x => x.Length > 0).Select(x => x.Split('\t')).ToDictionary(x => x[0], x => x[1]);
+        Assert.That(got.Select(g => g.Key), Is.EquivalentTo(want.Keys), "the digest file lists the same outputs");
+        var differ = got.Where(g => want[g.Key] != g.Digest)
+            .Where(g => System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated || !g.Key.StartsWith("cpu ", StringComparison.Ordinal))
+            .Select(g => g.Key).ToList();
+        Assert.That(differ, Is.Empty, "outputs whose bits changed");
+    }
+}
