@@ -107,7 +107,7 @@ public static partial class Ops
         return Graph.Record(y, op, [x], [idx], (gy, sv) =>
         {
             var gx = Tensor.Empty(xs, gy.DType, gy.Device);
-            B(gy).MaxPool2dBackward(gy, sv[0]!, gx);
+            B(gy).MaxPool2dBackward(gy, sv[0]!, gx, p);   // the geometry lets a device gather in parallel
             return [gx];
         });
     }

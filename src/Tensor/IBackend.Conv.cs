@@ -11,8 +11,12 @@ public partial interface IBackend
 
     /// <summary>y [N,C,Ho,Wo] ← max over each window; indices (Int64, y's shape) ← flat h·W+w of the max in x's plane (first max on ties).</summary>
     void MaxPool2dForward(Tensor x, Tensor y, Tensor indices, Pool2dParams p);
-    /// <summary>gx [N,C,H,W] ← scatter-add of gy through indices (gx is overwritten).</summary>
-    void MaxPool2dBackward(Tensor gy, Tensor indices, Tensor gx);
+    /// <summary>
+    /// gx [N,C,H,W] ← scatter-add of gy through indices (gx is overwritten). <paramref name="p"/>, when given, is the
+    /// forward's geometry (the indices must then come from <see cref="MaxPool2dForward"/> with it): a backend may then
+    /// gather per input element in parallel instead of scattering plane by plane; the result is the same.
+    /// </summary>
+    void MaxPool2dBackward(Tensor gy, Tensor indices, Tensor gx, Pool2dParams? p = null);
     /// <summary>Adaptive average pooling with PyTorch's window rule (start = ⌊i·H/Ho⌋, end = ⌈(i+1)·H/Ho⌉).</summary>
     void AdaptiveAvgPool2dForward(Tensor x, Tensor y);
     void AdaptiveAvgPool2dBackward(Tensor gy, Tensor gx);

@@ -206,6 +206,45 @@ public class ConvOpTests
         OpCheck.GradCheck(t => Ops.MaxPool2d(t[0], k, s, pad), [x], what: "max_pool2d");
     }
 
+    /// <summary>Forwards every backend call and records the geometry each MaxPool2dBackward call was given.</summary>
+    public class PoolSpy : System.Reflection.DispatchProxy
+    {
+        public IBackend Inner = null!;
+        public readonly List<Pool2dParams?> Seen = [];
+
+        protected override object? Invoke(System.Reflection.MethodInfo? m, object?[]? args)
+        {
+            if (m!.Name == nameof(IBackend.MaxPool2dBackward)) Seen.Add((Pool2dParams?)args![3]);
+            try { return m.Invoke(Inner, args); }
+            catch (System.Reflection.TargetInvocationException e) when (e.InnerException is not null)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerException).Throw();
+                throw;
+            }
+        }
+    }
+
+    [Test, NonParallelizable]   // intercepts the process-wide CPU backend
+    public void MaxPool2dBackwardGivesTheBackendTheForwardsGeometry()
+    {
+        // The CUDA backend gathers in parallel only when it has the geometry (else one thread scatters each plane).
+        PoolSpy? spy = null;
+        using (Backends.Intercept(Device.Cpu, inner =>
+        {
+            var proxy = System.Reflection.DispatchProxy.Create<IBackend, PoolSpy>();
+            spy = (PoolSpy)(object)proxy;
+            spy.Inner = inner;
+            return proxy;
+        }))
+        using (var scope = Tensor.Scope())
+        {
+            var x = OpCheck.Rand([1, 2, 7, 6], 13, requiresGrad: true);
+            Ops.MaxPool2d(x, 3, 2, 1).Sum().Backward();
+        }
+        Assert.That(spy, Is.Not.Null);
+        Assert.That(spy!.Seen, Is.EqualTo(new Pool2dParams?[] { new Pool2dParams(3, 3, 2, 2, 1, 1) }));
+    }
+
     [Test]
     public void MaxPool2dDefaultStrideIsTheKernelAndBadInputsThrow()
     {

@@ -297,12 +297,15 @@ public sealed unsafe partial class CpuBackend
         return Unsafe.As<long, T>(ref r2);
     }
 
-    public void MaxPool2dBackward(Tensor gy, Tensor indices, Tensor gx)
+    public void MaxPool2dBackward(Tensor gy, Tensor indices, Tensor gx, Pool2dParams? p = null)
     {
         const string op = "max_pool2d backward";
         RequireFloat(gy, op);
         if (gy.Rank != 4 || gx.Rank != 4 || !indices.Sizes.SequenceEqual(gy.Sizes) || gx.Size(0) != gy.Size(0) || gx.Size(1) != gy.Size(1))
             throw new ArgumentException($"{op}: output gradient {gy.ShapeString}, indices {indices.ShapeString} and input gradient {gx.ShapeString} do not match");
+        // The scatter needs no geometry; a given one must still describe these shapes (the CUDA backend gathers with it).
+        if (p is { } pg && (pg.OutH(gx.Size(2)) != gy.Size(2) || pg.OutW(gx.Size(3)) != gy.Size(3)))
+            throw new ArgumentException($"{op}: {pg} on input gradient {gx.ShapeString} gives {pg.OutH(gx.Size(2))}×{pg.OutW(gx.Size(3))} outputs, the output gradient is {gy.ShapeString}");
         if (indices.DType != DType.Int64 || gx.DType != gy.DType)
             throw new ArgumentException($"{op}: indices must be int64 (got {indices.DType.Name()}) and gradients one dtype (got {gy.DType.Name()}, {gx.DType.Name()})");
         RequireContiguous(gy, op, "output gradient"); RequireContiguous(indices, op, "indices"); RequireContiguous(gx, op, "input gradient");

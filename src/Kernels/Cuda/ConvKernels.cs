@@ -645,6 +645,39 @@ public static partial class ConvKernels
         return m >= 96 && tiles128 >= acc.NumMultiprocessors ? ConvVersion.Tile128 : ConvVersion.Tile64;
     }
 
+    /// <summary>
+    /// The split-K count backward-weight aims for when it picks one itself: enough groups for twice the multiprocessors,
+    /// each K chunk at least 256 deep (1: no split). The reduction runs over batch·Ho·Wo while the output is only
+    /// cout × cin·kh·kw, so without a split ResNet-50's early layers would occupy a handful of multiprocessors (the stem's
+    /// 64 × 147 weight gradient is 3 tiles of 64 with K = 64·112² at batch 64; layer1's 64 × 64 1×1 is 1 tile).
+    /// </summary>
+    private static long WantedSplits(Accelerator acc, int m, int n, int k, ConvVersion version, Precision precision)
+    {
+        if (version == ConvVersion.Auto) version = Choose(acc, m, n);
+        int tileM = precision != Precision.Fp32 ? TcBM : version == ConvVersion.Tile128 ? BM2 : BM;
+        int tileN = precision != Precision.Fp32 ? TcBN : version == ConvVersion.Tile128 ? BN2 : BN;
+        long tiles = (long)((m + tileM - 1) / tileM) * ((n + tileN - 1) / tileN);
+        long want = (2L * acc.NumMultiprocessors + tiles - 1) / tiles;
+        return Math.Clamp(Math.Min(want, Math.Max(1, k / 256)), 1, 65535);
+    }
+
+    /// <summary>
+    /// Floats of workspace <see cref="Conv2dBackwardWeight"/> needs to split K the way it would choose with
+    /// <c>splits = 0</c> (0 when it would not split: too few K rows, or already enough output tiles). Callers that pass a
+    /// workspace of this size get the split; the CUDA backend does, from its caching allocator.
+    /// </summary>
+    public static long BackwardWeightWorkspace(Accelerator acc, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p,
+        ConvVersion version = ConvVersion.Auto, Precision precision = Precision.Fp32)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        var s = Geometry("conv2d backward (weight)", batch, cin, h, w, cout, kh, kw, p);
+        int m = cout, n = cin * kh * kw, k = batch * s.Ho * s.Wo;
+        long mn = (long)m * n;
+        if (mn == 0 || k == 0) return 0;
+        long sp = WantedSplits(acc, m, n, k, version, precision);
+        return sp < 2 ? 0 : sp * mn;
+    }
+
     private static int GroupSize(Accelerator acc) => Math.Min(GpuGroupSize, acc.MaxNumThreadsPerGroup);
 
     /// <summary>A 1-D grid-stride launch over <paramref name="work"/> items.</summary>
@@ -786,13 +819,10 @@ public static partial class ConvKernels
         if (splits < 0) throw new ArgumentException($"{op} (ilgpu): splits must be ≥ 0, got {splits}");
         long mn = (long)s.M * s.N;
         int sp = 1;
+        if (version == ConvVersion.Auto) version = Choose(acc, s.M, s.N);
         if (mn > 0 && s.K > 0 && workspace.Length >= 2 * mn)
         {
-            if (version == ConvVersion.Auto) version = Choose(acc, s.M, s.N);
-            int tileM = precision != Precision.Fp32 ? TcBM : version == ConvVersion.Tile128 ? BM2 : BM;
-            int tileN = precision != Precision.Fp32 ? TcBN : version == ConvVersion.Tile128 ? BN2 : BN;
-            long tiles = (long)((s.M + tileM - 1) / tileM) * ((s.N + tileN - 1) / tileN);
-            long want = splits > 0 ? splits : (2L * acc.NumMultiprocessors + tiles - 1) / tiles;
+            long want = splits > 0 ? splits : WantedSplits(acc, s.M, s.N, s.K, version, precision);
             long cap = Math.Min(workspace.Length / mn, splits > 0 ? long.MaxValue : Math.Max(1, s.K / 256));
             sp = (int)Math.Clamp(Math.Min(want, cap), 1, 65535);
         }

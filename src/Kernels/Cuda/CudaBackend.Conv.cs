@@ -48,8 +48,14 @@ public sealed partial class CudaBackend
         RequireHere(x, op); RequireHere(gy, op);
         RequireDense(op, (gw, "weight gradient"), (gb, "bias gradient"));
         using var xc = Dense(x); using var gyc = Dense(gy);
+        var precision = MatMulPrecision.Current;
+        int batch = x.Sizes[0], cin = x.Sizes[1], h = x.Sizes[2], wd = x.Sizes[3], cout = gw.Sizes[0], kh = gw.Sizes[2], kw = gw.Sizes[3];
+        // Split-K: the reduction runs over batch·Ho·Wo while the weight gradient is small, so without a workspace the early
+        // ResNet layers would run on a handful of multiprocessors. The workspace comes from the caching allocator.
+        long ws = ConvKernels.BackwardWeightWorkspace(Acc, batch, cin, h, wd, cout, kh, kw, p, precision: precision);
+        using var work = ws > 0 ? Tensor.Empty([checked((int)ws)], DType.Float32, Device) : null;
         ConvKernels.Conv2dBackwardWeight(Acc, Stream, View<float>(xc), View<float>(gyc), View<float>(gw), gb is null ? default : View<float>(gb),
-            x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], gw.Sizes[0], gw.Sizes[2], gw.Sizes[3], p, precision: MatMulPrecision.Current);
+            batch, cin, h, wd, cout, kh, kw, p, workspace: work is null ? default : View<float>(work), precision: precision);
     }
 
     public void MaxPool2dForward(Tensor x, Tensor y, Tensor indices, Pool2dParams p)
@@ -64,8 +70,10 @@ public sealed partial class CudaBackend
         ConvKernels.MaxPool2dForward(Acc, Stream, View<float>(xc), View<float>(y), View<long>(indices), x.Sizes[0] * x.Sizes[1], x.Sizes[2], x.Sizes[3], p);
     }
 
-    /// <summary>The contract carries no pooling geometry here, so the plane-serial scatter form is used (deterministic, CPU-identical).</summary>
-    public void MaxPool2dBackward(Tensor gy, Tensor indices, Tensor gx)
+    /// <summary>With the forward's geometry (what the autograd op passes): the parallel gather, one thread per input-gradient
+    /// element. Without it: the plane-serial scatter, one thread per plane (at ResNet-50's stem at batch 64, 4,096 threads
+    /// each walking 3,136 outputs: a few percent of the GPU). Both deterministic and bit-identical to the CPU backend.</summary>
+    public void MaxPool2dBackward(Tensor gy, Tensor indices, Tensor gx, Pool2dParams? p = null)
     {
         const string op = "max_pool2d backward";
         RequireF32(op, gy, gx);
@@ -75,7 +83,7 @@ public sealed partial class CudaBackend
         RequireDense(op, (gx, "input gradient"));
         using var gyc = Dense(gy); using var ic = Dense(indices);
         ConvKernels.MaxPool2dBackward(Acc, Stream, View<float>(gyc), View<long>(ic), View<float>(gx),
-            gx.Sizes[0] * gx.Sizes[1], gx.Sizes[2], gx.Sizes[3], gy.Sizes[2], gy.Sizes[3], null);
+            gx.Sizes[0] * gx.Sizes[1], gx.Sizes[2], gx.Sizes[3], gy.Sizes[2], gy.Sizes[3], p);
     }
 
     public void AdaptiveAvgPool2dForward(Tensor x, Tensor y)

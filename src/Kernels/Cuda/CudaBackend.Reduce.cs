@@ -103,6 +103,44 @@ internal static class ReduceKernels
     }
 
     /// <summary>
+    /// Stage 1 of a split per-thread reduction (sum or mean): the per-thread form for few outputs over long reductions,
+    /// e.g. a Linear layer's bias gradient Σ over 4,800 rows of [4,800, 768] — 768 threads, 3 groups, would otherwise walk
+    /// 4,800 rows each. Virtual thread t handles output t % nOut (adjacent threads read adjacent memory, as in
+    /// <see cref="ReducePerThread{T, TIO}"/>) over the chunk t / nOut of the reduced elements, four loads in flight, and
+    /// writes its float64 partial to partV[o·split + chunk] for <see cref="ReduceFinish{T, TIO}"/>.
+    /// </summary>
+    public static void ReducePerThreadSplit<T, TIO>(ArrayView<T> x, ArrayView<double> partV, ReduceLayout l, int nOut, int nRed, int split)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var io = default(TIO);
+        int chunk = (nRed + split - 1) / split;
+        long total = (long)nOut * split, step = (long)Grid.DimX * Group.DimX;
+        // a single reduced dim (the usual [rows, cols] column sum) needs no index arithmetic per element
+        bool flat = l.RedSize.D0 == 1 && l.RedSize.D1 == 1 && l.RedSize.D2 == 1 && l.RedSize.D3 == 1 && l.RedSize.D4 == 1;
+        for (long t = Grid.GlobalIndex.X; t < total; t += step)
+        {
+            int o = (int)(t % nOut), part = (int)(t / nOut);
+            int baseOff = l.Base + ReduceLayout.Offset(l.KeptSize, l.KeptStride, o);
+            int j0 = part * chunk, j1 = j0 + chunk < nRed ? j0 + chunk : nRed;
+            double s = 0;
+            if (flat)
+            {
+                int st = l.RedStride.D5;
+                int j = j0;
+                for (; j + 3 < j1; j += 4)
+                {
+                    T a = x[baseOff + j * st], b = x[baseOff + (j + 1) * st], c = x[baseOff + (j + 2) * st], d = x[baseOff + (j + 3) * st];
+                    s += io.ToDouble(a); s += io.ToDouble(b); s += io.ToDouble(c); s += io.ToDouble(d);
+                }
+                for (; j < j1; j++) s += io.ToDouble(x[baseOff + j * st]);
+            }
+            else
+                for (int j = j0; j < j1; j++) s += io.ToDouble(x[baseOff + ReduceLayout.Offset(l.RedSize, l.RedStride, j)]);
+            partV[(long)o * split + part] = s;
+        }
+    }
+
+    /// <summary>
     /// Stage 1 of a split reduction (few outputs, long reductions: the GPU would otherwise run a handful of
     /// groups). Virtual group g handles part g % split of output g / split and writes a partial sum (modes 0, 1)
     /// or a partial (value, index) extremum (modes 3, 4).
@@ -296,6 +334,17 @@ public sealed partial class CudaBackend
         bool perThread = nRed <= 16 || (keptInner == 1 && redInner != 1 && nOut >= 32);
         // Few outputs over long reductions: split each reduction across several groups (not for var, which
         // needs the mean before its second pass).
+        // Per-thread sums over long reductions with too few outputs to fill the device: split the reduced elements too.
+        if (perThread && op is ReduceOp.Sum or ReduceOp.Mean && nOut > 0)
+        {
+            int columnSplit = ColumnSplitOverride ?? ColumnSplit(nOut, nRed, Runtime.MaxGroups * Runtime.GroupSize);
+            if (columnSplit > 1)
+            {
+                if (x.DType == DType.Float32) ReducePerThreadSplitT<float, Elems.F32>(x, y, l, nOut, nRed, mode, Math.Min(columnSplit, nRed));
+                else ReducePerThreadSplitT<double, Elems.F64>(x, y, l, nOut, nRed, mode, Math.Min(columnSplit, nRed));
+                return;
+            }
+        }
         int split = 1;
         if (!perThread && op != ReduceOp.Var)
         {
@@ -315,6 +364,41 @@ public sealed partial class CudaBackend
 
     /// <summary>Tests set this to force a split factor (the emulator has too few groups to choose one itself).</summary>
     internal static int? SplitOverride { get; set; }
+
+    /// <summary>Tests set this to force the chunk count of the split per-thread reduction (1: never split).</summary>
+    internal static int? ColumnSplitOverride { get; set; }
+
+    /// <summary>
+    /// Chunks for a per-thread sum of nOut outputs over nRed elements on a device that holds <paramref name="threads"/>
+    /// threads at once: 1 (no split) while the outputs alone fill a quarter of it or each sum is under 64 elements; else
+    /// about √nRed chunks (a thread's chunk and the finishing thread's walk over the partials are then about equally long),
+    /// at least 16 elements each, and no more threads than the device holds.
+    /// </summary>
+    internal static int ColumnSplit(int nOut, int nRed, int threads)
+    {
+        if (nRed < 64 || (long)nOut * 4 >= threads) return 1;
+        long sp = Math.Min((long)Math.Round(Math.Sqrt(nRed)), Math.Min(nRed / 16, threads / Math.Max(nOut, 1)));
+        return (int)Math.Max(1, sp);
+    }
+
+    private void ReducePerThreadSplitT<T, TIO>(Tensor x, Tensor y, ReduceLayout l, int nOut, int nRed, int mode, int split)
+        where T : unmanaged where TIO : struct, IElem<T>
+    {
+        var (xv, xb) = Strided<T>(x);
+        l.Base = xb;
+        using var pv = Tensor.Empty([nOut * split], DType.Float64, Device);
+        var k1 = Runtime.Kernel(("reduce-thread-split", typeof(T), typeof(TIO), typeof(void)),
+            acc => acc.LoadKernel<ArrayView<T>, ArrayView<double>, ReduceLayout, int, int, int>(ReduceKernels.ReducePerThreadSplit<T, TIO>));
+        CudaRuntime.CountLaunch();
+        k1(Stream, Runtime.Grid((long)nOut * split), xv, Dense<double>(pv), l, nOut, nRed, split);
+        var k2 = Runtime.Kernel(("reduce-finish", typeof(T), typeof(TIO), typeof(void)),
+            acc => acc.LoadKernel<ArrayView<double>, ArrayView<int>, ArrayView<T>, ArrayView<long>, int, int, int, int, int>(ReduceKernels.ReduceFinish<T, TIO>));
+        _noPartI ??= Acc.Allocate1D<int>(1);
+        CudaRuntime.CountLaunch();
+        k2(Stream, Runtime.Grid(nOut), Dense<double>(pv), _noPartI.View, Dense<T>(y), _noIndices!.View, nOut, nRed, mode, split, 0);
+    }
+
+    private MemoryBuffer1D<int, Stride1D.Dense>? _noPartI;
 
     private void ReduceSplitT<T, TIO>(Tensor x, Tensor y, ArrayView<long> iv, ReduceLayout l, int nOut, int nRed, int mode, int split, bool writeIdx)
         where T : unmanaged where TIO : struct, IElem<T>

@@ -45,6 +45,16 @@ public sealed partial class CudaBackend
         };
         // MatMulPrecision: Fp32 runs the exact SGEMM; Tf32/Bf16 the tensor-core kernel (rounded operands, fp32 accumulation).
         var precision = MatMulPrecision.Current;
+        // Split-K when C has fewer tiles than the device has multiprocessors (BERT's 768 × 768 weight gradients): partial
+        // products into a workspace from the caching allocator, then an in-order sum with the epilogue.
+        int splits = GemmSplitK.Splits(Acc, args, precision);
+        if (splits > 1)
+        {
+            using var work = Tensor.Empty([checked((int)GemmSplitK.Workspace(args, splits))], DType.Float32, Device);
+            int n = GemmSplitK.Launch(Acc, Stream, args, precision, View<float>(work), splits);
+            for (int i = 0; i < n; i++) CudaRuntime.CountLaunch();
+            return;
+        }
         if (precision == Precision.Fp32) GemmKernels.Launch(Acc, Stream, args);
         else TensorCoreGemm.Launch(Acc, Stream, args, precision);
         CudaRuntime.CountLaunch();   // either launcher enqueues exactly one kernel when C is not empty

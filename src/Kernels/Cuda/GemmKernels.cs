@@ -77,6 +77,15 @@ public static class GemmKernels
     /// <summary>Threads per group on a GPU (the kernels accept any group size; the CPU accelerator gets its maximum, e.g. 2).</summary>
     public const int GpuGroupSize = 256;
 
+    /// <summary>The C tile one group of version <paramref name="v"/> computes (v1: one element per thread of a group).</summary>
+    public static (int M, int N) TileOf(GemmVersion v) => v switch
+    {
+        GemmVersion.Naive => (1, GpuGroupSize),
+        GemmVersion.Tiled16 => (T2, T2),
+        GemmVersion.Reg64x4 => (BM3, BM3),
+        _ => (BM4, BN4),
+    };
+
     // ---------------------------------------------------------------- shared helpers (inlined into the kernels)
 
     private static float LoadA(ArrayView<float> a, GemmShape s, long off, int m, int k)

@@ -67,6 +67,7 @@ internal static class NormKernels
         int mCount = p.N * p.S;
         long cs = (long)p.C * p.S;
         int sLen = p.S > 0 ? p.S : 1;   // S = 0 means no elements: the loops do not run, the cursor must not divide by 0
+        int step = Group.DimX;
         for (int c = Grid.IdxX; c < p.C; c += Grid.DimX)
         {
             long cOff = (long)c * p.S;
@@ -75,8 +76,23 @@ internal static class NormKernels
             {
                 float shift = mCount > 0 ? x[cOff] : 0f;
                 double s = 0, ss = 0;
+                // Four elements per trip, loaded before any is used: four loads in flight per thread instead of one
+                // (one group per channel cannot hide memory latency with more threads). Same elements per thread and
+                // the same summation order as one per trip, so the sums are bit for bit those of the plain loop.
                 var cur = Start(Group.IdxX, sLen);
-                for (int m = Group.IdxX; m < mCount; m += Group.DimX, cur = Advance(cur, Group.DimX, sLen))
+                long m = Group.IdxX;
+                for (; m + 3L * step < mCount; m += 4L * step)
+                {
+                    var c1 = Advance(cur, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+                    float x0 = x[cur.Outer * cs + cOff + cur.Inner], x1 = x[c1.Outer * cs + cOff + c1.Inner];
+                    float x2 = x[c2.Outer * cs + cOff + c2.Inner], x3 = x[c3.Outer * cs + cOff + c3.Inner];
+                    float t = x0 - shift; s += t; ss += t * t;
+                    t = x1 - shift; s += t; ss += t * t;
+                    t = x2 - shift; s += t; ss += t * t;
+                    t = x3 - shift; s += t; ss += t * t;
+                    cur = Advance(c3, step, sLen);
+                }
+                for (; m < mCount; m += step, cur = Advance(cur, step, sLen))
                 {
                     float t = x[cur.Outer * cs + cOff + cur.Inner] - shift;
                     s += t; ss += t * t;
@@ -105,16 +121,39 @@ internal static class NormKernels
             float bias = (p.Flags & FBias) != 0 ? b[c] : 0f;
             bool addRes = (p.Flags & FResidual) != 0, relu = (p.Flags & FRelu) != 0;
             var cw = Start(Group.IdxX, sLen);
-            for (int m = Group.IdxX; m < mCount; m += Group.DimX, cw = Advance(cw, Group.DimX, sLen))
+            long mw = Group.IdxX;
+            for (; mw + 3L * step < mCount; mw += 4L * step)   // four loads in flight, as in the statistics loop
+            {
+                var c1 = Advance(cw, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+                long o0 = cw.Outer * cs + cOff + cw.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
+                long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
+                float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
+                float r0 = 0f, r1 = 0f, r2 = 0f, r3 = 0f;
+                if (addRes) { r0 = res[o0]; r1 = res[o1]; r2 = res[o2]; r3 = res[o3]; }
+                y[o0] = BnOut(x0, r0, mean, scale, bias, addRes, relu);
+                y[o1] = BnOut(x1, r1, mean, scale, bias, addRes, relu);
+                y[o2] = BnOut(x2, r2, mean, scale, bias, addRes, relu);
+                y[o3] = BnOut(x3, r3, mean, scale, bias, addRes, relu);
+                cw = Advance(c3, step, sLen);
+            }
+            for (; mw < mCount; mw += step, cw = Advance(cw, step, sLen))
             {
                 long o = cw.Outer * cs + cOff + cw.Inner;
-                float v = (x[o] - mean) * scale + bias;
-                if (addRes) v += res[o];
-                // relu as the elementwise kernel has it: NaN stays NaN
-                if (relu && !(v > 0f) && !KMath.IsNaN(v)) v = 0f;
-                y[o] = v;
+                y[o] = BnOut(x[o], addRes ? res[o] : 0f, mean, scale, bias, addRes, relu);
             }
         }
+    }
+
+    /// <summary>relu's gradient: g where the fused forward's output y was positive, else 0 (NaN y included).</summary>
+    private static float Masked(float g, float y) => y > 0f ? g : 0f;
+
+    /// <summary>relu?((x − mean)·scale + bias [+ r]); relu as the elementwise kernel has it: NaN stays NaN.</summary>
+    private static float BnOut(float xv, float r, float mean, float scale, float bias, bool addRes, bool relu)
+    {
+        float v = (xv - mean) * scale + bias;
+        if (addRes) v += r;
+        if (relu && !(v > 0f) && !KMath.IsNaN(v)) v = 0f;
+        return v;
     }
 
     internal static void BatchNormBackwardKernel(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> w, ArrayView<float> saveMean,
@@ -124,6 +163,7 @@ internal static class NormKernels
         int mCount = p.N * p.S;
         long cs = (long)p.C * p.S;
         int sLen = p.S > 0 ? p.S : 1;   // S = 0 means no elements: the loops do not run, the cursor must not divide by 0
+        int step = Group.DimX;
         for (int c = Grid.IdxX; c < p.C; c += Grid.DimX)
         {
             long cOff = (long)c * p.S;
@@ -134,8 +174,25 @@ internal static class NormKernels
             // instead of gy and y again (8 B); the same thread wrote the element, and global loads are plain ld (no .nc).
             bool reuse = relu && writeRes;
             double sg = 0, sgc = 0;
+            // Four elements per trip with every load issued first (see the forward); same elements per thread, same order.
             var cw = Start(Group.IdxX, sLen);
-            for (int m = Group.IdxX; m < mCount; m += Group.DimX, cw = Advance(cw, Group.DimX, sLen))
+            long m = Group.IdxX;
+            for (; m + 3L * step < mCount; m += 4L * step)
+            {
+                var c1 = Advance(cw, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+                long o0 = cw.Outer * cs + cOff + cw.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
+                long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
+                float g0 = gy[o0], g1 = gy[o1], g2 = gy[o2], g3 = gy[o3];
+                float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
+                if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
+                if (writeRes) { gRes[o0] = g0; gRes[o1] = g1; gRes[o2] = g2; gRes[o3] = g3; }
+                sg += g0; sgc += g0 * (x0 - mean);
+                sg += g1; sgc += g1 * (x1 - mean);
+                sg += g2; sgc += g2 * (x2 - mean);
+                sg += g3; sgc += g3 * (x3 - mean);
+                cw = Advance(c3, step, sLen);
+            }
+            for (; m < mCount; m += step, cw = Advance(cw, step, sLen))
             {
                 long o = cw.Outer * cs + cOff + cw.Inner;
                 float g = gy[o];
@@ -155,7 +212,27 @@ internal static class NormKernels
             float k = wc * inv;
             float mg = train ? tot.A / mCount : 0f, mgx = train ? sgx / mCount : 0f;
             var cg2 = Start(Group.IdxX, sLen);
-            for (int m = Group.IdxX; m < mCount; m += Group.DimX, cg2 = Advance(cg2, Group.DimX, sLen))
+            long m2 = Group.IdxX;
+            for (; m2 + 3L * step < mCount; m2 += 4L * step)
+            {
+                var c1 = Advance(cg2, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+                long o0 = cg2.Outer * cs + cOff + cg2.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
+                long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
+                float g0, g1, g2, g3;
+                if (reuse) { g0 = gRes[o0]; g1 = gRes[o1]; g2 = gRes[o2]; g3 = gRes[o3]; }
+                else
+                {
+                    g0 = gy[o0]; g1 = gy[o1]; g2 = gy[o2]; g3 = gy[o3];
+                    if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
+                }
+                float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
+                gx[o0] = k * (g0 - mg - (x0 - mean) * inv * mgx);
+                gx[o1] = k * (g1 - mg - (x1 - mean) * inv * mgx);
+                gx[o2] = k * (g2 - mg - (x2 - mean) * inv * mgx);
+                gx[o3] = k * (g3 - mg - (x3 - mean) * inv * mgx);
+                cg2 = Advance(c3, step, sLen);
+            }
+            for (; m2 < mCount; m2 += step, cg2 = Advance(cg2, step, sLen))
             {
                 long o = cg2.Outer * cs + cOff + cg2.Inner;
                 float g;

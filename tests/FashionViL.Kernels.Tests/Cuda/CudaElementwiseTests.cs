@@ -241,6 +241,61 @@ public class CudaElementwiseTests : CudaTestBase
         }
     }
 
+    [TestCase(2)]
+    [TestCase(5)]
+    [TestCase(37)]
+    public void SplitColumnReductionsMatchCpu(int split)
+    {
+        // A bias gradient's shape: Σ over rows of [rows, cols]. Forced split (the emulator is too small to choose one):
+        // partial sums per (column, chunk of rows), then the in-order finish; two launches instead of one.
+        CudaBackend.ColumnSplitOverride = split;
+        try
+        {
+            var rt = Dev.Runtime;
+            using var h = Rand([301, 40], 43, DType.Float32);
+            using var d = Up(h);
+            // a view whose two reduced dims do not merge (rows 0..5 of 7 per block): the general index path
+            using var hb = Rand([5, 7, 40], 44, DType.Float32);
+            using var hv = hb.AsStrided([5, 6, 40], [280, 40, 1], 0);
+            using var dbase = Up(hb);
+            using var dv = dbase.AsStrided([5, 6, 40], [280, 40, 1], 0);
+            // float64 references: the device sums in float64, so its result is the float nearest the exact sum (1 ulp allowed)
+            double[] Columns(Tensor t, int rows, bool mean)
+            {
+                var a = t.ToArray<double>();
+                var r = new double[40];
+                for (int i = 0; i < rows; i++) for (int j = 0; j < 40; j++) r[j] += a[i * 40 + j];
+                return mean ? r.Select(v => v / rows).ToArray() : r;
+            }
+            foreach (var op in new[] { ReduceOp.Sum, ReduceOp.Mean })
+            {
+                bool mean = op == ReduceOp.Mean;
+                using var got = Tensor.Empty([1, 40], DType.Float32, Gpu);
+                var c0 = rt.Counters;
+                Dev.Reduce(op, d, [0], got);
+                Assert.That((rt.Counters - c0).KernelLaunches, Is.EqualTo(2), $"{op}: partials and finish");
+                var want = Columns(h, 301, mean);
+                OpCheck.AssertClose(got.ToArray<double>(), want, Math.Pow(2, -23), 1e-12, $"{op} columns split {split}");
+                using var got2 = Tensor.Empty([1, 1, 40], DType.Float32, Gpu); Dev.Reduce(op, dv, [0, 1], got2);
+                using var hvc = hv.ContiguousRaw();
+                OpCheck.AssertClose(got2.ToArray<double>(), Columns(hvc, 30, mean), Math.Pow(2, -23), 1e-12, $"{op} strided view split {split}");
+            }
+        }
+        finally { CudaBackend.ColumnSplitOverride = null; }
+    }
+
+    [Test]
+    public void ColumnSplitRule()
+    {
+        const int h100 = 132 * 2048;   // threads an H100 holds at once
+        Assert.That(CudaBackend.ColumnSplit(768, 4800, h100), Is.EqualTo(69), "BERT bias gradient at ITC batch 64: ≈ √4800 chunks");
+        Assert.That(CudaBackend.ColumnSplit(3072, 7936, h100), Is.EqualTo(88), "FFN bias gradient at MLM batch 64: √7936 ≈ 89, capped by the device (88 × 3072 threads)");
+        Assert.That(CudaBackend.ColumnSplit(768, 63, h100), Is.EqualTo(1), "short sums stay per thread");
+        Assert.That(CudaBackend.ColumnSplit(70000, 4800, h100), Is.EqualTo(1), "outputs that fill a quarter of the device stay per thread");
+        Assert.That(CudaBackend.ColumnSplit(30000, 100000, h100), Is.EqualTo(9), "capped by the threads the device holds");
+        Assert.That(CudaBackend.ColumnSplit(40, 100, h100), Is.EqualTo(6), "at least 16 elements per chunk");
+    }
+
     [TestCase(null)]
     [TestCase(3)]
     [TestCase(7)]
