@@ -103,6 +103,8 @@ public static class Checks
         yield return new("linear, split-K weight gradient", [[1200, 64], [48, 64], [48]], t => Ops.Linear(t[0], t[1], t[2]), 1e-5);
         yield return new("conv2d, split-K weight gradient", [[4, 8, 24, 24], [16, 8, 3, 3]], t => Ops.Conv2d(t[0], t[1], null, 1, 1), 1e-4);
         yield return new("layer_norm (300 rows: 5 partial blocks)", [[300, 64], [64], [64]], t => t[0].LayerNorm(t[1], t[2], 1e-12), 1e-4);
+        // 65,536 values per channel over 8 channels: the 1,024-thread batch-norm groups of the stem/layer1 rule
+        yield return new("batch_norm (train, 1024-thread groups)", [[64, 8, 32, 32], [8], [8]], t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true), 1e-4);
         yield return new("group_norm + silu (fused, no grad)", [[2, 64, 4, 4], [64], [64]], t => Ops.GroupNorm(t[0], 32, t[1], t[2], 1e-6, silu: true), 1e-4, Grad: false);
         // The precision switch: forward GEMMs with TF32 operands on both sides (the CPU rounds exactly as the tensor cores
         // do; the sums differ in order only, and tensor cores may truncate inside: 1e-4 of the largest value over K ≤ 72).

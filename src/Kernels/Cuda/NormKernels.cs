@@ -375,6 +375,15 @@ internal static class NormKernels
         return BlockReduce.ClampGroup(acc, want);
     }
 
+    /// <summary>
+    /// Batch norm's group size (one group per channel, before clamping to the accelerator): 1,024 threads when the channels
+    /// are too few to give every multiprocessor two groups and each holds at least 65,536 elements — ResNet-50's stem and
+    /// layer1 at batch 64 (64–256 channels of 200,704–802,816) — so that one SM keeps twice as many loads in flight; else
+    /// <see cref="DefaultGroupSize"/>'s rule. (Deterministic either way; the group size sets the summation order.)
+    /// </summary>
+    public static int BatchNormGroupSize(int channels, long count, int multiprocessors)
+        => channels < 2 * multiprocessors && count >= 65536 ? 1024 : count >= 16384 ? 512 : count >= 2048 ? 256 : 128;
+
     private static int CheckGroup(Accelerator acc, string op, int groupSize, long count)
         => BlockReduce.CheckGroup(acc, op, groupSize == 0 ? DefaultGroupSize(acc, count) : groupSize);
 
@@ -419,7 +428,7 @@ internal static class NormKernels
         if (training && (long)n * s == 1)
             throw new ArgumentException($"{op}: expected more than 1 value per channel when training, got input {shape}");
         if (c == 0) return;
-        int gs = CheckGroup(acc, op, groupSize, (long)n * s);
+        int gs = BlockReduce.CheckGroup(acc, op, groupSize == 0 ? BlockReduce.ClampGroup(acc, BatchNormGroupSize(c, (long)n * s, acc.NumMultiprocessors)) : groupSize);
         var k = For(acc).BnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormForwardKernel);
         var p = new BnParams
         {
@@ -452,7 +461,7 @@ internal static class NormKernels
         if (reluOutput is { } yv) Need(op, "relu output", yv, total, shape);
         if (gResidual is { } grv) Need(op, "residual gradient", grv, total, shape);
         if (c == 0) return;
-        int gs = CheckGroup(acc, op, groupSize, (long)n * s);
+        int gs = BlockReduce.CheckGroup(acc, op, groupSize == 0 ? BlockReduce.ClampGroup(acc, BatchNormGroupSize(c, (long)n * s, acc.NumMultiprocessors)) : groupSize);
         var k = For(acc).BnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormBackwardKernel);
         var p = new BnParams
         {

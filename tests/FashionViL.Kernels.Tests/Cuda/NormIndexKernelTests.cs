@@ -94,6 +94,19 @@ public class NormIndexKernelTests() : EmulatorKernelTestBase(assertions: false, 
     }
 
     [Test]
+    public void BatchNormGroupSizeRule()
+    {
+        // H100 (132 SMs), batch 64: the stem (64 channels of 802,816) and layer1 (64 or 256 of 200,704) get 1,024 threads
+        Assert.That(NormKernels.BatchNormGroupSize(64, 802_816, 132), Is.EqualTo(1024));
+        Assert.That(NormKernels.BatchNormGroupSize(256, 200_704, 132), Is.EqualTo(1024));
+        // 512 channels (layer2's wide norms) already give every SM several groups; layer3's 12,544 per channel is short
+        Assert.That(NormKernels.BatchNormGroupSize(512, 50_176, 132), Is.EqualTo(512));
+        Assert.That(NormKernels.BatchNormGroupSize(256, 12_544, 132), Is.EqualTo(256));
+        Assert.That(NormKernels.BatchNormGroupSize(64, 65_535, 132), Is.EqualTo(512), "just under the element threshold");
+        Assert.That(NormKernels.BatchNormGroupSize(4, 100, 132), Is.EqualTo(128));
+    }
+
+    [Test]
     public void BatchNormMultiWarpMatchesCpu([Values] bool training)
     {
         CheckBatchNorm([3, 4, 5, 7], true, training, Multi, "group 8");
