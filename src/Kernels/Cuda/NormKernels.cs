@@ -100,6 +100,35 @@ internal static class NormKernels
         return r;
     }
 
+    /// <summary><see cref="StatSums"/> with every step in double (x − shift and its square too), for the split kernels: a float
+    /// x − shift rounds by the same offset for every x of a binade, a bias that does not average out over 10⁵–10⁶ values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Sums StatSums64(ArrayView<float> x, long cOff, long cs, int sLen, int lo, int hi, double shift)
+    {
+        int step = Group.DimX;
+        double s = 0, ss = 0;
+        var cur = Start(lo + Group.IdxX, sLen);
+        long m = lo + Group.IdxX;
+        for (; m + 3L * step < hi; m += 4L * step)
+        {
+            var c1 = Advance(cur, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+            float x0 = x[cur.Outer * cs + cOff + cur.Inner], x1 = x[c1.Outer * cs + cOff + c1.Inner];
+            float x2 = x[c2.Outer * cs + cOff + c2.Inner], x3 = x[c3.Outer * cs + cOff + c3.Inner];
+            double t = x0 - shift; s += t; ss += t * t;
+            t = x1 - shift; s += t; ss += t * t;
+            t = x2 - shift; s += t; ss += t * t;
+            t = x3 - shift; s += t; ss += t * t;
+            cur = Advance(c3, step, sLen);
+        }
+        for (; m < hi; m += step, cur = Advance(cur, step, sLen))
+        {
+            double t = x[cur.Outer * cs + cOff + cur.Inner] - shift;
+            s += t; ss += t * t;
+        }
+        Sums r; r.A = s; r.B = ss;
+        return r;
+    }
+
     /// <summary>y ← relu?((x − mean)·scale + bias [+ res]) over elements [lo, hi) of the channel, four loads in flight per thread.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Normalize(ArrayView<float> x, ArrayView<float> y, ArrayView<float> res, long cOff, long cs, int sLen, int lo, int hi,
@@ -159,6 +188,43 @@ internal static class NormKernels
             long o = cw.Outer * cs + cOff + cw.Inner;
             float g = gy[o];
             if (relu && !(yRelu[o] > 0f)) g = 0f;   // relu's gradient, masked by the fused forward's output
+            if (writeRes) gRes[o] = g;
+            sg += g; sgc += g * (x[o] - mean);
+        }
+        Sums r; r.A = sg; r.B = sgc;
+        return r;
+    }
+
+    /// <summary><see cref="GradSums"/> with g·(x − mean) in double, for the split kernels (see <see cref="StatSums64"/>: a float
+    /// x − mean is biased by the mean's offset within each binade, and Σg·(x − mean) = gw/inv cancels to a small sum).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Sums GradSums64(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> yRelu, ArrayView<float> gRes, long cOff, long cs, int sLen,
+        int lo, int hi, double mean, bool relu, bool writeRes)
+    {
+        int step = Group.DimX;
+        double sg = 0, sgc = 0;
+        var cw = Start(lo + Group.IdxX, sLen);
+        long m = lo + Group.IdxX;
+        for (; m + 3L * step < hi; m += 4L * step)
+        {
+            var c1 = Advance(cw, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+            long o0 = cw.Outer * cs + cOff + cw.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
+            long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
+            float g0 = gy[o0], g1 = gy[o1], g2 = gy[o2], g3 = gy[o3];
+            float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
+            if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
+            if (writeRes) { gRes[o0] = g0; gRes[o1] = g1; gRes[o2] = g2; gRes[o3] = g3; }
+            sg += g0; sgc += g0 * (x0 - mean);
+            sg += g1; sgc += g1 * (x1 - mean);
+            sg += g2; sgc += g2 * (x2 - mean);
+            sg += g3; sgc += g3 * (x3 - mean);
+            cw = Advance(c3, step, sLen);
+        }
+        for (; m < hi; m += step, cw = Advance(cw, step, sLen))
+        {
+            long o = cw.Outer * cs + cOff + cw.Inner;
+            float g = gy[o];
+            if (relu && !(yRelu[o] > 0f)) g = 0f;
             if (writeRes) gRes[o] = g;
             sg += g; sgc += g * (x[o] - mean);
         }
@@ -351,7 +417,7 @@ internal static class NormKernels
             long cOff = (long)c * p.S;
             int lo = SliceEnd(g, p.Slice, mCount), hi = SliceEnd(g + 1, p.Slice, mCount);
             float shift = mCount > 0 ? x[cOff] : 0f;
-            var own = StatSums(x, cOff, cs, sLen, lo, hi, shift);
+            var own = StatSums64(x, cOff, cs, sLen, lo, hi, shift);
             var tot = GroupSum2(own.A, own.B, red);
             if (Group.IdxX == 0) { ws[2L * u] = tot.A; ws[2L * u + 1] = tot.B; }
         }
@@ -379,7 +445,7 @@ internal static class NormKernels
                 double ms = mCount > 0 ? tot.A / mCount : 0.0;
                 double var = mCount > 0 ? tot.B / mCount - ms * ms : 0.0;
                 if (var < 0.0) var = 0.0;
-                mean = shift + (float)ms;
+                mean = (float)(shift + ms);   // one rounding, at the mean's magnitude (not x₀'s): the gradients depend on it
                 inv = 1f / MathF.Sqrt((float)var + p.Eps);
                 if (g == 0 && Group.IdxX == 0 && mCount > 0)
                 {
@@ -416,7 +482,7 @@ internal static class NormKernels
             int c = u / p.Split, g = u - c * p.Split;
             long cOff = (long)c * p.S;
             int lo = SliceEnd(g, p.Slice, mCount), hi = SliceEnd(g + 1, p.Slice, mCount);
-            var own = GradSums(x, gy, yRelu, gRes, cOff, cs, sLen, lo, hi, saveMean[c], relu, writeRes);
+            var own = GradSums64(x, gy, yRelu, gRes, cOff, cs, sLen, lo, hi, saveMean[c], relu, writeRes);
             var tot = GroupSum2(own.A, own.B, red);
             if (Group.IdxX == 0) { ws[2L * u] = tot.A; ws[2L * u + 1] = tot.B; }
         }

@@ -168,10 +168,47 @@ public class NormIndexKernelTests() : EmulatorKernelTestBase(assertions: false, 
             double mean = sum / m, v = 0;
             for (int i = 0; i < n; i++) for (int j = 0; j < s; j++) { double d = xv[(i * c + ch) * s + j] - mean; v += d * d; }
             double inv = 1 / Math.Sqrt(v / m + 1e-5);
-            // mean to float32 rounding of 1000 (6e-5) plus the shift's rounding; 1/std to a few float32 ulps
-            Assert.That(sm.GetAsArray1D()[ch], Is.EqualTo(mean).Within(1.5e-4), $"mean of channel {ch}");
-            Assert.That(sis.GetAsArray1D()[ch], Is.EqualTo(inv).Within(inv * 1e-5), $"1/std of channel {ch}");
+            // the mean is rounded to float32 once (half an ulp at 1000: 2⁻¹⁵ ≈ 3.05e-5); 1/std: four float32 roundings
+            // (var, + eps, √, 1/·) of at most 2⁻²⁴ each
+            Assert.That(sm.GetAsArray1D()[ch], Is.EqualTo(mean).Within(Math.Pow(2, -15) * 1.01), $"mean of channel {ch}");
+            Assert.That(sis.GetAsArray1D()[ch], Is.EqualTo(inv).Within(inv * 4 * Math.Pow(2, -24)), $"1/std of channel {ch}");
         }
+    }
+
+    /// <summary>
+    /// gw = Σ gy·(x − mean)·inv and gb = Σ gy of the split backward against float64, on one channel of 66,246 values in [-2, 2]
+    /// with gy in [0.5, 1.5]. gw cancels to ~17 from terms summing to ~5·10⁴ in magnitude; a float32 x − mean rounds by the same
+    /// offset throughout a binade, which biased the sum by ~2e-4 here, so the split computes the terms in double. Bound: the
+    /// saved mean's float32 rounding (½ ulp) times inv·Σgy, inv's (4 roundings of 2⁻²⁴) times |gw|, and 1e-10 of Σ|terms| for the
+    /// double sums; gb: ½ ulp of the float32 result plus the same.
+    /// </summary>
+    [Test]
+    public void BatchNormSplitGradientSumsMatchFloat64()
+    {
+        int n = 2, c = 1, s = 181 * 183;
+        using var x = Rand([n, c, s], 61, -2, 2); using var gy = Rand([n, c, s], 62, 0.5, 1.5);
+        var xv = x.ToArray<float>(); var gv = gy.ToArray<float>();
+        using var bx = Up(Multi, x); using var bgy = Up(Multi, gy); using var y = Poisoned(Multi, n * s);
+        using var sm = Poisoned(Multi, c); using var sis = Poisoned(Multi, c);
+        using var gx = Poisoned(Multi, n * s); using var gw = Poisoned(Multi, c); using var gb = Poisoned(Multi, c);
+        using var ws = Multi.Allocate1D<double>(NormKernels.BatchNormWorkspace(c, 4));
+        NormKernels.BatchNormSplitOverride = 4;
+        try
+        {
+            NormKernels.BatchNormForward(Multi, null, bx.View, null, null, null, null, true, 0.1f, 1e-5f, y.View, sm.View, sis.View, n, c, s, workspace: ws.View);
+            NormKernels.BatchNormBackward(Multi, null, bx.View, bgy.View, null, sm.View, sis.View, true, gx.View, gw.View, gb.View, n, c, s, workspace: ws.View);
+            Multi.Synchronize();
+        }
+        finally { NormKernels.BatchNormSplitOverride = null; }
+        double mean = xv.Sum(v => (double)v) / xv.Length, v2 = xv.Sum(v => (v - mean) * (v - mean));
+        double inv = 1 / Math.Sqrt(v2 / xv.Length + 1e-5), wantW = 0, wantB = 0, absTerms = 0;
+        for (int i = 0; i < xv.Length; i++) { wantW += gv[i] * (xv[i] - mean) * inv; wantB += gv[i]; absTerms += Math.Abs(gv[i] * (xv[i] - mean) * inv); }
+        float m32 = sm.GetAsArray1D()[0];
+        double ulpMean = MathF.BitIncrement(Math.Abs(m32)) - Math.Abs(m32);
+        double tolW = 0.5 * ulpMean * inv * wantB + 4 * Math.Pow(2, -24) * Math.Abs(wantW) + 1e-10 * absTerms;
+        Assert.That(gw.GetAsArray1D()[0], Is.EqualTo(wantW).Within(tolW), $"gw (tolerance {tolW:E2})");
+        double tolB = (MathF.BitIncrement((float)wantB) - (float)wantB) + 1e-10 * wantB;
+        Assert.That(gb.GetAsArray1D()[0], Is.EqualTo(wantB).Within(tolB), "gb");
     }
 
     [Test]
