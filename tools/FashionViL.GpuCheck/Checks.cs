@@ -121,6 +121,19 @@ public static class Checks
         yield return new("layer_norm (300 rows: 5 partial blocks)", [[300, 64], [64], [64]], t => t[0].LayerNorm(t[1], t[2], 1e-12), 1e-4);
         // 65,536 values per channel over 8 channels: the 1,024-thread batch-norm groups of the stem/layer1 rule
         yield return new("batch_norm (train, 1024-thread groups)", [[64, 8, 32, 32], [8], [8]], t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true), 1e-4);
+        // Few, long channels: batch norm split into slices per channel (NormKernels.BatchNormSplit). min(64, SMs/2) channels of
+        // 2·181·183 = 66,246 values: on an H100 64 channels (layer1's count) in ⌊264/64⌋ = 4 slices; on the 2-SM emulator 1 in 4.
+        // Slices of 16,562 cross the sample boundary at 33,123. Training plain, training and eval with the fused residual + relu.
+        int bnC = Math.Max(1, Math.Min(64, sms / 2));
+        yield return new($"batch_norm (train, {bnC} channels split in slices)", [[2, bnC, 181, 183], [bnC], [bnC]], t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true), 1e-4);
+        yield return new($"batch_norm + residual + relu (train, split)", [[2, bnC, 181, 183], [bnC], [bnC], [2, bnC, 181, 183]],
+            t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true, residual: t[3], relu: true), 1e-4);
+        yield return new($"batch_norm + residual + relu (eval, split)", [[2, bnC, 181, 183], [bnC], [bnC], [2, bnC, 181, 183]], t =>
+        {
+            using var rm = Tensor.Full([bnC], 0.1, DType.Float32, t[0].Device);
+            using var rv = Tensor.Full([bnC], 1.5, DType.Float32, t[0].Device);
+            return Ops.BatchNorm2d(t[0], t[1], t[2], rm, rv, false, residual: t[3], relu: true);
+        }, 1e-4);
         yield return new("group_norm + silu (fused, no grad)", [[2, 64, 4, 4], [64], [64]], t => Ops.GroupNorm(t[0], 32, t[1], t[2], 1e-6, silu: true), 1e-4, Grad: false);
         // The precision switch: forward GEMMs with TF32 operands on both sides (the CPU rounds exactly as the tensor cores
         // do; the sums differ in order only, and tensor cores may truncate inside: 1e-4 of the largest value over K ≤ 72).
