@@ -69,6 +69,22 @@ public static class Checks
             using var md = mask.To(t[0].Device);
             return Ops.Attention(t[0], t[1], t[2], md, 0.125);
         }, 1e-4);
+        // BERT's head split and merge as views (no copies): q/k/v are Reshape → Permute views of [B, L, 768] projections (head
+        // stride 64, row stride 768), the output is written into [B, L, 12, 64] rows and merged by a free Permute → Reshape;
+        // backward reads the output gradient strided and writes gq/gk/gv in the projections' layout. 40 tokens: partial
+        // query/key tiles; dropout 0.1 from the shared Philox stream; a padding mask on the second sample.
+        yield return new("attention (strided BERT heads 12x64, dropout)", [[2, 40, 768], [2, 40, 768], [2, 40, 768]], t =>
+        {
+            var m = new float[2 * 40];
+            for (int j = 33; j < 40; j++) m[40 + j] = -10000f;
+            using var mask = Tensor.FromArray(m, 2, 1, 1, 40);
+            using var md = mask.To(t[0].Device);
+            Tensor Heads(Tensor y) { using var r = y.Reshape(2, 40, 12, 64); return r.Permute(0, 2, 1, 3); }
+            using var q = Heads(t[0]); using var k = Heads(t[1]); using var v = Heads(t[2]);
+            using var o = Ops.Attention(q, k, v, md, 0.125, 0.1, true, new Generator(21));
+            using var merged = o.Permute(0, 2, 1, 3);
+            return merged.Reshape(2, 40, 768);
+        }, 1e-4);
         yield return new("index_select (dim 1)", [[4, 9, 5]], t =>
         {
             using var idx = Tensor.FromArray(new long[] { 8, 0, 3, 3 }, 4);
