@@ -147,7 +147,8 @@ internal static class IndexKernels
     /// Heavy segments (one id repeated many times, e.g. token types): one group per (segment, <see cref="EmbHeavyCols"/>-column
     /// slice); loader threads stage <see cref="EmbHeavyRows"/> rows of the slice in shared memory (double buffered) while the
     /// adder threads (one per column, <paramref name="adders"/> of them) run the sequential sums over the previous tile.
-    /// With adders = group size (small groups) every thread both loads and adds.
+    /// With adders = group size (small groups) every thread both loads and adds. Row numbers read from the plan are
+    /// range-checked (always in range for a consistent plan) so that no bug upstream can make a read leave gy.
     /// </summary>
     internal static void EmbeddingSumKernel(ArrayView<long> ids, ArrayView<float> gy, ArrayView<float> gWeight, ArrayView<int> scratch,
         int n, int d, int adders)
@@ -174,12 +175,17 @@ internal static class IndexKernels
             int r = 0;
             for (; r + 2 <= m; r += 2)
             {
-                float x0 = gy[(long)order[s0 + r] * d + c];
-                float x1 = gy[(long)order[s0 + r + 1] * d + c];
+                int j0 = order[s0 + r], j1 = order[s0 + r + 1];
+                float x0 = (uint)j0 < (uint)n ? gy[(long)j0 * d + c] : 0f;   // always in range for a consistent plan
+                float x1 = (uint)j1 < (uint)n ? gy[(long)j1 * d + c] : 0f;
                 a += x0;
                 a += x1;
             }
-            if (r < m) a += gy[(long)order[s0 + r] * d + c];
+            if (r < m)
+            {
+                int j0 = order[s0 + r];
+                a += (uint)j0 < (uint)n ? gy[(long)j0 * d + c] : 0f;
+            }
             gWeight[w] = a;
         }
 
@@ -204,7 +210,8 @@ internal static class IndexKernels
             for (int x = tid; x < rows0 * EmbHeavyCols; x += gs)
             {
                 int r = x / EmbHeavyCols, col = x - r * EmbHeavyCols;
-                buf[x] = col < cw ? gy[(long)order[s0 + r] * d + c0 + col] : 0f;
+                int j = order[s0 + r];
+                buf[x] = col < cw && (uint)j < (uint)n ? gy[(long)j * d + c0 + col] : 0f;
             }
             Group.Barrier();
             for (int t = 0; t < tiles; t++)
@@ -233,7 +240,8 @@ internal static class IndexKernels
                     for (int x = lt; x < rowsN * EmbHeavyCols; x += lc)
                     {
                         int r = x / EmbHeavyCols, col = x - r * EmbHeavyCols;
-                        buf[nxt + x] = col < cw ? gy[(long)order[s0 + r1 + r] * d + c0 + col] : 0f;
+                        int j = order[s0 + r1 + r];
+                        buf[nxt + x] = col < cw && (uint)j < (uint)n ? gy[(long)j * d + c0 + col] : 0f;
                     }
                 }
                 Group.Barrier();
