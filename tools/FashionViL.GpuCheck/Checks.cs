@@ -147,6 +147,37 @@ public static class Checks
             using var idd = ids.To(t[0].Device);
             return Ops.Embedding(idd, t[0], 0);
         }, 1e-6);
+        // Deterministic embedding backward at the BERT shape (issue 7): 64 texts of 75 tokens, [CLS]/[SEP] in each, padding,
+        // frequent words (dozens of repeats: the heavy path) and rare ones; token types = one id 4,800 times (many tiles).
+        // Tolerance 0: the weight gradient must equal the CPU backend's bit for bit (float atomics would differ on a GPU).
+        // The vocabulary is BERT's on a real device; on the 2-SM emulator 2,000 rows keep the 94 MB gradient out of the test run.
+        int vocab = sms >= 16 ? 30522 : 2000;
+        yield return new($"embedding backward, BERT words V={vocab} (bitwise)", [[vocab, 768]], t =>
+        {
+            using var ids = Tensor.FromArray(BertLikeIds(64, 75, vocab, 3), 64, 75);
+            using var idd = ids.To(t[0].Device);
+            return Ops.Embedding(idd, t[0], 0);
+        }, 0);
+        yield return new("embedding backward, token types (bitwise)", [[2, 768]], t =>
+        {
+            using var idd = Tensor.Zeros([64, 75], DType.Int64, t[0].Device);
+            return Ops.Embedding(idd, t[0], -1);
+        }, 0);
+    }
+
+    /// <summary>[CLS]=101 w… [SEP]=102 [PAD]=0… rows: lengths 20–75, a quarter of the words from 40 frequent ids (200–239), the rest uniform in [240, v).</summary>
+    private static long[] BertLikeIds(int b, int l, int v, int seed)
+    {
+        var r = new Random(seed);
+        var ids = new long[b * l];
+        for (int i = 0; i < b; i++)
+        {
+            int len = r.Next(20, l + 1);
+            ids[i * l] = 101;
+            for (int j = 1; j < len - 1; j++) ids[i * l + j] = r.Next(4) == 0 ? 200 + r.Next(40) : r.Next(240, v);
+            ids[i * l + len - 1] = 102;   // the rest stays 0 = [PAD] (padding index: no gradient)
+        }
+        return ids;
     }
 
     /// <summary>f under the TF32 switch (its backward, run later by the comparison, is fp32 on both sides).</summary>

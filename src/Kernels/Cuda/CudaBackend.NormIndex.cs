@@ -102,7 +102,9 @@ public sealed partial class CudaBackend
         using var idc = Dense(ids); using var gyc = Dense(gy);
         int d = gWeight.Sizes[1];
         if (gyc.Numel != idc.Numel * d) throw new ArgumentException($"cuda: {op}: gradient {gy.ShapeString} does not match ids {ids.ShapeString} × {d}");
-        IndexKernels.EmbeddingBackward(Acc, Stream, View<long>(idc), View<float>(gyc), View<float>(gWeight), idc.Numel, d, gWeight.Sizes[0], paddingIdx);
+        // rank / plan scratch (7n + 2 ints) from the caching allocator; the sums are deterministic (IndexKernels.EmbeddingBackward)
+        using var scratch = Tensor.Empty([checked((int)IndexKernels.EmbeddingScratch(idc.Numel))], DType.Int32, Device);
+        IndexKernels.EmbeddingBackward(Acc, Stream, View<long>(idc), View<float>(gyc), View<float>(gWeight), View<int>(scratch), idc.Numel, d, gWeight.Sizes[0], paddingIdx);
     }
 
     public void IndexSelect(Tensor x, int dim, Tensor index, Tensor y)

@@ -5,14 +5,15 @@ using ILGPU.Runtime;
 namespace FashionViL.Kernels.Cuda;
 
 /// <summary>
-/// Indexing family on ILGPU (float32 data, int64 indices): embedding backward (float atomics), index_select, gather,
+/// Indexing family on ILGPU (float32 data, int64 indices): embedding backward (deterministic), index_select, gather,
 /// scatter / scatter_add along a dim of contiguous tensors, and the fused VQ lookup. Semantics follow
 /// <c>CpuBackend.Index.cs</c> and <c>CpuBackend.Nn.cs</c>. Tensors are described as [outer, n, inner] around the indexed
 /// dim (<see cref="Split"/>). Index values live on the device, so the launchers cannot range-check them without a sync:
 /// the backend checks them before launching, and the kernels never throw and never touch memory out of range: an
 /// out-of-range index reads NaN (select, gather) or is skipped (scatter, embedding backward).
-/// The atomic kernels (embedding backward, scatter_add) add in an unspecified order, so their float results can differ
-/// from the CPU backend's (ascending-source order) in the last bits.
+/// scatter_add uses float atomics and adds in an unspecified order, so its float results can differ from the CPU backend's
+/// (ascending-source order) in the last bits. Embedding backward does not: it sums every id's rows in ascending source order
+/// without float atomics (three passes, <see cref="EmbeddingBackward"/>), bit-identical to the CPU backend and run to run.
 /// </summary>
 internal static class IndexKernels
 {
@@ -24,18 +25,230 @@ internal static class IndexKernels
     public const int VqDims = 16;
     private const int VqEsStride = VqDims + 1;
     private const int VqQuads = VqCodes / 4;   // padded row: kk·17 + d hits distinct banks across kk
+    /// <summary>Columns of a heavy embedding segment one group sums (one adder thread each).</summary>
+    public const int EmbHeavyCols = 32;
+    /// <summary>Rows of a heavy segment's column slice staged in shared memory per tile (two tiles: 32 KiB).</summary>
+    public const int EmbHeavyRows = 128;
+    /// <summary>Default: a segment (an id's source rows) is heavy from this many rows on.</summary>
+    public const int EmbHeavyMin = 16;
+    /// <summary>Most threads of the single planning group (its shared scan arrays are sized for it).</summary>
+    public const int PlanMaxThreads = 1024;
 
     // ================================================================== kernels
 
-    internal static void EmbeddingBackwardKernel(ArrayView<long> ids, ArrayView<float> gy, ArrayView<float> gWeight, int n, int d, int v, int paddingIdx)
+    /// <summary>
+    /// Embedding backward, pass 1 of 3 (one warp per token i, lanes stride over j &lt; i): rank[i] ← #{j &lt; i : ids[j] = ids[i]}
+    /// and head[i] ← the first j with ids[j] = ids[i] (i itself when none); head[i] ← −1 for a skipped token (padding or
+    /// out of range). Integer counts and minima only, combined by warp shuffles: the result does not depend on timing.
+    /// </summary>
+    internal static void EmbeddingRankKernel(ArrayView<long> ids, ArrayView<int> scratch, int n, int v, int paddingIdx)
     {
-        int total = n * d;
-        for (int e = Grid.GlobalIndex.X; e < total; e += Grid.DimX * Group.DimX)
+        var rank = scratch.SubView(0, n);
+        var head = scratch.SubView(n, n);
+        int ws = Warp.WarpSize, lane = Warp.LaneIdx;
+        int warps = Grid.DimX * Group.DimX / ws;
+        for (int i = Grid.GlobalIndex.X / ws; i < n; i += warps)
         {
-            int i = e / d;
             long id = ids[i];
-            if (id == paddingIdx || id < 0 || id >= v) continue;
-            Atomic.Add(ref gWeight[id * d + (e - i * d)], gy[e]);
+            bool valid = id != paddingIdx && id >= 0 && id < v;
+            int before = 0, first = i;
+            if (valid)
+                for (int j = lane; j < i; j += ws)
+                    if (ids[j] == id)
+                    {
+                        if (before == 0) first = j;
+                        before++;
+                    }
+            for (int o = ws / 2; o > 0; o >>= 1)
+            {
+                before += Warp.ShuffleXor(before, o);
+                int u = Warp.ShuffleXor(first, o);
+                first = u < first ? u : first;
+            }
+            if (lane == 0)
+            {
+                rank[i] = valid ? before : 0;
+                head[i] = valid ? first : -1;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Embedding backward, pass 2 of 3 (a single group): cnt[f] ← segment size of every first occurrence f (integer atomics
+    /// within the group), off ← exclusive scan of cnt, the first occurrences split into a heavy list (≥ <paramref name="heavyMin"/>
+    /// rows) and a light list, in ascending f, and order[off[head[j]] + rank[j]] ← j: every id's source rows, ascending.
+    /// Scan: each thread owns a contiguous run of tokens; the per-thread totals are scanned in shared memory (Hillis–Steele).
+    /// </summary>
+    internal static void EmbeddingPlanKernel(ArrayView<int> scratch, int n, int heavyMin)
+    {
+        var rank = scratch.SubView(0, n);
+        var head = scratch.SubView(n, n);
+        var cnt = scratch.SubView(2 * n, n);
+        var off = scratch.SubView(3 * n, n);
+        var order = scratch.SubView(4 * n, n);
+        var hlist = scratch.SubView(5 * n, n);
+        var llist = scratch.SubView(6 * n, n);
+        var meta = scratch.SubView(7 * n, 2);
+        var red = SharedMemory.Allocate<int>(3 * PlanMaxThreads);
+        int tid = Group.IdxX, gs = Group.DimX;
+        for (int i = tid; i < n; i += gs) cnt[i] = 0;
+        Group.Barrier();
+        for (int j = tid; j < n; j += gs)
+        {
+            int h = head[j];
+            if (h >= 0) Atomic.Add(ref cnt[h], 1);
+        }
+        Group.Barrier();
+        int per = (n + gs - 1) / gs;
+        int a = tid * per < n ? tid * per : n;
+        int b = a + per < n ? a + per : n;
+        int sc = 0, sh = 0, sl = 0;
+        for (int i = a; i < b; i++)
+        {
+            int c = cnt[i];
+            sc += c;
+            if (c >= heavyMin) sh++;
+            else if (c > 0) sl++;
+        }
+        red[tid] = sc; red[gs + tid] = sh; red[2 * gs + tid] = sl;
+        Group.Barrier();
+        for (int o = 1; o < gs; o <<= 1)
+        {
+            int x0 = 0, x1 = 0, x2 = 0;
+            if (tid >= o) { x0 = red[tid - o]; x1 = red[gs + tid - o]; x2 = red[2 * gs + tid - o]; }
+            Group.Barrier();
+            red[tid] += x0; red[gs + tid] += x1; red[2 * gs + tid] += x2;
+            Group.Barrier();
+        }
+        int oc = red[tid] - sc, oh = red[gs + tid] - sh, ol = red[2 * gs + tid] - sl;
+        for (int i = a; i < b; i++)
+        {
+            int c = cnt[i];
+            if (c == 0) continue;
+            off[i] = oc;
+            oc += c;
+            if (c >= heavyMin) hlist[oh++] = i;
+            else llist[ol++] = i;
+        }
+        if (tid == gs - 1) { meta[0] = red[gs + tid]; meta[1] = red[2 * gs + tid]; }
+        Group.Barrier();   // off is complete (global writes of this group are visible after the barrier)
+        for (int j = tid; j < n; j += gs)
+        {
+            int h = head[j];
+            int p = h >= 0 ? off[h] + rank[j] : -1;
+            if ((uint)p < (uint)n) order[p] = j;   // always true for a consistent plan; guards the write all the same
+        }
+    }
+
+    /// <summary>
+    /// Embedding backward, pass 3 of 3: gWeight[id] ← ((gWeight[id] + gy[j1]) + gy[j2]) + … over the id's source rows in
+    /// ascending j, exactly the CPU backend's order, each element written once (no float atomics).
+    /// Light segments (&lt; heavyMin rows): one thread per (segment, column), reading its rows straight from memory.
+    /// Heavy segments (one id repeated many times, e.g. token types): one group per (segment, <see cref="EmbHeavyCols"/>-column
+    /// slice); loader threads stage <see cref="EmbHeavyRows"/> rows of the slice in shared memory (double buffered) while the
+    /// adder threads (one per column, <paramref name="adders"/> of them) run the sequential sums over the previous tile.
+    /// With adders = group size (small groups) every thread both loads and adds. Row numbers read from the plan are
+    /// range-checked (always in range for a consistent plan) so that no bug upstream can make a read leave gy.
+    /// </summary>
+    internal static void EmbeddingSumKernel(ArrayView<long> ids, ArrayView<float> gy, ArrayView<float> gWeight, ArrayView<int> scratch,
+        int n, int d, int adders)
+    {
+        var cnt = scratch.SubView(2 * n, n);
+        var off = scratch.SubView(3 * n, n);
+        var order = scratch.SubView(4 * n, n);
+        var hlist = scratch.SubView(5 * n, n);
+        var llist = scratch.SubView(6 * n, n);
+        var meta = scratch.SubView(7 * n, 2);
+        var buf = SharedMemory.Allocate<float>(2 * EmbHeavyRows * EmbHeavyCols);
+        var acc = SharedMemory.Allocate<float>(EmbHeavyCols);
+        int heavyCount = meta[0], lightCount = meta[1];
+
+        // light segments first: they are short, so the groups that also own heavy items start those soon
+        int lightTotal = lightCount * d;
+        for (int e = Grid.GlobalIndex.X; e < lightTotal; e += Grid.DimX * Group.DimX)
+        {
+            int s = e / d, c = e - s * d;
+            int f = llist[s];
+            int s0 = off[f], m = cnt[f];
+            long w = ids[f] * d + c;
+            float a = gWeight[w];
+            int r = 0;
+            for (; r + 2 <= m; r += 2)
+            {
+                int j0 = order[s0 + r], j1 = order[s0 + r + 1];
+                float x0 = (uint)j0 < (uint)n ? gy[(long)j0 * d + c] : 0f;   // always in range for a consistent plan
+                float x1 = (uint)j1 < (uint)n ? gy[(long)j1 * d + c] : 0f;
+                a += x0;
+                a += x1;
+            }
+            if (r < m)
+            {
+                int j0 = order[s0 + r];
+                a += (uint)j0 < (uint)n ? gy[(long)j0 * d + c] : 0f;
+            }
+            gWeight[w] = a;
+        }
+
+        int tid = Group.IdxX, gs = Group.DimX;
+        bool split = adders < gs;
+        int lt = split ? tid - adders : tid, lc = split ? gs - adders : gs;
+        bool isAdder = tid < adders, isLoader = !split || tid >= adders;
+        int slices = (d + EmbHeavyCols - 1) / EmbHeavyCols;
+        for (int item = Grid.IdxX; item < heavyCount * slices; item += Grid.DimX)
+        {
+            int s = item / slices, q = item - s * slices;
+            int f = hlist[s];
+            int s0 = off[f], m = cnt[f];
+            int c0 = q * EmbHeavyCols;
+            int cw = d - c0 < EmbHeavyCols ? d - c0 : EmbHeavyCols;
+            long wrow = ids[f] * d + c0;
+            if (isAdder)
+                for (int col = tid; col < EmbHeavyCols; col += adders) acc[col] = col < cw ? gWeight[wrow + col] : 0f;
+            int tiles = (m + EmbHeavyRows - 1) / EmbHeavyRows;
+            // tile 0: every thread loads
+            int rows0 = m < EmbHeavyRows ? m : EmbHeavyRows;
+            for (int x = tid; x < rows0 * EmbHeavyCols; x += gs)
+            {
+                int r = x / EmbHeavyCols, col = x - r * EmbHeavyCols;
+                int j = order[s0 + r];
+                buf[x] = col < cw && (uint)j < (uint)n ? gy[(long)j * d + c0 + col] : 0f;
+            }
+            Group.Barrier();
+            for (int t = 0; t < tiles; t++)
+            {
+                int cur = (t & 1) * EmbHeavyRows * EmbHeavyCols;
+                int rows = m - t * EmbHeavyRows < EmbHeavyRows ? m - t * EmbHeavyRows : EmbHeavyRows;
+                if (isAdder)
+                    for (int col = tid; col < EmbHeavyCols; col += adders)
+                    {
+                        float a = acc[col];
+                        int p = cur + col, r = 0;
+                        for (; r + 8 <= rows; r += 8, p += 8 * EmbHeavyCols)
+                        {
+                            float v0 = buf[p], v1 = buf[p + EmbHeavyCols], v2 = buf[p + 2 * EmbHeavyCols], v3 = buf[p + 3 * EmbHeavyCols];
+                            float v4 = buf[p + 4 * EmbHeavyCols], v5 = buf[p + 5 * EmbHeavyCols], v6 = buf[p + 6 * EmbHeavyCols], v7 = buf[p + 7 * EmbHeavyCols];
+                            a += v0; a += v1; a += v2; a += v3; a += v4; a += v5; a += v6; a += v7;
+                        }
+                        for (; r < rows; r++, p += EmbHeavyCols) a += buf[p];
+                        acc[col] = a;
+                    }
+                if (isLoader && t + 1 < tiles)
+                {
+                    int nxt = EmbHeavyRows * EmbHeavyCols - cur;
+                    int r1 = (t + 1) * EmbHeavyRows;
+                    int rowsN = m - r1 < EmbHeavyRows ? m - r1 : EmbHeavyRows;
+                    for (int x = lt; x < rowsN * EmbHeavyCols; x += lc)
+                    {
+                        int r = x / EmbHeavyCols, col = x - r * EmbHeavyCols;
+                        int j = order[s0 + r1 + r];
+                        buf[nxt + x] = col < cw && (uint)j < (uint)n ? gy[(long)j * d + c0 + col] : 0f;
+                    }
+                }
+                Group.Barrier();
+            }
+            if (isAdder)
+                for (int col = tid; col < cw; col += adders) gWeight[wrow + col] = acc[col];
+            Group.Barrier();   // acc and buf are reused by the next item
         }
     }
 
@@ -184,7 +397,9 @@ internal static class IndexKernels
 
     private sealed class Loaded
     {
-        public Action<AcceleratorStream, KernelConfig, ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int, int>? Embedding;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<long>, ArrayView<int>, int, int, int>? EmbRank;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<int>, int, int>? EmbPlan;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int>? EmbSum;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, int, int, int, int>? Select, Gather;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, int, int, int, int, int, int>? Scatter;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, int, int, int>? Vq;
@@ -242,21 +457,46 @@ internal static class IndexKernels
         return t;
     }
 
-    /// <summary>gWeight [V, D] += Σ rows of gy [N, D] by ids [N] (int64); rows with id == paddingIdx skipped (−1: none). Float atomics.</summary>
+    /// <summary>Device scratch (int32 elements) <see cref="EmbeddingBackward"/> needs for <paramref name="n"/> ids.</summary>
+    public static long EmbeddingScratch(int n) => 7L * n + 2;
+
+    /// <summary>
+    /// gWeight [V, D] += Σ rows of gy [N, D] by ids [N] (int64); rows with id == paddingIdx (−1: none) or out of [0, V) skipped.
+    /// Deterministic and bit-identical to the CPU backend: gWeight[id] ← ((gWeight[id] + gy[j1]) + gy[j2]) + … in ascending j.
+    /// Three launches, no host sync: rank (O(N²/warp) integer comparisons), plan (one group: counts, scan, ascending row
+    /// lists), sum (light ids one thread per element, heavy ids through shared-memory tiles). <paramref name="scratch"/> holds
+    /// <see cref="EmbeddingScratch"/>(n) ints. <paramref name="heavyMin"/> and <paramref name="adders"/> (0: defaults) let tests
+    /// reach the heavy path and its split loader/adder form on small groups.
+    /// </summary>
     public static void EmbeddingBackward(Accelerator acc, AcceleratorStream? stream, ArrayView<long> ids, ArrayView<float> gy, ArrayView<float> gWeight,
-        int n, int d, int v, int paddingIdx, int groupSize = 0)
+        ArrayView<int> scratch, int n, int d, int v, int paddingIdx, int groupSize = 0, int heavyMin = 0, int adders = 0)
     {
         const string op = "embedding_backward (cuda)";
         long total = Total(op, n, d);
         Total(op, v, d);
+        Total(op, n, 8);   // the scratch's 7n + 2 ints stay 32-bit indexable
         string shape = $"ids [{n}], gradient [{n}, {d}], weight [{v}, {d}]";
         if (paddingIdx >= v || paddingIdx < -1) throw new ArgumentOutOfRangeException(nameof(paddingIdx), $"{op}: padding index {paddingIdx} is out of range for {v} embeddings");
         Need(op, "ids", ids, n, shape); Need(op, "gy", gy, total, shape); Need(op, "gWeight", gWeight, (long)v * d, shape);
+        Need(op, "scratch", scratch, EmbeddingScratch(n), shape);
         if (total == 0) return;
         int gs = FlatGroup(acc, groupSize, op);
-        var k = For(acc).Embedding ??= acc.LoadKernel<ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int, int>(EmbeddingBackwardKernel);
+        if (heavyMin < 0) throw new ArgumentOutOfRangeException(nameof(heavyMin), $"{op}: heavy threshold {heavyMin} must be ≥ 0 (0: default {EmbHeavyMin})");
+        int hm = heavyMin == 0 ? EmbHeavyMin : heavyMin;
+        int ad = adders == 0 ? (gs >= 2 * EmbHeavyCols ? EmbHeavyCols : gs) : adders;
+        if (ad < 1 || ad > gs) throw new ArgumentOutOfRangeException(nameof(adders), $"{op}: {ad} adder threads must be in [1, group size {gs}]");
+        int ps = Math.Min(PlanMaxThreads, acc.MaxNumThreadsPerGroup) / acc.WarpSize * acc.WarpSize;
+        var l = For(acc);
+        var rank = l.EmbRank ??= acc.LoadKernel<ArrayView<long>, ArrayView<int>, int, int, int>(EmbeddingRankKernel);
+        var plan = l.EmbPlan ??= acc.LoadKernel<ArrayView<int>, int, int>(EmbeddingPlanKernel);
+        var sum = l.EmbSum ??= acc.LoadKernel<ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int>(EmbeddingSumKernel);
+        var st = stream ?? acc.DefaultStream;
         CudaRuntime.CountLaunch();
-        k(stream ?? acc.DefaultStream, FlatConfig(acc, total, gs), ids, gy, gWeight, n, d, v, paddingIdx);
+        rank(st, FlatConfig(acc, (long)n * acc.WarpSize, gs), ids, scratch, n, v, paddingIdx);
+        CudaRuntime.CountLaunch();
+        plan(st, new KernelConfig(1, Math.Max(ps, acc.WarpSize)), scratch, n, hm);
+        CudaRuntime.CountLaunch();
+        sum(st, FlatConfig(acc, total, gs), ids, gy, gWeight, scratch, n, d, ad);
     }
 
     /// <summary>y [outer, n, inner] ← x [outer, size, inner] selected by index [n] (int64) along the middle dim.</summary>
