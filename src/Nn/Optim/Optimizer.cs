@@ -68,6 +68,9 @@ public abstract class Optimizer : IDisposable
         }
     }
 
+    /// <summary>Updates one parameter in place; <paramref name="step"/> counts this update (1 for the first).</summary>
+    protected abstract void Update(ParamGroup group, Tensor param, Tensor grad, int step, Dictionary<string, Tensor> buffers);
+
     /// <summary>Applies one step's updates (in group order); by default one <see cref="Update"/> per parameter.</summary>
     protected virtual void UpdateAll(IReadOnlyList<PendingUpdate> updates)
     {
