@@ -60,7 +60,8 @@ public static class Engine
             var g = pending[node];
             pending.Remove(node);
             Tensor?[] grads;
-            using (var gc = g.IsContiguous ? null : g.ContiguousRaw())
+            // Rules get a contiguous gradient, except those recorded to take any layout (permute, attention).
+            using (var gc = g.IsContiguous || Graph.TakesStridedGradient(node) ? null : g.ContiguousRaw())
                 grads = node.Backward(gc ?? g);
             g.Dispose();
             if (!retainGraph) node.Release();

@@ -6,8 +6,9 @@ namespace FashionViL.Autograd;
 /// Records differentiable ops. An op computes its output with the backend, then calls
 /// <see cref="Record"/> with the inputs that may need gradients, the tensors its backward rule needs
 /// (saved as independent handles and released right after the rule runs), and the rule itself.
-/// The rule runs with gradient recording off, receives a contiguous output gradient and the saved
-/// tensors, and returns one gradient per input (null where none is needed), each of the input's shape.
+/// The rule runs with gradient recording off, receives a contiguous output gradient (any strides when recorded with
+/// <c>stridedGradient: true</c>) and the saved tensors, and returns one gradient per input (null where none is needed),
+/// each of the input's shape.
 /// Rules must not capture tensors in their closure: pass them through <c>saved</c>.
 /// </summary>
 public static class Graph
@@ -23,17 +24,30 @@ public static class Graph
     }
 
     public static Tensor Record(Tensor output, string name, Tensor?[] inputs, Tensor?[] saved, BackwardRule rule)
+        => Record(output, name, inputs, saved, false, rule);
+
+    /// <summary>
+    /// <see cref="Record(Tensor, string, Tensor?[], Tensor?[], BackwardRule)"/>; with <paramref name="stridedGradient"/> the
+    /// engine hands the rule the output gradient in whatever layout it arrives (a permuted view, say) instead of a contiguous
+    /// copy: for rules that read strided gradients themselves (views, attention).
+    /// </summary>
+    public static Tensor Record(Tensor output, string name, Tensor?[] inputs, Tensor?[] saved, bool stridedGradient, BackwardRule rule)
     {
         if (!NeedsGrad(inputs)) return output;
-        var node = new RuleNode(name, inputs, saved, rule);
+        var node = new RuleNode(name, inputs, saved, rule) { StridedGradient = stridedGradient };
         return output.AttachGradFn(node);
     }
+
+    /// <summary>True when the node's rule takes its output gradient in any layout (no contiguous copy first).</summary>
+    internal static bool TakesStridedGradient(GradNode node) => node is RuleNode { StridedGradient: true };
 
     private sealed class RuleNode : GradNode
     {
         private readonly BackwardRule _rule;
         private Tensor?[] _saved;
         private readonly int[][] _inputShapes;
+
+        public bool StridedGradient { get; init; }
 
         public RuleNode(string name, Tensor?[] inputs, Tensor?[] saved, BackwardRule rule) : base(name, inputs)
         {

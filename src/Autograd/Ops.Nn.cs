@@ -185,6 +185,14 @@ public static partial class Ops
     /// k, v [B,H,S,D]. <paramref name="additiveMask"/> broadcasts to [B,H,L,S] (e.g. [B,1,1,S] with −10000 on
     /// padded keys) and gets no gradient. Dropout (training and p &gt; 0) draws B·H·L·S elements from
     /// <paramref name="generator"/> (<see cref="Generator.Default"/> when null) with the rule of <see cref="Dropout"/>.
+    /// <para>
+    /// Layouts: q, k, v may be any strided views with unit stride on D (e.g. <c>y.Reshape(B, L, H, D).Permute(0, 2, 1, 3)</c>
+    /// of a Linear output y [B,L,H·D]); the backends read them in place (a non-unit D stride costs a contiguous copy). The
+    /// output, and in the backward gq, gk, gv, follow the layout of q, k, v (<see cref="HeadsLike"/>): for heads interleaved
+    /// in rows like the example, o is a [B,L,H,D] contiguous buffer returned as its [B,H,L,D] view, so
+    /// <c>o.Permute(0, 2, 1, 3).Reshape(B, L, H·D)</c> is a free view, and the gradients flow back to y without a copy. The
+    /// output gradient is taken in any layout (no copy when its D stride is unit). Values are bitwise those of contiguous inputs.
+    /// </para>
     /// </summary>
     public static Tensor Attention(Tensor q, Tensor k, Tensor v, Tensor? additiveMask, double scale, double dropoutP = 0, bool training = true, Generator? generator = null)
     {
@@ -209,7 +217,7 @@ public static partial class Ops
             try { m = ExpandRaw(additiveMask, pShape); }
             catch (ArgumentException) { throw new ArgumentException($"{op}: mask {additiveMask.ShapeString} does not broadcast to the scores {Shape.Format(pShape)} of q {q.ShapeString}, k {k.ShapeString}"); }
         }
-        var o = Tensor.Empty(q.Shape, q.DType, q.Device);
+        var o = HeadsLike(q);
         if (AttentionFullPasses)
             using (var probs = Tensor.Empty(pShape, q.DType, q.Device))
                 B(q).AttentionForward(q, k, v, m, scale, p, seed, offset, o, probs);
@@ -221,7 +229,7 @@ public static partial class Ops
         // of every layer's: 12 × 47 MB for BERT-base at batch 64 and 124 tokens. The recompute asks for the probabilities
         // only (scores, mask, softmax: no dropout, no P·V, no output), about half an attention forward per layer.
         using (m)
-            return Graph.Record(o, op, [q, k, v], [q, k, v, m], (go, s) =>
+            return Graph.Record(o, op, [q, k, v], [q, k, v, m], stridedGradient: true, rule: (go, s) =>
             {
                 using var probs = Tensor.Empty(pShape, go.DType, go.Device);
                 if (AttentionFullPasses)
@@ -229,12 +237,26 @@ public static partial class Ops
                         B(go).AttentionForward(s[0]!, s[1]!, s[2]!, s[3], scale, p, seed, offset, again, probs);
                 else
                     B(go).AttentionForward(s[0]!, s[1]!, s[2]!, s[3], scale, p, seed, offset, null, probs);
-                var gq = Tensor.Empty(s[0]!.Shape, go.DType, go.Device);
-                var gk = Tensor.Empty(s[1]!.Shape, go.DType, go.Device);
-                var gv = Tensor.Empty(s[2]!.Shape, go.DType, go.Device);
+                var gq = HeadsLike(s[0]!);
+                var gk = HeadsLike(s[1]!);
+                var gv = HeadsLike(s[2]!);
                 B(go).AttentionBackward(s[0]!, s[1]!, s[2]!, probs, scale, p, seed, offset, go, gq, gk, gv);
                 return [gq, gk, gv];
             });
+    }
+
+    /// <summary>
+    /// A new [B,H,R,D] tensor laid out like the attention operand <paramref name="t"/>: when t's heads are interleaved within
+    /// its rows (H, R &gt; 1, unit D stride and head stride &lt; row stride, as the heads of a [B,R,H·D] projection), a contiguous
+    /// [B,R,H,D] buffer returned as its permuted [B,H,R,D] view; otherwise contiguous [B,H,R,D].
+    /// </summary>
+    internal static Tensor HeadsLike(Tensor t)
+    {
+        int b = t.Sizes[0], h = t.Sizes[1], r = t.Sizes[2], d = t.Sizes[3];
+        bool interleaved = h > 1 && r > 1 && (d <= 1 || t.Strides[3] == 1) && t.Strides[1] < t.Strides[2];
+        if (!interleaved) return Tensor.Empty(t.Shape, t.DType, t.Device);
+        using var rows = Tensor.Empty([b, r, h, d], t.DType, t.Device);
+        return rows.AsStrided([b, h, r, d], [r * h * d, d, h * d, 1], rows.Offset);
     }
 
     /// <summary>

@@ -100,7 +100,9 @@ public static partial class Ops
             var strides = d.Select(i => x.Strides[i]).ToArray();
             var inv = new int[d.Length];
             for (int i = 0; i < d.Length; i++) inv[d[i]] = i;
-            return ViewOp("permute", x, x.AsStrided(shape, strides, x.Offset), gy => gy.Permute(inv));
+            // The rule is a view itself: it takes the gradient in any layout, and whoever consumes the result gets it
+            // contiguous if it needs to (a permute pair around an op that reads strided tensors then costs no copy).
+            return Graph.Record(x.AsStrided(shape, strides, x.Offset), "permute", [x], [], stridedGradient: true, rule: (gy, _) => [gy.Permute(inv)]);
         }
 
         public Tensor Transpose(int dim0, int dim1)

@@ -34,9 +34,17 @@ public partial interface IBackend
     /// the backward) neither dropout nor P·V runs. What is written is bitwise what the call with both outputs writes.
     /// At least one must be given.
     /// </para>
+    /// <para>
+    /// Layouts: q, k, v (and go in the backward) are any strided [B,H,R,D] views; with unit stride on D they are read in
+    /// place (e.g. the heads of a contiguous [B,L,H·D] projection, <c>Reshape(B,L,H,D).Permute(0,2,1,3)</c>, any base
+    /// offset), otherwise the backend reads a contiguous copy. o (and gq, gk, gv) may be any [B,H,R,D] views with unit stride
+    /// on D (the CUDA backend also wants non-negative strides) whose rows do not overlap (else the call throws, naming the tensor); they are written
+    /// row by row in place, so the caller picks the layout (a [B,L,H,D] buffer's permuted view makes the merge of heads a
+    /// view). probs is contiguous. The layout never changes a value: results are bitwise those of contiguous operands.
+    /// </para>
     /// </summary>
     void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor? o, Tensor? probs);
-    /// <summary>gq, gk, gv from the saved probs and the same dropout stream.</summary>
+    /// <summary>gq, gk, gv (overwritten, layouts as o above) from the saved probs and the same dropout stream; go in any layout.</summary>
     void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor probs, double scale, double dropoutP, ulong seed, ulong offset,
         Tensor go, Tensor gq, Tensor gk, Tensor gv);
 

@@ -330,6 +330,26 @@ public class NnOpTests
     }
 
     [Test]
+    public void AttentionOnSplitHeadsOfThreeProjectionsWithMaskAndDropout()
+    {
+        // BERT's layout: three [B,L,H·D] projections split into heads as views (no copy), the output merged back as a view;
+        // gradients through the strided inputs, the [B,L,H,D]-ordered output and the strided output gradient.
+        const int b = 2, l = 3, hh = 2, d = 2;
+        double[] km = [0, 0, 0, 0, 0, -10000];
+        using var mask = Tensor.FromArray(km, b, 1, 1, l);
+        using var yq = R([b, l, hh * d], 55); using var yk = R([b, l, hh * d], 56); using var yv = R([b, l, hh * d], 57);
+        static Tensor Heads(Tensor y) { using var r = y.Reshape(b, l, hh, d); return r.Permute(0, 2, 1, 3); }
+        OpCheck.GradCheck(t =>
+        {
+            using var q = Heads(t[0]); using var k = Heads(t[1]); using var v = Heads(t[2]);
+            using var o = Ops.Attention(q, k, v, mask, 0.6, 0.25, true, new Generator(9));
+            using var merged = o.Permute(0, 2, 1, 3);
+            Assert.That(merged.IsContiguous, Is.True, "the output is laid out [B,L,H,D]: the merge is a view");
+            return merged.Reshape(b, l, hh * d);
+        }, [yq, yk, yv], what: "attention on split heads");
+    }
+
+    [Test]
     public void AttentionInEvalModeIgnoresDropout()
     {
         using var q = R([1, 2, 3, 4], 47, grad: false); using var k = R([1, 2, 5, 4], 48, grad: false); using var v = R([1, 2, 5, 4], 49, grad: false);

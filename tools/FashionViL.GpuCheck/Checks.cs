@@ -69,6 +69,22 @@ public static class Checks
             using var md = mask.To(t[0].Device);
             return Ops.Attention(t[0], t[1], t[2], md, 0.125);
         }, 1e-4);
+        // BERT's head split and merge as views (no copies): q/k/v are Reshape → Permute views of [B, L, 768] projections (head
+        // stride 64, row stride 768), the output is written into [B, L, 12, 64] rows and merged by a free Permute → Reshape;
+        // backward reads the output gradient strided and writes gq/gk/gv in the projections' layout. 40 tokens: partial
+        // query/key tiles; dropout 0.1 from the shared Philox stream; a padding mask on the second sample.
+        yield return new("attention (strided BERT heads 12x64, dropout)", [[2, 40, 768], [2, 40, 768], [2, 40, 768]], t =>
+        {
+            var m = new float[2 * 40];
+            for (int j = 33; j < 40; j++) m[40 + j] = -10000f;
+            using var mask = Tensor.FromArray(m, 2, 1, 1, 40);
+            using var md = mask.To(t[0].Device);
+            Tensor Heads(Tensor y) { using var r = y.Reshape(2, 40, 12, 64); return r.Permute(0, 2, 1, 3); }
+            using var q = Heads(t[0]); using var k = Heads(t[1]); using var v = Heads(t[2]);
+            using var o = Ops.Attention(q, k, v, md, 0.125, 0.1, true, new Generator(21));
+            using var merged = o.Permute(0, 2, 1, 3);
+            return merged.Reshape(2, 40, 768);
+        }, 1e-4);
         yield return new("index_select (dim 1)", [[4, 9, 5]], t =>
         {
             using var idx = Tensor.FromArray(new long[] { 8, 0, 3, 3 }, 4);
@@ -105,6 +121,19 @@ public static class Checks
         yield return new("layer_norm (300 rows: 5 partial blocks)", [[300, 64], [64], [64]], t => t[0].LayerNorm(t[1], t[2], 1e-12), 1e-4);
         // 65,536 values per channel over 8 channels: the 1,024-thread batch-norm groups of the stem/layer1 rule
         yield return new("batch_norm (train, 1024-thread groups)", [[64, 8, 32, 32], [8], [8]], t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true), 1e-4);
+        // Few, long channels: batch norm split into slices per channel (NormKernels.BatchNormSplit). min(64, SMs/2) channels of
+        // 2·181·183 = 66,246 values: on an H100 64 channels (layer1's count) in ⌊264/64⌋ = 4 slices; on the 2-SM emulator 1 in 4.
+        // Slices of 16,562 cross the sample boundary at 33,123. Training plain, training and eval with the fused residual + relu.
+        int bnC = Math.Max(1, Math.Min(64, sms / 2));
+        yield return new($"batch_norm (train, {bnC} channels split in slices)", [[2, bnC, 181, 183], [bnC], [bnC]], t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true), 1e-4);
+        yield return new($"batch_norm + residual + relu (train, split)", [[2, bnC, 181, 183], [bnC], [bnC], [2, bnC, 181, 183]],
+            t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true, residual: t[3], relu: true), 1e-4);
+        yield return new($"batch_norm + residual + relu (eval, split)", [[2, bnC, 181, 183], [bnC], [bnC], [2, bnC, 181, 183]], t =>
+        {
+            using var rm = Tensor.Full([bnC], 0.1, DType.Float32, t[0].Device);
+            using var rv = Tensor.Full([bnC], 1.5, DType.Float32, t[0].Device);
+            return Ops.BatchNorm2d(t[0], t[1], t[2], rm, rv, false, residual: t[3], relu: true);
+        }, 1e-4);
         yield return new("group_norm + silu (fused, no grad)", [[2, 64, 4, 4], [64], [64]], t => Ops.GroupNorm(t[0], 32, t[1], t[2], 1e-6, silu: true), 1e-4, Grad: false);
         // The precision switch: forward GEMMs with TF32 operands on both sides (the CPU rounds exactly as the tensor cores
         // do; the sums differ in order only, and tensor cores may truncate inside: 1e-4 of the largest value over K ≤ 72).

@@ -17,6 +17,46 @@ public readonly record struct AttentionMaskLayout(long Offset, long B, long H, l
     }
 }
 
+/// <summary>
+/// Where row r of head (b, h) of a [B,H,R,D] attention operand starts: Offset + b·B + h·H + r·R elements into its view; the
+/// row's D elements follow with unit stride. <see cref="Dense"/> is the contiguous [B,H,R,D] layout; the heads of a
+/// contiguous [B,R,H,D] tensor (a [B,R,H·D] projection split into heads, viewed as [B,H,R,D] without a copy) are
+/// <c>(0, R·H·D, D, H·D)</c>. Strides are non-negative; distinct (b, h, r) rows of an output must not overlap.
+/// </summary>
+public struct AttentionHeadsLayout
+{
+    public long Offset, B, H, R;
+
+    public AttentionHeadsLayout(long offset, long b, long h, long r) { Offset = offset; B = b; H = h; R = r; }
+
+    /// <summary>Contiguous [B,H,R,D].</summary>
+    public static AttentionHeadsLayout Dense(int heads, int rows, int d) => new(0, (long)heads * rows * d, (long)rows * d, d);
+
+    /// <summary>The layout of a rank-4 tensor [B,H,R,D] with unit stride on D, relative to its first element (size-1 dims get stride 0).</summary>
+    public static AttentionHeadsLayout Of(Tensor t)
+    {
+        if (t.Rank != 4) throw new ArgumentException($"attention (cuda): operand {t.ShapeString} must be rank 4 [B,H,R,D]");
+        long S(int i) => t.Sizes[i] <= 1 ? 0 : t.Strides[i];
+        return new AttentionHeadsLayout(0, S(0), S(1), S(2));
+    }
+
+    public override readonly string ToString() => $"(offset {Offset}, strides B {B}, H {H}, R {R})";
+}
+
+/// <summary>The per-operand layouts of one attention launch (<see cref="AttentionHeadsLayout.Dense"/> each when contiguous).</summary>
+public struct AttentionLayouts
+{
+    public AttentionHeadsLayout Q, K, V, O, GO, GQ, GK, GV;
+
+    /// <summary>Every operand contiguous: q, o, go, gq [B,H,L,D]; k, v, gk, gv [B,H,S,D].</summary>
+    public static AttentionLayouts Dense(int h, int l, int s, int d)
+    {
+        var lq = AttentionHeadsLayout.Dense(h, l, d);
+        var lk = AttentionHeadsLayout.Dense(h, s, d);
+        return new AttentionLayouts { Q = lq, K = lk, V = lk, O = lq, GO = lq, GQ = lq, GK = lk, GV = lk };
+    }
+}
+
 /// <summary>The scalar arguments of the attention kernels.</summary>
 public struct AttentionParams
 {
@@ -25,6 +65,7 @@ public struct AttentionParams
     public uint Thr;            // keep iff (Philox word >> 8) ≥ Thr
     public ulong Seed, Offset;
     public long MaskOff, MaskSB, MaskSH, MaskSL, MaskSS;
+    public AttentionLayouts X;   // where the rows of q, k, v, o, go, gq, gk, gv live
 }
 
 /// <summary>
@@ -34,9 +75,11 @@ public struct AttentionParams
 /// <see cref="Philox.Block"/>, one block per four consecutive elements (a thread applies all four words; only the S &gt; SCap
 /// staging draws per element). The forward can skip the probabilities (output only) or the dropout and P·V (probabilities
 /// only, the backward's recompute): see <see cref="Forward"/>.
-/// q, o, gq, go are contiguous [B,H,L,D]; k, v, gk, gv contiguous [B,H,S,D]; probs contiguous;
-/// the mask any strides (<see cref="AttentionMaskLayout"/>). Strided q/k/v (e.g. heads split out of a fused QKV projection
-/// without a copy) would need per-operand strides in <see cref="AttentionParams"/>: not done yet, the caller makes them contiguous.
+/// q, o, gq, go are [B,H,L,D], k, v, gk, gv [B,H,S,D], each with its own offset and B/H/row strides and unit stride on D
+/// (<see cref="AttentionHeadsLayout"/>: e.g. the heads of a [B,L,H·D] projection viewed as [B,H,L,D] without a copy, and
+/// outputs written straight into a [B,L,H·D] buffer); probs [B,H,L,S] contiguous; the mask any strides
+/// (<see cref="AttentionMaskLayout"/>). The layouts change addresses only, never the arithmetic or the dropout index (flat in
+/// [B,H,L,S]): results are bitwise those of contiguous operands.
 /// <para>
 /// Forward: one group per (b·h, tile of <see cref="QT"/> query rows). The Q tile sits in shared memory, K then V stream
 /// through in tiles of <see cref="KT"/> rows (row stride D+1: conflict-free column reads), the scores of the tile's rows are
@@ -97,19 +140,52 @@ internal static class AttentionKernels
         return (Philox.Word(a.Seed, a.Offset, i) >> 8) >= a.Thr ? a.Drop : 0f;
     }
 
-    /// <summary>rows[r·D + e] ← src[base + r·D + e] for r &lt; n (dense tile).</summary>
-    private static void LoadRows(ArrayView<float> dst, ArrayView<float> src, long baseOff, int n, int d)
+    /// <summary>Row r of head (b, h) of an operand laid out by <paramref name="x"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static long Row(AttentionHeadsLayout x, int b, int h, int r) => x.Offset + b * x.B + h * x.H + r * x.R;
+
+    // The tile loops below walk flat i = j·D + e over n rows of D with step g (the group size) and keep (j, e) by addition
+    // (g = gq·D + gr): one division per call instead of one per element.
+
+    /// <summary>rows[j·D + e] ← src[base + j·rowStride + e] for j &lt; n (dense tile).</summary>
+    private static void LoadRows(ArrayView<float> dst, ArrayView<float> src, long baseOff, long rowStride, int n, int d)
     {
-        for (int i = Group.IdxX; i < n * d; i += Group.DimX) dst[i] = src[baseOff + i];
+        int i = Group.IdxX, total = n * d, g = Group.DimX;
+        if (i >= total) return;
+        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d;
+        for (; i < total; i += g)
+        {
+            dst[i] = src[baseOff + j * rowStride + e];
+            j += gq; e += gr;
+            if (e >= d) { e -= d; j++; }
+        }
     }
 
-    /// <summary>dst[j·(D+1) + e] ← src[base + j·D + e] for j &lt; n (row stride D+1: column reads hit distinct banks).</summary>
-    private static void LoadPadded(ArrayView<float> dst, ArrayView<float> src, long baseOff, int n, int d)
+    /// <summary>dst[base + j·rowStride + e] ← rows[j·D + e] for j &lt; n (the tile back to global memory).</summary>
+    private static void StoreRows(ArrayView<float> dst, long baseOff, long rowStride, ArrayView<float> rows, int n, int d)
     {
-        for (int i = Group.IdxX; i < n * d; i += Group.DimX)
+        int i = Group.IdxX, total = n * d, g = Group.DimX;
+        if (i >= total) return;
+        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d;
+        for (; i < total; i += g)
         {
-            int j = i / d;
-            dst[i + j] = src[baseOff + i];   // j·(D+1) + e = i + j
+            dst[baseOff + j * rowStride + e] = rows[i];
+            j += gq; e += gr;
+            if (e >= d) { e -= d; j++; }
+        }
+    }
+
+    /// <summary>dst[j·(D+1) + e] ← src[base + j·rowStride + e] for j &lt; n (row stride D+1: column reads hit distinct banks).</summary>
+    private static void LoadPadded(ArrayView<float> dst, ArrayView<float> src, long baseOff, long rowStride, int n, int d)
+    {
+        int i = Group.IdxX, total = n * d, g = Group.DimX;
+        if (i >= total) return;
+        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d;
+        for (; i < total; i += g)
+        {
+            dst[i + j] = src[baseOff + j * rowStride + e];   // j·(D+1) + e = i + j
+            j += gq; e += gr;
+            if (e >= d) { e -= d; j++; }
         }
     }
 
@@ -225,14 +301,15 @@ internal static class AttentionKernels
             int bh = t / qTiles, l0 = (t - bh * qTiles) * QT;
             int nq = IntrinsicMath.Min(QT, L - l0);
             int b = bh / a.H, h = bh - b * a.H;
-            long qBase = ((long)bh * L + l0) * D, kBase = (long)bh * S * D, pBase = ((long)bh * L + l0) * S;
+            long pBase = ((long)bh * L + l0) * S;
+            long kBase = Row(a.X.K, b, h, 0), kSR = a.X.K.R;
 
-            LoadRows(qs, q, qBase, nq, D);
+            LoadRows(qs, q, Row(a.X.Q, b, h, l0), a.X.Q.R, nq, D);
             Group.Barrier();
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, k, kBase + (long)j0 * D, nk, D);
+                LoadPadded(kv, k, kBase + j0 * kSR, kSR, nk, D);
                 Group.Barrier();
                 Scores(qs, kv, nq, nk, j0, D, sc, probs, pBase, big, mask, a, b, h, l0, true);
                 Group.Barrier();
@@ -298,13 +375,13 @@ internal static class AttentionKernels
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, v, kBase + (long)j0 * D, nk, D);
+                LoadPadded(kv, v, Row(a.X.V, b, h, j0), a.X.V.R, nk, D);
                 if (big) StageTile(sc, probs, pBase, nq, nk, j0, a, true);
                 Group.Barrier();
                 AccumulateRows(qs, sc, big ? 0 : j0, kv, nq, nk, D);
                 Group.Barrier();
             }
-            for (int i = tid; i < nq * D; i += g) o[qBase + i] = qs[i];
+            StoreRows(o, Row(a.X.O, b, h, l0), a.X.O.R, qs, nq, D);
             Group.Barrier();
         }
     }
@@ -340,14 +417,14 @@ internal static class AttentionKernels
             int bh = t / qTiles, l0 = (t - bh * qTiles) * QT;
             int nq = IntrinsicMath.Min(QT, L - l0);
             int b = bh / a.H, h = bh - b * a.H;
-            long qBase = ((long)bh * L + l0) * D, kBase = (long)bh * S * D, pBase = ((long)bh * L + l0) * S;
+            long pBase = ((long)bh * L + l0) * S;
 
-            LoadRows(qs, go, qBase, nq, D);
+            LoadRows(qs, go, Row(a.X.GO, b, h, l0), a.X.GO.R, nq, D);
             Group.Barrier();
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, v, kBase + (long)j0 * D, nk, D);
+                LoadPadded(kv, v, Row(a.X.V, b, h, j0), a.X.V.R, nk, D);
                 Group.Barrier();
                 Scores(qs, kv, nq, nk, j0, D, sc, ws, pBase, big, probs, a, b, h, l0, false);
                 Group.Barrier();
@@ -406,13 +483,13 @@ internal static class AttentionKernels
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, k, kBase + (long)j0 * D, nk, D);
+                LoadPadded(kv, k, Row(a.X.K, b, h, j0), a.X.K.R, nk, D);
                 if (big) StageTile(sc, ws, pBase, nq, nk, j0, a, false);
                 Group.Barrier();
                 AccumulateRows(qs, sc, big ? 0 : j0, kv, nq, nk, D);
                 Group.Barrier();
             }
-            for (int i = tid; i < nq * D; i += g) gq[qBase + i] = qs[i];
+            StoreRows(gq, Row(a.X.GQ, b, h, l0), a.X.GQ.R, qs, nq, D);
             Group.Barrier();
         }
     }
@@ -445,13 +522,14 @@ internal static class AttentionKernels
         {
             int bh = t / kTiles, s0 = (t - bh * kTiles) * KT2;
             int ns = IntrinsicMath.Min(KT2, S - s0);
-            long kBase = ((long)bh * S + s0) * D, qBase = (long)bh * L * D, pBase = (long)bh * L * S;
+            int b = bh / a.H, h = bh - b * a.H;
+            long pBase = (long)bh * L * S;
             for (int i = tid; i < ns * D; i += g) { accK[i] = 0f; accV[i] = 0f; }
             for (int l0 = 0; l0 < L; l0 += LT)
             {
                 int nl = IntrinsicMath.Min(LT, L - l0);
-                LoadRows(qt, q, qBase + (long)l0 * D, nl, D);
-                LoadRows(got, go, qBase + (long)l0 * D, nl, D);
+                LoadRows(qt, q, Row(a.X.Q, b, h, l0), a.X.Q.R, nl, D);
+                LoadRows(got, go, Row(a.X.GO, b, h, l0), a.X.GO.R, nl, D);
                 for (int i = tid; i < LT * KT2; i += g)
                 {
                     int l = i / KT2, s = i - l * KT2;
@@ -506,7 +584,8 @@ internal static class AttentionKernels
                 }
                 Group.Barrier();
             }
-            for (int i = tid; i < ns * D; i += g) { gk[kBase + i] = accK[i]; gv[kBase + i] = accV[i]; }
+            StoreRows(gk, Row(a.X.GK, b, h, s0), a.X.GK.R, accK, ns, D);
+            StoreRows(gv, Row(a.X.GV, b, h, s0), a.X.GV.R, accV, ns, D);
             Group.Barrier();
         }
     }
@@ -566,6 +645,17 @@ internal static class AttentionKernels
         if (view.Length < n) throw new ArgumentException($"{op}: {name} has {view.Length} elements, needs {n} for {shape}");
     }
 
+    /// <summary>The operand [b,h,rows,d] laid out by <paramref name="x"/> lies inside <paramref name="view"/> (non-negative offset and strides).</summary>
+    private static void Need(string op, string name, ArrayView<float> view, AttentionHeadsLayout x, int b, int h, int rows, int d, string shape)
+    {
+        if (x.Offset < 0 || x.B < 0 || x.H < 0 || x.R < 0)
+            throw new ArgumentException($"{op}: {name} layout {x} has a negative offset or stride ({shape})");
+        if ((long)b * h * rows * d == 0) return;
+        long end = x.Offset + (b - 1) * x.B + (h - 1) * x.H + (rows - 1) * x.R + d;   // one past the last element
+        if (end > view.Length)
+            throw new ArgumentException($"{op}: {name} layout {x} reaches element {end - 1}, the view has {view.Length} elements ({shape})");
+    }
+
     /// <summary>
     /// Fused attention forward: o [B,H,L,D] and probs [B,H,L,S] (softmax before dropout) from contiguous q [B,H,L,D],
     /// k, v [B,H,S,D] and an optional additive mask laid out by <paramref name="maskLayout"/> (zero strides broadcast).
@@ -577,15 +667,26 @@ internal static class AttentionKernels
     public static void Forward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
         ArrayView<float>? mask, AttentionMaskLayout maskLayout, ArrayView<float>? o, ArrayView<float>? probs,
         int b, int h, int l, int s, int d, double scale, double dropoutP, ulong seed, ulong offset, int groupSize = 0)
+        => Forward(acc, stream, q, k, v, mask, maskLayout, o, probs, AttentionLayouts.Dense(h, l, s, d), b, h, l, s, d, scale, dropoutP, seed, offset, groupSize);
+
+    /// <summary>
+    /// <see cref="Forward(Accelerator, AcceleratorStream?, ArrayView{float}, ArrayView{float}, ArrayView{float}, ArrayView{float}?, AttentionMaskLayout, ArrayView{float}?, ArrayView{float}?, int, int, int, int, int, double, double, ulong, ulong, int)"/>
+    /// with q, k, v and o laid out by <paramref name="layouts"/> (Q, K, V, O; the gradient entries are ignored): strided
+    /// [B,H,R,D] operands with unit stride on D, read and written in place, bitwise the results of contiguous ones.
+    /// </summary>
+    public static void Forward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float>? mask, AttentionMaskLayout maskLayout, ArrayView<float>? o, ArrayView<float>? probs, AttentionLayouts layouts,
+        int b, int h, int l, int s, int d, double scale, double dropoutP, ulong seed, ulong offset, int groupSize = 0)
     {
         const string op = "attention (cuda)";
         ArgumentNullException.ThrowIfNull(acc);
         var a = Params(op, b, h, l, s, d, scale, dropoutP, seed, offset);
+        a.X = layouts;
         string shape = $"q [{b},{h},{l},{d}], k/v [{b},{h},{s},{d}]";
-        long nq = (long)b * h * l * d, nk = (long)b * h * s * d, np = (long)b * h * l * s;
-        Need(op, "q", q, nq, shape); Need(op, "k", k, nk, shape); Need(op, "v", v, nk, shape);
+        long np = (long)b * h * l * s;
+        Need(op, "q", q, layouts.Q, b, h, l, d, shape); Need(op, "k", k, layouts.K, b, h, s, d, shape); Need(op, "v", v, layouts.V, b, h, s, d, shape);
         if (o is null && probs is null) throw new ArgumentException($"{op}: neither the output nor the probabilities asked for ({shape})");
-        if (o is { } ov) Need(op, "o", ov, nq, shape); else a.Flags |= FlagNoOutput;
+        if (o is { } ov) Need(op, "o", ov, layouts.O, b, h, l, d, shape); else a.Flags |= FlagNoOutput;
         if (probs is { } pv) Need(op, "probs", pv, np, shape);
         else if (s > SCap) throw new ArgumentException($"{op}: S = {s} > {SCap} keeps the scores in probs: a probs buffer of {np} floats is required ({shape})");
         else a.Flags |= FlagNoProbs;
@@ -618,15 +719,26 @@ internal static class AttentionKernels
     public static void Backward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
         ArrayView<float> probs, ArrayView<float> go, ArrayView<float> gq, ArrayView<float> gk, ArrayView<float> gv, ArrayView<float> workspace,
         int b, int h, int l, int s, int d, double scale, double dropoutP, ulong seed, ulong offset, int groupSize = 0)
+        => Backward(acc, stream, q, k, v, probs, go, gq, gk, gv, workspace, AttentionLayouts.Dense(h, l, s, d), b, h, l, s, d, scale, dropoutP, seed, offset, groupSize);
+
+    /// <summary>
+    /// The backward with q, k, v, go, gq, gk, gv laid out by <paramref name="layouts"/> (the O entry is ignored); gq, gk, gv
+    /// are overwritten row by row in place. Bitwise the results of contiguous operands.
+    /// </summary>
+    public static void Backward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float> probs, ArrayView<float> go, ArrayView<float> gq, ArrayView<float> gk, ArrayView<float> gv, ArrayView<float> workspace,
+        AttentionLayouts layouts, int b, int h, int l, int s, int d, double scale, double dropoutP, ulong seed, ulong offset, int groupSize = 0)
     {
         const string op = "attention backward (cuda)";
         ArgumentNullException.ThrowIfNull(acc);
         var a = Params(op, b, h, l, s, d, scale, dropoutP, seed, offset);
+        a.X = layouts;
         string shape = $"q [{b},{h},{l},{d}], k/v [{b},{h},{s},{d}]";
-        long nq = (long)b * h * l * d, nk = (long)b * h * s * d, np = (long)b * h * l * s;
-        Need(op, "q", q, nq, shape); Need(op, "k", k, nk, shape); Need(op, "v", v, nk, shape);
-        Need(op, "probs", probs, np, shape); Need(op, "go", go, nq, shape); Need(op, "gq", gq, nq, shape);
-        Need(op, "gk", gk, nk, shape); Need(op, "gv", gv, nk, shape); Need(op, "workspace", workspace, np, shape);
+        long np = (long)b * h * l * s;
+        var x = layouts;
+        Need(op, "q", q, x.Q, b, h, l, d, shape); Need(op, "k", k, x.K, b, h, s, d, shape); Need(op, "v", v, x.V, b, h, s, d, shape);
+        Need(op, "probs", probs, np, shape); Need(op, "go", go, x.GO, b, h, l, d, shape); Need(op, "gq", gq, x.GQ, b, h, l, d, shape);
+        Need(op, "gk", gk, x.GK, b, h, s, d, shape); Need(op, "gv", gv, x.GV, b, h, s, d, shape); Need(op, "workspace", workspace, np, shape);
         int gs = GroupSize(acc, op, groupSize);
         var st = stream ?? acc.DefaultStream;
         var loaded = For(acc);

@@ -36,8 +36,11 @@ public sealed partial class CudaBackend
         using var xc = Dense(x);
         using var rc = residual is null ? null : Dense(residual);
         var (n, c, s) = Ncs(xc, op);
+        // few, long channels: each is cut into slices whose partial sums need a workspace (from the caching allocator)
+        using var work = BatchNormWorkspace(c, (long)n * s, training);
         NormKernels.BatchNormForward(Acc, Stream, View<float>(xc), ViewOrNull(weight), ViewOrNull(bias), ViewOrNull(runningMean), ViewOrNull(runningVar),
-            training, (float)momentum, (float)eps, View<float>(y), View<float>(saveMean), View<float>(saveInvStd), n, c, s, 0, ViewOrNull(rc), relu);
+            training, (float)momentum, (float)eps, View<float>(y), View<float>(saveMean), View<float>(saveInvStd), n, c, s, 0, ViewOrNull(rc), relu,
+            work is null ? null : View<double>(work));
     }
 
     public void BatchNormBackward(Tensor x, Tensor gy, Tensor? weight, Tensor saveMean, Tensor saveInvStd, bool training, Tensor gx, Tensor? gw, Tensor? gb,
@@ -52,8 +55,17 @@ public sealed partial class CudaBackend
         using var xc = Dense(x); using var gyc = Dense(gy);
         using var yc = reluOutput is null ? null : Dense(reluOutput);
         var (n, c, s) = Ncs(xc, op);
+        using var work = BatchNormWorkspace(c, (long)n * s, true);
         NormKernels.BatchNormBackward(Acc, Stream, View<float>(xc), View<float>(gyc), ViewOrNull(weight), View<float>(saveMean), View<float>(saveInvStd),
-            training, View<float>(gx), ViewOrNull(gw), ViewOrNull(gb), n, c, s, 0, ViewOrNull(yc), ViewOrNull(gResidual));
+            training, View<float>(gx), ViewOrNull(gw), ViewOrNull(gb), n, c, s, 0, ViewOrNull(yc), ViewOrNull(gResidual), work is null ? null : View<double>(work));
+    }
+
+    /// <summary>The split batch norm's workspace (float64 partial sums, <see cref="NormKernels.BatchNormWorkspace"/>) when
+    /// <see cref="NormKernels.BatchNormSplitFor"/> splits c channels of <paramref name="count"/> values; null otherwise.</summary>
+    private Tensor? BatchNormWorkspace(int c, long count, bool needsStatistics)
+    {
+        long need = NormKernels.BatchNormWorkspace(c, NormKernels.BatchNormSplitFor(Acc, c, count), needsStatistics);
+        return need == 0 ? null : Tensor.Empty([checked((int)need)], DType.Float64, Device);
     }
 
     public void GroupNormForward(Tensor x, Tensor? weight, Tensor? bias, int groups, double eps, Tensor y, Tensor mean, Tensor rstd, bool silu = false)

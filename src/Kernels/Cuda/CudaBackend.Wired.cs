@@ -188,6 +188,21 @@ public sealed partial class CudaBackend
         return (q.Sizes[0], q.Sizes[1], q.Sizes[2], k.Sizes[2], q.Sizes[3]);
     }
 
+    /// <summary>True when a [B,H,R,D] operand can be used in place: unit stride on D (or D ≤ 1) and no negative stride.</summary>
+    private static bool HeadsInPlace(Tensor t)
+        => (t.Sizes[3] <= 1 || t.Strides[3] == 1) && t.Strides.ToArray().All(x => x >= 0);
+
+    /// <summary>An attention input as it is (strided heads read in place), or a contiguous copy when its D stride is not unit.</summary>
+    private static Tensor HeadsInput(Tensor t) => HeadsInPlace(t) ? t.Alias() : t.ContiguousRaw();
+
+    /// <summary>An attention output is written in place: it must have unit stride on D and non-negative strides.</summary>
+    private void RequireHeadsOutput(string op, Tensor t, string name)
+    {
+        RequireHere(t, op);
+        if (!HeadsInPlace(t))
+            throw new ArgumentException($"cuda: {op}: {name} {t.ShapeString} with strides {Shape.Format(t.Strides)} must have unit stride in its last dim and no negative stride");
+    }
+
     public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double dropoutP, ulong seed, ulong offset, Tensor? o, Tensor? probs)
     {
         const string op = "attention";
@@ -195,11 +210,19 @@ public sealed partial class CudaBackend
         var (b, h, l, s, d) = AttentionDims(op, q, k, v);
         RequireHere(q, op); RequireHere(k, op); RequireHere(v, op);
         if (o is null && probs is null) throw new ArgumentException($"cuda: {op}: neither the output nor the probabilities asked for (q {q.ShapeString})");
-        if (o is not null) RequireDense(op, (o, "o"));
+        if (o is not null)
+        {
+            if (!o.Sizes.SequenceEqual(q.Sizes)) throw new ArgumentException($"cuda: {op}: output {o.ShapeString} must match q {q.ShapeString}");
+            RequireHeadsOutput(op, o, "o");
+        }
         if (probs is not null) RequireDense(op, (probs, "probs"));
         // output only with S > SCap: the kernel keeps the scores in a [B,H,L,S] scratch (not a saving there, still correct)
         using var scratch = probs is null && s > AttentionKernels.SCap ? Tensor.Empty([b, h, l, s], DType.Float32, Device) : null;
-        using var qc = Dense(q); using var kc = Dense(k); using var vc = Dense(v);
+        // strided q/k/v/o (e.g. the heads of a [B,L,H·D] projection) are read and written in place through their layouts
+        using var qc = HeadsInput(q); using var kc = HeadsInput(k); using var vc = HeadsInput(v);
+        var layouts = AttentionLayouts.Dense(h, l, s, d);
+        layouts.Q = AttentionHeadsLayout.Of(qc); layouts.K = AttentionHeadsLayout.Of(kc); layouts.V = AttentionHeadsLayout.Of(vc);
+        if (o is not null) layouts.O = AttentionHeadsLayout.Of(o);
         ArrayView<float>? mv = null;
         var layout = default(AttentionMaskLayout);
         if (mask is not null)
@@ -212,7 +235,7 @@ public sealed partial class CudaBackend
         }
         var pt = probs ?? scratch;
         AttentionKernels.Forward(Acc, Stream, View<float>(qc), View<float>(kc), View<float>(vc), mv, layout,
-            o is null ? null : View<float>(o), pt is null ? null : View<float>(pt), b, h, l, s, d, scale, dropoutP, seed, offset);
+            o is null ? null : View<float>(o), pt is null ? null : View<float>(pt), layouts, b, h, l, s, d, scale, dropoutP, seed, offset);
     }
 
     public void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor probs, double scale, double dropoutP, ulong seed, ulong offset,
@@ -222,10 +245,17 @@ public sealed partial class CudaBackend
         RequireF32(op, q, k, v, probs, go, gq, gk, gv);
         var (b, h, l, s, d) = AttentionDims(op, q, k, v);
         foreach (var t in new[] { q, k, v, probs, go }) RequireHere(t, op);
-        RequireDense(op, (gq, "gq"), (gk, "gk"), (gv, "gv"));
-        using var qc = Dense(q); using var kc = Dense(k); using var vc = Dense(v); using var pc = Dense(probs); using var goc = Dense(go);
+        if (!go.Sizes.SequenceEqual(q.Sizes) || !gq.Sizes.SequenceEqual(q.Sizes) || !gk.Sizes.SequenceEqual(k.Sizes) || !gv.Sizes.SequenceEqual(v.Sizes))
+            throw new ArgumentException($"cuda: {op}: go {go.ShapeString}, gq {gq.ShapeString}, gk {gk.ShapeString}, gv {gv.ShapeString} must match q {q.ShapeString}, k {k.ShapeString}, v {v.ShapeString}");
+        RequireHeadsOutput(op, gq, "gq"); RequireHeadsOutput(op, gk, "gk"); RequireHeadsOutput(op, gv, "gv");
+        using var qc = HeadsInput(q); using var kc = HeadsInput(k); using var vc = HeadsInput(v); using var pc = Dense(probs); using var goc = HeadsInput(go);
         using var work = Tensor.Empty([(int)Math.Max(AttentionKernels.BackwardWorkspace(b, h, l, s), 1)], DType.Float32, Device);
+        var layouts = new AttentionLayouts
+        {
+            Q = AttentionHeadsLayout.Of(qc), K = AttentionHeadsLayout.Of(kc), V = AttentionHeadsLayout.Of(vc), O = AttentionHeadsLayout.Dense(h, l, d),
+            GO = AttentionHeadsLayout.Of(goc), GQ = AttentionHeadsLayout.Of(gq), GK = AttentionHeadsLayout.Of(gk), GV = AttentionHeadsLayout.Of(gv),
+        };
         AttentionKernels.Backward(Acc, Stream, View<float>(qc), View<float>(kc), View<float>(vc), View<float>(pc), View<float>(goc),
-            View<float>(gq), View<float>(gk), View<float>(gv), View<float>(work), b, h, l, s, d, scale, dropoutP, seed, offset);
+            View<float>(gq), View<float>(gk), View<float>(gv), View<float>(work), layouts, b, h, l, s, d, scale, dropoutP, seed, offset);
     }
 }

@@ -9,6 +9,8 @@ public struct BnParams
 {
     public int N, C, S, Flags;
     public float Momentum, Eps;
+    /// <summary>Split launches only: slices per channel, and elements per slice (the last may be shorter).</summary>
+    public int Split, Slice;
 }
 
 /// <summary>Shape and scalars of a group-norm launch (x is [N, C, S] in G groups of C/G channels).</summary>
@@ -20,7 +22,9 @@ public struct GnParams
 
 /// <summary>
 /// Batch norm and group norm on ILGPU (float32), forward and backward, with the semantics of <c>CpuBackend.Conv.cs</c>.
-/// Batch norm runs one group per channel (grid-stride over channels), group norm one group per (n, group) for the
+/// Batch norm runs one group per channel (grid-stride over channels) — or, for channels too few to fill the device and long
+/// enough to share (<see cref="BatchNormSplit"/>), several groups per channel, each over a contiguous slice, whose double
+/// partial sums go through a workspace into a second launch that finishes them in slice order — group norm one group per (n, group) for the
 /// statistics and gx, and one group per channel for gw/gb. Statistics are one pass over the data (Σ(x−x₀), Σ(x−x₀)²
 /// with x₀ the first element of the channel or group, so that an offset mean does not cancel), accumulated in double per
 /// thread and reduced with warp shuffles (<see cref="Warp.WarpSize"/>) and one shared-memory step across warps. The
@@ -62,6 +66,245 @@ internal static class NormKernels
 
     // ================================================================== batch norm
 
+    /// <summary>Two double sums (a thread's or a group's).</summary>
+    internal struct Sums { public double A, B; }
+
+    /// <summary>A thread's Σ(x − shift), Σ(x − shift)² over elements [lo, hi) of the channel at <paramref name="cOff"/>, the group
+    /// striding through them. Four elements per trip, loaded before any is used: four loads in flight per thread instead of one
+    /// (few groups per channel cannot hide memory latency with more threads). Same elements per thread and the same summation
+    /// order as one per trip.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Sums StatSums(ArrayView<float> x, long cOff, long cs, int sLen, int lo, int hi, float shift)
+    {
+        int step = Group.DimX;
+        double s = 0, ss = 0;
+        var cur = Start(lo + Group.IdxX, sLen);
+        long m = lo + Group.IdxX;
+        for (; m + 3L * step < hi; m += 4L * step)
+        {
+            var c1 = Advance(cur, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+            float x0 = x[cur.Outer * cs + cOff + cur.Inner], x1 = x[c1.Outer * cs + cOff + c1.Inner];
+            float x2 = x[c2.Outer * cs + cOff + c2.Inner], x3 = x[c3.Outer * cs + cOff + c3.Inner];
+            float t = x0 - shift; s += t; ss += t * t;
+            t = x1 - shift; s += t; ss += t * t;
+            t = x2 - shift; s += t; ss += t * t;
+            t = x3 - shift; s += t; ss += t * t;
+            cur = Advance(c3, step, sLen);
+        }
+        for (; m < hi; m += step, cur = Advance(cur, step, sLen))
+        {
+            float t = x[cur.Outer * cs + cOff + cur.Inner] - shift;
+            s += t; ss += t * t;
+        }
+        Sums r; r.A = s; r.B = ss;
+        return r;
+    }
+
+    /// <summary><see cref="StatSums"/> with every step in double (x − shift and its square too), for the split kernels: a float
+    /// x − shift rounds by the same offset for every x of a binade, a bias that does not average out over 10⁵–10⁶ values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Sums StatSums64(ArrayView<float> x, long cOff, long cs, int sLen, int lo, int hi, double shift)
+    {
+        int step = Group.DimX;
+        double s = 0, ss = 0;
+        var cur = Start(lo + Group.IdxX, sLen);
+        long m = lo + Group.IdxX;
+        for (; m + 3L * step < hi; m += 4L * step)
+        {
+            var c1 = Advance(cur, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+            float x0 = x[cur.Outer * cs + cOff + cur.Inner], x1 = x[c1.Outer * cs + cOff + c1.Inner];
+            float x2 = x[c2.Outer * cs + cOff + c2.Inner], x3 = x[c3.Outer * cs + cOff + c3.Inner];
+            double t = x0 - shift; s += t; ss += t * t;
+            t = x1 - shift; s += t; ss += t * t;
+            t = x2 - shift; s += t; ss += t * t;
+            t = x3 - shift; s += t; ss += t * t;
+            cur = Advance(c3, step, sLen);
+        }
+        for (; m < hi; m += step, cur = Advance(cur, step, sLen))
+        {
+            double t = x[cur.Outer * cs + cOff + cur.Inner] - shift;
+            s += t; ss += t * t;
+        }
+        Sums r; r.A = s; r.B = ss;
+        return r;
+    }
+
+    /// <summary>y ← relu?((x − mean)·scale + bias [+ res]) over elements [lo, hi) of the channel, four loads in flight per thread.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Normalize(ArrayView<float> x, ArrayView<float> y, ArrayView<float> res, long cOff, long cs, int sLen, int lo, int hi,
+        float mean, float scale, float bias, bool addRes, bool relu)
+    {
+        int step = Group.DimX;
+        var cw = Start(lo + Group.IdxX, sLen);
+        long mw = lo + Group.IdxX;
+        for (; mw + 3L * step < hi; mw += 4L * step)
+        {
+            var c1 = Advance(cw, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+            long o0 = cw.Outer * cs + cOff + cw.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
+            long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
+            float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
+            float r0 = 0f, r1 = 0f, r2 = 0f, r3 = 0f;
+            if (addRes) { r0 = res[o0]; r1 = res[o1]; r2 = res[o2]; r3 = res[o3]; }
+            y[o0] = BnOut(x0, r0, mean, scale, bias, addRes, relu);
+            y[o1] = BnOut(x1, r1, mean, scale, bias, addRes, relu);
+            y[o2] = BnOut(x2, r2, mean, scale, bias, addRes, relu);
+            y[o3] = BnOut(x3, r3, mean, scale, bias, addRes, relu);
+            cw = Advance(c3, step, sLen);
+        }
+        for (; mw < hi; mw += step, cw = Advance(cw, step, sLen))
+        {
+            long o = cw.Outer * cs + cOff + cw.Inner;
+            y[o] = BnOut(x[o], addRes ? res[o] : 0f, mean, scale, bias, addRes, relu);
+        }
+    }
+
+    /// <summary>A thread's Σg, Σg·(x − mean) over elements [lo, hi) of the channel, g = gy masked by the fused forward's relu output
+    /// (<paramref name="relu"/>), written to gRes when <paramref name="writeRes"/>; four loads in flight per thread.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Sums GradSums(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> yRelu, ArrayView<float> gRes, long cOff, long cs, int sLen,
+        int lo, int hi, float mean, bool relu, bool writeRes)
+    {
+        int step = Group.DimX;
+        double sg = 0, sgc = 0;
+        var cw = Start(lo + Group.IdxX, sLen);
+        long m = lo + Group.IdxX;
+        for (; m + 3L * step < hi; m += 4L * step)
+        {
+            var c1 = Advance(cw, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+            long o0 = cw.Outer * cs + cOff + cw.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
+            long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
+            float g0 = gy[o0], g1 = gy[o1], g2 = gy[o2], g3 = gy[o3];
+            float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
+            if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
+            if (writeRes) { gRes[o0] = g0; gRes[o1] = g1; gRes[o2] = g2; gRes[o3] = g3; }
+            sg += g0; sgc += g0 * (x0 - mean);
+            sg += g1; sgc += g1 * (x1 - mean);
+            sg += g2; sgc += g2 * (x2 - mean);
+            sg += g3; sgc += g3 * (x3 - mean);
+            cw = Advance(c3, step, sLen);
+        }
+        for (; m < hi; m += step, cw = Advance(cw, step, sLen))
+        {
+            long o = cw.Outer * cs + cOff + cw.Inner;
+            float g = gy[o];
+            if (relu && !(yRelu[o] > 0f)) g = 0f;   // relu's gradient, masked by the fused forward's output
+            if (writeRes) gRes[o] = g;
+            sg += g; sgc += g * (x[o] - mean);
+        }
+        Sums r; r.A = sg; r.B = sgc;
+        return r;
+    }
+
+    /// <summary><see cref="GradSums"/> with g·(x − mean) in double, for the split kernels (see <see cref="StatSums64"/>: a float
+    /// x − mean is biased by the mean's offset within each binade, and Σg·(x − mean) = gw/inv cancels to a small sum).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Sums GradSums64(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> yRelu, ArrayView<float> gRes, long cOff, long cs, int sLen,
+        int lo, int hi, double mean, bool relu, bool writeRes)
+    {
+        int step = Group.DimX;
+        double sg = 0, sgc = 0;
+        var cw = Start(lo + Group.IdxX, sLen);
+        long m = lo + Group.IdxX;
+        for (; m + 3L * step < hi; m += 4L * step)
+        {
+            var c1 = Advance(cw, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+            long o0 = cw.Outer * cs + cOff + cw.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
+            long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
+            float g0 = gy[o0], g1 = gy[o1], g2 = gy[o2], g3 = gy[o3];
+            float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
+            if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
+            if (writeRes) { gRes[o0] = g0; gRes[o1] = g1; gRes[o2] = g2; gRes[o3] = g3; }
+            sg += g0; sgc += g0 * (x0 - mean);
+            sg += g1; sgc += g1 * (x1 - mean);
+            sg += g2; sgc += g2 * (x2 - mean);
+            sg += g3; sgc += g3 * (x3 - mean);
+            cw = Advance(c3, step, sLen);
+        }
+        for (; m < hi; m += step, cw = Advance(cw, step, sLen))
+        {
+            long o = cw.Outer * cs + cOff + cw.Inner;
+            float g = gy[o];
+            if (relu && !(yRelu[o] > 0f)) g = 0f;
+            if (writeRes) gRes[o] = g;
+            sg += g; sgc += g * (x[o] - mean);
+        }
+        Sums r; r.A = sg; r.B = sgc;
+        return r;
+    }
+
+    /// <summary>gx = k·(g − mg − (x − mean)·inv·mgx) over elements [lo, hi) of the channel; g re-read from gRes when
+    /// <paramref name="reuse"/> (relu + residual gradient: <see cref="GradSums"/> left the masked gradient there), else gy (masked).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GradInput(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> yRelu, ArrayView<float> gRes, ArrayView<float> gx,
+        long cOff, long cs, int sLen, int lo, int hi, float mean, float inv, float k, float mg, float mgx, bool relu, bool reuse)
+    {
+        int step = Group.DimX;
+        var cg2 = Start(lo + Group.IdxX, sLen);
+        long m2 = lo + Group.IdxX;
+        for (; m2 + 3L * step < hi; m2 += 4L * step)
+        {
+            var c1 = Advance(cg2, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
+            long o0 = cg2.Outer * cs + cOff + cg2.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
+            long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
+            float g0, g1, g2, g3;
+            if (reuse) { g0 = gRes[o0]; g1 = gRes[o1]; g2 = gRes[o2]; g3 = gRes[o3]; }
+            else
+            {
+                g0 = gy[o0]; g1 = gy[o1]; g2 = gy[o2]; g3 = gy[o3];
+                if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
+            }
+            float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
+            gx[o0] = k * (g0 - mg - (x0 - mean) * inv * mgx);
+            gx[o1] = k * (g1 - mg - (x1 - mean) * inv * mgx);
+            gx[o2] = k * (g2 - mg - (x2 - mean) * inv * mgx);
+            gx[o3] = k * (g3 - mg - (x3 - mean) * inv * mgx);
+            cg2 = Advance(c3, step, sLen);
+        }
+        for (; m2 < hi; m2 += step, cg2 = Advance(cg2, step, sLen))
+        {
+            long o = cg2.Outer * cs + cOff + cg2.Inner;
+            float g;
+            if (reuse) g = gRes[o];
+            else
+            {
+                g = gy[o];
+                if (relu && !(yRelu[o] > 0f)) g = 0f;
+            }
+            gx[o] = k * (g - mg - (x[o] - mean) * inv * mgx);
+        }
+    }
+
+    /// <summary>Σ over the group of two doubles (warp shuffles, then one shared-memory step across warps, in warp order);
+    /// every thread gets both. red: ≥ 2·MaxWarps doubles of shared memory.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Sums GroupSum2(double a, double b, ArrayView<double> red)
+    {
+        for (int o = Warp.WarpSize / 2; o > 0; o >>= 1) { a += Warp.ShuffleXor(a, o); b += Warp.ShuffleXor(b, o); }
+        int nw = Group.DimX / Warp.WarpSize;
+        if (nw > 1)
+        {
+            int w = Group.IdxX / Warp.WarpSize;
+            if (Warp.IsFirstLane) { red[w] = a; red[MaxWarps + w] = b; }
+            Group.Barrier();
+            a = red[0]; b = red[MaxWarps];
+            for (int i = 1; i < nw; i++) { a += red[i]; b += red[MaxWarps + i]; }
+            Group.Barrier();
+        }
+        Sums r; r.A = a; r.B = b;
+        return r;
+    }
+
+    /// <summary>The <paramref name="split"/> partial pairs of channel c from the workspace, summed in slice order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Sums Finish(ArrayView<double> ws, int c, int split)
+    {
+        long o = 2L * c * split;
+        double a = 0, b = 0;
+        for (int g = 0; g < split; g++) { a += ws[o + 2 * g]; b += ws[o + 2 * g + 1]; }
+        Sums r; r.A = a; r.B = b;
+        return r;
+    }
+
     internal static void BatchNormForwardKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> rm,
         ArrayView<float> rv, ArrayView<float> y, ArrayView<float> saveMean, ArrayView<float> saveInvStd, ArrayView<float> res, BnParams p)
     {
@@ -69,7 +312,6 @@ internal static class NormKernels
         int mCount = p.N * p.S;
         long cs = (long)p.C * p.S;
         int sLen = p.S > 0 ? p.S : 1;   // S = 0 means no elements: the loops do not run, the cursor must not divide by 0
-        int step = Group.DimX;
         for (int c = Grid.IdxX; c < p.C; c += Grid.DimX)
         {
             long cOff = (long)c * p.S;
@@ -77,29 +319,8 @@ internal static class NormKernels
             if ((p.Flags & FTraining) != 0)
             {
                 float shift = mCount > 0 ? x[cOff] : 0f;
-                double s = 0, ss = 0;
-                // Four elements per trip, loaded before any is used: four loads in flight per thread instead of one
-                // (one group per channel cannot hide memory latency with more threads). Same elements per thread and
-                // the same summation order as one per trip, so the sums are bit for bit those of the plain loop.
-                var cur = Start(Group.IdxX, sLen);
-                long m = Group.IdxX;
-                for (; m + 3L * step < mCount; m += 4L * step)
-                {
-                    var c1 = Advance(cur, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
-                    float x0 = x[cur.Outer * cs + cOff + cur.Inner], x1 = x[c1.Outer * cs + cOff + c1.Inner];
-                    float x2 = x[c2.Outer * cs + cOff + c2.Inner], x3 = x[c3.Outer * cs + cOff + c3.Inner];
-                    float t = x0 - shift; s += t; ss += t * t;
-                    t = x1 - shift; s += t; ss += t * t;
-                    t = x2 - shift; s += t; ss += t * t;
-                    t = x3 - shift; s += t; ss += t * t;
-                    cur = Advance(c3, step, sLen);
-                }
-                for (; m < mCount; m += step, cur = Advance(cur, step, sLen))
-                {
-                    float t = x[cur.Outer * cs + cOff + cur.Inner] - shift;
-                    s += t; ss += t * t;
-                }
-                var tot = BlockReduce.Sum2((float)s, (float)ss, red);
+                var own = StatSums(x, cOff, cs, sLen, 0, mCount, shift);
+                var tot = BlockReduce.Sum2((float)own.A, (float)own.B, red);
                 float ms = mCount > 0 ? tot.A / mCount : 0f;
                 float var = mCount > 0 ? tot.B / mCount - ms * ms : 0f;
                 if (var < 0f) var = 0f;
@@ -121,28 +342,7 @@ internal static class NormKernels
             if (Group.IdxX == 0) { saveMean[c] = mean; saveInvStd[c] = inv; }
             float scale = (p.Flags & FWeight) != 0 ? inv * w[c] : inv;
             float bias = (p.Flags & FBias) != 0 ? b[c] : 0f;
-            bool addRes = (p.Flags & FResidual) != 0, relu = (p.Flags & FRelu) != 0;
-            var cw = Start(Group.IdxX, sLen);
-            long mw = Group.IdxX;
-            for (; mw + 3L * step < mCount; mw += 4L * step)   // four loads in flight, as in the statistics loop
-            {
-                var c1 = Advance(cw, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
-                long o0 = cw.Outer * cs + cOff + cw.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
-                long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
-                float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
-                float r0 = 0f, r1 = 0f, r2 = 0f, r3 = 0f;
-                if (addRes) { r0 = res[o0]; r1 = res[o1]; r2 = res[o2]; r3 = res[o3]; }
-                y[o0] = BnOut(x0, r0, mean, scale, bias, addRes, relu);
-                y[o1] = BnOut(x1, r1, mean, scale, bias, addRes, relu);
-                y[o2] = BnOut(x2, r2, mean, scale, bias, addRes, relu);
-                y[o3] = BnOut(x3, r3, mean, scale, bias, addRes, relu);
-                cw = Advance(c3, step, sLen);
-            }
-            for (; mw < mCount; mw += step, cw = Advance(cw, step, sLen))
-            {
-                long o = cw.Outer * cs + cOff + cw.Inner;
-                y[o] = BnOut(x[o], addRes ? res[o] : 0f, mean, scale, bias, addRes, relu);
-            }
+            Normalize(x, y, res, cOff, cs, sLen, 0, mCount, mean, scale, bias, (p.Flags & FResidual) != 0, (p.Flags & FRelu) != 0);
         }
     }
 
@@ -165,44 +365,14 @@ internal static class NormKernels
         int mCount = p.N * p.S;
         long cs = (long)p.C * p.S;
         int sLen = p.S > 0 ? p.S : 1;   // S = 0 means no elements: the loops do not run, the cursor must not divide by 0
-        int step = Group.DimX;
         for (int c = Grid.IdxX; c < p.C; c += Grid.DimX)
         {
             long cOff = (long)c * p.S;
             float mean = saveMean[c], inv = saveInvStd[c];
             float wc = (p.Flags & FWeight) != 0 ? w[c] : 1f;
             bool relu = (p.Flags & FRelu) != 0, writeRes = (p.Flags & FGradResidual) != 0;
-            // With relu and a residual gradient, pass 1 leaves the masked gradient in gRes, and pass 2 reads it back (4 B)
-            // instead of gy and y again (8 B); the same thread wrote the element, and global loads are plain ld (no .nc).
-            bool reuse = relu && writeRes;
-            double sg = 0, sgc = 0;
-            // Four elements per trip with every load issued first (see the forward); same elements per thread, same order.
-            var cw = Start(Group.IdxX, sLen);
-            long m = Group.IdxX;
-            for (; m + 3L * step < mCount; m += 4L * step)
-            {
-                var c1 = Advance(cw, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
-                long o0 = cw.Outer * cs + cOff + cw.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
-                long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
-                float g0 = gy[o0], g1 = gy[o1], g2 = gy[o2], g3 = gy[o3];
-                float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
-                if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
-                if (writeRes) { gRes[o0] = g0; gRes[o1] = g1; gRes[o2] = g2; gRes[o3] = g3; }
-                sg += g0; sgc += g0 * (x0 - mean);
-                sg += g1; sgc += g1 * (x1 - mean);
-                sg += g2; sgc += g2 * (x2 - mean);
-                sg += g3; sgc += g3 * (x3 - mean);
-                cw = Advance(c3, step, sLen);
-            }
-            for (; m < mCount; m += step, cw = Advance(cw, step, sLen))
-            {
-                long o = cw.Outer * cs + cOff + cw.Inner;
-                float g = gy[o];
-                if (relu && !(yRelu[o] > 0f)) g = 0f;   // relu's gradient, masked by the fused forward's output
-                if (writeRes) gRes[o] = g;
-                sg += g; sgc += g * (x[o] - mean);
-            }
-            var tot = BlockReduce.Sum2((float)sg, (float)sgc, red);
+            var own = GradSums(x, gy, yRelu, gRes, cOff, cs, sLen, 0, mCount, mean, relu, writeRes);
+            var tot = BlockReduce.Sum2((float)own.A, (float)own.B, red);
             float sgx = tot.B * inv;   // Σ gy·x̂
             if (Group.IdxX == 0)
             {
@@ -211,41 +381,140 @@ internal static class NormKernels
             }
             // train: gx = k·(gy − Σgy/M − x̂·Σ(gy·x̂)/M), k = w·inv; eval: gx = k·gy
             bool train = (p.Flags & FTraining) != 0 && mCount > 0;
-            float k = wc * inv;
             float mg = train ? tot.A / mCount : 0f, mgx = train ? sgx / mCount : 0f;
-            var cg2 = Start(Group.IdxX, sLen);
-            long m2 = Group.IdxX;
-            for (; m2 + 3L * step < mCount; m2 += 4L * step)
+            // With relu and a residual gradient, pass 1 left the masked gradient in gRes, and pass 2 reads it back (4 B)
+            // instead of gy and y again (8 B); the same thread wrote the element, and global loads are plain ld (no .nc).
+            GradInput(x, gy, yRelu, gRes, gx, cOff, cs, sLen, 0, mCount, mean, inv, wc * inv, mg, mgx, relu, relu && writeRes);
+        }
+    }
+
+    // ------------------------------------------------------------------ batch norm split across groups (few, long channels)
+    // Unit u of C·Split covers slice g = u % Split of channel c = u / Split: elements [g·Slice, min((g+1)·Slice, N·S)) of the
+    // channel in (n, s) order, so a slice may start and end inside a sample. Pass 1 writes each unit's double sums to the
+    // workspace (ws[2u], ws[2u + 1]); pass 2 (a second launch, so every partial is written) has every unit of a channel sum
+    // that channel's partials in slice order — the same additions in the same order in every unit, so they agree bit for bit —
+    // and then run the elementwise pass over its own slice. No atomics: the result depends only on the shape, Split and the
+    // group size.
+
+    /// <summary>min(g·slice, count): where slice g starts (and slice g − 1 ends).</summary>
+    private static int SliceEnd(int g, int slice, int count)
+    {
+        long e = (long)g * slice;
+        return e < count ? (int)e : count;
+    }
+
+    /// <summary>Pass 1 of the split forward (training): per unit, Σ(x − x₀), Σ(x − x₀)² over its slice (x₀ the channel's first element).</summary>
+    internal static void BatchNormStatsPartialKernel(ArrayView<float> x, ArrayView<double> ws, BnParams p)
+    {
+        var red = SharedMemory.Allocate<double>(2 * MaxWarps);
+        int mCount = p.N * p.S;
+        long cs = (long)p.C * p.S;
+        int sLen = p.S > 0 ? p.S : 1;
+        int units = p.C * p.Split;
+        for (int u = Grid.IdxX; u < units; u += Grid.DimX)
+        {
+            int c = u / p.Split, g = u - c * p.Split;
+            long cOff = (long)c * p.S;
+            int lo = SliceEnd(g, p.Slice, mCount), hi = SliceEnd(g + 1, p.Slice, mCount);
+            float shift = mCount > 0 ? x[cOff] : 0f;
+            var own = StatSums64(x, cOff, cs, sLen, lo, hi, shift);
+            var tot = GroupSum2(own.A, own.B, red);
+            if (Group.IdxX == 0) { ws[2L * u] = tot.A; ws[2L * u + 1] = tot.B; }
+        }
+    }
+
+    /// <summary>Pass 2 of the split forward: the channel's statistics from the partials (training; slice 0 also writes the saved
+    /// statistics and updates the running ones) or the running statistics (eval, no pass 1), then y over the unit's slice.</summary>
+    internal static void BatchNormApplyKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> rm,
+        ArrayView<float> rv, ArrayView<float> y, ArrayView<float> saveMean, ArrayView<float> saveInvStd, ArrayView<float> res, ArrayView<double> ws, BnParams p)
+    {
+        int mCount = p.N * p.S;
+        long cs = (long)p.C * p.S;
+        int sLen = p.S > 0 ? p.S : 1;
+        int units = p.C * p.Split;
+        for (int u = Grid.IdxX; u < units; u += Grid.DimX)
+        {
+            int c = u / p.Split, g = u - c * p.Split;
+            long cOff = (long)c * p.S;
+            int lo = SliceEnd(g, p.Slice, mCount), hi = SliceEnd(g + 1, p.Slice, mCount);
+            float mean, inv;
+            if ((p.Flags & FTraining) != 0)
             {
-                var c1 = Advance(cg2, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
-                long o0 = cg2.Outer * cs + cOff + cg2.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
-                long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
-                float g0, g1, g2, g3;
-                if (reuse) { g0 = gRes[o0]; g1 = gRes[o1]; g2 = gRes[o2]; g3 = gRes[o3]; }
-                else
+                float shift = mCount > 0 ? x[cOff] : 0f;
+                var tot = Finish(ws, c, p.Split);
+                double ms = mCount > 0 ? tot.A / mCount : 0.0;
+                double var = mCount > 0 ? tot.B / mCount - ms * ms : 0.0;
+                if (var < 0.0) var = 0.0;
+                mean = (float)(shift + ms);   // one rounding, at the mean's magnitude (not x₀'s): the gradients depend on it
+                inv = 1f / MathF.Sqrt((float)var + p.Eps);
+                if (g == 0 && Group.IdxX == 0 && mCount > 0)
                 {
-                    g0 = gy[o0]; g1 = gy[o1]; g2 = gy[o2]; g3 = gy[o3];
-                    if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
+                    float keep = 1f - p.Momentum;
+                    if ((p.Flags & FRunningMean) != 0) rm[c] = keep * rm[c] + p.Momentum * mean;
+                    if ((p.Flags & FRunningVar) != 0)
+                        rv[c] = keep * rv[c] + p.Momentum * (mCount > 1 ? (float)(var * mCount / (mCount - 1)) : 0f);
                 }
-                float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
-                gx[o0] = k * (g0 - mg - (x0 - mean) * inv * mgx);
-                gx[o1] = k * (g1 - mg - (x1 - mean) * inv * mgx);
-                gx[o2] = k * (g2 - mg - (x2 - mean) * inv * mgx);
-                gx[o3] = k * (g3 - mg - (x3 - mean) * inv * mgx);
-                cg2 = Advance(c3, step, sLen);
             }
-            for (; m2 < mCount; m2 += step, cg2 = Advance(cg2, step, sLen))
+            else
             {
-                long o = cg2.Outer * cs + cOff + cg2.Inner;
-                float g;
-                if (reuse) g = gRes[o];
-                else
-                {
-                    g = gy[o];
-                    if (relu && !(yRelu[o] > 0f)) g = 0f;
-                }
-                gx[o] = k * (g - mg - (x[o] - mean) * inv * mgx);
+                mean = rm[c];
+                inv = 1f / MathF.Sqrt(rv[c] + p.Eps);
             }
+            if (g == 0 && Group.IdxX == 0) { saveMean[c] = mean; saveInvStd[c] = inv; }
+            float scale = (p.Flags & FWeight) != 0 ? inv * w[c] : inv;
+            float bias = (p.Flags & FBias) != 0 ? b[c] : 0f;
+            Normalize(x, y, res, cOff, cs, sLen, lo, hi, mean, scale, bias, (p.Flags & FResidual) != 0, (p.Flags & FRelu) != 0);
+        }
+    }
+
+    /// <summary>Pass 1 of the split backward: per unit, Σg and Σg·(x − mean) over its slice (g masked by relu, written to gRes).</summary>
+    internal static void BatchNormGradPartialKernel(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> saveMean, ArrayView<float> yRelu,
+        ArrayView<float> gRes, ArrayView<double> ws, BnParams p)
+    {
+        var red = SharedMemory.Allocate<double>(2 * MaxWarps);
+        int mCount = p.N * p.S;
+        long cs = (long)p.C * p.S;
+        int sLen = p.S > 0 ? p.S : 1;
+        int units = p.C * p.Split;
+        bool relu = (p.Flags & FRelu) != 0, writeRes = (p.Flags & FGradResidual) != 0;
+        for (int u = Grid.IdxX; u < units; u += Grid.DimX)
+        {
+            int c = u / p.Split, g = u - c * p.Split;
+            long cOff = (long)c * p.S;
+            int lo = SliceEnd(g, p.Slice, mCount), hi = SliceEnd(g + 1, p.Slice, mCount);
+            var own = GradSums64(x, gy, yRelu, gRes, cOff, cs, sLen, lo, hi, saveMean[c], relu, writeRes);
+            var tot = GroupSum2(own.A, own.B, red);
+            if (Group.IdxX == 0) { ws[2L * u] = tot.A; ws[2L * u + 1] = tot.B; }
+        }
+    }
+
+    /// <summary>Pass 2 of the split backward: Σg and Σg·x̂ of the channel from the partials (slice 0 writes gw, gb), then gx over the unit's slice.</summary>
+    internal static void BatchNormGradApplyKernel(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> w, ArrayView<float> saveMean,
+        ArrayView<float> saveInvStd, ArrayView<float> gx, ArrayView<float> gw, ArrayView<float> gb, ArrayView<float> yRelu, ArrayView<float> gRes,
+        ArrayView<double> ws, BnParams p)
+    {
+        int mCount = p.N * p.S;
+        long cs = (long)p.C * p.S;
+        int sLen = p.S > 0 ? p.S : 1;
+        int units = p.C * p.Split;
+        bool relu = (p.Flags & FRelu) != 0, writeRes = (p.Flags & FGradResidual) != 0;
+        for (int u = Grid.IdxX; u < units; u += Grid.DimX)
+        {
+            int c = u / p.Split, g = u - c * p.Split;
+            long cOff = (long)c * p.S;
+            int lo = SliceEnd(g, p.Slice, mCount), hi = SliceEnd(g + 1, p.Slice, mCount);
+            float mean = saveMean[c], inv = saveInvStd[c];
+            float wc = (p.Flags & FWeight) != 0 ? w[c] : 1f;
+            var tot = Finish(ws, c, p.Split);
+            double sgx = tot.B * inv;   // Σ gy·x̂
+            if (g == 0 && Group.IdxX == 0)
+            {
+                if ((p.Flags & FGradW) != 0) gw[c] = (float)sgx;
+                if ((p.Flags & FGradB) != 0) gb[c] = (float)tot.A;
+            }
+            bool train = (p.Flags & FTraining) != 0 && mCount > 0;
+            float mg = train ? (float)(tot.A / mCount) : 0f, mgx = train ? (float)(sgx / mCount) : 0f;
+            GradInput(x, gy, yRelu, gRes, gx, cOff, cs, sLen, lo, hi, mean, inv, wc * inv, mg, mgx, relu, relu && writeRes);
         }
     }
 
@@ -361,6 +630,10 @@ internal static class NormKernels
     {
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>? BnFwd;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>? BnBwd;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<double>, BnParams>? BnStats;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<double>, BnParams>? BnApply;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<double>, BnParams>? BnGradPartial;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<double>, BnParams>? BnGradApply;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GnParams>? GnFwd, GnBwd, GnParam;
     }
 
@@ -384,6 +657,48 @@ internal static class NormKernels
     public static int BatchNormGroupSize(int channels, long count, int multiprocessors)
         => channels < 2 * multiprocessors && count >= 65536 ? 1024 : count >= 16384 ? 512 : count >= 2048 ? 256 : 128;
 
+    /// <summary>Shortest slice of a channel the split batch norm gives one group (16 elements per thread of a 1,024-thread group).</summary>
+    public const int MinSplitSlice = 16384;
+
+    /// <summary>
+    /// Slices per channel for batch norm (1: one group per channel). With fewer channels than one per multiprocessor, one group
+    /// per channel leaves multiprocessors idle (ResNet-50 at batch 64 on an H100's 132: the stem's and layer1's 64 channels,
+    /// layer2's 128), so each channel's N·S values are cut into ⌊2·SMs / C⌋ contiguous slices — at most one wave of two groups per
+    /// multiprocessor (more would leave a short second wave) — of at least <see cref="MinSplitSlice"/> elements each.
+    /// Channels ≥ SMs (layer1's 256: 256 groups already fill 97 % of 264 slots) and short channels are not split.
+    /// </summary>
+    public static int BatchNormSplit(int channels, long count, int multiprocessors)
+    {
+        if (channels <= 0 || count < 2L * MinSplitSlice) return 1;
+        long g = Math.Min(2L * Math.Max(1, multiprocessors) / channels, count / MinSplitSlice);
+        return (int)Math.Clamp(g, 1, 1024);
+    }
+
+    /// <summary>Tests set this to force the slices per channel (the emulator's 2 multiprocessors and short test channels never split by the rule).</summary>
+    internal static int? BatchNormSplitOverride { get; set; }
+
+    /// <summary>The slices per channel a batch norm of <paramref name="c"/> channels of <paramref name="count"/> (N·S) values runs with on
+    /// <paramref name="acc"/>: <see cref="BatchNormSplitOverride"/> or <see cref="BatchNormSplit"/>, at most one slice per element.</summary>
+    public static int BatchNormSplitFor(Accelerator acc, int c, long count)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        if (c <= 0 || count <= 1) return 1;
+        int want = BatchNormSplitOverride ?? BatchNormSplit(c, count, acc.NumMultiprocessors);
+        return (int)Math.Clamp(want, 1L, Math.Min(count, 1 << 20));
+    }
+
+    /// <summary>Doubles of workspace a split batch norm needs (two partial sums per slice; 0 unsplit, and 0 for the eval forward,
+    /// which has no statistics to reduce).</summary>
+    public static long BatchNormWorkspace(int c, int split, bool needsStatistics = true) => split < 2 || !needsStatistics ? 0 : 2L * c * split;
+
+    private static ArrayView<double> CheckWorkspace(string op, ArrayView<double>? workspace, int c, int split, string shape)
+    {
+        long need = BatchNormWorkspace(c, split);
+        if (workspace is not { } ws || ws.Length < need)
+            throw new ArgumentException($"{op}: {split} slices per channel of {shape} need a workspace of {need} doubles, got {(workspace is { } w ? w.Length : 0)}");
+        return ws;
+    }
+
     private static int CheckGroup(Accelerator acc, string op, int groupSize, long count)
         => BlockReduce.CheckGroup(acc, op, groupSize == 0 ? DefaultGroupSize(acc, count) : groupSize);
 
@@ -406,11 +721,14 @@ internal static class NormKernels
     /// normalise; running stats, when given, updated in place with the unbiased variance and <paramref name="momentum"/>).
     /// Eval: running stats (both required). saveMean/saveInvStd [C] receive the mean and 1/√(var+eps) used.
     /// Fused epilogue: y ← relu?(bn(x) [+ residual]) (residual [N, C, S] like x), in the same launch.
+    /// When <see cref="BatchNormSplitFor"/> cuts each channel into slices (few, long channels), training runs two launches
+    /// (partial sums per slice into <paramref name="workspace"/>, ≥ <see cref="BatchNormWorkspace"/> doubles, then statistics +
+    /// normalisation per slice) and eval one (normalisation per slice; no workspace needed).
     /// </summary>
     public static void BatchNormForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float>? weight, ArrayView<float>? bias,
         ArrayView<float>? runningMean, ArrayView<float>? runningVar, bool training, float momentum, float eps,
         ArrayView<float> y, ArrayView<float> saveMean, ArrayView<float> saveInvStd, int n, int c, int s, int groupSize = 0,
-        ArrayView<float>? residual = null, bool relu = false)
+        ArrayView<float>? residual = null, bool relu = false, ArrayView<double>? workspace = null)
     {
         const string op = "batch_norm (cuda)";
         CheckShape(op, n, c, s);
@@ -429,25 +747,48 @@ internal static class NormKernels
             throw new ArgumentException($"{op}: expected more than 1 value per channel when training, got input {shape}");
         if (c == 0) return;
         int gs = BlockReduce.CheckGroup(acc, op, groupSize == 0 ? BlockReduce.ClampGroup(acc, BatchNormGroupSize(c, (long)n * s, acc.NumMultiprocessors)) : groupSize);
-        var k = For(acc).BnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormForwardKernel);
         var p = new BnParams
         {
             N = n, C = c, S = s, Momentum = momentum, Eps = eps,
             Flags = (weight is null ? 0 : FWeight) | (bias is null ? 0 : FBias) | (runningMean is null ? 0 : FRunningMean)
                 | (runningVar is null ? 0 : FRunningVar) | (training ? FTraining : 0) | (residual is null ? 0 : FResidual) | (relu ? FRelu : 0),
         };
+        int split = BatchNormSplitFor(acc, c, (long)n * s);
+        var str = stream ?? acc.DefaultStream;
+        if (split > 1)
+        {
+            // Few, long channels: pass 1 (training only) writes every slice's partial sums, pass 2 finishes the statistics and normalises.
+            p.Split = split;
+            p.Slice = (int)(((long)n * s + split - 1) / split);
+            var l = For(acc);
+            var ws = training ? CheckWorkspace(op, workspace, c, split, shape) : workspace ?? x.Cast<double>();   // eval reads no partials
+            int units = c * split;
+            if (training)
+            {
+                var ks = l.BnStats ??= acc.LoadKernel<ArrayView<float>, ArrayView<double>, BnParams>(BatchNormStatsPartialKernel);
+                CudaRuntime.CountLaunch();
+                ks(str, Config(units, gs), x, ws, p);
+            }
+            var ka = l.BnApply ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<double>, BnParams>(BatchNormApplyKernel);
+            CudaRuntime.CountLaunch();
+            ka(str, Config(units, gs), x, weight ?? x, bias ?? x, runningMean ?? x, runningVar ?? x, y, saveMean, saveInvStd, residual ?? x, ws, p);
+            return;
+        }
+        var k = For(acc).BnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormForwardKernel);
         CudaRuntime.CountLaunch();
-        k(stream ?? acc.DefaultStream, Config(c, gs), x, weight ?? x, bias ?? x, runningMean ?? x, runningVar ?? x, y, saveMean, saveInvStd, residual ?? x, p);
+        k(str, Config(c, gs), x, weight ?? x, bias ?? x, runningMean ?? x, runningVar ?? x, y, saveMean, saveInvStd, residual ?? x, p);
     }
 
     /// <summary>gx (and gw, gb [C] when given, overwritten) from the saved statistics; in eval mode the statistics are constants.
     /// Fused epilogue: with <paramref name="reluOutput"/> (the forward's y) gy is masked by y &gt; 0 first; <paramref name="gResidual"/>
     /// receives the (masked) gy. Global traffic per element (two passes over each channel): plain 8 + 12 B; relu 12 + 16 B;
     /// relu + residual 16 (gy, y, x in; gRes out) + 12 B (gRes, x in; gx out) — the second pass re-reads the masked gradient
-    /// from gRes rather than gy and y.</summary>
+    /// from gRes rather than gy and y. When <see cref="BatchNormSplitFor"/> cuts each channel into slices, two launches (partial
+    /// sums per slice into <paramref name="workspace"/>, ≥ <see cref="BatchNormWorkspace"/> doubles; then gw, gb and gx per slice)
+    /// with the same traffic per element.</summary>
     public static void BatchNormBackward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> gy, ArrayView<float>? weight,
         ArrayView<float> saveMean, ArrayView<float> saveInvStd, bool training, ArrayView<float> gx, ArrayView<float>? gw, ArrayView<float>? gb,
-        int n, int c, int s, int groupSize = 0, ArrayView<float>? reluOutput = null, ArrayView<float>? gResidual = null)
+        int n, int c, int s, int groupSize = 0, ArrayView<float>? reluOutput = null, ArrayView<float>? gResidual = null, ArrayView<double>? workspace = null)
     {
         const string op = "batch_norm backward (cuda)";
         CheckShape(op, n, c, s);
@@ -462,15 +803,33 @@ internal static class NormKernels
         if (gResidual is { } grv) Need(op, "residual gradient", grv, total, shape);
         if (c == 0) return;
         int gs = BlockReduce.CheckGroup(acc, op, groupSize == 0 ? BlockReduce.ClampGroup(acc, BatchNormGroupSize(c, (long)n * s, acc.NumMultiprocessors)) : groupSize);
-        var k = For(acc).BnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormBackwardKernel);
         var p = new BnParams
         {
             N = n, C = c, S = s,
             Flags = (weight is null ? 0 : FWeight) | (training ? FTraining : 0) | (gw is null ? 0 : FGradW) | (gb is null ? 0 : FGradB)
                 | (reluOutput is null ? 0 : FRelu) | (gResidual is null ? 0 : FGradResidual),
         };
+        int split = BatchNormSplitFor(acc, c, (long)n * s);
+        var str = stream ?? acc.DefaultStream;
+        if (split > 1)
+        {
+            // Few, long channels: pass 1 writes every slice's Σg, Σg·(x − mean) (and the masked gradient to gRes), pass 2 finishes and writes gx.
+            var ws = CheckWorkspace(op, workspace, c, split, shape);
+            p.Split = split;
+            p.Slice = (int)(((long)n * s + split - 1) / split);
+            var l = For(acc);
+            int units = c * split;
+            var kp = l.BnGradPartial ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<double>, BnParams>(BatchNormGradPartialKernel);
+            CudaRuntime.CountLaunch();
+            kp(str, Config(units, gs), x, gy, saveMean, reluOutput ?? x, gResidual ?? x, ws, p);
+            var ka = l.BnGradApply ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<double>, BnParams>(BatchNormGradApplyKernel);
+            CudaRuntime.CountLaunch();
+            ka(str, Config(units, gs), x, gy, weight ?? x, saveMean, saveInvStd, gx, gw ?? x, gb ?? x, reluOutput ?? x, gResidual ?? x, ws, p);
+            return;
+        }
+        var k = For(acc).BnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BnParams>(BatchNormBackwardKernel);
         CudaRuntime.CountLaunch();
-        k(stream ?? acc.DefaultStream, Config(c, gs), x, gy, weight ?? x, saveMean, saveInvStd, gx, gw ?? x, gb ?? x, reluOutput ?? x, gResidual ?? x, p);
+        k(str, Config(c, gs), x, gy, weight ?? x, saveMean, saveInvStd, gx, gw ?? x, gb ?? x, reluOutput ?? x, gResidual ?? x, p);
     }
 
     private static void GnCheck(string op, int n, int c, int s, int groups)

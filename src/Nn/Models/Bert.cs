@@ -91,13 +91,17 @@ public sealed class BertSelfAttention : Module
         Value = RegisterModule("value", new Linear(c.HiddenSize, c.HiddenSize, true, g, dtype));
     }
 
+    /// <summary>
+    /// The heads of a projection as a [B, heads, L, D] view of its [B, L, H] output (no copy: the attention op reads strided
+    /// heads in place, writes its output in the [B, L, heads, D] order so the merge below is a view too, and its gradients
+    /// come back in the projection's layout).
+    /// </summary>
     private Tensor Heads(Linear proj, Tensor x, int b, int l)
     {
         var y = proj.Forward(x);
         var r = y.Reshape(b, l, NumHeads, HeadDim); BertUtil.Drop(y);
         var p = r.Permute(0, 2, 1, 3); BertUtil.Drop(r);
-        var c = p.Contiguous(); BertUtil.Drop(p);
-        return c;
+        return p;
     }
 
     /// <summary>x [B, L, H]; <paramref name="additiveMask"/> broadcastable to [B, heads, L, L] (e.g. [B,1,1,L]) or null.</summary>

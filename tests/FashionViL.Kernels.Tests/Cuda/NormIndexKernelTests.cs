@@ -23,7 +23,8 @@ public class NormIndexKernelTests() : EmulatorKernelTestBase(assertions: false, 
     /// <summary>[N, C]; batch 1 with H·W > 1; odd sizes; a channel count above the grid of the CPU device.</summary>
     public static readonly int[][] BnShapes = [[5, 3], [1, 4, 3, 5], [3, 7, 2, 3], [2, 5, 1, 1], [4, 2, 9]];
 
-    private void CheckBatchNorm(int[] shape, bool affine, bool training, Accelerator acc, string tag, bool residual = false, bool relu = false)
+    /// <param name="split">&gt; 0: force that many slices per channel (<see cref="NormKernels.BatchNormSplitOverride"/>) and pass a workspace.</param>
+    private void CheckBatchNorm(int[] shape, bool affine, bool training, Accelerator acc, string tag, bool residual = false, bool relu = false, int split = 0)
     {
         var (n, c, s) = Ncs(shape);
         ulong seed = (ulong)(n * 1000 + c * 10 + s);
@@ -51,18 +52,26 @@ public class NormIndexKernelTests() : EmulatorKernelTestBase(assertions: false, 
 
         long total = (long)n * c * s;
         using var by = Poisoned(acc, total); using var bsm = Poisoned(acc, c); using var bsis = Poisoned(acc, c);
-        NormKernels.BatchNormForward(acc, null, bx.View, bw?.View, bb?.View, brm.View, brv.View, training, (float)momentum, (float)eps,
-            by.View, bsm.View, bsis.View, n, c, s, 0, bres?.View, relu);
         using var bgx = Poisoned(acc, total); using var bgw = Poisoned(acc, c); using var bgb = Poisoned(acc, c);
         using var bgr = residual ? Poisoned(acc, total) : null;
         // the backward runs on the CPU's saved statistics (and relu mask) so that it is checked on its own
         using var rsm = Up(acc, sm); using var rsis = Up(acc, sis);
         using var ry = relu ? Up(acc, y) : null;
-        NormKernels.BatchNormBackward(acc, null, bx.View, bgy.View, bw?.View, rsm.View, rsis.View, training, bgx.View, bgw.View, bgb.View, n, c, s,
-            0, ry?.View, bgr?.View);
-        acc.Synchronize();
+        // split: NaN-poisoned partials, so a slice that is not written (or read past) fails the comparison
+        using var ws = split > 0 ? acc.Allocate1D(Enumerable.Repeat(double.NaN, (int)NormKernels.BatchNormWorkspace(c, split)).Append(double.NaN).ToArray()) : null;
+        NormKernels.BatchNormSplitOverride = split > 0 ? split : null;
+        try
+        {
+            Assert.That(NormKernels.BatchNormSplitFor(acc, c, (long)n * s), Is.EqualTo(split > 0 ? split : 1), "slices per channel");
+            NormKernels.BatchNormForward(acc, null, bx.View, bw?.View, bb?.View, brm.View, brv.View, training, (float)momentum, (float)eps,
+                by.View, bsm.View, bsis.View, n, c, s, 0, bres?.View, relu, ws?.View);
+            NormKernels.BatchNormBackward(acc, null, bx.View, bgy.View, bw?.View, rsm.View, rsis.View, training, bgx.View, bgw.View, bgb.View, n, c, s,
+                0, ry?.View, bgr?.View, ws?.View);
+            acc.Synchronize();
+        }
+        finally { NormKernels.BatchNormSplitOverride = null; }
 
-        string what = $"{Shape.Format(shape)} affine={affine} training={training} residual={residual} relu={relu} {tag}";
+        string what = $"{Shape.Format(shape)} affine={affine} training={training} residual={residual} relu={relu} split={split} {tag}";
         if (relu)
         {
             var ya = y.ToArray<double>();
@@ -104,6 +113,180 @@ public class NormIndexKernelTests() : EmulatorKernelTestBase(assertions: false, 
         Assert.That(NormKernels.BatchNormGroupSize(256, 12_544, 132), Is.EqualTo(256));
         Assert.That(NormKernels.BatchNormGroupSize(64, 65_535, 132), Is.EqualTo(512), "just under the element threshold");
         Assert.That(NormKernels.BatchNormGroupSize(4, 100, 132), Is.EqualTo(128));
+    }
+
+    /// <summary>Shapes for the split path (slices forced by the override): slice boundaries inside a sample, N = 1, H·W prime, a short
+    /// last slice, more slices than a thread has elements, a split over [N, C].</summary>
+    private static readonly (int[] Shape, int Split)[] SplitCases =
+    [
+        ([3, 2, 5, 7], 4),    // 105 per channel: slices of 27 — boundaries at 27, 54, 81 fall inside samples of 35
+        ([1, 3, 7, 11], 3),   // N = 1: slices of 26 of 77 (last 25) inside the one sample
+        ([4, 2, 13], 5),      // 52: slices of 11, last slice 8
+        ([2, 3, 3, 3], 7),    // 54: slices of 8 (2-thread groups: 4 elements each), last 6
+        ([9, 2], 2),          // [N, C]: 9 values, slices of 5 and 4
+        ([2, 1, 40], 16),     // 80: slices of 5, one channel, 16 groups
+    ];
+
+    [Test]
+    public void BatchNormSplitMatchesCpu([Values] bool training, [Values] bool affine)
+    {
+        foreach (var (shape, split) in SplitCases) CheckBatchNorm(shape, affine, training, Acc, "warp 2", split: split);
+        CheckBatchNorm([3, 4, 5, 7], affine, training, Multi, "group 8", split: 3);
+    }
+
+    [Test]
+    public void BatchNormSplitFusedMatchesCpu([Values] bool training, [Values] bool residual)
+    {
+        foreach (var (shape, split) in SplitCases.Where(t => t.Shape[0] * t.Shape.Skip(1).Aggregate(1, (a, b) => a * b) > 20))
+            CheckBatchNorm(shape, true, training, Acc, "warp 2", residual, relu: true, split: split);
+        CheckBatchNorm([3, 7, 2, 3], false, training, Acc, "warp 2, no relu", residual: true, relu: false, split: 3);
+        CheckBatchNorm([3, 4, 5, 7], true, training, Multi, "group 8", residual, relu: true, split: 4);
+    }
+
+    /// <summary>The split's statistics against float64 on long channels with a large offset mean (the one-pass variance in
+    /// double partials must not cancel), and its training forward against the CPU backend there too.</summary>
+    [Test]
+    public void BatchNormSplitStatisticsMatchFloat64OnALongOffsetChannel()
+    {
+        int n = 3, c = 2, s = 4099;   // 12,297 values per channel in 6 slices of 2,050 (last 2,047)
+        using var x = Rand([n, c, s], 777, 995, 1005);   // mean ≈ 1000, std ≈ 2.9
+        var xv = x.ToArray<float>();
+        using var bx = Up(Multi, x); using var y = Poisoned(Multi, n * c * s);
+        using var sm = Poisoned(Multi, c); using var sis = Poisoned(Multi, c);
+        using var ws = Multi.Allocate1D<double>(NormKernels.BatchNormWorkspace(c, 6));
+        NormKernels.BatchNormSplitOverride = 6;
+        try
+        {
+            NormKernels.BatchNormForward(Multi, null, bx.View, null, null, null, null, true, 0.1f, 1e-5f, y.View, sm.View, sis.View, n, c, s, workspace: ws.View);
+            Multi.Synchronize();
+        }
+        finally { NormKernels.BatchNormSplitOverride = null; }
+        for (int ch = 0; ch < c; ch++)
+        {
+            double sum = 0, m = n * s;
+            for (int i = 0; i < n; i++) for (int j = 0; j < s; j++) sum += xv[(i * c + ch) * s + j];
+            double mean = sum / m, v = 0;
+            for (int i = 0; i < n; i++) for (int j = 0; j < s; j++) { double d = xv[(i * c + ch) * s + j] - mean; v += d * d; }
+            double inv = 1 / Math.Sqrt(v / m + 1e-5);
+            // the mean is rounded to float32 once (half an ulp at 1000: 2⁻¹⁵ ≈ 3.05e-5); 1/std: four float32 roundings
+            // (var, + eps, √, 1/·) of at most 2⁻²⁴ each
+            Assert.That(sm.GetAsArray1D()[ch], Is.EqualTo(mean).Within(Math.Pow(2, -15) * 1.01), $"mean of channel {ch}");
+            Assert.That(sis.GetAsArray1D()[ch], Is.EqualTo(inv).Within(inv * 4 * Math.Pow(2, -24)), $"1/std of channel {ch}");
+        }
+    }
+
+    /// <summary>
+    /// gw = Σ gy·(x − mean)·inv and gb = Σ gy of the split backward against float64, on one channel of 66,246 values in [-2, 2]
+    /// with gy in [0.5, 1.5]. gw cancels to ~17 from terms summing to ~5·10⁴ in magnitude; a float32 x − mean rounds by the same
+    /// offset throughout a binade, which biased the sum by ~2e-4 here, so the split computes the terms in double. Bound: the
+    /// saved mean's float32 rounding (½ ulp) times inv·Σgy, inv's (4 roundings of 2⁻²⁴) times |gw|, and 1e-10 of Σ|terms| for the
+    /// double sums; gb: ½ ulp of the float32 result plus the same.
+    /// </summary>
+    [Test]
+    public void BatchNormSplitGradientSumsMatchFloat64()
+    {
+        int n = 2, c = 1, s = 181 * 183;
+        using var x = Rand([n, c, s], 61, -2, 2); using var gy = Rand([n, c, s], 62, 0.5, 1.5);
+        var xv = x.ToArray<float>(); var gv = gy.ToArray<float>();
+        using var bx = Up(Multi, x); using var bgy = Up(Multi, gy); using var y = Poisoned(Multi, n * s);
+        using var sm = Poisoned(Multi, c); using var sis = Poisoned(Multi, c);
+        using var gx = Poisoned(Multi, n * s); using var gw = Poisoned(Multi, c); using var gb = Poisoned(Multi, c);
+        using var ws = Multi.Allocate1D<double>(NormKernels.BatchNormWorkspace(c, 4));
+        NormKernels.BatchNormSplitOverride = 4;
+        try
+        {
+            NormKernels.BatchNormForward(Multi, null, bx.View, null, null, null, null, true, 0.1f, 1e-5f, y.View, sm.View, sis.View, n, c, s, workspace: ws.View);
+            NormKernels.BatchNormBackward(Multi, null, bx.View, bgy.View, null, sm.View, sis.View, true, gx.View, gw.View, gb.View, n, c, s, workspace: ws.View);
+            Multi.Synchronize();
+        }
+        finally { NormKernels.BatchNormSplitOverride = null; }
+        double mean = xv.Sum(v => (double)v) / xv.Length, v2 = xv.Sum(v => (v - mean) * (v - mean));
+        double inv = 1 / Math.Sqrt(v2 / xv.Length + 1e-5), wantW = 0, wantB = 0, absTerms = 0;
+        for (int i = 0; i < xv.Length; i++) { wantW += gv[i] * (xv[i] - mean) * inv; wantB += gv[i]; absTerms += Math.Abs(gv[i] * (xv[i] - mean) * inv); }
+        float m32 = sm.GetAsArray1D()[0];
+        double ulpMean = MathF.BitIncrement(Math.Abs(m32)) - Math.Abs(m32);
+        double tolW = 0.5 * ulpMean * inv * wantB + 4 * Math.Pow(2, -24) * Math.Abs(wantW) + 1e-10 * absTerms;
+        Assert.That(gw.GetAsArray1D()[0], Is.EqualTo(wantW).Within(tolW), $"gw (tolerance {tolW:E2})");
+        double tolB = (MathF.BitIncrement((float)wantB) - (float)wantB) + 1e-10 * wantB;
+        Assert.That(gb.GetAsArray1D()[0], Is.EqualTo(wantB).Within(tolB), "gb");
+    }
+
+    [Test]
+    public void BatchNormSplitEvalIsBitIdenticalToUnsplit()
+    {
+        // eval has no reduction: the split launch computes every element exactly as the one-group-per-channel kernel does
+        int[] shape = [3, 2, 5, 7];
+        using var x = Rand(shape, 5, 3, 5); using var w = Rand([2], 6, 0.5, 1.5); using var b = Rand([2], 7);
+        using var rm = Rand([2], 8, 3.5, 4.5); using var rv = Rand([2], 9, 0.5, 2); using var res = Rand(shape, 10, -5, 2);
+        using var bx = Up(Acc, x); using var bw = Up(Acc, w); using var bb = Up(Acc, b); using var brm = Up(Acc, rm); using var brv = Up(Acc, rv);
+        using var bres = Up(Acc, res);
+        float[] Run(int? split)
+        {
+            using var y = Poisoned(Acc, 210); using var sm = Poisoned(Acc, 2); using var sis = Poisoned(Acc, 2);
+            NormKernels.BatchNormSplitOverride = split;
+            try
+            {
+                NormKernels.BatchNormForward(Acc, null, bx.View, bw.View, bb.View, brm.View, brv.View, false, 0.1f, 1e-5f, y.View, sm.View, sis.View, 3, 2, 35,
+                    residual: bres.View, relu: true);
+                Acc.Synchronize();
+            }
+            finally { NormKernels.BatchNormSplitOverride = null; }
+            return [.. y.GetAsArray1D(), .. sm.GetAsArray1D(), .. sis.GetAsArray1D()];
+        }
+        var one = Run(null);
+        Assert.That(Run(4), Is.EqualTo(one), "eval split into 4 vs one group per channel");
+        Assert.That(one, Has.None.NaN);
+    }
+
+    [Test]
+    public void BatchNormSplitRule()
+    {
+        // H100 (132 SMs), batch 64: the stem (64 × 802,816) and layer1's 64-channel norms (200,704) get 4 slices: 256 groups,
+        // one wave of two per SM; layer2's 128-channel norms 2; layer1's 256-channel norms and everything wider are not split
+        Assert.That(NormKernels.BatchNormSplit(64, 802_816, 132), Is.EqualTo(4));
+        Assert.That(NormKernels.BatchNormSplit(64, 200_704, 132), Is.EqualTo(4));
+        Assert.That(NormKernels.BatchNormSplit(128, 200_704, 132), Is.EqualTo(2));
+        Assert.That(NormKernels.BatchNormSplit(128, 50_176, 132), Is.EqualTo(2));
+        Assert.That(NormKernels.BatchNormSplit(256, 200_704, 132), Is.EqualTo(1));
+        Assert.That(NormKernels.BatchNormSplit(512, 50_176, 132), Is.EqualTo(1));
+        Assert.That(NormKernels.BatchNormSplit(133, 1_000_000, 132), Is.EqualTo(1), "more channels than SMs");
+        // slices of at least MinSplitSlice = 16,384 values
+        Assert.That(NormKernels.BatchNormSplit(64, 32_767, 132), Is.EqualTo(1), "shorter than two slices");
+        Assert.That(NormKernels.BatchNormSplit(64, 32_768, 132), Is.EqualTo(2));
+        Assert.That(NormKernels.BatchNormSplit(2, 1_000_000, 132), Is.EqualTo(61), "⌊1,000,000 / 16,384⌋ slices, not 132");
+        // the emulator's 2 SMs: one long channel splits in 4, two in 2, three not at all
+        Assert.That(NormKernels.BatchNormSplit(1, 1 << 20, 2), Is.EqualTo(4));
+        Assert.That(NormKernels.BatchNormSplit(2, 1 << 20, 2), Is.EqualTo(2));
+        Assert.That(NormKernels.BatchNormSplit(3, 1 << 20, 2), Is.EqualTo(1));
+        Assert.That(NormKernels.BatchNormSplitFor(Acc, 3, 105), Is.EqualTo(1), "test shapes do not split by the rule");
+        // the override is clamped to one slice per value; no split without at least two values
+        NormKernels.BatchNormSplitOverride = 50;
+        try
+        {
+            Assert.That(NormKernels.BatchNormSplitFor(Acc, 3, 20), Is.EqualTo(20));
+            Assert.That(NormKernels.BatchNormSplitFor(Acc, 3, 1), Is.EqualTo(1));
+        }
+        finally { NormKernels.BatchNormSplitOverride = null; }
+        Assert.That(NormKernels.BatchNormWorkspace(64, 4), Is.EqualTo(512));
+        Assert.That(NormKernels.BatchNormWorkspace(64, 4, needsStatistics: false), Is.Zero);
+        Assert.That(NormKernels.BatchNormWorkspace(64, 1), Is.Zero);
+    }
+
+    [Test]
+    public void BatchNormSplitRejectsAMissingOrShortWorkspace()
+    {
+        using var x = Acc.Allocate1D<float>(60); using var st = Acc.Allocate1D<float>(3); using var ws = Acc.Allocate1D<double>(17);
+        NormKernels.BatchNormSplitOverride = 3;
+        try
+        {
+            var e = Assert.Throws<ArgumentException>(() => NormKernels.BatchNormForward(Acc, null, x.View, null, null, null, null, true, 0.1f, 1e-5f,
+                x.View, st.View, st.View, 4, 3, 5))!;
+            Assert.That(e.Message, Does.Contain("batch_norm").And.Contain("3 slices").And.Contain("[4, 3, 5]").And.Contain("18 doubles, got 0"));
+            e = Assert.Throws<ArgumentException>(() => NormKernels.BatchNormBackward(Acc, null, x.View, x.View, null, st.View, st.View, true,
+                x.View, null, null, 4, 3, 5, workspace: ws.View))!;
+            Assert.That(e.Message, Does.Contain("batch_norm backward").And.Contain("18 doubles, got 17"));
+        }
+        finally { NormKernels.BatchNormSplitOverride = null; }
     }
 
     [Test]
