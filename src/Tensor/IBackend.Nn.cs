@@ -61,6 +61,13 @@ public partial interface IBackend
     /// step size = lr·√(1−β₂ᵗ)/(1−β₁ᵗ) (or lr without correction); p ← p − step·m/(√v + eps); then p ← p − lr·wd·p.
     /// </summary>
     void AdamWStep(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, AdamWParams p);
+    /// <summary>
+    /// <see cref="AdamWStep"/> for many tensors at once, each with its own hyper-parameters: the result of every item is
+    /// bitwise what <see cref="AdamWStep"/> gives it on the same backend. A device backend packs the items into few launches
+    /// (the CPU backend loops). Every item is validated before any is updated; the tensors an item writes must not share
+    /// memory with any other tensor of the call (<see cref="AdamWItem.CheckDisjoint"/>).
+    /// </summary>
+    void AdamWStepMany(IReadOnlyList<AdamWItem> items);
     /// <summary>One SGD step in place; momentumBuffer is required when momentum ≠ 0 (zeros before the first step).</summary>
     void SgdStep(Tensor param, Tensor grad, Tensor? momentumBuffer, SgdParams p, bool firstStep);
 }

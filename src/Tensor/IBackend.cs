@@ -64,6 +64,55 @@ public readonly record struct Pool2dParams(int KernelH, int KernelW, int StrideH
 /// <summary>transformers-3.x AdamW: see <see cref="IBackend.AdamWStep"/>.</summary>
 public readonly record struct AdamWParams(double Lr, double Beta1, double Beta2, double Eps, double WeightDecay, int Step, bool CorrectBias = true);
 
+/// <summary>
+/// One tensor of a multi-tensor AdamW step (<see cref="IBackend.AdamWStepMany"/>): its parameter, gradient and state, each
+/// contiguous and of the parameter's shape and dtype, and its own hyper-parameters (groups differ in lr and weight decay,
+/// parameters in their step count).
+/// </summary>
+public readonly record struct AdamWItem(Tensor Param, Tensor Grad, Tensor ExpAvg, Tensor ExpAvgSq, AdamWParams Hp)
+{
+    /// <summary>
+    /// Throws, naming both items and roles, if a tensor one item writes (param, exp_avg, exp_avg_sq) shares memory with any
+    /// other tensor of the call (grads may share memory with each other: they are only read). A multi-tensor step updates
+    /// its items concurrently, so an overlap would be a race; every backend rejects it, whatever its own order.
+    /// </summary>
+    public static void CheckDisjoint(IReadOnlyList<AdamWItem> items, string op)
+    {
+        ArgumentNullException.ThrowIfNull(items);
+        var byStorage = new Dictionary<Storage, List<(long Start, long End, int Item, string Role)>>(ReferenceEqualityComparer.Instance);
+        for (int i = 0; i < items.Count; i++)
+        {
+            var it = items[i];
+            foreach (var (t, role) in new[] { (it.Param, "param"), (it.ExpAvg, "exp_avg"), (it.ExpAvgSq, "exp_avg_sq"), (it.Grad, "grad") })
+            {
+                if (t is null) throw new ArgumentNullException(nameof(items), $"{op}: item {i} has no {role}");
+                if (t.Numel == 0) continue;
+                long size = t.DType.Size(), start = (long)t.Offset * size;
+                if (!byStorage.TryGetValue(t.Storage, out var list)) byStorage[t.Storage] = list = [];
+                list.Add((start, start + (long)t.Numel * size, i, role));
+            }
+        }
+        foreach (var list in byStorage.Values)
+        {
+            if (list.Count < 2) continue;
+            list.Sort((a, b) => a.Start.CompareTo(b.Start));
+            // A range overlaps an earlier-starting one iff that one ends after it starts: track the furthest end so far,
+            // over all ranges and over the written ones.
+            (long End, int Item, string Role) any = (long.MinValue, -1, ""), written = (long.MinValue, -1, "");
+            foreach (var r in list)
+            {
+                bool w = r.Role != "grad";
+                var hit = w ? any : written;
+                if (hit.End > r.Start)
+                    throw new ArgumentException($"{op}: the {r.Role} of item {r.Item} ({items[r.Item].Param.ShapeString}) shares memory with the " +
+                        $"{hit.Role} of item {hit.Item} ({items[hit.Item].Param.ShapeString}); the tensors of a multi-tensor step must not overlap");
+                if (r.End > any.End) any = (r.End, r.Item, r.Role);
+                if (w && r.End > written.End) written = (r.End, r.Item, r.Role);
+            }
+        }
+    }
+}
+
 /// <summary>PyTorch SGD with momentum, dampening, nesterov and L2 weight decay.</summary>
 public readonly record struct SgdParams(double Lr, double Momentum, double Dampening, double WeightDecay, bool Nesterov);
 

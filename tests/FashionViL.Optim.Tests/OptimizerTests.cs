@@ -311,3 +311,83 @@ public class OptimizerTests
         Assert.That(oa.StateDict().State["a"].Buffers.Keys, Is.EquivalentTo(new[] { "momentum_buffer" }));
     }
 }
+
+/// <summary>
+/// AdamW.Step hands every parameter to the backend in one multi-tensor call (<see cref="IBackend.AdamWStepMany"/>): the
+/// result is bitwise that of one <see cref="IBackend.AdamWStep"/> per parameter with the optimizer's own bookkeeping
+/// (per-parameter step counts, group lr and weight decay, a parameter without a gradient sitting a step out, a
+/// non-contiguous gradient), and a bad gradient anywhere leaves every parameter untouched.
+/// </summary>
+public class AdamWBatchedStepTests
+{
+    private static readonly int[][] Shapes = [[7], [3, 5], [1], [33], [2, 2, 3], [64], [5, 1], [130], [9]];
+
+    private static Tensor Start(int i) => new Generator(70 + (ulong)i).Uniform(Shapes[i], -1, 1);
+
+    private static Tensor Grad(int i, int s) => new Generator(900 + (ulong)(10 * s + i)).Uniform(Shapes[i], -2, 2);
+
+    [Test]
+    public void Step_IsBitwiseOnePerTensorAdamWStep()
+    {
+        var ps = Shapes.Select((_, i) => Start(i)).ToArray();
+        var refP = Shapes.Select((_, i) => Start(i)).ToArray();
+        var refM = Shapes.Select(s => Tensor.Zeros(s)).ToArray();
+        var refV = Shapes.Select(s => Tensor.Zeros(s)).ToArray();
+        var refSteps = new int[Shapes.Length];
+        // three groups: decay, no decay, a 20× lr multiplier (how FashionViL builds them)
+        int[] groupOf = [0, 1, 2, 0, 1, 2, 0, 1, 2];
+        var groups = new[] { ("decay", 1e-3, 1e-2, 1.0), ("no_decay", 1e-3, 0.0, 1.0), ("x20", 1e-3, 1e-4, 20.0) }
+            .Select((g, gi) => new ParamGroup(g.Item1, Enumerable.Range(0, ps.Length).Where(i => groupOf[i] == gi).Select(i => ($"p{i}", ps[i])), g.Item2, g.Item3, g.Item4))
+            .ToArray();
+        using var opt = new AdamW(groups, eps: 1e-6);
+        var cpu = Backends.Get(Device.Cpu);
+        for (int s = 0; s < 5; s++)
+        {
+            opt.SetLrFactor(1.0 / (s + 1));
+            for (int i = 0; i < ps.Length; i++)
+            {
+                ps[i].Grad = null;
+                if ((i + s) % 4 == 0) continue;   // no gradient this step: the parameter sits it out, its step count lags
+                using var g = Grad(i, s);
+                if (i == 1)   // a non-contiguous gradient: the same values stored transposed
+                {
+                    var a = g.ToArray<float>();
+                    using var t = Tensor.FromArray(Enumerable.Range(0, 15).Select(k => a[(k % 3) * 5 + k / 3]).ToArray(), 5, 3);
+                    ps[i].Grad = t.AsStrided([3, 5], [1, 3], 0);
+                    Assert.That(ps[i].Grad!.IsContiguous, Is.False);
+                }
+                else ps[i].Grad = g.To(DType.Float32);
+                refSteps[i]++;
+                var grp = groups[groupOf[i]];
+                cpu.AdamWStep(refP[i], g, refM[i], refV[i], new AdamWParams(grp.Lr, 0.9, 0.999, 1e-6, grp.WeightDecay, refSteps[i]));
+            }
+            opt.Step();
+            for (int i = 0; i < ps.Length; i++)
+            {
+                Assert.That(ps[i].ToArray<float>(), Is.EqualTo(refP[i].ToArray<float>()), $"param {i} after step {s}, bit for bit");
+                Assert.That(opt.StepCount($"p{i}"), Is.EqualTo(refSteps[i]));
+            }
+        }
+        var st = opt.StateDict().State;
+        for (int i = 0; i < ps.Length; i++)
+        {
+            Assert.That(st[$"p{i}"].Buffers["exp_avg"].ToArray<float>(), Is.EqualTo(refM[i].ToArray<float>()), $"exp_avg {i}");
+            Assert.That(st[$"p{i}"].Buffers["exp_avg_sq"].ToArray<float>(), Is.EqualTo(refV[i].ToArray<float>()), $"exp_avg_sq {i}");
+        }
+        Assert.That(refSteps.Distinct().Count(), Is.GreaterThan(1), "step counts differ between parameters");
+    }
+
+    [Test]
+    public void Step_BadGradientAnywhere_LeavesEveryParamUntouched()
+    {
+        var a = Tensor.FromArray([1f, 2f], 2);
+        var b = Tensor.FromArray([3f, 4f, 5f], 3);
+        using var opt = new AdamW([new ParamGroup("g1", [("a", a)], 0.1, 0.01), new ParamGroup("g2", [("b", b)], 0.1, 0)]);
+        a.Grad = Tensor.FromArray([0.5f, -0.5f], 2);
+        b.Grad = Tensor.FromArray([0.5f, -0.5f], 2);
+        var e = Assert.Throws<ArgumentException>(() => opt.Step())!;
+        Assert.That(e.Message, Does.Contain("'b'").And.Contain("[2]").And.Contain("[3]"));
+        Assert.That(a.ToArray<float>(), Is.EqualTo(new[] { 1f, 2f }), "the first group was not updated either");
+        Assert.That(opt.StepCount("a"), Is.Zero);
+    }
+}

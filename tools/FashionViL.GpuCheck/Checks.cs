@@ -205,7 +205,57 @@ public static class Checks
             try { Add(UniformStream(device)); }
             catch (Exception e) { Add(new("random uniform (Philox)", "FAIL", double.NaN, 0, e.Message)); }
         }
+        using (Tensor.Scope())
+        {
+            try { Add(AdamWMany(device, sms)); }
+            catch (Exception e) { Add(new(AdamWManyName, "FAIL", double.NaN, AdamWManyTol, $"{e.GetType().Name}: {e.Message}")); }
+        }
         return results;
+    }
+
+    private const string AdamWManyName = "adamw multi-tensor (32 per launch)";
+    private const double AdamWManyTol = 1e-5;
+
+    /// <summary>
+    /// The multi-tensor AdamW (issue 7): 41 tensors (two launches) of awkward sizes, one of them past what a single tensor's
+    /// groups cover on this device (8 groups of 256 per multiprocessor: a grid-stride loop beside 40 small tensors in one
+    /// launch), three groups and per-tensor step counts, three steps. It must equal one AdamWStep per tensor on the device bit
+    /// for bit (any difference fails, whatever the tolerance) and the CPU backend within the tolerance.
+    /// </summary>
+    private static CheckResult AdamWMany(Device device, int sms)
+    {
+        int[] sizes = [.. Enumerable.Range(0, 40).Select(i => 1 + (i * 37) % 301), sms * 8 * 256 + 333];
+        var g = new Generator(17);
+        var init = sizes.Select(n => g.Uniform([n], -1, 1)).ToArray();
+        Tensor[] Copy(Device d) => init.Select(t => t.To(d)).ToArray();
+        Tensor[] Zeros(Device d) => sizes.Select(n => Tensor.Zeros([n], DType.Float32, d)).ToArray();
+        var (pc, mc, vc) = (Copy(Device.Cpu), Zeros(Device.Cpu), Zeros(Device.Cpu));
+        var (pm, mm, vm) = (Copy(device), Zeros(device), Zeros(device));
+        var (p1, m1, v1) = (Copy(device), Zeros(device), Zeros(device));
+        var cpu = Backends.Get(Device.Cpu); var dev = Backends.Get(device);
+        (double Lr, double Wd)[] groups = [(1e-3, 1e-2), (2e-2, 0), (2e-2, 1e-4)];
+        for (int s = 1; s <= 3; s++)
+        {
+            var hp = sizes.Select((_, i) => new AdamWParams(groups[i % 3].Lr, 0.9, 0.999, 1e-6, groups[i % 3].Wd, s + 5 * (i % 2))).ToArray();
+            var gc = sizes.Select(n => g.Uniform([n], -2, 2)).ToArray();
+            var gd = gc.Select(t => t.To(device)).ToArray();
+            cpu.AdamWStepMany(sizes.Select((_, i) => new AdamWItem(pc[i], gc[i], mc[i], vc[i], hp[i])).ToList());
+            dev.AdamWStepMany(sizes.Select((_, i) => new AdamWItem(pm[i], gd[i], mm[i], vm[i], hp[i])).ToList());
+            for (int i = 0; i < sizes.Length; i++) dev.AdamWStep(p1[i], gd[i], m1[i], v1[i], hp[i]);
+        }
+        double err = 0; string worst = "";
+        for (int i = 0; i < sizes.Length; i++)
+        {
+            foreach (var (a, b, what) in new[] { (pm[i], p1[i], "param"), (mm[i], m1[i], "exp_avg"), (vm[i], v1[i], "exp_avg_sq") })
+                if (!a.ToArray<float>().AsSpan().SequenceEqual(b.ToArray<float>()))
+                    return new(AdamWManyName, "FAIL", double.NaN, AdamWManyTol, $"{what} of tensor {i} ([{sizes[i]}]) differs from one AdamWStep per tensor on the device");
+            foreach (var (a, b, what) in new[] { (pm[i], pc[i], "param"), (vm[i], vc[i], "exp_avg_sq") })
+            {
+                double e = RelError(a, b);
+                if (e > err) { err = e; worst = $"{what} of tensor {i} ([{sizes[i]}])"; }
+            }
+        }
+        return new(AdamWManyName, err <= AdamWManyTol ? "PASS" : "FAIL", err, AdamWManyTol, $"bitwise equal to per-tensor on the device; worst vs CPU: {worst}");
     }
 
     private static CheckResult Compare(Case c, Device device, ulong seed)

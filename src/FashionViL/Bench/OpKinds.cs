@@ -55,6 +55,7 @@ public static class OpKinds
         ["Dropout"] = OpKind.Elementwise,
 
         ["AdamWStep"] = OpKind.Optimizer,
+        ["AdamWStepMany"] = OpKind.Optimizer,
         ["SgdStep"] = OpKind.Optimizer,
 
         ["Synchronize"] = OpKind.Other,

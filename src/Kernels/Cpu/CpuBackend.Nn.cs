@@ -982,6 +982,29 @@ public sealed unsafe partial class CpuBackend
         else AdamWT<double>(param, grad, expAvg, expAvgSq, p);
     }
 
+    /// <summary>Validates every item, then runs <see cref="AdamWStep"/>'s arithmetic on each in turn (bitwise the same).</summary>
+    public void AdamWStepMany(IReadOnlyList<AdamWItem> items)
+    {
+        const string op = "adamw (multi-tensor)";
+        ArgumentNullException.ThrowIfNull(items);
+        for (int i = 0; i < items.Count; i++)
+        {
+            var it = items[i];
+            string at = $"{op}, item {i}";
+            if (it.Param is null) throw new ArgumentNullException(nameof(items), $"{at} has no param");
+            if (it.Grad is null || it.ExpAvg is null || it.ExpAvgSq is null) throw new ArgumentNullException(nameof(items), $"{at} ({it.Param.ShapeString}): grad, exp_avg and exp_avg_sq are required");
+            CheckState(at, it.Param, (it.Grad, "grad"), (it.ExpAvg, "exp_avg"), (it.ExpAvgSq, "exp_avg_sq"));
+            if (it.Hp.Step < 1) throw new ArgumentException($"{at} ({it.Param.ShapeString}): step must be ≥ 1 (the step being taken), got {it.Hp.Step}");
+        }
+        AdamWItem.CheckDisjoint(items, op);
+        foreach (var it in items)
+        {
+            if (it.Param.Numel == 0) continue;
+            if (it.Param.DType == DType.Float32) AdamWT<float>(it.Param, it.Grad, it.ExpAvg, it.ExpAvgSq, it.Hp);
+            else AdamWT<double>(it.Param, it.Grad, it.ExpAvg, it.ExpAvgSq, it.Hp);
+        }
+    }
+
     private static void AdamWT<T>(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, AdamWParams hp) where T : unmanaged, IFloatingPointIeee754<T>
     {
         T* pp = param.DataPtr<T>(), pg = grad.DataPtr<T>(), pm = expAvg.DataPtr<T>(), pv = expAvgSq.DataPtr<T>();

@@ -157,6 +157,29 @@ public sealed partial class CudaBackend
         RowKernels.AdamWStep(Acc, Stream, View<float>(param), View<float>(grad), View<float>(expAvg), View<float>(expAvgSq), param.Numel, p);
     }
 
+    /// <summary>Validates every item as <see cref="AdamWStep"/> does, then packs them into <see cref="OptimKernels.Slots"/>-tensor launches.</summary>
+    public void AdamWStepMany(IReadOnlyList<AdamWItem> items)
+    {
+        const string op = "adamw (multi-tensor)";
+        ArgumentNullException.ThrowIfNull(items);
+        var views = new List<AdamWBuffers>(items.Count);
+        for (int i = 0; i < items.Count; i++)
+        {
+            var it = items[i];
+            string at = $"{op}, item {i}";
+            if (it.Param is null || it.Grad is null || it.ExpAvg is null || it.ExpAvgSq is null)
+                throw new ArgumentNullException(nameof(items), $"cuda: {at}: param, grad, exp_avg and exp_avg_sq are required");
+            RequireF32(at, it.Param, it.Grad, it.ExpAvg, it.ExpAvgSq);
+            RequireDense(at, (it.Param, "param"), (it.Grad, "grad"), (it.ExpAvg, "exp_avg"), (it.ExpAvgSq, "exp_avg_sq"));
+            foreach (var t in new[] { it.Grad, it.ExpAvg, it.ExpAvgSq }) RequireSameShape(it.Param, t, at);
+            if (it.Hp.Step < 1) throw new ArgumentException($"cuda: {at} ({it.Param.ShapeString}): step must be ≥ 1 (the step being taken), got {it.Hp.Step}");
+            if (it.Param.Numel > 0)
+                views.Add(new AdamWBuffers(View<float>(it.Param), View<float>(it.Grad), View<float>(it.ExpAvg), View<float>(it.ExpAvgSq), it.Param.Numel, it.Hp));
+        }
+        AdamWItem.CheckDisjoint(items, "cuda: " + op);
+        OptimKernels.AdamWStepMany(Acc, Stream, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(views));
+    }
+
     private static (int B, int H, int L, int S, int D) AttentionDims(string op, Tensor q, Tensor k, Tensor v)
     {
         if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4 || q.Sizes[0] != k.Sizes[0] || q.Sizes[1] != k.Sizes[1] || q.Sizes[3] != k.Sizes[3]

@@ -47,7 +47,7 @@ public class PtxAuditTests
         Assert.That(_r.Kernels, Has.Count.GreaterThanOrEqualTo(60), "a ResNet + BERT step with AdamW loads dozens of kernels");
         // one kernel from each family the steps need: found by running the steps, not listed by hand
         Assert.That(Names, Does.Contain("AttentionKernels.ForwardKernel").And.Contain("AttentionKernels.BackwardKVKernel")
-            .And.Contain("RowKernels.AdamWKernel").And.Contain("NormKernels.BatchNormBackwardKernel")
+            .And.Contain("OptimKernels.AdamWManyKernel").And.Contain("NormKernels.BatchNormBackwardKernel")
             .And.Contain("RowKernels.CrossEntropyForwardHardKernel").And.Contain("IndexKernels.VqLookupKernel")
             .And.Contain("ConvKernels.MaxPoolForwardKernel").And.Contain("ElementwiseKernels.Map<Single,Single,UnaryOps.Gelu>"));
         // and the variants chosen by shape or precision
