@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -15,6 +16,7 @@ internal static class BlockReduce
 
     /// <summary>Two floats reduced together.</summary>
     public struct Pair { public float A, B; }
+    public struct Pair64 { public double A, B; }
 
     /// <summary>Σ over the warp; every lane gets the same value.</summary>
     public static float WarpSum(float v)
@@ -35,6 +37,26 @@ internal static class BlockReduce
         for (int i = 1; i < nw; i++) s += red[i];
         Group.Barrier();
         return s;
+    }
+
+    /// <summary><see cref="Sum2(float, float, ArrayView{float})"/> in double (warp shuffles, then one shared-memory step
+    /// across warps, in warp order); every thread gets both. red: ≥ 2·MaxWarps doubles of shared memory.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Pair64 Sum2(double a, double b, ArrayView<double> red)
+    {
+        for (int o = Warp.WarpSize / 2; o > 0; o >>= 1) { a += Warp.ShuffleXor(a, o); b += Warp.ShuffleXor(b, o); }
+        int nw = Group.DimX / Warp.WarpSize;
+        if (nw > 1)
+        {
+            int w = Group.IdxX / Warp.WarpSize;
+            if (Warp.IsFirstLane) { red[w] = a; red[MaxWarps + w] = b; }
+            Group.Barrier();
+            a = red[0]; b = red[MaxWarps];
+            for (int i = 1; i < nw; i++) { a += red[i]; b += red[MaxWarps + i]; }
+            Group.Barrier();
+        }
+        Pair64 r; r.A = a; r.B = b;
+        return r;
     }
 
     /// <summary>Two sums over the group at once (one pair of barriers); every thread gets both. red: ≥ 2·MaxWarps floats of shared memory.</summary>

@@ -274,26 +274,6 @@ internal static class NormKernels
         }
     }
 
-    /// <summary>Σ over the group of two doubles (warp shuffles, then one shared-memory step across warps, in warp order);
-    /// every thread gets both. red: ≥ 2·MaxWarps doubles of shared memory.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Sums GroupSum2(double a, double b, ArrayView<double> red)
-    {
-        for (int o = Warp.WarpSize / 2; o > 0; o >>= 1) { a += Warp.ShuffleXor(a, o); b += Warp.ShuffleXor(b, o); }
-        int nw = Group.DimX / Warp.WarpSize;
-        if (nw > 1)
-        {
-            int w = Group.IdxX / Warp.WarpSize;
-            if (Warp.IsFirstLane) { red[w] = a; red[MaxWarps + w] = b; }
-            Group.Barrier();
-            a = red[0]; b = red[MaxWarps];
-            for (int i = 1; i < nw; i++) { a += red[i]; b += red[MaxWarps + i]; }
-            Group.Barrier();
-        }
-        Sums r; r.A = a; r.B = b;
-        return r;
-    }
-
     /// <summary>The <paramref name="split"/> partial pairs of channel c from the workspace, summed in slice order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Sums Finish(ArrayView<double> ws, int c, int split)
@@ -418,7 +398,7 @@ internal static class NormKernels
             int lo = SliceEnd(g, p.Slice, mCount), hi = SliceEnd(g + 1, p.Slice, mCount);
             float shift = mCount > 0 ? x[cOff] : 0f;
             var own = StatSums64(x, cOff, cs, sLen, lo, hi, shift);
-            var tot = GroupSum2(own.A, own.B, red);
+            var tot = BlockReduce.Sum2(own.A, own.B, red);
             if (Group.IdxX == 0) { ws[2L * u] = tot.A; ws[2L * u + 1] = tot.B; }
         }
     }
@@ -483,7 +463,7 @@ internal static class NormKernels
             long cOff = (long)c * p.S;
             int lo = SliceEnd(g, p.Slice, mCount), hi = SliceEnd(g + 1, p.Slice, mCount);
             var own = GradSums64(x, gy, yRelu, gRes, cOff, cs, sLen, lo, hi, saveMean[c], relu, writeRes);
-            var tot = GroupSum2(own.A, own.B, red);
+            var tot = BlockReduce.Sum2(own.A, own.B, red);
             if (Group.IdxX == 0) { ws[2L * u] = tot.A; ws[2L * u + 1] = tot.B; }
         }
     }
