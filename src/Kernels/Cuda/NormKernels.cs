@@ -72,9 +72,11 @@ internal static class NormKernels
     /// <summary>A thread's Σ(x − shift), Σ(x − shift)² over elements [lo, hi) of the channel at <paramref name="cOff"/>, the group
     /// striding through them. Four elements per trip, loaded before any is used: four loads in flight per thread instead of one
     /// (few groups per channel cannot hide memory latency with more threads). Same elements per thread and the same summation
-    /// order as one per trip.</summary>
+    /// order as one per trip. With <paramref name="wide"/> (the split kernels) every step is in double, x − shift and its square
+    /// too: a float x − shift rounds by the same offset for every x of a binade, a bias that does not average out over 10⁵–10⁶
+    /// values. Callers pass <paramref name="wide"/> as a constant.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Sums StatSums(ArrayView<float> x, long cOff, long cs, int sLen, int lo, int hi, float shift)
+    private static Sums StatSums(ArrayView<float> x, long cOff, long cs, int sLen, int lo, int hi, float shift, bool wide)
     {
         int step = Group.DimX;
         double s = 0, ss = 0;
@@ -85,49 +87,28 @@ internal static class NormKernels
             var c1 = Advance(cur, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
             float x0 = x[cur.Outer * cs + cOff + cur.Inner], x1 = x[c1.Outer * cs + cOff + c1.Inner];
             float x2 = x[c2.Outer * cs + cOff + c2.Inner], x3 = x[c3.Outer * cs + cOff + c3.Inner];
-            float t = x0 - shift; s += t; ss += t * t;
-            t = x1 - shift; s += t; ss += t * t;
-            t = x2 - shift; s += t; ss += t * t;
-            t = x3 - shift; s += t; ss += t * t;
+            double t0 = Term(x0, shift, wide); s += t0; ss += Square(t0, wide);
+            double t1 = Term(x1, shift, wide); s += t1; ss += Square(t1, wide);
+            double t2 = Term(x2, shift, wide); s += t2; ss += Square(t2, wide);
+            double t3 = Term(x3, shift, wide); s += t3; ss += Square(t3, wide);
             cur = Advance(c3, step, sLen);
         }
         for (; m < hi; m += step, cur = Advance(cur, step, sLen))
         {
-            float t = x[cur.Outer * cs + cOff + cur.Inner] - shift;
-            s += t; ss += t * t;
+            double t = Term(x[cur.Outer * cs + cOff + cur.Inner], shift, wide);
+            s += t; ss += Square(t, wide);
         }
         Sums r; r.A = s; r.B = ss;
         return r;
     }
 
-    /// <summary><see cref="StatSums"/> with every step in double (x − shift and its square too), for the split kernels: a float
-    /// x − shift rounds by the same offset for every x of a binade, a bias that does not average out over 10⁵–10⁶ values.</summary>
+    /// <summary>v − shift, rounded to float (then widened exactly) or in double.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Sums StatSums64(ArrayView<float> x, long cOff, long cs, int sLen, int lo, int hi, double shift)
-    {
-        int step = Group.DimX;
-        double s = 0, ss = 0;
-        var cur = Start(lo + Group.IdxX, sLen);
-        long m = lo + Group.IdxX;
-        for (; m + 3L * step < hi; m += 4L * step)
-        {
-            var c1 = Advance(cur, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
-            float x0 = x[cur.Outer * cs + cOff + cur.Inner], x1 = x[c1.Outer * cs + cOff + c1.Inner];
-            float x2 = x[c2.Outer * cs + cOff + c2.Inner], x3 = x[c3.Outer * cs + cOff + c3.Inner];
-            double t = x0 - shift; s += t; ss += t * t;
-            t = x1 - shift; s += t; ss += t * t;
-            t = x2 - shift; s += t; ss += t * t;
-            t = x3 - shift; s += t; ss += t * t;
-            cur = Advance(c3, step, sLen);
-        }
-        for (; m < hi; m += step, cur = Advance(cur, step, sLen))
-        {
-            double t = x[cur.Outer * cs + cOff + cur.Inner] - shift;
-            s += t; ss += t * t;
-        }
-        Sums r; r.A = s; r.B = ss;
-        return r;
-    }
+    private static double Term(float v, float shift, bool wide) => wide ? (double)v - shift : (float)(v - shift);
+
+    /// <summary>t², as a float product (t came from a float, so the narrowing is exact) or in double.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static double Square(double t, bool wide) => wide ? t * t : (float)((float)t * (float)t);
 
     /// <summary>y ← relu?((x − mean)·scale + bias [+ res]) over elements [lo, hi) of the channel, four loads in flight per thread.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -195,7 +176,7 @@ internal static class NormKernels
         return r;
     }
 
-    /// <summary><see cref="GradSums"/> with g·(x − mean) in double, for the split kernels (see <see cref="StatSums64"/>: a float
+    /// <summary><see cref="GradSums"/> with g·(x − mean) in double, for the split kernels (see <see cref="StatSums"/>: a float
     /// x − mean is biased by the mean's offset within each binade, and Σg·(x − mean) = gw/inv cancels to a small sum).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Sums GradSums64(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> yRelu, ArrayView<float> gRes, long cOff, long cs, int sLen,
@@ -299,7 +280,7 @@ internal static class NormKernels
             if ((p.Flags & FTraining) != 0)
             {
                 float shift = mCount > 0 ? x[cOff] : 0f;
-                var own = StatSums(x, cOff, cs, sLen, 0, mCount, shift);
+                var own = StatSums(x, cOff, cs, sLen, 0, mCount, shift, wide: false);
                 var tot = BlockReduce.Sum2((float)own.A, (float)own.B, red);
                 float ms = mCount > 0 ? tot.A / mCount : 0f;
                 float var = mCount > 0 ? tot.B / mCount - ms * ms : 0f;
@@ -397,7 +378,7 @@ internal static class NormKernels
             long cOff = (long)c * p.S;
             int lo = SliceEnd(g, p.Slice, mCount), hi = SliceEnd(g + 1, p.Slice, mCount);
             float shift = mCount > 0 ? x[cOff] : 0f;
-            var own = StatSums64(x, cOff, cs, sLen, lo, hi, shift);
+            var own = StatSums(x, cOff, cs, sLen, lo, hi, shift, wide: true);
             var tot = BlockReduce.Sum2(own.A, own.B, red);
             if (Group.IdxX == 0) { ws[2L * u] = tot.A; ws[2L * u + 1] = tot.B; }
         }
