@@ -181,6 +181,59 @@ public static partial class Ops
     }
 
     /// <summary>
+    /// LayerNorm(Dropout(h) + residual) over the last dim in one backend call forward and one backward (BERT's
+    /// residual output block), bitwise equal to <c>Dropout(h, p, training, generator) + residual</c> followed by
+    /// <c>LayerNorm(weight, bias, eps)</c>: the dropout draws the same Philox elements (h.Numel reserved from
+    /// <paramref name="generator"/>, <see cref="Generator.Default"/> when null) and nothing is drawn in eval or with p = 0.
+    /// h and residual have the same shape; the residual's gradient is the layer-norm input gradient itself.
+    /// </summary>
+    public static Tensor DropoutAddLayerNorm(Tensor h, Tensor residual, double p, bool training, Generator? generator,
+        Tensor? weight, Tensor? bias, double eps = 1e-12)
+    {
+        const string op = "dropout_add_layer_norm";
+        if (!(p >= 0 && p <= 1)) throw new ArgumentException($"{op}: probability {p} must be in [0, 1] (input {h.ShapeString})");
+        if (h.Rank == 0) throw new ArgumentException($"{op}: input must have at least one dim, got {h.ShapeString}");
+        if (!h.Sizes.SequenceEqual(residual.Sizes))
+            throw new ArgumentException($"{op}: h {h.ShapeString} and residual {residual.ShapeString} must have the same shape");
+        SameDevice(op, h, residual);
+        if (weight is not null) SameDevice(op, h, weight);
+        if (bias is not null) SameDevice(op, h, bias);
+        double pe = training ? p : 0;
+        ulong seed = 0, offset = 0;
+        if (pe > 0)
+        {
+            var gen = generator ?? Generator.Default;
+            seed = gen.Seed; offset = gen.Reserve(h.Numel);
+        }
+        var s = Tensor.Empty(h.Shape, h.DType, h.Device);
+        var y = Tensor.Empty(h.Shape, h.DType, h.Device);
+        var rows = DropLast(h);
+        using var mean = Tensor.Empty(rows, h.DType, h.Device);
+        using var rstd = Tensor.Empty(rows, h.DType, h.Device);
+        B(h).DropoutAddLayerNormForward(h, residual, pe, seed, offset, weight, bias, eps, s, y, mean, rstd);
+        if (!Graph.NeedsGrad(h, residual, weight, bias)) { s.Dispose(); return y; }
+        bool rh = h.RequiresGrad, rr = residual.RequiresGrad, rw = weight?.RequiresGrad == true, rb = bias?.RequiresGrad == true;
+        int[]? ws = weight?.Shape, bs = bias?.Shape;
+        try
+        {
+            return Graph.Record(y, op, [h, residual, weight, bias], [s, weight, mean, rstd], (gy, sv) =>
+            {
+                var gs = Tensor.Empty(sv[0]!.Shape, gy.DType, gy.Device);
+                // p = 0: the dropout is the identity, so h's gradient is gs itself (an alias, as Ops.Dropout's backward)
+                Tensor? gh = rh && pe > 0 ? Tensor.Empty(sv[0]!.Shape, gy.DType, gy.Device) : null;
+                Tensor? gw = rw ? Tensor.Empty(ws!, gy.DType, gy.Device) : null;
+                Tensor? gb = rb ? Tensor.Empty(bs!, gy.DType, gy.Device) : null;
+                B(gy).DropoutAddLayerNormBackward(sv[0]!, gy, sv[1], sv[2]!, sv[3]!, pe, seed, offset, gs, gh, gw, gb);
+                if (rh && gh is null) gh = gs.Alias();
+                Tensor? gr = gs;
+                if (!rr) { gs.Dispose(); gr = null; }
+                return [gh, gr, gw, gb];
+            });
+        }
+        finally { s.Dispose(); }
+    }
+
+    /// <summary>
     /// Fused scaled-dot-product attention: dropout(softmax(scale·q·kᵀ + mask))·v with q [B,H,L,D] and
     /// k, v [B,H,S,D]. <paramref name="additiveMask"/> broadcasts to [B,H,L,S] (e.g. [B,1,1,S] with −10000 on
     /// padded keys) and gets no gradient. Dropout (training and p &gt; 0) draws B·H·L·S elements from

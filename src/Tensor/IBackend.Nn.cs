@@ -6,6 +6,21 @@ public partial interface IBackend
     void LayerNormForward(Tensor x, Tensor? weight, Tensor? bias, double eps, Tensor y, Tensor mean, Tensor rstd);
     void LayerNormBackward(Tensor x, Tensor gy, Tensor? weight, Tensor mean, Tensor rstd, Tensor gx, Tensor? gw, Tensor? gb);
 
+    /// <summary>
+    /// Fused dropout + residual add + layer norm over the last dim of h and residual [R, D] (same shape):
+    /// s ← Dropout(h) + residual (the <see cref="Dropout"/> rule at (seed, offset); p = 0 keeps every element
+    /// unscaled and draws nothing), y ← LayerNorm(s); s [R, D] is written for the backward, mean/rstd are [R].
+    /// Bitwise equal to Dropout, then an add, then <see cref="LayerNormForward"/>.
+    /// </summary>
+    void DropoutAddLayerNormForward(Tensor h, Tensor residual, double p, ulong seed, ulong offset, Tensor? weight, Tensor? bias, double eps,
+        Tensor s, Tensor y, Tensor mean, Tensor rstd);
+    /// <summary>
+    /// The backward of <see cref="DropoutAddLayerNormForward"/>: gs ← the layer-norm input gradient (also the residual's
+    /// gradient), gh ← the dropout backward of gs at (seed, offset) (skipped when null), gw/gb as in <see cref="LayerNormBackward"/>.
+    /// </summary>
+    void DropoutAddLayerNormBackward(Tensor s, Tensor gy, Tensor? weight, Tensor mean, Tensor rstd, double p, ulong seed, ulong offset,
+        Tensor gs, Tensor? gh, Tensor? gw, Tensor? gb);
+
     /// <summary>Softmax (or log-softmax) over the last dim of x [R, C].</summary>
     void Softmax(Tensor x, Tensor y, bool log);
     /// <summary>gx from the forward output y and gy.</summary>

@@ -119,6 +119,18 @@ public static class Checks
         yield return new("linear, split-K weight gradient", [[1200, 64], [48, 64], [48]], t => Ops.Linear(t[0], t[1], t[2]), 1e-5);
         yield return new("conv2d, split-K weight gradient", [[4, 8, 24, 24], [16, 8, 3, 3]], t => Ops.Conv2d(t[0], t[1], null, 1, 1), 1e-4);
         yield return new("layer_norm (300 rows: 5 partial blocks)", [[300, 64], [64], [64]], t => t[0].LayerNorm(t[1], t[2], 1e-12), 1e-4);
+        // BERT's residual block at its width (768: three 256-thread strides), 130 rows (3 partial gw/gb blocks), p = 0.1.
+        yield return new("dropout_add_layer_norm p=0.1 [130, 768]", [[130, 768], [130, 768], [768], [768]],
+            t => Ops.DropoutAddLayerNorm(t[0], t[1], 0.1, true, new Generator(4), t[2], t[3], 1e-12), 1e-4);
+        // fused − composed on the same device and stream: exactly zero, output and every gradient (width 770: not a multiple of the group)
+        yield return new("dropout_add_layer_norm == dropout, add, layer_norm (bitwise)", [[67, 770], [67, 770], [770], [770]], t =>
+        {
+            using var f = Ops.DropoutAddLayerNorm(t[0], t[1], 0.1, true, new Generator(6), t[2], t[3], 1e-12);
+            using var dr = Ops.Dropout(t[0], 0.1, true, new Generator(6));
+            using var s = dr + t[1];
+            using var c = s.LayerNorm(t[2], t[3], 1e-12);
+            return f - c;
+        }, 0);
         // 65,536 values per channel over 8 channels: the 1,024-thread batch-norm groups of the stem/layer1 rule
         yield return new("batch_norm (train, 1024-thread groups)", [[64, 8, 32, 32], [8], [8]], t => Ops.BatchNorm2d(t[0], t[1], t[2], null, null, true), 1e-4);
         // Few, long channels: batch norm split into slices per channel (NormKernels.BatchNormSplit). min(64, SMs/2) channels of

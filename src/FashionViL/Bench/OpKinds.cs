@@ -41,6 +41,8 @@ public static class OpKinds
         ["GroupNormBackward"] = OpKind.Norm,
         ["LayerNormForward"] = OpKind.Norm,
         ["LayerNormBackward"] = OpKind.Norm,
+        ["DropoutAddLayerNormForward"] = OpKind.Norm,
+        ["DropoutAddLayerNormBackward"] = OpKind.Norm,
 
         ["AttentionForward"] = OpKind.Attention,
         ["AttentionBackward"] = OpKind.Attention,

@@ -227,6 +227,63 @@ public sealed unsafe partial class CpuBackend
         });
     }
 
+    // ------------------------------------------------------------------ dropout + residual add + layer norm
+
+    public void DropoutAddLayerNormForward(Tensor h, Tensor residual, double p, ulong seed, ulong offset, Tensor? weight, Tensor? bias, double eps,
+        Tensor s, Tensor y, Tensor mean, Tensor rstd)
+    {
+        const string op = "dropout_add_layer_norm";
+        RequireFloat(h, op);
+        CheckProbability(op, p);
+        RequireSameShape(h, residual, op); RequireSameShape(h, s, op);
+        RequireSameDType(op, h, residual); RequireSameDType(op, h, s);
+        RequireContiguous(s, op, "s");
+        if (h.Rank == 0) throw new ArgumentException($"{op}: input must have at least one dim, got {h.ShapeString}");
+        if (h.Numel > 0)
+        {
+            using var hc = Dense(h);
+            using var rc = Dense(residual);
+            if (h.DType == DType.Float32) DropoutAddT<float>(hc, rc, s, p, seed, offset);
+            else DropoutAddT<double>(hc, rc, s, p, seed, offset);
+        }
+        LayerNormForward(s, weight, bias, eps, y, mean, rstd);
+    }
+
+    /// <summary>s ← (keep ? h·scale : 0) + residual with <see cref="DropoutT{T}"/>'s mask and scale; p = 0: s ← h + residual.</summary>
+    private static void DropoutAddT<T>(Tensor h, Tensor residual, Tensor s, double p, ulong seed, ulong offset) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T* ph = h.DataPtr<T>(), pr = residual.DataPtr<T>(), ps = s.DataPtr<T>();
+        int n = h.Numel;
+        T scale = p >= 1 ? T.Zero : T.CreateTruncating(1.0 / (1.0 - p));
+        const int Chunk = 4096; // a multiple of 4: chunks start on Philox block boundaries
+        int chunks = (n + Chunk - 1) / Chunk;
+        Parallelism.For(chunks, Chunk * 4L, (c0, c1) =>
+        {
+            Span<byte> keep = p == 0 ? default : stackalloc byte[Chunk];
+            for (int ch = c0; ch < c1; ch++)
+            {
+                int st = ch * Chunk, len = Math.Min(Chunk, n - st);
+                if (p == 0) { TensorPrimitives.Add(new ReadOnlySpan<T>(ph + st, len), new ReadOnlySpan<T>(pr + st, len), new Span<T>(ps + st, len)); continue; }
+                KeepMask(seed, offset, st, len, p, keep);
+                for (int i = 0; i < len; i++) ps[st + i] = (keep[i] != 0 ? ph[st + i] * scale : T.Zero) + pr[st + i];
+            }
+        });
+    }
+
+    public void DropoutAddLayerNormBackward(Tensor s, Tensor gy, Tensor? weight, Tensor mean, Tensor rstd, double p, ulong seed, ulong offset,
+        Tensor gs, Tensor? gh, Tensor? gw, Tensor? gb)
+    {
+        const string op = "dropout_add_layer_norm backward";
+        CheckProbability(op, p);
+        LayerNormBackward(s, gy, weight, mean, rstd, gs, gw, gb);
+        if (gh is null) return;
+        RequireSameShape(gs, gh, op); RequireSameDType(op, gs, gh);
+        RequireContiguous(gh, op, "gh");
+        if (p == 0) { Copy(gs, gh); return; }
+        using var mask = Tensor.Empty(gs.Shape, DType.UInt8, gs.Device);
+        Dropout(gs, gh, mask, p, seed, offset);
+    }
+
     // ------------------------------------------------------------------ softmax
 
     public void Softmax(Tensor x, Tensor y, bool log)

@@ -88,6 +88,39 @@ public sealed partial class CudaBackend
             View<float>(gx), ViewOrNull(gw), ViewOrNull(gb), View<float>(work), rows, d);
     }
 
+    public void DropoutAddLayerNormForward(Tensor h, Tensor residual, double p, ulong seed, ulong offset, Tensor? weight, Tensor? bias, double eps,
+        Tensor s, Tensor y, Tensor mean, Tensor rstd)
+    {
+        const string op = "dropout_add_layer_norm";
+        RequireF32(op, h, residual, weight, bias, s, y, mean, rstd);
+        RequireHere(h, op); RequireHere(residual, op);
+        RequireSameShape(h, residual, op); RequireSameShape(h, s, op); RequireSameShape(h, y, op);
+        RequireDense(op, (weight, "weight"), (bias, "bias"), (s, "s"), (y, "y"), (mean, "mean"), (rstd, "rstd"));
+        using var hc = Dense(h);
+        using var rc = Dense(residual);
+        var (rows, d) = Rows(hc);
+        RowKernels.DropoutAddLayerNormForward(Acc, Stream, View<float>(hc), View<float>(rc), p, seed, offset, ViewOrNull(weight), ViewOrNull(bias), (float)eps,
+            View<float>(s), View<float>(y), View<float>(mean), View<float>(rstd), rows, d);
+    }
+
+    public void DropoutAddLayerNormBackward(Tensor s, Tensor gy, Tensor? weight, Tensor mean, Tensor rstd, double p, ulong seed, ulong offset,
+        Tensor gs, Tensor? gh, Tensor? gw, Tensor? gb)
+    {
+        const string op = "dropout_add_layer_norm backward";
+        RequireF32(op, s, gy, weight, mean, rstd, gs, gh, gw, gb);
+        RequireHere(s, op); RequireHere(gy, op);
+        RequireSameShape(s, gy, op); RequireSameShape(s, gs, op);
+        if (gh is not null) RequireSameShape(s, gh, op);
+        RequireDense(op, (weight, "weight"), (mean, "mean"), (rstd, "rstd"), (gs, "gs"), (gh, "gh"), (gw, "gw"), (gb, "gb"));
+        using var sc = Dense(s);
+        using var gyc = Dense(gy);
+        var (rows, d) = Rows(sc);
+        long ws = RowKernels.LayerNormBackwardWorkspace(rows, d);
+        using var work = Tensor.Empty([(int)Math.Max(ws, 1)], DType.Float32, Device);
+        RowKernels.DropoutAddLayerNormBackward(Acc, Stream, View<float>(sc), View<float>(gyc), ViewOrNull(weight), View<float>(mean), View<float>(rstd),
+            p, seed, offset, View<float>(gs), ViewOrNull(gh), ViewOrNull(gw), ViewOrNull(gb), View<float>(work), rows, d);
+    }
+
     public void Softmax(Tensor x, Tensor y, bool log)
     {
         string op = log ? "log_softmax" : "softmax";

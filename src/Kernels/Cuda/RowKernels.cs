@@ -48,6 +48,22 @@ public struct AdamWScalars
 }
 
 /// <summary>
+/// Dropout scalars of the fused residual layer norm: On = 0 keeps every element unscaled (eval, p = 0: no draw);
+/// otherwise element i is kept iff <c>(Philox.Word(Seed, Offset, i) &gt;&gt; 8) ≥ Thr</c> and scaled by Scale, exactly
+/// as <see cref="DropoutKernels"/> does.
+/// </summary>
+public struct DropScalars
+{
+    public ulong Seed, Offset;
+    public uint Thr;
+    public float Scale;
+    public int On;
+
+    public static DropScalars From(double p, ulong seed, ulong offset)
+        => p == 0 ? default : new DropScalars { Seed = seed, Offset = offset, Thr = DropoutKernels.Threshold(p), Scale = DropoutKernels.KeepScale(p), On = 1 };
+}
+
+/// <summary>
 /// Row-wise family on ILGPU (float32): layer norm forward/backward, softmax and log-softmax forward/backward over the
 /// last dim, fused cross-entropy forward/backward (hard targets with ignore_index, or soft targets), and fused AdamW.
 /// Row kernels run one group per row (grid-stride over rows), reduce with warp shuffles (<see cref="Warp.WarpSize"/>,
@@ -326,6 +342,82 @@ internal static class RowKernels
         }
     }
 
+    // ================================================================== dropout + residual add + layer norm
+
+    /// <summary>Element i of Dropout(v): v·Scale when kept, else 0 (v itself when dropout is off).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Drop(float v, long i, DropScalars dp)
+    {
+        if (dp.On == 0) return v;
+        return (Philox.Word(dp.Seed, dp.Offset, i) >> 8) >= dp.Thr ? v * dp.Scale : 0f;
+    }
+
+    /// <summary>
+    /// <see cref="LayerNormForwardKernel"/> on s = Dropout(h) + residual, which it computes in its statistics pass and
+    /// writes to <paramref name="sOut"/> (the backward's input); the same per-thread order and reductions, so s, y, mean and
+    /// rstd are bit for bit those of the dropout kernel, the add kernel and the layer-norm kernel.
+    /// </summary>
+    internal static void DropoutAddLayerNormForwardKernel(ArrayView<float> h, ArrayView<float> res, ArrayView<float> w, ArrayView<float> b,
+        ArrayView<float> sOut, ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd, int rows, int d, float eps, int flags, DropScalars dp)
+    {
+        var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        float inv = 1f / d;
+        for (int r = Grid.IdxX; r < rows; r += Grid.DimX)
+        {
+            long off = (long)r * d;
+            float shift = Drop(h[off], off, dp) + res[off];
+            double s = 0, ss = 0;
+            for (int i = Group.IdxX; i < d; i += Group.DimX)
+            {
+                float v = Drop(h[off + i], off + i, dp) + res[off + i];
+                sOut[off + i] = v;
+                float t = v - shift;
+                s += t; ss += t * t;
+            }
+            var tot = BlockReduce.Sum2((float)s, (float)ss, red);
+            float ms = tot.A * inv;
+            float var = tot.B * inv - ms * ms;
+            if (var < 0f) var = 0f;
+            float m = shift + ms, rs = 1f / MathF.Sqrt(var + eps);
+            // each thread reads back only the elements it wrote above
+            WriteLayerNormRow(sOut, w, b, y, mean, rstd, r, off, d, m, rs, flags);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="LayerNormBackwardKernel"/> (flags bit 1: weight present) that also writes gh = Dropout backward of gs
+    /// (flags bit 2: gh wanted): gs·Scale where kept, else 0.
+    /// </summary>
+    internal static void DropoutAddLayerNormBackwardKernel(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> w, ArrayView<float> mean,
+        ArrayView<float> rstd, ArrayView<float> gx, ArrayView<float> gh, int rows, int d, int flags, DropScalars dp)
+    {
+        var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        float inv = 1f / d;
+        for (int r = Grid.IdxX; r < rows; r += Grid.DimX)
+        {
+            long off = (long)r * d;
+            float m = mean[r], rs = rstd[r];
+            double a = 0, bsum = 0;
+            for (int i = Group.IdxX; i < d; i += Group.DimX)
+            {
+                float g = gy[off + i];
+                if ((flags & 1) != 0) g *= w[i];
+                a += g; bsum += g * ((x[off + i] - m) * rs);
+            }
+            var tot = BlockReduce.Sum2((float)a, (float)bsum, red);
+            float sg = tot.A * inv, sgx = tot.B * inv;
+            for (int i = Group.IdxX; i < d; i += Group.DimX)
+            {
+                float g = gy[off + i];
+                if ((flags & 1) != 0) g *= w[i];
+                float xh = (x[off + i] - m) * rs;
+                float gxi = (xh * -sgx + g - sg) * rs;
+                gx[off + i] = gxi;
+                if ((flags & 2) != 0) gh[off + i] = Drop(gxi, off + i, dp);
+            }
+        }
+    }
+
     // ================================================================== softmax
 
     /// <summary>Online softmax / log-softmax (log ≠ 0) over rows of width c.</summary>
@@ -562,6 +654,8 @@ internal static class RowKernels
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? LnBwd;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? LnPart;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? LnReduce;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int, DropScalars>? DalnFwd;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, DropScalars>? DalnBwd;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? SmFwd, SmFwd2, SmFwd4;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? SmBwd;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<float>, int, int, int>? CeFwdHard, CeFwdHard4;
@@ -659,6 +753,14 @@ internal static class RowKernels
             CudaRuntime.CountLaunch();
             k(s, RowConfig(rows, gs), x, gy, weight ?? x, mean, rstd, gx, rows, d, weight is null ? 0 : 1);
         }
+        LayerNormParamGrads(acc, s, op, x, gy, mean, rstd, gw, gb, workspace, rows, d);
+    }
+
+    /// <summary>gw/gb of the layer norm (deterministic per-64-row partials, then a fixed-order reduce); nothing when both are null.</summary>
+    private static void LayerNormParamGrads(Accelerator acc, AcceleratorStream s, string op, ArrayView<float> x, ArrayView<float> gy,
+        ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float>? gw, ArrayView<float>? gb, ArrayView<float> workspace, int rows, int d)
+    {
+        var l = For(acc);
         if ((gw is null && gb is null) || d == 0) return;
         int nb = (rows + ParamRowsPerBlock - 1) / ParamRowsPerBlock;
         int flat = BlockReduce.ClampGroup(acc, 256);
@@ -674,6 +776,62 @@ internal static class RowKernels
         var kr = l.LnReduce ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(LayerNormParamReduceKernel);
         CudaRuntime.CountLaunch();
         kr(s, FlatConfig(acc, d, flat), part, gw ?? gb!.Value, gb ?? gw!.Value, d, nb, flags);
+    }
+
+    /// <summary>
+    /// Fused s ← Dropout(h) + residual, y ← LayerNorm(s) over rows of width d (one launch): bitwise
+    /// <see cref="DropoutKernels.Dropout"/>, an add and <see cref="LayerNormForward"/> (default variant, same group size).
+    /// p = 0 draws nothing and keeps h unscaled.
+    /// </summary>
+    public static void DropoutAddLayerNormForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> h, ArrayView<float> residual,
+        double p, ulong seed, ulong offset, ArrayView<float>? weight, ArrayView<float>? bias, float eps,
+        ArrayView<float> s, ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd, int rows, int d, int groupSize = 0)
+    {
+        const string op = "dropout_add_layer_norm (cuda)";
+        if (!(p >= 0 && p <= 1)) throw new ArgumentException($"{op}: probability {p} must be in [0, 1]");
+        if (RowCheck(op, rows, d) == 0) return;
+        if (d == 0) throw new ArgumentException($"{op}: rows of width 0 ([{rows}, 0]) have no mean");
+        long n = (long)rows * d;
+        Need(op, "h", h, n, rows, d); Need(op, "residual", residual, n, rows, d);
+        Need(op, "s", s, n, rows, d); Need(op, "y", y, n, rows, d);
+        Need(op, "mean", mean, rows, rows, d); Need(op, "rstd", rstd, rows, rows, d);
+        if (weight is { } wv) Need(op, "weight", wv, d, rows, d);
+        if (bias is { } bv) Need(op, "bias", bv, d, rows, d);
+        int gs = CheckGroup(acc, op, groupSize, d);
+        var k = For(acc).DalnFwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int, DropScalars>(DropoutAddLayerNormForwardKernel);
+        int flags = (weight is null ? 0 : 1) | (bias is null ? 0 : 2);
+        CudaRuntime.CountLaunch();
+        k(stream ?? acc.DefaultStream, RowConfig(rows, gs), h, residual, weight ?? h, bias ?? h, s, y, mean, rstd, rows, d, eps, flags, DropScalars.From(p, seed, offset));
+    }
+
+    /// <summary>
+    /// The backward of <see cref="DropoutAddLayerNormForward"/>: gs (the layer-norm input gradient) and, when given, gh = the
+    /// dropout backward of gs in the same launch; gw/gb as in <see cref="LayerNormBackward"/> (same workspace).
+    /// </summary>
+    public static void DropoutAddLayerNormBackward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> s, ArrayView<float> gy, ArrayView<float>? weight,
+        ArrayView<float> mean, ArrayView<float> rstd, double p, ulong seed, ulong offset, ArrayView<float> gs, ArrayView<float>? gh,
+        ArrayView<float>? gw, ArrayView<float>? gb, ArrayView<float> workspace, int rows, int d, int groupSize = 0)
+    {
+        const string op = "dropout_add_layer_norm backward (cuda)";
+        if (!(p >= 0 && p <= 1)) throw new ArgumentException($"{op}: probability {p} must be in [0, 1]");
+        RowCheck(op, rows, d);
+        long n = (long)rows * d;
+        Need(op, "s", s, n, rows, d); Need(op, "gy", gy, n, rows, d); Need(op, "gs", gs, n, rows, d);
+        if (gh is { } ghv) Need(op, "gh", ghv, n, rows, d);
+        Need(op, "mean", mean, rows, rows, d); Need(op, "rstd", rstd, rows, rows, d);
+        if (weight is { } wv) Need(op, "weight", wv, d, rows, d);
+        if (gw is { } gwv) Need(op, "gw", gwv, d, rows, d);
+        if (gb is { } gbv) Need(op, "gb", gbv, d, rows, d);
+        var st = stream ?? acc.DefaultStream;
+        if (rows > 0 && d > 0)
+        {
+            int g = CheckGroup(acc, op, groupSize, d);
+            var k = For(acc).DalnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, DropScalars>(DropoutAddLayerNormBackwardKernel);
+            int flags = (weight is null ? 0 : 1) | (gh is null ? 0 : 2);
+            CudaRuntime.CountLaunch();
+            k(st, RowConfig(rows, g), s, gy, weight ?? s, mean, rstd, gs, gh ?? gs, rows, d, flags, DropScalars.From(p, seed, offset));
+        }
+        LayerNormParamGrads(acc, st, op, s, gy, mean, rstd, gw, gb, workspace, rows, d);
     }
 
     /// <summary>Softmax (log = false) or log-softmax over rows of width c.</summary>

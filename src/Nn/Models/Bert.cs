@@ -135,9 +135,23 @@ public sealed class BertResidualOutput : Module
         Dropout = RegisterModule("dropout", new Dropout(c.HiddenDropoutProb, g));
     }
 
+    /// <summary>
+    /// True (the default): dropout, residual add and layer norm run as one fused op (<see cref="Ops.DropoutAddLayerNorm"/>,
+    /// bitwise the same result and gradients); false: the three modules one after another (the reference the tests compare with).
+    /// </summary>
+    public bool Fused { get; set; } = true;
+
     public Tensor Forward(Tensor x, Tensor residual)
     {
         var h = Dense.Forward(x);
+        if (Fused)
+        {
+            if (h.Rank == 0 || h.Size(-1) != LayerNorm.Dim)
+                throw new ArgumentException($"layer_norm: input {h.ShapeString} last dim should be {LayerNorm.Dim}");
+            var o = Ops.DropoutAddLayerNorm(h, residual, Dropout.P, Dropout.IsTraining, Dropout.Generator, LayerNorm.Weight, LayerNorm.Bias, LayerNorm.Eps);
+            BertUtil.Drop(h);
+            return o;
+        }
         var d = Dropout.Forward(h); BertUtil.Drop(h);
         var s = d + residual; BertUtil.Drop(d);
         var n = LayerNorm.Forward(s); BertUtil.Drop(s);
