@@ -102,6 +102,10 @@ internal static class NormKernels
         return r;
     }
 
+    /// <summary>g·(x − mean), in float (both roundings) or in double.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static double GradTerm(float g, float x, float mean, bool wide) => wide ? g * ((double)x - mean) : (float)(g * (float)(x - mean));
+
     /// <summary>v − shift, rounded to float (then widened exactly) or in double.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static double Term(float v, float shift, bool wide) => wide ? (double)v - shift : (float)(v - shift);
@@ -140,10 +144,12 @@ internal static class NormKernels
     }
 
     /// <summary>A thread's Σg, Σg·(x − mean) over elements [lo, hi) of the channel, g = gy masked by the fused forward's relu output
-    /// (<paramref name="relu"/>), written to gRes when <paramref name="writeRes"/>; four loads in flight per thread.</summary>
+    /// (<paramref name="relu"/>), written to gRes when <paramref name="writeRes"/>; four loads in flight per thread. With
+    /// <paramref name="wide"/> (the split kernels) g·(x − mean) is in double (see <see cref="StatSums"/>: a float x − mean is
+    /// biased by the mean's offset within each binade, and Σg·(x − mean) = gw/inv cancels to a small sum).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Sums GradSums(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> yRelu, ArrayView<float> gRes, long cOff, long cs, int sLen,
-        int lo, int hi, float mean, bool relu, bool writeRes)
+        int lo, int hi, float mean, bool relu, bool writeRes, bool wide)
     {
         int step = Group.DimX;
         double sg = 0, sgc = 0;
@@ -158,10 +164,10 @@ internal static class NormKernels
             float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
             if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
             if (writeRes) { gRes[o0] = g0; gRes[o1] = g1; gRes[o2] = g2; gRes[o3] = g3; }
-            sg += g0; sgc += g0 * (x0 - mean);
-            sg += g1; sgc += g1 * (x1 - mean);
-            sg += g2; sgc += g2 * (x2 - mean);
-            sg += g3; sgc += g3 * (x3 - mean);
+            sg += g0; sgc += GradTerm(g0, x0, mean, wide);
+            sg += g1; sgc += GradTerm(g1, x1, mean, wide);
+            sg += g2; sgc += GradTerm(g2, x2, mean, wide);
+            sg += g3; sgc += GradTerm(g3, x3, mean, wide);
             cw = Advance(c3, step, sLen);
         }
         for (; m < hi; m += step, cw = Advance(cw, step, sLen))
@@ -170,44 +176,7 @@ internal static class NormKernels
             float g = gy[o];
             if (relu && !(yRelu[o] > 0f)) g = 0f;   // relu's gradient, masked by the fused forward's output
             if (writeRes) gRes[o] = g;
-            sg += g; sgc += g * (x[o] - mean);
-        }
-        Sums r; r.A = sg; r.B = sgc;
-        return r;
-    }
-
-    /// <summary><see cref="GradSums"/> with g·(x − mean) in double, for the split kernels (see <see cref="StatSums"/>: a float
-    /// x − mean is biased by the mean's offset within each binade, and Σg·(x − mean) = gw/inv cancels to a small sum).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Sums GradSums64(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> yRelu, ArrayView<float> gRes, long cOff, long cs, int sLen,
-        int lo, int hi, double mean, bool relu, bool writeRes)
-    {
-        int step = Group.DimX;
-        double sg = 0, sgc = 0;
-        var cw = Start(lo + Group.IdxX, sLen);
-        long m = lo + Group.IdxX;
-        for (; m + 3L * step < hi; m += 4L * step)
-        {
-            var c1 = Advance(cw, step, sLen); var c2 = Advance(c1, step, sLen); var c3 = Advance(c2, step, sLen);
-            long o0 = cw.Outer * cs + cOff + cw.Inner, o1 = c1.Outer * cs + cOff + c1.Inner;
-            long o2 = c2.Outer * cs + cOff + c2.Inner, o3 = c3.Outer * cs + cOff + c3.Inner;
-            float g0 = gy[o0], g1 = gy[o1], g2 = gy[o2], g3 = gy[o3];
-            float x0 = x[o0], x1 = x[o1], x2 = x[o2], x3 = x[o3];
-            if (relu) { g0 = Masked(g0, yRelu[o0]); g1 = Masked(g1, yRelu[o1]); g2 = Masked(g2, yRelu[o2]); g3 = Masked(g3, yRelu[o3]); }
-            if (writeRes) { gRes[o0] = g0; gRes[o1] = g1; gRes[o2] = g2; gRes[o3] = g3; }
-            sg += g0; sgc += g0 * (x0 - mean);
-            sg += g1; sgc += g1 * (x1 - mean);
-            sg += g2; sgc += g2 * (x2 - mean);
-            sg += g3; sgc += g3 * (x3 - mean);
-            cw = Advance(c3, step, sLen);
-        }
-        for (; m < hi; m += step, cw = Advance(cw, step, sLen))
-        {
-            long o = cw.Outer * cs + cOff + cw.Inner;
-            float g = gy[o];
-            if (relu && !(yRelu[o] > 0f)) g = 0f;
-            if (writeRes) gRes[o] = g;
-            sg += g; sgc += g * (x[o] - mean);
+            sg += g; sgc += GradTerm(g, x[o], mean, wide);
         }
         Sums r; r.A = sg; r.B = sgc;
         return r;
@@ -332,7 +301,7 @@ internal static class NormKernels
             float mean = saveMean[c], inv = saveInvStd[c];
             float wc = (p.Flags & FWeight) != 0 ? w[c] : 1f;
             bool relu = (p.Flags & FRelu) != 0, writeRes = (p.Flags & FGradResidual) != 0;
-            var own = GradSums(x, gy, yRelu, gRes, cOff, cs, sLen, 0, mCount, mean, relu, writeRes);
+            var own = GradSums(x, gy, yRelu, gRes, cOff, cs, sLen, 0, mCount, mean, relu, writeRes, wide: false);
             var tot = BlockReduce.Sum2((float)own.A, (float)own.B, red);
             float sgx = tot.B * inv;   // Σ gy·x̂
             if (Group.IdxX == 0)
@@ -443,7 +412,7 @@ internal static class NormKernels
             int c = u / p.Split, g = u - c * p.Split;
             long cOff = (long)c * p.S;
             int lo = SliceEnd(g, p.Slice, mCount), hi = SliceEnd(g + 1, p.Slice, mCount);
-            var own = GradSums64(x, gy, yRelu, gRes, cOff, cs, sLen, lo, hi, saveMean[c], relu, writeRes);
+            var own = GradSums(x, gy, yRelu, gRes, cOff, cs, sLen, lo, hi, saveMean[c], relu, writeRes, wide: true);
             var tot = BlockReduce.Sum2(own.A, own.B, red);
             if (Group.IdxX == 0) { ws[2L * u] = tot.A; ws[2L * u + 1] = tot.B; }
         }
