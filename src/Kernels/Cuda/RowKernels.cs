@@ -251,35 +251,6 @@ internal static class RowKernels
         }
     }
 
-    /// <summary>gx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = gy·w (flags bit 1: weight present).</summary>
-    internal static void LayerNormBackwardKernel(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> w, ArrayView<float> mean,
-        ArrayView<float> rstd, ArrayView<float> gx, int rows, int d, int flags)
-    {
-        var red = SharedMemory.Allocate<float>(2 * MaxWarps);
-        float inv = 1f / d;
-        for (int r = Grid.IdxX; r < rows; r += Grid.DimX)
-        {
-            long off = (long)r * d;
-            float m = mean[r], rs = rstd[r];
-            double a = 0, bsum = 0;
-            for (int i = Group.IdxX; i < d; i += Group.DimX)
-            {
-                float g = gy[off + i];
-                if ((flags & 1) != 0) g *= w[i];
-                a += g; bsum += g * ((x[off + i] - m) * rs);
-            }
-            var tot = BlockReduce.Sum2((float)a, (float)bsum, red);
-            float sg = tot.A * inv, sgx = tot.B * inv;
-            for (int i = Group.IdxX; i < d; i += Group.DimX)
-            {
-                float g = gy[off + i];
-                if ((flags & 1) != 0) g *= w[i];
-                float xh = (x[off + i] - m) * rs;
-                gx[off + i] = (xh * -sgx + g - sg) * rs;
-            }
-        }
-    }
-
     /// <summary>
     /// Per-(row block, column) partial sums for gw and gb: part[rb·d + c] = Σ gy·x̂, part[(nb + rb)·d + c] = Σ gy
     /// over rows [rb·64, rb·64+64). Fixed order: the result does not depend on the launch shape.
@@ -385,8 +356,9 @@ internal static class RowKernels
     }
 
     /// <summary>
-    /// <see cref="LayerNormBackwardKernel"/> (flags bit 1: weight present) that also writes gh = Dropout backward of gs
-    /// (flags bit 2: gh wanted): gs·Scale where kept, else 0.
+    /// Layer norm backward, gx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = gy·w (flags bit 1: weight present), that also
+    /// writes gh = Dropout backward of gx (flags bit 2: gh wanted): gx·Scale where kept, else 0. The plain layer norm's
+    /// backward is this kernel without bit 2.
     /// </summary>
     internal static void DropoutAddLayerNormBackwardKernel(ArrayView<float> x, ArrayView<float> gy, ArrayView<float> w, ArrayView<float> mean,
         ArrayView<float> rstd, ArrayView<float> gx, ArrayView<float> gh, int rows, int d, int flags, DropScalars dp)
@@ -651,7 +623,6 @@ internal static class RowKernels
     private sealed class Loaded
     {
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int>? LnFwd, LnFwd2, LnFwd4;
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? LnBwd;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? LnPart;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? LnReduce;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, int, DropScalars>? DalnFwd;
@@ -749,9 +720,9 @@ internal static class RowKernels
         if (rows > 0 && d > 0)
         {
             int gs = CheckGroup(acc, op, groupSize, d);
-            var k = l.LnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(LayerNormBackwardKernel);
+            var k = l.DalnBwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, DropScalars>(DropoutAddLayerNormBackwardKernel);
             CudaRuntime.CountLaunch();
-            k(s, RowConfig(rows, gs), x, gy, weight ?? x, mean, rstd, gx, rows, d, weight is null ? 0 : 1);
+            k(s, RowConfig(rows, gs), x, gy, weight ?? x, mean, rstd, gx, gx, rows, d, weight is null ? 0 : 1, default);
         }
         LayerNormParamGrads(acc, s, op, x, gy, mean, rstd, gw, gb, workspace, rows, d);
     }
