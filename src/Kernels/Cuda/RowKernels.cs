@@ -323,6 +323,39 @@ internal static class RowKernels
         return (Philox.Word(dp.Seed, dp.Offset, i) >> 8) >= dp.Thr ? v * dp.Scale : 0f;
     }
 
+    /// <summary>Longest row whose dropout mask the fused kernels stage in shared memory (longer rows draw per element).</summary>
+    public const int MaskRow = 4096;
+
+    /// <summary>
+    /// The dropout keep flags of row elements [off, off + d) into <paramref name="keep"/> (d ≤ <see cref="MaskRow"/>): the
+    /// group draws each Philox block of the row once (one block per thread, four words) instead of once per element, then
+    /// waits at a barrier. The flags are exactly <see cref="Drop"/>'s, so what uses them is unchanged bit for bit.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StageMask(ArrayView<byte> keep, long off, int d, DropScalars dp)
+    {
+        long b0 = off >> 2, b1 = (off + d - 1) >> 2;
+        for (long blk = b0 + Group.IdxX; blk <= b1; blk += Group.DimX)
+        {
+            Philox.Block(dp.Seed, dp.Offset + (ulong)blk, out uint w0, out uint w1, out uint w2, out uint w3);
+            long e = (blk << 2) - off;
+            if (e >= 0) keep[(int)e] = (w0 >> 8) >= dp.Thr ? (byte)1 : (byte)0;
+            if (e + 1 >= 0 && e + 1 < d) keep[(int)e + 1] = (w1 >> 8) >= dp.Thr ? (byte)1 : (byte)0;
+            if (e + 2 >= 0 && e + 2 < d) keep[(int)e + 2] = (w2 >> 8) >= dp.Thr ? (byte)1 : (byte)0;
+            if (e + 3 < d) keep[(int)e + 3] = (w3 >> 8) >= dp.Thr ? (byte)1 : (byte)0;
+        }
+        Group.Barrier();
+    }
+
+    /// <summary><see cref="Drop"/> of element i of the row: from the staged flags when <paramref name="staged"/>, else drawn.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float DropRow(float v, ArrayView<byte> keep, int i, long off, bool staged, DropScalars dp)
+    {
+        if (dp.On == 0) return v;
+        if (!staged) return Drop(v, off + i, dp);
+        return keep[i] != 0 ? v * dp.Scale : 0f;
+    }
+
     /// <summary>
     /// <see cref="LayerNormForwardKernel"/> on s = Dropout(h) + residual, which it computes in its statistics pass and
     /// writes to <paramref name="sOut"/> (the backward's input); the same per-thread order and reductions, so s, y, mean and
@@ -332,15 +365,18 @@ internal static class RowKernels
         ArrayView<float> sOut, ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd, int rows, int d, float eps, int flags, DropScalars dp)
     {
         var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        var keep = SharedMemory.Allocate<byte>(MaskRow);
+        bool staged = dp.On != 0 && d <= MaskRow;
         float inv = 1f / d;
         for (int r = Grid.IdxX; r < rows; r += Grid.DimX)
         {
             long off = (long)r * d;
-            float shift = Drop(h[off], off, dp) + res[off];
+            if (staged) StageMask(keep, off, d, dp);
+            float shift = DropRow(h[off], keep, 0, off, staged, dp) + res[off];
             double s = 0, ss = 0;
             for (int i = Group.IdxX; i < d; i += Group.DimX)
             {
-                float v = Drop(h[off + i], off + i, dp) + res[off + i];
+                float v = DropRow(h[off + i], keep, i, off, staged, dp) + res[off + i];
                 sOut[off + i] = v;
                 float t = v - shift;
                 s += t; ss += t * t;
@@ -352,6 +388,7 @@ internal static class RowKernels
             float m = shift + ms, rs = 1f / MathF.Sqrt(var + eps);
             // each thread reads back only the elements it wrote above
             WriteLayerNormRow(sOut, w, b, y, mean, rstd, r, off, d, m, rs, flags);
+            if (staged) Group.Barrier();   // every thread is done with this row's flags before the next row's are staged
         }
     }
 
@@ -364,10 +401,13 @@ internal static class RowKernels
         ArrayView<float> rstd, ArrayView<float> gx, ArrayView<float> gh, int rows, int d, int flags, DropScalars dp)
     {
         var red = SharedMemory.Allocate<float>(2 * MaxWarps);
+        var keep = SharedMemory.Allocate<byte>(MaskRow);
+        bool staged = (flags & 2) != 0 && dp.On != 0 && d <= MaskRow;
         float inv = 1f / d;
         for (int r = Grid.IdxX; r < rows; r += Grid.DimX)
         {
             long off = (long)r * d;
+            if (staged) StageMask(keep, off, d, dp);
             float m = mean[r], rs = rstd[r];
             double a = 0, bsum = 0;
             for (int i = Group.IdxX; i < d; i += Group.DimX)
@@ -385,8 +425,9 @@ internal static class RowKernels
                 float xh = (x[off + i] - m) * rs;
                 float gxi = (xh * -sgx + g - sg) * rs;
                 gx[off + i] = gxi;
-                if ((flags & 2) != 0) gh[off + i] = Drop(gxi, off + i, dp);
+                if ((flags & 2) != 0) gh[off + i] = DropRow(gxi, keep, i, off, staged, dp);
             }
+            if (staged) Group.Barrier();   // every thread is done with this row's flags before the next row's are staged
         }
     }
 
