@@ -76,6 +76,12 @@ public struct PoolShape
 /// launchers validate view lengths and geometry first (ArgumentException naming the op and shapes).
 /// </para>
 /// <para>
+/// v3 and v4 (issue 7, ConvKernels.Prefetch.cs): one kernel body generic over the tile (128×128 with 256 threads, 64×64 with
+/// 64), v2's 8×8 float4 micro-tile, double-buffered shared tiles with the next K tile prefetched into registers during the
+/// current one's FMAs, packed 16-byte table entries. <see cref="Choose"/> runs them where v2 and v1 ran; every version
+/// accumulates each output as one fma chain over k ascending, so all four give the same bits.
+/// </para>
+/// <para>
 /// Precision (issue 7): the three launchers take a <see cref="Precision"/> (default Fp32: the kernels above, unchanged).
 /// Tf32 / Bf16 run the tensor-core kernel (ConvKernels.TensorCore.cs): the same coordinate tables with GEMM operands rounded
 /// as the CPU backend rounds them in its im2col GEMMs, float32 accumulation, mma.sync on CUDA. <see cref="CudaBackend"/>
