@@ -14,6 +14,12 @@ public enum ConvVersion
     Tile64 = 1,
     /// <summary>v2: 128×128 tile, K tiles of 8, 8×8 outputs per thread, 128-bit shared loads (4 FMAs per shared float vs 2).</summary>
     Tile128 = 2,
+    /// <summary>v3: v2's tile and micro-tile with double-buffered shared tiles, the next K tile prefetched into registers
+    /// during the current one's FMAs, one barrier per K tile, packed 16-byte table entries (ConvKernels.Prefetch.cs).</summary>
+    Tile128Prefetch = 3,
+    /// <summary>v4: a 64×64 tile run by 64 threads (2 warps), each v2's 8×8 float4 micro-tile, with v3's prefetch (the same
+    /// kernel body, generic over the tile): v1's grid with v2's 64 FMAs per 4 shared loads.</summary>
+    Tile64Prefetch = 4,
 }
 
 /// <summary>Which of the three convolution GEMMs one <see cref="ConvGemmShape"/> describes.</summary>
@@ -70,6 +76,12 @@ public struct PoolShape
 /// launchers validate view lengths and geometry first (ArgumentException naming the op and shapes).
 /// </para>
 /// <para>
+/// v3 and v4 (issue 7, ConvKernels.Prefetch.cs): one kernel body generic over the tile (128×128 with 256 threads, 64×64 with
+/// 64), v2's 8×8 float4 micro-tile, double-buffered shared tiles with the next K tile prefetched into registers during the
+/// current one's FMAs, packed 16-byte table entries. <see cref="Choose"/> runs them where v2 and v1 ran; every version
+/// accumulates each output as one fma chain over k ascending, so all four give the same bits.
+/// </para>
+/// <para>
 /// Precision (issue 7): the three launchers take a <see cref="Precision"/> (default Fp32: the kernels above, unchanged).
 /// Tf32 / Bf16 run the tensor-core kernel (ConvKernels.TensorCore.cs): the same coordinate tables with GEMM operands rounded
 /// as the CPU backend rounds them in its im2col GEMMs, float32 accumulation, mma.sync on CUDA. <see cref="CudaBackend"/>
@@ -95,77 +107,93 @@ public static partial class ConvKernels
 
     // ---------------------------------------------------------------- implicit GEMM conv
 
-    /// <summary>Fills the four K-row entries of row kk for K index k (k ≥ K: invalid, marked by −1).</summary>
-    private static void KRow(ConvGemmShape s, int k, int kEnd, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW, int slot)
+    /// <summary>The four K-row entries of GEMM row k (k ≥ kEnd: invalid, A and Base −1, H and W 0), as one 16-byte value.</summary>
+    private static ConvRow RowOf(ConvGemmShape s, int k, int kEnd)
     {
+        ConvRow r;
         if (k >= kEnd)
         {
-            kA[slot] = -1; kBase[slot] = -1; kH[slot] = 0; kW[slot] = 0;
-            return;
+            r.A = -1; r.Base = -1; r.H = 0; r.W = 0;
+            return r;
         }
         if (s.Mode == (int)ConvMode.BackwardWeight)
         {
             int P = s.Ho * s.Wo;
             int img = k / P, p = k - img * P, oh = p / s.Wo, ow = p - oh * s.Wo;
-            kA[slot] = img * s.Cout * P + p;
-            kBase[slot] = img * s.Cin * s.H * s.W;
-            kH[slot] = oh * s.Sh;
-            kW[slot] = ow * s.Sw;
+            r.A = img * s.Cout * P + p;
+            r.Base = img * s.Cin * s.H * s.W;
+            r.H = oh * s.Sh;
+            r.W = ow * s.Sw;
+            return r;
+        }
+        int kk2 = s.Kh * s.Kw;
+        int c = k / kk2, rem = k - c * kk2, kh = rem / s.Kw, kw = rem - kh * s.Kw;
+        if (s.Mode == (int)ConvMode.Forward)
+        {
+            r.A = k;
+            r.Base = c * s.H * s.W;
         }
         else
         {
-            int kk2 = s.Kh * s.Kw;
-            int c = k / kk2, r = k - c * kk2, kh = r / s.Kw, kw = r - kh * s.Kw;
-            if (s.Mode == (int)ConvMode.Forward)
-            {
-                kA[slot] = k;
-                kBase[slot] = c * s.H * s.W;
-            }
-            else
-            {
-                kA[slot] = c * s.Cin * kk2 + r;
-                kBase[slot] = c * s.Ho * s.Wo;
-            }
-            kH[slot] = kh * s.Dh;
-            kW[slot] = kw * s.Dw;
+            r.A = c * s.Cin * kk2 + rem;
+            r.Base = c * s.Ho * s.Wo;
         }
+        r.H = kh * s.Dh;
+        r.W = kw * s.Dw;
+        return r;
     }
 
-    /// <summary>Fills the column entries for GEMM column n (n ≥ N: invalid, marked by −1).</summary>
-    private static void Column(ConvGemmShape s, int n, ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW, ArrayView<int> cOut, int slot)
+    /// <summary>The column entries of GEMM column n (n ≥ N: invalid, Base and Out −1, H and W 0), as one 16-byte value.</summary>
+    private static ConvCol ColumnOf(ConvGemmShape s, int n)
     {
+        ConvCol c;
         if (n >= s.N)
         {
-            cBase[slot] = -1; cOut[slot] = -1; cH[slot] = 0; cW[slot] = 0;
-            return;
+            c.Base = -1; c.Out = -1; c.H = 0; c.W = 0;
+            return c;
         }
         if (s.Mode == (int)ConvMode.Forward)
         {
             int P = s.Ho * s.Wo;
             int img = n / P, p = n - img * P, oh = p / s.Wo, ow = p - oh * s.Wo;
-            cBase[slot] = img * s.Cin * s.H * s.W;
-            cH[slot] = oh * s.Sh - s.Pt;
-            cW[slot] = ow * s.Sw - s.Pl;
-            cOut[slot] = img * s.Cout * P + p;
+            c.Base = img * s.Cin * s.H * s.W;
+            c.H = oh * s.Sh - s.Pt;
+            c.W = ow * s.Sw - s.Pl;
+            c.Out = img * s.Cout * P + p;
         }
         else if (s.Mode == (int)ConvMode.BackwardInput)
         {
             int hw = s.H * s.W;
             int img = n / hw, q = n - img * hw, ih = q / s.W, iw = q - ih * s.W;
-            cBase[slot] = img * s.Cout * s.Ho * s.Wo;
-            cH[slot] = ih + s.Pt;
-            cW[slot] = iw + s.Pl;
-            cOut[slot] = img * s.Cin * hw + q;
+            c.Base = img * s.Cout * s.Ho * s.Wo;
+            c.H = ih + s.Pt;
+            c.W = iw + s.Pl;
+            c.Out = img * s.Cin * hw + q;
         }
         else
         {
             int kk2 = s.Kh * s.Kw;
-            int c = n / kk2, r = n - c * kk2, kh = r / s.Kw, kw = r - kh * s.Kw;
-            cBase[slot] = c * s.H * s.W;
-            cH[slot] = kh * s.Dh - s.Pt;
-            cW[slot] = kw * s.Dw - s.Pl;
-            cOut[slot] = n;
+            int ch = n / kk2, r = n - ch * kk2, kh = r / s.Kw, kw = r - kh * s.Kw;
+            c.Base = ch * s.H * s.W;
+            c.H = kh * s.Dh - s.Pt;
+            c.W = kw * s.Dw - s.Pl;
+            c.Out = n;
         }
+        return c;
+    }
+
+    /// <summary>Fills the four K-row entries of row kk for K index k (k ≥ K: invalid, marked by −1).</summary>
+    private static void KRow(ConvGemmShape s, int k, int kEnd, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW, int slot)
+    {
+        var r = RowOf(s, k, kEnd);
+        kA[slot] = r.A; kBase[slot] = r.Base; kH[slot] = r.H; kW[slot] = r.W;
+    }
+
+    /// <summary>Fills the column entries for GEMM column n (n ≥ N: invalid, marked by −1).</summary>
+    private static void Column(ConvGemmShape s, int n, ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW, ArrayView<int> cOut, int slot)
+    {
+        var c = ColumnOf(s, n);
+        cBase[slot] = c.Base; cH[slot] = c.H; cW[slot] = c.W; cOut[slot] = c.Out;
     }
 
     /// <summary>B(k, n): the input (forward, backward-weight) or output-gradient (backward-input) element, 0 outside.</summary>
@@ -294,24 +322,6 @@ public static partial class ConvKernels
     private const int BM2 = 128, BN2 = 128, BK2 = 8, Micro2 = (BM2 / 8) * (BN2 / 8);
     private const int As2Stride = BM2 + 4;   // padded by one float4: the k-major A stores spread over the banks, rows stay 16-byte aligned
 
-    private static void StoreRow8(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int zOff, int m, ArrayView<int> cOut, int c0, int c1,
-        float v0, float v1, float v2, float v3, float v4, float v5, float v6, float v7)
-    {
-        if (m >= s.M) return;
-        float bv = s.HasBias != 0 ? bias[m] : 0f;
-        int ro = m * s.OutStride + zOff;
-        int o0 = cOut[c0], o1 = cOut[c0 + 1], o2 = cOut[c0 + 2], o3 = cOut[c0 + 3];
-        int o4 = cOut[c1], o5 = cOut[c1 + 1], o6 = cOut[c1 + 2], o7 = cOut[c1 + 3];
-        if (o0 >= 0) o[o0 + ro] = v0 + bv;
-        if (o1 >= 0) o[o1 + ro] = v1 + bv;
-        if (o2 >= 0) o[o2 + ro] = v2 + bv;
-        if (o3 >= 0) o[o3 + ro] = v3 + bv;
-        if (o4 >= 0) o[o4 + ro] = v4 + bv;
-        if (o5 >= 0) o[o5 + ro] = v5 + bv;
-        if (o6 >= 0) o[o6 + ro] = v6 + bv;
-        if (o7 >= 0) o[o7 + ro] = v7 + bv;
-    }
-
     /// <summary>
     /// v2 (vs v1: 64 FMAs per 4 float4 shared loads instead of 16 per 8 scalar ones): a 128×128 output tile per group, K tiles
     /// of 8, the same coordinate tables; micro-tile (tx, ty) owns rows ty·4..+3 and 64+ty·4..+3 and the same split of
@@ -347,14 +357,7 @@ public static partial class ConvKernels
                 bool active = mt < Micro2;
                 mt &= Micro2 - 1;
                 int tx = mt & 15, ty = mt >> 4;
-                float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c04 = 0f, c05 = 0f, c06 = 0f, c07 = 0f;
-                float c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f, c14 = 0f, c15 = 0f, c16 = 0f, c17 = 0f;
-                float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c24 = 0f, c25 = 0f, c26 = 0f, c27 = 0f;
-                float c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f, c34 = 0f, c35 = 0f, c36 = 0f, c37 = 0f;
-                float c40 = 0f, c41 = 0f, c42 = 0f, c43 = 0f, c44 = 0f, c45 = 0f, c46 = 0f, c47 = 0f;
-                float c50 = 0f, c51 = 0f, c52 = 0f, c53 = 0f, c54 = 0f, c55 = 0f, c56 = 0f, c57 = 0f;
-                float c60 = 0f, c61 = 0f, c62 = 0f, c63 = 0f, c64 = 0f, c65 = 0f, c66 = 0f, c67 = 0f;
-                float c70 = 0f, c71 = 0f, c72 = 0f, c73 = 0f, c74 = 0f, c75 = 0f, c76 = 0f, c77 = 0f;
+                var acc = default(Acc8x8);
                 for (int e = tid; e < BN2; e += nt) Column(s, n0 + e, cBase, cH, cW, cOut, e);
                 for (int e = tid; e < BK2; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);
                 Group.Barrier();
@@ -378,35 +381,10 @@ public static partial class ConvKernels
                     Group.Barrier();
                     if (kt + 1 < kTiles)
                         for (int e = tid; e < BK2; e += nt) KRow(s, kLo + k0 + BK2 + e, kEnd, kA, kBase, kH, kW, nxt + e);
-                    for (int kk = 0; kk < BK2; kk++)
-                    {
-                        int ab = kk * (As2Stride / 4) + ty, bb = kk * (BN2 / 4) + tx;
-                        F4 al = As4[ab], ah = As4[ab + 16], bl = Bs4[bb], bh = Bs4[bb + 16];
-                        float a0 = al.X, a1 = al.Y, a2 = al.Z, a3 = al.W, a4 = ah.X, a5 = ah.Y, a6 = ah.Z, a7 = ah.W;
-                        float b0 = bl.X, b1 = bl.Y, b2 = bl.Z, b3 = bl.W, b4 = bh.X, b5 = bh.Y, b6 = bh.Z, b7 = bh.W;
-                        c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3; c04 += a0 * b4; c05 += a0 * b5; c06 += a0 * b6; c07 += a0 * b7;
-                        c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3; c14 += a1 * b4; c15 += a1 * b5; c16 += a1 * b6; c17 += a1 * b7;
-                        c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3; c24 += a2 * b4; c25 += a2 * b5; c26 += a2 * b6; c27 += a2 * b7;
-                        c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3; c34 += a3 * b4; c35 += a3 * b5; c36 += a3 * b6; c37 += a3 * b7;
-                        c40 += a4 * b0; c41 += a4 * b1; c42 += a4 * b2; c43 += a4 * b3; c44 += a4 * b4; c45 += a4 * b5; c46 += a4 * b6; c47 += a4 * b7;
-                        c50 += a5 * b0; c51 += a5 * b1; c52 += a5 * b2; c53 += a5 * b3; c54 += a5 * b4; c55 += a5 * b5; c56 += a5 * b6; c57 += a5 * b7;
-                        c60 += a6 * b0; c61 += a6 * b1; c62 += a6 * b2; c63 += a6 * b3; c64 += a6 * b4; c65 += a6 * b5; c66 += a6 * b6; c67 += a6 * b7;
-                        c70 += a7 * b0; c71 += a7 * b1; c72 += a7 * b2; c73 += a7 * b3; c74 += a7 * b4; c75 += a7 * b5; c76 += a7 * b6; c77 += a7 * b7;
-                    }
+                    for (int kk = 0; kk < BK2; kk++) Step8x8(ref acc, As4, Bs4, kk * (As2Stride / 4) + ty, kk * (BN2 / 4) + tx, 16);
                     Group.Barrier();
                 }
-                if (active)
-                {
-                    int rowA = m0 + ty * 4, colA = tx * 4, colB = 64 + tx * 4;
-                    StoreRow8(o, bias, s, zOff, rowA + 0, cOut, colA, colB, c00, c01, c02, c03, c04, c05, c06, c07);
-                    StoreRow8(o, bias, s, zOff, rowA + 1, cOut, colA, colB, c10, c11, c12, c13, c14, c15, c16, c17);
-                    StoreRow8(o, bias, s, zOff, rowA + 2, cOut, colA, colB, c20, c21, c22, c23, c24, c25, c26, c27);
-                    StoreRow8(o, bias, s, zOff, rowA + 3, cOut, colA, colB, c30, c31, c32, c33, c34, c35, c36, c37);
-                    StoreRow8(o, bias, s, zOff, rowA + 64, cOut, colA, colB, c40, c41, c42, c43, c44, c45, c46, c47);
-                    StoreRow8(o, bias, s, zOff, rowA + 65, cOut, colA, colB, c50, c51, c52, c53, c54, c55, c56, c57);
-                    StoreRow8(o, bias, s, zOff, rowA + 66, cOut, colA, colB, c60, c61, c62, c63, c64, c65, c66, c67);
-                    StoreRow8(o, bias, s, zOff, rowA + 67, cOut, colA, colB, c70, c71, c72, c73, c74, c75, c76, c77);
-                }
+                if (active) Store8x8(o, bias, s, zOff, m0 + ty * 4, 64, cOut, 1, 0, tx * 4, 64 + tx * 4, acc);
                 Group.Barrier();   // the column table is rewritten by the next pass or tile
             }
         }
@@ -610,6 +588,8 @@ public static partial class ConvKernels
     [
         ("conv_gemm", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>)ConvGemmKernel).Method),
         ("conv_gemm128", ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>)ConvGemm128Kernel).Method),
+        ("conv_gemm128_pf", KernelMethod(ConvVersion.Tile128Prefetch)),
+        ("conv_gemm64_pf", KernelMethod(ConvVersion.Tile64Prefetch)),
         ("conv_gemm_tc", TensorCoreKernelMethod),
         ("conv_split_reduce", ((Action<ArrayView<float>, ArrayView<float>, int, int>)SplitReduceKernel).Method),
         ("conv_bias_grad", ((Action<ArrayView<float>, ArrayView<float>, int, int, int>)BiasGradKernel).Method),
@@ -624,7 +604,7 @@ public static partial class ConvKernels
 
     private sealed class Loaded
     {
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>? Gemm, Gemm128;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>? Gemm, Gemm128, GemmPf128, GemmPf64;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>? GemmTc, GemmTc128;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? BiasGrad;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? SplitReduce;
@@ -641,21 +621,38 @@ public static partial class ConvKernels
     private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape> GemmKernel(Accelerator acc, ConvVersion v)
     {
         var l = For(acc);
+        var bounds = acc.AcceleratorType == AcceleratorType.Cuda ? CudaLaunchBounds(v) : default;
         lock (l)
-            return v == ConvVersion.Tile128
-                ? l.Gemm128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>(ConvGemm128Kernel)
-                : l.Gemm ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>(ConvGemmKernel);
+            return v switch
+            {
+                ConvVersion.Tile128 => l.Gemm128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>(ConvGemm128Kernel),
+                ConvVersion.Tile128Prefetch => l.GemmPf128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>(
+                    ConvGemmPrefetchKernel<ConvTile128>, bounds),
+                ConvVersion.Tile64Prefetch => l.GemmPf64 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>(
+                    ConvGemmPrefetchKernel<ConvTile64>, bounds),
+                _ => l.Gemm ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>(ConvGemmKernel),
+            };
     }
 
     /// <summary>
     /// The version <see cref="ConvVersion.Auto"/> runs for a GEMM of M × N (the rule is a guess until the lab has run on a GPU:
-    /// the 128 tile when M fills most of it and there are at least as many 128 tiles as multiprocessors, else the 64 tile).
+    /// the 128 tile (v3) when M fills most of it and there are at least as many 128 tiles as multiprocessors, else the 64
+    /// tile (v4)). v3 and v4 give the same bits as v2 and v1, so the rule only moves time.
     /// </summary>
     public static ConvVersion Choose(Accelerator acc, int m, int n)
     {
         long tiles128 = (long)((m + BM2 - 1) / BM2) * ((n + BN2 - 1) / BN2);
-        return m >= 96 && tiles128 >= acc.NumMultiprocessors ? ConvVersion.Tile128 : ConvVersion.Tile64;
+        return m >= 96 && tiles128 >= acc.NumMultiprocessors ? ConvVersion.Tile128Prefetch : ConvVersion.Tile64Prefetch;
     }
+
+    /// <summary>
+    /// The version <see cref="ConvVersion.Auto"/> runs for a weight gradient of M × N over K: when the launcher may split K
+    /// (<paramref name="canSplit"/>: a workspace of at least two partials) and K is deep enough for two chunks of 256, split-K
+    /// fills the device whatever the tile count, so the 128 tile (v3) whenever M ≥ 96; else <see cref="Choose"/>.
+    /// <see cref="WantedSplits"/> then sizes the split for that tile.
+    /// </summary>
+    public static ConvVersion ChooseBackwardWeight(Accelerator acc, int m, int n, int k, bool canSplit)
+        => canSplit && m >= 96 && k / 256 >= 2 ? ConvVersion.Tile128Prefetch : Choose(acc, m, n);
 
     /// <summary>
     /// The split-K count backward-weight aims for when it picks one itself: enough groups for twice the multiprocessors,
@@ -667,8 +664,8 @@ public static partial class ConvKernels
     {
         if (version == ConvVersion.Auto) version = Choose(acc, m, n);
         var tc = TensorCoreGemm.TileShape(tcTile ?? TensorCoreGemm.Choose(acc, m, n));
-        int tileM = precision != Precision.Fp32 ? tc.Rows : version == ConvVersion.Tile128 ? BM2 : BM;
-        int tileN = precision != Precision.Fp32 ? tc.Cols : version == ConvVersion.Tile128 ? BN2 : BN;
+        int tileM = precision != Precision.Fp32 ? tc.Rows : TileOf(version);
+        int tileN = precision != Precision.Fp32 ? tc.Cols : TileOf(version);
         long tiles = (long)((m + tileM - 1) / tileM) * ((n + tileN - 1) / tileN);
         long want = (2L * acc.NumMultiprocessors + tiles - 1) / tiles;
         return Math.Clamp(Math.Min(want, Math.Max(1, k / 256)), 1, 65535);
@@ -687,6 +684,7 @@ public static partial class ConvKernels
         int m = cout, n = cin * kh * kw, k = batch * s.Ho * s.Wo;
         long mn = (long)m * n;
         if (mn == 0 || k == 0) return 0;
+        if (version == ConvVersion.Auto) version = ChooseBackwardWeight(acc, m, n, k, canSplit: true);
         long sp = WantedSplits(acc, m, n, k, version, precision);
         return sp < 2 ? 0 : sp * mn;
     }
@@ -715,9 +713,11 @@ public static partial class ConvKernels
             return;
         }
         if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
-        int tm = v == ConvVersion.Tile128 ? BM2 : BM, tn = v == ConvVersion.Tile128 ? BN2 : BN;
-        int tilesM = (s.M + tm - 1) / tm, tilesN = (s.N + tn - 1) / tn;
-        var cfg = new KernelConfig(new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(s.Splits, 65535)), new Index3D(GroupSize(acc), 1, 1));
+        if (v is not (ConvVersion.Tile64 or ConvVersion.Tile128 or ConvVersion.Tile128Prefetch or ConvVersion.Tile64Prefetch))
+            throw new ArgumentOutOfRangeException(nameof(v), v, "conv2d (ilgpu): unknown version");
+        int t = TileOf(v);
+        int tilesM = (s.M + t - 1) / t, tilesN = (s.N + t - 1) / t;
+        var cfg = new KernelConfig(new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(s.Splits, 65535)), new Index3D(GroupSizeOf(acc, v), 1, 1));
         CudaRuntime.CountLaunch();
         GemmKernel(acc, v)(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s);
     }
@@ -832,7 +832,7 @@ public static partial class ConvKernels
         if (splits < 0) throw new ArgumentException($"{op} (ilgpu): splits must be ≥ 0, got {splits}");
         long mn = (long)s.M * s.N;
         int sp = 1;
-        if (version == ConvVersion.Auto) version = Choose(acc, s.M, s.N);
+        if (version == ConvVersion.Auto) version = ChooseBackwardWeight(acc, s.M, s.N, s.K, workspace.Length >= 2 * mn);
         if (mn > 0 && s.K > 0 && workspace.Length >= 2 * mn)
         {
             long want = splits > 0 ? splits : WantedSplits(acc, s.M, s.N, s.K, version, precision, tcTile);
