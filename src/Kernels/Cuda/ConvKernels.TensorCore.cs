@@ -121,7 +121,8 @@ public static partial class ConvKernels
     // stage (and two in the prologue: tables 0 and 1 | stage 0 staged | loop):
     //   - write-after-read: slot (t & 1) last held stage t's rows, read only while staging stage t, i.e. in stage t − 1 (or
     //     the prologue before its second barrier): all those reads precede the barrier that ended stage t − 1. Nothing in
-    //     stage t reads that slot (the prefetch and the leftover slots of stage t read stage t + 1's rows, slot ((t+1) & 1)).
+    //     stage t reads that slot (what stage t stages is stage t + 1's operands, through slot ((t + 1) & 1); the mma reads
+    //     no table).
     //   - read-after-write: stage t + 2's rows are read in stage t + 1, after the barrier that ends stage t.
     // The operand buffers: stage t's mma reads buffer t & 1 while the prefetched stage t + 1 goes to the other one after
     // the mma; its last readers were stage t − 1's mma, before the previous barrier; stage t + 1's mma reads it after
