@@ -117,11 +117,11 @@ public static class PtxAudit
         sb.AppendLine(ci, $"bench ptx: {r.Kernels.Count} kernels, {r.Target}; ptxas: {(r.Ptxas is null ? "not found (PTX-level checks only; install a CUDA toolkit or set FVL_PTXAS)" : $"{r.Ptxas} (CUDA {r.PtxasRelease})")}");
         static string N(int? v) => v?.ToString(CultureInfo.InvariantCulture) ?? "-";
         int w = Math.Clamp(r.Kernels.Count == 0 ? 10 : r.Kernels.Max(k => k.Name.Length), 10, 72);
-        sb.AppendLine(ci, $"  {"kernel".PadRight(w)} {"regs",5} {"smem",6} {"stack",5} {"spill",5} {"sass",6} {"ffma",5} {"hmma",4} {"lds/sts",7} {"ldl/stl",7}");
+        sb.AppendLine(ci, $"  {"kernel".PadRight(w)} {"regs",5} {"smem",6} {"stack",5} {"spill",5} {"sass",6} {"ffma",5} {"hmma",4} {"lds/sts",7} {"ldl/stl",7} {"loop",5} {"math%",5}");
         foreach (var k in r.Kernels)
         {
             var name = k.Name.Length > w ? k.Name[..(w - 1)] + "…" : k.Name;
-            sb.AppendLine(ci, $"  {name.PadRight(w)} {N(k.Registers),5} {N(k.SharedBytes),6} {N(k.StackBytes),5} {N(k.SpillStoreBytes + k.SpillLoadBytes),5} {N(k.Sass),6} {N(k.SassFfma),5} {N(k.SassHmma),4} {N(k.SassShared),7} {N(k.SassLocal),7}");
+            sb.AppendLine(ci, $"  {name.PadRight(w)} {N(k.Registers),5} {N(k.SharedBytes),6} {N(k.StackBytes),5} {N(k.SpillStoreBytes + k.SpillLoadBytes),5} {N(k.Sass),6} {N(k.SassFfma),5} {N(k.SassHmma),4} {N(k.SassShared),7} {N(k.SassLocal),7} {N(k.HotLoop?.Instructions),5} {(k.HotLoop is { } l ? (100 * l.MathShare).ToString("0", ci) : "-"),5}");
         }
         foreach (var k in r.Failed) sb.AppendLine(ci, $"  FAILED {k.Name}: {k.Error}");
         if (r.Kernels.FirstOrDefault(k => k.SassNote is not null) is { } noSass)
@@ -131,6 +131,8 @@ public static class PtxAudit
             var why = KernelAudit.AcceptedLocalMemory.TryGetValue(k.Name, out var reason) ? $" (accepted: {reason})" : "";
             sb.AppendLine(ci, $"  LOCAL MEMORY {k.Name}: PTX .local {k.PtxLocalBytes} B, stack {N(k.StackBytes)} B, spills {N(k.SpillStoreBytes)}+{N(k.SpillLoadBytes)} B, LDL/STL {N(k.SassLocal)}{why}");
         }
+        if (r.Kernels.Any(k => k.HotLoop is not null))
+            sb.AppendLine(ci, $"  loop / math%: instructions of the hottest innermost SASS loop (one iteration) and the share that is FFMA or HMMA");
         sb.AppendLine(ci, $"  {r.Kernels.Count} kernels: {r.Failed.Count} failed, {r.UnexpectedLocalMemory.Count} with unexpected local memory ({r.WithLocalMemory.Count} with any)");
         return sb.ToString();
     }
@@ -154,6 +156,11 @@ public static class PtxAudit
                 spill_store_bytes = k.SpillStoreBytes, spill_load_bytes = k.SpillLoadBytes,
                 sass = k.Sass, sass_ffma = k.SassFfma, sass_hmma = k.SassHmma, sass_shared = k.SassShared, sass_local = k.SassLocal,
                 sass_note = k.SassNote,
+                hot_loop = k.HotLoop is not { } l ? null : new
+                {
+                    instructions = l.Instructions, ffma = l.Ffma, hmma = l.Hmma, shared_loads = l.SharedLoads, shared_stores = l.SharedStores,
+                    global_loads = l.GlobalLoads, barriers = l.Barriers, enclosing_extra = l.EnclosingExtra, math_share = Math.Round(l.MathShare, 4),
+                },
                 uses_local_memory = k.UsesLocalMemory,
                 local_memory_accepted = KernelAudit.AcceptedLocalMemory.ContainsKey(k.Name),
             }),

@@ -29,12 +29,25 @@ public sealed record KernelReport(string Name, int PtxLines, int PtxLocalBytes)
     public int? SassHmma { get; init; }
     public int? SassShared { get; init; }
     public int? SassLocal { get; init; }
+    /// <summary>The hottest innermost loop of the SASS (<see cref="KernelAudit.HotLoop"/>; null without SASS or without a math loop).</summary>
+    public SassLoop? HotLoop { get; init; }
     /// <summary>Why there are no SASS counts although ptxas ran (cuobjdump missing or failing): a tool problem, not the kernel's.</summary>
     public string? SassNote { get; init; }
 
     /// <summary>Whether the kernel touches per-thread local memory (a .local declaration in the PTX, a stack frame, spills
     /// or LDL/STL in the SASS): slow on a GPU, and never intended in this engine's kernels.</summary>
     public bool UsesLocalMemory => PtxLocalBytes > 0 || StackBytes > 0 || SpillStoreBytes > 0 || SpillLoadBytes > 0 || SassLocal > 0;
+}
+
+/// <summary>
+/// Static SASS counts of one loop iteration (<see cref="KernelAudit.HotLoop"/>): instructions, FFMA, HMMA, shared loads
+/// (LDS, LDSM) and stores, global/generic loads (LDG, LD), barriers; <see cref="EnclosingExtra"/> = the instructions of
+/// the smallest loop around it outside it (per outer iteration: e.g. a K tile's loads and stores), null when none.
+/// </summary>
+public sealed record SassLoop(int Instructions, int Ffma, int Hmma, int SharedLoads, int SharedStores, int GlobalLoads, int Barriers, int? EnclosingExtra)
+{
+    /// <summary>(FFMA + HMMA) / instructions: the fraction of this loop's issue slots that do math.</summary>
+    public double MathShare => Instructions == 0 ? 0 : (double)(Ffma + Hmma) / Instructions;
 }
 
 /// <summary>
@@ -204,7 +217,61 @@ public static class KernelAudit
             SassHmma = CountSass(sass, "HMMA"),
             SassShared = CountSass(sass, "LDS") + CountSass(sass, "STS"),
             SassLocal = CountSass(sass, "LDL") + CountSass(sass, "STL"),
+            HotLoop = HotLoop(sass),
         };
+    }
+
+    private static readonly Regex SassInstruction = new(@"^\s+/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)([^;]*);", RegexOptions.Multiline);
+    private static readonly Regex BranchTarget = new(@"\b0x([0-9a-f]+)\b");
+
+    /// <summary>
+    /// The hottest innermost loop of one kernel's <c>cuobjdump -sass</c> listing: a loop is the address range from a
+    /// backward branch's target to the branch; innermost loops contain no other; the hottest is the one with the most
+    /// FFMA + HMMA (ties: the shorter). Null when no loop holds either. A static count of one iteration, not a profile:
+    /// an SM sub-partition issues one warp instruction per clock, so (FFMA + HMMA) / instructions bounds the fraction of
+    /// issue slots doing math in that loop (for fp32 kernels, an upper bound on the fraction of the FFMA peak).
+    /// </summary>
+    public static SassLoop? HotLoop(string sass)
+    {
+        var code = SassInstruction.Matches(sass).Select(m => (Address: Convert.ToInt64(m.Groups[1].Value, 16), Op: m.Groups[2].Value, Args: m.Groups[3].Value)).ToList();
+        var loops = new List<(long Start, long End)>();
+        foreach (var (address, op, args) in code)
+        {
+            if (op != "BRA") continue;
+            var t = BranchTarget.Match(args);
+            if (!t.Success) continue;
+            long target = Convert.ToInt64(t.Groups[1].Value, 16);
+            if (target <= address) loops.Add((target, address));
+        }
+        loops = loops.Distinct().ToList();
+        static bool Inside((long Start, long End) inner, (long Start, long End) outer)
+            => inner != outer && inner.Start >= outer.Start && inner.End <= outer.End;
+        SassLoop Count((long Start, long End) l)
+        {
+            int n = 0, ffma = 0, hmma = 0, lds = 0, sts = 0, ld = 0, bar = 0;
+            foreach (var (address, op, _) in code)
+            {
+                if (address < l.Start || address > l.End) continue;
+                n++;
+                switch (op)
+                {
+                    case "FFMA": ffma++; break;
+                    case "HMMA": hmma++; break;
+                    case "LDS" or "LDSM": lds++; break;
+                    case "STS": sts++; break;
+                    case "LD" or "LDG": ld++; break;
+                    case "BAR": bar++; break;
+                }
+            }
+            return new SassLoop(n, ffma, hmma, lds, sts, ld, bar, null);
+        }
+        var innermost = loops.Where(l => !loops.Any(o => Inside(o, l))).Select(l => (Range: l, Stats: Count(l)))
+            .Where(x => x.Stats.Ffma + x.Stats.Hmma > 0)
+            .OrderByDescending(x => x.Stats.Ffma + x.Stats.Hmma).ThenBy(x => x.Stats.Instructions).ToList();
+        if (innermost.Count == 0) return null;
+        var (range, stats) = innermost[0];
+        var enclosing = loops.Where(o => Inside(range, o)).OrderBy(o => o.End - o.Start).Select(o => (int?)Count(o).Instructions).FirstOrDefault();
+        return stats with { EnclosingExtra = enclosing - stats.Instructions };
     }
 
     private static readonly Regex SassLine = new(@"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", RegexOptions.Multiline);

@@ -29,6 +29,47 @@ public class KernelAuditTests
         Assert.That(KernelAudit.CountSass(sass, "STL"), Is.EqualTo(1));
     }
 
+    private static string Sass(params (int Address, string Text)[] lines)
+        => string.Concat(lines.Select(l => $"        /*{l.Address:x4}*/                   {l.Text} ;   /* 0x0000000000000000 */\n" +
+            "                                                   /* 0x000fe200078e00ff */\n"));
+
+    /// <summary>
+    /// Loops are backward branches; the hot loop is the innermost one with the most FFMA + HMMA, and its enclosing loop's
+    /// other instructions are reported separately. Layout: an outer loop 0x10–0xd0 holding a K-tile loader (LD, STS, BAR),
+    /// one FFMA of its own and an inner loop 0x50–0x90 (3 FFMA, 1 LDS), a later innermost loop 0xe0–0x100 with 1 FFMA, and forward branches
+    /// that are not loops.
+    /// </summary>
+    [Test]
+    public void HotLoopIsTheInnermostLoopWithTheMostMath()
+    {
+        var sass = Sass(
+            (0x00, "MOV R1, c[0x0][0x28]"),
+            (0x10, "LD.E R2, [R4.64]"),
+            (0x20, "@P0 BRA 0x40"),
+            (0x30, "STS [R3], R2"),
+            (0x40, "BAR.SYNC.DEFER_BLOCKING 0x0"),
+            (0x50, "LDS.128 R8, [R5]"),
+            (0x60, "FFMA R10, R8, R9, R10"),
+            (0x70, "FFMA R11, R8, R9, R11"),
+            (0x80, "@!P1 FFMA R12, R8, R9, R12"),
+            (0x90, "@P2 BRA 0x50"),
+            (0xa0, "BAR.SYNC.DEFER_BLOCKING 0x0"),
+            (0xb0, "FFMA R14, R8, R9, R14"),
+            (0xc0, "ISETP.GE.AND P3, PT, R6, R7, PT"),
+            (0xd0, "@!P3 BRA 0x10"),
+            (0xe0, "FFMA R13, R8, R9, R13"),
+            (0xf0, "IADD3 R6, R6, 0x1, RZ"),
+            (0x100, "@P4 BRA 0xe0"),
+            (0x110, "BRA 0x130"),
+            (0x120, "EXIT"));
+        var l = KernelAudit.HotLoop(sass);
+        Assert.That(l, Is.EqualTo(new SassLoop(Instructions: 5, Ffma: 3, Hmma: 0, SharedLoads: 1, SharedStores: 0, GlobalLoads: 0, Barriers: 0, EnclosingExtra: 8)));
+        Assert.That(l!.MathShare, Is.EqualTo(0.6).Within(1e-12));
+        // no loop with math: none reported; a loop without an enclosing one has no extra
+        Assert.That(KernelAudit.HotLoop(Sass((0x00, "IADD3 R6, R6, 0x1, RZ"), (0x10, "@P0 BRA 0x0"), (0x20, "FFMA R1, R2, R3, R1"))), Is.Null);
+        Assert.That(KernelAudit.HotLoop(Sass((0x00, "HMMA.1688.F32.TF32 R4, R8, R2, R4"), (0x10, "@P0 BRA 0x0")))!.EnclosingExtra, Is.Null);
+    }
+
     [TestCase(11, 8, 7, 8)]
     [TestCase(12, 0, 8, 0)]
     [TestCase(12, 4, 8, 4)]

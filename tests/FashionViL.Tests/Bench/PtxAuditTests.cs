@@ -84,6 +84,13 @@ public class PtxAuditTests
         Assert.That(local, Is.Empty, string.Join("\n", local.Select(k => $"{k.Name}: stack {k.StackBytes}, spills {k.SpillStoreBytes}+{k.SpillLoadBytes}, LDL/STL {k.SassLocal}")));
         var gemm = _r.Kernels.Single(k => k.Name == "GemmKernels.Reg128PrefetchKernel");
         Assert.That(gemm.Registers, Is.LessThanOrEqualTo(128), "launch bounds (256, 2): two groups of 256 threads per SM");
+        if (gemm.Sass is not null)
+        {
+            // the wired SGEMM's k step: 64 FFMA from 4 LDS.128 and a few address/loop instructions (80 % when last read)
+            var loop = _json.GetProperty("kernels").EnumerateArray().Single(k => k.GetProperty("name").GetString() == gemm.Name).GetProperty("hot_loop");
+            Assert.That(loop.GetProperty("ffma").GetInt32(), Is.GreaterThanOrEqualTo(64), "the hot loop holds a whole 8×8 micro-tile step");
+            Assert.That(loop.GetProperty("math_share").GetDouble(), Is.GreaterThanOrEqualTo(0.75), "FFMA share of the SGEMM's hot loop");
+        }
         foreach (var tc in new[] { "TensorCoreGemm.Kernel", "TensorCoreGemm.Kernel128", "ConvKernels.ConvGemmTcKernel", "ConvKernels.ConvGemmTc128Kernel" })
         {
             var k = _r.Kernels.Single(x => x.Name == tc);
