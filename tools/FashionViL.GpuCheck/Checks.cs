@@ -15,7 +15,10 @@ public sealed record CheckResult(string Op, string Status, double MaxRelError, d
 /// </summary>
 public static class Checks
 {
-    private sealed record Case(string Op, int[][] Shapes, Func<Tensor[], Tensor> F, double Tol, double Lo = -2, double Hi = 2, bool Grad = true);
+    /// <param name="Under">When set, the whole check (forward and backward, CPU and device) runs under
+    /// <c>MatMulPrecision.Use(Under)</c>: the tensor-core paths of every GEMM the op and its gradients issue.</param>
+    private sealed record Case(string Op, int[][] Shapes, Func<Tensor[], Tensor> F, double Tol, double Lo = -2, double Hi = 2, bool Grad = true,
+        Precision? Under = null);
 
     /// <summary>The cases; <paramref name="sms"/> (the device's multiprocessors) sizes those that must reach a path chosen
     /// by how many tiles fill the device, so that they reach it on an H100 and stay small on the 2-SM emulator.</summary>
@@ -159,6 +162,24 @@ public static class Checks
         yield return new("matmul tf32 129x65x33 (64x32 tile)", [[129, 65], [65, 33]], t => Tf32(() => t[0].Matmul(t[1])), 1e-4);
         yield return new($"matmul tf32 64x32x{64 * sms + 5} (128x64 tile)", [[64, 32], [32, 64 * sms + 5]], t => Tf32(() => t[0].Matmul(t[1])), 1e-4);
         yield return new("conv2d tf32 3x3 (128x64 tile)", [[2, 8, 8, 4 * sms + 1], [8, 8, 3, 3]], t => Tf32(() => Ops.Conv2d(t[0], t[1], null, 1, 1)), 1e-4);
+        // The tensor-core convolutions forward and backward (double-buffered, register-prefetched stages: convtcpf), the whole
+        // check under the precision, so all three conv GEMMs take the tensor-core kernels, on both sides with the same
+        // rounded operands (sums differ in order only; 1e-4 of the largest value as above, K ≤ 9·cinW). Tiles by
+        // TensorCoreGemm.Choose (128×64 once ⌈M/128⌉·⌈N/64⌉ ≥ SMs):
+        //   a) x [2, 8, 24, 24], w [16, 8, 3, 3]: every GEMM on 64×32; the weight gradient (M 16, N 72, K 1,152) split-K 4;
+        //   b) x [2, 8, 8, 4·SMs + 1]: forward and input gradient (N = 64·SMs + 16) on 128×64, the weight gradient 64×32 split;
+        //   c) x [1, cinW, 4, 4], w [130, cinW, 3, 3], 9·cinW > 64·SMs: the weight gradient (M 130, N 9·cinW) on 128×64.
+        int cinW = (64 * sms + 8) / 9 + 1;
+        foreach (var p in new[] { Precision.Tf32, Precision.Bf16 })
+        {
+            string n = p == Precision.Tf32 ? "tf32" : "bf16";
+            yield return new($"conv2d {n} fwd+bwd 3x3 (64x32 tile, split-K weight grad)", [[2, 8, 24, 24], [16, 8, 3, 3], [16]],
+                t => Ops.Conv2d(t[0], t[1], t[2], 1, 1), 1e-4, Under: p);
+            yield return new($"conv2d {n} fwd+bwd 3x3 (128x64 tile fwd + input grad)", [[2, 8, 8, 4 * sms + 1], [8, 8, 3, 3]],
+                t => Ops.Conv2d(t[0], t[1], null, 1, 1), 1e-4, Under: p);
+            yield return new($"conv2d {n} fwd+bwd 3x3 s2 Cin {cinW} (128x64 tile weight grad)", [[1, cinW, 5, 4], [130, cinW, 3, 3]],
+                t => Ops.Conv2d(t[0], t[1], null, new Conv2dParams(2, 2, 1, 1, 0, 1)), 1e-4, Under: p);
+        }
         yield return new("embedding", [[50, 16]], t =>
         {
             using var ids = Tensor.FromArray(new long[] { 0, 3, 3, 49, 7, 0 }, 2, 3);
@@ -277,6 +298,12 @@ public static class Checks
     }
 
     private static CheckResult Compare(Case c, Device device, ulong seed)
+    {
+        if (c.Under is not { } precision) return CompareCore(c, device, seed);
+        using (MatMulPrecision.Use(precision)) return CompareCore(c, device, seed);
+    }
+
+    private static CheckResult CompareCore(Case c, Device device, ulong seed)
     {
         var g = new Generator(seed);
         var cpu = c.Shapes.Select(s => { var t = g.Uniform(s, c.Lo, c.Hi); t.RequiresGrad = c.Grad; return t; }).ToArray();

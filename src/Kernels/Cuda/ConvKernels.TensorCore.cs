@@ -17,6 +17,13 @@ namespace FashionViL.Kernels.Cuda;
 /// and step); elsewhere (ILGPU's CPU accelerator) <see cref="TensorCoreGemm.EmuStage"/> emulates those mma instructions
 /// from the same fragments (float32 accumulation in the shared C tile), so CI checks the fragment mapping too.
 /// <para>
+/// Both tiles double-buffer their stages with register prefetch (as <see cref="TensorCoreGemm.Kernel128"/> does): the next
+/// stage's 12 operands per thread are loaded into registers before the current stage's mma and rounded and stored into the
+/// other buffer after it, one barrier per stage; the K-row tables run two stages ahead. The shared contents, and so the
+/// mma instructions and their order, are those of the single-buffered version: the same bits
+/// (tests/fixtures/convtc/digests.txt pins them).
+/// </para>
+/// <para>
 /// Status: the portable path is what CI tests (emulator, against the CPU backend at the same precision); the kernel
 /// compiles to PTX for sm_90 with both mma forms. The mma path has NOT run on a GPU: correctness and speed are owed.
 /// </para>
@@ -32,42 +39,106 @@ public static partial class ConvKernels
         o[col + m * s.OutStride + zOff] = v + (s.HasBias != 0 ? bias[m] : 0f);
     }
 
-    /// <summary>
-    /// Stages one K step of a tensor-core tile, every operand rounded once as it is stored: A rows m0.. (bm × 16,
-    /// As[m·20 + k], element i → (m = i / 16, k = i % 16): consecutive threads walk k, contiguous in w and gy) through the K-row
-    /// tables at <paramref name="cur"/>, and B (16 × 2^<paramref name="bnShift"/>, Bs[k·bStride + n], element i → (k, n = i mod
-    /// the width): consecutive threads walk n, the output positions) through the column tables. Called with constants, so
-    /// ILGPU folds the sizes.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StageTcStep(ArrayView<float> a, ArrayView<float> b, ConvGemmShape s, ArrayView<uint> As, ArrayView<uint> Bs,
-        int bm, int bnShift, int bStride, int m0, int cur, ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW,
-        ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW, bool isBf16, int tid, int nt)
+    // -----------------------------------------------------------------------------------------------------------------
+    // Double-buffered stages with register prefetch (issue 7, convtcpf). Both tiles stage, per 16-deep K step, exactly
+    // 8 A operands and 4 B operands per slot of a group of the CUDA size G (64×32: G = 128, A 64×16 = 8·128, B 16×32 =
+    // 4·128; 128×64: G = 256, A 128×16 = 8·256, B 16×64 = 4·256). Slot p (0..G−1) holds
+    //   A operands (m = p/16 + q·G/16, k = p%16), q < 8: consecutive slots walk k (contiguous in w and gy), and
+    //   B operands (k = p/bn + q·G/bn, n = p%bn), q < 4: consecutive slots walk n, the output positions (bn = 32 or 64),
+    // the element numbering of the former single-buffered staging loop (element i = p + G·q), so operand q of a slot is a fixed
+    // step from operand 0 (G/16 rows of A, G/bn rows of the K-row table) and every operand is the same load, the same
+    // zero padding and the same rounding as before: the same shared contents, the same mma instructions, the same bits.
+    // On CUDA thread tid prefetches slot tid; on the emulator (groups of nt < G) slots nt.. are staged directly.
+    // -----------------------------------------------------------------------------------------------------------------
+
+    /// <summary>The 12 operands of one slot of one stage, as loaded (rounded when stored).</summary>
+    private struct TcSlot
     {
-        for (int i = tid; i < bm * TcBK; i += nt)
-        {
-            int mm = i >> 4, kk = i & (TcBK - 1);
-            int ka = kA[cur + kk], m = m0 + mm;
-            float v = ka >= 0 && m < s.M ? a[ka + m * s.AStride] : 0f;
-            As[mm * TcAStride + kk] = TensorCoreGemm.Rounded(v, isBf16);
-        }
-        int bn = 1 << bnShift;
-        for (int i = tid; i < TcBK * bn; i += nt)
-        {
-            int kk = i >> bnShift, nn = i & (bn - 1);
-            float v = LoadB(b, s, cBase[nn], cH[nn], cW[nn], kBase[cur + kk], kH[cur + kk], kW[cur + kk]);
-            Bs[kk * bStride + nn] = TensorCoreGemm.Rounded(v, isBf16);
-        }
+        public float A0, A1, A2, A3, A4, A5, A6, A7, B0, B1, B2, B3;
     }
 
     /// <summary>
+    /// Loads the operands of slot <paramref name="p"/> of the stage whose K-row table is at <paramref name="tab"/> (0 or 16):
+    /// A through kA (zero when the K row is past the chunk or m ≥ M), B through the column and K-row tables (<see cref="LoadB"/>).
+    /// <paramref name="group"/> = G of the tile, <paramref name="bnShift"/> = log2 of its width. Called with constants.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TcSlot FetchTcSlot(ArrayView<float> a, ArrayView<float> b, ConvGemmShape s, int m0, int tab, int p, int group, int bnShift,
+        ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW)
+    {
+        var r = default(TcSlot);
+        // A: one K row (one kA entry) per slot, rows m, m + G/16, …: one address advanced by a fixed step
+        int ka = kA[tab + (p & (TcBK - 1))], m = m0 + (p >> 4), dm = group >> 4;
+        int ga = ka + m * s.AStride, gaStep = dm * s.AStride;
+        bool kIn = ka >= 0;
+        r.A0 = kIn && m < s.M ? a[ga] : 0f; ga += gaStep; m += dm;
+        r.A1 = kIn && m < s.M ? a[ga] : 0f; ga += gaStep; m += dm;
+        r.A2 = kIn && m < s.M ? a[ga] : 0f; ga += gaStep; m += dm;
+        r.A3 = kIn && m < s.M ? a[ga] : 0f; ga += gaStep; m += dm;
+        r.A4 = kIn && m < s.M ? a[ga] : 0f; ga += gaStep; m += dm;
+        r.A5 = kIn && m < s.M ? a[ga] : 0f; ga += gaStep; m += dm;
+        r.A6 = kIn && m < s.M ? a[ga] : 0f; ga += gaStep; m += dm;
+        r.A7 = kIn && m < s.M ? a[ga] : 0f;
+        // B: one column (one column-table entry) per slot, K rows kk, kk + G/bn, …
+        int nn = p & ((1 << bnShift) - 1), kr = tab + (p >> bnShift), dk = group >> bnShift;
+        int cb = cBase[nn], ch = cH[nn], cw = cW[nn];
+        r.B0 = LoadB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
+        r.B1 = LoadB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
+        r.B2 = LoadB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
+        r.B3 = LoadB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]);
+        return r;
+    }
+
+    /// <summary>Rounds the operands of slot <paramref name="p"/> (once each) and stores them where the stage's A buffer
+    /// (As[m·20 + k]) and B buffer (Bs[k·bStride + n]) keep them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTcSlot(ArrayView<uint> As, ArrayView<uint> Bs, TcSlot r, int p, int group, int bnShift, int bStride, bool bf16)
+    {
+        int sa = (p >> 4) * TcAStride + (p & (TcBK - 1)), saStep = (group >> 4) * TcAStride;
+        As[sa] = TensorCoreGemm.Rounded(r.A0, bf16); As[sa + saStep] = TensorCoreGemm.Rounded(r.A1, bf16); sa += 2 * saStep;
+        As[sa] = TensorCoreGemm.Rounded(r.A2, bf16); As[sa + saStep] = TensorCoreGemm.Rounded(r.A3, bf16); sa += 2 * saStep;
+        As[sa] = TensorCoreGemm.Rounded(r.A4, bf16); As[sa + saStep] = TensorCoreGemm.Rounded(r.A5, bf16); sa += 2 * saStep;
+        As[sa] = TensorCoreGemm.Rounded(r.A6, bf16); As[sa + saStep] = TensorCoreGemm.Rounded(r.A7, bf16);
+        int sb = (p >> bnShift) * bStride + (p & ((1 << bnShift) - 1)), sbStep = (group >> bnShift) * bStride;
+        Bs[sb] = TensorCoreGemm.Rounded(r.B0, bf16); Bs[sb + sbStep] = TensorCoreGemm.Rounded(r.B1, bf16); sb += 2 * sbStep;
+        Bs[sb] = TensorCoreGemm.Rounded(r.B2, bf16); Bs[sb + sbStep] = TensorCoreGemm.Rounded(r.B3, bf16);
+    }
+
+    /// <summary>Stages slots <paramref name="slot0"/>, slot0 + <paramref name="step"/>, … (&lt; G) of the stage whose K-row table
+    /// is at <paramref name="tab"/> directly into the buffers: the first stage of a tile, and the slots no thread prefetches
+    /// when the group has fewer than G threads (the CPU accelerator).</summary>
+    private static void StageTcSlots(ArrayView<float> a, ArrayView<float> b, ConvGemmShape s, ArrayView<uint> As, ArrayView<uint> Bs, int m0, int tab,
+        int slot0, int step, int group, int bnShift, int bStride, bool bf16,
+        ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW)
+    {
+        for (int p = slot0; p < group; p += step)
+            StoreTcSlot(As, Bs, FetchTcSlot(a, b, s, m0, tab, p, group, bnShift, cBase, cH, cW, kA, kBase, kH, kW), p, group, bnShift, bStride, bf16);
+    }
+
+    // The K-row tables (kA, kBase, kH, kW: 2 × 16 entries) hold stage j's rows at (j & 1)·16. Stage j is staged during stage
+    // j − 1 (prefetch + leftover slots; stage 0 in the prologue), so its table must be written one stage earlier still:
+    // during stage t the group writes stage t + 2's rows into slot (t & 1)·16. Hazards, with one barrier at the end of each
+    // stage (and two in the prologue: tables 0 and 1 | stage 0 staged | loop):
+    //   - write-after-read: slot (t & 1) last held stage t's rows, read only while staging stage t, i.e. in stage t − 1 (or
+    //     the prologue before its second barrier): all those reads precede the barrier that ended stage t − 1. Nothing in
+    //     stage t reads that slot (what stage t stages is stage t + 1's operands, through slot ((t + 1) & 1); the mma reads
+    //     no table).
+    //   - read-after-write: stage t + 2's rows are read in stage t + 1, after the barrier that ends stage t.
+    // The operand buffers: stage t's mma reads buffer t & 1 while the prefetched stage t + 1 goes to the other one after
+    // the mma; its last readers were stage t − 1's mma, before the previous barrier; stage t + 1's mma reads it after
+    // this stage's barrier. So one barrier per stage covers tables and operands alike.
+
+    /// <summary>
     /// The tensor-core kernel for all three modes (grid x = column tiles of 32, y = row tiles of 64, z = split-K chunks, each
-    /// grid-strided). <paramref name="bf16"/> ≠ 0: operands rounded to bfloat16, else to TF32.
+    /// grid-strided). <paramref name="bf16"/> ≠ 0: operands rounded to bfloat16, else to TF32. Double-buffered stages with
+    /// register prefetch (see the comment above): A 2×64×20 words, B 2×16×40 words, the C tile 64×32 (the portable path's
+    /// accumulators, the CUDA path's epilogue): 24 KB of shared memory plus the tables.
     /// </summary>
     internal static void ConvGemmTcKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int bf16)
     {
-        var As = SharedMemory.Allocate<uint>(TcBM * TcAStride);   // As[m·20 + k], rounded operand bits
-        var Bs = SharedMemory.Allocate<uint>(TcBK * TcBStride);   // Bs[k·40 + n]
+        const int group = TensorCoreGemm.GpuGroupSize, aWords = TcBM * TcAStride, bWords = TcBK * TcBStride;
+        var As2 = SharedMemory.Allocate<uint>(2 * aWords);   // two A buffers, As[m·20 + k], rounded operand bits
+        var Bs2 = SharedMemory.Allocate<uint>(2 * bWords);   // two B buffers, Bs[k·40 + n]
         var Cs = SharedMemory.Allocate<float>(TcBM * TcBN);       // the C tile: the epilogue's input; the portable path's accumulators
         var cBase = SharedMemory.Allocate<int>(TcBN);
         var cH = SharedMemory.Allocate<int>(TcBN);
@@ -93,23 +164,39 @@ public static partial class ConvKernels
             else
                 for (int e = tid; e < TcBM * TcBN; e += nt) Cs[e] = 0f;
             for (int e = tid; e < TcBN; e += nt) Column(s, n0 + e, cBase, cH, cW, cOut, e);
-            for (int e = tid; e < TcBK; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);
+            for (int e = tid; e < 2 * TcBK; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);   // stages 0 and 1
+            Group.Barrier();
+            if (kTiles > 0)
+                StageTcSlots(a, b, s, As2.SubView(0, aWords), Bs2.SubView(0, bWords), m0, 0, tid, nt, group, 5, TcBStride, isBf16, cBase, cH, cW, kA, kBase, kH, kW);
             Group.Barrier();
             for (int kt = 0; kt < kTiles; kt++)
             {
-                int cur = (kt & 1) * TcBK, nxt = TcBK - cur;
-                int k0 = kt * TcBK;
-                StageTcStep(a, b, s, As, Bs, TcBM, 5, TcBStride, m0, cur, cBase, cH, cW, kA, kBase, kH, kW, isBf16, tid, nt);
-                Group.Barrier();
-                // the next tile's K rows (buffer nxt was last read before the previous barrier)
-                if (kt + 1 < kTiles)
-                    for (int e = tid; e < TcBK; e += nt) KRow(s, kLo + k0 + TcBK + e, kEnd, kA, kBase, kH, kW, nxt + e);
+                int cur = kt & 1, nxt = 1 - cur;
+                bool more = kt + 1 < kTiles;
+                var As = As2.SubView(cur * aWords, aWords);
+                var Bs = Bs2.SubView(cur * bWords, bWords);
+                // the next stage's operands of this thread's slot, into registers before this stage's mma
+                var pre = default(TcSlot);
+                if (more) pre = FetchTcSlot(a, b, s, m0, nxt * TcBK, tid, group, 5, cBase, cH, cW, kA, kBase, kH, kW);
                 if (CudaAsm.IsSupported)
                 {
                     if (warp < TcBM / 16) TensorCoreGemm.WarpStage(As, Bs, r0, g, t, isBf16);
                 }
                 else
                     TensorCoreGemm.EmuStage(As, Bs, Cs, isBf16, tid, nt);
+                if (more)
+                {
+                    var An = As2.SubView(nxt * aWords, aWords);
+                    var Bn = Bs2.SubView(nxt * bWords, bWords);
+                    StoreTcSlot(An, Bn, pre, tid, group, 5, TcBStride, isBf16);
+                    // the slots no thread prefetched: only groups smaller than G (the CPU accelerator); a CUDA launch is always G
+                    // threads, and this branch folds away there (ptxas: less code, fewer registers)
+                    if (!CudaAsm.IsSupported)
+                        StageTcSlots(a, b, s, An, Bn, m0, nxt * TcBK, tid + nt, nt, group, 5, TcBStride, isBf16, cBase, cH, cW, kA, kBase, kH, kW);
+                }
+                // stage kt + 2's K rows into the slot stage kt's rows held (see the hazard argument above)
+                if (kt + 2 < kTiles)
+                    for (int e = tid; e < TcBK; e += nt) KRow(s, kLo + (kt + 2) * TcBK + e, kEnd, kA, kBase, kH, kW, cur * TcBK + e);
                 Group.Barrier();
             }
             if (CudaAsm.IsSupported)
@@ -118,7 +205,7 @@ public static partial class ConvKernels
                 Group.Barrier();
             }
             for (int e = tid; e < TcBM * TcBN; e += nt) StoreTc(o, bias, s, zOff, m0 + e / TcBN, cOut[e % TcBN], Cs[e]);
-            Group.Barrier();   // the column table (and Cs) are rewritten for the next tile only after every thread has read them
+            Group.Barrier();   // the tables (and Cs) are rewritten for the next tile only after every thread has read them
         }
     }
 
@@ -127,18 +214,17 @@ public static partial class ConvKernels
     /// y = row tiles of 128, z = split-K chunks. 8 warps, each a 32×32 sub-tile through <see cref="TensorCoreGemm.WarpStage128"/>
     /// (elsewhere <see cref="TensorCoreGemm.EmuStage128"/>), with the same coordinate tables and operand rounding as
     /// <see cref="ConvGemmTcKernel"/>, so every output sees the same mma instructions in the same order: bitwise the same
-    /// result. Single-buffered stages (unlike the GEMM's 128×64 tile: the gathered B operand is read through the K-row tables,
-    /// which the prefetch would have to run a stage ahead). Shared memory: one 9,216-word buffer (A 128×20 at 0, B 16×72 at
-    /// 2,560; after the k loop the 128×72 C tile) plus 1.5 KB of tables; the portable path's accumulators are dynamic shared
-    /// memory that only non-CUDA launches request.
+    /// result. Double-buffered stages with register prefetch, one barrier per stage, as the GEMM's
+    /// <see cref="TensorCoreGemm.Kernel128"/> (the K-row tables run two stages ahead: see the hazard comment above). Shared
+    /// memory: one 9,216-word buffer (k loop: A buffers 128×20 at 0 and 2,560, B buffers 16×72 at 5,120 and 6,272; after the
+    /// last barrier of the k loop, the 128×72 C tile) plus 1.5 KB of tables; the portable path's accumulators are dynamic
+    /// shared memory that only non-CUDA launches request.
     /// </summary>
     internal static void ConvGemmTc128Kernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int bf16)
     {
         const int bm = TensorCoreGemm.BM2, bn = TensorCoreGemm.BN2, bStride = TensorCoreGemm.B2Stride, cStride = TensorCoreGemm.C2Stride;
-        const int aWords = TensorCoreGemm.A2Words, bWords = TensorCoreGemm.B2Words;
+        const int aWords = TensorCoreGemm.A2Words, bWords = TensorCoreGemm.B2Words, bBase = TensorCoreGemm.B2Base, group = TensorCoreGemm.GpuGroupSize2;
         var sh = SharedMemory.Allocate<uint>(TensorCoreGemm.Shared2Words);
-        var As = sh.SubView(0, aWords);               // As[m·20 + k], rounded operand bits
-        var Bs = sh.SubView(aWords, bWords);          // Bs[k·72 + n]
         var Cs = sh.Cast<float>();                    // the C tile after the k loop (CUDA path)
         var Ce = SharedMemory.GetDynamic<float>();    // the portable path's emulated accumulators (never requested on CUDA)
         var cBase = SharedMemory.Allocate<int>(bn);
@@ -166,33 +252,47 @@ public static partial class ConvKernels
             else
                 for (int e = tid; e < TensorCoreGemm.C2Words; e += nt) Ce[e] = 0f;
             for (int e = tid; e < bn; e += nt) Column(s, n0 + e, cBase, cH, cW, cOut, e);
-            for (int e = tid; e < TcBK; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);
+            for (int e = tid; e < 2 * TcBK; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);   // stages 0 and 1
+            Group.Barrier();
+            if (kTiles > 0)
+                StageTcSlots(a, b, s, sh.SubView(0, aWords), sh.SubView(bBase, bWords), m0, 0, tid, nt, group, 6, bStride, isBf16, cBase, cH, cW, kA, kBase, kH, kW);
             Group.Barrier();
             for (int kt = 0; kt < kTiles; kt++)
             {
-                int cur = (kt & 1) * TcBK, nxt = TcBK - cur;
-                int k0 = kt * TcBK;
-                StageTcStep(a, b, s, As, Bs, bm, 6, bStride, m0, cur, cBase, cH, cW, kA, kBase, kH, kW, isBf16, tid, nt);
-                Group.Barrier();
-                // the next tile's K rows (buffer nxt was last read before the previous barrier)
-                if (kt + 1 < kTiles)
-                    for (int e = tid; e < TcBK; e += nt) KRow(s, kLo + k0 + TcBK + e, kEnd, kA, kBase, kH, kW, nxt + e);
+                int cur = kt & 1, nxt = 1 - cur;
+                bool more = kt + 1 < kTiles;
+                // the next stage's operands of this thread's slot, into registers before this stage's mma
+                var pre = default(TcSlot);
+                if (more) pre = FetchTcSlot(a, b, s, m0, nxt * TcBK, tid, group, 6, cBase, cH, cW, kA, kBase, kH, kW);
                 if (CudaAsm.IsSupported)
-                    TensorCoreGemm.WarpStage128(As, Bs, r0, c0, g, t, isBf16);
+                    TensorCoreGemm.WarpStage128(sh.SubView(cur * aWords, aWords), sh.SubView(bBase + cur * bWords, bWords), r0, c0, g, t, isBf16);
                 else
-                    TensorCoreGemm.EmuStage128(As, Bs, Ce, isBf16, tid, nt);
+                    TensorCoreGemm.EmuStage128(sh.SubView(cur * aWords, aWords), sh.SubView(bBase + cur * bWords, bWords), Ce, isBf16, tid, nt);
+                if (more)
+                {
+                    var An = sh.SubView(nxt * aWords, aWords);
+                    var Bn = sh.SubView(bBase + nxt * bWords, bWords);
+                    StoreTcSlot(An, Bn, pre, tid, group, 6, bStride, isBf16);
+                    // the slots no thread prefetched: only groups smaller than G (the CPU accelerator); a CUDA launch is always G
+                    // threads, and this branch folds away there (ptxas: less code, fewer registers)
+                    if (!CudaAsm.IsSupported)
+                        StageTcSlots(a, b, s, An, Bn, m0, nxt * TcBK, tid + nt, nt, group, 6, bStride, isBf16, cBase, cH, cW, kA, kBase, kH, kW);
+                }
+                // stage kt + 2's K rows into the slot stage kt's rows held (see the hazard argument above)
+                if (kt + 2 < kTiles)
+                    for (int e = tid; e < TcBK; e += nt) KRow(s, kLo + (kt + 2) * TcBK + e, kEnd, kA, kBase, kH, kW, cur * TcBK + e);
                 Group.Barrier();
             }
             if (CudaAsm.IsSupported)
             {
-                // the last barrier of the k loop (or the table barrier) ends every read of As/Bs, which Cs overlaps
+                // the last barrier of the k loop (or the prologue's) ends every read of the stage buffers, which Cs overlaps
                 TensorCoreGemm.SpillAccumulators128(Cs, r0, c0, g, t);
                 Group.Barrier();
                 for (int e = tid; e < bm * bn; e += nt) StoreTc(o, bias, s, zOff, m0 + e / bn, cOut[e % bn], Cs[e / bn * cStride + e % bn]);
             }
             else
                 for (int e = tid; e < bm * bn; e += nt) StoreTc(o, bias, s, zOff, m0 + e / bn, cOut[e % bn], Ce[e / bn * cStride + e % bn]);
-            Group.Barrier();   // the column table and the C tile are rewritten for the next tile only after every thread has read them
+            Group.Barrier();   // the tables and the C tile are rewritten for the next tile only after every thread has read them
         }
     }
 

@@ -237,7 +237,15 @@ public class TensorCoreConvTests() : EmulatorKernelTestBase(assertions: true, cu
         Assert.That(ptx, Does.Not.Contain(".local"), "no local memory in the tensor-core kernel");
         Assert.That(ptx, Does.Contain(".reg .f32 fvlc<16>;"));
         Assert.That(System.Text.RegularExpressions.Regex.Count(ptx, @"mma\.sync"), Is.EqualTo(8), "one mma per n8 tile: 4 bf16, and 4 TF32 inside the two-step k8 loop");
+        // double-buffered stages: A 2·64·20 and B 2·16·40 words, the C tile 64·32 floats, 8 tables of 32 ints
+        Assert.That(StaticSharedBytes(ptx), Is.EqualTo(4 * (2 * 64 * 20 + 2 * 16 * 40 + 64 * 32 + 8 * 32)), "static shared memory per group");
+        Assert.That(ptx, Does.Not.Contain("__dyn_shared_alloca"), "the 64×32 tile requests no dynamic shared memory");
     }
+
+    /// <summary>Bytes of the PTX's static shared arrays (ILGPU declares each as `.shared .align 4 .b8 __shared_allocaN[bytes]`).</summary>
+    internal static int StaticSharedBytes(string ptx)
+        => System.Text.RegularExpressions.Regex.Matches(ptx, @"^\s*\.shared\s+\.align\s+\d+\s+\.b8\s+\w+\[(\d+)\];", System.Text.RegularExpressions.RegexOptions.Multiline)
+            .Sum(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
 
     [Test]
     public void The128x64TileCompilesToPtxWithLaunchBoundsAndNoLocalMemory()
@@ -249,6 +257,10 @@ public class TensorCoreConvTests() : EmulatorKernelTestBase(assertions: true, cu
         Assert.That(ptx, Does.Not.Contain(".local"), "no local memory");
         Assert.That(System.Text.RegularExpressions.Regex.Count(ptx, @"mma\.sync"), Is.EqualTo(16), "8 mma per k step of each form");
         Assert.That(ptx, Does.Contain(".maxntid 256, 1, 1").And.Contain(".minnctapersm 2"), "launch bounds (256, 2)");
+        // one buffer for both stages' A (2·128·20 words) and B (2·16·72) or, after the k loop, the 128×72 C tile (the larger),
+        // plus 8 tables (4 of 64 column ints, 4 of 2·16 K-row ints): within the 48 KiB a group may have statically
+        Assert.That(StaticSharedBytes(ptx), Is.EqualTo(4 * (Math.Max(2 * 128 * 20 + 2 * 16 * 72, 128 * 72) + 4 * 64 + 4 * 32)), "static shared memory per group");
+        Assert.That(StaticSharedBytes(ptx), Is.LessThanOrEqualTo(48 * 1024));
     }
 }
 
