@@ -147,15 +147,15 @@ internal static class AttentionKernels
     // The tile loops below walk flat i = j·D + e over n rows of D with step g (the group size) and keep (j, e) by addition
     // (g = gq·D + gr): one division per call instead of one per element.
 
-    /// <summary>dst[base + j·rowStride + e] ← rows[j·DMax + e] for j &lt; n (a shared row tile back to global memory).</summary>
-    private static void StoreRows(ArrayView<float> dst, long baseOff, long rowStride, ArrayView<float> rows, int n, int d)
+    /// <summary>dst[base + j·rowStride + e] ← rows[j·ld + e] for j &lt; n (a shared row tile back to global memory).</summary>
+    private static void StoreRows(ArrayView<float> dst, long baseOff, long rowStride, ArrayView<float> rows, int n, int d, int ld)
     {
         int i = Group.IdxX, total = n * d, g = Group.DimX;
         if (i >= total) return;
-        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d, pad = DMax - d;
+        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d, pad = ld - d;
         for (; i < total; i += g)
         {
-            dst[baseOff + j * rowStride + e] = rows[i + j * pad];   // j·DMax + e
+            dst[baseOff + j * rowStride + e] = rows[i + j * pad];   // j·ld + e
             j += gq; e += gr;
             if (e >= d) { e -= d; j++; }
         }
@@ -175,10 +175,17 @@ internal static class AttentionKernels
     /// <summary>Row stride, in float4, of the padded K/V tile on the float4 path.</summary>
     private const int T4 = (DMax + 4) / 4;
 
-    /// <summary>Row stride, in float4, of the unpadded shared row tiles (Q/gO tile and its accumulators, the q and gO tiles
-    /// and the gk/gv accumulators of kernel 2): <see cref="DMax"/> floats for every D, a compile-time constant. Their reads
-    /// are warp broadcasts or contiguous along e, so no padding is needed.</summary>
+    /// <summary>Row stride, in float4, of kernel 2's shared row tiles (the q and gO tiles, the gk/gv accumulators):
+    /// <see cref="DMax"/> floats for every D, a compile-time constant. Their reads are broadcasts or contiguous along e.</summary>
     private const int R4 = DMax / 4;
+
+    /// <summary>
+    /// Row stride (floats) of the forward's and kernel 1's Q/gO tile and its accumulators: <see cref="DMax"/> + 4 for every D
+    /// (constant, so the unrolled loads take immediate offsets). The scores read it with a warp on 4 consecutive rows × 8
+    /// keys (see <see cref="Scores"/>): a 128-bit load of the four rows r..r+3 covers the 4-bank groups (33·r + e/4) mod 8,
+    /// four distinct ones, so it is one conflict-free pass; with DMax floats (32 float4, even) all four would share a group.
+    /// </summary>
+    private const int QLd = DMax + 4, Q4 = QLd / 4;
 
     /// <summary>Floats of the padded K/V tile: KT rows of at most <see cref="PaddedStride"/>(DMax) = DMax + 4.</summary>
     private const int KvFloats = KT * (DMax + 4);
@@ -259,11 +266,11 @@ internal static class AttentionKernels
                 a20 += x2 * t.X; a21 += x2 * t.Y; a22 += x2 * t.Z; a23 += x2 * t.W;
                 a30 += x3 * t.X; a31 += x3 * t.Y; a32 += x3 * t.Z; a33 += x3 * t.W;
             }
-            int o = r0 * R4 + e4;
+            int o = r0 * Q4 + e4;
             AddQuad(acc4, o, a00, a01, a02, a03);
-            if (r0 + 1 < nq) AddQuad(acc4, o + R4, a10, a11, a12, a13);
-            if (r0 + 2 < nq) AddQuad(acc4, o + 2 * R4, a20, a21, a22, a23);
-            if (r0 + 3 < nq) AddQuad(acc4, o + 3 * R4, a30, a31, a32, a33);
+            if (r0 + 1 < nq) AddQuad(acc4, o + Q4, a10, a11, a12, a13);
+            if (r0 + 2 < nq) AddQuad(acc4, o + 2 * Q4, a20, a21, a22, a23);
+            if (r0 + 3 < nq) AddQuad(acc4, o + 3 * Q4, a30, a31, a32, a33);
         }
     }
 
@@ -295,11 +302,11 @@ internal static class AttentionKernels
                 a2 += w[w0 + 2 * SCap + j] * x;
                 a3 += w[w0 + 3 * SCap + j] * x;
             }
-            int o = r0 * DMax + e;
+            int o = r0 * QLd + e;
             acc[o] += a0;
-            if (r0 + 1 < nq) acc[o + DMax] += a1;
-            if (r0 + 2 < nq) acc[o + 2 * DMax] += a2;
-            if (r0 + 3 < nq) acc[o + 3 * DMax] += a3;
+            if (r0 + 1 < nq) acc[o + QLd] += a1;
+            if (r0 + 2 < nq) acc[o + 2 * QLd] += a2;
+            if (r0 + 3 < nq) acc[o + 3 * QLd] += a3;
         }
     }
 
@@ -316,11 +323,16 @@ internal static class AttentionKernels
         var rows = rows4.Cast<float>();
         var t = t4.Cast<float>();
         int d4 = d >> 2;
-        int items = QT / RB * KT;
+        // item it → key j = (it / 32)·8 + it % 8 and rows r0 + 4·i (i < 4), r0 = (it / 8) % 4: 32 consecutive items (a warp)
+        // cover 4 consecutive rows × 8 keys, so each 128-bit load of the warp reads 4 (Q) or 8 (K) distinct words in
+        // distinct bank groups — one shared-memory pass per load (with 32 keys × 1 row group, a K load took 4 passes and
+        // each Q load a whole pass for one broadcast word).
+        const int RG = QT / RB, JL = 8;
+        int items = RG * KT;
         for (int it = Group.IdxX; it < items; it += Group.DimX)
         {
-            int rg = it / KT, j = it - rg * KT;
-            int r0 = rg * RB;
+            int q = it / JL, jl = it - q * JL;
+            int rq = q / RG, r0 = q - rq * RG, j = rq * JL + jl;
             if (r0 >= nq || j >= nk) continue;
             // rows past nq read stale (finite or not) shared values; their results are never stored
             float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
@@ -328,31 +340,31 @@ internal static class AttentionKernels
             {
                 // 64-bit indices with constant strides: ptxas folds the offsets into immediates; unrolled by four
                 // float4 (16 e) by hand (ptxas does not unroll a loop of unknown trip count), then the rest
-                long qp = (long)r0 * R4, kp = (long)j * T4;
+                long qp = (long)r0 * Q4, kp = (long)j * T4;
                 F4 kx, x0, x1, x2, x3;
                 int e = 0;
                 for (; e + 4 <= d4; e += 4, qp += 4, kp += 4)
                 {
                         kx = t4[kp];
-                        x0 = rows4[qp]; x1 = rows4[qp + R4]; x2 = rows4[qp + 2 * R4]; x3 = rows4[qp + 3 * R4];
+                        x0 = rows4[qp]; x1 = rows4[qp + RG * Q4]; x2 = rows4[qp + 2 * RG * Q4]; x3 = rows4[qp + 3 * RG * Q4];
                         s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
                         s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
                         s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
                         s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
                         kx = t4[kp + 1];
-                        x0 = rows4[qp + 1]; x1 = rows4[qp + 1 + R4]; x2 = rows4[qp + 1 + 2 * R4]; x3 = rows4[qp + 1 + 3 * R4];
+                        x0 = rows4[qp + 1]; x1 = rows4[qp + 1 + RG * Q4]; x2 = rows4[qp + 1 + 2 * RG * Q4]; x3 = rows4[qp + 1 + 3 * RG * Q4];
                         s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
                         s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
                         s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
                         s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
                         kx = t4[kp + 2];
-                        x0 = rows4[qp + 2]; x1 = rows4[qp + 2 + R4]; x2 = rows4[qp + 2 + 2 * R4]; x3 = rows4[qp + 2 + 3 * R4];
+                        x0 = rows4[qp + 2]; x1 = rows4[qp + 2 + RG * Q4]; x2 = rows4[qp + 2 + 2 * RG * Q4]; x3 = rows4[qp + 2 + 3 * RG * Q4];
                         s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
                         s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
                         s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
                         s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
                         kx = t4[kp + 3];
-                        x0 = rows4[qp + 3]; x1 = rows4[qp + 3 + R4]; x2 = rows4[qp + 3 + 2 * R4]; x3 = rows4[qp + 3 + 3 * R4];
+                        x0 = rows4[qp + 3]; x1 = rows4[qp + 3 + RG * Q4]; x2 = rows4[qp + 3 + 2 * RG * Q4]; x3 = rows4[qp + 3 + 3 * RG * Q4];
                         s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
                         s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
                         s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
@@ -361,7 +373,7 @@ internal static class AttentionKernels
                 for (; e < d4; e++, qp++, kp++)
                 {
                         kx = t4[kp];
-                        x0 = rows4[qp]; x1 = rows4[qp + R4]; x2 = rows4[qp + 2 * R4]; x3 = rows4[qp + 3 * R4];
+                        x0 = rows4[qp]; x1 = rows4[qp + RG * Q4]; x2 = rows4[qp + 2 * RG * Q4]; x3 = rows4[qp + 3 * RG * Q4];
                         s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
                         s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
                         s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
@@ -370,21 +382,21 @@ internal static class AttentionKernels
             }
             else
             {
-                int q0 = r0 * DMax, kb = j * ld;
+                int q0 = r0 * QLd, kb = j * ld;
                 for (int e = 0; e < d; e++)
                 {
                     float kx = t[kb + e];
                     s0 += rows[q0 + e] * kx;
-                    s1 += rows[q0 + DMax + e] * kx;
-                    s2 += rows[q0 + 2 * DMax + e] * kx;
-                    s3 += rows[q0 + 3 * DMax + e] * kx;
+                    s1 += rows[q0 + RG * QLd + e] * kx;
+                    s2 += rows[q0 + 2 * RG * QLd + e] * kx;
+                    s3 += rows[q0 + 3 * RG * QLd + e] * kx;
                 }
             }
             int jj = j0 + j;
             StoreScore(s0, r0, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
-            if (r0 + 1 < nq) StoreScore(s1, r0 + 1, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
-            if (r0 + 2 < nq) StoreScore(s2, r0 + 2, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
-            if (r0 + 3 < nq) StoreScore(s3, r0 + 3, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
+            if (r0 + RG < nq) StoreScore(s1, r0 + RG, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
+            if (r0 + 2 * RG < nq) StoreScore(s2, r0 + 2 * RG, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
+            if (r0 + 3 * RG < nq) StoreScore(s3, r0 + 3 * RG, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
         }
     }
 
@@ -421,7 +433,7 @@ internal static class AttentionKernels
     internal static void ForwardKernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> mask,
         ArrayView<float> o, ArrayView<float> probs, AttentionParams a)
     {
-        var qs4 = SharedMemory.Allocate<F4>(QT * DMax / 4);     // Q tile, then the O accumulators
+        var qs4 = SharedMemory.Allocate<F4>(QT * Q4);           // Q tile, then the O accumulators (row stride QLd)
         var kv4 = SharedMemory.Allocate<F4>(KvFloats / 4);      // K tile, then V tile (padded rows)
         var sc4 = SharedMemory.Allocate<F4>(QT * SCap / 4);     // scores, then dropped probabilities
         var qs = qs4.Cast<float>();
@@ -442,7 +454,7 @@ internal static class AttentionKernels
             long pBase = ((long)bh * L + l0) * S;
             long kBase = Row(a.X.K, b, h, 0), kSR = a.X.K.R;
 
-            LoadPadded(qs, q, Row(a.X.Q, b, h, l0), a.X.Q.R, nq, D, DMax);
+            LoadPadded(qs, q, Row(a.X.Q, b, h, l0), a.X.Q.R, nq, D, QLd);
             Group.Barrier();
             for (int j0 = 0; j0 < S; j0 += KT)
             {
@@ -507,7 +519,7 @@ internal static class AttentionKernels
                 }
             }
             if (!weights) { Group.Barrier(); continue; }   // probabilities only: no P·V, no output
-            for (int i = tid; i < nq * DMax; i += g) qs[i] = 0f;
+            for (int i = tid; i < nq * QLd; i += g) qs[i] = 0f;
             Group.Barrier();
 
             for (int j0 = 0; j0 < S; j0 += KT)
@@ -519,7 +531,7 @@ internal static class AttentionKernels
                 AccumulateRows(qs4, sc4, big ? 0 : j0, kv4, nq, nk, D, ld);
                 Group.Barrier();
             }
-            StoreRows(o, Row(a.X.O, b, h, l0), a.X.O.R, qs, nq, D);
+            StoreRows(o, Row(a.X.O, b, h, l0), a.X.O.R, qs, nq, D, QLd);
             Group.Barrier();
         }
     }
@@ -541,7 +553,7 @@ internal static class AttentionKernels
     internal static void BackwardQKernel(ArrayView<float> k, ArrayView<float> v, ArrayView<float> probs, ArrayView<float> go,
         ArrayView<float> gq, ArrayView<float> ws, AttentionParams a)
     {
-        var qs4 = SharedMemory.Allocate<F4>(QT * DMax / 4);     // gO tile, then the gQ accumulators
+        var qs4 = SharedMemory.Allocate<F4>(QT * Q4);           // gO tile, then the gQ accumulators (row stride QLd)
         var kv4 = SharedMemory.Allocate<F4>(KvFloats / 4);      // V tile, then K tile (padded rows)
         var sc4 = SharedMemory.Allocate<F4>(QT * SCap / 4);     // gO·vᵀ, then gS
         var qs = qs4.Cast<float>();
@@ -560,7 +572,7 @@ internal static class AttentionKernels
             int b = bh / a.H, h = bh - b * a.H;
             long pBase = ((long)bh * L + l0) * S;
 
-            LoadPadded(qs, go, Row(a.X.GO, b, h, l0), a.X.GO.R, nq, D, DMax);
+            LoadPadded(qs, go, Row(a.X.GO, b, h, l0), a.X.GO.R, nq, D, QLd);
             Group.Barrier();
             for (int j0 = 0; j0 < S; j0 += KT)
             {
@@ -618,7 +630,7 @@ internal static class AttentionKernels
                     if (!big) sc[srow + j] = gs;
                 }
             }
-            for (int i = tid; i < nq * DMax; i += g) qs[i] = 0f;
+            for (int i = tid; i < nq * QLd; i += g) qs[i] = 0f;
             Group.Barrier();
 
             for (int j0 = 0; j0 < S; j0 += KT)
@@ -630,7 +642,7 @@ internal static class AttentionKernels
                 AccumulateRows(qs4, sc4, big ? 0 : j0, kv4, nq, nk, D, ld);
                 Group.Barrier();
             }
-            StoreRows(gq, Row(a.X.GQ, b, h, l0), a.X.GQ.R, qs, nq, D);
+            StoreRows(gq, Row(a.X.GQ, b, h, l0), a.X.GQ.R, qs, nq, D, QLd);
             Group.Barrier();
         }
     }
@@ -714,8 +726,8 @@ internal static class AttentionKernels
                 else KeyValueProductsScalar(accK, accV, qt, got, pdt, gst, ns, nl, D);
                 Group.Barrier();
             }
-            StoreRows(gk, Row(a.X.GK, b, h, s0), a.X.GK.R, accK, ns, D);
-            StoreRows(gv, Row(a.X.GV, b, h, s0), a.X.GV.R, accV, ns, D);
+            StoreRows(gk, Row(a.X.GK, b, h, s0), a.X.GK.R, accK, ns, D, DMax);
+            StoreRows(gv, Row(a.X.GV, b, h, s0), a.X.GV.R, accV, ns, D, DMax);
             Group.Barrier();
         }
     }
