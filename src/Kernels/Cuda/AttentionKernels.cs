@@ -82,16 +82,24 @@ public struct AttentionParams
 /// [B,H,L,S]): results are bitwise those of contiguous operands.
 /// <para>
 /// Forward: one group per (b·h, tile of <see cref="QT"/> query rows). The Q tile sits in shared memory, K then V stream
-/// through in tiles of <see cref="KT"/> rows (row stride D+1: conflict-free column reads), the scores of the tile's rows are
+/// through in tiles of <see cref="KT"/> rows (padded rows, <see cref="PaddedStride"/>: conflict-free reads), the scores of the tile's rows are
 /// kept in shared memory when S ≤ <see cref="SCap"/> (else in probs, which is global scratch until the softmax overwrites it),
 /// one warp per row does the softmax with shuffles, and the O accumulators reuse the Q tile's shared memory.
 /// Backward: kernel 1 (per query tile) computes gS = P∘(gP − rowsum(P∘gP))·scale with gP = keep·drop·(gO·vᵀ), writes gS to a
 /// workspace [B,H,L,S] and gq = gS·k; kernel 2 (per b·h and tile of <see cref="KT2"/> keys) sums gk = gSᵀ·q and
-/// gv = (P·keep·drop)ᵀ·gO over all query rows: deterministic, no atomics. Scores and outputs are register-blocked four query
-/// rows (keys in kernel 2) per thread. D ≤ <see cref="DMax"/>; any L, S ≥ 0.
+/// gv = (P·keep·drop)ᵀ·gO over all query rows: deterministic, no atomics. D ≤ <see cref="DMax"/>; any L, S ≥ 0.
+/// </para>
+/// <para>
+/// Inner loops (issue 7, attnblk): when D % 4 = 0 every operand is read from shared memory as float4 (128-bit loads) and
+/// register-blocked: scores 4 query rows × 1 key × 4 e per step (16 FMAs per 5 loads, unrolled by four float4 by hand),
+/// P·V and gS·K 4 rows × 4 columns × 4 keys (64 FMAs per 8 loads), kernel 2 4 keys × 4 columns of both products (32 FMAs
+/// per 4 loads, unrolled by two rows). Shared row strides are compile-time constants and the loop indices 64-bit, so ptxas
+/// folds the unrolled loads' offsets into immediates. D % 4 ≠ 0 keeps the scalar loops. Every output is still one sum
+/// formed in the same order from zero (e ascending for a score; j, then l, ascending within a tile, the tile's sum then
+/// added to the accumulator), so results are bitwise those of the scalar loops, on every path and group size.
 /// </para>
 /// Tile sizes are constants, the group size a launch parameter (a multiple of the warp size: 128 on a GPU, 2 on the CPU
-/// accelerator), reductions use <see cref="Warp.WarpSize"/>. Shared memory: 41 088 bytes per group (forward and kernel 1),
+/// accelerator), reductions use <see cref="Warp.WarpSize"/>. Shared memory: 41 728 bytes per group (forward and kernel 1),
 /// 34 816 (kernel 2), under the 48 KiB ILGPU can launch. Kernels never throw; the launchers validate every size first.
 /// </summary>
 internal static class AttentionKernels
@@ -162,12 +170,12 @@ internal static class AttentionKernels
     }
 
     /// <summary>
-    /// Row stride (floats) of the padded K/V tile. D % 4 ≠ 0 (the scalar path): D + 1, odd, so the scores' column reads
-    /// (lane j reads word j·ld + e) hit 32 distinct banks. D % 4 = 0 (the float4 path): <see cref="DMax"/> + 4 = 132 for
-    /// every D, a compile-time constant (so the unrolled loads take immediate offsets). The scores then read 128-bit words
-    /// t[j·ld + e..e+3]; a 128-bit shared load is served a quarter-warp (8 lanes, 8 consecutive keys j) per pass, and lane j
-    /// covers banks (j·ld + e .. +3) mod 32, the 4-bank group (j·ld/4 + e/4) mod 8 = (33·j + e/4) mod 8 = (j + e/4) mod 8:
-    /// 8 distinct groups, conflict-free (any odd ld/4 would do). The row reads of P·V (lanes along e) are contiguous.
+    /// Row stride (floats) of the padded K/V tile. D % 4 ≠ 0 (the scalar path): D + 1, odd, so scalar column reads (8 or
+    /// 32 keys j of a warp reading word j·ld + e) hit distinct banks. D % 4 = 0 (the float4 path): <see cref="DMax"/> + 4 =
+    /// 132 for every D, a compile-time constant (so the unrolled loads take immediate offsets). A warp's 128-bit K load in
+    /// the scores reads 8 consecutive keys j (<see cref="Scores"/>), word t[j·ld + e..e+3] in the 4-bank group
+    /// (j·ld/4 + e/4) mod 8 = (33·j + e/4) mod 8 = (j + e/4) mod 8: 8 distinct groups, 128 bytes, one conflict-free pass
+    /// (any odd ld/4 would do; D + 4 would not for D = 4 mod 8). The row reads of P·V (lanes along e) are contiguous.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int PaddedStride(int d) => (d & 3) != 0 ? d + 1 : DMax + 4;
@@ -311,10 +319,11 @@ internal static class AttentionKernels
     }
 
     /// <summary>
-    /// dot(r, j) = rows[r·D..]·t[j·ld..] for r &lt; nq, j &lt; nk, each formed e ascending from zero, four rows per thread;
-    /// calls back through the flat outputs: out[(r·SCap) + j] in shared memory, or (when big) glob[gBase + r·S + j0 + j].
-    /// Scaled by scale, plus the mask. D % 4 = 0: the rows and the key are read as float4 (16 FMAs per 5 loads; the row
-    /// reads are warp broadcasts, the key reads conflict-free by <see cref="PaddedStride"/>); otherwise scalar loads.
+    /// dot(r, j) = rows[r·QLd..]·t[j·ld..] for r &lt; nq, j &lt; nk, each formed e ascending from zero, four rows (r0, r0 + 4,
+    /// r0 + 8, r0 + 12) × one key per thread; calls back through the flat outputs: out[(r·SCap) + j] in shared memory, or
+    /// (when big) glob[gBase + r·S + j0 + j]. Scaled by scale, plus the mask. D % 4 = 0: the rows and the key are read as
+    /// float4 (16 FMAs per 5 loads, each load one conflict-free pass: <see cref="QLd"/>, <see cref="PaddedStride"/>);
+    /// otherwise scalar loads.
     /// </summary>
     private static void Scores(ArrayView<F4> rows4, ArrayView<F4> t4, int nq, int nk, int j0, int d, int ld,
         ArrayView<float> sc, ArrayView<float> glob, long gBase, bool big, ArrayView<float> mask, AttentionParams a, int b, int h, int l0, bool scaleAndMask)
