@@ -198,7 +198,7 @@ internal static class AttentionKernels
     /// <summary>Floats of the padded K/V tile: KT rows of at most <see cref="PaddedStride"/>(DMax) = DMax + 4.</summary>
     private const int KvFloats = KT * (DMax + 4);
 
-    /// <summary>dst[j·ld + e] ← src[base + j·rowStride + e] for j &lt; n (ld ≥ d: <see cref="PaddedStride"/>(d) for the K/V tile, <see cref="DMax"/> for the row tiles).</summary>
+    /// <summary>dst[j·ld + e] ← src[base + j·rowStride + e] for j &lt; n (ld ≥ d: <see cref="PaddedStride"/>(d) for the K/V tile, <see cref="QLd"/> or <see cref="DMax"/> for the row tiles).</summary>
     private static void LoadPadded(ArrayView<float> dst, ArrayView<float> src, long baseOff, long rowStride, int n, int d, int ld)
     {
         int i = Group.IdxX, total = n * d, g = Group.DimX;
@@ -213,11 +213,12 @@ internal static class AttentionKernels
     }
 
     /// <summary>
-    /// acc[r·D + e] += Σ_{j &lt; nk} w[r·SCap + wOff + j]·t[j·ld + e] for rows r &lt; nq, each sum formed j ascending from
+    /// acc[r·QLd + e] += Σ_{j &lt; nk} w[r·SCap + wOff + j]·t[j·ld + e] for rows r &lt; nq, each sum formed j ascending from
     /// zero and then added to acc (the order every path keeps, so the bits do not depend on the path or the group size).
-    /// D % 4 = 0: a thread owns 4 rows × 4 columns (16 sums) and reads w and t as float4 (64 FMAs per 8 loads; wOff, SCap
-    /// and ld are multiples of 4, so the words are 16-byte aligned; a warp's w reads are broadcasts, its t reads contiguous).
-    /// Otherwise 4 rows × 1 column with scalar loads.
+    /// D % 4 = 0: a thread owns 4 rows × 4 columns (16 sums) and reads w and t as float4 (64 FMAs per 8 loads, 4 keys per
+    /// step, the key tail nk % 4 with scalar w; wOff, SCap, QLd and ld = 4·T4 are multiples of 4, so every word is 16-byte
+    /// aligned). A warp (D = 64: 2 row groups × 16 column quads) reads 16 contiguous t words (2 passes) and 2 w words
+    /// (rows r, r + 4: SCap apart, the same bank group, 2 passes) per load. Otherwise 4 rows × 1 column with scalar loads.
     /// </summary>
     private static void AccumulateRows(ArrayView<F4> acc4, ArrayView<F4> w4, int wOff, ArrayView<F4> t4, int nq, int nk, int d, int ld)
     {
@@ -742,10 +743,10 @@ internal static class AttentionKernels
     }
 
     /// <summary>
-    /// accV[s·D + e] += Σ_{l &lt; nl} pdt[l·KT2 + s]·got[l·D + e] and accK[s·D + e] += Σ_l gst[l·KT2 + s]·qt[l·D + e] for keys
-    /// s &lt; ns, each sum formed l ascending from zero, then added (the order of every path). D % 4 = 0: a thread owns
-    /// 4 keys × 4 columns of both products (32 sums) and reads all four operands as float4: 32 FMAs per 4 loads (pdt, gst:
-    /// warp broadcasts; got, qt: contiguous).
+    /// accV[s·DMax + e] += Σ_{l &lt; nl} pdt[l·KT2 + s]·got[l·DMax + e] and accK[s·DMax + e] += Σ_l gst[l·KT2 + s]·qt[l·DMax + e]
+    /// for keys s &lt; ns, each sum formed l ascending from zero, then added (the order of every path). D % 4 = 0: a thread
+    /// owns 4 keys × 4 columns of both products (32 sums) and reads all four operands as float4: 32 FMAs per 4 loads (a
+    /// warp's pdt, gst loads: two adjacent words, one pass; got, qt: 16 contiguous words, two passes), unrolled by two rows.
     /// </summary>
     private static void KeyValueProducts(ArrayView<F4> accK4, ArrayView<F4> accV4, ArrayView<F4> qt4, ArrayView<F4> got4,
         ArrayView<F4> pdt4, ArrayView<F4> gst4, int ns, int nl, int d)
