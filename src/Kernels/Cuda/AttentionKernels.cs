@@ -82,16 +82,24 @@ public struct AttentionParams
 /// [B,H,L,S]): results are bitwise those of contiguous operands.
 /// <para>
 /// Forward: one group per (b·h, tile of <see cref="QT"/> query rows). The Q tile sits in shared memory, K then V stream
-/// through in tiles of <see cref="KT"/> rows (row stride D+1: conflict-free column reads), the scores of the tile's rows are
+/// through in tiles of <see cref="KT"/> rows (padded rows, <see cref="PaddedStride"/>: conflict-free reads), the scores of the tile's rows are
 /// kept in shared memory when S ≤ <see cref="SCap"/> (else in probs, which is global scratch until the softmax overwrites it),
 /// one warp per row does the softmax with shuffles, and the O accumulators reuse the Q tile's shared memory.
 /// Backward: kernel 1 (per query tile) computes gS = P∘(gP − rowsum(P∘gP))·scale with gP = keep·drop·(gO·vᵀ), writes gS to a
 /// workspace [B,H,L,S] and gq = gS·k; kernel 2 (per b·h and tile of <see cref="KT2"/> keys) sums gk = gSᵀ·q and
-/// gv = (P·keep·drop)ᵀ·gO over all query rows: deterministic, no atomics. Scores and outputs are register-blocked four query
-/// rows (keys in kernel 2) per thread. D ≤ <see cref="DMax"/>; any L, S ≥ 0.
+/// gv = (P·keep·drop)ᵀ·gO over all query rows: deterministic, no atomics. D ≤ <see cref="DMax"/>; any L, S ≥ 0.
+/// </para>
+/// <para>
+/// Inner loops (issue 7, attnblk): when D % 4 = 0 every operand is read from shared memory as float4 (128-bit loads) and
+/// register-blocked: scores 4 query rows × 1 key × 4 e per step (16 FMAs per 5 loads, unrolled by four float4 by hand),
+/// P·V and gS·K 4 rows × 4 columns × 4 keys (64 FMAs per 8 loads), kernel 2 4 keys × 4 columns of both products (32 FMAs
+/// per 4 loads, unrolled by two rows). Shared row strides are compile-time constants and the loop indices 64-bit, so ptxas
+/// folds the unrolled loads' offsets into immediates. D % 4 ≠ 0 keeps the scalar loops. Every output is still one sum
+/// formed in the same order from zero (e ascending for a score; j, then l, ascending within a tile, the tile's sum then
+/// added to the accumulator), so results are bitwise those of the scalar loops, on every path and group size.
 /// </para>
 /// Tile sizes are constants, the group size a launch parameter (a multiple of the warp size: 128 on a GPU, 2 on the CPU
-/// accelerator), reductions use <see cref="Warp.WarpSize"/>. Shared memory: 41 088 bytes per group (forward and kernel 1),
+/// accelerator), reductions use <see cref="Warp.WarpSize"/>. Shared memory: 41 728 bytes per group (forward and kernel 1),
 /// 34 816 (kernel 2), under the 48 KiB ILGPU can launch. Kernels never throw; the launchers validate every size first.
 /// </summary>
 internal static class AttentionKernels
@@ -147,55 +155,146 @@ internal static class AttentionKernels
     // The tile loops below walk flat i = j·D + e over n rows of D with step g (the group size) and keep (j, e) by addition
     // (g = gq·D + gr): one division per call instead of one per element.
 
-    /// <summary>rows[j·D + e] ← src[base + j·rowStride + e] for j &lt; n (dense tile).</summary>
-    private static void LoadRows(ArrayView<float> dst, ArrayView<float> src, long baseOff, long rowStride, int n, int d)
+    /// <summary>dst[base + j·rowStride + e] ← rows[j·ld + e] for j &lt; n (a shared row tile back to global memory).</summary>
+    private static void StoreRows(ArrayView<float> dst, long baseOff, long rowStride, ArrayView<float> rows, int n, int d, int ld)
     {
         int i = Group.IdxX, total = n * d, g = Group.DimX;
         if (i >= total) return;
-        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d;
+        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d, pad = ld - d;
         for (; i < total; i += g)
         {
-            dst[i] = src[baseOff + j * rowStride + e];
-            j += gq; e += gr;
-            if (e >= d) { e -= d; j++; }
-        }
-    }
-
-    /// <summary>dst[base + j·rowStride + e] ← rows[j·D + e] for j &lt; n (the tile back to global memory).</summary>
-    private static void StoreRows(ArrayView<float> dst, long baseOff, long rowStride, ArrayView<float> rows, int n, int d)
-    {
-        int i = Group.IdxX, total = n * d, g = Group.DimX;
-        if (i >= total) return;
-        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d;
-        for (; i < total; i += g)
-        {
-            dst[baseOff + j * rowStride + e] = rows[i];
-            j += gq; e += gr;
-            if (e >= d) { e -= d; j++; }
-        }
-    }
-
-    /// <summary>dst[j·(D+1) + e] ← src[base + j·rowStride + e] for j &lt; n (row stride D+1: column reads hit distinct banks).</summary>
-    private static void LoadPadded(ArrayView<float> dst, ArrayView<float> src, long baseOff, long rowStride, int n, int d)
-    {
-        int i = Group.IdxX, total = n * d, g = Group.DimX;
-        if (i >= total) return;
-        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d;
-        for (; i < total; i += g)
-        {
-            dst[i + j] = src[baseOff + j * rowStride + e];   // j·(D+1) + e = i + j
+            dst[baseOff + j * rowStride + e] = rows[i + j * pad];   // j·ld + e
             j += gq; e += gr;
             if (e >= d) { e -= d; j++; }
         }
     }
 
     /// <summary>
-    /// acc[r·D + e] += Σ_{j &lt; nk} w[r·SCap + wOff + j]·t[j·(D+1) + e] for rows r &lt; nq: four rows per thread, one load of t
-    /// per four FMAs (w reads are warp broadcasts).
+    /// Row stride (floats) of the padded K/V tile. D % 4 ≠ 0 (the scalar path): D + 1, odd, so scalar column reads (8 or
+    /// 32 keys j of a warp reading word j·ld + e) hit distinct banks. D % 4 = 0 (the float4 path): <see cref="DMax"/> + 4 =
+    /// 132 for every D, a compile-time constant (so the unrolled loads take immediate offsets). A warp's 128-bit K load in
+    /// the scores reads 8 consecutive keys j (<see cref="Scores"/>), word t[j·ld + e..e+3] in the 4-bank group
+    /// (j·ld/4 + e/4) mod 8 = (33·j + e/4) mod 8 = (j + e/4) mod 8: 8 distinct groups, 128 bytes, one conflict-free pass
+    /// (any odd ld/4 would do; D + 4 would not for D = 4 mod 8). The row reads of P·V (lanes along e) are contiguous.
     /// </summary>
-    private static void AccumulateRows(ArrayView<float> acc, ArrayView<float> w, int wOff, ArrayView<float> t, int nq, int nk, int d)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int PaddedStride(int d) => (d & 3) != 0 ? d + 1 : DMax + 4;
+
+    /// <summary>Row stride, in float4, of the padded K/V tile on the float4 path.</summary>
+    private const int T4 = (DMax + 4) / 4;
+
+    /// <summary>Row stride, in float4, of kernel 2's shared row tiles (the q and gO tiles, the gk/gv accumulators):
+    /// <see cref="DMax"/> floats for every D, a compile-time constant. Their reads are broadcasts or contiguous along e.</summary>
+    private const int R4 = DMax / 4;
+
+    /// <summary>
+    /// Row stride (floats) of the forward's and kernel 1's Q/gO tile and its accumulators: <see cref="DMax"/> + 4 for every D
+    /// (constant, so the unrolled loads take immediate offsets). The scores read it with a warp on 4 consecutive rows × 8
+    /// keys (see <see cref="Scores"/>): a 128-bit load of the four rows r..r+3 covers the 4-bank groups (33·r + e/4) mod 8,
+    /// four distinct ones, so it is one conflict-free pass; with DMax floats (32 float4, even) all four would share a group.
+    /// </summary>
+    private const int QLd = DMax + 4, Q4 = QLd / 4;
+
+    /// <summary>Floats of the padded K/V tile: KT rows of at most <see cref="PaddedStride"/>(DMax) = DMax + 4.</summary>
+    private const int KvFloats = KT * (DMax + 4);
+
+    /// <summary>dst[j·ld + e] ← src[base + j·rowStride + e] for j &lt; n (ld ≥ d: <see cref="PaddedStride"/>(d) for the K/V tile, <see cref="QLd"/> or <see cref="DMax"/> for the row tiles).</summary>
+    private static void LoadPadded(ArrayView<float> dst, ArrayView<float> src, long baseOff, long rowStride, int n, int d, int ld)
     {
-        int ld = d + 1;
+        int i = Group.IdxX, total = n * d, g = Group.DimX;
+        if (i >= total) return;
+        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d, pad = ld - d;
+        for (; i < total; i += g)
+        {
+            dst[i + j * pad] = src[baseOff + j * rowStride + e];   // j·ld + e = i + j·(ld − d)
+            j += gq; e += gr;
+            if (e >= d) { e -= d; j++; }
+        }
+    }
+
+    /// <summary>
+    /// acc[r·QLd + e] += Σ_{j &lt; nk} w[r·SCap + wOff + j]·t[j·ld + e] for rows r &lt; nq, each sum formed j ascending from
+    /// zero and then added to acc (the order every path keeps, so the bits do not depend on the path or the group size).
+    /// D % 4 = 0: a thread owns 4 rows × 4 columns (16 sums) and reads w and t as float4 (64 FMAs per 8 loads, 4 keys per
+    /// step, the key tail nk % 4 with scalar w; wOff, SCap, QLd and ld = 4·T4 are multiples of 4, so every word is 16-byte
+    /// aligned). A warp (D = 64: 2 row groups × 16 column quads) reads 16 contiguous t words (2 passes) and 2 w words
+    /// (rows r, r + 4: SCap apart, the same bank group, 2 passes) per load. Otherwise 4 rows × 1 column with scalar loads.
+    /// </summary>
+    private static void AccumulateRows(ArrayView<F4> acc4, ArrayView<F4> w4, int wOff, ArrayView<F4> t4, int nq, int nk, int d, int ld)
+    {
+        if ((d & 3) != 0)
+        {
+            AccumulateRowsScalar(acc4.Cast<float>(), w4.Cast<float>(), wOff, t4.Cast<float>(), nq, nk, d, ld);
+            return;
+        }
+        int d4 = d >> 2;
+        const int S4 = SCap / 4;
+        int items = QT / RB * d4;
+        for (int it = Group.IdxX; it < items; it += Group.DimX)
+        {
+            int rg = it / d4, e4 = it - rg * d4;
+            int r0 = rg * RB;
+            if (r0 >= nq) continue;
+            // rows past nq read stale (finite or not) shared values; their results are never stored
+            // 64-bit indices with constant strides: ptxas folds the offsets of the 8 loads into immediates
+            long wb = (r0 * SCap + wOff) >> 2, tb = e4;
+            float a00 = 0f, a01 = 0f, a02 = 0f, a03 = 0f, a10 = 0f, a11 = 0f, a12 = 0f, a13 = 0f;
+            float a20 = 0f, a21 = 0f, a22 = 0f, a23 = 0f, a30 = 0f, a31 = 0f, a32 = 0f, a33 = 0f;
+            int j = 0;
+            for (; j + 4 <= nk; j += 4, wb++, tb += 4 * T4)
+            {
+                F4 w0 = w4[wb], w1 = w4[wb + S4], w2 = w4[wb + 2 * S4], w3 = w4[wb + 3 * S4];
+                F4 t = t4[tb];   // key j
+                a00 += w0.X * t.X; a01 += w0.X * t.Y; a02 += w0.X * t.Z; a03 += w0.X * t.W;
+                a10 += w1.X * t.X; a11 += w1.X * t.Y; a12 += w1.X * t.Z; a13 += w1.X * t.W;
+                a20 += w2.X * t.X; a21 += w2.X * t.Y; a22 += w2.X * t.Z; a23 += w2.X * t.W;
+                a30 += w3.X * t.X; a31 += w3.X * t.Y; a32 += w3.X * t.Z; a33 += w3.X * t.W;
+                t = t4[tb + T4];   // key j + 1
+                a00 += w0.Y * t.X; a01 += w0.Y * t.Y; a02 += w0.Y * t.Z; a03 += w0.Y * t.W;
+                a10 += w1.Y * t.X; a11 += w1.Y * t.Y; a12 += w1.Y * t.Z; a13 += w1.Y * t.W;
+                a20 += w2.Y * t.X; a21 += w2.Y * t.Y; a22 += w2.Y * t.Z; a23 += w2.Y * t.W;
+                a30 += w3.Y * t.X; a31 += w3.Y * t.Y; a32 += w3.Y * t.Z; a33 += w3.Y * t.W;
+                t = t4[tb + 2 * T4];   // key j + 2
+                a00 += w0.Z * t.X; a01 += w0.Z * t.Y; a02 += w0.Z * t.Z; a03 += w0.Z * t.W;
+                a10 += w1.Z * t.X; a11 += w1.Z * t.Y; a12 += w1.Z * t.Z; a13 += w1.Z * t.W;
+                a20 += w2.Z * t.X; a21 += w2.Z * t.Y; a22 += w2.Z * t.Z; a23 += w2.Z * t.W;
+                a30 += w3.Z * t.X; a31 += w3.Z * t.Y; a32 += w3.Z * t.Z; a33 += w3.Z * t.W;
+                t = t4[tb + 3 * T4];   // key j + 3
+                a00 += w0.W * t.X; a01 += w0.W * t.Y; a02 += w0.W * t.Z; a03 += w0.W * t.W;
+                a10 += w1.W * t.X; a11 += w1.W * t.Y; a12 += w1.W * t.Z; a13 += w1.W * t.W;
+                a20 += w2.W * t.X; a21 += w2.W * t.Y; a22 += w2.W * t.Z; a23 += w2.W * t.W;
+                a30 += w3.W * t.X; a31 += w3.W * t.Y; a32 += w3.W * t.Z; a33 += w3.W * t.W;
+            }
+            var w = w4.Cast<float>();
+            for (int wj = r0 * SCap + wOff + j; j < nk; j++, wj++, tb += T4)
+            {
+                float x0 = w[wj], x1 = w[wj + SCap], x2 = w[wj + 2 * SCap], x3 = w[wj + 3 * SCap];
+                F4 t = t4[tb];
+                a00 += x0 * t.X; a01 += x0 * t.Y; a02 += x0 * t.Z; a03 += x0 * t.W;
+                a10 += x1 * t.X; a11 += x1 * t.Y; a12 += x1 * t.Z; a13 += x1 * t.W;
+                a20 += x2 * t.X; a21 += x2 * t.Y; a22 += x2 * t.Z; a23 += x2 * t.W;
+                a30 += x3 * t.X; a31 += x3 * t.Y; a32 += x3 * t.Z; a33 += x3 * t.W;
+            }
+            int o = r0 * Q4 + e4;
+            AddQuad(acc4, o, a00, a01, a02, a03);
+            if (r0 + 1 < nq) AddQuad(acc4, o + Q4, a10, a11, a12, a13);
+            if (r0 + 2 < nq) AddQuad(acc4, o + 2 * Q4, a20, a21, a22, a23);
+            if (r0 + 3 < nq) AddQuad(acc4, o + 3 * Q4, a30, a31, a32, a33);
+        }
+    }
+
+    /// <summary>acc4[i] += (x, y, z, w), element by element.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddQuad(ArrayView<F4> acc4, int i, float x, float y, float z, float w)
+    {
+        F4 v = acc4[i];
+        v.X += x; v.Y += y; v.Z += z; v.W += w;
+        acc4[i] = v;
+    }
+
+    /// <summary><see cref="AccumulateRows"/> for D % 4 ≠ 0: four rows × one column per thread, scalar loads.</summary>
+    private static void AccumulateRowsScalar(ArrayView<float> acc, ArrayView<float> w, int wOff, ArrayView<float> t, int nq, int nk, int d, int ld)
+    {
         int items = QT / RB * d;
         for (int it = Group.IdxX; it < items; it += Group.DimX)
         {
@@ -212,44 +311,102 @@ internal static class AttentionKernels
                 a2 += w[w0 + 2 * SCap + j] * x;
                 a3 += w[w0 + 3 * SCap + j] * x;
             }
-            int o = r0 * d + e;
+            int o = r0 * QLd + e;
             acc[o] += a0;
-            if (r0 + 1 < nq) acc[o + d] += a1;
-            if (r0 + 2 < nq) acc[o + 2 * d] += a2;
-            if (r0 + 3 < nq) acc[o + 3 * d] += a3;
+            if (r0 + 1 < nq) acc[o + QLd] += a1;
+            if (r0 + 2 < nq) acc[o + 2 * QLd] += a2;
+            if (r0 + 3 < nq) acc[o + 3 * QLd] += a3;
         }
     }
 
     /// <summary>
-    /// dot(r, j) = rows[r·D..]·t[j·(D+1)..] for r &lt; nq, j &lt; nk, four rows per thread; calls back through the flat
-    /// outputs: out[(r·SCap) + j] in shared memory, or (when big) glob[gBase + r·S + j0 + j]. Scaled by scale, plus the mask.
+    /// dot(r, j) = rows[r·QLd..]·t[j·ld..] for r &lt; nq, j &lt; nk, each formed e ascending from zero, four rows (r0, r0 + 4,
+    /// r0 + 8, r0 + 12) × one key per thread; calls back through the flat outputs: out[(r·SCap) + j] in shared memory, or
+    /// (when big) glob[gBase + r·S + j0 + j]. Scaled by scale, plus the mask. D % 4 = 0: the rows and the key are read as
+    /// float4 (16 FMAs per 5 loads, each load one conflict-free pass: <see cref="QLd"/>, <see cref="PaddedStride"/>);
+    /// otherwise scalar loads.
     /// </summary>
-    private static void Scores(ArrayView<float> rows, ArrayView<float> t, int nq, int nk, int j0, int d,
+    private static void Scores(ArrayView<F4> rows4, ArrayView<F4> t4, int nq, int nk, int j0, int d, int ld,
         ArrayView<float> sc, ArrayView<float> glob, long gBase, bool big, ArrayView<float> mask, AttentionParams a, int b, int h, int l0, bool scaleAndMask)
     {
-        int ld = d + 1;
-        int items = QT / RB * KT;
+        bool vec = (d & 3) == 0;
+        var rows = rows4.Cast<float>();
+        var t = t4.Cast<float>();
+        int d4 = d >> 2;
+        // item it → key j = (it / 32)·8 + it % 8 and rows r0 + 4·i (i < 4), r0 = (it / 8) % 4: 32 consecutive items (a warp)
+        // cover 4 consecutive rows × 8 keys, so each 128-bit load of the warp reads 4 (Q) or 8 (K) distinct words in
+        // distinct bank groups — one shared-memory pass per load (with 32 keys × 1 row group, a K load took 4 passes and
+        // each Q load a whole pass for one broadcast word).
+        const int RG = QT / RB, JL = 8;
+        int items = RG * KT;
         for (int it = Group.IdxX; it < items; it += Group.DimX)
         {
-            int rg = it / KT, j = it - rg * KT;
-            int r0 = rg * RB;
+            int q = it / JL, jl = it - q * JL;
+            int rq = q / RG, r0 = q - rq * RG, j = rq * JL + jl;
             if (r0 >= nq || j >= nk) continue;
-            int q0 = r0 * d, kb = j * ld;
             // rows past nq read stale (finite or not) shared values; their results are never stored
             float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-            for (int e = 0; e < d; e++)
+            if (vec)
             {
-                float kx = t[kb + e];
-                s0 += rows[q0 + e] * kx;
-                s1 += rows[q0 + d + e] * kx;
-                s2 += rows[q0 + 2 * d + e] * kx;
-                s3 += rows[q0 + 3 * d + e] * kx;
+                // 64-bit indices with constant strides: ptxas folds the offsets into immediates; unrolled by four
+                // float4 (16 e) by hand (ptxas does not unroll a loop of unknown trip count), then the rest
+                long qp = (long)r0 * Q4, kp = (long)j * T4;
+                F4 kx, x0, x1, x2, x3;
+                int e = 0;
+                for (; e + 4 <= d4; e += 4, qp += 4, kp += 4)
+                {
+                        kx = t4[kp];
+                        x0 = rows4[qp]; x1 = rows4[qp + RG * Q4]; x2 = rows4[qp + 2 * RG * Q4]; x3 = rows4[qp + 3 * RG * Q4];
+                        s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
+                        s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
+                        s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
+                        s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
+                        kx = t4[kp + 1];
+                        x0 = rows4[qp + 1]; x1 = rows4[qp + 1 + RG * Q4]; x2 = rows4[qp + 1 + 2 * RG * Q4]; x3 = rows4[qp + 1 + 3 * RG * Q4];
+                        s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
+                        s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
+                        s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
+                        s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
+                        kx = t4[kp + 2];
+                        x0 = rows4[qp + 2]; x1 = rows4[qp + 2 + RG * Q4]; x2 = rows4[qp + 2 + 2 * RG * Q4]; x3 = rows4[qp + 2 + 3 * RG * Q4];
+                        s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
+                        s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
+                        s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
+                        s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
+                        kx = t4[kp + 3];
+                        x0 = rows4[qp + 3]; x1 = rows4[qp + 3 + RG * Q4]; x2 = rows4[qp + 3 + 2 * RG * Q4]; x3 = rows4[qp + 3 + 3 * RG * Q4];
+                        s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
+                        s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
+                        s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
+                        s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
+                }
+                for (; e < d4; e++, qp++, kp++)
+                {
+                        kx = t4[kp];
+                        x0 = rows4[qp]; x1 = rows4[qp + RG * Q4]; x2 = rows4[qp + 2 * RG * Q4]; x3 = rows4[qp + 3 * RG * Q4];
+                        s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
+                        s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
+                        s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
+                        s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
+                }
+            }
+            else
+            {
+                int q0 = r0 * QLd, kb = j * ld;
+                for (int e = 0; e < d; e++)
+                {
+                    float kx = t[kb + e];
+                    s0 += rows[q0 + e] * kx;
+                    s1 += rows[q0 + RG * QLd + e] * kx;
+                    s2 += rows[q0 + 2 * RG * QLd + e] * kx;
+                    s3 += rows[q0 + 3 * RG * QLd + e] * kx;
+                }
             }
             int jj = j0 + j;
             StoreScore(s0, r0, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
-            if (r0 + 1 < nq) StoreScore(s1, r0 + 1, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
-            if (r0 + 2 < nq) StoreScore(s2, r0 + 2, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
-            if (r0 + 3 < nq) StoreScore(s3, r0 + 3, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
+            if (r0 + RG < nq) StoreScore(s1, r0 + RG, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
+            if (r0 + 2 * RG < nq) StoreScore(s2, r0 + 2 * RG, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
+            if (r0 + 3 * RG < nq) StoreScore(s3, r0 + 3 * RG, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
         }
     }
 
@@ -286,10 +443,13 @@ internal static class AttentionKernels
     internal static void ForwardKernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> mask,
         ArrayView<float> o, ArrayView<float> probs, AttentionParams a)
     {
-        var qs = SharedMemory.Allocate<float>(QT * DMax);        // Q tile, then the O accumulators
-        var kv = SharedMemory.Allocate<float>(KT * (DMax + 1));  // K tile, then V tile (padded rows)
-        var sc = SharedMemory.Allocate<float>(QT * SCap);        // scores, then dropped probabilities
-        int L = a.L, S = a.S, D = a.D;
+        var qs4 = SharedMemory.Allocate<F4>(QT * Q4);           // Q tile, then the O accumulators (row stride QLd)
+        var kv4 = SharedMemory.Allocate<F4>(KvFloats / 4);      // K tile, then V tile (padded rows)
+        var sc4 = SharedMemory.Allocate<F4>(QT * SCap / 4);     // scores, then dropped probabilities
+        var qs = qs4.Cast<float>();
+        var kv = kv4.Cast<float>();
+        var sc = sc4.Cast<float>();
+        int L = a.L, S = a.S, D = a.D, ld = PaddedStride(D);
         bool big = S > SCap;
         int qTiles = (L + QT - 1) / QT;
         int tiles = a.B * a.H * qTiles;
@@ -304,14 +464,14 @@ internal static class AttentionKernels
             long pBase = ((long)bh * L + l0) * S;
             long kBase = Row(a.X.K, b, h, 0), kSR = a.X.K.R;
 
-            LoadRows(qs, q, Row(a.X.Q, b, h, l0), a.X.Q.R, nq, D);
+            LoadPadded(qs, q, Row(a.X.Q, b, h, l0), a.X.Q.R, nq, D, QLd);
             Group.Barrier();
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, k, kBase + j0 * kSR, kSR, nk, D);
+                LoadPadded(kv, k, kBase + j0 * kSR, kSR, nk, D, ld);
                 Group.Barrier();
-                Scores(qs, kv, nq, nk, j0, D, sc, probs, pBase, big, mask, a, b, h, l0, true);
+                Scores(qs4, kv4, nq, nk, j0, D, ld, sc, probs, pBase, big, mask, a, b, h, l0, true);
                 Group.Barrier();
             }
 
@@ -369,19 +529,19 @@ internal static class AttentionKernels
                 }
             }
             if (!weights) { Group.Barrier(); continue; }   // probabilities only: no P·V, no output
-            for (int i = tid; i < nq * D; i += g) qs[i] = 0f;
+            for (int i = tid; i < nq * QLd; i += g) qs[i] = 0f;
             Group.Barrier();
 
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, v, Row(a.X.V, b, h, j0), a.X.V.R, nk, D);
+                LoadPadded(kv, v, Row(a.X.V, b, h, j0), a.X.V.R, nk, D, ld);
                 if (big) StageTile(sc, probs, pBase, nq, nk, j0, a, true);
                 Group.Barrier();
-                AccumulateRows(qs, sc, big ? 0 : j0, kv, nq, nk, D);
+                AccumulateRows(qs4, sc4, big ? 0 : j0, kv4, nq, nk, D, ld);
                 Group.Barrier();
             }
-            StoreRows(o, Row(a.X.O, b, h, l0), a.X.O.R, qs, nq, D);
+            StoreRows(o, Row(a.X.O, b, h, l0), a.X.O.R, qs, nq, D, QLd);
             Group.Barrier();
         }
     }
@@ -403,10 +563,13 @@ internal static class AttentionKernels
     internal static void BackwardQKernel(ArrayView<float> k, ArrayView<float> v, ArrayView<float> probs, ArrayView<float> go,
         ArrayView<float> gq, ArrayView<float> ws, AttentionParams a)
     {
-        var qs = SharedMemory.Allocate<float>(QT * DMax);        // gO tile, then the gQ accumulators
-        var kv = SharedMemory.Allocate<float>(KT * (DMax + 1));  // V tile, then K tile
-        var sc = SharedMemory.Allocate<float>(QT * SCap);        // gO·vᵀ, then gS
-        int L = a.L, S = a.S, D = a.D;
+        var qs4 = SharedMemory.Allocate<F4>(QT * Q4);           // gO tile, then the gQ accumulators (row stride QLd)
+        var kv4 = SharedMemory.Allocate<F4>(KvFloats / 4);      // V tile, then K tile (padded rows)
+        var sc4 = SharedMemory.Allocate<F4>(QT * SCap / 4);     // gO·vᵀ, then gS
+        var qs = qs4.Cast<float>();
+        var kv = kv4.Cast<float>();
+        var sc = sc4.Cast<float>();
+        int L = a.L, S = a.S, D = a.D, ld = PaddedStride(D);
         bool big = S > SCap;
         int qTiles = (L + QT - 1) / QT;
         int tiles = a.B * a.H * qTiles;
@@ -419,14 +582,14 @@ internal static class AttentionKernels
             int b = bh / a.H, h = bh - b * a.H;
             long pBase = ((long)bh * L + l0) * S;
 
-            LoadRows(qs, go, Row(a.X.GO, b, h, l0), a.X.GO.R, nq, D);
+            LoadPadded(qs, go, Row(a.X.GO, b, h, l0), a.X.GO.R, nq, D, QLd);
             Group.Barrier();
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, v, Row(a.X.V, b, h, j0), a.X.V.R, nk, D);
+                LoadPadded(kv, v, Row(a.X.V, b, h, j0), a.X.V.R, nk, D, ld);
                 Group.Barrier();
-                Scores(qs, kv, nq, nk, j0, D, sc, ws, pBase, big, probs, a, b, h, l0, false);
+                Scores(qs4, kv4, nq, nk, j0, D, ld, sc, ws, pBase, big, probs, a, b, h, l0, false);
                 Group.Barrier();
             }
 
@@ -477,19 +640,19 @@ internal static class AttentionKernels
                     if (!big) sc[srow + j] = gs;
                 }
             }
-            for (int i = tid; i < nq * D; i += g) qs[i] = 0f;
+            for (int i = tid; i < nq * QLd; i += g) qs[i] = 0f;
             Group.Barrier();
 
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, k, Row(a.X.K, b, h, j0), a.X.K.R, nk, D);
+                LoadPadded(kv, k, Row(a.X.K, b, h, j0), a.X.K.R, nk, D, ld);
                 if (big) StageTile(sc, ws, pBase, nq, nk, j0, a, false);
                 Group.Barrier();
-                AccumulateRows(qs, sc, big ? 0 : j0, kv, nq, nk, D);
+                AccumulateRows(qs4, sc4, big ? 0 : j0, kv4, nq, nk, D, ld);
                 Group.Barrier();
             }
-            StoreRows(gq, Row(a.X.GQ, b, h, l0), a.X.GQ.R, qs, nq, D);
+            StoreRows(gq, Row(a.X.GQ, b, h, l0), a.X.GQ.R, qs, nq, D, QLd);
             Group.Barrier();
         }
     }
@@ -507,13 +670,20 @@ internal static class AttentionKernels
     internal static void BackwardKVKernel(ArrayView<float> q, ArrayView<float> probs, ArrayView<float> go, ArrayView<float> ws,
         ArrayView<float> gk, ArrayView<float> gv, AttentionParams a)
     {
-        var accK = SharedMemory.Allocate<float>(KT2 * DMax);
-        var accV = SharedMemory.Allocate<float>(KT2 * DMax);
-        var qt = SharedMemory.Allocate<float>(LT * DMax);
-        var got = SharedMemory.Allocate<float>(LT * DMax);
-        var pdt = SharedMemory.Allocate<float>(LT * KT2);
-        var gst = SharedMemory.Allocate<float>(LT * KT2);
+        var accK4 = SharedMemory.Allocate<F4>(KT2 * DMax / 4);
+        var accV4 = SharedMemory.Allocate<F4>(KT2 * DMax / 4);
+        var qt4 = SharedMemory.Allocate<F4>(LT * DMax / 4);
+        var got4 = SharedMemory.Allocate<F4>(LT * DMax / 4);
+        var pdt4 = SharedMemory.Allocate<F4>(LT * KT2 / 4);
+        var gst4 = SharedMemory.Allocate<F4>(LT * KT2 / 4);
+        var accK = accK4.Cast<float>();
+        var accV = accV4.Cast<float>();
+        var qt = qt4.Cast<float>();
+        var got = got4.Cast<float>();
+        var pdt = pdt4.Cast<float>();
+        var gst = gst4.Cast<float>();
         int L = a.L, S = a.S, D = a.D;
+        bool vec = (D & 3) == 0;
         int kTiles = (S + KT2 - 1) / KT2;
         int tiles = a.B * a.H * kTiles;
         int tid = Group.IdxX, g = Group.DimX;
@@ -524,12 +694,12 @@ internal static class AttentionKernels
             int ns = IntrinsicMath.Min(KT2, S - s0);
             int b = bh / a.H, h = bh - b * a.H;
             long pBase = (long)bh * L * S;
-            for (int i = tid; i < ns * D; i += g) { accK[i] = 0f; accV[i] = 0f; }
+            for (int i = tid; i < ns * DMax; i += g) { accK[i] = 0f; accV[i] = 0f; }
             for (int l0 = 0; l0 < L; l0 += LT)
             {
                 int nl = IntrinsicMath.Min(LT, L - l0);
-                LoadRows(qt, q, Row(a.X.Q, b, h, l0), a.X.Q.R, nl, D);
-                LoadRows(got, go, Row(a.X.GO, b, h, l0), a.X.GO.R, nl, D);
+                LoadPadded(qt, q, Row(a.X.Q, b, h, l0), a.X.Q.R, nl, D, DMax);
+                LoadPadded(got, go, Row(a.X.GO, b, h, l0), a.X.GO.R, nl, D, DMax);
                 for (int i = tid; i < LT * KT2; i += g)
                 {
                     int l = i / KT2, s = i - l * KT2;
@@ -562,31 +732,108 @@ internal static class AttentionKernels
                     }
                 }
                 Group.Barrier();
-                int items = KT2 / RB * D;
-                for (int it = tid; it < items; it += g)
-                {
-                    int sg = it / D, e = it - sg * D;
-                    int sb = sg * RB;
-                    if (sb >= ns) continue;
-                    float v0 = 0f, v1 = 0f, v2 = 0f, v3 = 0f, k0 = 0f, k1 = 0f, k2 = 0f, k3 = 0f;
-                    for (int l = 0; l < nl; l++)
-                    {
-                        float gx = got[l * D + e], qx = qt[l * D + e];
-                        int w = l * KT2 + sb;
-                        v0 += pdt[w] * gx; v1 += pdt[w + 1] * gx; v2 += pdt[w + 2] * gx; v3 += pdt[w + 3] * gx;
-                        k0 += gst[w] * qx; k1 += gst[w + 1] * qx; k2 += gst[w + 2] * qx; k3 += gst[w + 3] * qx;
-                    }
-                    int o = sb * D + e;
-                    accV[o] += v0; accK[o] += k0;
-                    if (sb + 1 < ns) { accV[o + D] += v1; accK[o + D] += k1; }
-                    if (sb + 2 < ns) { accV[o + 2 * D] += v2; accK[o + 2 * D] += k2; }
-                    if (sb + 3 < ns) { accV[o + 3 * D] += v3; accK[o + 3 * D] += k3; }
-                }
+                if (vec) KeyValueProducts(accK4, accV4, qt4, got4, pdt4, gst4, ns, nl, D);
+                else KeyValueProductsScalar(accK, accV, qt, got, pdt, gst, ns, nl, D);
                 Group.Barrier();
             }
-            StoreRows(gk, Row(a.X.GK, b, h, s0), a.X.GK.R, accK, ns, D);
-            StoreRows(gv, Row(a.X.GV, b, h, s0), a.X.GV.R, accV, ns, D);
+            StoreRows(gk, Row(a.X.GK, b, h, s0), a.X.GK.R, accK, ns, D, DMax);
+            StoreRows(gv, Row(a.X.GV, b, h, s0), a.X.GV.R, accV, ns, D, DMax);
             Group.Barrier();
+        }
+    }
+
+    /// <summary>
+    /// accV[s·DMax + e] += Σ_{l &lt; nl} pdt[l·KT2 + s]·got[l·DMax + e] and accK[s·DMax + e] += Σ_l gst[l·KT2 + s]·qt[l·DMax + e]
+    /// for keys s &lt; ns, each sum formed l ascending from zero, then added (the order of every path). D % 4 = 0: a thread
+    /// owns 4 keys × 4 columns of both products (32 sums) and reads all four operands as float4: 32 FMAs per 4 loads (a
+    /// warp's pdt, gst loads: two adjacent words, one pass; got, qt: 16 contiguous words, two passes), unrolled by two rows.
+    /// </summary>
+    private static void KeyValueProducts(ArrayView<F4> accK4, ArrayView<F4> accV4, ArrayView<F4> qt4, ArrayView<F4> got4,
+        ArrayView<F4> pdt4, ArrayView<F4> gst4, int ns, int nl, int d)
+    {
+        int d4 = d >> 2;
+        const int K4 = KT2 / 4;
+        int items = K4 * d4;
+        for (int it = Group.IdxX; it < items; it += Group.DimX)
+        {
+            int sg = it / d4, e4 = it - sg * d4;
+            int sb = sg * RB;
+            if (sb >= ns) continue;
+            float v00 = 0f, v01 = 0f, v02 = 0f, v03 = 0f, v10 = 0f, v11 = 0f, v12 = 0f, v13 = 0f;
+            float v20 = 0f, v21 = 0f, v22 = 0f, v23 = 0f, v30 = 0f, v31 = 0f, v32 = 0f, v33 = 0f;
+            float k00 = 0f, k01 = 0f, k02 = 0f, k03 = 0f, k10 = 0f, k11 = 0f, k12 = 0f, k13 = 0f;
+            float k20 = 0f, k21 = 0f, k22 = 0f, k23 = 0f, k30 = 0f, k31 = 0f, k32 = 0f, k33 = 0f;
+            // 64-bit indices with constant strides (see AccumulateRows), unrolled by two rows l by hand
+            long w = sg, x = e4;
+            F4 p, gx, gs, qx;
+            int l = 0;
+            for (; l + 2 <= nl; l += 2, w += 2 * K4, x += 2 * R4)
+            {
+                p = pdt4[w]; gx = got4[x];
+                v00 += p.X * gx.X; v01 += p.X * gx.Y; v02 += p.X * gx.Z; v03 += p.X * gx.W;
+                v10 += p.Y * gx.X; v11 += p.Y * gx.Y; v12 += p.Y * gx.Z; v13 += p.Y * gx.W;
+                v20 += p.Z * gx.X; v21 += p.Z * gx.Y; v22 += p.Z * gx.Z; v23 += p.Z * gx.W;
+                v30 += p.W * gx.X; v31 += p.W * gx.Y; v32 += p.W * gx.Z; v33 += p.W * gx.W;
+                gs = gst4[w]; qx = qt4[x];
+                k00 += gs.X * qx.X; k01 += gs.X * qx.Y; k02 += gs.X * qx.Z; k03 += gs.X * qx.W;
+                k10 += gs.Y * qx.X; k11 += gs.Y * qx.Y; k12 += gs.Y * qx.Z; k13 += gs.Y * qx.W;
+                k20 += gs.Z * qx.X; k21 += gs.Z * qx.Y; k22 += gs.Z * qx.Z; k23 += gs.Z * qx.W;
+                k30 += gs.W * qx.X; k31 += gs.W * qx.Y; k32 += gs.W * qx.Z; k33 += gs.W * qx.W;
+                p = pdt4[w + K4]; gx = got4[x + R4];
+                v00 += p.X * gx.X; v01 += p.X * gx.Y; v02 += p.X * gx.Z; v03 += p.X * gx.W;
+                v10 += p.Y * gx.X; v11 += p.Y * gx.Y; v12 += p.Y * gx.Z; v13 += p.Y * gx.W;
+                v20 += p.Z * gx.X; v21 += p.Z * gx.Y; v22 += p.Z * gx.Z; v23 += p.Z * gx.W;
+                v30 += p.W * gx.X; v31 += p.W * gx.Y; v32 += p.W * gx.Z; v33 += p.W * gx.W;
+                gs = gst4[w + K4]; qx = qt4[x + R4];
+                k00 += gs.X * qx.X; k01 += gs.X * qx.Y; k02 += gs.X * qx.Z; k03 += gs.X * qx.W;
+                k10 += gs.Y * qx.X; k11 += gs.Y * qx.Y; k12 += gs.Y * qx.Z; k13 += gs.Y * qx.W;
+                k20 += gs.Z * qx.X; k21 += gs.Z * qx.Y; k22 += gs.Z * qx.Z; k23 += gs.Z * qx.W;
+                k30 += gs.W * qx.X; k31 += gs.W * qx.Y; k32 += gs.W * qx.Z; k33 += gs.W * qx.W;
+            }
+            if (l < nl)
+            {
+                p = pdt4[w]; gx = got4[x];
+                v00 += p.X * gx.X; v01 += p.X * gx.Y; v02 += p.X * gx.Z; v03 += p.X * gx.W;
+                v10 += p.Y * gx.X; v11 += p.Y * gx.Y; v12 += p.Y * gx.Z; v13 += p.Y * gx.W;
+                v20 += p.Z * gx.X; v21 += p.Z * gx.Y; v22 += p.Z * gx.Z; v23 += p.Z * gx.W;
+                v30 += p.W * gx.X; v31 += p.W * gx.Y; v32 += p.W * gx.Z; v33 += p.W * gx.W;
+                gs = gst4[w]; qx = qt4[x];
+                k00 += gs.X * qx.X; k01 += gs.X * qx.Y; k02 += gs.X * qx.Z; k03 += gs.X * qx.W;
+                k10 += gs.Y * qx.X; k11 += gs.Y * qx.Y; k12 += gs.Y * qx.Z; k13 += gs.Y * qx.W;
+                k20 += gs.Z * qx.X; k21 += gs.Z * qx.Y; k22 += gs.Z * qx.Z; k23 += gs.Z * qx.W;
+                k30 += gs.W * qx.X; k31 += gs.W * qx.Y; k32 += gs.W * qx.Z; k33 += gs.W * qx.W;
+            }
+            int o = sb * R4 + e4;
+            AddQuad(accV4, o, v00, v01, v02, v03); AddQuad(accK4, o, k00, k01, k02, k03);
+            if (sb + 1 < ns) { AddQuad(accV4, o + R4, v10, v11, v12, v13); AddQuad(accK4, o + R4, k10, k11, k12, k13); }
+            if (sb + 2 < ns) { AddQuad(accV4, o + 2 * R4, v20, v21, v22, v23); AddQuad(accK4, o + 2 * R4, k20, k21, k22, k23); }
+            if (sb + 3 < ns) { AddQuad(accV4, o + 3 * R4, v30, v31, v32, v33); AddQuad(accK4, o + 3 * R4, k30, k31, k32, k33); }
+        }
+    }
+
+    /// <summary><see cref="KeyValueProducts"/> for D % 4 ≠ 0: four keys × one column per thread, scalar loads.</summary>
+    private static void KeyValueProductsScalar(ArrayView<float> accK, ArrayView<float> accV, ArrayView<float> qt, ArrayView<float> got,
+        ArrayView<float> pdt, ArrayView<float> gst, int ns, int nl, int d)
+    {
+        int items = KT2 / RB * d;
+        for (int it = Group.IdxX; it < items; it += Group.DimX)
+        {
+            int sg = it / d, e = it - sg * d;
+            int sb = sg * RB;
+            if (sb >= ns) continue;
+            float v0 = 0f, v1 = 0f, v2 = 0f, v3 = 0f, k0 = 0f, k1 = 0f, k2 = 0f, k3 = 0f;
+            for (int l = 0; l < nl; l++)
+            {
+                float gx = got[l * DMax + e], qx = qt[l * DMax + e];
+                int w = l * KT2 + sb;
+                v0 += pdt[w] * gx; v1 += pdt[w + 1] * gx; v2 += pdt[w + 2] * gx; v3 += pdt[w + 3] * gx;
+                k0 += gst[w] * qx; k1 += gst[w + 1] * qx; k2 += gst[w + 2] * qx; k3 += gst[w + 3] * qx;
+            }
+            int o = sb * DMax + e;
+            accV[o] += v0; accK[o] += k0;
+            if (sb + 1 < ns) { accV[o + DMax] += v1; accK[o + DMax] += k1; }
+            if (sb + 2 < ns) { accV[o + 2 * DMax] += v2; accK[o + 2 * DMax] += k2; }
+            if (sb + 3 < ns) { accV[o + 3 * DMax] += v3; accK[o + 3 * DMax] += k3; }
         }
     }
 

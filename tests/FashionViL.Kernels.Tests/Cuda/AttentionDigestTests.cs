@@ -26,6 +26,14 @@ public class AttentionDigestTests() : EmulatorKernelTestBase(assertions: true, m
         new("shared-nodrop", 2, 2, 17, 33, 8, 0.0, 0, true),
         new("shared-odd", 1, 2, 19, 7, 64, 0.3, 3, false),
         new("big-drop", 2, 1, 9, AttentionKernels.SCap + 37, 8, 0.1, 1, true),
+        // written by the kernels of commit 633309c (before the float4 register blocking): D/4 not a multiple of the
+        // four-float4 unrolling (D = 20, 44: unrolled steps and a tail), query and key tiles not multiples of 4 or 2 (L = 19:
+        // 16 + 3 rows; S = 37, 10: 32 + 5, 10 keys), the scalar path (D = 6, 37: D % 4 ≠ 0), S > SCap with D = 20
+        new("tails-d20", 1, 2, 19, 37, 20, 0.1, 2, true),
+        new("tails-d44", 2, 1, 6, 10, 44, 0.0, 0, false),
+        new("scalar-d6", 1, 2, 19, 37, 6, 0.1, 7, true),
+        new("scalar-d37", 1, 1, 17, 33, 37, 0.3, 1, false),
+        new("big-d20", 1, 1, 5, AttentionKernels.SCap + 7, 20, 0.1, 3, true),
     ];
 
     private static string Hash(float[] a, long n)
