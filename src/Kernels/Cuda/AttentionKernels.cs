@@ -238,58 +238,50 @@ internal static class AttentionKernels
             // rows past nq read stale (finite or not) shared values; their results are never stored
             // 64-bit indices with constant strides: ptxas folds the offsets of the 8 loads into immediates
             long wb = (r0 * SCap + wOff) >> 2, tb = e4;
-            float a00 = 0f, a01 = 0f, a02 = 0f, a03 = 0f, a10 = 0f, a11 = 0f, a12 = 0f, a13 = 0f;
-            float a20 = 0f, a21 = 0f, a22 = 0f, a23 = 0f, a30 = 0f, a31 = 0f, a32 = 0f, a33 = 0f;
+            var acc = default(Acc4x4);
             int j = 0;
             for (; j + 4 <= nk; j += 4, wb++, tb += 4 * T4)
             {
                 F4 w0 = w4[wb], w1 = w4[wb + S4], w2 = w4[wb + 2 * S4], w3 = w4[wb + 3 * S4];
-                F4 t = t4[tb];   // key j
-                a00 += w0.X * t.X; a01 += w0.X * t.Y; a02 += w0.X * t.Z; a03 += w0.X * t.W;
-                a10 += w1.X * t.X; a11 += w1.X * t.Y; a12 += w1.X * t.Z; a13 += w1.X * t.W;
-                a20 += w2.X * t.X; a21 += w2.X * t.Y; a22 += w2.X * t.Z; a23 += w2.X * t.W;
-                a30 += w3.X * t.X; a31 += w3.X * t.Y; a32 += w3.X * t.Z; a33 += w3.X * t.W;
-                t = t4[tb + T4];   // key j + 1
-                a00 += w0.Y * t.X; a01 += w0.Y * t.Y; a02 += w0.Y * t.Z; a03 += w0.Y * t.W;
-                a10 += w1.Y * t.X; a11 += w1.Y * t.Y; a12 += w1.Y * t.Z; a13 += w1.Y * t.W;
-                a20 += w2.Y * t.X; a21 += w2.Y * t.Y; a22 += w2.Y * t.Z; a23 += w2.Y * t.W;
-                a30 += w3.Y * t.X; a31 += w3.Y * t.Y; a32 += w3.Y * t.Z; a33 += w3.Y * t.W;
-                t = t4[tb + 2 * T4];   // key j + 2
-                a00 += w0.Z * t.X; a01 += w0.Z * t.Y; a02 += w0.Z * t.Z; a03 += w0.Z * t.W;
-                a10 += w1.Z * t.X; a11 += w1.Z * t.Y; a12 += w1.Z * t.Z; a13 += w1.Z * t.W;
-                a20 += w2.Z * t.X; a21 += w2.Z * t.Y; a22 += w2.Z * t.Z; a23 += w2.Z * t.W;
-                a30 += w3.Z * t.X; a31 += w3.Z * t.Y; a32 += w3.Z * t.Z; a33 += w3.Z * t.W;
-                t = t4[tb + 3 * T4];   // key j + 3
-                a00 += w0.W * t.X; a01 += w0.W * t.Y; a02 += w0.W * t.Z; a03 += w0.W * t.W;
-                a10 += w1.W * t.X; a11 += w1.W * t.Y; a12 += w1.W * t.Z; a13 += w1.W * t.W;
-                a20 += w2.W * t.X; a21 += w2.W * t.Y; a22 += w2.W * t.Z; a23 += w2.W * t.W;
-                a30 += w3.W * t.X; a31 += w3.W * t.Y; a32 += w3.W * t.Z; a33 += w3.W * t.W;
+                Rank1(ref acc, w0.X, w1.X, w2.X, w3.X, t4[tb]);            // key j
+                Rank1(ref acc, w0.Y, w1.Y, w2.Y, w3.Y, t4[tb + T4]);       // key j + 1
+                Rank1(ref acc, w0.Z, w1.Z, w2.Z, w3.Z, t4[tb + 2 * T4]);   // key j + 2
+                Rank1(ref acc, w0.W, w1.W, w2.W, w3.W, t4[tb + 3 * T4]);   // key j + 3
             }
             var w = w4.Cast<float>();
             for (int wj = r0 * SCap + wOff + j; j < nk; j++, wj++, tb += T4)
-            {
-                float x0 = w[wj], x1 = w[wj + SCap], x2 = w[wj + 2 * SCap], x3 = w[wj + 3 * SCap];
-                F4 t = t4[tb];
-                a00 += x0 * t.X; a01 += x0 * t.Y; a02 += x0 * t.Z; a03 += x0 * t.W;
-                a10 += x1 * t.X; a11 += x1 * t.Y; a12 += x1 * t.Z; a13 += x1 * t.W;
-                a20 += x2 * t.X; a21 += x2 * t.Y; a22 += x2 * t.Z; a23 += x2 * t.W;
-                a30 += x3 * t.X; a31 += x3 * t.Y; a32 += x3 * t.Z; a33 += x3 * t.W;
-            }
+                Rank1(ref acc, w[wj], w[wj + SCap], w[wj + 2 * SCap], w[wj + 3 * SCap], t4[tb]);
             int o = r0 * Q4 + e4;
-            AddQuad(acc4, o, a00, a01, a02, a03);
-            if (r0 + 1 < nq) AddQuad(acc4, o + Q4, a10, a11, a12, a13);
-            if (r0 + 2 < nq) AddQuad(acc4, o + 2 * Q4, a20, a21, a22, a23);
-            if (r0 + 3 < nq) AddQuad(acc4, o + 3 * Q4, a30, a31, a32, a33);
+            AddQuad(acc4, o, acc.R0);
+            if (r0 + 1 < nq) AddQuad(acc4, o + Q4, acc.R1);
+            if (r0 + 2 < nq) AddQuad(acc4, o + 2 * Q4, acc.R2);
+            if (r0 + 3 < nq) AddQuad(acc4, o + 3 * Q4, acc.R3);
         }
     }
 
-    /// <summary>acc4[i] += (x, y, z, w), element by element.</summary>
+    /// <summary>acc4[i] += q, element by element.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddQuad(ArrayView<F4> acc4, int i, float x, float y, float z, float w)
+    private static void AddQuad(ArrayView<F4> acc4, int i, F4 q)
     {
         F4 v = acc4[i];
-        v.X += x; v.Y += y; v.Z += z; v.W += w;
+        v.X += q.X; v.Y += q.Y; v.Z += q.Z; v.W += q.W;
         acc4[i] = v;
+    }
+
+    /// <summary>A 4×4 block of accumulators, row i = Ri (registers once inlined).</summary>
+    private struct Acc4x4
+    {
+        public F4 R0, R1, R2, R3;
+    }
+
+    /// <summary>One rank-1 step: row i of <paramref name="a"/> += c_i · r (one term per accumulator).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Rank1(ref Acc4x4 a, float c0, float c1, float c2, float c3, F4 r)
+    {
+        a.R0.X += c0 * r.X; a.R0.Y += c0 * r.Y; a.R0.Z += c0 * r.Z; a.R0.W += c0 * r.W;
+        a.R1.X += c1 * r.X; a.R1.Y += c1 * r.Y; a.R1.Z += c1 * r.Z; a.R1.W += c1 * r.W;
+        a.R2.X += c2 * r.X; a.R2.Y += c2 * r.Y; a.R2.Z += c2 * r.Z; a.R2.W += c2 * r.W;
+        a.R3.X += c3 * r.X; a.R3.Y += c3 * r.Y; a.R3.Z += c3 * r.Z; a.R3.W += c3 * r.W;
     }
 
     /// <summary><see cref="AccumulateRows"/> for D % 4 ≠ 0: four rows × one column per thread, scalar loads.</summary>
@@ -351,44 +343,17 @@ internal static class AttentionKernels
                 // 64-bit indices with constant strides: ptxas folds the offsets into immediates; unrolled by four
                 // float4 (16 e) by hand (ptxas does not unroll a loop of unknown trip count), then the rest
                 long qp = (long)r0 * Q4, kp = (long)j * T4;
-                F4 kx, x0, x1, x2, x3;
+                var sv = default(F4);
                 int e = 0;
                 for (; e + 4 <= d4; e += 4, qp += 4, kp += 4)
                 {
-                        kx = t4[kp];
-                        x0 = rows4[qp]; x1 = rows4[qp + RG * Q4]; x2 = rows4[qp + 2 * RG * Q4]; x3 = rows4[qp + 3 * RG * Q4];
-                        s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
-                        s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
-                        s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
-                        s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
-                        kx = t4[kp + 1];
-                        x0 = rows4[qp + 1]; x1 = rows4[qp + 1 + RG * Q4]; x2 = rows4[qp + 1 + 2 * RG * Q4]; x3 = rows4[qp + 1 + 3 * RG * Q4];
-                        s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
-                        s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
-                        s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
-                        s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
-                        kx = t4[kp + 2];
-                        x0 = rows4[qp + 2]; x1 = rows4[qp + 2 + RG * Q4]; x2 = rows4[qp + 2 + 2 * RG * Q4]; x3 = rows4[qp + 2 + 3 * RG * Q4];
-                        s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
-                        s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
-                        s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
-                        s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
-                        kx = t4[kp + 3];
-                        x0 = rows4[qp + 3]; x1 = rows4[qp + 3 + RG * Q4]; x2 = rows4[qp + 3 + 2 * RG * Q4]; x3 = rows4[qp + 3 + 3 * RG * Q4];
-                        s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
-                        s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
-                        s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
-                        s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
+                    ScoreStep(ref sv, rows4, t4, qp, kp);
+                    ScoreStep(ref sv, rows4, t4, qp + 1, kp + 1);
+                    ScoreStep(ref sv, rows4, t4, qp + 2, kp + 2);
+                    ScoreStep(ref sv, rows4, t4, qp + 3, kp + 3);
                 }
-                for (; e < d4; e++, qp++, kp++)
-                {
-                        kx = t4[kp];
-                        x0 = rows4[qp]; x1 = rows4[qp + RG * Q4]; x2 = rows4[qp + 2 * RG * Q4]; x3 = rows4[qp + 3 * RG * Q4];
-                        s0 += x0.X * kx.X; s1 += x1.X * kx.X; s2 += x2.X * kx.X; s3 += x3.X * kx.X;
-                        s0 += x0.Y * kx.Y; s1 += x1.Y * kx.Y; s2 += x2.Y * kx.Y; s3 += x3.Y * kx.Y;
-                        s0 += x0.Z * kx.Z; s1 += x1.Z * kx.Z; s2 += x2.Z * kx.Z; s3 += x3.Z * kx.Z;
-                        s0 += x0.W * kx.W; s1 += x1.W * kx.W; s2 += x2.W * kx.W; s3 += x3.W * kx.W;
-                }
+                for (; e < d4; e++, qp++, kp++) ScoreStep(ref sv, rows4, t4, qp, kp);
+                s0 = sv.X; s1 = sv.Y; s2 = sv.Z; s3 = sv.W;
             }
             else
             {
@@ -408,6 +373,21 @@ internal static class AttentionKernels
             if (r0 + 2 * RG < nq) StoreScore(s2, r0 + 2 * RG, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
             if (r0 + 3 * RG < nq) StoreScore(s3, r0 + 3 * RG, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
         }
+    }
+
+    /// <summary>
+    /// One float4 step of <see cref="Scores"/>: s.X..s.W (rows r0, r0 + 4, r0 + 8, r0 + 12) += the rows' 4 values at
+    /// rows4[qp + i·4·Q4] times the key's at t4[kp], each accumulator in e order (X, Y, Z, W).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScoreStep(ref F4 s, ArrayView<F4> rows4, ArrayView<F4> t4, long qp, long kp)
+    {
+        const int RG = QT / RB;
+        F4 k = t4[kp], x0 = rows4[qp], x1 = rows4[qp + RG * Q4], x2 = rows4[qp + 2 * RG * Q4], x3 = rows4[qp + 3 * RG * Q4];
+        s.X += x0.X * k.X; s.Y += x1.X * k.X; s.Z += x2.X * k.X; s.W += x3.X * k.X;
+        s.X += x0.Y * k.Y; s.Y += x1.Y * k.Y; s.Z += x2.Y * k.Y; s.W += x3.Y * k.Y;
+        s.X += x0.Z * k.Z; s.Y += x1.Z * k.Z; s.Z += x2.Z * k.Z; s.W += x3.Z * k.Z;
+        s.X += x0.W * k.W; s.Y += x1.W * k.W; s.Z += x2.W * k.W; s.W += x3.W * k.W;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -759,56 +739,33 @@ internal static class AttentionKernels
             int sg = it / d4, e4 = it - sg * d4;
             int sb = sg * RB;
             if (sb >= ns) continue;
-            float v00 = 0f, v01 = 0f, v02 = 0f, v03 = 0f, v10 = 0f, v11 = 0f, v12 = 0f, v13 = 0f;
-            float v20 = 0f, v21 = 0f, v22 = 0f, v23 = 0f, v30 = 0f, v31 = 0f, v32 = 0f, v33 = 0f;
-            float k00 = 0f, k01 = 0f, k02 = 0f, k03 = 0f, k10 = 0f, k11 = 0f, k12 = 0f, k13 = 0f;
-            float k20 = 0f, k21 = 0f, k22 = 0f, k23 = 0f, k30 = 0f, k31 = 0f, k32 = 0f, k33 = 0f;
+            var av = default(Acc4x4);
+            var ak = default(Acc4x4);
             // 64-bit indices with constant strides (see AccumulateRows), unrolled by two rows l by hand
             long w = sg, x = e4;
-            F4 p, gx, gs, qx;
             int l = 0;
             for (; l + 2 <= nl; l += 2, w += 2 * K4, x += 2 * R4)
             {
-                p = pdt4[w]; gx = got4[x];
-                v00 += p.X * gx.X; v01 += p.X * gx.Y; v02 += p.X * gx.Z; v03 += p.X * gx.W;
-                v10 += p.Y * gx.X; v11 += p.Y * gx.Y; v12 += p.Y * gx.Z; v13 += p.Y * gx.W;
-                v20 += p.Z * gx.X; v21 += p.Z * gx.Y; v22 += p.Z * gx.Z; v23 += p.Z * gx.W;
-                v30 += p.W * gx.X; v31 += p.W * gx.Y; v32 += p.W * gx.Z; v33 += p.W * gx.W;
-                gs = gst4[w]; qx = qt4[x];
-                k00 += gs.X * qx.X; k01 += gs.X * qx.Y; k02 += gs.X * qx.Z; k03 += gs.X * qx.W;
-                k10 += gs.Y * qx.X; k11 += gs.Y * qx.Y; k12 += gs.Y * qx.Z; k13 += gs.Y * qx.W;
-                k20 += gs.Z * qx.X; k21 += gs.Z * qx.Y; k22 += gs.Z * qx.Z; k23 += gs.Z * qx.W;
-                k30 += gs.W * qx.X; k31 += gs.W * qx.Y; k32 += gs.W * qx.Z; k33 += gs.W * qx.W;
-                p = pdt4[w + K4]; gx = got4[x + R4];
-                v00 += p.X * gx.X; v01 += p.X * gx.Y; v02 += p.X * gx.Z; v03 += p.X * gx.W;
-                v10 += p.Y * gx.X; v11 += p.Y * gx.Y; v12 += p.Y * gx.Z; v13 += p.Y * gx.W;
-                v20 += p.Z * gx.X; v21 += p.Z * gx.Y; v22 += p.Z * gx.Z; v23 += p.Z * gx.W;
-                v30 += p.W * gx.X; v31 += p.W * gx.Y; v32 += p.W * gx.Z; v33 += p.W * gx.W;
-                gs = gst4[w + K4]; qx = qt4[x + R4];
-                k00 += gs.X * qx.X; k01 += gs.X * qx.Y; k02 += gs.X * qx.Z; k03 += gs.X * qx.W;
-                k10 += gs.Y * qx.X; k11 += gs.Y * qx.Y; k12 += gs.Y * qx.Z; k13 += gs.Y * qx.W;
-                k20 += gs.Z * qx.X; k21 += gs.Z * qx.Y; k22 += gs.Z * qx.Z; k23 += gs.Z * qx.W;
-                k30 += gs.W * qx.X; k31 += gs.W * qx.Y; k32 += gs.W * qx.Z; k33 += gs.W * qx.W;
+                KeyValueStep(ref av, ref ak, pdt4, got4, gst4, qt4, w, x);
+                KeyValueStep(ref av, ref ak, pdt4, got4, gst4, qt4, w + K4, x + R4);
             }
-            if (l < nl)
-            {
-                p = pdt4[w]; gx = got4[x];
-                v00 += p.X * gx.X; v01 += p.X * gx.Y; v02 += p.X * gx.Z; v03 += p.X * gx.W;
-                v10 += p.Y * gx.X; v11 += p.Y * gx.Y; v12 += p.Y * gx.Z; v13 += p.Y * gx.W;
-                v20 += p.Z * gx.X; v21 += p.Z * gx.Y; v22 += p.Z * gx.Z; v23 += p.Z * gx.W;
-                v30 += p.W * gx.X; v31 += p.W * gx.Y; v32 += p.W * gx.Z; v33 += p.W * gx.W;
-                gs = gst4[w]; qx = qt4[x];
-                k00 += gs.X * qx.X; k01 += gs.X * qx.Y; k02 += gs.X * qx.Z; k03 += gs.X * qx.W;
-                k10 += gs.Y * qx.X; k11 += gs.Y * qx.Y; k12 += gs.Y * qx.Z; k13 += gs.Y * qx.W;
-                k20 += gs.Z * qx.X; k21 += gs.Z * qx.Y; k22 += gs.Z * qx.Z; k23 += gs.Z * qx.W;
-                k30 += gs.W * qx.X; k31 += gs.W * qx.Y; k32 += gs.W * qx.Z; k33 += gs.W * qx.W;
-            }
+            if (l < nl) KeyValueStep(ref av, ref ak, pdt4, got4, gst4, qt4, w, x);
             int o = sb * R4 + e4;
-            AddQuad(accV4, o, v00, v01, v02, v03); AddQuad(accK4, o, k00, k01, k02, k03);
-            if (sb + 1 < ns) { AddQuad(accV4, o + R4, v10, v11, v12, v13); AddQuad(accK4, o + R4, k10, k11, k12, k13); }
-            if (sb + 2 < ns) { AddQuad(accV4, o + 2 * R4, v20, v21, v22, v23); AddQuad(accK4, o + 2 * R4, k20, k21, k22, k23); }
-            if (sb + 3 < ns) { AddQuad(accV4, o + 3 * R4, v30, v31, v32, v33); AddQuad(accK4, o + 3 * R4, k30, k31, k32, k33); }
+            AddQuad(accV4, o, av.R0); AddQuad(accK4, o, ak.R0);
+            if (sb + 1 < ns) { AddQuad(accV4, o + R4, av.R1); AddQuad(accK4, o + R4, ak.R1); }
+            if (sb + 2 < ns) { AddQuad(accV4, o + 2 * R4, av.R2); AddQuad(accK4, o + 2 * R4, ak.R2); }
+            if (sb + 3 < ns) { AddQuad(accV4, o + 3 * R4, av.R3); AddQuad(accK4, o + 3 * R4, ak.R3); }
         }
+    }
+
+    /// <summary>One query row of <see cref="KeyValueProducts"/>: gv block += p ⊗ gO row, gk block += gS ⊗ q row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void KeyValueStep(ref Acc4x4 av, ref Acc4x4 ak, ArrayView<F4> pdt4, ArrayView<F4> got4, ArrayView<F4> gst4, ArrayView<F4> qt4, long w, long x)
+    {
+        F4 p = pdt4[w];
+        Rank1(ref av, p.X, p.Y, p.Z, p.W, got4[x]);
+        F4 gs = gst4[w];
+        Rank1(ref ak, gs.X, gs.Y, gs.Z, gs.W, qt4[x]);
     }
 
     /// <summary><see cref="KeyValueProducts"/> for D % 4 ≠ 0: four keys × one column per thread, scalar loads.</summary>
