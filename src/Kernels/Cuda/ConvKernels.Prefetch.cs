@@ -111,11 +111,35 @@ public static partial class ConvKernels
         StoreRow8(o, bias, s, zOff, rowA + half + 3, o0, o1, o2, o3, o4, o5, o6, o7, c.c70, c.c71, c.c72, c.c73, c.c74, c.c75, c.c76, c.c77);
     }
 
-    /// <summary>A(m, k) for the K row whose A offset is <paramref name="ka"/> (−1: past the K range), 0 outside.</summary>
-    private static float LoadA(ArrayView<float> a, ConvGemmShape s, int ka, int m) => ka >= 0 && m < s.M ? a[ka + m * s.AStride] : 0f;
-
-    /// <summary>B(k, n) through the packed tables (the same element <see cref="LoadB(ArrayView{float}, ConvGemmShape, int, int, int, int, int, int)"/> reads).</summary>
+    /// <summary>B(k, n) through the packed tables (the same element <see cref="LoadB(ArrayView{float}, ConvGemmShape, int, int, int, int, int, int)"/> reads;
+    /// the old table layout, used only where <see cref="Folded"/> is false).</summary>
     private static float LoadB(ArrayView<float> b, ConvGemmShape s, ConvCol c, ConvRow r) => LoadB(b, s, c.Base, c.H, c.W, r.Base, r.H, r.W);
+
+    /// <summary>B(k, n) through folded table entries (<see cref="FoldedB"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float FoldedB(ArrayView<float> b, ConvGemmShape s, ConvCol c, ConvRow r) => FoldedB(b, s, c.Base, c.H, c.W, r.Base, r.H, r.W);
+
+    /// <summary>Four B operands of one column: K rows rows[kr], rows[kr + kStep], … (one branch on the table layout per quad).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static F4 LoadB4(ArrayView<float> b, ConvGemmShape s, ConvCol col, ArrayView<ConvRow> rows, int kr, int kStep)
+    {
+        F4 v;
+        if (Folded(s))
+        {
+            v.X = FoldedB(b, s, col, rows[kr]);
+            v.Y = FoldedB(b, s, col, rows[kr + kStep]);
+            v.Z = FoldedB(b, s, col, rows[kr + 2 * kStep]);
+            v.W = FoldedB(b, s, col, rows[kr + 3 * kStep]);
+        }
+        else
+        {
+            v.X = LoadB(b, s, col, rows[kr]);
+            v.Y = LoadB(b, s, col, rows[kr + kStep]);
+            v.Z = LoadB(b, s, col, rows[kr + 2 * kStep]);
+            v.W = LoadB(b, s, col, rows[kr + 3 * kStep]);
+        }
+        return v;
+    }
 
     /// <summary>
     /// Loads slot <paramref name="e"/> (&lt; (Size/8)²) of the K tile whose rows are in table buffer <paramref name="buf"/>:
@@ -132,26 +156,23 @@ public static partial class ConvKernels
         int ka = rows[buf * PfBK + (e & (PfBK - 1))].A, m = m0 + e / PfBK;
         var col = cols[e & (size - 1)];
         int kr = buf * PfBK + e / size;
-        pa0.X = LoadA(a, s, ka, m);
-        pa0.Y = LoadA(a, s, ka, m + mStep);
-        pa0.Z = LoadA(a, s, ka, m + 2 * mStep);
-        pa0.W = LoadA(a, s, ka, m + 3 * mStep);
-        pb0.X = LoadB(b, s, col, rows[kr]);
-        pb0.Y = LoadB(b, s, col, rows[kr + kStep]);
-        pb0.Z = LoadB(b, s, col, rows[kr + 2 * kStep]);
-        pb0.W = LoadB(b, s, col, rows[kr + 3 * kStep]);
+        // A: one address advanced by a fixed step (A(m, k) = a[ka + m·AStride] for m = m, m + mStep, …; 0 when ka = −1 or m ≥ M)
+        bool kIn = ka >= 0;
+        int ga = ka + m * s.AStride, gaStep = mStep * s.AStride;
+        pa0.X = kIn && m < s.M ? a[ga] : 0f;
+        pa0.Y = kIn && m + mStep < s.M ? a[ga + gaStep] : 0f;
+        pa0.Z = kIn && m + 2 * mStep < s.M ? a[ga + 2 * gaStep] : 0f;
+        pa0.W = kIn && m + 3 * mStep < s.M ? a[ga + 3 * gaStep] : 0f;
+        pb0 = LoadB4(b, s, col, rows, kr, kStep);
         pa1 = default;
         pb1 = default;
         if (size * PfBK / threads > 4)
         {
-            pa1.X = LoadA(a, s, ka, m + 4 * mStep);
-            pa1.Y = LoadA(a, s, ka, m + 5 * mStep);
-            pa1.Z = LoadA(a, s, ka, m + 6 * mStep);
-            pa1.W = LoadA(a, s, ka, m + 7 * mStep);
-            pb1.X = LoadB(b, s, col, rows[kr + 4 * kStep]);
-            pb1.Y = LoadB(b, s, col, rows[kr + 5 * kStep]);
-            pb1.Z = LoadB(b, s, col, rows[kr + 6 * kStep]);
-            pb1.W = LoadB(b, s, col, rows[kr + 7 * kStep]);
+            pa1.X = kIn && m + 4 * mStep < s.M ? a[ga + 4 * gaStep] : 0f;
+            pa1.Y = kIn && m + 5 * mStep < s.M ? a[ga + 5 * gaStep] : 0f;
+            pa1.Z = kIn && m + 6 * mStep < s.M ? a[ga + 6 * gaStep] : 0f;
+            pa1.W = kIn && m + 7 * mStep < s.M ? a[ga + 7 * gaStep] : 0f;
+            pb1 = LoadB4(b, s, col, rows, kr + 4 * kStep, kStep);
         }
     }
 
@@ -242,8 +263,8 @@ public static partial class ConvKernels
                 mt &= threads - 1;
                 int tx = mt & (q - 1), ty = mt / q;
                 var acc = default(Acc8x8);
-                for (int e = tid; e < size; e += nt) cols[e] = ColumnOf(s, n0 + e);
-                for (int e = tid; e < 2 * PfBK; e += nt) rows[e] = RowOf(s, kLo + e, kEnd);   // tiles 0 and 1
+                for (int e = tid; e < size; e += nt) cols[e] = FoldedColumnOf(s, n0 + e);
+                for (int e = tid; e < 2 * PfBK; e += nt) rows[e] = FoldedRowOf(s, kLo + e, kEnd);   // tiles 0 and 1
                 Group.Barrier();
                 if (kTiles > 0) StageSlots<T>(a, b, s, As, Bs, cols, rows, m0, 0, tid, nt);
                 Group.Barrier();
@@ -261,7 +282,7 @@ public static partial class ConvKernels
                         StageSlots<T>(a, b, s, As, Bs, cols, rows, m0, nxt, tid + nt, nt);
                     }
                     if (kt + 2 < kTiles)
-                        for (int e = tid; e < PfBK; e += nt) rows[cur * PfBK + e] = RowOf(s, kLo + (kt + 2) * PfBK + e, kEnd);
+                        for (int e = tid; e < PfBK; e += nt) rows[cur * PfBK + e] = FoldedRowOf(s, kLo + (kt + 2) * PfBK + e, kEnd);
                     Group.Barrier();
                 }
                 if (active) Store8x8(o, bias, s, zOff, m0 + ty * 4, size / 2, cols.Cast<int>(), 4, 3, tx * 4, size / 2 + tx * 4, acc);

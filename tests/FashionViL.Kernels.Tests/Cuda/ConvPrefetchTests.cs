@@ -160,6 +160,11 @@ public class ConvPrefetchTests() : EmulatorKernelTestBase(assertions: true)
                 .SetName($"SeveralTilesBothWaysK1 tile {tile}");
             // dilation 2, stride (1, 2), asymmetric padding (1,0,2,1), 2×3 taps: forward K = 4·6 = 24 (3 full K tiles)
             yield return new TestCaseData(new Case(1, 4, 9, 10, 9, 2, 3, new Conv2dParams(1, 2, 1, 0, 2, 1, 2, 2)), 40ul, tile).SetName($"Dilation2AsymmetricPadding tile {tile}");
+            // stride 1 with an output plane smaller than the input (Ho 7 ≠ H 9, Wo 7 ≠ W 8: dilation 2, asymmetric padding): the
+            // folded gathers of all three GEMMs, backward-input's with the output plane's width and bounds (forward K = 3·6 = 18:
+            // a partial last K tile; backward-input K = 5·6 = 30, N = 2·72 = 144; backward-weight K = 98)
+            yield return new TestCaseData(new Case(2, 3, 9, 8, 5, 3, 2, new Conv2dParams(1, 1, 0, 2, 1, 0, 2, 2), Parts.Unsplit | Parts.Split3), 60ul, tile)
+                .SetName($"Stride1SmallerOutputPlane tile {tile}");
             // backward-weight K = 2·16·16 = 512: the automatic split runs (2 chunks of 256 rows, 32 K tiles each); only that result
             yield return new TestCaseData(new Case(2, 1, 18, 18, 2, 3, 3, Conv2dParams.Symmetric(1, 0), Parts.SplitAuto), 55ul, tile)
                 .SetName($"DeepKAutomaticSplit tile {tile}");
