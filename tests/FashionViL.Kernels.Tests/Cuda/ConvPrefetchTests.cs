@@ -211,6 +211,28 @@ public class ConvPrefetchTests() : EmulatorKernelTestBase(assertions: true)
         SameBits(Run(acc, c, d, ConvVersion.Tile64Prefetch), want4, sameTile: true, $"v4 group {warp}×{warps} vs v1 on 2 threads");
     }
 
+    /// <summary>
+    /// Infinities in x and gy keep their bits: the K rows past the range (a partial last K tile in all three GEMMs here) must
+    /// contribute B = 0, not an input element, or 0·∞ = NaN replaces the ±∞ that v1/v2 give where a valid row reads the
+    /// infinity (the folded tables' invalid rows point nowhere; with ordinary finite inputs a wrong B there only adds ±0).
+    /// </summary>
+    [Test]
+    public void InfinitiesInTheInputsKeepTheirBits()
+    {
+        // forward K = 3·2·2 = 12, backward-input K = 5·4 = 20, backward-weight K = 4·5 = 20: each ends in a partial K tile
+        var c = new Case(1, 3, 5, 6, 5, 2, 2, Conv2dParams.Symmetric(1, 0), Parts.Unsplit);
+        var d = Make(c, 95);
+        d.X[0] = float.PositiveInfinity;                  // x[0, 0, 0, 0]: the first element of every column's first tap
+        d.Gy[0] = float.PositiveInfinity;                 // gy[0, 0, 0, 0]
+        foreach (var (fresh, old) in new[] { (ConvVersion.Tile128Prefetch, ConvVersion.Tile128), (ConvVersion.Tile64Prefetch, ConvVersion.Tile64) })
+        {
+            var want = Run(Acc, c, d, old);
+            Assert.That(want.Y!.Count(float.IsInfinity), Is.GreaterThan(0), "the reference has infinite outputs");
+            Assert.That(want.Y!.Concat(want.Gx!).Concat(want.Gw!).Any(float.IsNaN), Is.False, "the reference has no NaN (one infinity per sum)");
+            SameBits(Run(Acc, c, d, fresh), want, sameTile: true, $"{fresh} vs {old} with infinities");
+        }
+    }
+
     /// <summary>A GPU's group shape: 256 threads for v3 (every slot prefetched, one pass), 64 for v4 (the launcher's size).</summary>
     [Test]
     public void GpuGroupShapeGivesTheSameBits()
