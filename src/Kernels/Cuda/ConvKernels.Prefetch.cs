@@ -63,9 +63,19 @@ public static partial class ConvKernels
 
     /// <summary>64 FMAs of one k step: A quads (ab, ab + halfQuads) and B quads (bb, bb + halfQuads) from shared memory.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Step8x8(ref Acc8x8 c, ArrayView<F4> As4, ArrayView<F4> Bs4, int ab, int bb, int halfQuads)
+    private static void Step8x8(ref Acc8x8 c, ArrayView<F4> As4, ArrayView<F4> Bs4, int ab, int bb, int halfQuads) =>
+        Fma8x8(ref c, As4[ab], As4[ab + halfQuads], Bs4[bb], Bs4[bb + halfQuads]);
+
+    /// <summary><see cref="Step8x8(ref Acc8x8, ArrayView{F4}, ArrayView{F4}, int, int, int)"/> with 64-bit indices: called with a
+    /// base index plus constant offsets, so ptxas folds the offsets into the shared loads' immediates.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Step8x8(ref Acc8x8 c, ArrayView<F4> As4, ArrayView<F4> Bs4, long ab, long bb, int halfQuads) =>
+        Fma8x8(ref c, As4[ab], As4[ab + halfQuads], Bs4[bb], Bs4[bb + halfQuads]);
+
+    /// <summary>The 64 FMAs of one k step: A quads al (rows 0–3), ah (rows 4–7), B quads bl, bh (columns 0–3, 4–7).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Fma8x8(ref Acc8x8 c, F4 al, F4 ah, F4 bl, F4 bh)
     {
-        F4 al = As4[ab], ah = As4[ab + halfQuads], bl = Bs4[bb], bh = Bs4[bb + halfQuads];
         float a0 = al.X, a1 = al.Y, a2 = al.Z, a3 = al.W, a4 = ah.X, a5 = ah.Y, a6 = ah.Z, a7 = ah.W;
         float b0 = bl.X, b1 = bl.Y, b2 = bl.Z, b3 = bl.W, b4 = bh.X, b5 = bh.Y, b6 = bh.Z, b7 = bh.W;
         c.c00 += a0 * b0; c.c01 += a0 * b1; c.c02 += a0 * b2; c.c03 += a0 * b3; c.c04 += a0 * b4; c.c05 += a0 * b5; c.c06 += a0 * b6; c.c07 += a0 * b7;
@@ -275,7 +285,22 @@ public static partial class ConvKernels
                     F4 pa0 = default, pa1 = default, pb0 = default, pb1 = default;
                     if (more && ownsSlot) LoadSlot<T>(a, b, s, cols, rows, m0, nxt, tid, out pa0, out pa1, out pb0, out pb1);
                     int ab = cur * PfBK * aQuads + ty, bb = cur * PfBK * bQuads + tx;
-                    for (int kk = 0; kk < PfBK; kk++) Step8x8(ref acc, As4, Bs4, ab + kk * aQuads, bb + kk * bQuads, q);
+                    if (size == 128)
+                    {
+                        // v3: the 8 k steps unrolled with 64-bit indices, so each step's four LDS.128 take constant offsets
+                        // from two bases (no address arithmetic in the k loop). v4 keeps the loop: unrolled, it spills.
+                        long ab8 = ab, bb8 = bb;
+                        Step8x8(ref acc, As4, Bs4, ab8, bb8, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + aQuads, bb8 + bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 2 * aQuads, bb8 + 2 * bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 3 * aQuads, bb8 + 3 * bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 4 * aQuads, bb8 + 4 * bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 5 * aQuads, bb8 + 5 * bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 6 * aQuads, bb8 + 6 * bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 7 * aQuads, bb8 + 7 * bQuads, q);
+                    }
+                    else
+                        for (int kk = 0; kk < PfBK; kk++) Step8x8(ref acc, As4, Bs4, ab + kk * aQuads, bb + kk * bQuads, q);
                     if (more)
                     {
                         if (ownsSlot) PutSlot<T>(As, Bs, nxt, tid, pa0, pa1, pb0, pb1);
