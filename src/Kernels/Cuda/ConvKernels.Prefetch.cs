@@ -63,9 +63,19 @@ public static partial class ConvKernels
 
     /// <summary>64 FMAs of one k step: A quads (ab, ab + halfQuads) and B quads (bb, bb + halfQuads) from shared memory.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Step8x8(ref Acc8x8 c, ArrayView<F4> As4, ArrayView<F4> Bs4, int ab, int bb, int halfQuads)
+    private static void Step8x8(ref Acc8x8 c, ArrayView<F4> As4, ArrayView<F4> Bs4, int ab, int bb, int halfQuads) =>
+        Fma8x8(ref c, As4[ab], As4[ab + halfQuads], Bs4[bb], Bs4[bb + halfQuads]);
+
+    /// <summary><see cref="Step8x8(ref Acc8x8, ArrayView{F4}, ArrayView{F4}, int, int, int)"/> with 64-bit indices: called with a
+    /// base index plus constant offsets, so ptxas folds the offsets into the shared loads' immediates.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Step8x8(ref Acc8x8 c, ArrayView<F4> As4, ArrayView<F4> Bs4, long ab, long bb, int halfQuads) =>
+        Fma8x8(ref c, As4[ab], As4[ab + halfQuads], Bs4[bb], Bs4[bb + halfQuads]);
+
+    /// <summary>The 64 FMAs of one k step: A quads al (rows 0–3), ah (rows 4–7), B quads bl, bh (columns 0–3, 4–7).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Fma8x8(ref Acc8x8 c, F4 al, F4 ah, F4 bl, F4 bh)
     {
-        F4 al = As4[ab], ah = As4[ab + halfQuads], bl = Bs4[bb], bh = Bs4[bb + halfQuads];
         float a0 = al.X, a1 = al.Y, a2 = al.Z, a3 = al.W, a4 = ah.X, a5 = ah.Y, a6 = ah.Z, a7 = ah.W;
         float b0 = bl.X, b1 = bl.Y, b2 = bl.Z, b3 = bl.W, b4 = bh.X, b5 = bh.Y, b6 = bh.Z, b7 = bh.W;
         c.c00 += a0 * b0; c.c01 += a0 * b1; c.c02 += a0 * b2; c.c03 += a0 * b3; c.c04 += a0 * b4; c.c05 += a0 * b5; c.c06 += a0 * b6; c.c07 += a0 * b7;
@@ -111,11 +121,35 @@ public static partial class ConvKernels
         StoreRow8(o, bias, s, zOff, rowA + half + 3, o0, o1, o2, o3, o4, o5, o6, o7, c.c70, c.c71, c.c72, c.c73, c.c74, c.c75, c.c76, c.c77);
     }
 
-    /// <summary>A(m, k) for the K row whose A offset is <paramref name="ka"/> (−1: past the K range), 0 outside.</summary>
-    private static float LoadA(ArrayView<float> a, ConvGemmShape s, int ka, int m) => ka >= 0 && m < s.M ? a[ka + m * s.AStride] : 0f;
-
-    /// <summary>B(k, n) through the packed tables (the same element <see cref="LoadB(ArrayView{float}, ConvGemmShape, int, int, int, int, int, int)"/> reads).</summary>
+    /// <summary>B(k, n) through the packed tables (the same element <see cref="LoadB(ArrayView{float}, ConvGemmShape, int, int, int, int, int, int)"/> reads;
+    /// the old table layout, used only where <see cref="Folded"/> is false).</summary>
     private static float LoadB(ArrayView<float> b, ConvGemmShape s, ConvCol c, ConvRow r) => LoadB(b, s, c.Base, c.H, c.W, r.Base, r.H, r.W);
+
+    /// <summary>B(k, n) through folded table entries (<see cref="FoldedB"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float FoldedB(ArrayView<float> b, ConvGemmShape s, ConvCol c, ConvRow r) => FoldedB(b, s, c.Base, c.H, c.W, r.Base, r.H, r.W);
+
+    /// <summary>Four B operands of one column: K rows rows[kr], rows[kr + kStep], … (one branch on the table layout per quad).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static F4 LoadB4(ArrayView<float> b, ConvGemmShape s, ConvCol col, ArrayView<ConvRow> rows, int kr, int kStep)
+    {
+        F4 v;
+        if (Folded(s))
+        {
+            v.X = FoldedB(b, s, col, rows[kr]);
+            v.Y = FoldedB(b, s, col, rows[kr + kStep]);
+            v.Z = FoldedB(b, s, col, rows[kr + 2 * kStep]);
+            v.W = FoldedB(b, s, col, rows[kr + 3 * kStep]);
+        }
+        else
+        {
+            v.X = LoadB(b, s, col, rows[kr]);
+            v.Y = LoadB(b, s, col, rows[kr + kStep]);
+            v.Z = LoadB(b, s, col, rows[kr + 2 * kStep]);
+            v.W = LoadB(b, s, col, rows[kr + 3 * kStep]);
+        }
+        return v;
+    }
 
     /// <summary>
     /// Loads slot <paramref name="e"/> (&lt; (Size/8)²) of the K tile whose rows are in table buffer <paramref name="buf"/>:
@@ -132,26 +166,23 @@ public static partial class ConvKernels
         int ka = rows[buf * PfBK + (e & (PfBK - 1))].A, m = m0 + e / PfBK;
         var col = cols[e & (size - 1)];
         int kr = buf * PfBK + e / size;
-        pa0.X = LoadA(a, s, ka, m);
-        pa0.Y = LoadA(a, s, ka, m + mStep);
-        pa0.Z = LoadA(a, s, ka, m + 2 * mStep);
-        pa0.W = LoadA(a, s, ka, m + 3 * mStep);
-        pb0.X = LoadB(b, s, col, rows[kr]);
-        pb0.Y = LoadB(b, s, col, rows[kr + kStep]);
-        pb0.Z = LoadB(b, s, col, rows[kr + 2 * kStep]);
-        pb0.W = LoadB(b, s, col, rows[kr + 3 * kStep]);
+        // A: one address advanced by a fixed step (A(m, k) = a[ka + m·AStride] for m = m, m + mStep, …; 0 when ka = −1 or m ≥ M)
+        bool kIn = ka >= 0;
+        int ga = ka + m * s.AStride, gaStep = mStep * s.AStride;
+        pa0.X = kIn && m < s.M ? a[ga] : 0f;
+        pa0.Y = kIn && m + mStep < s.M ? a[ga + gaStep] : 0f;
+        pa0.Z = kIn && m + 2 * mStep < s.M ? a[ga + 2 * gaStep] : 0f;
+        pa0.W = kIn && m + 3 * mStep < s.M ? a[ga + 3 * gaStep] : 0f;
+        pb0 = LoadB4(b, s, col, rows, kr, kStep);
         pa1 = default;
         pb1 = default;
         if (size * PfBK / threads > 4)
         {
-            pa1.X = LoadA(a, s, ka, m + 4 * mStep);
-            pa1.Y = LoadA(a, s, ka, m + 5 * mStep);
-            pa1.Z = LoadA(a, s, ka, m + 6 * mStep);
-            pa1.W = LoadA(a, s, ka, m + 7 * mStep);
-            pb1.X = LoadB(b, s, col, rows[kr + 4 * kStep]);
-            pb1.Y = LoadB(b, s, col, rows[kr + 5 * kStep]);
-            pb1.Z = LoadB(b, s, col, rows[kr + 6 * kStep]);
-            pb1.W = LoadB(b, s, col, rows[kr + 7 * kStep]);
+            pa1.X = kIn && m + 4 * mStep < s.M ? a[ga + 4 * gaStep] : 0f;
+            pa1.Y = kIn && m + 5 * mStep < s.M ? a[ga + 5 * gaStep] : 0f;
+            pa1.Z = kIn && m + 6 * mStep < s.M ? a[ga + 6 * gaStep] : 0f;
+            pa1.W = kIn && m + 7 * mStep < s.M ? a[ga + 7 * gaStep] : 0f;
+            pb1 = LoadB4(b, s, col, rows, kr + 4 * kStep, kStep);
         }
     }
 
@@ -242,8 +273,8 @@ public static partial class ConvKernels
                 mt &= threads - 1;
                 int tx = mt & (q - 1), ty = mt / q;
                 var acc = default(Acc8x8);
-                for (int e = tid; e < size; e += nt) cols[e] = ColumnOf(s, n0 + e);
-                for (int e = tid; e < 2 * PfBK; e += nt) rows[e] = RowOf(s, kLo + e, kEnd);   // tiles 0 and 1
+                for (int e = tid; e < size; e += nt) cols[e] = FoldedColumnOf(s, n0 + e);
+                for (int e = tid; e < 2 * PfBK; e += nt) rows[e] = FoldedRowOf(s, kLo + e, kEnd);   // tiles 0 and 1
                 Group.Barrier();
                 if (kTiles > 0) StageSlots<T>(a, b, s, As, Bs, cols, rows, m0, 0, tid, nt);
                 Group.Barrier();
@@ -254,14 +285,29 @@ public static partial class ConvKernels
                     F4 pa0 = default, pa1 = default, pb0 = default, pb1 = default;
                     if (more && ownsSlot) LoadSlot<T>(a, b, s, cols, rows, m0, nxt, tid, out pa0, out pa1, out pb0, out pb1);
                     int ab = cur * PfBK * aQuads + ty, bb = cur * PfBK * bQuads + tx;
-                    for (int kk = 0; kk < PfBK; kk++) Step8x8(ref acc, As4, Bs4, ab + kk * aQuads, bb + kk * bQuads, q);
+                    if (size == 128)
+                    {
+                        // v3: the 8 k steps unrolled with 64-bit indices, so each step's four LDS.128 take constant offsets
+                        // from two bases (no address arithmetic in the k loop). v4 keeps the loop: unrolled, it spills.
+                        long ab8 = ab, bb8 = bb;
+                        Step8x8(ref acc, As4, Bs4, ab8, bb8, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + aQuads, bb8 + bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 2 * aQuads, bb8 + 2 * bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 3 * aQuads, bb8 + 3 * bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 4 * aQuads, bb8 + 4 * bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 5 * aQuads, bb8 + 5 * bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 6 * aQuads, bb8 + 6 * bQuads, q);
+                        Step8x8(ref acc, As4, Bs4, ab8 + 7 * aQuads, bb8 + 7 * bQuads, q);
+                    }
+                    else
+                        for (int kk = 0; kk < PfBK; kk++) Step8x8(ref acc, As4, Bs4, ab + kk * aQuads, bb + kk * bQuads, q);
                     if (more)
                     {
                         if (ownsSlot) PutSlot<T>(As, Bs, nxt, tid, pa0, pa1, pb0, pb1);
                         StageSlots<T>(a, b, s, As, Bs, cols, rows, m0, nxt, tid + nt, nt);
                     }
                     if (kt + 2 < kTiles)
-                        for (int e = tid; e < PfBK; e += nt) rows[cur * PfBK + e] = RowOf(s, kLo + (kt + 2) * PfBK + e, kEnd);
+                        for (int e = tid; e < PfBK; e += nt) rows[cur * PfBK + e] = FoldedRowOf(s, kLo + (kt + 2) * PfBK + e, kEnd);
                     Group.Barrier();
                 }
                 if (active) Store8x8(o, bias, s, zOff, m0 + ty * 4, size / 2, cols.Cast<int>(), 4, 3, tx * 4, size / 2 + tx * 4, acc);

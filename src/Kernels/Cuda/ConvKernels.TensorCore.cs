@@ -51,6 +51,20 @@ public static partial class ConvKernels
     // On CUDA thread tid prefetches slot tid; on the emulator (groups of nt < G) slots nt.. are staged directly.
     // -----------------------------------------------------------------------------------------------------------------
 
+    /// <summary><see cref="KRow"/> with <see cref="FoldedRowOf"/>'s entries.</summary>
+    private static void FoldedKRow(ConvGemmShape s, int k, int kEnd, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW, int slot)
+    {
+        var r = FoldedRowOf(s, k, kEnd);
+        kA[slot] = r.A; kBase[slot] = r.Base; kH[slot] = r.H; kW[slot] = r.W;
+    }
+
+    /// <summary><see cref="Column"/> with <see cref="FoldedColumnOf"/>'s entries.</summary>
+    private static void FoldedColumn(ConvGemmShape s, int n, ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW, ArrayView<int> cOut, int slot)
+    {
+        var c = FoldedColumnOf(s, n);
+        cBase[slot] = c.Base; cH[slot] = c.H; cW[slot] = c.W; cOut[slot] = c.Out;
+    }
+
     /// <summary>The 12 operands of one slot of one stage, as loaded (rounded when stored).</summary>
     private struct TcSlot
     {
@@ -82,6 +96,15 @@ public static partial class ConvKernels
         // B: one column (one column-table entry) per slot, K rows kk, kk + G/bn, …
         int nn = p & ((1 << bnShift) - 1), kr = tab + (p >> bnShift), dk = group >> bnShift;
         int cb = cBase[nn], ch = cH[nn], cw = cW[nn];
+        if (Folded(s))
+        {
+            // folded tables (FoldedB): two unsigned compares and one add per operand
+            r.B0 = FoldedB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
+            r.B1 = FoldedB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
+            r.B2 = FoldedB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
+            r.B3 = FoldedB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]);
+            return r;
+        }
         r.B0 = LoadB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
         r.B1 = LoadB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
         r.B2 = LoadB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
@@ -163,8 +186,8 @@ public static partial class ConvKernels
             if (CudaAsm.IsSupported) TensorCoreGemm.ZeroAccumulators();
             else
                 for (int e = tid; e < TcBM * TcBN; e += nt) Cs[e] = 0f;
-            for (int e = tid; e < TcBN; e += nt) Column(s, n0 + e, cBase, cH, cW, cOut, e);
-            for (int e = tid; e < 2 * TcBK; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);   // stages 0 and 1
+            for (int e = tid; e < TcBN; e += nt) FoldedColumn(s, n0 + e, cBase, cH, cW, cOut, e);
+            for (int e = tid; e < 2 * TcBK; e += nt) FoldedKRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);   // stages 0 and 1
             Group.Barrier();
             if (kTiles > 0)
                 StageTcSlots(a, b, s, As2.SubView(0, aWords), Bs2.SubView(0, bWords), m0, 0, tid, nt, group, 5, TcBStride, isBf16, cBase, cH, cW, kA, kBase, kH, kW);
@@ -196,7 +219,7 @@ public static partial class ConvKernels
                 }
                 // stage kt + 2's K rows into the slot stage kt's rows held (see the hazard argument above)
                 if (kt + 2 < kTiles)
-                    for (int e = tid; e < TcBK; e += nt) KRow(s, kLo + (kt + 2) * TcBK + e, kEnd, kA, kBase, kH, kW, cur * TcBK + e);
+                    for (int e = tid; e < TcBK; e += nt) FoldedKRow(s, kLo + (kt + 2) * TcBK + e, kEnd, kA, kBase, kH, kW, cur * TcBK + e);
                 Group.Barrier();
             }
             if (CudaAsm.IsSupported)
@@ -251,8 +274,8 @@ public static partial class ConvKernels
             if (CudaAsm.IsSupported) TensorCoreGemm.ZeroAccumulators128();
             else
                 for (int e = tid; e < TensorCoreGemm.C2Words; e += nt) Ce[e] = 0f;
-            for (int e = tid; e < bn; e += nt) Column(s, n0 + e, cBase, cH, cW, cOut, e);
-            for (int e = tid; e < 2 * TcBK; e += nt) KRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);   // stages 0 and 1
+            for (int e = tid; e < bn; e += nt) FoldedColumn(s, n0 + e, cBase, cH, cW, cOut, e);
+            for (int e = tid; e < 2 * TcBK; e += nt) FoldedKRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);   // stages 0 and 1
             Group.Barrier();
             if (kTiles > 0)
                 StageTcSlots(a, b, s, sh.SubView(0, aWords), sh.SubView(bBase, bWords), m0, 0, tid, nt, group, 6, bStride, isBf16, cBase, cH, cW, kA, kBase, kH, kW);
@@ -280,7 +303,7 @@ public static partial class ConvKernels
                 }
                 // stage kt + 2's K rows into the slot stage kt's rows held (see the hazard argument above)
                 if (kt + 2 < kTiles)
-                    for (int e = tid; e < TcBK; e += nt) KRow(s, kLo + (kt + 2) * TcBK + e, kEnd, kA, kBase, kH, kW, cur * TcBK + e);
+                    for (int e = tid; e < TcBK; e += nt) FoldedKRow(s, kLo + (kt + 2) * TcBK + e, kEnd, kA, kBase, kH, kW, cur * TcBK + e);
                 Group.Barrier();
             }
             if (CudaAsm.IsSupported)

@@ -223,6 +223,63 @@ public static partial class ConvKernels
         return b[colBase + kBase + oh * s.Wo + ow];
     }
 
+    // ---- folded gathers (issue 7, gather): the prefetching and tensor-core kernels' B operand in fewer instructions ----
+    // Wherever B(k, n) is b[colBase + kBase + ih·Wb + iw] with ih = colH ± kH, iw = colW ± kW and a plain range test
+    // (forward and backward-weight: Wb = W, 0 ≤ ih < H, 0 ≤ iw < W; backward-input at stride 1: Wb = Wo, ih = colH − kH,
+    // 0 ≤ ih < Ho, 0 ≤ iw < Wo), the tables hold the offsets already folded: column Base' = colBase + colH·Wb + colW, row
+    // Base' = kBase ± (kH·Wb + kW), row H/W = ±kH/±kW, so a gather is b[colBase' + rowBase'] under two unsigned compares of
+    // colH + rowH and colW + rowW. An invalid row or column (k ≥ kEnd, n ≥ N) gets H = −2^30 (Base 0, W 0): every valid
+    // tap offset and column coordinate is far below 2^30 in size, so the row sum stays negative (at worst −2^31, no
+    // overflow) and fails the unsigned compare. Same element, same zero: the same bits as LoadB. Backward-input at stride
+    // > 1 keeps the old layout and LoadB (its stride test divides).
+
+    /// <summary>H of an invalid folded row or column (see the comment above).</summary>
+    private const int FoldedInvalid = -(1 << 30);
+
+    /// <summary>Whether the tables of this GEMM hold folded offsets (everything but backward-input at stride &gt; 1).</summary>
+    private static bool Folded(ConvGemmShape s) => s.Mode != (int)ConvMode.BackwardInput || (s.Sh == 1 && s.Sw == 1);
+
+    /// <summary>The bounds a folded gather tests colH + rowH and colW + rowW against (input or output-gradient plane).</summary>
+    private static int FoldedLimitH(ConvGemmShape s) => s.Mode == (int)ConvMode.BackwardInput ? s.Ho : s.H;
+
+    /// <summary>See <see cref="FoldedLimitH"/>.</summary>
+    private static int FoldedLimitW(ConvGemmShape s) => s.Mode == (int)ConvMode.BackwardInput ? s.Wo : s.W;
+
+    /// <summary><see cref="RowOf"/> with the offsets folded when <see cref="Folded"/> (A unchanged: −1 past the range).</summary>
+    private static ConvRow FoldedRowOf(ConvGemmShape s, int k, int kEnd)
+    {
+        var r = RowOf(s, k, kEnd);
+        if (!Folded(s)) return r;
+        if (r.Base < 0)
+        {
+            r.Base = 0; r.H = FoldedInvalid; r.W = 0;
+        }
+        else if (s.Mode == (int)ConvMode.BackwardInput)
+        {
+            r.Base -= r.H * s.Wo + r.W; r.H = -r.H; r.W = -r.W;
+        }
+        else r.Base += r.H * s.W + r.W;
+        return r;
+    }
+
+    /// <summary><see cref="ColumnOf"/> with the offsets folded when <see cref="Folded"/> (Out unchanged: −1 past N).</summary>
+    private static ConvCol FoldedColumnOf(ConvGemmShape s, int n)
+    {
+        var c = ColumnOf(s, n);
+        if (!Folded(s)) return c;
+        if (c.Base < 0)
+        {
+            c.Base = 0; c.H = FoldedInvalid; c.W = 0;
+        }
+        else c.Base += c.H * FoldedLimitW(s) + c.W;
+        return c;
+    }
+
+    /// <summary>B(k, n) from folded entries: the element LoadB reads, 0 outside (two unsigned compares, one add).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float FoldedB(ArrayView<float> b, ConvGemmShape s, int colBase, int colH, int colW, int rowBase, int rowH, int rowW) =>
+        (uint)(colH + rowH) < (uint)FoldedLimitH(s) && (uint)(colW + rowW) < (uint)FoldedLimitW(s) ? b[colBase + rowBase] : 0f;
+
     private static void StoreRow(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int zOff, int m, int c0, int c1, int c2, int c3,
         float v0, float v1, float v2, float v3)
     {

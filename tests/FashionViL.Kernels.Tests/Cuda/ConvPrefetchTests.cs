@@ -160,6 +160,11 @@ public class ConvPrefetchTests() : EmulatorKernelTestBase(assertions: true)
                 .SetName($"SeveralTilesBothWaysK1 tile {tile}");
             // dilation 2, stride (1, 2), asymmetric padding (1,0,2,1), 2×3 taps: forward K = 4·6 = 24 (3 full K tiles)
             yield return new TestCaseData(new Case(1, 4, 9, 10, 9, 2, 3, new Conv2dParams(1, 2, 1, 0, 2, 1, 2, 2)), 40ul, tile).SetName($"Dilation2AsymmetricPadding tile {tile}");
+            // stride 1 with an output plane smaller than the input (Ho 7 ≠ H 9, Wo 7 ≠ W 8: dilation 2, asymmetric padding): the
+            // folded gathers of all three GEMMs, backward-input's with the output plane's width and bounds (forward K = 3·6 = 18:
+            // a partial last K tile; backward-input K = 5·6 = 30, N = 2·72 = 144; backward-weight K = 98)
+            yield return new TestCaseData(new Case(2, 3, 9, 8, 5, 3, 2, new Conv2dParams(1, 1, 0, 2, 1, 0, 2, 2), Parts.Unsplit | Parts.Split3), 60ul, tile)
+                .SetName($"Stride1SmallerOutputPlane tile {tile}");
             // backward-weight K = 2·16·16 = 512: the automatic split runs (2 chunks of 256 rows, 32 K tiles each); only that result
             yield return new TestCaseData(new Case(2, 1, 18, 18, 2, 3, 3, Conv2dParams.Symmetric(1, 0), Parts.SplitAuto), 55ul, tile)
                 .SetName($"DeepKAutomaticSplit tile {tile}");
@@ -204,6 +209,28 @@ public class ConvPrefetchTests() : EmulatorKernelTestBase(assertions: true)
         // K of backward-weight is too shallow to split automatically, so the device's multiprocessor count does not matter
         SameBits(Run(acc, c, d, ConvVersion.Tile128Prefetch), want3, sameTile: true, $"v3 group {warp}×{warps} vs v2 on 2 threads");
         SameBits(Run(acc, c, d, ConvVersion.Tile64Prefetch), want4, sameTile: true, $"v4 group {warp}×{warps} vs v1 on 2 threads");
+    }
+
+    /// <summary>
+    /// Infinities in x and gy keep their bits: the K rows past the range (a partial last K tile in all three GEMMs here) must
+    /// contribute B = 0, not an input element, or 0·∞ = NaN replaces the ±∞ that v1/v2 give where a valid row reads the
+    /// infinity (the folded tables' invalid rows point nowhere; with ordinary finite inputs a wrong B there only adds ±0).
+    /// </summary>
+    [Test]
+    public void InfinitiesInTheInputsKeepTheirBits()
+    {
+        // forward K = 3·2·2 = 12, backward-input K = 5·4 = 20, backward-weight K = 4·5 = 20: each ends in a partial K tile
+        var c = new Case(1, 3, 5, 6, 5, 2, 2, Conv2dParams.Symmetric(1, 0), Parts.Unsplit);
+        var d = Make(c, 95);
+        d.X[0] = float.PositiveInfinity;                  // x[0, 0, 0, 0]: the first element of every column's first tap
+        d.Gy[0] = float.PositiveInfinity;                 // gy[0, 0, 0, 0]
+        foreach (var (fresh, old) in new[] { (ConvVersion.Tile128Prefetch, ConvVersion.Tile128), (ConvVersion.Tile64Prefetch, ConvVersion.Tile64) })
+        {
+            var want = Run(Acc, c, d, old);
+            Assert.That(want.Y!.Count(float.IsInfinity), Is.GreaterThan(0), "the reference has infinite outputs");
+            Assert.That(want.Y!.Concat(want.Gx!).Concat(want.Gw!).Any(float.IsNaN), Is.False, "the reference has no NaN (one infinity per sum)");
+            SameBits(Run(Acc, c, d, fresh), want, sameTile: true, $"{fresh} vs {old} with infinities");
+        }
     }
 
     /// <summary>A GPU's group shape: 256 threads for v3 (every slot prefetched, one pass), 64 for v4 (the launcher's size).</summary>

@@ -37,6 +37,10 @@ public class TensorCoreConvDigestTests() : EmulatorKernelTestBase(assertions: tr
         new("3x3-cout20-split3", 2, 3, 11, 10, 20, 3, 3, Conv2dParams.Symmetric(1, 1), false, 3),
         // stem-like: 7×7 stride 2 pad 3, cin 2 (K fwd 98: 7 stages), bwd-weight N 98 (two 64-column tiles)
         new("7x7-s2-p3", 1, 2, 12, 10, 5, 7, 7, Conv2dParams.Symmetric(2, 3), false, 1),
+        // stride 1 with an output plane smaller than the input (Ho 7 ≠ H 9, Wo 7 ≠ W 8: dilation 2, asymmetric padding), so
+        // backward-input's folded gather must use the output plane's width and bounds; bias; bwd-weight split-K 2 (K 98).
+        // Added with the folded gathers (issue 7, gather); its digests were written by main's kernels at 1db8720.
+        new("3x2-s1-dil2-asym-bias-split2", 2, 4, 9, 8, 11, 3, 2, new Conv2dParams(1, 1, 0, 2, 1, 0, 2, 2), true, 2),
     ];
 
     private static readonly Precision[] Precisions = [Precision.Tf32, Precision.Bf16];
