@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using FashionViL.Kernels.Cuda;
 using ILGPU;
 using ILGPU.Runtime;
@@ -53,13 +52,6 @@ public class TensorCoreConvDigestTests() : EmulatorKernelTestBase(assertions: tr
         return a;
     }
 
-    private static string Hash(float[] a, long n)
-    {
-        var bytes = new byte[n * 4];
-        Buffer.BlockCopy(a, 0, bytes, 0, bytes.Length);
-        return Convert.ToHexString(SHA256.HashData(bytes))[..24];
-    }
-
     private static IEnumerable<(string Key, string Digest)> Digests(Accelerator acc, TensorCoreTile tile, IEnumerable<Case> cases)
     {
         foreach (var c in cases)
@@ -82,42 +74,20 @@ public class TensorCoreConvDigestTests() : EmulatorKernelTestBase(assertions: tr
                 ConvKernels.Conv2dBackwardWeight(acc, null, dx.View, dgy.View, gw.View, default, c.Batch, c.Cin, c.H, c.W, c.Cout, c.Kh, c.Kw, c.P,
                     workspace: c.Splits > 1 ? ws.View : default, splits: c.Splits, precision: p, tcTile: tile);
                 acc.Synchronize();
-                yield return ($"{c.Name} {p} forward", Hash(y.GetAsArray1D(), ny));
-                yield return ($"{c.Name} {p} input", Hash(gx.GetAsArray1D(), nx));
-                yield return ($"{c.Name} {p} weight", Hash(gw.GetAsArray1D(), nw));
+                yield return ($"{c.Name} {p} forward", DigestFixtures.Hash(y.GetAsArray1D(), ny));
+                yield return ($"{c.Name} {p} input", DigestFixtures.Hash(gx.GetAsArray1D(), nx));
+                yield return ($"{c.Name} {p} weight", DigestFixtures.Hash(gw.GetAsArray1D(), nw));
             }
         }
     }
 
-    private static string FixturePath()
-    {
-        for (var d = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); d is not null; d = d.Parent)
-            if (Directory.Exists(Path.Combine(d.FullName, "tests", "fixtures")))
-                return Path.Combine(d.FullName, "tests", "fixtures", "convtc", "digests.txt");
-        throw new DirectoryNotFoundException($"tests/fixtures not found above {TestContext.CurrentContext.TestDirectory}");
-    }
-
-    private readonly Dictionary<int, Accelerator> _byGroup = [];
+    private DigestFixtures? _fixtures;
 
     /// <summary>A CPU accelerator whose largest group is <paramref name="threads"/> (warps of 2, or of 32 from 128 threads up).</summary>
-    private Accelerator WithGroup(int threads)
-    {
-        if (threads == 2) return Acc;
-        if (!_byGroup.TryGetValue(threads, out var acc))
-        {
-            int warp = threads >= 128 ? 32 : 2;
-            acc = new CPUDevice(warp, threads / warp, 1).CreateCPUAccelerator(Ctx, CPUAcceleratorMode.Parallel);
-            _byGroup[threads] = acc;
-        }
-        return acc;
-    }
+    private Accelerator WithGroup(int threads) => (_fixtures ??= new DigestFixtures(Ctx, Acc)).WithGroup(threads);
 
     [OneTimeTearDown]
-    public void DisposeGroupAccelerators()
-    {
-        foreach (var a in _byGroup.Values) a.Dispose();
-        _byGroup.Clear();
-    }
+    public void DisposeGroupAccelerators() => _fixtures?.Dispose();
 
     /// <summary>Every case on 2-thread groups (both tiles); the prefetch-heavy group sizes on two cases each (runtime: the
     /// emulated 128×64 stage costs the same at any group size, and each test must stay short).</summary>
@@ -141,7 +111,7 @@ public class TensorCoreConvDigestTests() : EmulatorKernelTestBase(assertions: tr
     {
         var acc = WithGroup(threads);
         Assert.That(TensorCoreGemm.GroupSize(acc, tile), Is.EqualTo(threads), "the launch runs groups of this size");
-        string path = FixturePath();
+        string path = DigestFixtures.FixturePath("convtc");
         if (Environment.GetEnvironmentVariable("FASHIONVIL_WRITE_CONVTC_DIGESTS") == "1")
         {
             if (tile != TensorCoreTile.Tile64x32 || threads != 2 || caseName != Cases[0].Name)
