@@ -438,7 +438,7 @@ public static partial class ConvKernels
                     Group.Barrier();
                     if (kt + 1 < kTiles)
                         for (int e = tid; e < BK2; e += nt) KRow(s, kLo + k0 + BK2 + e, kEnd, kA, kBase, kH, kW, nxt + e);
-                    for (int kk = 0; kk < BK2; kk++) Step8x8(ref acc, As4, Bs4, kk * (As2Stride / 4) + ty, kk * (BN2 / 4) + tx, 16);
+                    for (int kk = 0; kk < BK2; kk++) Micro8x8.Step(ref acc, As4, Bs4, kk * (As2Stride / 4) + ty, kk * (BN2 / 4) + tx, 16);
                     Group.Barrier();
                 }
                 if (active) Store8x8(o, bias, s, zOff, m0 + ty * 4, 64, cOut, 1, 0, tx * 4, 64 + tx * 4, acc);
