@@ -121,7 +121,7 @@ public static class PtxAudit
         foreach (var k in r.Kernels)
         {
             var name = k.Name.Length > w ? k.Name[..(w - 1)] + "…" : k.Name;
-            sb.AppendLine(ci, $"  {name.PadRight(w)} {N(k.Registers),5} {N(k.SharedBytes),6} {N(k.StackBytes),5} {N(k.SpillStoreBytes + k.SpillLoadBytes),5} {N(k.Sass),6} {N(k.SassFfma),5} {N(k.SassHmma),4} {N(k.SassShared),7} {N(k.SassLocal),7} {N(k.HotLoop?.Instructions),5} {(k.HotLoop is { } l ? (100 * l.MathShare).ToString("0", ci) : "-"),5}");
+            sb.AppendLine(ci, $"  {name.PadRight(w)} {N(k.Registers),5} {N(k.SharedBytes),6} {N(k.StackBytes),5} {N(k.SpillStoreBytes + k.SpillLoadBytes),5} {N(k.Sass),6} {N(k.SassFfma),5} {N(k.SassHmma),4} {N(k.SassShared),7} {N(k.SassLocal),7} {(k.HotLoop is { } h ? h.Instructions + (h.NestedLoops > 0 ? "*" : "") : "-"),5} {(k.HotLoop is { } l ? (100 * l.MathShare).ToString("0", ci) : "-"),5}");
         }
         foreach (var k in r.Failed) sb.AppendLine(ci, $"  FAILED {k.Name}: {k.Error}");
         if (r.Kernels.FirstOrDefault(k => k.SassNote is not null) is { } noSass)
@@ -132,7 +132,11 @@ public static class PtxAudit
             sb.AppendLine(ci, $"  LOCAL MEMORY {k.Name}: PTX .local {k.PtxLocalBytes} B, stack {N(k.StackBytes)} B, spills {N(k.SpillStoreBytes)}+{N(k.SpillLoadBytes)} B, LDL/STL {N(k.SassLocal)}{why}");
         }
         if (r.Kernels.Any(k => k.HotLoop is not null))
-            sb.AppendLine(ci, $"  loop / math%: instructions of the hottest innermost SASS loop (one iteration) and the share that is FFMA or HMMA");
+        {
+            sb.AppendLine(ci, $"  loop / math%: instructions of the hottest SASS loop (one iteration, static) and the share that is FFMA or HMMA");
+            if (r.Kernels.Any(k => k.HotLoop is { NestedLoops: > 0 }))
+                sb.AppendLine(ci, $"  *: the math is unrolled into a loop that also holds other loops; their instructions are not counted");
+        }
         sb.AppendLine(ci, $"  {r.Kernels.Count} kernels: {r.Failed.Count} failed, {r.UnexpectedLocalMemory.Count} with unexpected local memory ({r.WithLocalMemory.Count} with any)");
         return sb.ToString();
     }
@@ -159,7 +163,8 @@ public static class PtxAudit
                 hot_loop = k.HotLoop is not { } l ? null : new
                 {
                     instructions = l.Instructions, ffma = l.Ffma, hmma = l.Hmma, shared_loads = l.SharedLoads, shared_stores = l.SharedStores,
-                    global_loads = l.GlobalLoads, barriers = l.Barriers, enclosing_extra = l.EnclosingExtra, math_share = Math.Round(l.MathShare, 4),
+                    global_loads = l.GlobalLoads, barriers = l.Barriers, enclosing_extra = l.EnclosingExtra, nested_loops = l.NestedLoops,
+                    math_share = Math.Round(l.MathShare, 4),
                 },
                 uses_local_memory = k.UsesLocalMemory,
                 local_memory_accepted = KernelAudit.AcceptedLocalMemory.ContainsKey(k.Name),

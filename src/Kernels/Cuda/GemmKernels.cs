@@ -486,14 +486,7 @@ public static class GemmKernels
                     bool active = mt < Micro4;
                     mt &= Micro4 - 1;
                     int tx = mt & 15, ty = mt >> 4;
-                    float c00 = 0f, c01 = 0f, c02 = 0f, c03 = 0f, c04 = 0f, c05 = 0f, c06 = 0f, c07 = 0f;
-                    float c10 = 0f, c11 = 0f, c12 = 0f, c13 = 0f, c14 = 0f, c15 = 0f, c16 = 0f, c17 = 0f;
-                    float c20 = 0f, c21 = 0f, c22 = 0f, c23 = 0f, c24 = 0f, c25 = 0f, c26 = 0f, c27 = 0f;
-                    float c30 = 0f, c31 = 0f, c32 = 0f, c33 = 0f, c34 = 0f, c35 = 0f, c36 = 0f, c37 = 0f;
-                    float c40 = 0f, c41 = 0f, c42 = 0f, c43 = 0f, c44 = 0f, c45 = 0f, c46 = 0f, c47 = 0f;
-                    float c50 = 0f, c51 = 0f, c52 = 0f, c53 = 0f, c54 = 0f, c55 = 0f, c56 = 0f, c57 = 0f;
-                    float c60 = 0f, c61 = 0f, c62 = 0f, c63 = 0f, c64 = 0f, c65 = 0f, c66 = 0f, c67 = 0f;
-                    float c70 = 0f, c71 = 0f, c72 = 0f, c73 = 0f, c74 = 0f, c75 = 0f, c76 = 0f, c77 = 0f;
+                    var acc = default(Acc8x8);
                     if (kTiles > 0) StageTiles(a, b, s, aOff, bOff, m0, n0, 0, As4, As, Bs4, Bs, 0, tid, nt);
                     Group.Barrier();
                     for (int kt = 0; kt < kTiles; kt++)
@@ -507,21 +500,8 @@ public static class GemmKernels
                             pa = LoadSlotA(a, s, aOff, m0, k1, tid);
                             pb = LoadSlotB(b, s, bOff, k1, n0, tid);
                         }
-                        for (int kk = 0; kk < BK4; kk++)
-                        {
-                            int ab = cur + kk * (BM4 / 4) + ty, bb = cur + kk * (BN4 / 4) + tx;
-                            F4 al = As4[ab], ah = As4[ab + 16], bl = Bs4[bb], bh = Bs4[bb + 16];
-                            float a0 = al.X, a1 = al.Y, a2 = al.Z, a3 = al.W, a4 = ah.X, a5 = ah.Y, a6 = ah.Z, a7 = ah.W;
-                            float b0 = bl.X, b1 = bl.Y, b2 = bl.Z, b3 = bl.W, b4 = bh.X, b5 = bh.Y, b6 = bh.Z, b7 = bh.W;
-                            c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3; c04 += a0 * b4; c05 += a0 * b5; c06 += a0 * b6; c07 += a0 * b7;
-                            c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3; c14 += a1 * b4; c15 += a1 * b5; c16 += a1 * b6; c17 += a1 * b7;
-                            c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3; c24 += a2 * b4; c25 += a2 * b5; c26 += a2 * b6; c27 += a2 * b7;
-                            c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3; c34 += a3 * b4; c35 += a3 * b5; c36 += a3 * b6; c37 += a3 * b7;
-                            c40 += a4 * b0; c41 += a4 * b1; c42 += a4 * b2; c43 += a4 * b3; c44 += a4 * b4; c45 += a4 * b5; c46 += a4 * b6; c47 += a4 * b7;
-                            c50 += a5 * b0; c51 += a5 * b1; c52 += a5 * b2; c53 += a5 * b3; c54 += a5 * b4; c55 += a5 * b5; c56 += a5 * b6; c57 += a5 * b7;
-                            c60 += a6 * b0; c61 += a6 * b1; c62 += a6 * b2; c63 += a6 * b3; c64 += a6 * b4; c65 += a6 * b5; c66 += a6 * b6; c67 += a6 * b7;
-                            c70 += a7 * b0; c71 += a7 * b1; c72 += a7 * b2; c73 += a7 * b3; c74 += a7 * b4; c75 += a7 * b5; c76 += a7 * b6; c77 += a7 * b7;
-                        }
+                        // the 8 k steps unrolled (row kk of a k-major tile is BM4 / 4 = 32 quads further)
+                        Micro8x8.Tile8(ref acc, As4, Bs4, cur + ty, cur + tx, BM4 / 4, BN4 / 4, 16);
                         if (more)
                         {
                             // nobody reads buffer nxt now: its last readers finished before the previous barrier
@@ -534,29 +514,31 @@ public static class GemmKernels
                         }
                         Group.Barrier();
                     }
-                    if (active)
-                    {
-                        int rowA = m0 + ty * 4, colB = n0 + tx * 4;
-                        StoreQuad(c, bias, s, cOff, rowA + 0, colB, vecC, c00, c01, c02, c03);
-                        StoreQuad(c, bias, s, cOff, rowA + 0, colB + 64, vecC, c04, c05, c06, c07);
-                        StoreQuad(c, bias, s, cOff, rowA + 1, colB, vecC, c10, c11, c12, c13);
-                        StoreQuad(c, bias, s, cOff, rowA + 1, colB + 64, vecC, c14, c15, c16, c17);
-                        StoreQuad(c, bias, s, cOff, rowA + 2, colB, vecC, c20, c21, c22, c23);
-                        StoreQuad(c, bias, s, cOff, rowA + 2, colB + 64, vecC, c24, c25, c26, c27);
-                        StoreQuad(c, bias, s, cOff, rowA + 3, colB, vecC, c30, c31, c32, c33);
-                        StoreQuad(c, bias, s, cOff, rowA + 3, colB + 64, vecC, c34, c35, c36, c37);
-                        StoreQuad(c, bias, s, cOff, rowA + 64, colB, vecC, c40, c41, c42, c43);
-                        StoreQuad(c, bias, s, cOff, rowA + 64, colB + 64, vecC, c44, c45, c46, c47);
-                        StoreQuad(c, bias, s, cOff, rowA + 65, colB, vecC, c50, c51, c52, c53);
-                        StoreQuad(c, bias, s, cOff, rowA + 65, colB + 64, vecC, c54, c55, c56, c57);
-                        StoreQuad(c, bias, s, cOff, rowA + 66, colB, vecC, c60, c61, c62, c63);
-                        StoreQuad(c, bias, s, cOff, rowA + 66, colB + 64, vecC, c64, c65, c66, c67);
-                        StoreQuad(c, bias, s, cOff, rowA + 67, colB, vecC, c70, c71, c72, c73);
-                        StoreQuad(c, bias, s, cOff, rowA + 67, colB + 64, vecC, c74, c75, c76, c77);
-                    }
+                    if (active) StoreTile(c, bias, s, cOff, m0 + ty * 4, n0 + tx * 4, vecC, acc);
                 }
             }
         }
+    }
+
+    /// <summary>The epilogue of an 8×8 micro-tile: rows rowA..+3 and rowA + 64..+3, columns colB..+3 and colB + 64..+3.</summary>
+    private static void StoreTile(ArrayView<float> c, ArrayView<float> bias, GemmShape s, long cOff, int rowA, int colB, bool vecC, in Acc8x8 a)
+    {
+        StoreQuad(c, bias, s, cOff, rowA + 0, colB, vecC, a.c00, a.c01, a.c02, a.c03);
+        StoreQuad(c, bias, s, cOff, rowA + 0, colB + 64, vecC, a.c04, a.c05, a.c06, a.c07);
+        StoreQuad(c, bias, s, cOff, rowA + 1, colB, vecC, a.c10, a.c11, a.c12, a.c13);
+        StoreQuad(c, bias, s, cOff, rowA + 1, colB + 64, vecC, a.c14, a.c15, a.c16, a.c17);
+        StoreQuad(c, bias, s, cOff, rowA + 2, colB, vecC, a.c20, a.c21, a.c22, a.c23);
+        StoreQuad(c, bias, s, cOff, rowA + 2, colB + 64, vecC, a.c24, a.c25, a.c26, a.c27);
+        StoreQuad(c, bias, s, cOff, rowA + 3, colB, vecC, a.c30, a.c31, a.c32, a.c33);
+        StoreQuad(c, bias, s, cOff, rowA + 3, colB + 64, vecC, a.c34, a.c35, a.c36, a.c37);
+        StoreQuad(c, bias, s, cOff, rowA + 64, colB, vecC, a.c40, a.c41, a.c42, a.c43);
+        StoreQuad(c, bias, s, cOff, rowA + 64, colB + 64, vecC, a.c44, a.c45, a.c46, a.c47);
+        StoreQuad(c, bias, s, cOff, rowA + 65, colB, vecC, a.c50, a.c51, a.c52, a.c53);
+        StoreQuad(c, bias, s, cOff, rowA + 65, colB + 64, vecC, a.c54, a.c55, a.c56, a.c57);
+        StoreQuad(c, bias, s, cOff, rowA + 66, colB, vecC, a.c60, a.c61, a.c62, a.c63);
+        StoreQuad(c, bias, s, cOff, rowA + 66, colB + 64, vecC, a.c64, a.c65, a.c66, a.c67);
+        StoreQuad(c, bias, s, cOff, rowA + 67, colB, vecC, a.c70, a.c71, a.c72, a.c73);
+        StoreQuad(c, bias, s, cOff, rowA + 67, colB + 64, vecC, a.c74, a.c75, a.c76, a.c77);
     }
 
     // ---------------------------------------------------------------- launcher

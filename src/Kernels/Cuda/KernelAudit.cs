@@ -43,8 +43,12 @@ public sealed record KernelReport(string Name, int PtxLines, int PtxLocalBytes)
 /// Static SASS counts of one loop iteration (<see cref="KernelAudit.HotLoop"/>): instructions, FFMA, HMMA, shared loads
 /// (LDS, LDSM) and stores, global/generic loads (LDG, LD), barriers; <see cref="EnclosingExtra"/> = the instructions of
 /// the smallest loop around it outside it (per outer iteration: e.g. a K tile's loads and stores), null when none.
+/// <see cref="NestedLoops"/> = loops inside this one (0 for an innermost loop), whose instructions are not counted here:
+/// a loop with the math unrolled into it (a whole K tile) can also hold a loop that rarely runs (e.g. staging for small
+/// groups). Every count is static over the loop's own code: both sides of a branch inside it are counted.
 /// </summary>
-public sealed record SassLoop(int Instructions, int Ffma, int Hmma, int SharedLoads, int SharedStores, int GlobalLoads, int Barriers, int? EnclosingExtra)
+public sealed record SassLoop(int Instructions, int Ffma, int Hmma, int SharedLoads, int SharedStores, int GlobalLoads, int Barriers, int? EnclosingExtra,
+    int NestedLoops = 0)
 {
     /// <summary>(FFMA + HMMA) / instructions: the fraction of this loop's issue slots that do math.</summary>
     public double MathShare => Instructions == 0 ? 0 : (double)(Ffma + Hmma) / Instructions;
@@ -227,9 +231,12 @@ public static class KernelAudit
     private static readonly Regex BranchTarget = new(@"\b0x([0-9a-f]+)\b");
 
     /// <summary>
-    /// The hottest innermost loop of one kernel's <c>cuobjdump -sass</c> listing: a loop is the address range from a
-    /// backward branch's target to the branch; innermost loops contain no other; the hottest is the one with the most
-    /// FFMA + HMMA (ties: the shorter). Null when no loop holds either. A static count of one iteration, not a profile:
+    /// The hottest loop of one kernel's <c>cuobjdump -sass</c> listing: a loop is the address range from a backward
+    /// branch's target to the branch; a loop's own code is its range minus the loops inside it. The hottest is the innermost
+    /// loop with the most FFMA + HMMA (ties: the shorter): a rolled k step. When no innermost loop holds math, the math was
+    /// unrolled into a loop that also holds loops without it (e.g. staging that runs only for small groups): then it is the
+    /// most deeply nested loop whose own code holds FFMA or HMMA (it runs most often; ties: more math, then shorter), counted
+    /// without its nested loops (<see cref="SassLoop.NestedLoops"/> &gt; 0). Null when no loop holds either. A static count of one iteration, not a profile:
     /// an SM sub-partition issues one warp instruction per clock, so (FFMA + HMMA) / instructions bounds the fraction of
     /// issue slots doing math in that loop (for fp32 kernels, an upper bound on the fraction of the FFMA peak).
     /// </summary>
@@ -248,12 +255,15 @@ public static class KernelAudit
         loops = loops.Distinct().ToList();
         static bool Inside((long Start, long End) inner, (long Start, long End) outer)
             => inner != outer && inner.Start >= outer.Start && inner.End <= outer.End;
-        SassLoop Count((long Start, long End) l)
+        // own = false: every instruction in the range; own = true: those outside the loops nested in it
+        SassLoop Count((long Start, long End) l, bool own)
         {
+            var nested = loops.Where(o => Inside(o, l)).ToList();
             int n = 0, ffma = 0, hmma = 0, lds = 0, sts = 0, ld = 0, bar = 0;
             foreach (var (address, op, _) in code)
             {
                 if (address < l.Start || address > l.End) continue;
+                if (own && nested.Any(o => address >= o.Start && address <= o.End)) continue;
                 n++;
                 switch (op)
                 {
@@ -265,15 +275,19 @@ public static class KernelAudit
                     case "BAR": bar++; break;
                 }
             }
-            return new SassLoop(n, ffma, hmma, lds, sts, ld, bar, null);
+            return new SassLoop(n, ffma, hmma, lds, sts, ld, bar, null, own ? nested.Count : 0);
         }
-        var innermost = loops.Where(l => !loops.Any(o => Inside(o, l))).Select(l => (Range: l, Stats: Count(l)))
-            .Where(x => x.Stats.Ffma + x.Stats.Hmma > 0)
-            .OrderByDescending(x => x.Stats.Ffma + x.Stats.Hmma).ThenBy(x => x.Stats.Instructions).ToList();
-        if (innermost.Count == 0) return null;
-        var (range, stats) = innermost[0];
-        var enclosing = loops.Where(o => Inside(range, o)).OrderBy(o => o.End - o.Start).Select(o => (int?)Count(o).Instructions).FirstOrDefault();
-        return stats with { EnclosingExtra = enclosing - stats.Instructions };
+        var withMath = loops.Select(l => (Range: l, Stats: Count(l, own: true), Depth: loops.Count(o => Inside(l, o))))
+            .Where(x => x.Stats.Ffma + x.Stats.Hmma > 0).ToList();
+        var innermost = withMath.Where(x => x.Stats.NestedLoops == 0).ToList();
+        var hottest = innermost.Count > 0
+            ? innermost.OrderByDescending(x => x.Stats.Ffma + x.Stats.Hmma).ThenBy(x => x.Stats.Instructions).ToList()
+            : withMath.OrderByDescending(x => x.Depth).ThenByDescending(x => x.Stats.Ffma + x.Stats.Hmma).ThenBy(x => x.Stats.Instructions).ToList();
+        if (hottest.Count == 0) return null;
+        var (range, stats, _) = hottest[0];
+        int whole = Count(range, own: false).Instructions;
+        var enclosing = loops.Where(o => Inside(range, o)).OrderBy(o => o.End - o.Start).Select(o => (int?)Count(o, own: false).Instructions).FirstOrDefault();
+        return stats with { EnclosingExtra = enclosing - whole };
     }
 
     private static readonly Regex SassLine = new(@"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", RegexOptions.Multiline);

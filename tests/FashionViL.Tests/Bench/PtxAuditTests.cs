@@ -86,10 +86,13 @@ public class PtxAuditTests
         Assert.That(gemm.Registers, Is.LessThanOrEqualTo(128), "launch bounds (256, 2): two groups of 256 threads per SM");
         if (gemm.Sass is not null)
         {
-            // the wired SGEMM's k step: 64 FFMA from 4 LDS.128 and a few address/loop instructions (80 % when last read)
+            // the wired SGEMM's K tile: its 8 k steps unrolled into the K-tile loop (8 × 64 FFMA from 32 LDS.128, nothing between
+            // them but the next tile's loads and stores); the static count includes every loader branch (transposed or not,
+            // 128-bit or scalar), so the share is below the dynamic one (56 % static when this was written, ptxas 11.8)
             var loop = _json.GetProperty("kernels").EnumerateArray().Single(k => k.GetProperty("name").GetString() == gemm.Name).GetProperty("hot_loop");
-            Assert.That(loop.GetProperty("ffma").GetInt32(), Is.GreaterThanOrEqualTo(64), "the hot loop holds a whole 8×8 micro-tile step");
-            Assert.That(loop.GetProperty("math_share").GetDouble(), Is.GreaterThanOrEqualTo(0.75), "FFMA share of the SGEMM's hot loop");
+            Assert.That(loop.GetProperty("ffma").GetInt32(), Is.EqualTo(512), "the hot loop holds a whole K tile: 8 unrolled 8×8 micro-tile steps");
+            Assert.That(loop.GetProperty("shared_loads").GetInt32(), Is.EqualTo(32), "four LDS.128 per k step, nothing reloaded");
+            Assert.That(loop.GetProperty("math_share").GetDouble(), Is.GreaterThanOrEqualTo(0.53), "FFMA share of the SGEMM's K-tile loop (static)");
         }
         foreach (var tc in new[] { "TensorCoreGemm.Kernel", "TensorCoreGemm.Kernel128", "ConvKernels.ConvGemmTcKernel", "ConvKernels.ConvGemmTc128Kernel" })
         {
