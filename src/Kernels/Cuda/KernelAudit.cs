@@ -232,11 +232,11 @@ public static class KernelAudit
 
     /// <summary>
     /// The hottest loop of one kernel's <c>cuobjdump -sass</c> listing: a loop is the address range from a backward
-    /// branch's target to the branch; a loop's own code is its range minus the loops inside it. The hottest is the innermost
-    /// loop with the most FFMA + HMMA (ties: the shorter): a rolled k step. When no innermost loop holds math, the math was
-    /// unrolled into a loop that also holds loops without it (e.g. staging that runs only for small groups): then it is the
-    /// most deeply nested loop whose own code holds FFMA or HMMA (it runs most often; ties: more math, then shorter), counted
-    /// without its nested loops (<see cref="SassLoop.NestedLoops"/> &gt; 0). Null when no loop holds either. A static count of one iteration, not a profile:
+    /// branch's target to the branch; a loop's own code is its range minus the loops inside it. The hottest is the most
+    /// deeply nested loop whose own code holds FFMA or HMMA (it runs most often; ties: more FFMA + HMMA, then the shorter),
+    /// counted without the loops nested in it. That is a rolled k step when the math sits in one, or the K-tile loop when
+    /// the k steps are unrolled into it and it also holds loops without math (e.g. staging that runs only for small groups:
+    /// <see cref="SassLoop.NestedLoops"/> &gt; 0). Null when no loop holds either. A static count of one iteration, not a profile:
     /// an SM sub-partition issues one warp instruction per clock, so (FFMA + HMMA) / instructions bounds the fraction of
     /// issue slots doing math in that loop (for fp32 kernels, an upper bound on the fraction of the FFMA peak).
     /// </summary>
@@ -277,12 +277,8 @@ public static class KernelAudit
             }
             return new SassLoop(n, ffma, hmma, lds, sts, ld, bar, null, own ? nested.Count : 0);
         }
-        var withMath = loops.Select(l => (Range: l, Stats: Count(l, own: true), Depth: loops.Count(o => Inside(l, o))))
-            .Where(x => x.Stats.Ffma + x.Stats.Hmma > 0).ToList();
-        var innermost = withMath.Where(x => x.Stats.NestedLoops == 0).ToList();
-        var hottest = innermost.Count > 0
-            ? innermost.OrderByDescending(x => x.Stats.Ffma + x.Stats.Hmma).ThenBy(x => x.Stats.Instructions).ToList()
-            : withMath.OrderByDescending(x => x.Depth).ThenByDescending(x => x.Stats.Ffma + x.Stats.Hmma).ThenBy(x => x.Stats.Instructions).ToList();
+        var hottest = loops.Select(l => (Range: l, Stats: Count(l, own: true), Depth: loops.Count(o => Inside(l, o))))
+            .Where(x => x.Stats.Ffma + x.Stats.Hmma > 0).OrderByDescending(x => x.Depth).ThenByDescending(x => x.Stats.Ffma + x.Stats.Hmma).ThenBy(x => x.Stats.Instructions).ToList();
         if (hottest.Count == 0) return null;
         var (range, stats, _) = hottest[0];
         int whole = Count(range, own: false).Instructions;

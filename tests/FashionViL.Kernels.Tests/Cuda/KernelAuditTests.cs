@@ -34,8 +34,8 @@ public class KernelAuditTests
             "                                                   /* 0x000fe200078e00ff */\n"));
 
     /// <summary>
-    /// Loops are backward branches; the hot loop is the one whose own code (nested loops excluded) has the most FFMA + HMMA
-    /// (here an innermost one), and its enclosing loop's
+    /// Loops are backward branches; the hot loop is the most deeply nested one whose own code (nested loops excluded) has
+    /// FFMA or HMMA (here an innermost one), and its enclosing loop's
     /// other instructions are reported separately. Layout: an outer loop 0x10–0xd0 holding a K-tile loader (LD, STS, BAR),
     /// one FFMA of its own and an inner loop 0x50–0x90 (3 FFMA, 1 LDS), a later innermost loop 0xe0–0x100 with 1 FFMA, and forward branches
     /// that are not loops.
@@ -71,10 +71,10 @@ public class KernelAuditTests
         Assert.That(KernelAudit.HotLoop(Sass((0x00, "HMMA.1688.F32.TF32 R4, R8, R2, R4"), (0x10, "@P0 BRA 0x0")))!.EnclosingExtra, Is.Null);
     }
 
-    /// <summary>Math unrolled into a loop that also holds another loop (a whole K tile, plus a staging loop that rarely runs)
-    /// and no innermost loop with math: the K-tile loop is the hot one, counted without the nested loop's instructions, and
-    /// it beats a shallower loop with more math of its own (a tile loop holding peeled copies). With any innermost math
-    /// loop, that one is reported as before.</summary>
+    /// <summary>Math unrolled into a loop that also holds another loop (a whole K tile, plus a staging loop that rarely runs):
+    /// the K-tile loop is the hot one, counted without the nested loop's instructions, and it beats a shallower loop with
+    /// more math of its own (a tile loop holding peeled copies). Between loops at the same depth, the one with more math
+    /// wins, whether it holds other loops or not.</summary>
     [Test]
     public void HotLoopCountsUnrolledMathWithoutTheLoopsNestedInIt()
     {
@@ -102,13 +102,13 @@ public class KernelAuditTests
         Assert.That(l, Is.EqualTo(new SassLoop(Instructions: 9, Ffma: 4, Hmma: 0, SharedLoads: 1, SharedStores: 0, GlobalLoads: 0, Barriers: 1,
             EnclosingExtra: 6, NestedLoops: 1)));
         Assert.That(l!.MathShare, Is.EqualTo(4.0 / 9).Within(1e-12));
-        // an innermost loop with math is preferred to a loop holding others, even one with more math of its own
-        var inner = KernelAudit.HotLoop(Sass(
+        // same depth: the loop with more math of its own wins over an innermost one with less
+        var same = KernelAudit.HotLoop(Sass(
             (0x00, "FFMA R10, R8, R9, R10"), (0x10, "FFMA R11, R8, R9, R11"), (0x20, "@P0 BRA 0x50"), (0x30, "LD.E R2, [R4.64]"),
             (0x40, "@P1 BRA 0x30"), (0x50, "@P2 BRA 0x0"),
             (0x60, "FFMA R14, R8, R9, R14"), (0x70, "@P3 BRA 0x60")));
-        Assert.That(inner, Is.EqualTo(new SassLoop(Instructions: 2, Ffma: 1, Hmma: 0, SharedLoads: 0, SharedStores: 0, GlobalLoads: 0, Barriers: 0,
-            EnclosingExtra: null, NestedLoops: 0)));
+        Assert.That(same, Is.EqualTo(new SassLoop(Instructions: 4, Ffma: 2, Hmma: 0, SharedLoads: 0, SharedStores: 0, GlobalLoads: 0, Barriers: 0,
+            EnclosingExtra: null, NestedLoops: 1)));
     }
 
     [TestCase(11, 8, 7, 8)]
