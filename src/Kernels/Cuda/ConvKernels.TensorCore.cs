@@ -117,6 +117,16 @@ public static partial class ConvKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StoreTcSlot(ArrayView<uint> As, ArrayView<uint> Bs, TcSlot r, int p, int group, int bnShift, int bStride, bool bf16)
     {
+        // one branch on the precision per slot, then 12 branch-free roundings (with the flag inside each Rounded, ptxas
+        // kept two branches per operand)
+        if (bf16) StoreTcSlotAs(As, Bs, r, p, group, bnShift, bStride, true);
+        else StoreTcSlotAs(As, Bs, r, p, group, bnShift, bStride, false);
+    }
+
+    /// <summary><see cref="StoreTcSlot"/> for a precision known at the call (a constant).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTcSlotAs(ArrayView<uint> As, ArrayView<uint> Bs, TcSlot r, int p, int group, int bnShift, int bStride, bool bf16)
+    {
         int sa = (p >> 4) * TcAStride + (p & (TcBK - 1)), saStep = (group >> 4) * TcAStride;
         As[sa] = TensorCoreGemm.Rounded(r.A0, bf16); As[sa + saStep] = TensorCoreGemm.Rounded(r.A1, bf16); sa += 2 * saStep;
         As[sa] = TensorCoreGemm.Rounded(r.A2, bf16); As[sa + saStep] = TensorCoreGemm.Rounded(r.A3, bf16); sa += 2 * saStep;

@@ -93,51 +93,71 @@ public static partial class TensorCoreGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void WarpStage128(ArrayView<uint> As, ArrayView<uint> Bs, int r0, int c0, int g, int t, bool bf16)
     {
-        for (int ks = 0; ks < BK; ks += bf16 ? 16 : 8)
+        // two TF32 k8 steps or one bf16 k16 step, unrolled; every fragment word is the lane's base (ALane/BLane, once per
+        // stage) plus a constant, which ptxas folds into the LDS immediate
+        if (bf16)
+            Bf16Step128(As, Bs, ALane(r0, g, t, true), BLane(B2Stride, c0, g, t, true));
+        else
         {
-            if (bf16)
-            {
-                {
-                    uint a00 = AFrag(As, r0, g, t, ks, 0, true), a01 = AFrag(As, r0, g, t, ks, 1, true);
-                    uint a02 = AFrag(As, r0, g, t, ks, 2, true), a03 = AFrag(As, r0, g, t, ks, 3, true);
-                    uint a10 = AFrag(As, r0 + 16, g, t, ks, 0, true), a11 = AFrag(As, r0 + 16, g, t, ks, 1, true);
-                    uint a12 = AFrag(As, r0 + 16, g, t, ks, 2, true), a13 = AFrag(As, r0 + 16, g, t, ks, 3, true);
-                    uint b0 = BFrag(Bs, B2Stride, c0, g, t, ks, 0, true), b1 = BFrag(Bs, B2Stride, c0, g, t, ks, 1, true);
-                    CudaAsm.Emit(Bf16 + "{fvld0,fvld1,fvld2,fvld3}" + Ops + "{fvld0,fvld1,fvld2,fvld3};", a00, a01, a02, a03, b0, b1);
-                    CudaAsm.Emit(Bf16 + "{fvld16,fvld17,fvld18,fvld19}" + Ops + "{fvld16,fvld17,fvld18,fvld19};", a10, a11, a12, a13, b0, b1);
-                    b0 = BFrag(Bs, B2Stride, c0 + 8, g, t, ks, 0, true); b1 = BFrag(Bs, B2Stride, c0 + 8, g, t, ks, 1, true);
-                    CudaAsm.Emit(Bf16 + "{fvld4,fvld5,fvld6,fvld7}" + Ops + "{fvld4,fvld5,fvld6,fvld7};", a00, a01, a02, a03, b0, b1);
-                    CudaAsm.Emit(Bf16 + "{fvld20,fvld21,fvld22,fvld23}" + Ops + "{fvld20,fvld21,fvld22,fvld23};", a10, a11, a12, a13, b0, b1);
-                    b0 = BFrag(Bs, B2Stride, c0 + 16, g, t, ks, 0, true); b1 = BFrag(Bs, B2Stride, c0 + 16, g, t, ks, 1, true);
-                    CudaAsm.Emit(Bf16 + "{fvld8,fvld9,fvld10,fvld11}" + Ops + "{fvld8,fvld9,fvld10,fvld11};", a00, a01, a02, a03, b0, b1);
-                    CudaAsm.Emit(Bf16 + "{fvld24,fvld25,fvld26,fvld27}" + Ops + "{fvld24,fvld25,fvld26,fvld27};", a10, a11, a12, a13, b0, b1);
-                    b0 = BFrag(Bs, B2Stride, c0 + 24, g, t, ks, 0, true); b1 = BFrag(Bs, B2Stride, c0 + 24, g, t, ks, 1, true);
-                    CudaAsm.Emit(Bf16 + "{fvld12,fvld13,fvld14,fvld15}" + Ops + "{fvld12,fvld13,fvld14,fvld15};", a00, a01, a02, a03, b0, b1);
-                    CudaAsm.Emit(Bf16 + "{fvld28,fvld29,fvld30,fvld31}" + Ops + "{fvld28,fvld29,fvld30,fvld31};", a10, a11, a12, a13, b0, b1);
-                }
-            }
-            else
-            {
-                {
-                    uint a00 = AFrag(As, r0, g, t, ks, 0, false), a01 = AFrag(As, r0, g, t, ks, 1, false);
-                    uint a02 = AFrag(As, r0, g, t, ks, 2, false), a03 = AFrag(As, r0, g, t, ks, 3, false);
-                    uint a10 = AFrag(As, r0 + 16, g, t, ks, 0, false), a11 = AFrag(As, r0 + 16, g, t, ks, 1, false);
-                    uint a12 = AFrag(As, r0 + 16, g, t, ks, 2, false), a13 = AFrag(As, r0 + 16, g, t, ks, 3, false);
-                    uint b0 = BFrag(Bs, B2Stride, c0, g, t, ks, 0, false), b1 = BFrag(Bs, B2Stride, c0, g, t, ks, 1, false);
-                    CudaAsm.Emit(Tf32 + "{fvld0,fvld1,fvld2,fvld3}" + Ops + "{fvld0,fvld1,fvld2,fvld3};", a00, a01, a02, a03, b0, b1);
-                    CudaAsm.Emit(Tf32 + "{fvld16,fvld17,fvld18,fvld19}" + Ops + "{fvld16,fvld17,fvld18,fvld19};", a10, a11, a12, a13, b0, b1);
-                    b0 = BFrag(Bs, B2Stride, c0 + 8, g, t, ks, 0, false); b1 = BFrag(Bs, B2Stride, c0 + 8, g, t, ks, 1, false);
-                    CudaAsm.Emit(Tf32 + "{fvld4,fvld5,fvld6,fvld7}" + Ops + "{fvld4,fvld5,fvld6,fvld7};", a00, a01, a02, a03, b0, b1);
-                    CudaAsm.Emit(Tf32 + "{fvld20,fvld21,fvld22,fvld23}" + Ops + "{fvld20,fvld21,fvld22,fvld23};", a10, a11, a12, a13, b0, b1);
-                    b0 = BFrag(Bs, B2Stride, c0 + 16, g, t, ks, 0, false); b1 = BFrag(Bs, B2Stride, c0 + 16, g, t, ks, 1, false);
-                    CudaAsm.Emit(Tf32 + "{fvld8,fvld9,fvld10,fvld11}" + Ops + "{fvld8,fvld9,fvld10,fvld11};", a00, a01, a02, a03, b0, b1);
-                    CudaAsm.Emit(Tf32 + "{fvld24,fvld25,fvld26,fvld27}" + Ops + "{fvld24,fvld25,fvld26,fvld27};", a10, a11, a12, a13, b0, b1);
-                    b0 = BFrag(Bs, B2Stride, c0 + 24, g, t, ks, 0, false); b1 = BFrag(Bs, B2Stride, c0 + 24, g, t, ks, 1, false);
-                    CudaAsm.Emit(Tf32 + "{fvld12,fvld13,fvld14,fvld15}" + Ops + "{fvld12,fvld13,fvld14,fvld15};", a00, a01, a02, a03, b0, b1);
-                    CudaAsm.Emit(Tf32 + "{fvld28,fvld29,fvld30,fvld31}" + Ops + "{fvld28,fvld29,fvld30,fvld31};", a10, a11, a12, a13, b0, b1);
-                }
-            }
+            long al = ALane(r0, g, t, false), bl = BLane(B2Stride, c0, g, t, false);
+            Tf32Step128(As, Bs, al, bl, 0);
+            Tf32Step128(As, Bs, al, bl, 8);
         }
+    }
+
+    /// <summary>Offset from <see cref="ALane"/> of A register i of the warp's m16 tile mi (0, 1) at k offset ks.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int A128Off(int mi, int ks, int i, bool bf16) => AOff(16 * mi, ks, i, bf16);
+
+    /// <summary>Offset from <see cref="BLane"/> (stride 72) of B register i of the warp's n8 tile j (0..3) at k offset ks.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int B128Off(int j, int ks, int i, bool bf16) => BOff(B2Stride, 8 * j, ks, i, bf16);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint A128(ArrayView<uint> As, long al, int mi, int ks, int i, bool bf16) => AFragAt(As, al, A128Off(mi, ks, i, bf16), bf16);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint B128(ArrayView<uint> Bs, long bl, int j, int ks, int i, bool bf16) => BFragAt(Bs, B2Stride, bl, B128Off(j, ks, i, bf16), bf16);
+
+    /// <summary>One TF32 k8 step of <see cref="WarpStage128"/> at k offset <paramref name="ks"/> (a constant at each call): the two
+    /// A fragments read once, each n8 tile's B fragment read just before its two mma.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tf32Step128(ArrayView<uint> As, ArrayView<uint> Bs, long al, long bl, int ks)
+    {
+        uint a00 = A128(As, al, 0, ks, 0, false), a01 = A128(As, al, 0, ks, 1, false), a02 = A128(As, al, 0, ks, 2, false), a03 = A128(As, al, 0, ks, 3, false);
+        uint a10 = A128(As, al, 1, ks, 0, false), a11 = A128(As, al, 1, ks, 1, false), a12 = A128(As, al, 1, ks, 2, false), a13 = A128(As, al, 1, ks, 3, false);
+        uint b0 = B128(Bs, bl, 0, ks, 0, false), b1 = B128(Bs, bl, 0, ks, 1, false);
+        CudaAsm.Emit(Tf32 + "{fvld0,fvld1,fvld2,fvld3}" + Ops + "{fvld0,fvld1,fvld2,fvld3};", a00, a01, a02, a03, b0, b1);
+        CudaAsm.Emit(Tf32 + "{fvld16,fvld17,fvld18,fvld19}" + Ops + "{fvld16,fvld17,fvld18,fvld19};", a10, a11, a12, a13, b0, b1);
+        b0 = B128(Bs, bl, 1, ks, 0, false); b1 = B128(Bs, bl, 1, ks, 1, false);
+        CudaAsm.Emit(Tf32 + "{fvld4,fvld5,fvld6,fvld7}" + Ops + "{fvld4,fvld5,fvld6,fvld7};", a00, a01, a02, a03, b0, b1);
+        CudaAsm.Emit(Tf32 + "{fvld20,fvld21,fvld22,fvld23}" + Ops + "{fvld20,fvld21,fvld22,fvld23};", a10, a11, a12, a13, b0, b1);
+        b0 = B128(Bs, bl, 2, ks, 0, false); b1 = B128(Bs, bl, 2, ks, 1, false);
+        CudaAsm.Emit(Tf32 + "{fvld8,fvld9,fvld10,fvld11}" + Ops + "{fvld8,fvld9,fvld10,fvld11};", a00, a01, a02, a03, b0, b1);
+        CudaAsm.Emit(Tf32 + "{fvld24,fvld25,fvld26,fvld27}" + Ops + "{fvld24,fvld25,fvld26,fvld27};", a10, a11, a12, a13, b0, b1);
+        b0 = B128(Bs, bl, 3, ks, 0, false); b1 = B128(Bs, bl, 3, ks, 1, false);
+        CudaAsm.Emit(Tf32 + "{fvld12,fvld13,fvld14,fvld15}" + Ops + "{fvld12,fvld13,fvld14,fvld15};", a00, a01, a02, a03, b0, b1);
+        CudaAsm.Emit(Tf32 + "{fvld28,fvld29,fvld30,fvld31}" + Ops + "{fvld28,fvld29,fvld30,fvld31};", a10, a11, a12, a13, b0, b1);
+    }
+
+    /// <summary>The bf16 k16 step of <see cref="WarpStage128"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Bf16Step128(ArrayView<uint> As, ArrayView<uint> Bs, long al, long bl)
+    {
+        uint a00 = A128(As, al, 0, 0, 0, true), a01 = A128(As, al, 0, 0, 1, true), a02 = A128(As, al, 0, 0, 2, true), a03 = A128(As, al, 0, 0, 3, true);
+        uint a10 = A128(As, al, 1, 0, 0, true), a11 = A128(As, al, 1, 0, 1, true), a12 = A128(As, al, 1, 0, 2, true), a13 = A128(As, al, 1, 0, 3, true);
+        uint b0 = B128(Bs, bl, 0, 0, 0, true), b1 = B128(Bs, bl, 0, 0, 1, true);
+        CudaAsm.Emit(Bf16 + "{fvld0,fvld1,fvld2,fvld3}" + Ops + "{fvld0,fvld1,fvld2,fvld3};", a00, a01, a02, a03, b0, b1);
+        CudaAsm.Emit(Bf16 + "{fvld16,fvld17,fvld18,fvld19}" + Ops + "{fvld16,fvld17,fvld18,fvld19};", a10, a11, a12, a13, b0, b1);
+        b0 = B128(Bs, bl, 1, 0, 0, true); b1 = B128(Bs, bl, 1, 0, 1, true);
+        CudaAsm.Emit(Bf16 + "{fvld4,fvld5,fvld6,fvld7}" + Ops + "{fvld4,fvld5,fvld6,fvld7};", a00, a01, a02, a03, b0, b1);
+        CudaAsm.Emit(Bf16 + "{fvld20,fvld21,fvld22,fvld23}" + Ops + "{fvld20,fvld21,fvld22,fvld23};", a10, a11, a12, a13, b0, b1);
+        b0 = B128(Bs, bl, 2, 0, 0, true); b1 = B128(Bs, bl, 2, 0, 1, true);
+        CudaAsm.Emit(Bf16 + "{fvld8,fvld9,fvld10,fvld11}" + Ops + "{fvld8,fvld9,fvld10,fvld11};", a00, a01, a02, a03, b0, b1);
+        CudaAsm.Emit(Bf16 + "{fvld24,fvld25,fvld26,fvld27}" + Ops + "{fvld24,fvld25,fvld26,fvld27};", a10, a11, a12, a13, b0, b1);
+        b0 = B128(Bs, bl, 3, 0, 0, true); b1 = B128(Bs, bl, 3, 0, 1, true);
+        CudaAsm.Emit(Bf16 + "{fvld12,fvld13,fvld14,fvld15}" + Ops + "{fvld12,fvld13,fvld14,fvld15};", a00, a01, a02, a03, b0, b1);
+        CudaAsm.Emit(Bf16 + "{fvld28,fvld29,fvld30,fvld31}" + Ops + "{fvld28,fvld29,fvld30,fvld31};", a10, a11, a12, a13, b0, b1);
     }
 
     /// <summary>Writes the lane's 32 accumulators into the C tile at <see cref="CIndex128"/> (CUDA only).</summary>
@@ -242,6 +262,20 @@ public static partial class TensorCoreGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float LoadIf(ArrayView<float> x, long i, bool inside) => inside ? x[i] : 0f;
 
+    /// <summary>Rounds a slot's 12 prefetched operands for the precision <paramref name="bf16"/> (a constant at each call) and
+    /// stores them: A operand q at sa + q·saStep, B operand q at sb + q·sbStep.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreSlot2(ArrayView<uint> sh, int sa, int saStep, int sb, int sbStep, bool bf16,
+        float a0, float a1, float a2, float a3, float a4, float a5, float a6, float a7, float b0, float b1, float b2, float b3)
+    {
+        sh[sa] = Rounded(a0, bf16); sh[sa + saStep] = Rounded(a1, bf16); sa += 2 * saStep;
+        sh[sa] = Rounded(a2, bf16); sh[sa + saStep] = Rounded(a3, bf16); sa += 2 * saStep;
+        sh[sa] = Rounded(a4, bf16); sh[sa + saStep] = Rounded(a5, bf16); sa += 2 * saStep;
+        sh[sa] = Rounded(a6, bf16); sh[sa + saStep] = Rounded(a7, bf16);
+        sh[sb] = Rounded(b0, bf16); sh[sb + sbStep] = Rounded(b1, bf16); sb += 2 * sbStep;
+        sh[sb] = Rounded(b2, bf16); sh[sb + sbStep] = Rounded(b3, bf16);
+    }
+
     /// <summary>Stages the operands of slots <paramref name="slot0"/>, slot0 + <paramref name="step"/>, … (&lt; 256) of the
     /// stage at k0 into the buffers at <paramref name="aBuf"/> / <paramref name="bBuf"/>: slot p holds A operands p + 256q
     /// (q &lt; 8) and B operands p + 256q (q &lt; 4). Used for the first stage, and for the slots no thread prefetches when the
@@ -329,13 +363,11 @@ public static partial class TensorCoreGemm
                     {
                         // nobody reads the other buffers now: their last readers finished before the previous barrier
                         int sa = aNxt + PlaceA2(tid, 0, ta), saStep = PlaceA2(tid, 1, ta) - PlaceA2(tid, 0, ta);
-                        sh[sa] = Rounded(pa0, bf16); sh[sa + saStep] = Rounded(pa1, bf16); sa += 2 * saStep;
-                        sh[sa] = Rounded(pa2, bf16); sh[sa + saStep] = Rounded(pa3, bf16); sa += 2 * saStep;
-                        sh[sa] = Rounded(pa4, bf16); sh[sa + saStep] = Rounded(pa5, bf16); sa += 2 * saStep;
-                        sh[sa] = Rounded(pa6, bf16); sh[sa + saStep] = Rounded(pa7, bf16);
                         int sb = bNxt + PlaceB2(tid, 0, tb), sbStep = PlaceB2(tid, 1, tb) - PlaceB2(tid, 0, tb);
-                        sh[sb] = Rounded(pb0, bf16); sh[sb + sbStep] = Rounded(pb1, bf16); sb += 2 * sbStep;
-                        sh[sb] = Rounded(pb2, bf16); sh[sb + sbStep] = Rounded(pb3, bf16);
+                        // one branch on the precision, then 12 branch-free roundings (with the flag inside each Rounded,
+                        // ptxas kept two branches per operand)
+                        if (bf16) StoreSlot2(sh, sa, saStep, sb, sbStep, true, pa0, pa1, pa2, pa3, pa4, pa5, pa6, pa7, pb0, pb1, pb2, pb3);
+                        else StoreSlot2(sh, sa, saStep, sb, sbStep, false, pa0, pa1, pa2, pa3, pa4, pa5, pa6, pa7, pb0, pb1, pb2, pb3);
                         StageSlots2(a, b, s, aOff, bOff, m0, n0, k1, sh, aNxt, bNxt, tid + nt, nt, ta, tb, bf16);
                     }
                     Group.Barrier();

@@ -124,15 +124,46 @@ public static partial class TensorCoreGemm
     // feeds their values to mma.sync; the portable path (EmuStage) reads them back through the layouts above, written
     // independently.
 
+    // Each fragment word is a lane's base word plus a constant per register and k step: ALane/BLane (runtime, once per stage)
+    // + AOff/BOff (compile-time at every CUDA call site). The CUDA stages index the shared tiles with the 64-bit base plus
+    // that constant, so ptxas folds it into the LDS immediate (with 32-bit indices ILGPU widened after the add and every
+    // fragment load cost 2–3 address instructions); AFrag/BFrag, which the portable path reads the ISA layout back through,
+    // are the same sums, so CI checks the decomposition.
+
+    /// <summary>Word of an A tile (row stride <see cref="AStride"/>) where lane (g, t)'s fragments for rows r0.. start.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static long ALane(int r0, int g, int t, bool bf16) => (long)(r0 + g) * AStride + (bf16 ? 2 * t : t);
+
+    /// <summary>Offset from <see cref="ALane"/> of A register <paramref name="i"/> (0..3) of the m16 tile <paramref name="mOff"/>
+    /// rows further, at k offset <paramref name="ks"/> (TF32: 0 or 8; bf16: one k16 step per stage, ks unused).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int AOff(int mOff, int ks, int i, bool bf16)
+        => (mOff + ((i & 1) != 0 ? 8 : 0)) * AStride + (bf16 ? ((i & 2) != 0 ? 8 : 0) : ks + ((i & 2) != 0 ? 4 : 0));
+
+    /// <summary>The A register at word lane + off (bf16: that word and the next, packed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint AFragAt(ArrayView<uint> As, long lane, int off, bool bf16)
+        => bf16 ? Pack(As[lane + off], As[lane + off + 1]) : As[lane + off];
+
     /// <summary>A register <paramref name="i"/> (0..3) of lane (g, t) for rows r0.. at k offset <paramref name="ks"/> (TF32: 0 or 8).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static uint AFrag(ArrayView<uint> As, int r0, int g, int t, int ks, int i, bool bf16)
-    {
-        int row = (r0 + g + ((i & 1) != 0 ? 8 : 0)) * AStride;
-        if (!bf16) return As[row + ks + t + ((i & 2) != 0 ? 4 : 0)];
-        int k = 2 * t + ((i & 2) != 0 ? 8 : 0);
-        return Pack(As[row + k], As[row + k + 1]);
-    }
+        => AFragAt(As, ALane(r0, g, t, bf16), AOff(0, ks, i, bf16), bf16);
+
+    /// <summary>Word of a B tile (row stride <paramref name="stride"/>) where lane (g, t)'s fragments for columns n0.. start.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static long BLane(int stride, int n0, int g, int t, bool bf16) => (long)(bf16 ? 2 * t : t) * stride + n0 + g;
+
+    /// <summary>Offset from <see cref="BLane"/> of B register <paramref name="i"/> (0..1) of the n8 tile <paramref name="nOff"/>
+    /// columns further, at k offset <paramref name="ks"/> (TF32: 0 or 8; bf16 unused).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int BOff(int stride, int nOff, int ks, int i, bool bf16)
+        => nOff + (bf16 ? (i != 0 ? 8 : 0) : ks + (i != 0 ? 4 : 0)) * stride;
+
+    /// <summary>The B register at word lane + off (bf16: that word and the one a row below, packed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint BFragAt(ArrayView<uint> Bs, int stride, long lane, int off, bool bf16)
+        => bf16 ? Pack(Bs[lane + off], Bs[lane + off + stride]) : Bs[lane + off];
 
     /// <summary>B register <paramref name="i"/> (0..1) of lane (g, t) for the n8 tile at column <paramref name="n0"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -141,12 +172,7 @@ public static partial class TensorCoreGemm
     /// <summary><see cref="BFrag(ArrayView{uint}, int, int, int, int, int, bool)"/> for a B tile with row stride <paramref name="stride"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static uint BFrag(ArrayView<uint> Bs, int stride, int n0, int g, int t, int ks, int i, bool bf16)
-    {
-        int n = n0 + g;
-        if (!bf16) return Bs[(ks + t + (i != 0 ? 4 : 0)) * stride + n];
-        int k = 2 * t + (i != 0 ? 8 : 0);
-        return Pack(Bs[k * stride + n], Bs[(k + 1) * stride + n]);
-    }
+        => BFragAt(Bs, stride, BLane(stride, n0, g, t, bf16), BOff(stride, 0, ks, i, bf16), bf16);
 
     /// <summary>Where accumulator register <paramref name="i"/> (0..3) of n8 tile <paramref name="j"/> of lane (g, t) goes in the
     /// shared C tile Cs[m·BN + n].</summary>
@@ -160,27 +186,39 @@ public static partial class TensorCoreGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void WarpStage(ArrayView<uint> As, ArrayView<uint> Bs, int r0, int g, int t, bool bf16)
     {
+        // two TF32 k8 steps or one bf16 k16 step, unrolled: every fragment word is a lane base plus a constant
         if (bf16)
-        {
-            uint a0 = AFrag(As, r0, g, t, 0, 0, true), a1 = AFrag(As, r0, g, t, 0, 1, true);
-            uint a2 = AFrag(As, r0, g, t, 0, 2, true), a3 = AFrag(As, r0, g, t, 0, 3, true);
-            CudaAsm.Emit(Bf16 + "{fvlc0,fvlc1,fvlc2,fvlc3}" + Ops + "{fvlc0,fvlc1,fvlc2,fvlc3};", a0, a1, a2, a3, BFrag(Bs, 0, g, t, 0, 0, true), BFrag(Bs, 0, g, t, 0, 1, true));
-            CudaAsm.Emit(Bf16 + "{fvlc4,fvlc5,fvlc6,fvlc7}" + Ops + "{fvlc4,fvlc5,fvlc6,fvlc7};", a0, a1, a2, a3, BFrag(Bs, 8, g, t, 0, 0, true), BFrag(Bs, 8, g, t, 0, 1, true));
-            CudaAsm.Emit(Bf16 + "{fvlc8,fvlc9,fvlc10,fvlc11}" + Ops + "{fvlc8,fvlc9,fvlc10,fvlc11};", a0, a1, a2, a3, BFrag(Bs, 16, g, t, 0, 0, true), BFrag(Bs, 16, g, t, 0, 1, true));
-            CudaAsm.Emit(Bf16 + "{fvlc12,fvlc13,fvlc14,fvlc15}" + Ops + "{fvlc12,fvlc13,fvlc14,fvlc15};", a0, a1, a2, a3, BFrag(Bs, 24, g, t, 0, 0, true), BFrag(Bs, 24, g, t, 0, 1, true));
-        }
+            Bf16Step(As, Bs, ALane(r0, g, t, true), BLane(BStride, 0, g, t, true));
         else
         {
-            for (int ks = 0; ks < BK; ks += 8)
-            {
-                uint a0 = AFrag(As, r0, g, t, ks, 0, false), a1 = AFrag(As, r0, g, t, ks, 1, false);
-                uint a2 = AFrag(As, r0, g, t, ks, 2, false), a3 = AFrag(As, r0, g, t, ks, 3, false);
-                CudaAsm.Emit(Tf32 + "{fvlc0,fvlc1,fvlc2,fvlc3}" + Ops + "{fvlc0,fvlc1,fvlc2,fvlc3};", a0, a1, a2, a3, BFrag(Bs, 0, g, t, ks, 0, false), BFrag(Bs, 0, g, t, ks, 1, false));
-                CudaAsm.Emit(Tf32 + "{fvlc4,fvlc5,fvlc6,fvlc7}" + Ops + "{fvlc4,fvlc5,fvlc6,fvlc7};", a0, a1, a2, a3, BFrag(Bs, 8, g, t, ks, 0, false), BFrag(Bs, 8, g, t, ks, 1, false));
-                CudaAsm.Emit(Tf32 + "{fvlc8,fvlc9,fvlc10,fvlc11}" + Ops + "{fvlc8,fvlc9,fvlc10,fvlc11};", a0, a1, a2, a3, BFrag(Bs, 16, g, t, ks, 0, false), BFrag(Bs, 16, g, t, ks, 1, false));
-                CudaAsm.Emit(Tf32 + "{fvlc12,fvlc13,fvlc14,fvlc15}" + Ops + "{fvlc12,fvlc13,fvlc14,fvlc15};", a0, a1, a2, a3, BFrag(Bs, 24, g, t, ks, 0, false), BFrag(Bs, 24, g, t, ks, 1, false));
-            }
+            long al = ALane(r0, g, t, false), bl = BLane(BStride, 0, g, t, false);
+            Tf32Step(As, Bs, al, bl, 0);
+            Tf32Step(As, Bs, al, bl, 8);
         }
+    }
+
+    /// <summary>One TF32 k8 step of <see cref="WarpStage"/> at k offset <paramref name="ks"/> (a constant at each call).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tf32Step(ArrayView<uint> As, ArrayView<uint> Bs, long al, long bl, int ks)
+    {
+        uint a0 = AFragAt(As, al, AOff(0, ks, 0, false), false), a1 = AFragAt(As, al, AOff(0, ks, 1, false), false);
+        uint a2 = AFragAt(As, al, AOff(0, ks, 2, false), false), a3 = AFragAt(As, al, AOff(0, ks, 3, false), false);
+        CudaAsm.Emit(Tf32 + "{fvlc0,fvlc1,fvlc2,fvlc3}" + Ops + "{fvlc0,fvlc1,fvlc2,fvlc3};", a0, a1, a2, a3, BFragAt(Bs, BStride, bl, BOff(BStride, 0, ks, 0, false), false), BFragAt(Bs, BStride, bl, BOff(BStride, 0, ks, 1, false), false));
+        CudaAsm.Emit(Tf32 + "{fvlc4,fvlc5,fvlc6,fvlc7}" + Ops + "{fvlc4,fvlc5,fvlc6,fvlc7};", a0, a1, a2, a3, BFragAt(Bs, BStride, bl, BOff(BStride, 8, ks, 0, false), false), BFragAt(Bs, BStride, bl, BOff(BStride, 8, ks, 1, false), false));
+        CudaAsm.Emit(Tf32 + "{fvlc8,fvlc9,fvlc10,fvlc11}" + Ops + "{fvlc8,fvlc9,fvlc10,fvlc11};", a0, a1, a2, a3, BFragAt(Bs, BStride, bl, BOff(BStride, 16, ks, 0, false), false), BFragAt(Bs, BStride, bl, BOff(BStride, 16, ks, 1, false), false));
+        CudaAsm.Emit(Tf32 + "{fvlc12,fvlc13,fvlc14,fvlc15}" + Ops + "{fvlc12,fvlc13,fvlc14,fvlc15};", a0, a1, a2, a3, BFragAt(Bs, BStride, bl, BOff(BStride, 24, ks, 0, false), false), BFragAt(Bs, BStride, bl, BOff(BStride, 24, ks, 1, false), false));
+    }
+
+    /// <summary>The bf16 k16 step of <see cref="WarpStage"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Bf16Step(ArrayView<uint> As, ArrayView<uint> Bs, long al, long bl)
+    {
+        uint a0 = AFragAt(As, al, AOff(0, 0, 0, true), true), a1 = AFragAt(As, al, AOff(0, 0, 1, true), true);
+        uint a2 = AFragAt(As, al, AOff(0, 0, 2, true), true), a3 = AFragAt(As, al, AOff(0, 0, 3, true), true);
+        CudaAsm.Emit(Bf16 + "{fvlc0,fvlc1,fvlc2,fvlc3}" + Ops + "{fvlc0,fvlc1,fvlc2,fvlc3};", a0, a1, a2, a3, BFragAt(Bs, BStride, bl, BOff(BStride, 0, 0, 0, true), true), BFragAt(Bs, BStride, bl, BOff(BStride, 0, 0, 1, true), true));
+        CudaAsm.Emit(Bf16 + "{fvlc4,fvlc5,fvlc6,fvlc7}" + Ops + "{fvlc4,fvlc5,fvlc6,fvlc7};", a0, a1, a2, a3, BFragAt(Bs, BStride, bl, BOff(BStride, 8, 0, 0, true), true), BFragAt(Bs, BStride, bl, BOff(BStride, 8, 0, 1, true), true));
+        CudaAsm.Emit(Bf16 + "{fvlc8,fvlc9,fvlc10,fvlc11}" + Ops + "{fvlc8,fvlc9,fvlc10,fvlc11};", a0, a1, a2, a3, BFragAt(Bs, BStride, bl, BOff(BStride, 16, 0, 0, true), true), BFragAt(Bs, BStride, bl, BOff(BStride, 16, 0, 1, true), true));
+        CudaAsm.Emit(Bf16 + "{fvlc12,fvlc13,fvlc14,fvlc15}" + Ops + "{fvlc12,fvlc13,fvlc14,fvlc15};", a0, a1, a2, a3, BFragAt(Bs, BStride, bl, BOff(BStride, 24, 0, 0, true), true), BFragAt(Bs, BStride, bl, BOff(BStride, 24, 0, 1, true), true));
     }
 
     /// <summary>Writes the lane's 16 accumulators into the shared C tile at <see cref="CIndex"/> (CUDA only).</summary>

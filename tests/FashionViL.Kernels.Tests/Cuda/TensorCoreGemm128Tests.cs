@@ -204,11 +204,63 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
         Assert.That(ptx, Does.Contain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"), "the bf16 tensor-core instruction");
         Assert.That(ptx, Does.Contain(".reg .f32 fvld<32>;"));
         Assert.That(ptx, Does.Not.Contain(".local"), "no local memory");
-        Assert.That(System.Text.RegularExpressions.Regex.Count(ptx, @"mma\.sync"), Is.EqualTo(16), "8 mma per k step of each form (2 m16 × 4 n8)");
+        Assert.That(System.Text.RegularExpressions.Regex.Count(ptx, @"mma\.sync"), Is.EqualTo(24), "2 m16 × 4 n8 mma per k step: 8 bf16, and 2 × 8 TF32 (both k8 steps unrolled)");
         Assert.That(ptx, Does.Contain(".maxntid 256, 1, 1").And.Contain(".minnctapersm 2"), "launch bounds (256, 2)");
         // shared memory: only the 36,864-byte stage/C buffer; the portable path's accumulator tile is dead code on CUDA
         var shared = System.Text.RegularExpressions.Regex.Matches(ptx, @"\.shared\s+(?:\.align\s+\d+\s+)?\.\w+\s+[\w$]+\[(\d+)\]")
             .Sum(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
         Assert.That(shared, Is.EqualTo(TensorCoreGemm.Shared2Words * 4).And.LessThanOrEqualTo(48 * 1024));
+    }
+
+    /// <summary>
+    /// The CUDA stages read every fragment word as a lane base (ALane/BLane, once per stage) plus a constant (A128Off,
+    /// B128Off, and AOff/BOff with the 64×32 tile's stride). The emulator reads fragments through AFrag/BFrag, which only
+    /// use the first m16 and n8 tile; this checks the offsets of every tile, k step and register against the PTX ISA's
+    /// fragment layouts, written out here (TF32 m16n8k8: A a0 (g, t) a1 (g+8, t) a2 (g, t+4) a3 (g+8, t+4), B b0 (k t, n g)
+    /// b1 (k t+4, n g); bf16 m16n8k16: A a_i at column 2t + 8·(i ≥ 2), row g + 8·(i odd), B b_i at k 2t + 8i, the packed
+    /// pair's second word one column / one row further).
+    /// </summary>
+    [Test]
+    public void TheCudaStagesFragmentOffsetsFollowTheIsaLayouts()
+    {
+        int checkedWords = 0;
+        foreach (bool bf16 in new[] { false, true })
+            for (int r0 = 0; r0 < 128; r0 += 32)
+                for (int c0 = 0; c0 < 64; c0 += 32)
+                    for (int lane = 0; lane < 32; lane++)
+                    {
+                        int g = lane >> 2, t = lane & 3;
+                        long al = TensorCoreGemm.ALane(r0, g, t, bf16);
+                        long bl128 = TensorCoreGemm.BLane(TensorCoreGemm.B2Stride, c0, g, t, bf16), bl64 = TensorCoreGemm.BLane(TensorCoreGemm.BStride, 0, g, t, bf16);
+                        foreach (int ks in bf16 ? new[] { 0 } : new[] { 0, 8 })
+                        {
+                            for (int i = 0; i < 4; i++)
+                            {
+                                int col = bf16 ? 2 * t + (i >= 2 ? 8 : 0) : ks + t + (i >= 2 ? 4 : 0);
+                                for (int mi = 0; mi < 2; mi++)
+                                {
+                                    int row = r0 + 16 * mi + g + ((i & 1) != 0 ? 8 : 0);
+                                    Assert.That(al + TensorCoreGemm.A128Off(mi, ks, i, bf16), Is.EqualTo((long)row * TensorCoreGemm.AStride + col),
+                                        $"A: bf16 {bf16}, warp rows {r0}, lane {lane}, m16 tile {mi}, k {ks}, register {i}");
+                                    checkedWords++;
+                                }
+                                Assert.That(al + TensorCoreGemm.AOff(0, ks, i, bf16), Is.EqualTo((long)(r0 + g + ((i & 1) != 0 ? 8 : 0)) * TensorCoreGemm.AStride + col),
+                                    $"A (64×32 tile): bf16 {bf16}, lane {lane}, k {ks}, register {i}");
+                            }
+                            for (int i = 0; i < 2; i++)
+                            {
+                                int k = bf16 ? 2 * t + 8 * i : ks + t + 4 * i;
+                                for (int j = 0; j < 4; j++)
+                                {
+                                    Assert.That(bl128 + TensorCoreGemm.B128Off(j, ks, i, bf16), Is.EqualTo((long)k * TensorCoreGemm.B2Stride + c0 + 8 * j + g),
+                                        $"B: bf16 {bf16}, warp columns {c0}, lane {lane}, n8 tile {j}, k {ks}, register {i}");
+                                    Assert.That(bl64 + TensorCoreGemm.BOff(TensorCoreGemm.BStride, 8 * j, ks, i, bf16), Is.EqualTo((long)k * TensorCoreGemm.BStride + 8 * j + g),
+                                        $"B (64×32 tile): bf16 {bf16}, lane {lane}, n8 tile {j}, k {ks}, register {i}");
+                                    checkedWords += 2;
+                                }
+                            }
+                        }
+                    }
+        Assert.That(checkedWords, Is.EqualTo(4 * 2 * 32 * (2 * 24 + 1 * 24)), "every word was checked: 24 per lane and k step (8 A, 16 B), 2 TF32 k steps + 1 bf16");
     }
 }
