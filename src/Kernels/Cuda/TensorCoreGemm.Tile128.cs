@@ -340,20 +340,36 @@ public static partial class TensorCoreGemm
                         // hoist into registers of its own
                         int am = m0 + SlotAm(tid, 0, ta), ak = k1 + SlotAk(tid, 0, ta), dm = ta ? 0 : 16, dk = ta ? 2 : 0;
                         long ga = aOff + (long)(ta ? ak : am) * s.Lda + (ta ? am : ak), gaStep = (long)(ta ? 2 : 16) * s.Lda;
-                        pa0 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
-                        pa1 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
-                        pa2 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
-                        pa3 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
-                        pa4 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
-                        pa5 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
-                        pa6 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
-                        pa7 = LoadIf(a, ga, am < s.M && ak < s.K);
+                        if (m0 + BM2 <= s.M && k1 + BK <= s.K)
+                        {
+                            // the whole stage lies inside A: no bounds test per operand
+                            pa0 = a[ga]; ga += gaStep; pa1 = a[ga]; ga += gaStep; pa2 = a[ga]; ga += gaStep; pa3 = a[ga]; ga += gaStep;
+                            pa4 = a[ga]; ga += gaStep; pa5 = a[ga]; ga += gaStep; pa6 = a[ga]; ga += gaStep; pa7 = a[ga];
+                        }
+                        else
+                        {
+                            pa0 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                            pa1 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                            pa2 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                            pa3 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                            pa4 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                            pa5 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                            pa6 = LoadIf(a, ga, am < s.M && ak < s.K); ga += gaStep; am += dm; ak += dk;
+                            pa7 = LoadIf(a, ga, am < s.M && ak < s.K);
+                        }
                         int bk = k1 + SlotBk(tid, 0, tb), bn = n0 + SlotBn(tid, 0, tb), dbk = tb ? 0 : 4, dbn = tb ? 16 : 0;
                         long gb = bOff + (long)(tb ? bn : bk) * s.Ldb + (tb ? bk : bn), gbStep = (long)(tb ? 16 : 4) * s.Ldb;
-                        pb0 = LoadIf(b, gb, bn < s.N && bk < s.K); gb += gbStep; bk += dbk; bn += dbn;
-                        pb1 = LoadIf(b, gb, bn < s.N && bk < s.K); gb += gbStep; bk += dbk; bn += dbn;
-                        pb2 = LoadIf(b, gb, bn < s.N && bk < s.K); gb += gbStep; bk += dbk; bn += dbn;
-                        pb3 = LoadIf(b, gb, bn < s.N && bk < s.K);
+                        if (n0 + BN2 <= s.N && k1 + BK <= s.K)
+                        {
+                            pb0 = b[gb]; gb += gbStep; pb1 = b[gb]; gb += gbStep; pb2 = b[gb]; gb += gbStep; pb3 = b[gb];
+                        }
+                        else
+                        {
+                            pb0 = LoadIf(b, gb, bn < s.N && bk < s.K); gb += gbStep; bk += dbk; bn += dbn;
+                            pb1 = LoadIf(b, gb, bn < s.N && bk < s.K); gb += gbStep; bk += dbk; bn += dbn;
+                            pb2 = LoadIf(b, gb, bn < s.N && bk < s.K); gb += gbStep; bk += dbk; bn += dbn;
+                            pb3 = LoadIf(b, gb, bn < s.N && bk < s.K);
+                        }
                     }
                     if (CudaAsm.IsSupported)
                         WarpStage128(sh.SubView(aCur, A2Words), sh.SubView(bCur, B2Words), r0, c0, g, t, bf16);
