@@ -115,23 +115,33 @@ public static partial class ConvKernels
     /// <summary>Rounds the operands of slot <paramref name="p"/> (once each) and stores them where the stage's A buffer
     /// (As[m·20 + k]) and B buffer (Bs[k·bStride + n]) keep them.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreTcSlot(ArrayView<uint> As, ArrayView<uint> Bs, TcSlot r, int p, int group, int bnShift, int bStride, bool bf16)
+    private static void StoreTcSlot(ArrayView<uint> As, ArrayView<uint> Bs, TcSlot r, int p, int group, int bnShift, int bStride, bool bf16, bool aRaw)
     {
-        // one branch on the precision per slot, then 12 branch-free roundings (with the flag inside each Rounded, ptxas
-        // kept two branches per operand)
-        if (bf16) StoreTcSlotAs(As, Bs, r, p, group, bnShift, bStride, true);
-        else StoreTcSlotAs(As, Bs, r, p, group, bnShift, bStride, false);
+        // one branch on the precision (and on A's rounding) per slot, then branch-free roundings (with the flag inside each
+        // Rounded, ptxas kept two branches per operand). aRaw: A already holds rounded values (RoundOperands), stored as is,
+        // which gives the same bits since rounding is idempotent
+        if (aRaw)
+        {
+            if (bf16) StoreTcSlotAs(As, Bs, r, p, group, bnShift, bStride, true, false);
+            else StoreTcSlotAs(As, Bs, r, p, group, bnShift, bStride, false, false);
+        }
+        else if (bf16) StoreTcSlotAs(As, Bs, r, p, group, bnShift, bStride, true, true);
+        else StoreTcSlotAs(As, Bs, r, p, group, bnShift, bStride, false, true);
     }
 
-    /// <summary><see cref="StoreTcSlot"/> for a precision known at the call (a constant).</summary>
+    /// <summary>A operand bits as stored: rounded for the precision, or as they are when <paramref name="round"/> is false.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreTcSlotAs(ArrayView<uint> As, ArrayView<uint> Bs, TcSlot r, int p, int group, int bnShift, int bStride, bool bf16)
+    private static uint AsStored(float x, bool bf16, bool round) => round ? TensorCoreGemm.Rounded(x, bf16) : Interop.FloatAsInt(x);
+
+    /// <summary><see cref="StoreTcSlot"/> for a precision and an A rounding known at the call (constants).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTcSlotAs(ArrayView<uint> As, ArrayView<uint> Bs, TcSlot r, int p, int group, int bnShift, int bStride, bool bf16, bool roundA)
     {
         int sa = (p >> 4) * TcAStride + (p & (TcBK - 1)), saStep = (group >> 4) * TcAStride;
-        As[sa] = TensorCoreGemm.Rounded(r.A0, bf16); As[sa + saStep] = TensorCoreGemm.Rounded(r.A1, bf16); sa += 2 * saStep;
-        As[sa] = TensorCoreGemm.Rounded(r.A2, bf16); As[sa + saStep] = TensorCoreGemm.Rounded(r.A3, bf16); sa += 2 * saStep;
-        As[sa] = TensorCoreGemm.Rounded(r.A4, bf16); As[sa + saStep] = TensorCoreGemm.Rounded(r.A5, bf16); sa += 2 * saStep;
-        As[sa] = TensorCoreGemm.Rounded(r.A6, bf16); As[sa + saStep] = TensorCoreGemm.Rounded(r.A7, bf16);
+        As[sa] = AsStored(r.A0, bf16, roundA); As[sa + saStep] = AsStored(r.A1, bf16, roundA); sa += 2 * saStep;
+        As[sa] = AsStored(r.A2, bf16, roundA); As[sa + saStep] = AsStored(r.A3, bf16, roundA); sa += 2 * saStep;
+        As[sa] = AsStored(r.A4, bf16, roundA); As[sa + saStep] = AsStored(r.A5, bf16, roundA); sa += 2 * saStep;
+        As[sa] = AsStored(r.A6, bf16, roundA); As[sa + saStep] = AsStored(r.A7, bf16, roundA);
         int sb = (p >> bnShift) * bStride + (p & ((1 << bnShift) - 1)), sbStep = (group >> bnShift) * bStride;
         Bs[sb] = TensorCoreGemm.Rounded(r.B0, bf16); Bs[sb + sbStep] = TensorCoreGemm.Rounded(r.B1, bf16); sb += 2 * sbStep;
         Bs[sb] = TensorCoreGemm.Rounded(r.B2, bf16); Bs[sb + sbStep] = TensorCoreGemm.Rounded(r.B3, bf16);
@@ -139,13 +149,14 @@ public static partial class ConvKernels
 
     /// <summary>Stages slots <paramref name="slot0"/>, slot0 + <paramref name="step"/>, … (&lt; G) of the stage whose K-row table
     /// is at <paramref name="tab"/> directly into the buffers: the first stage of a tile, and the slots no thread prefetches
-    /// when the group has fewer than G threads (the CPU accelerator).</summary>
+    /// when the group has fewer than G threads (the CPU accelerator). A is always rounded here (a pre-rounded A keeps its
+    /// bits: rounding is idempotent), so only the prefetched slots take the raw-A stores.</summary>
     private static void StageTcSlots(ArrayView<float> a, ArrayView<float> b, ConvGemmShape s, ArrayView<uint> As, ArrayView<uint> Bs, int m0, int tab,
         int slot0, int step, int group, int bnShift, int bStride, bool bf16,
         ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW)
     {
         for (int p = slot0; p < group; p += step)
-            StoreTcSlot(As, Bs, FetchTcSlot(a, b, s, m0, tab, p, group, bnShift, cBase, cH, cW, kA, kBase, kH, kW), p, group, bnShift, bStride, bf16);
+            StoreTcSlot(As, Bs, FetchTcSlot(a, b, s, m0, tab, p, group, bnShift, cBase, cH, cW, kA, kBase, kH, kW), p, group, bnShift, bStride, bf16, aRaw: false);
     }
 
     // The K-row tables (kA, kBase, kH, kW: 2 × 16 entries) hold stage j's rows at (j & 1)·16. Stage j is staged during stage
@@ -167,7 +178,7 @@ public static partial class ConvKernels
     /// register prefetch (see the comment above): A 2×64×20 words, B 2×16×40 words, the C tile 64×32 (the portable path's
     /// accumulators, the CUDA path's epilogue): 24 KB of shared memory plus the tables.
     /// </summary>
-    internal static void ConvGemmTcKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int bf16)
+    internal static void ConvGemmTcKernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int flags)
     {
         const int group = TensorCoreGemm.GpuGroupSize, aWords = TcBM * TcAStride, bWords = TcBK * TcBStride;
         var As2 = SharedMemory.Allocate<uint>(2 * aWords);   // two A buffers, As[m·20 + k], rounded operand bits
@@ -181,7 +192,7 @@ public static partial class ConvKernels
         var kBase = SharedMemory.Allocate<int>(2 * TcBK);
         var kH = SharedMemory.Allocate<int>(2 * TcBK);
         var kW = SharedMemory.Allocate<int>(2 * TcBK);
-        bool isBf16 = bf16 != 0;
+        bool isBf16 = (flags & 1) != 0, aRaw = (flags & 2) != 0;   // flags: bit 0 bf16 (else TF32), bit 1 A pre-rounded
         int tid = Group.IdxX, nt = Group.DimX;
         int warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3, r0 = warp * 16;
         if (CudaAsm.IsSupported) TensorCoreGemm.DeclareAccumulators();
@@ -221,7 +232,7 @@ public static partial class ConvKernels
                 {
                     var An = As2.SubView(nxt * aWords, aWords);
                     var Bn = Bs2.SubView(nxt * bWords, bWords);
-                    StoreTcSlot(An, Bn, pre, tid, group, 5, TcBStride, isBf16);
+                    StoreTcSlot(An, Bn, pre, tid, group, 5, TcBStride, isBf16, aRaw);
                     // the slots no thread prefetched: only groups smaller than G (the CPU accelerator); a CUDA launch is always G
                     // threads, and this branch folds away there (ptxas: less code, fewer registers)
                     if (!CudaAsm.IsSupported)
@@ -253,7 +264,7 @@ public static partial class ConvKernels
     /// last barrier of the k loop, the 128×72 C tile) plus 1.5 KB of tables; the portable path's accumulators are dynamic
     /// shared memory that only non-CUDA launches request.
     /// </summary>
-    internal static void ConvGemmTc128Kernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int bf16)
+    internal static void ConvGemmTc128Kernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int flags)
     {
         const int bm = TensorCoreGemm.BM2, bn = TensorCoreGemm.BN2, bStride = TensorCoreGemm.B2Stride, cStride = TensorCoreGemm.C2Stride;
         const int aWords = TensorCoreGemm.A2Words, bWords = TensorCoreGemm.B2Words, bBase = TensorCoreGemm.B2Base, group = TensorCoreGemm.GpuGroupSize2;
@@ -268,7 +279,7 @@ public static partial class ConvKernels
         var kBase = SharedMemory.Allocate<int>(2 * TcBK);
         var kH = SharedMemory.Allocate<int>(2 * TcBK);
         var kW = SharedMemory.Allocate<int>(2 * TcBK);
-        bool isBf16 = bf16 != 0;
+        bool isBf16 = (flags & 1) != 0, aRaw = (flags & 2) != 0;   // flags: bit 0 bf16 (else TF32), bit 1 A pre-rounded
         int tid = Group.IdxX, nt = Group.DimX;
         int warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3;
         int r0 = TensorCoreGemm.WarpRow(warp), c0 = TensorCoreGemm.WarpCol(warp);
@@ -305,7 +316,7 @@ public static partial class ConvKernels
                 {
                     var An = sh.SubView(nxt * aWords, aWords);
                     var Bn = sh.SubView(bBase + nxt * bWords, bWords);
-                    StoreTcSlot(An, Bn, pre, tid, group, 6, bStride, isBf16);
+                    StoreTcSlot(An, Bn, pre, tid, group, 6, bStride, isBf16, aRaw);
                     // the slots no thread prefetched: only groups smaller than G (the CPU accelerator); a CUDA launch is always G
                     // threads, and this branch folds away there (ptxas: less code, fewer registers)
                     if (!CudaAsm.IsSupported)
@@ -350,8 +361,39 @@ public static partial class ConvKernels
                 : l.GemmTc ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(ConvGemmTcKernel);
     }
 
+    /// <summary>dst[i] = src[i] rounded as the tensor-core kernels round an operand (<see cref="TensorCoreGemm.Rounded"/>).</summary>
+    internal static void RoundOperandsKernel(ArrayView<float> src, ArrayView<float> dst, int count, int bf16)
+    {
+        long step = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < count; i += step)
+            dst[i] = Interop.IntAsFloat(TensorCoreGemm.Rounded(src[i], bf16 != 0));
+    }
+
+    /// <summary>
+    /// dst ← src with every value rounded for <paramref name="precision"/> (Tf32 or Bf16) exactly as the tensor-core
+    /// convolution rounds its operands. A weight rounded this way can be passed to <see cref="Conv2dForward"/> /
+    /// <see cref="Conv2dBackwardInput"/> with <c>weightRounded: true</c>: the kernels then store it without rounding it again
+    /// in every group and stage, and the results keep their bits (rounding twice is rounding once). src and dst may be the
+    /// same view.
+    /// </summary>
+    public static void RoundOperands(Accelerator acc, AcceleratorStream? stream, ArrayView<float> src, ArrayView<float> dst, Precision precision)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        if (precision is not (Precision.Tf32 or Precision.Bf16))
+            throw new ArgumentOutOfRangeException(nameof(precision), precision, "round operands (ilgpu): precision must be Tf32 or Bf16");
+        if (dst.Length < src.Length)
+            throw new ArgumentException($"round operands (ilgpu): destination has {dst.Length} elements, source {src.Length}");
+        if (src.Length > int.MaxValue) throw new ArgumentException($"round operands (ilgpu): {src.Length} elements is over 2^31");
+        if (src.Length == 0) return;
+        var l = For(acc);
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> k;
+        lock (l) k = l.RoundOps ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(RoundOperandsKernel);
+        CudaRuntime.CountLaunch();
+        k(stream ?? acc.DefaultStream, Flat(acc, src.Length), src, dst, (int)src.Length, precision == Precision.Bf16 ? 1 : 0);
+    }
+
     private static void LaunchTc(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
-        ArrayView<float> bias, ConvGemmShape s, Precision precision, TensorCoreTile tile)
+        ArrayView<float> bias, ConvGemmShape s, Precision precision, TensorCoreTile tile, bool aRounded)
     {
         if (tile is not (TensorCoreTile.Tile64x32 or TensorCoreTile.Tile128x64))
             throw new ArgumentOutOfRangeException(nameof(tile), tile, "conv2d (tensor cores): unknown tile");
@@ -366,6 +408,6 @@ public static partial class ConvKernels
             : new KernelConfig(grid, group);
         var kernel = TcKernel(acc, tile);
         CudaRuntime.CountLaunch();
-        kernel(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s, precision == Precision.Bf16 ? 1 : 0);
+        kernel(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s, (precision == Precision.Bf16 ? 1 : 0) | (aRounded ? 2 : 0));
     }
 }

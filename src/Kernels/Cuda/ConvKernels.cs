@@ -664,7 +664,7 @@ public static partial class ConvKernels
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>? Gemm, Gemm128, GemmPf128, GemmPf64;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>? GemmTc, GemmTc128;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? BiasGrad;
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? SplitReduce;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? SplitReduce, RoundOps;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>? MaxFwd;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<long>, ArrayView<float>, PoolShape>? MaxBwdGather, MaxBwdScatter;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape>? AvgFwd, AvgBwd;
@@ -757,7 +757,7 @@ public static partial class ConvKernels
 
     /// <summary>Fp32 → the implicit-GEMM kernel of version <paramref name="v"/>; Tf32/Bf16 → the tensor-core kernel (v is ignored).</summary>
     private static void LaunchGemm(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
-        ArrayView<float> bias, ConvGemmShape s, ConvVersion v, Precision precision, TensorCoreTile? tcTile)
+        ArrayView<float> bias, ConvGemmShape s, ConvVersion v, Precision precision, TensorCoreTile? tcTile, bool aRounded = false)
     {
         if (s.M == 0 || s.N == 0) return;
         if (s.Splits < 1)
@@ -766,7 +766,7 @@ public static partial class ConvKernels
         }
         if (precision != Precision.Fp32)
         {
-            LaunchTc(acc, stream, a, b, o, bias, s, precision, tcTile ?? TensorCoreGemm.Choose(acc, s.M, s.N));
+            LaunchTc(acc, stream, a, b, o, bias, s, precision, tcTile ?? TensorCoreGemm.Choose(acc, s.M, s.N), aRounded);
             return;
         }
         if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
@@ -823,10 +823,12 @@ public static partial class ConvKernels
     /// <summary>
     /// y [batch, cout, Ho, Wo] ← conv2d(x [batch, cin, h, w], w [cout, cin, kh, kw]) (+ bias [cout] when
     /// <paramref name="bias"/> is non-empty), enqueued on <paramref name="stream"/> (null: the default stream). y is overwritten.
+    /// <paramref name="weightRounded"/> (Tf32/Bf16 only): the caller has rounded <paramref name="weight"/> with
+    /// <see cref="RoundOperands"/> for this precision, so the tensor-core kernels store it without rounding it again (same bits).
     /// </summary>
     public static void Conv2dForward(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
         ArrayView<float> y, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
-        Precision precision = Precision.Fp32, TensorCoreTile? tcTile = null)
+        Precision precision = Precision.Fp32, TensorCoreTile? tcTile = null, bool weightRounded = false)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d";
@@ -841,13 +843,14 @@ public static partial class ConvKernels
         s.Mode = (int)ConvMode.Forward;
         s.M = cout; s.N = batch * P; s.K = cin * kh * kw;
         s.AStride = s.K; s.OutStride = P; s.HasBias = bias.Length > 0 ? 1 : 0;
-        LaunchGemm(acc, stream, weight, x, y, bias, s, version, precision, tcTile);
+        LaunchGemm(acc, stream, weight, x, y, bias, s, version, precision, tcTile, weightRounded && precision != Precision.Fp32);
     }
 
-    /// <summary>gx [batch, cin, h, w] ← ∂conv2d/∂x given gy [batch, cout, Ho, Wo] (overwritten; no atomics, deterministic).</summary>
+    /// <summary>gx [batch, cin, h, w] ← ∂conv2d/∂x given gy [batch, cout, Ho, Wo] (overwritten; no atomics, deterministic).
+    /// <paramref name="weightRounded"/>: as in <see cref="Conv2dForward"/>.</summary>
     public static void Conv2dBackwardInput(Accelerator acc, AcceleratorStream? stream, ArrayView<float> gy, ArrayView<float> weight,
         ArrayView<float> gx, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams p, ConvVersion version = ConvVersion.Auto,
-        Precision precision = Precision.Fp32, TensorCoreTile? tcTile = null)
+        Precision precision = Precision.Fp32, TensorCoreTile? tcTile = null, bool weightRounded = false)
     {
         ArgumentNullException.ThrowIfNull(acc);
         const string op = "conv2d backward (input)";
@@ -859,7 +862,7 @@ public static partial class ConvKernels
         s.Mode = (int)ConvMode.BackwardInput;
         s.M = cin; s.N = batch * h * w; s.K = cout * kh * kw;
         s.AStride = kh * kw; s.OutStride = h * w;
-        LaunchGemm(acc, stream, weight, gy, gx, default, s, version, precision, tcTile);
+        LaunchGemm(acc, stream, weight, gy, gx, default, s, version, precision, tcTile, weightRounded && precision != Precision.Fp32);
     }
 
     /// <summary>

@@ -24,8 +24,23 @@ public sealed partial class CudaBackend
         RequireDense(op, (bias, "bias"), (y, "output"));
         if (x.Sizes[1] != w.Sizes[1]) throw new ArgumentException($"cuda: {op}: input {x.ShapeString} has {x.Sizes[1]} channels, weight {w.ShapeString} expects {w.Sizes[1]}");
         using var xc = Dense(x); using var wc = Dense(w);
-        ConvKernels.Conv2dForward(Acc, Stream, View<float>(xc), View<float>(wc), bias is null ? default : View<float>(bias), View<float>(y),
-            x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p, precision: MatMulPrecision.Current);
+        var precision = MatMulPrecision.Current;
+        using var wr = RoundedWeight(wc, precision);
+        ConvKernels.Conv2dForward(Acc, Stream, View<float>(xc), View<float>(wr ?? wc), bias is null ? default : View<float>(bias), View<float>(y),
+            x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p, precision: precision, weightRounded: wr is not null);
+    }
+
+    /// <summary>
+    /// Under Tf32/Bf16: the weight rounded once for the tensor-core convolution (<see cref="ConvKernels.RoundOperands"/>, one
+    /// launch, into a cached block), so its groups store A without rounding every operand again in every stage; the same
+    /// bits as rounding inside the kernel. Null under Fp32.
+    /// </summary>
+    private Tensor? RoundedWeight(Tensor w, Precision precision)
+    {
+        if (precision == Precision.Fp32 || w.Numel == 0) return null;
+        var r = Tensor.Empty(w.Sizes.ToArray(), DType.Float32, Device);
+        ConvKernels.RoundOperands(Acc, Stream, View<float>(w), View<float>(r), precision);
+        return r;
     }
 
     public void Conv2dBackwardInput(Tensor gy, Tensor w, Tensor gx, Conv2dParams p)
@@ -36,8 +51,10 @@ public sealed partial class CudaBackend
         RequireHere(gy, op); RequireHere(w, op);
         RequireDense(op, (gx, "input gradient"));
         using var gyc = Dense(gy); using var wc = Dense(w);
-        ConvKernels.Conv2dBackwardInput(Acc, Stream, View<float>(gyc), View<float>(wc), View<float>(gx),
-            gx.Sizes[0], gx.Sizes[1], gx.Sizes[2], gx.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p, precision: MatMulPrecision.Current);
+        var precision = MatMulPrecision.Current;
+        using var wr = RoundedWeight(wc, precision);
+        ConvKernels.Conv2dBackwardInput(Acc, Stream, View<float>(gyc), View<float>(wr ?? wc), View<float>(gx),
+            gx.Sizes[0], gx.Sizes[1], gx.Sizes[2], gx.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p, precision: precision, weightRounded: wr is not null);
     }
 
     public void Conv2dBackwardWeight(Tensor x, Tensor gy, Tensor gw, Tensor? gb, Conv2dParams p)

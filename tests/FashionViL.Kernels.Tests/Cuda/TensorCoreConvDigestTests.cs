@@ -52,7 +52,7 @@ public class TensorCoreConvDigestTests() : EmulatorKernelTestBase(assertions: tr
         return a;
     }
 
-    private static IEnumerable<(string Key, string Digest)> Digests(Accelerator acc, TensorCoreTile tile, IEnumerable<Case> cases)
+    private static IEnumerable<(string Key, string Digest)> Digests(Accelerator acc, TensorCoreTile tile, IEnumerable<Case> cases, bool preRound = false)
     {
         foreach (var c in cases)
         {
@@ -65,12 +65,18 @@ public class TensorCoreConvDigestTests() : EmulatorKernelTestBase(assertions: tr
             using var ws = acc.Allocate1D<float>(Math.Max(1, c.Splits * nw));
             foreach (var p in Precisions)
             {
+                // preRound: the weight rounded once by RoundOperands and passed as such (what the CUDA backend does under
+                // Tf32/Bf16); forward and backward-input must keep their bits, the weight gradient does not read it
+                using var wr = acc.Allocate1D<float>(nw);
+                if (preRound) ConvKernels.RoundOperands(acc, null, dw.View, wr.View, p);
+                var wv = preRound ? wr.View : dw.View;
                 using var y = Poisoned(acc, ny);
                 using var gx = Poisoned(acc, nx);
                 using var gw = Poisoned(acc, nw);
-                ConvKernels.Conv2dForward(acc, null, dx.View, dw.View, c.Bias ? db.View : default, y.View, c.Batch, c.Cin, c.H, c.W, c.Cout, c.Kh, c.Kw, c.P,
-                    precision: p, tcTile: tile);
-                ConvKernels.Conv2dBackwardInput(acc, null, dgy.View, dw.View, gx.View, c.Batch, c.Cin, c.H, c.W, c.Cout, c.Kh, c.Kw, c.P, precision: p, tcTile: tile);
+                ConvKernels.Conv2dForward(acc, null, dx.View, wv, c.Bias ? db.View : default, y.View, c.Batch, c.Cin, c.H, c.W, c.Cout, c.Kh, c.Kw, c.P,
+                    precision: p, tcTile: tile, weightRounded: preRound);
+                ConvKernels.Conv2dBackwardInput(acc, null, dgy.View, wv, gx.View, c.Batch, c.Cin, c.H, c.W, c.Cout, c.Kh, c.Kw, c.P, precision: p, tcTile: tile,
+                    weightRounded: preRound);
                 ConvKernels.Conv2dBackwardWeight(acc, null, dx.View, dgy.View, gw.View, default, c.Batch, c.Cin, c.H, c.W, c.Cout, c.Kh, c.Kw, c.P,
                     workspace: c.Splits > 1 ? ws.View : default, splits: c.Splits, precision: p, tcTile: tile);
                 acc.Synchronize();
@@ -129,5 +135,70 @@ public class TensorCoreConvDigestTests() : EmulatorKernelTestBase(assertions: tr
         Assert.That(got, Has.Count.EqualTo(3 * Precisions.Length));
         var differ = got.Where(g => want[g.Key] != g.Digest).Select(g => g.Key).ToList();
         Assert.That(differ, Is.Empty, $"{tile}, groups of {threads}: outputs whose bits changed");
+    }
+
+    public static IEnumerable<TestCaseData> PreRoundedLaunches()
+    {
+        foreach (var tile in new[] { TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64 })
+        {
+            int gpu = tile == TensorCoreTile.Tile128x64 ? TensorCoreGemm.GpuGroupSize2 : TensorCoreGemm.GpuGroupSize;
+            foreach (var c in Cases)
+                yield return new TestCaseData(tile, 2, c.Name).SetName($"{tile} pre-rounded weights, groups of 2 {c.Name}");
+            // the CUDA group size: every slot prefetched, so every A operand goes through the raw (not re-rounded) stores
+            foreach (var name in new[] { "3x3-pad1-bias", "1x1-s2-cout130-bias" })
+                yield return new TestCaseData(tile, gpu, name).SetName($"{tile} pre-rounded weights, groups of {gpu} {name}");
+        }
+    }
+
+    /// <summary>With the weight rounded once by <see cref="ConvKernels.RoundOperands"/> and passed with
+    /// <c>weightRounded: true</c> (the kernels then store A as it is), every output keeps the digests above.</summary>
+    [TestCaseSource(nameof(PreRoundedLaunches))]
+    public void PreRoundedWeightsGiveTheSameBits(TensorCoreTile tile, int threads, string caseName)
+    {
+        var acc = WithGroup(threads);
+        var want = File.ReadAllLines(DigestFixtures.FixturePath("convtc")).Where(x => x.Length > 0).Select(x => x.Split('\t'))
+            .Where(x => x[0].StartsWith(caseName + " ", StringComparison.Ordinal)).ToDictionary(x => x[0], x => x[1]);
+        var got = Digests(acc, tile, Cases.Where(c => c.Name == caseName), preRound: true).ToList();
+        Assert.That(got.Select(g => g.Key), Is.EquivalentTo(want.Keys));
+        var differ = got.Where(g => want[g.Key] != g.Digest).Select(g => g.Key).ToList();
+        Assert.That(differ, Is.Empty, $"{tile}, groups of {threads}, pre-rounded weights: outputs whose bits changed");
+    }
+
+    /// <summary>RoundOperands rounds exactly as the CPU reference does (PrecisionRounding), at the edges included: ties,
+    /// carries into the exponent, the largest finite values, infinities, NaNs with payloads, subnormals and signed zeros;
+    /// in place as well.</summary>
+    [Test]
+    public void RoundOperandsMatchesTheCpuRounding()
+    {
+        var special = new uint[]
+        {
+            0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x3F800FFF, 0x3F801000, 0x3F801001, 0x3F802000, 0xBF803000, 0x3F7FF000,
+            0x3F807FFF, 0x3F808000, 0x3F818000, 0x7F7FFFFF, 0xFF7FF000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0xFFFFFFFF,
+            0x7FBFFFFF, 0x00FFF000, 0x4B7FFFFF,
+        };
+        var r = new Random(5);
+        var bits = special.Concat(Enumerable.Range(0, 4000).Select(_ => (uint)r.NextInt64(0, 1L << 32))).ToArray();
+        var src = bits.Select(BitConverter.UInt32BitsToSingle).ToArray();
+        foreach (var p in new[] { Precision.Tf32, Precision.Bf16 })
+        {
+            using var a = Up(Acc, src);
+            using var d = Acc.Allocate1D<float>(src.Length);
+            ConvKernels.RoundOperands(Acc, null, a.View, d.View, p);
+            ConvKernels.RoundOperands(Acc, null, a.View, a.View, p);   // in place
+            Acc.Synchronize();
+            var got = d.GetAsArray1D().Select(BitConverter.SingleToUInt32Bits).ToArray();
+            var inPlace = a.GetAsArray1D().Select(BitConverter.SingleToUInt32Bits).ToArray();
+            for (int i = 0; i < bits.Length; i++)
+            {
+                uint want = p == Precision.Tf32 ? PrecisionRounding.Tf32Bits(bits[i]) : (uint)PrecisionRounding.Bf16Bits(bits[i]) << 16;
+                Assert.That(got[i], Is.EqualTo(want), $"{p}: 0x{bits[i]:X8} rounded to 0x{got[i]:X8}, the CPU rounds it to 0x{want:X8}");
+                Assert.That(inPlace[i], Is.EqualTo(want), $"{p} in place: 0x{bits[i]:X8}");
+            }
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => ConvKernels.RoundOperands(Acc, null, default, default, Precision.Fp32));
+        using var small = Acc.Allocate1D<float>(3);
+        using var big = Acc.Allocate1D<float>(4);
+        var e = Assert.Throws<ArgumentException>(() => ConvKernels.RoundOperands(Acc, null, big.View, small.View, Precision.Tf32));
+        Assert.That(e!.Message, Does.Contain("3").And.Contain("4"));
     }
 }
