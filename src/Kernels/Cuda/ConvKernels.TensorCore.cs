@@ -129,19 +129,15 @@ public static partial class ConvKernels
         else StoreTcSlotAs(As, Bs, r, p, group, bnShift, bStride, false, true);
     }
 
-    /// <summary>A operand bits as stored: rounded for the precision, or as they are when <paramref name="round"/> is false.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint AsStored(float x, bool bf16, bool round) => round ? TensorCoreGemm.Rounded(x, bf16) : Interop.FloatAsInt(x);
-
     /// <summary><see cref="StoreTcSlot"/> for a precision and an A rounding known at the call (constants).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StoreTcSlotAs(ArrayView<uint> As, ArrayView<uint> Bs, TcSlot r, int p, int group, int bnShift, int bStride, bool bf16, bool roundA)
     {
         int sa = (p >> 4) * TcAStride + (p & (TcBK - 1)), saStep = (group >> 4) * TcAStride;
-        As[sa] = AsStored(r.A0, bf16, roundA); As[sa + saStep] = AsStored(r.A1, bf16, roundA); sa += 2 * saStep;
-        As[sa] = AsStored(r.A2, bf16, roundA); As[sa + saStep] = AsStored(r.A3, bf16, roundA); sa += 2 * saStep;
-        As[sa] = AsStored(r.A4, bf16, roundA); As[sa + saStep] = AsStored(r.A5, bf16, roundA); sa += 2 * saStep;
-        As[sa] = AsStored(r.A6, bf16, roundA); As[sa + saStep] = AsStored(r.A7, bf16, roundA);
+        As[sa] = TensorCoreGemm.Stored(r.A0, bf16, roundA); As[sa + saStep] = TensorCoreGemm.Stored(r.A1, bf16, roundA); sa += 2 * saStep;
+        As[sa] = TensorCoreGemm.Stored(r.A2, bf16, roundA); As[sa + saStep] = TensorCoreGemm.Stored(r.A3, bf16, roundA); sa += 2 * saStep;
+        As[sa] = TensorCoreGemm.Stored(r.A4, bf16, roundA); As[sa + saStep] = TensorCoreGemm.Stored(r.A5, bf16, roundA); sa += 2 * saStep;
+        As[sa] = TensorCoreGemm.Stored(r.A6, bf16, roundA); As[sa + saStep] = TensorCoreGemm.Stored(r.A7, bf16, roundA);
         int sb = (p >> bnShift) * bStride + (p & ((1 << bnShift) - 1)), sbStep = (group >> bnShift) * bStride;
         Bs[sb] = TensorCoreGemm.Rounded(r.B0, bf16); Bs[sb + sbStep] = TensorCoreGemm.Rounded(r.B1, bf16); sb += 2 * sbStep;
         Bs[sb] = TensorCoreGemm.Rounded(r.B2, bf16); Bs[sb + sbStep] = TensorCoreGemm.Rounded(r.B3, bf16);

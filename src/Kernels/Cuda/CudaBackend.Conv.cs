@@ -25,7 +25,7 @@ public sealed partial class CudaBackend
         if (x.Sizes[1] != w.Sizes[1]) throw new ArgumentException($"cuda: {op}: input {x.ShapeString} has {x.Sizes[1]} channels, weight {w.ShapeString} expects {w.Sizes[1]}");
         using var xc = Dense(x); using var wc = Dense(w);
         var precision = MatMulPrecision.Current;
-        using var wr = RoundedWeight(wc, precision);
+        using var wr = RoundedWeight(wc, precision, (long)y.Sizes[0] * y.Sizes[2] * y.Sizes[3]);
         ConvKernels.Conv2dForward(Acc, Stream, View<float>(xc), View<float>(wr ?? wc), bias is null ? default : View<float>(bias), View<float>(y),
             x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p, precision: precision, weightRounded: wr is not null);
     }
@@ -33,11 +33,14 @@ public sealed partial class CudaBackend
     /// <summary>
     /// Under Tf32/Bf16: the weight rounded once for the tensor-core convolution (<see cref="ConvKernels.RoundOperands"/>, one
     /// launch, into a cached block), so its groups store A without rounding every operand again in every stage; the same
-    /// bits as rounding inside the kernel. Null under Fp32.
+    /// bits as rounding inside the kernel. Null under Fp32, and when the GEMM has fewer than 64 ·
+    /// <see cref="MinTilesToPreRound"/> columns (<paramref name="columns"/>): with few column tiles the kernel rounds each
+    /// weight only a few times, and the extra pass would cost more (see <see cref="MatMul"/>). At batch 64 every ResNet-50
+    /// and VQ-VAE convolution has ≥ 3,136 columns.
     /// </summary>
-    private Tensor? RoundedWeight(Tensor w, Precision precision)
+    private Tensor? RoundedWeight(Tensor w, Precision precision, long columns)
     {
-        if (precision == Precision.Fp32 || w.Numel == 0) return null;
+        if (precision == Precision.Fp32 || !PreRoundOperands || w.Numel == 0 || columns < 64L * MinTilesToPreRound) return null;
         var r = Tensor.Empty(w.Sizes.ToArray(), DType.Float32, Device);
         ConvKernels.RoundOperands(Acc, Stream, View<float>(w), View<float>(r), precision);
         return r;
@@ -52,7 +55,7 @@ public sealed partial class CudaBackend
         RequireDense(op, (gx, "input gradient"));
         using var gyc = Dense(gy); using var wc = Dense(w);
         var precision = MatMulPrecision.Current;
-        using var wr = RoundedWeight(wc, precision);
+        using var wr = RoundedWeight(wc, precision, (long)gx.Sizes[0] * gx.Sizes[2] * gx.Sizes[3]);
         ConvKernels.Conv2dBackwardInput(Acc, Stream, View<float>(gyc), View<float>(wr ?? wc), View<float>(gx),
             gx.Sizes[0], gx.Sizes[1], gx.Sizes[2], gx.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p, precision: precision, weightRounded: wr is not null);
     }

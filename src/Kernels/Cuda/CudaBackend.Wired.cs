@@ -55,9 +55,61 @@ public sealed partial class CudaBackend
             for (int i = 0; i < n; i++) CudaRuntime.CountLaunch();
             return;
         }
-        if (precision == Precision.Fp32) GemmKernels.Launch(Acc, Stream, args);
-        else TensorCoreGemm.Launch(Acc, Stream, args, precision, TensorCoreGemm.Choose(Acc, args.M, args.N));
-        CudaRuntime.CountLaunch();   // either launcher enqueues exactly one kernel when C is not empty
+        if (precision == Precision.Fp32)
+        {
+            GemmKernels.Launch(Acc, Stream, args);
+            CudaRuntime.CountLaunch();   // the launcher enqueues exactly one kernel when C is not empty
+            return;
+        }
+        var tile = TensorCoreGemm.Choose(Acc, args.M, args.N);
+        long spanA = Span(args.Batch, args.StrideA, transA ? args.K : args.M, transA ? args.M : args.K, args.Lda);
+        long spanB = Span(args.Batch, args.StrideB, transB ? args.N : args.K, transB ? args.K : args.N, args.Ldb);
+        // The 128×64 tile rounds each A operand once per column tile and each B operand once per row tile. Rounding an
+        // operand once beforehand costs a pass over it (≈ 8 B per element); inside the kernel each extra tile costs ≈ 6
+        // instructions per element. On an H100 (≈ 950 G warp instructions/s, 3 TB/s) that breaks even near 14 tiles, so an
+        // operand is rounded beforehand when the other dimension has at least MinTilesToPreRound tiles: BERT's FFN and the
+        // MLM head's forward (A over 48 and 477 column tiles), every weight in a BERT forward or input gradient (B over
+        // 38–62 row tiles at batch 64); not A of the 768-wide outputs (12 column tiles).
+        var (bm, bn) = TensorCoreGemm.TileShape(tile);
+        bool big = tile == TensorCoreTile.Tile128x64 && PreRoundOperands;
+        bool preA = big && (args.N + bn - 1) / bn >= MinTilesToPreRound && spanA is > 0 and <= MaxRoundedOperand;
+        bool preB = big && (args.M + bm - 1) / bm >= MinTilesToPreRound && spanB is > 0 and <= MaxRoundedOperand;
+        using var ra = preA ? RoundedOperand(args.A, spanA, precision) : null;
+        using var rb = preB ? RoundedOperand(args.B, spanB, precision) : null;
+        if (ra is not null) { args.A = View<float>(ra); args.ARounded = true; }
+        if (rb is not null) { args.B = View<float>(rb); args.BRounded = true; }
+        TensorCoreGemm.Launch(Acc, Stream, args, precision, tile);
+        CudaRuntime.CountLaunch();
+    }
+
+    /// <summary>Elements a GEMM operand's view spans: (batch − 1)·stride + (rows − 1)·ld + cols (0 when empty).</summary>
+    private static long Span(int batch, long stride, int rows, int cols, int ld)
+        => batch == 0 || rows == 0 || cols == 0 ? 0 : (batch - 1) * stride + (long)(rows - 1) * ld + cols;
+
+    /// <summary>Largest operand (elements) the tensor-core GEMM rounds once in a temporary before the launch: 32 M floats
+    /// (128 MB). BERT's linears at batch 64 (≤ 24.4 M) and the MLM head's forward qualify; the head's 30,522-wide gradient
+    /// (146 M at T = 75, all rows) does not, and is rounded inside the kernel as before.</summary>
+    internal const long MaxRoundedOperand = 32L << 20;
+
+    /// <summary>Tiles of the other dimension from which an operand is rounded before the launch (see <see cref="MatMul"/>);
+    /// settable for tests, which reach the path with small shapes.</summary>
+    internal static int MinTilesToPreRound { get; set; } = 32;
+
+    /// <summary>Whether tensor-core GEMMs and convolutions may round operands once before the launch (default on;
+    /// <c>FVL_PREROUND=0</c> turns it off, for A/B timing). Results are the same bits either way.</summary>
+    public static bool PreRoundOperands { get; set; } = Environment.GetEnvironmentVariable("FVL_PREROUND") != "0";
+
+    /// <summary>
+    /// Under Tf32/Bf16, for the 128×64 tensor-core tile: the first <paramref name="span"/> elements of an operand rounded once
+    /// (<see cref="ConvKernels.RoundOperands"/>, one launch into a block from the caching allocator) so the kernel's groups
+    /// store their prefetched operands without rounding each again in every stage (one rounding per element instead of one
+    /// per element and column (row) tile); the same bits. Only called for operands within <see cref="MaxRoundedOperand"/>.
+    /// </summary>
+    private Tensor RoundedOperand(ArrayView<float> v, long span, Precision precision)
+    {
+        var r = Tensor.Empty([(int)span], DType.Float32, Device);
+        ConvKernels.RoundOperands(Acc, Stream, v.SubView(0, span), View<float>(r), precision);
+        return r;
     }
 
     private static (int Rows, int Width) Rows(Tensor x) => x.Rank == 0 ? (1, 1) : (x.Numel / Math.Max(x.Sizes[^1], 1), x.Sizes[^1]);

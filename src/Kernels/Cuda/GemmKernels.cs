@@ -32,6 +32,10 @@ public struct GemmArgs
     public long StrideA, StrideB, StrideC;
     public bool TransA, TransB, Gelu;
     public float Alpha, Beta;
+    /// <summary>Tensor-core GEMMs only: A (<see cref="ARounded"/>) or B (<see cref="BRounded"/>) already holds values rounded
+    /// for the precision (<see cref="ConvKernels.RoundOperands"/>), so the 128×64 tile stores that operand's prefetched values
+    /// without rounding them again (same bits: rounding is idempotent). The 64×32 tile and the fp32 SGEMM ignore them.</summary>
+    public bool ARounded, BRounded;
 
     /// <summary>Dense row-major operands: lda/ldb/ldc are the stored row lengths, batch strides = one matrix each.</summary>
     public static GemmArgs Dense(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, int batch, int m, int n, int k,

@@ -262,19 +262,29 @@ public static partial class TensorCoreGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float LoadIf(ArrayView<float> x, long i, bool inside) => inside ? x[i] : 0f;
 
-    /// <summary>Rounds a slot's 12 prefetched operands for the precision <paramref name="bf16"/> (a constant at each call) and
-    /// stores them: A operand q at sa + q·saStep, B operand q at sb + q·sbStep.</summary>
+    /// <summary>Stores a slot's 8 prefetched A operands (operand q at sa + q·saStep), rounded for the precision
+    /// <paramref name="bf16"/> or, with <paramref name="round"/> false, as they are (both constants at each call).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreSlot2(ArrayView<uint> sh, int sa, int saStep, int sb, int sbStep, bool bf16,
-        float a0, float a1, float a2, float a3, float a4, float a5, float a6, float a7, float b0, float b1, float b2, float b3)
+    private static void StoreA2(ArrayView<uint> sh, int sa, int saStep, bool bf16, bool round,
+        float a0, float a1, float a2, float a3, float a4, float a5, float a6, float a7)
     {
-        sh[sa] = Rounded(a0, bf16); sh[sa + saStep] = Rounded(a1, bf16); sa += 2 * saStep;
-        sh[sa] = Rounded(a2, bf16); sh[sa + saStep] = Rounded(a3, bf16); sa += 2 * saStep;
-        sh[sa] = Rounded(a4, bf16); sh[sa + saStep] = Rounded(a5, bf16); sa += 2 * saStep;
-        sh[sa] = Rounded(a6, bf16); sh[sa + saStep] = Rounded(a7, bf16);
-        sh[sb] = Rounded(b0, bf16); sh[sb + sbStep] = Rounded(b1, bf16); sb += 2 * sbStep;
-        sh[sb] = Rounded(b2, bf16); sh[sb + sbStep] = Rounded(b3, bf16);
+        sh[sa] = Stored(a0, bf16, round); sh[sa + saStep] = Stored(a1, bf16, round); sa += 2 * saStep;
+        sh[sa] = Stored(a2, bf16, round); sh[sa + saStep] = Stored(a3, bf16, round); sa += 2 * saStep;
+        sh[sa] = Stored(a4, bf16, round); sh[sa + saStep] = Stored(a5, bf16, round); sa += 2 * saStep;
+        sh[sa] = Stored(a6, bf16, round); sh[sa + saStep] = Stored(a7, bf16, round);
     }
+
+    /// <summary>Stores a slot's 4 prefetched B operands (operand q at sb + q·sbStep), as <see cref="StoreA2"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreB2(ArrayView<uint> sh, int sb, int sbStep, bool bf16, bool round, float b0, float b1, float b2, float b3)
+    {
+        sh[sb] = Stored(b0, bf16, round); sh[sb + sbStep] = Stored(b1, bf16, round); sb += 2 * sbStep;
+        sh[sb] = Stored(b2, bf16, round); sh[sb + sbStep] = Stored(b3, bf16, round);
+    }
+
+    /// <summary>An operand's bits as stored: rounded for the precision, or as they are (already rounded by the caller).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint Stored(float x, bool bf16, bool round) => round ? Rounded(x, bf16) : Interop.FloatAsInt(x);
 
     /// <summary>Stages the operands of slots <paramref name="slot0"/>, slot0 + <paramref name="step"/>, … (&lt; 256) of the
     /// stage at k0 into the buffers at <paramref name="aBuf"/> / <paramref name="bBuf"/>: slot p holds A operands p + 256q
@@ -308,6 +318,7 @@ public static partial class TensorCoreGemm
         var Ce = SharedMemory.GetDynamic<float>();
         int tid = Group.IdxX, nt = Group.DimX;
         bool bf16 = (s.Flags & FlagBf16) != 0, ta = (s.Flags & FlagTransA) != 0, tb = (s.Flags & FlagTransB) != 0;
+        bool rawA = (s.Flags & FlagRoundedA) != 0, rawB = (s.Flags & FlagRoundedB) != 0;
         int tilesM = (s.M + BM2 - 1) / BM2, tilesN = (s.N + BN2 - 1) / BN2, kTiles = (s.K + BK - 1) / BK;
         int warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3, r0 = WarpRow(warp), c0 = WarpCol(warp);
         if (CudaAsm.IsSupported) DeclareAccumulators128();
@@ -380,10 +391,14 @@ public static partial class TensorCoreGemm
                         // nobody reads the other buffers now: their last readers finished before the previous barrier
                         int sa = aNxt + PlaceA2(tid, 0, ta), saStep = PlaceA2(tid, 1, ta) - PlaceA2(tid, 0, ta);
                         int sb = bNxt + PlaceB2(tid, 0, tb), sbStep = PlaceB2(tid, 1, tb) - PlaceB2(tid, 0, tb);
-                        // one branch on the precision, then 12 branch-free roundings (with the flag inside each Rounded,
-                        // ptxas kept two branches per operand)
-                        if (bf16) StoreSlot2(sh, sa, saStep, sb, sbStep, true, pa0, pa1, pa2, pa3, pa4, pa5, pa6, pa7, pb0, pb1, pb2, pb3);
-                        else StoreSlot2(sh, sa, saStep, sb, sbStep, false, pa0, pa1, pa2, pa3, pa4, pa5, pa6, pa7, pb0, pb1, pb2, pb3);
+                        // one branch on the precision per operand, then branch-free roundings (with the flag inside each
+                        // Rounded, ptxas kept two branches per operand); an operand the caller rounded already is stored as it is
+                        if (rawA) StoreA2(sh, sa, saStep, false, false, pa0, pa1, pa2, pa3, pa4, pa5, pa6, pa7);
+                        else if (bf16) StoreA2(sh, sa, saStep, true, true, pa0, pa1, pa2, pa3, pa4, pa5, pa6, pa7);
+                        else StoreA2(sh, sa, saStep, false, true, pa0, pa1, pa2, pa3, pa4, pa5, pa6, pa7);
+                        if (rawB) StoreB2(sh, sb, sbStep, false, false, pb0, pb1, pb2, pb3);
+                        else if (bf16) StoreB2(sh, sb, sbStep, true, true, pb0, pb1, pb2, pb3);
+                        else StoreB2(sh, sb, sbStep, false, true, pb0, pb1, pb2, pb3);
                         StageSlots2(a, b, s, aOff, bOff, m0, n0, k1, sh, aNxt, bNxt, tid + nt, nt, ta, tb, bf16);
                     }
                     Group.Barrier();

@@ -56,7 +56,7 @@ public static partial class TensorCoreGemm
     internal const int AStride = BK + 4;   // As[m·20 + k]: lanes (g, t) read words 20g + t → 32 distinct banks
     internal const int BStride = BN + 8;   // Bs[k·40 + n]: lanes (g, t) read words 40t + g → 32 distinct banks
 
-    internal const int FlagTransA = 1, FlagTransB = 2, FlagBias = 4, FlagGelu = 8, FlagBf16 = 128;
+    internal const int FlagTransA = 1, FlagTransB = 2, FlagBias = 4, FlagGelu = 8, FlagBf16 = 128, FlagRoundedA = 256, FlagRoundedB = 512;
 
     private static float LoadA(ArrayView<float> a, GemmShape s, long off, int m, int k)
         => (s.Flags & FlagTransA) != 0 ? a[off + (long)k * s.Lda + m] : a[off + (long)m * s.Lda + k];
@@ -427,7 +427,7 @@ public static partial class TensorCoreGemm
             M = args.M, N = args.N, K = args.K, Lda = args.Lda, Ldb = args.Ldb, Ldc = args.Ldc, Batch = args.Batch,
             StrideA = args.StrideA, StrideB = args.StrideB, StrideC = args.StrideC, Alpha = args.Alpha, Beta = args.Beta,
             Flags = (args.TransA ? FlagTransA : 0) | (args.TransB ? FlagTransB : 0) | (hasBias ? FlagBias : 0) | (args.Gelu ? FlagGelu : 0)
-                | (precision == Precision.Bf16 ? FlagBf16 : 0),
+                | (precision == Precision.Bf16 ? FlagBf16 : 0) | (args.ARounded ? FlagRoundedA : 0) | (args.BRounded ? FlagRoundedB : 0),
         };
         // The mma path needs exactly 4 (8) warps of 32; other accelerators run the portable path with their largest group.
         int nt = GroupSize(acc, tile);

@@ -33,6 +33,9 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
         return a;
     }
 
+    /// <summary>Every value rounded for <paramref name="p"/> as the tensor cores see it (ConvKernels.RoundOperands on the host).</summary>
+    private static float[] RoundAll(float[] x, Precision p) => x.Select(v => (float)PrecisionRounding.Round(v, p)).ToArray();
+
     private float[] Run(TensorCoreTile tile, Precision p, float[] a, float[] b, float[] c0, float[]? bias, GemmArgs shape, bool gelu)
     {
         using var aBuf = Up(Acc, a);
@@ -72,6 +75,16 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
         };
         var dev = Run(TensorCoreTile.Tile128x64, p, a, b, c0, bias, shape, false);
         var dev64 = Run(TensorCoreTile.Tile64x32, p, a, b, c0, bias, shape, false);
+        // operands rounded by the caller and passed as such (what the CUDA backend does for one or both): the same bits
+        foreach (var (preA, preB) in new[] { (true, true), (true, false), (false, true) })
+        {
+            var rounded = shape;
+            rounded.ARounded = preA; rounded.BRounded = preB;
+            var devPre = Run(TensorCoreTile.Tile128x64, p, preA ? RoundAll(a, p) : a, preB ? RoundAll(b, p) : b, c0, bias, rounded, false);
+            for (long o = 0; o < dev.Length; o++)
+                if (BitConverter.SingleToInt32Bits(dev[o]) != BitConverter.SingleToInt32Bits(devPre[o]))
+                    Assert.Fail($"{what}: pre-rounded A {preA} / B {preB} give {devPre[o]:R}, the kernel's own rounding {dev[o]:R} at buffer index {o}");
+        }
 
         // the 64×32 tile: every element the same bits (the same mma / emulated additions in the same order)
         for (long o = 0; o < dev.Length; o++)
@@ -181,6 +194,14 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
             acc.Synchronize();
             var got = cBuf.GetAsArray1D();
             Assert.That(got.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(want.Select(BitConverter.SingleToInt32Bits)), $"group {warp}×{warps}");
+            // pre-rounded operands: at 256 threads every slot is prefetched, so every operand takes the unrounded stores
+            using var aPre = Up(acc, RoundAll(a, Precision.Tf32));
+            using var bPre = Up(acc, RoundAll(b, Precision.Tf32));
+            args.A = aPre.View; args.B = bPre.View; args.ARounded = true; args.BRounded = true;
+            TensorCoreGemm.Launch(acc, null, args, Precision.Tf32, TensorCoreTile.Tile128x64);
+            acc.Synchronize();
+            Assert.That(cBuf.GetAsArray1D().Select(BitConverter.SingleToInt32Bits), Is.EqualTo(want.Select(BitConverter.SingleToInt32Bits)),
+                $"group {warp}×{warps}, pre-rounded operands");
         }
     }
 
