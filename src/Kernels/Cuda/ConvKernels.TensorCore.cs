@@ -51,20 +51,6 @@ public static partial class ConvKernels
     // On CUDA thread tid prefetches slot tid; on the emulator (groups of nt < G) slots nt.. are staged directly.
     // -----------------------------------------------------------------------------------------------------------------
 
-    /// <summary><see cref="KRow"/> with <see cref="FoldedRowOf"/>'s entries.</summary>
-    private static void FoldedKRow(ConvGemmShape s, int k, int kEnd, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW, int slot)
-    {
-        var r = FoldedRowOf(s, k, kEnd);
-        kA[slot] = r.A; kBase[slot] = r.Base; kH[slot] = r.H; kW[slot] = r.W;
-    }
-
-    /// <summary><see cref="Column"/> with <see cref="FoldedColumnOf"/>'s entries.</summary>
-    private static void FoldedColumn(ConvGemmShape s, int n, ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW, ArrayView<int> cOut, int slot)
-    {
-        var c = FoldedColumnOf(s, n);
-        cBase[slot] = c.Base; cH[slot] = c.H; cW[slot] = c.W; cOut[slot] = c.Out;
-    }
-
     /// <summary>The 12 operands of one slot of one stage, as loaded (rounded when stored).</summary>
     private struct TcSlot
     {
@@ -78,11 +64,11 @@ public static partial class ConvKernels
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static TcSlot FetchTcSlot(ArrayView<float> a, ArrayView<float> b, ConvGemmShape s, int m0, int tab, int p, int group, int bnShift,
-        ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW)
+        ArrayView<ConvCol> cols, ArrayView<ConvRow> rows)
     {
         var r = default(TcSlot);
         // A: one K row (one kA entry) per slot, rows m, m + G/16, …: one address advanced by a fixed step
-        int ka = kA[tab + (p & (TcBK - 1))], m = m0 + (p >> 4), dm = group >> 4;
+        int ka = rows[tab + (p & (TcBK - 1))].A, m = m0 + (p >> 4), dm = group >> 4;
         int ga = ka + m * s.AStride, gaStep = dm * s.AStride;
         bool kIn = ka >= 0;
         r.A0 = kIn && m < s.M ? a[ga] : 0f; ga += gaStep; m += dm;
@@ -95,20 +81,20 @@ public static partial class ConvKernels
         r.A7 = kIn && m < s.M ? a[ga] : 0f;
         // B: one column (one column-table entry) per slot, K rows kk, kk + G/bn, …
         int nn = p & ((1 << bnShift) - 1), kr = tab + (p >> bnShift), dk = group >> bnShift;
-        int cb = cBase[nn], ch = cH[nn], cw = cW[nn];
+        var col = cols[nn];   // one 16-byte shared load per table entry (packed ConvCol / ConvRow, as conv v3 and v4 read them)
         if (Folded(s))
         {
             // folded tables (FoldedB): two unsigned compares and one add per operand
-            r.B0 = FoldedB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
-            r.B1 = FoldedB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
-            r.B2 = FoldedB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
-            r.B3 = FoldedB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]);
+            r.B0 = FoldedB(b, s, col, rows[kr]); kr += dk;
+            r.B1 = FoldedB(b, s, col, rows[kr]); kr += dk;
+            r.B2 = FoldedB(b, s, col, rows[kr]); kr += dk;
+            r.B3 = FoldedB(b, s, col, rows[kr]);
             return r;
         }
-        r.B0 = LoadB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
-        r.B1 = LoadB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
-        r.B2 = LoadB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]); kr += dk;
-        r.B3 = LoadB(b, s, cb, ch, cw, kBase[kr], kH[kr], kW[kr]);
+        r.B0 = LoadB(b, s, col, rows[kr]); kr += dk;
+        r.B1 = LoadB(b, s, col, rows[kr]); kr += dk;
+        r.B2 = LoadB(b, s, col, rows[kr]); kr += dk;
+        r.B3 = LoadB(b, s, col, rows[kr]);
         return r;
     }
 
@@ -149,13 +135,13 @@ public static partial class ConvKernels
     /// bits: rounding is idempotent), so only the prefetched slots take the raw-A stores.</summary>
     private static void StageTcSlots(ArrayView<float> a, ArrayView<float> b, ConvGemmShape s, ArrayView<uint> As, ArrayView<uint> Bs, int m0, int tab,
         int slot0, int step, int group, int bnShift, int bStride, bool bf16,
-        ArrayView<int> cBase, ArrayView<int> cH, ArrayView<int> cW, ArrayView<int> kA, ArrayView<int> kBase, ArrayView<int> kH, ArrayView<int> kW)
+        ArrayView<ConvCol> cols, ArrayView<ConvRow> rows)
     {
         for (int p = slot0; p < group; p += step)
-            StoreTcSlot(As, Bs, FetchTcSlot(a, b, s, m0, tab, p, group, bnShift, cBase, cH, cW, kA, kBase, kH, kW), p, group, bnShift, bStride, bf16, aRaw: false);
+            StoreTcSlot(As, Bs, FetchTcSlot(a, b, s, m0, tab, p, group, bnShift, cols, rows), p, group, bnShift, bStride, bf16, aRaw: false);
     }
 
-    // The K-row tables (kA, kBase, kH, kW: 2 × 16 entries) hold stage j's rows at (j & 1)·16. Stage j is staged during stage
+    // The K-row table (rows: 2 × 16 packed entries) hold stage j's rows at (j & 1)·16. Stage j is staged during stage
     // j − 1 (prefetch + leftover slots; stage 0 in the prologue), so its table must be written one stage earlier still:
     // during stage t the group writes stage t + 2's rows into slot (t & 1)·16. Hazards, with one barrier at the end of each
     // stage (and two in the prologue: tables 0 and 1 | stage 0 staged | loop):
@@ -180,14 +166,8 @@ public static partial class ConvKernels
         var As2 = SharedMemory.Allocate<uint>(2 * aWords);   // two A buffers, As[m·20 + k], rounded operand bits
         var Bs2 = SharedMemory.Allocate<uint>(2 * bWords);   // two B buffers, Bs[k·40 + n]
         var Cs = SharedMemory.Allocate<float>(TcBM * TcBN);       // the C tile: the epilogue's input; the portable path's accumulators
-        var cBase = SharedMemory.Allocate<int>(TcBN);
-        var cH = SharedMemory.Allocate<int>(TcBN);
-        var cW = SharedMemory.Allocate<int>(TcBN);
-        var cOut = SharedMemory.Allocate<int>(TcBN);
-        var kA = SharedMemory.Allocate<int>(2 * TcBK);
-        var kBase = SharedMemory.Allocate<int>(2 * TcBK);
-        var kH = SharedMemory.Allocate<int>(2 * TcBK);
-        var kW = SharedMemory.Allocate<int>(2 * TcBK);
+        var cols = SharedMemory.Allocate<ConvCol>(TcBN);       // the tile's columns (folded), Out for the epilogue
+        var rows = SharedMemory.Allocate<ConvRow>(2 * TcBK);     // K rows of stage j at (j & 1)·16 (folded)
         bool isBf16 = (flags & 1) != 0, aRaw = (flags & 2) != 0;   // flags: bit 0 bf16 (else TF32), bit 1 A pre-rounded
         int tid = Group.IdxX, nt = Group.DimX;
         int warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3, r0 = warp * 16;
@@ -203,11 +183,11 @@ public static partial class ConvKernels
             if (CudaAsm.IsSupported) TensorCoreGemm.ZeroAccumulators();
             else
                 for (int e = tid; e < TcBM * TcBN; e += nt) Cs[e] = 0f;
-            for (int e = tid; e < TcBN; e += nt) FoldedColumn(s, n0 + e, cBase, cH, cW, cOut, e);
-            for (int e = tid; e < 2 * TcBK; e += nt) FoldedKRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);   // stages 0 and 1
+            for (int e = tid; e < TcBN; e += nt) cols[e] = FoldedColumnOf(s, n0 + e);
+            for (int e = tid; e < 2 * TcBK; e += nt) rows[e] = FoldedRowOf(s, kLo + e, kEnd);   // stages 0 and 1
             Group.Barrier();
             if (kTiles > 0)
-                StageTcSlots(a, b, s, As2.SubView(0, aWords), Bs2.SubView(0, bWords), m0, 0, tid, nt, group, 5, TcBStride, isBf16, cBase, cH, cW, kA, kBase, kH, kW);
+                StageTcSlots(a, b, s, As2.SubView(0, aWords), Bs2.SubView(0, bWords), m0, 0, tid, nt, group, 5, TcBStride, isBf16, cols, rows);
             Group.Barrier();
             for (int kt = 0; kt < kTiles; kt++)
             {
@@ -217,7 +197,7 @@ public static partial class ConvKernels
                 var Bs = Bs2.SubView(cur * bWords, bWords);
                 // the next stage's operands of this thread's slot, into registers before this stage's mma
                 var pre = default(TcSlot);
-                if (more) pre = FetchTcSlot(a, b, s, m0, nxt * TcBK, tid, group, 5, cBase, cH, cW, kA, kBase, kH, kW);
+                if (more) pre = FetchTcSlot(a, b, s, m0, nxt * TcBK, tid, group, 5, cols, rows);
                 if (CudaAsm.IsSupported)
                 {
                     if (warp < TcBM / 16) TensorCoreGemm.WarpStage(As, Bs, r0, g, t, isBf16);
@@ -232,11 +212,11 @@ public static partial class ConvKernels
                     // the slots no thread prefetched: only groups smaller than G (the CPU accelerator); a CUDA launch is always G
                     // threads, and this branch folds away there (ptxas: less code, fewer registers)
                     if (!CudaAsm.IsSupported)
-                        StageTcSlots(a, b, s, An, Bn, m0, nxt * TcBK, tid + nt, nt, group, 5, TcBStride, isBf16, cBase, cH, cW, kA, kBase, kH, kW);
+                        StageTcSlots(a, b, s, An, Bn, m0, nxt * TcBK, tid + nt, nt, group, 5, TcBStride, isBf16, cols, rows);
                 }
                 // stage kt + 2's K rows into the slot stage kt's rows held (see the hazard argument above)
                 if (kt + 2 < kTiles)
-                    for (int e = tid; e < TcBK; e += nt) FoldedKRow(s, kLo + (kt + 2) * TcBK + e, kEnd, kA, kBase, kH, kW, cur * TcBK + e);
+                    for (int e = tid; e < TcBK; e += nt) rows[cur * TcBK + e] = FoldedRowOf(s, kLo + (kt + 2) * TcBK + e, kEnd);
                 Group.Barrier();
             }
             if (CudaAsm.IsSupported)
@@ -244,7 +224,7 @@ public static partial class ConvKernels
                 if (warp < TcBM / 16) TensorCoreGemm.SpillAccumulators(Cs, r0, g, t);
                 Group.Barrier();
             }
-            for (int e = tid; e < TcBM * TcBN; e += nt) StoreTc(o, bias, s, zOff, m0 + e / TcBN, cOut[e % TcBN], Cs[e]);
+            for (int e = tid; e < TcBM * TcBN; e += nt) StoreTc(o, bias, s, zOff, m0 + e / TcBN, cols[e % TcBN].Out, Cs[e]);
             Group.Barrier();   // the tables (and Cs) are rewritten for the next tile only after every thread has read them
         }
     }
@@ -267,14 +247,8 @@ public static partial class ConvKernels
         var sh = SharedMemory.Allocate<uint>(TensorCoreGemm.Shared2Words);
         var Cs = sh.Cast<float>();                    // the C tile after the k loop (CUDA path)
         var Ce = SharedMemory.GetDynamic<float>();    // the portable path's emulated accumulators (never requested on CUDA)
-        var cBase = SharedMemory.Allocate<int>(bn);
-        var cH = SharedMemory.Allocate<int>(bn);
-        var cW = SharedMemory.Allocate<int>(bn);
-        var cOut = SharedMemory.Allocate<int>(bn);
-        var kA = SharedMemory.Allocate<int>(2 * TcBK);
-        var kBase = SharedMemory.Allocate<int>(2 * TcBK);
-        var kH = SharedMemory.Allocate<int>(2 * TcBK);
-        var kW = SharedMemory.Allocate<int>(2 * TcBK);
+        var cols = SharedMemory.Allocate<ConvCol>(bn);       // the tile's columns (folded), Out for the epilogue
+        var rows = SharedMemory.Allocate<ConvRow>(2 * TcBK);     // K rows of stage j at (j & 1)·16 (folded)
         bool isBf16 = (flags & 1) != 0, aRaw = (flags & 2) != 0;   // flags: bit 0 bf16 (else TF32), bit 1 A pre-rounded
         int tid = Group.IdxX, nt = Group.DimX;
         int warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3;
@@ -291,11 +265,11 @@ public static partial class ConvKernels
             if (CudaAsm.IsSupported) TensorCoreGemm.ZeroAccumulators128();
             else
                 for (int e = tid; e < TensorCoreGemm.C2Words; e += nt) Ce[e] = 0f;
-            for (int e = tid; e < bn; e += nt) FoldedColumn(s, n0 + e, cBase, cH, cW, cOut, e);
-            for (int e = tid; e < 2 * TcBK; e += nt) FoldedKRow(s, kLo + e, kEnd, kA, kBase, kH, kW, e);   // stages 0 and 1
+            for (int e = tid; e < bn; e += nt) cols[e] = FoldedColumnOf(s, n0 + e);
+            for (int e = tid; e < 2 * TcBK; e += nt) rows[e] = FoldedRowOf(s, kLo + e, kEnd);   // stages 0 and 1
             Group.Barrier();
             if (kTiles > 0)
-                StageTcSlots(a, b, s, sh.SubView(0, aWords), sh.SubView(bBase, bWords), m0, 0, tid, nt, group, 6, bStride, isBf16, cBase, cH, cW, kA, kBase, kH, kW);
+                StageTcSlots(a, b, s, sh.SubView(0, aWords), sh.SubView(bBase, bWords), m0, 0, tid, nt, group, 6, bStride, isBf16, cols, rows);
             Group.Barrier();
             for (int kt = 0; kt < kTiles; kt++)
             {
@@ -303,7 +277,7 @@ public static partial class ConvKernels
                 bool more = kt + 1 < kTiles;
                 // the next stage's operands of this thread's slot, into registers before this stage's mma
                 var pre = default(TcSlot);
-                if (more) pre = FetchTcSlot(a, b, s, m0, nxt * TcBK, tid, group, 6, cBase, cH, cW, kA, kBase, kH, kW);
+                if (more) pre = FetchTcSlot(a, b, s, m0, nxt * TcBK, tid, group, 6, cols, rows);
                 if (CudaAsm.IsSupported)
                     TensorCoreGemm.WarpStage128(sh.SubView(cur * aWords, aWords), sh.SubView(bBase + cur * bWords, bWords), r0, c0, g, t, isBf16);
                 else
@@ -316,11 +290,11 @@ public static partial class ConvKernels
                     // the slots no thread prefetched: only groups smaller than G (the CPU accelerator); a CUDA launch is always G
                     // threads, and this branch folds away there (ptxas: less code, fewer registers)
                     if (!CudaAsm.IsSupported)
-                        StageTcSlots(a, b, s, An, Bn, m0, nxt * TcBK, tid + nt, nt, group, 6, bStride, isBf16, cBase, cH, cW, kA, kBase, kH, kW);
+                        StageTcSlots(a, b, s, An, Bn, m0, nxt * TcBK, tid + nt, nt, group, 6, bStride, isBf16, cols, rows);
                 }
                 // stage kt + 2's K rows into the slot stage kt's rows held (see the hazard argument above)
                 if (kt + 2 < kTiles)
-                    for (int e = tid; e < TcBK; e += nt) FoldedKRow(s, kLo + (kt + 2) * TcBK + e, kEnd, kA, kBase, kH, kW, cur * TcBK + e);
+                    for (int e = tid; e < TcBK; e += nt) rows[cur * TcBK + e] = FoldedRowOf(s, kLo + (kt + 2) * TcBK + e, kEnd);
                 Group.Barrier();
             }
             if (CudaAsm.IsSupported)
@@ -328,10 +302,10 @@ public static partial class ConvKernels
                 // the last barrier of the k loop (or the prologue's) ends every read of the stage buffers, which Cs overlaps
                 TensorCoreGemm.SpillAccumulators128(Cs, r0, c0, g, t);
                 Group.Barrier();
-                for (int e = tid; e < bm * bn; e += nt) StoreTc(o, bias, s, zOff, m0 + e / bn, cOut[e % bn], Cs[e / bn * cStride + e % bn]);
+                for (int e = tid; e < bm * bn; e += nt) StoreTc(o, bias, s, zOff, m0 + e / bn, cols[e % bn].Out, Cs[e / bn * cStride + e % bn]);
             }
             else
-                for (int e = tid; e < bm * bn; e += nt) StoreTc(o, bias, s, zOff, m0 + e / bn, cOut[e % bn], Ce[e / bn * cStride + e % bn]);
+                for (int e = tid; e < bm * bn; e += nt) StoreTc(o, bias, s, zOff, m0 + e / bn, cols[e % bn].Out, Ce[e / bn * cStride + e % bn]);
             Group.Barrier();   // the tables and the C tile are rewritten for the next tile only after every thread has read them
         }
     }
