@@ -11,7 +11,9 @@
 # MLM runs with `--mlm-head-rows all` (the 30,522-way head on all 75 text rows, as the PyTorch script does; the model
 # itself runs it on the 11 labelled rows only) so that the MLM ratio compares the same work; MLM_HEAD_ROWS=labelled times
 # what the model trains with instead (a build without the option is run without it, and its log says so).
-# Knobs (environment): TASKS="itc mlm mpfc"  BATCH=64  STEPS=10  WARMUP=3  MODES="fp32 tf32" (default: fp32, plus tf32
+# TUNE=on adds `--tune on` to every bench run (KernelTuner: the same-bits tile candidates of each GEMM/conv shape timed in
+# the warm-up, the fastest kept) with the cache in $OUT/tune-cache.json, so the choices come back with the logs.
+# Knobs (environment): TUNE=off  TASKS="itc mlm mpfc"  BATCH=64  STEPS=10  WARMUP=3  MODES="fp32 tf32" (default: fp32, plus tf32
 # when available)  MLM_HEAD_ROWS=all  RUN_TIMEOUT=120 (seconds per bench run)  BUDGET=570 (seconds for the whole call; runs that would
 # not fit are skipped and named)  TORCH_MODES=fp32,default  TORCH=1 (0 skips PyTorch)  TORCH_SCRIPT=path  PYTHON=python3.
 # Local smoke test of the script itself (no GPU, tiny sizes):
@@ -55,7 +57,16 @@ case "$probe" in
   *"is not a mode"*) echo "MLM_HEAD_ROWS=$mlm_rows: $probe"; exit 2 ;;
   *"--mlm-head-rows"*) mlm_args=(); mlm_rows="labelled (this build has no --mlm-head-rows: $probe)" ;;
 esac
-echo "bench step: tasks [$tasks], modes [$modes], batch $batch, $steps steps after $warmup warm-up, $device, $config, mlm head rows $mlm_rows" | tee "$out/plan.txt"
+tune_args=()
+if [ "${TUNE:-off}" != "off" ]; then
+  probe=$("${cli[@]}" bench step --tune "$TUNE" --device cuda --config /nonexistent.yaml 2>&1 || true)
+  case "$probe" in
+    *"not a tuning mode"*) echo "TUNE=$TUNE: $probe"; exit 2 ;;
+    *"--tune"*) echo "TUNE=$TUNE: this build has no --tune: $probe"; exit 2 ;;
+  esac
+  tune_args=(--tune "$TUNE"); export FVL_TUNE_CACHE="$out/tune-cache.json"
+fi
+echo "bench step: tasks [$tasks], modes [$modes], batch $batch, $steps steps after $warmup warm-up, $device, $config, mlm head rows $mlm_rows, tune ${TUNE:-off}" | tee "$out/plan.txt"
 
 # Stay inside one device call (600 s): a run starts only if it can finish (RUN_TIMEOUT) with PyTorch's time still left.
 budget=${BUDGET:-570}; torch_reserve=$([ "${TORCH:-1}" != "0" ] && echo "${TORCH_TIMEOUT:-200}" || echo 0)
@@ -68,7 +79,8 @@ for mode in $modes; do
     fi
     extra=(); [ "$t" = mlm ] && extra=(${mlm_args[@]+"${mlm_args[@]}"})
     timeout "$run_timeout" "${cli[@]}" bench step --task "$t" --batch "$batch" --device "$device" --steps "$steps" \
-      --warmup "$warmup" --config "$config" --precision "$mode" ${extra[@]+"${extra[@]}"} --json "$out/step-$t-$mode.json" > "$log" 2>&1
+      --warmup "$warmup" --config "$config" --precision "$mode" ${extra[@]+"${extra[@]}"} ${tune_args[@]+"${tune_args[@]}"} \
+      --json "$out/step-$t-$mode.json" > "$log" 2>&1
     rc=$?
     [ $rc -eq 0 ] || echo "bench step $t $mode: exit $rc (124/137: over RUN_TIMEOUT=${run_timeout}s)" >> "$log"
     tail -n 22 "$log"
@@ -103,6 +115,10 @@ for f in sorted(glob.glob(os.path.join(out, "step-*.json"))):
     tm = t["ms_per_step"] if t else None
     rows.append((r["task"], r["precision"], r["ms_per_step"]["median"], tm, r["peak_memory_gib"], t["peak_gib"] if t else None,
                  r.get("kernel_launches_per_step"), r["device_allocations_per_step"], r.get("host_syncs_per_step"), r["device_name"]))
+    tu = r.get("tuning")
+    if tu and tu.get("mode") == "on":
+        print(f'tuning {r["task"]} {r["precision"]}: {tu["tuned_in_warmup"]} shapes timed in warm-up ({tu["tuning_ms"] / 1000:.1f} s), '
+              f'{tu["tuned_while_measuring"]} while measuring, {tu["differ_from_rule"]} away from the rule')
     bd = r.get("breakdown")
     if bd:
         parts = ", ".join(f'{k["kind"]} {k["ms"]:.1f} ms {k["pct"]:.0f}%' for k in bd["kinds"])

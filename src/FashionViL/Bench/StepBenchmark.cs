@@ -34,7 +34,20 @@ public sealed record StepBenchOptions
     /// <summary>MLM only: "labelled" (the head on the labelled text rows, as the model trains) or "all" (the head on every
     /// text row, unlabelled ones ignored by the cross-entropy, as torch_fashionvil_step.py does: the fair comparison).</summary>
     public string MlmHeadRows { get; init; } = "labelled";
+    /// <summary>off | on (CUDA only): <see cref="KernelTuner"/> times the same-bits kernel candidates of each new shape and
+    /// remembers the fastest (its cache file); off leaves the built-in rules. Unset: <c>FVL_TUNE</c>.</summary>
+    public string? Tune { get; init; }
 }
+
+/// <summary>What the kernel tuner did during a benchmark (CUDA only).</summary>
+/// <param name="Mode">off or on</param>
+/// <param name="CacheFile">its cache file (null when off)</param>
+/// <param name="Entries">choices known at the end</param>
+/// <param name="TunedInWarmup">shapes timed during the warm-up steps</param>
+/// <param name="TunedWhileMeasuring">shapes timed during the measured steps (0 unless a shape first appeared there)</param>
+/// <param name="DifferFromRule">shapes timed in this run whose fastest candidate is not the rule's pick</param>
+/// <param name="TuningMs">wall time spent timing candidates in this run</param>
+public sealed record TuningSummary(string Mode, string? CacheFile, int Entries, long TunedInWarmup, long TunedWhileMeasuring, long DifferFromRule, double TuningMs);
 
 public sealed record MsStats(double Median, double Min, double Max);
 
@@ -83,6 +96,8 @@ public sealed record StepBenchResult
     public double? DeviceToHostReadsPerStep { get; init; }
     public required double Loss { get; init; }
     public StepBreakdown? Breakdown { get; init; }
+    /// <summary>CUDA only: the kernel tuner's work in this run (null on the CPU).</summary>
+    public TuningSummary? Tuning { get; init; }
     public required string Date { get; init; }
     public string? LoadAverage { get; init; }
 }
@@ -124,7 +139,9 @@ public static class StepBenchmark
         if (o.ProfileSteps < 0) throw new ArgumentException($"bench step: --profile-steps {o.ProfileSteps} must be 0 or more");
         if (!Precisions.Contains(o.Precision)) throw new ArgumentException($"bench step: --precision '{o.Precision}' is not a mode (known: {string.Join(", ", Precisions)})");
         ParseMlmHeadRows(o.MlmHeadRows);
-        ParseDevice(o.Device);
+        var dev = ParseDevice(o.Device);
+        if (o.Tune is not null && KernelTuner.ParseMode(o.Tune, "bench step: --tune") == TuneMode.On && dev.IsCpu)
+            throw new ArgumentException("bench step: --tune on picks CUDA kernels; it needs --device cuda");
         if (!File.Exists(o.Config)) throw new FileNotFoundException($"bench step: --config: file not found: {o.Config}", o.Config);
     }
 
@@ -155,65 +172,81 @@ public static class StepBenchmark
         void Step() => runner.Step();
 
         using var precisionScope = MatMulPrecision.Use(MatMulPrecision.Parse(o.Precision, "--precision"));
-        for (int i = 0; i < o.Warmup; i++) Step();
-        backend.Synchronize();
-        var alloc = backend.Allocator;
-        alloc.ResetPeak();
         var cuda = device.IsCpu ? null : CudaRuntime.Get(device.Index);
-        var times = new double[o.Steps];
-        long misses = 0;
-        var counters = default(CudaCounters);
-        for (int i = 0; i < o.Steps; i++)
+        var savedMode = KernelTuner.Mode;
+        if (o.Tune is not null) KernelTuner.Mode = KernelTuner.ParseMode(o.Tune, "bench step: --tune");
+        try
         {
-            var m0 = alloc.Stats;
-            var c0 = cuda?.Counters ?? default;
-            long t0 = Stopwatch.GetTimestamp();
-            Step();
-            var c1 = cuda?.Counters ?? default;
-            var m1 = alloc.Stats;
+            var tune0 = cuda is null ? default : KernelTuner.Stats(cuda.Accelerator);
+            for (int i = 0; i < o.Warmup; i++) Step();
             backend.Synchronize();
-            times[i] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
-            misses += (m1.Allocations - m1.CacheHits) - (m0.Allocations - m0.CacheHits);
-            var d = c1 - c0;
-            counters = new CudaCounters(counters.KernelLaunches + d.KernelLaunches, counters.HostSyncs + d.HostSyncs,
-                counters.DeviceToHostReads + d.DeviceToHostReads, counters.DriverAllocations + d.DriverAllocations, counters.DriverFrees + d.DriverFrees);
-        }
-        var memAfter = alloc.Stats;
-        long peak = memAfter.Peak;
-
-        StepBreakdown? breakdown = null;
-        if (o.ProfileSteps > 0)
-        {
-            using var prof = OpProfiler.Install(device);
-            double wall = 0;
-            for (int i = 0; i < o.ProfileSteps; i++)
+            var tune1 = cuda is null ? default : KernelTuner.Stats(cuda.Accelerator);
+            var alloc = backend.Allocator;
+            alloc.ResetPeak();
+            var times = new double[o.Steps];
+            long misses = 0;
+            var counters = default(CudaCounters);
+            for (int i = 0; i < o.Steps; i++)
             {
+                var m0 = alloc.Stats;
+                var c0 = cuda?.Counters ?? default;
                 long t0 = Stopwatch.GetTimestamp();
                 Step();
+                var c1 = cuda?.Counters ?? default;
+                var m1 = alloc.Stats;
                 backend.Synchronize();
-                wall += Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
-                prof.Collect();
+                times[i] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+                misses += (m1.Allocations - m1.CacheHits) - (m0.Allocations - m0.CacheHits);
+                var d = c1 - c0;
+                counters = new CudaCounters(counters.KernelLaunches + d.KernelLaunches, counters.HostSyncs + d.HostSyncs,
+                    counters.DeviceToHostReads + d.DeviceToHostReads, counters.DriverAllocations + d.DriverAllocations, counters.DriverFrees + d.DriverFrees);
             }
-            breakdown = Summarise(prof, o.ProfileSteps, wall);
-        }
-        double loss = runner.LastLoss;
+            var memAfter = alloc.Stats;
+            long peak = memAfter.Peak;
+            var tune2 = cuda is null ? default : KernelTuner.Stats(cuda.Accelerator);
 
-        var sorted = times.Order().ToArray();
-        double median = sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : 0.5 * (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]);
-        int n = o.Steps;
-        return new StepBenchResult
+            StepBreakdown? breakdown = null;
+            if (o.ProfileSteps > 0)
+            {
+                using var prof = OpProfiler.Install(device);
+                double wall = 0;
+                for (int i = 0; i < o.ProfileSteps; i++)
+                {
+                    long t0 = Stopwatch.GetTimestamp();
+                    Step();
+                    backend.Synchronize();
+                    wall += Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+                    prof.Collect();
+                }
+                breakdown = Summarise(prof, o.ProfileSteps, wall);
+            }
+            double loss = runner.LastLoss;
+
+            var sorted = times.Order().ToArray();
+            double median = sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : 0.5 * (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]);
+            int n = o.Steps;
+            return new StepBenchResult
+            {
+                Task = o.Task, Device = device.ToString(), DeviceName = DeviceName(device), Config = o.Config, Precision = o.Precision, MlmHeadRows = o.MlmHeadRows,
+                Batch = b, Steps = n, Warmup = o.Warmup, Parameters = parameters, TextTokens = t, VisualTokens = gsz, ImageSize = s,
+                MsPerStep = new MsStats(median, sorted[0], sorted[^1]), ImagesPerS = b / (median / 1000.0), PeakMemoryBytes = peak,
+                PeakRequestedBytes = memAfter.PeakRequested, ReservedBytes = memAfter.Reserved,
+                KernelLaunchesPerStep = cuda is null ? null : counters.KernelLaunches / (double)n,
+                DeviceAllocationsPerStep = misses / (double)n,
+                HostSyncsPerStep = cuda is null ? null : counters.HostSyncs / (double)n,
+                DeviceToHostReadsPerStep = cuda is null ? null : counters.DeviceToHostReads / (double)n,
+                Loss = loss, Breakdown = breakdown,
+                Tuning = cuda is null ? null : new TuningSummary(KernelTuner.Mode == TuneMode.On ? "on" : "off",
+                    KernelTuner.Mode == TuneMode.On ? KernelTuner.CachePathFor(cuda.Accelerator) : null, KernelTuner.Stats(cuda.Accelerator).Entries,
+                    tune1.Tuned - tune0.Tuned, tune2.Tuned - tune1.Tuned, KernelTuner.Stats(cuda.Accelerator).DifferFromRule - tune0.DifferFromRule,
+                    KernelTuner.Stats(cuda.Accelerator).TuningMs - tune0.TuningMs),
+                Date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture), LoadAverage = LoadAverage(),
+            };
+        }
+        finally
         {
-            Task = o.Task, Device = device.ToString(), DeviceName = DeviceName(device), Config = o.Config, Precision = o.Precision, MlmHeadRows = o.MlmHeadRows,
-            Batch = b, Steps = n, Warmup = o.Warmup, Parameters = parameters, TextTokens = t, VisualTokens = gsz, ImageSize = s,
-            MsPerStep = new MsStats(median, sorted[0], sorted[^1]), ImagesPerS = b / (median / 1000.0), PeakMemoryBytes = peak,
-            PeakRequestedBytes = memAfter.PeakRequested, ReservedBytes = memAfter.Reserved,
-            KernelLaunchesPerStep = cuda is null ? null : counters.KernelLaunches / (double)n,
-            DeviceAllocationsPerStep = misses / (double)n,
-            HostSyncsPerStep = cuda is null ? null : counters.HostSyncs / (double)n,
-            DeviceToHostReadsPerStep = cuda is null ? null : counters.DeviceToHostReads / (double)n,
-            Loss = loss, Breakdown = breakdown,
-            Date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture), LoadAverage = LoadAverage(),
-        };
+            KernelTuner.Mode = savedMode;
+        }
     }
 
     internal static StepBreakdown Summarise(OpProfiler prof, int steps, double wallMs)
@@ -327,6 +360,9 @@ public static class StepBenchmark
             $"{r.PeakRequestedBytes / (double)(1L << 30):F3} GiB; reserved {r.ReservedBytes / (double)(1L << 30):F3} GiB)");
         sb.AppendLine(ci, $"  per step    kernel launches {Opt(r.KernelLaunchesPerStep)}, allocations (cache misses) {r.DeviceAllocationsPerStep:0.##}, host syncs {Opt(r.HostSyncsPerStep)}, device→host reads {Opt(r.DeviceToHostReadsPerStep)}");
         sb.AppendLine(ci, $"  loss        {r.Loss:G6} (last step)");
+        if (r.Tuning is { Mode: "on" } tu)
+            sb.AppendLine(ci, $"  tuning      on: {tu.TunedInWarmup} shapes timed in warm-up, {tu.TunedWhileMeasuring} while measuring, {tu.DifferFromRule} away from the rule, " +
+                $"{tu.TuningMs / 1000:F1} s; {tu.Entries} choices in {tu.CacheFile}");
         if (r.Breakdown is { } bd)
         {
             sb.AppendLine(ci, $"  breakdown over {bd.ProfiledSteps} profiled step(s), {bd.Timing}, {bd.ProfiledStepMs:F2} ms/step:");

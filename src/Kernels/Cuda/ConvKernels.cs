@@ -755,21 +755,45 @@ public static partial class ConvKernels
         return new KernelConfig((int)Math.Clamp((work + nt - 1) / nt, 1, 1 << 20), nt);
     }
 
-    /// <summary>Fp32 → the implicit-GEMM kernel of version <paramref name="v"/>; Tf32/Bf16 → the tensor-core kernel (v is ignored).</summary>
+    /// <summary>The fp32 conv versions <see cref="KernelTuner"/> times when the caller asked for <see cref="ConvVersion.Auto"/>:
+    /// v3 (128 tile) and v4 (64 tile), the same bits.</summary>
+    internal static IReadOnlyList<ConvVersion> TunedVersions { get; } = [ConvVersion.Tile128Prefetch, ConvVersion.Tile64Prefetch];
+
+    /// <summary>What decides a conv GEMM's speed, as the tuner's cache key: mode, precision, GEMM sizes, split, geometry.</summary>
+    internal static string TuneKey(in ConvGemmShape s, Precision precision, bool aRounded)
+        => $"conv {(ConvMode)s.Mode} {precision} m{s.M} n{s.N} k{s.K} splits{s.Splits} in{s.Batch}x{s.Cin}x{s.H}x{s.W} out{s.Cout}x{s.Ho}x{s.Wo} "
+           + $"k{s.Kh}x{s.Kw} s{s.Sh}x{s.Sw} p{s.Pt}x{s.Pl} d{s.Dh}x{s.Dw} bias{s.HasBias} ar{(aRounded ? 1 : 0)}";
+
+    /// <summary>Fp32 → the implicit-GEMM kernel of version <paramref name="v"/>; Tf32/Bf16 → the tensor-core kernel (v is ignored).
+    /// <paramref name="tunable"/>: the caller left the choice to the rules (Auto / no tile), so <see cref="KernelTuner"/> may
+    /// time the alternatives (it never changes <c>s.Splits</c>).</summary>
     private static void LaunchGemm(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
-        ArrayView<float> bias, ConvGemmShape s, ConvVersion v, Precision precision, TensorCoreTile? tcTile, bool aRounded = false)
+        ArrayView<float> bias, ConvGemmShape s, ConvVersion v, Precision precision, TensorCoreTile? tcTile, bool aRounded = false, bool tunable = false)
     {
         if (s.M == 0 || s.N == 0) return;
         if (s.Splits < 1)
         {
             s.Splits = 1; s.KChunk = s.K; s.SplitStride = 0;
         }
+        var st = stream ?? acc.DefaultStream;
         if (precision != Precision.Fp32)
         {
-            LaunchTc(acc, stream, a, b, o, bias, s, precision, tcTile ?? TensorCoreGemm.Choose(acc, s.M, s.N), aRounded);
+            var tile = tcTile ?? TensorCoreGemm.Choose(acc, s.M, s.N);
+            if (tunable)
+                tile = KernelTuner.Pick(acc, st, TuneKey(s, precision, aRounded), tile, TensorCoreGemm.Tiles,
+                    t => LaunchTc(acc, st, a, b, o, bias, s, precision, t, aRounded));
+            LaunchTc(acc, stream, a, b, o, bias, s, precision, tile, aRounded);
             return;
         }
         if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
+        if (tunable)
+            v = KernelTuner.Pick(acc, st, TuneKey(s, precision, false), v, TunedVersions, c => LaunchFp32(acc, st, a, b, o, bias, s, c));
+        LaunchFp32(acc, stream, a, b, o, bias, s, v);
+    }
+
+    private static void LaunchFp32(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
+        ArrayView<float> bias, ConvGemmShape s, ConvVersion v)
+    {
         if (v is not (ConvVersion.Tile64 or ConvVersion.Tile128 or ConvVersion.Tile128Prefetch or ConvVersion.Tile64Prefetch))
             throw new ArgumentOutOfRangeException(nameof(v), v, "conv2d (ilgpu): unknown version");
         int t = TileOf(v);
@@ -843,8 +867,13 @@ public static partial class ConvKernels
         s.Mode = (int)ConvMode.Forward;
         s.M = cout; s.N = batch * P; s.K = cin * kh * kw;
         s.AStride = s.K; s.OutStride = P; s.HasBias = bias.Length > 0 ? 1 : 0;
-        LaunchGemm(acc, stream, weight, x, y, bias, s, version, precision, tcTile, weightRounded && precision != Precision.Fp32);
+        LaunchGemm(acc, stream, weight, x, y, bias, s, version, precision, tcTile, weightRounded && precision != Precision.Fp32,
+            Tunable(version, precision, tcTile));
     }
+
+    /// <summary>Whether the caller left the kernel to the rules (then <see cref="KernelTuner"/> may time the alternatives).</summary>
+    private static bool Tunable(ConvVersion version, Precision precision, TensorCoreTile? tcTile)
+        => precision == Precision.Fp32 ? version == ConvVersion.Auto : tcTile is null;
 
     /// <summary>gx [batch, cin, h, w] ← ∂conv2d/∂x given gy [batch, cout, Ho, Wo] (overwritten; no atomics, deterministic).
     /// <paramref name="weightRounded"/>: as in <see cref="Conv2dForward"/>.</summary>
@@ -862,7 +891,8 @@ public static partial class ConvKernels
         s.Mode = (int)ConvMode.BackwardInput;
         s.M = cin; s.N = batch * h * w; s.K = cout * kh * kw;
         s.AStride = kh * kw; s.OutStride = h * w;
-        LaunchGemm(acc, stream, weight, gy, gx, default, s, version, precision, tcTile, weightRounded && precision != Precision.Fp32);
+        LaunchGemm(acc, stream, weight, gy, gx, default, s, version, precision, tcTile, weightRounded && precision != Precision.Fp32,
+            tunable: Tunable(version, precision, tcTile));
     }
 
     /// <summary>
@@ -892,6 +922,7 @@ public static partial class ConvKernels
         if (splits < 0) throw new ArgumentException($"{op} (ilgpu): splits must be ≥ 0, got {splits}");
         long mn = (long)s.M * s.N;
         int sp = 1;
+        bool tunable = Tunable(version, precision, tcTile);
         if (version == ConvVersion.Auto) version = ChooseBackwardWeight(acc, s.M, s.N, s.K, workspace.Length >= 2 * mn);
         if (mn > 0 && s.K > 0 && workspace.Length >= 2 * mn)
         {
@@ -912,14 +943,14 @@ public static partial class ConvKernels
         if (sp > 1)
         {
             s.Splits = sp; s.KChunk = chunk; s.SplitStride = (int)mn;
-            LaunchGemm(acc, stream, gy, x, workspace, default, s, version, precision, tcTile);
+            LaunchGemm(acc, stream, gy, x, workspace, default, s, version, precision, tcTile, tunable: tunable);
             var l2 = For(acc);
             Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> r;
             lock (l2) r = l2.SplitReduce ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SplitReduceKernel);
             CudaRuntime.CountLaunch();
             r(stream ?? acc.DefaultStream, Flat(acc, mn), workspace, gw, (int)mn, sp);
         }
-        else LaunchGemm(acc, stream, gy, x, gw, default, s, version, precision, tcTile);
+        else LaunchGemm(acc, stream, gy, x, gw, default, s, version, precision, tcTile, tunable: tunable);
         if (gb.Length > 0 && cout > 0)
         {
             var l = For(acc);

@@ -1,5 +1,6 @@
 using FashionViL.Tensors;
 using ILGPU;
+using ILGPU.Runtime;
 
 namespace FashionViL.Kernels.Cuda;
 
@@ -55,13 +56,47 @@ public sealed partial class CudaBackend
             for (int i = 0; i < n; i++) CudaRuntime.CountLaunch();
             return;
         }
+        // KernelTuner (FVL_TUNE=1): the candidates give the same bits; off, the rule's pick runs at no cost.
+        Func<KernelTuner.ISavedOutput>? save = args.Beta != 0
+            ? () => KernelTuner.SaveOutput(Acc, Stream, args.C.SubView(0, Span(args.Batch, args.StrideC, args.M, args.N, args.Ldc)))
+            : null;
         if (precision == Precision.Fp32)
         {
-            GemmKernels.Launch(Acc, Stream, args);
-            CudaRuntime.CountLaunch();   // the launcher enqueues exactly one kernel when C is not empty
+            var fa = args;
+            var v = KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, precision), GemmKernels.Best, TunedGemmVersions, ver => LaunchSgemm(fa, ver), save);
+            LaunchSgemm(args, v);
             return;
         }
-        var tile = TensorCoreGemm.Choose(Acc, args.M, args.N);
+        var ta = args;
+        var tile = KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, precision), TensorCoreGemm.Choose(Acc, args.M, args.N), TensorCoreGemm.Tiles,
+            t => LaunchTensorCoreGemm(ta, precision, t), save);
+        LaunchTensorCoreGemm(args, precision, tile);
+    }
+
+    /// <summary>The fp32 SGEMM versions the tuner times: v5 (the rule's pick), v4 and the 64×64 v3 (more groups on narrow
+    /// shapes). All sum each output's products in k order from zero, so they give the same bits.</summary>
+    internal static IReadOnlyList<GemmVersion> TunedGemmVersions { get; } = [GemmVersion.Reg128x8Prefetch, GemmVersion.Reg128x8Vec, GemmVersion.Reg64x4];
+
+    private void LaunchSgemm(in GemmArgs args, GemmVersion v)
+    {
+        GemmKernels.Launch(Acc, Stream, args, v);
+        CudaRuntime.CountLaunch();   // the launcher enqueues exactly one kernel when C is not empty
+    }
+
+    /// <summary>What decides a GEMM's speed, as the tuner's cache key: precision, sizes, transposes, leading dimensions,
+    /// shared operands, the 128-bit alignment the SGEMM checks, and the epilogue.</summary>
+    internal static string GemmTuneKey(in GemmArgs g, Precision precision)
+    {
+        static int Al(ArrayView<float> v) => v.Length > 0 && v.LoadEffectiveAddressAsPtr().ToInt64() % 16 == 0 ? 1 : 0;
+        return $"gemm {precision} b{g.Batch} m{g.M} n{g.N} k{g.K} {(g.TransA ? 't' : 'n')}{(g.TransB ? 't' : 'n')} "
+            + $"ld{g.Lda}/{g.Ldb}/{g.Ldc} sa{(g.StrideA == 0 ? 0 : 1)} sb{(g.StrideB == 0 ? 0 : 1)} al{Al(g.A)}{Al(g.B)}{Al(g.C)} "
+            + $"beta{(g.Beta != 0 ? 1 : 0)} bias{(g.Bias.Length > 0 ? 1 : 0)} gelu{(g.Gelu ? 1 : 0)}";
+    }
+
+    /// <summary>One tensor-core GEMM on <paramref name="tile"/>, with the operand pre-rounding that tile takes.</summary>
+    private void LaunchTensorCoreGemm(GemmArgs args, Precision precision, TensorCoreTile tile)
+    {
+        bool transA = args.TransA, transB = args.TransB;
         long spanA = Span(args.Batch, args.StrideA, transA ? args.K : args.M, transA ? args.M : args.K, args.Lda);
         long spanB = Span(args.Batch, args.StrideB, transB ? args.N : args.K, transB ? args.K : args.N, args.Ldb);
         // The 128×64 tile rounds each A operand once per column tile and each B operand once per row tile. Rounding an

@@ -246,11 +246,12 @@ public sealed class CudaRuntime : IDisposable
 
     /// <summary>
     /// Running totals since process start: kernel launches (all CUDA devices of the process), host waits
-    /// (<see cref="Synchronize"/> calls, each download waits once), device→host reads, and driver allocations / frees
+    /// (<see cref="Synchronize"/> calls, each download waits once, and the waits of <see cref="KernelTuner"/> while it times
+    /// candidates), device→host reads, and driver allocations / frees
     /// (caching-allocator misses that reached the device allocator, and blocks returned to it). Take a snapshot before
     /// and after a region and subtract (<see cref="CudaCounters.operator -"/>).
     /// </summary>
-    public CudaCounters Counters => new(Interlocked.Read(ref _launches), Interlocked.Read(ref _hostSyncs), Interlocked.Read(ref _reads),
+    public CudaCounters Counters => new(Interlocked.Read(ref _launches), Interlocked.Read(ref _hostSyncs) + KernelTuner.HostWaits(Accelerator), Interlocked.Read(ref _reads),
         Allocator.DriverAllocations, Allocator.DriverFrees);
 
     public void Dispose()

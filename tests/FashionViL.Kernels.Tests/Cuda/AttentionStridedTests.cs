@@ -17,8 +17,6 @@ public class AttentionStridedTests : CudaTestBase
 {
     private static Device On(bool device) => device ? Gpu : Device.Cpu;
 
-    private static int[] Bits(Tensor t) => t.ToArray<float>().Select(BitConverter.SingleToInt32Bits).ToArray();
-
     /// <summary>
     /// A [b,h,r,d] view into a NaN-filled storage: heads interleaved in rows of <c>h·d + pad</c> elements (a padded
     /// [B,R,H·D] projection) when <paramref name="interleaved"/>, else head-major blocks with <c>pad</c> spare elements after

@@ -1,3 +1,4 @@
+using FashionViL.Autograd;
 using FashionViL.Kernels.Cuda;
 using FashionViL.Testing;
 
@@ -37,6 +38,32 @@ public abstract class CudaTestBase
         Assert.That(got.Device, Is.EqualTo(Gpu), what);
         OpCheck.AssertClose(got, want, rtol, atol, what, allowNaN: true);
     }
+
+    /// <summary>f on device copies of the inputs under <paramref name="p"/>, then backward with a fixed upstream gradient:
+    /// the output's and every input gradient's bits, and the kernel launches it took.</summary>
+    protected static (List<int[]> Bits, long Launches) OutputAndGradientBits(Func<Tensor[], Tensor> f, Tensor[] cpu, Precision p)
+    {
+        var rt = CudaRuntime.Get(0);
+        using var scope = Tensor.Scope();
+        var dev = cpu.Select(t => { var d = Up(t); d.RequiresGrad = true; return d; }).ToArray();
+        Dev.Synchronize();
+        var c0 = rt.Counters;
+        Tensor y;
+        using (MatMulPrecision.Use(p))
+        {
+            y = f(dev);
+            using var w = Up(Rand(y.Shape, 99, DType.Float32, 0.5, 1.5));
+            (y * w).Sum().Backward();
+        }
+        Dev.Synchronize();
+        long launches = (rt.Counters - c0).KernelLaunches;
+        var bits = new List<int[]> { Bits(y) };
+        bits.AddRange(dev.Select(d => Bits(d.Grad!)));
+        return (bits, launches);
+    }
+
+    /// <summary>The raw bits of a float32 tensor's values.</summary>
+    protected static int[] Bits(Tensor t) => t.ToArray<float>().Select(BitConverter.SingleToInt32Bits).ToArray();
 
     protected static void AssertBitEqual<T>(Tensor got, Tensor want, string what) where T : unmanaged
         => Assert.That(got.ToArray<T>(), Is.EqualTo(want.ToArray<T>()), what);

@@ -31,28 +31,10 @@ public class PreRoundedOperandsTests : CudaTestBase
         CudaBackend.PreRoundOperands = _savedSwitch;
     }
 
-    /// <summary>f on device copies of the inputs under <paramref name="p"/>, then backward with a fixed upstream gradient:
-    /// the output's and every input gradient's bits, and the kernel launches it took.</summary>
     private static (List<int[]> Bits, long Launches) Run(Func<Tensor[], Tensor> f, Tensor[] cpu, Precision p, bool preRound)
     {
         CudaBackend.PreRoundOperands = preRound;
-        var rt = CudaRuntime.Get(0);
-        using var scope = Tensor.Scope();
-        var dev = cpu.Select(t => { var d = Up(t); d.RequiresGrad = true; return d; }).ToArray();
-        Dev.Synchronize();
-        var c0 = rt.Counters;
-        Tensor y;
-        using (MatMulPrecision.Use(p))
-        {
-            y = f(dev);
-            using var w = Up(Rand(y.Shape, 99, DType.Float32, 0.5, 1.5));
-            (y * w).Sum().Backward();
-        }
-        Dev.Synchronize();
-        long launches = (rt.Counters - c0).KernelLaunches;
-        var bits = new List<int[]> { y.ToArray<float>().Select(BitConverter.SingleToInt32Bits).ToArray() };
-        bits.AddRange(dev.Select(d => d.Grad!.ToArray<float>().Select(BitConverter.SingleToInt32Bits).ToArray()));
-        return (bits, launches);
+        return OutputAndGradientBits(f, cpu, p);
     }
 
     private static void SameBits(Func<Tensor[], Tensor> f, Tensor[] cpu, Precision p, int extraLaunches, string what)

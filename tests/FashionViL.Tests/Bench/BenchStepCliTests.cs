@@ -71,6 +71,8 @@ public class BenchStepCliTests
     [TestCase(new[] { "--precision", "fp8" }, "fp8")]
     [TestCase(new[] { "--seed", "-5" }, "--seed must be ≥ 0, got -5")]
     [TestCase(new[] { "--config", "no/such.yaml" }, "no/such.yaml")]
+    [TestCase(new[] { "--tune", "maybe" }, "--tune: 'maybe' is not a tuning mode")]
+    [TestCase(new[] { "--tune", "on" }, "--tune on picks CUDA kernels; it needs --device cuda")]
     public void BadOptionsNameTheCulprit(string[] bad, string culprit)
     {
         var config = bad.Contains("--config") ? Array.Empty<string>() : ["--config", BenchTestUtil.Nano];

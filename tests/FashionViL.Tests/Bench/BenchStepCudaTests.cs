@@ -64,6 +64,51 @@ public class BenchStepCudaTests
         Directory.Delete(Path.GetDirectoryName(json)!, true);
     }
 
+    /// <summary>--tune on: the tuner times the same-bits candidates of every GEMM and conv shape during the warm-up step;
+    /// the loss is the untuned run's to the last bit, the measured step neither waits nor times anything, and a second run
+    /// takes every choice from the cache file.</summary>
+    [Test]
+    public void TunedStepGivesTheSameLossAndTunesOnlyInTheWarmUp()
+    {
+        var dir = Path.GetDirectoryName(BenchTestUtil.TempFile("x"))!;
+        var saved = KernelTuner.CacheFile;
+        KernelTuner.CacheFile = Path.Combine(dir, "tune.json");
+        KernelTuner.Forget(CudaRuntime.Get(0).Accelerator);
+        try
+        {
+            JsonElement Run(string tune, string name)
+            {
+                var json = Path.Combine(dir, name);
+                var (code, text) = CliTests.RunCli("bench", "step", "--task", "itc", "--device", "cuda", "--config", BenchTestUtil.Nano,
+                    "--batch", "2", "--warmup", "1", "--steps", "1", "--profile-steps", "0", "--precision", "tf32", "--tune", tune, "--json", json);
+                Assert.That(code, Is.Zero, text);
+                if (tune == "on") Assert.That(text, Does.Contain("tuning      on: "));
+                return JsonDocument.Parse(File.ReadAllText(json)).RootElement;
+            }
+            var off = Run("off", "off.json");
+            var on = Run("on", "on.json");
+            KernelTuner.Forget(CudaRuntime.Get(0).Accelerator);   // as a new process: choices come from the file
+            var again = Run("on", "again.json");
+            Assert.That(on.GetProperty("loss").GetDouble(), Is.EqualTo(off.GetProperty("loss").GetDouble()), "tuning changes no bit of the loss");
+            Assert.That(again.GetProperty("loss").GetDouble(), Is.EqualTo(off.GetProperty("loss").GetDouble()));
+            Assert.That(off.GetProperty("tuning").GetProperty("mode").GetString(), Is.EqualTo("off"));
+            var t = on.GetProperty("tuning");
+            Assert.That(t.GetProperty("tuned_in_warmup").GetInt64(), Is.GreaterThan(10), "every GEMM and conv shape of the step");
+            Assert.That(t.GetProperty("tuned_while_measuring").GetInt64(), Is.Zero);
+            Assert.That(t.GetProperty("entries").GetInt32(), Is.EqualTo(t.GetProperty("tuned_in_warmup").GetInt64()));
+            Assert.That(t.GetProperty("cache_file").GetString(), Is.EqualTo(KernelTuner.CacheFile));
+            Assert.That(on.GetProperty("host_syncs_per_step").GetDouble(), Is.Zero, "the measured step waits for nothing");
+            Assert.That(on.GetProperty("kernel_launches_per_step").GetDouble(), Is.EqualTo(off.GetProperty("kernel_launches_per_step").GetDouble()));
+            Assert.That(again.GetProperty("tuning").GetProperty("tuned_in_warmup").GetInt64(), Is.Zero, "the second run reads every choice back");
+        }
+        finally
+        {
+            KernelTuner.CacheFile = saved;
+            KernelTuner.Forget(CudaRuntime.Get(0).Accelerator);
+            Directory.Delete(dir, true);
+        }
+    }
+
     [TestCase("mlm")]
     [TestCase("mlm", true)]   // --mlm-head-rows all: the head on every text row, the loss still counted on the host
     [TestCase("pac")]   // the soft-label loss keeps its row mask and count on the device

@@ -25,9 +25,14 @@ public static class BenchCommand
             DefaultValueFactory = _ => "labelled",
         };
 
+        var tune = new Option<string?>("--tune")
+        {
+            Description = "off | on (CUDA): time the kernel candidates that give the same bits for each new shape and keep the fastest " +
+                          "(cached in FVL_TUNE_CACHE or ~/.cache/fashionvil/tuning/); default: FVL_TUNE, else off",
+        };
         var step = new Command("step", "Time full FashionViL training steps (forward, backward, AdamW) on random inputs: ms/step, images/s, " +
             "peak memory, launches/allocations/host syncs per step, and the time per op kind.")
-            { task, batch, device, steps, warmup, profile, config, json, precision, seed, mlmRows };
+            { task, batch, device, steps, warmup, profile, config, json, precision, seed, mlmRows, tune };
         step.SetAction(parse =>
         {
             var o = parse.InvocationConfiguration.Output;
@@ -41,7 +46,7 @@ public static class BenchCommand
                     Task = parse.GetValue(task)!, Batch = parse.GetValue(batch), Device = parse.GetValue(device)!,
                     Steps = parse.GetValue(steps), Warmup = parse.GetValue(warmup), ProfileSteps = parse.GetValue(profile),
                     Config = parse.GetValue(config)!, Precision = parse.GetValue(precision)!, Seed = (ulong)parse.GetValue(seed),
-                    MlmHeadRows = parse.GetValue(mlmRows)!,
+                    MlmHeadRows = parse.GetValue(mlmRows)!, Tune = parse.GetValue(tune),
                 };
                 var r = StepBenchmark.Run(opts, o);
                 o.Write(StepBenchmark.Format(r));

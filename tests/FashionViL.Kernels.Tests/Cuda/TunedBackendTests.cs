@@ -1,0 +1,180 @@
+using FashionViL.Autograd;
+using FashionViL.Kernels.Cuda;
+
+namespace FashionViL.Kernels.Tests.Cuda;
+
+/// <summary>
+/// The CUDA backend with <see cref="KernelTuner"/> on (emulator): every tuned GEMM and convolution gives the bits it gives
+/// with the tuner off (all candidates compute each output the same way, and an output a GEMM accumulates into is restored
+/// between the timed runs), the choices are keyed per shape, and once remembered a call costs one launch and no wait.
+/// A choice read from the cache is the one that runs: forcing the 64×32 tensor-core tile where the rule takes the 128×64
+/// tile drops the operand pre-rounding launches that only the 128×64 tile makes.
+/// </summary>
+[Category("Cuda"), NonParallelizable]
+public class TunedBackendTests : CudaTestBase
+{
+    private TuningScope _scope = null!;
+    private int _tiles;
+
+    private static CudaRuntime Rt => CudaRuntime.Get(0);
+
+    [SetUp]
+    public void UseATemporaryCache()
+    {
+        _tiles = CudaBackend.MinTilesToPreRound;
+        _scope = new TuningScope(Rt.Accelerator, TuneMode.Off);
+    }
+
+    [TearDown]
+    public void Restore()
+    {
+        CudaBackend.MinTilesToPreRound = _tiles;
+        _scope.Dispose();
+    }
+
+    private static List<int[]> Run(Func<Tensor[], Tensor> f, Tensor[] cpu, Precision p, TuneMode mode)
+    {
+        KernelTuner.Mode = mode;
+        return OutputAndGradientBits(f, cpu, p).Bits;
+    }
+
+    private static void SameBits(Func<Tensor[], Tensor> f, Tensor[] cpu, Precision p, string what)
+    {
+        var off = Run(f, cpu, p, TuneMode.Off);
+        long tuned0 = KernelTuner.Stats(Rt.Accelerator).Tuned;
+        var on = Run(f, cpu, p, TuneMode.On);
+        Assert.That(KernelTuner.Stats(Rt.Accelerator).Tuned, Is.GreaterThan(tuned0), $"{what} {p}: the tuner timed something");
+        var again = Run(f, cpu, p, TuneMode.On);
+        for (int i = 0; i < off.Count; i++)
+        {
+            string part = i == 0 ? "output" : $"gradient of input {i - 1}";
+            Assert.That(on[i], Is.EqualTo(off[i]), $"{what} {p}: tuned {part} changed bits");
+            Assert.That(again[i], Is.EqualTo(off[i]), $"{what} {p}: {part} from remembered choices changed bits");
+        }
+    }
+
+    [TestCase(Precision.Fp32)]
+    [TestCase(Precision.Tf32)]
+    [TestCase(Precision.Bf16)]
+    public void TunedMatmulsGiveTheSameBits(Precision p)
+    {
+        SameBits(t => t[0].Matmul(t[1]), [Rand([130, 40], 6), Rand([40, 70], 7)], p, "matmul 130x40x70");
+        SameBits(t => Ops.Linear(t[0], t[1], t[2]), [Rand([3, 50, 33], 8), Rand([65, 33], 9), Rand([65], 10)], p, "linear [3,50,33] x [65,33]^T");
+        var keys = KernelTuner.Entries(Rt.Accelerator).Keys.ToList();
+        Assert.That(keys, Has.Some.StartsWith($"gemm {p} b1 m130 n70 k40 nn"), "the forward GEMM has its own entry");
+        Assert.That(keys.Count(k => k.StartsWith($"gemm {p} ", StringComparison.Ordinal)), Is.GreaterThanOrEqualTo(5), "forward and gradient GEMMs are told apart");
+    }
+
+    [TestCase(Precision.Tf32)]
+    public void TunedMatmulsWithPreRoundingGiveTheSameBits(Precision p)
+    {
+        CudaBackend.MinTilesToPreRound = 1;   // the 128×64 candidate rounds its operands first
+        SameBits(t => t[0].Matmul(t[1]), [Rand([130, 40], 16), Rand([40, 70], 17)], p, "matmul 130x40x70 pre-rounded");
+    }
+
+    [TestCase(Precision.Fp32)]
+    [TestCase(Precision.Tf32)]
+    public void AGemmThatAccumulatesStartsFromItsOwnOutput(Precision p)
+    {
+        // C ← A·B + 1·C: the timed runs add A·B to C again and again; the real run must start from the caller's C
+        using var scope = Tensor.Scope();
+        var a = Up(Rand([70, 20], 1));
+        var b = Up(Rand([20, 90], 2));
+        var c0 = Rand([70, 90], 3);
+        var want = Up(c0);
+        var got = Up(c0);
+        using (MatMulPrecision.Use(p))
+        {
+            KernelTuner.Mode = TuneMode.Off;
+            Dev.MatMul(a, b, want, false, false, alpha: 1, beta: 1);
+            KernelTuner.Mode = TuneMode.On;
+            Dev.MatMul(a, b, got, false, false, alpha: 1, beta: 1);
+        }
+        Assert.That(KernelTuner.Entries(Rt.Accelerator).Keys, Has.Some.Contains("beta1"));
+        Assert.That(Bits(got), Is.EqualTo(Bits(want)));
+    }
+
+    [TestCase(Precision.Fp32)]
+    [TestCase(Precision.Tf32)]
+    public void TunedConvolutionsGiveTheSameBits(Precision p)
+    {
+        SameBits(t => Ops.Conv2d(t[0], t[1], t[2], 1, 1), [Rand([2, 5, 9, 7], 1), Rand([6, 5, 3, 3], 2), Rand([6], 3)], p, "conv 3x3");
+        SameBits(t => Ops.Conv2d(t[0], t[1], null, new Conv2dParams(2, 2, 0, 0, 0, 0)), [Rand([1, 4, 8, 8], 4), Rand([130, 4, 1, 1], 5)], p,
+            "conv 1x1 stride 2");
+        var keys = KernelTuner.Entries(Rt.Accelerator).Keys.ToList();
+        foreach (var mode in new[] { "Forward", "BackwardInput", "BackwardWeight" })
+            Assert.That(keys, Has.Some.StartsWith($"conv {mode} {p} "), $"the {mode} GEMM was tuned");
+    }
+
+    [Test]
+    public void ARememberedChoiceCostsOneLaunchAndNoWait()
+    {
+        using var scope = Tensor.Scope();
+        var a = Up(Rand([130, 40], 1));
+        var b = Up(Rand([40, 70], 2));
+        var c = Up(Rand([130, 70], 3));
+        KernelTuner.Mode = TuneMode.On;
+        Dev.MatMul(a, b, c, false, false);
+        Dev.Synchronize();
+        var c0 = Rt.Counters;
+        long cached = KernelTuner.Stats(Rt.Accelerator).FromCache;
+        Dev.MatMul(a, b, c, false, false);
+        var d = Rt.Counters - c0;
+        Assert.That((d.KernelLaunches, d.HostSyncs), Is.EqualTo((1L, 0L)));
+        Assert.That(KernelTuner.Stats(Rt.Accelerator).FromCache, Is.EqualTo(cached + 1));
+    }
+
+    [Test]
+    public void TimingWaitsAreCountedAsHostSyncs()
+    {
+        using var scope = Tensor.Scope();
+        var a = Up(Rand([30, 40], 1));
+        var b = Up(Rand([40, 50], 2));
+        var c = Up(Rand([30, 50], 3));
+        KernelTuner.Mode = TuneMode.On;
+        Dev.Synchronize();
+        var c0 = Rt.Counters;
+        long w0 = KernelTuner.Stats(Rt.Accelerator).HostWaits;
+        Dev.MatMul(a, b, c, false, false);
+        var d = Rt.Counters - c0;
+        long waits = KernelTuner.Stats(Rt.Accelerator).HostWaits - w0;
+        Assert.That(waits, Is.GreaterThan(0));
+        Assert.That(d.HostSyncs, Is.EqualTo(waits));
+        Assert.That(d.KernelLaunches, Is.EqualTo(CudaBackend.TunedGemmVersions.Count * (1 + KernelTuner.Repeats) + 1),
+            "every candidate once untimed and Repeats times timed, then the pick");
+    }
+
+    [Test]
+    public void TheCachedTileIsTheOneThatRuns()
+    {
+        CudaBackend.MinTilesToPreRound = 1;
+        var acc = Rt.Accelerator;
+        Assert.That(TensorCoreGemm.Choose(acc, 130, 70), Is.EqualTo(TensorCoreTile.Tile128x64), "the rule takes the 128×64 tile here");
+        using var scope = Tensor.Scope();
+        var a = Up(Rand([130, 40], 1));
+        var b = Up(Rand([40, 70], 2));
+        var c = Up(Rand([130, 70], 3));
+        long Launches()
+        {
+            Dev.Synchronize();
+            var c0 = Rt.Counters;
+            using (MatMulPrecision.Use(Precision.Tf32)) Dev.MatMul(a, b, c, false, false);
+            return (Rt.Counters - c0).KernelLaunches;
+        }
+        KernelTuner.Mode = TuneMode.Off;
+        Assert.That(Launches(), Is.EqualTo(3), "128×64: A and B rounded first, then the GEMM");
+        // what the tuner would record for this call, with the 64×32 tile chosen
+        KernelTuner.Mode = TuneMode.On;
+        Launches();
+        var key = KernelTuner.Entries(acc).Keys.Single(k => k.StartsWith("gemm Tf32 b1 m130 n70 k40 nn", StringComparison.Ordinal));
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(KernelTuner.CacheFile!))!;
+        json["entries"]![key]!["choice"] = "Tile64x32";
+        File.WriteAllText(KernelTuner.CacheFile!, json.ToJsonString());
+        KernelTuner.Forget(acc);
+        Assert.That(Launches(), Is.EqualTo(1), "64×32 from the cache: no pre-rounding");
+        json["entries"]![key]!["choice"] = "Tile128x64";
+        File.WriteAllText(KernelTuner.CacheFile!, json.ToJsonString());
+        KernelTuner.Forget(acc);
+        Assert.That(Launches(), Is.EqualTo(3), "128×64 from the cache");
+    }
+}
