@@ -48,18 +48,29 @@ public sealed partial class CudaBackend
         var precision = MatMulPrecision.Current;
         // Split-K when C has fewer tiles than the device has multiprocessors (BERT's 768 × 768 weight gradients): partial
         // products into a workspace from the caching allocator, then an in-order sum with the epilogue.
+        // KernelTuner (FVL_TUNE=1): the candidates give the same bits; off, the rule's pick runs at no cost. The split count
+        // is the rule's either way (another split would sum in another order).
+        Func<KernelTuner.ISavedOutput>? save = args.Beta != 0
+            ? () => KernelTuner.SaveOutput(Acc, Stream, args.C.SubView(0, Span(args.Batch, args.StrideC, args.M, args.N, args.Ldc)))
+            : null;
         int splits = GemmSplitK.Splits(Acc, args, precision);
         if (splits > 1)
         {
             using var work = Tensor.Empty([checked((int)GemmSplitK.Workspace(args, splits))], DType.Float32, Device);
-            int n = GemmSplitK.Launch(Acc, Stream, args, precision, View<float>(work), splits);
-            for (int i = 0; i < n; i++) CudaRuntime.CountLaunch();
+            var ws = View<float>(work);
+            var sa = args;
+            string key = $"{GemmTuneKey(args, precision)} splits{splits}";
+            void Split(GemmVersion v, TensorCoreTile? t)
+            {
+                int n = GemmSplitK.Launch(Acc, Stream, sa, precision, ws, splits, v, t);
+                for (int i = 0; i < n; i++) CudaRuntime.CountLaunch();
+            }
+            if (precision == Precision.Fp32)
+                Split(KernelTuner.Pick(Acc, Stream, key, GemmKernels.Best, TunedGemmVersions, v => Split(v, null), save), null);
+            else
+                Split(GemmKernels.Best, KernelTuner.Pick(Acc, Stream, key, TensorCoreGemm.Choose(Acc, args.M, args.N), TensorCoreGemm.Tiles, t => Split(GemmKernels.Best, t), save));
             return;
         }
-        // KernelTuner (FVL_TUNE=1): the candidates give the same bits; off, the rule's pick runs at no cost.
-        Func<KernelTuner.ISavedOutput>? save = args.Beta != 0
-            ? () => KernelTuner.SaveOutput(Acc, Stream, args.C.SubView(0, Span(args.Batch, args.StrideC, args.M, args.N, args.Ldc)))
-            : null;
         if (precision == Precision.Fp32)
         {
             var fa = args;

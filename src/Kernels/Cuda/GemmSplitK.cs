@@ -54,9 +54,12 @@ public static class GemmSplitK
     /// C ← alpha·Σ_z A[:, chunk z]·B[chunk z, :] + beta·C (+ bias) (then GELU), the chunks summed in order. Runs the
     /// partial products with <see cref="GemmKernels"/>' wired version (Fp32) or <see cref="TensorCoreGemm"/> (Tf32/Bf16):
     /// one batched launch over the whole chunks, one more for a shorter last chunk, then the reduction. Returns the number
-    /// of kernels enqueued.
+    /// of kernels enqueued. <paramref name="version"/> (Fp32; default <see cref="GemmKernels.Best"/>) and
+    /// <paramref name="tile"/> (Tf32/Bf16; default <see cref="TensorCoreGemm.Choose"/>) pick the partial products' kernel:
+    /// every choice gives the same bits.
     /// </summary>
-    public static int Launch(Accelerator acc, AcceleratorStream? stream, in GemmArgs args, Precision precision, ArrayView<float> workspace, int splits)
+    public static int Launch(Accelerator acc, AcceleratorStream? stream, in GemmArgs args, Precision precision, ArrayView<float> workspace, int splits,
+        GemmVersion version = GemmKernels.Best, TensorCoreTile? tile = null)
     {
         ArgumentNullException.ThrowIfNull(acc);
         GemmKernels.Validate(args);
@@ -77,7 +80,7 @@ public static class GemmSplitK
             K = chunk, Batch = full, StrideA = aStep, StrideB = bStep,
         };
         int launches = 0;
-        Run(acc, stream, part, precision); launches++;
+        Run(acc, stream, part, precision, version, tile); launches++;
         if (rem > 0)
         {
             var last = part with
@@ -85,7 +88,7 @@ public static class GemmSplitK
                 A = args.A.SubView(full * aStep), B = args.B.SubView(full * bStep), C = workspace.SubView(full * mn, mn),
                 K = rem, Batch = 1, StrideA = 0, StrideB = 0, StrideC = 0,
             };
-            Run(acc, stream, last, precision); launches++;
+            Run(acc, stream, last, precision, version, tile); launches++;
         }
         var s = new GemmShape
         {
@@ -101,10 +104,10 @@ public static class GemmSplitK
         return launches + 1;
     }
 
-    private static void Run(Accelerator acc, AcceleratorStream? stream, in GemmArgs a, Precision precision)
+    private static void Run(Accelerator acc, AcceleratorStream? stream, in GemmArgs a, Precision precision, GemmVersion version, TensorCoreTile? tile)
     {
-        if (precision == Precision.Fp32) GemmKernels.Launch(acc, stream, a);
-        else TensorCoreGemm.Launch(acc, stream, a, precision, TensorCoreGemm.Choose(acc, a.M, a.N));
+        if (precision == Precision.Fp32) GemmKernels.Launch(acc, stream, a, version);
+        else TensorCoreGemm.Launch(acc, stream, a, precision, tile ?? TensorCoreGemm.Choose(acc, a.M, a.N));
     }
 
     /// <summary>c[m·ldc + n] ← epilogue(Σ_z ws[z·M·N + m·N + n]) for z = 0..K−1 in order (s.K holds the partial count).</summary>

@@ -72,15 +72,14 @@ public class TunedBackendTests : CudaTestBase
         SameBits(t => t[0].Matmul(t[1]), [Rand([130, 40], 16), Rand([40, 70], 17)], p, "matmul 130x40x70 pre-rounded");
     }
 
-    [TestCase(Precision.Fp32)]
-    [TestCase(Precision.Tf32)]
-    public void AGemmThatAccumulatesStartsFromItsOwnOutput(Precision p)
+    /// <summary>C ← A·B + 1·C (m × k × n) tuned and untuned: the timed runs add A·B to C again and again, so the real run
+    /// must start from the caller's C.</summary>
+    private static void AccumulatingGemmMatches(Precision p, int m, int k, int n)
     {
-        // C ← A·B + 1·C: the timed runs add A·B to C again and again; the real run must start from the caller's C
         using var scope = Tensor.Scope();
-        var a = Up(Rand([70, 20], 1));
-        var b = Up(Rand([20, 90], 2));
-        var c0 = Rand([70, 90], 3);
+        var a = Up(Rand([m, k], 1));
+        var b = Up(Rand([k, n], 2));
+        var c0 = Rand([m, n], 3);
         var want = Up(c0);
         var got = Up(c0);
         using (MatMulPrecision.Use(p))
@@ -90,8 +89,25 @@ public class TunedBackendTests : CudaTestBase
             KernelTuner.Mode = TuneMode.On;
             Dev.MatMul(a, b, got, false, false, alpha: 1, beta: 1);
         }
-        Assert.That(KernelTuner.Entries(Rt.Accelerator).Keys, Has.Some.Contains("beta1"));
+        Assert.That(KernelTuner.Entries(Rt.Accelerator).Keys, Has.Some.StartsWith($"gemm {p} b1 m{m} n{n} k{k} nn").And.Contains("beta1"));
         Assert.That(Bits(got), Is.EqualTo(Bits(want)));
+    }
+
+    [TestCase(Precision.Fp32)]
+    [TestCase(Precision.Tf32)]
+    public void AGemmThatAccumulatesStartsFromItsOwnOutput(Precision p) => AccumulatingGemmMatches(p, 70, 20, 90);
+
+    [TestCase(Precision.Fp32)]
+    [TestCase(Precision.Tf32)]
+    public void SplitKGemmsAreTunedWithTheirSplitKept(Precision p)
+    {
+        // 20 × 20 over K = 600: one tile, so the backend splits K; the tuner picks the partial products' kernel only
+        var args = GemmArgs.Dense(default, default, default, 1, 20, 20, 600);
+        int splits = GemmSplitK.Splits(Rt.Accelerator, args, p);
+        Assert.That(splits, Is.GreaterThan(1), "the emulator splits this GEMM");
+        SameBits(t => t[0].Matmul(t[1]), [Rand([20, 600], 21), Rand([600, 20], 22)], p, "matmul 20x600x20 split-K");
+        Assert.That(KernelTuner.Entries(Rt.Accelerator).Keys, Has.Some.StartsWith($"gemm {p} b1 m20 n20 k600 nn").And.EndsWith($"splits{splits}"));
+        AccumulatingGemmMatches(p, 20, 600, 20);   // the reduction reads C
     }
 
     [TestCase(Precision.Fp32)]
