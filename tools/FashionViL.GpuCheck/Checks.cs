@@ -13,7 +13,7 @@ public sealed record CheckResult(string Op, string Status, double MaxRelError, d
 /// same random inputs; outputs and input gradients are compared. An op the device does not have yet is reported
 /// as MISSING (its NotSupportedException message), not hidden.
 /// </summary>
-public static class Checks
+public static partial class Checks
 {
     /// <param name="Under">When set, the whole check (forward and backward, CPU and device) runs under
     /// <c>MatMulPrecision.Use(Under)</c>: the tensor-core paths of every GEMM the op and its gradients issue.</param>
@@ -249,6 +249,10 @@ public static class Checks
             try { Add(AdamWMany(device, sms)); }
             catch (Exception e) { Add(new(AdamWManyName, "FAIL", double.NaN, AdamWManyTol, $"{e.GetType().Name}: {e.Message}")); }
         }
+        try { Add(SameBitsCandidates(device)); }
+        catch (Exception e) { Add(new(SameBitsName, "FAIL", double.NaN, 0, $"{e.GetType().Name}: {e.Message}")); }
+        try { Add(TunedEqualsUntuned(device)); }
+        catch (Exception e) { Add(new(TunedName, "FAIL", double.NaN, 0, $"{e.GetType().Name}: {e.Message}")); }
         return results;
     }
 

@@ -1,0 +1,185 @@
+using FashionViL.Autograd;
+using FashionViL.Kernels.Cuda;
+using ILGPU;
+using ILGPU.Runtime;
+using Device = FashionViL.Tensors.Device;
+
+namespace FashionViL.GpuCheck;
+
+/// <summary>
+/// What <see cref="KernelTuner"/> rests on, checked on the device itself: every group of kernels it chooses between gives
+/// the same bits there (on the emulator the unit tests check it; on a GPU it depends on ptxas contracting every product
+/// and sum into one FFMA in each kernel alike), and the tuned backend gives the untuned backend's bits through its CUDA
+/// event timing path.
+/// </summary>
+public static partial class Checks
+{
+    private const string SameBitsName = "tuner candidates: same bits (SGEMM v1–v5, conv v1–v4, tensor-core tiles)";
+    private const string TunedName = "kernel tuner on == off (bitwise, fresh cache)";
+
+    private static float[] Noise(Random r, long n)
+    {
+        var x = new float[n];
+        for (long i = 0; i < n; i++) x[i] = (float)(r.NextDouble() * 2 - 1);
+        return x;
+    }
+
+    /// <summary>The number of elements whose bits differ (lengths must match).</summary>
+    private static int Differing(float[] a, float[] b)
+    {
+        int d = 0;
+        for (int i = 0; i < a.Length; i++)
+            if (BitConverter.SingleToInt32Bits(a[i]) != BitConverter.SingleToInt32Bits(b[i])) d++;
+        return d;
+    }
+
+    private static CheckResult SameBitsCandidates(Device device)
+    {
+        var rt = CudaRuntime.Get(device.Index);
+        var acc = rt.Accelerator;
+        var st = rt.Stream;
+        var rng = new Random(11);
+        var failures = new List<string>();
+        int groups = 0;
+
+        void Group(string what, IReadOnlyList<(string Name, Func<float[]> Run)> runs)
+        {
+            groups++;
+            float[]? first = null;
+            foreach (var (name, run) in runs)
+            {
+                var got = run();
+                if (first is null) { first = got; continue; }
+                int d = Differing(got, first);
+                if (d > 0) failures.Add($"{what}: {name} differs from {runs[0].Name} in {d} of {got.Length} elements");
+            }
+        }
+
+        // SGEMM: ragged and aligned (the 128-bit paths of v4/v5), bias + GELU, beta ≠ 0, transposes
+        foreach (var (m, n, k, ta, tb, beta, epi) in new[] { (130, 70, 41, false, false, 0f, true), (128, 128, 64, false, true, 0.5f, false), (96, 200, 48, true, false, 0f, true) })
+        {
+            var a = Noise(rng, (long)m * k); var b = Noise(rng, (long)k * n); var c0 = Noise(rng, (long)m * n); var bias = Noise(rng, n);
+            using var ab = acc.Allocate1D(a); using var bb = acc.Allocate1D(b); using var cb = acc.Allocate1D<float>((long)m * n); using var biasB = acc.Allocate1D(bias);
+            float[] Gemm(GemmVersion v, Precision p, TensorCoreTile? tile)
+            {
+                cb.CopyFromCPU(c0);
+                var g = GemmArgs.Dense(ab.View, bb.View, cb.View, 1, m, n, k, ta, tb, 1f, beta);
+                if (epi) { g.Bias = biasB.View; g.Gelu = true; }
+                if (p == Precision.Fp32) GemmKernels.Launch(acc, st, g, v);
+                else TensorCoreGemm.Launch(acc, st, g, p, tile!.Value);
+                st.Synchronize();
+                return cb.GetAsArray1D();
+            }
+            string shape = $"gemm {m}x{n}x{k} {(ta ? 't' : 'n')}{(tb ? 't' : 'n')}{(beta != 0 ? " beta" : "")}{(epi ? " bias+gelu" : "")}";
+            Group($"{shape} fp32", GemmKernels.Versions.Select(v => ($"v{(int)v}", (Func<float[]>)(() => Gemm(v, Precision.Fp32, null)))).ToList());
+            foreach (var p in new[] { Precision.Tf32, Precision.Bf16 })
+                Group($"{shape} {p}", TensorCoreGemm.Tiles.Select(t => (t.ToString(), (Func<float[]>)(() => Gemm(default, p, t)))).ToList());
+        }
+
+        // Convolutions: forward, input gradient, weight gradient (unsplit and in 3 chunks), per fp32 version and tensor-core tile
+        foreach (var (bt, cin, h, w, cout, kk, p) in new[]
+                 {
+                     (2, 5, 9, 7, 6, 3, new Conv2dParams(1, 1, 1, 1, 1, 1)),
+                     (1, 4, 8, 8, 130, 1, new Conv2dParams(2, 2, 0, 0, 0, 0)),
+                 })
+        {
+            var (ho, wo) = ConvKernels.OutputSize(h, w, kk, kk, p);
+            var x = Noise(rng, (long)bt * cin * h * w); var wt = Noise(rng, (long)cout * cin * kk * kk);
+            var gy = Noise(rng, (long)bt * cout * ho * wo); var bias = Noise(rng, cout);
+            using var xb = acc.Allocate1D(x); using var wb = acc.Allocate1D(wt); using var gyb = acc.Allocate1D(gy); using var biasB = acc.Allocate1D(bias);
+            using var yb = acc.Allocate1D<float>(gy.Length); using var gxb = acc.Allocate1D<float>(x.Length); using var gwb = acc.Allocate1D<float>(wt.Length);
+            using var gbb = acc.Allocate1D<float>(cout); using var ws = acc.Allocate1D<float>(3L * wt.Length);
+            float[] Fwd(ConvVersion v, Precision pr, TensorCoreTile? t)
+            {
+                ConvKernels.Conv2dForward(acc, st, xb.View, wb.View, biasB.View, yb.View, bt, cin, h, w, cout, kk, kk, p, v, pr, t);
+                st.Synchronize();
+                return yb.GetAsArray1D();
+            }
+            float[] Bin(ConvVersion v, Precision pr, TensorCoreTile? t)
+            {
+                ConvKernels.Conv2dBackwardInput(acc, st, gyb.View, wb.View, gxb.View, bt, cin, h, w, cout, kk, kk, p, v, pr, t);
+                st.Synchronize();
+                return gxb.GetAsArray1D();
+            }
+            float[] Bw(ConvVersion v, Precision pr, TensorCoreTile? t, int splits)
+            {
+                ConvKernels.Conv2dBackwardWeight(acc, st, xb.View, gyb.View, gwb.View, gbb.View, bt, cin, h, w, cout, kk, kk, p, v,
+                    splits > 1 ? ws.View : default, splits, pr, t);
+                st.Synchronize();
+                return gwb.GetAsArray1D();
+            }
+            string shape = $"conv {kk}x{kk} [{bt},{cin},{h},{w}]→{cout}";
+            var fp = new[] { ConvVersion.Tile64, ConvVersion.Tile128, ConvVersion.Tile128Prefetch, ConvVersion.Tile64Prefetch };
+            Group($"{shape} forward fp32", fp.Select(v => (v.ToString(), (Func<float[]>)(() => Fwd(v, Precision.Fp32, null)))).ToList());
+            Group($"{shape} input gradient fp32", fp.Select(v => (v.ToString(), (Func<float[]>)(() => Bin(v, Precision.Fp32, null)))).ToList());
+            foreach (int sp in new[] { 1, 3 })
+                Group($"{shape} weight gradient fp32, {sp} split(s)", fp.Select(v => (v.ToString(), (Func<float[]>)(() => Bw(v, Precision.Fp32, null, sp)))).ToList());
+            Group($"{shape} forward Tf32", TensorCoreGemm.Tiles.Select(t => (t.ToString(), (Func<float[]>)(() => Fwd(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
+            Group($"{shape} input gradient Tf32", TensorCoreGemm.Tiles.Select(t => (t.ToString(), (Func<float[]>)(() => Bin(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
+            Group($"{shape} weight gradient Tf32, 3 splits", TensorCoreGemm.Tiles.Select(t => (t.ToString(), (Func<float[]>)(() => Bw(ConvVersion.Auto, Precision.Tf32, t, 3)))).ToList());
+        }
+        return failures.Count == 0
+            ? new(SameBitsName, "PASS", 0, 0, $"{groups} groups of candidates, every pair bit for bit equal")
+            : new(SameBitsName, "FAIL", double.NaN, 0, string.Join("; ", failures.Take(6)) + (failures.Count > 6 ? $"; … {failures.Count} in all" : ""));
+    }
+
+    /// <summary>Ops that reach every tuned decision, forward and backward, with the tuner off and on (a fresh cache file in a
+    /// temporary folder): outputs and gradients must be the same bits.</summary>
+    private static CheckResult TunedEqualsUntuned(Device device)
+    {
+        var acc = CudaRuntime.Get(device.Index).Accelerator;
+        var cases = new (string Name, int[][] Shapes, Func<Tensor[], Tensor> F, Precision P)[]
+        {
+            ("matmul", [[130, 40], [40, 70]], t => t[0].Matmul(t[1]), Precision.Fp32),
+            ("linear, split-K weight gradient", [[1200, 64], [48, 64], [48]], t => Ops.Linear(t[0], t[1], t[2]), Precision.Fp32),
+            ("conv 3x3", [[2, 5, 9, 7], [6, 5, 3, 3], [6]], t => Ops.Conv2d(t[0], t[1], t[2], 1, 1), Precision.Fp32),
+            ("linear tf32", [[3, 50, 33], [65, 33], [65]], t => Ops.Linear(t[0], t[1], t[2]), Precision.Tf32),
+            ("conv 1x1 s2 tf32", [[1, 4, 8, 8], [130, 4, 1, 1]], t => Ops.Conv2d(t[0], t[1], null, new Conv2dParams(2, 2, 0, 0, 0, 0)), Precision.Tf32),
+        };
+        List<float[]> Bits((string Name, int[][] Shapes, Func<Tensor[], Tensor> F, Precision P) c, ulong seed)
+        {
+            using var scope = Tensor.Scope();
+            var g = new Generator(seed);
+            var dev = c.Shapes.Select(s => { var d = g.Uniform(s, -2, 2).To(device); d.RequiresGrad = true; return d; }).ToArray();
+            using (MatMulPrecision.Use(c.P))
+            {
+                var y = c.F(dev);
+                using var w = g.Uniform(y.Shape, 0.5, 1.5).To(device);
+                (y * w).Sum().Backward();
+                return [y.ToArray<float>(), .. dev.Select(d => d.Grad!.ToArray<float>())];
+            }
+        }
+        var mode = KernelTuner.Mode;
+        var file = KernelTuner.CacheFile;
+        string dir = Path.Combine(Path.GetTempPath(), $"fvl-gpu-check-tune-{Environment.ProcessId}");
+        Directory.CreateDirectory(dir);
+        var failures = new List<string>();
+        long tuned0 = KernelTuner.Stats(acc).Tuned, differ0 = KernelTuner.Stats(acc).DifferFromRule;
+        try
+        {
+            KernelTuner.CacheFile = Path.Combine(dir, "tune.json");
+            KernelTuner.Forget(acc);
+            ulong seed = 40;
+            foreach (var c in cases)
+            {
+                KernelTuner.Mode = TuneMode.Off;
+                var off = Bits(c, seed);
+                KernelTuner.Mode = TuneMode.On;
+                var on = Bits(c, seed++);
+                for (int i = 0; i < off.Count; i++)
+                    if (Differing(on[i], off[i]) is var d and > 0)
+                        failures.Add($"{c.Name}: {(i == 0 ? "output" : $"gradient {i - 1}")} differs in {d} elements");
+            }
+            var s = KernelTuner.Stats(acc);
+            string detail = $"{s.Tuned - tuned0} shapes timed, {s.DifferFromRule - differ0} picks away from the rule, {s.TuningMs:F0} ms";
+            return failures.Count == 0 ? new(TunedName, "PASS", 0, 0, detail) : new(TunedName, "FAIL", double.NaN, 0, string.Join("; ", failures) + "; " + detail);
+        }
+        finally
+        {
+            KernelTuner.Mode = mode;
+            KernelTuner.CacheFile = file;
+            KernelTuner.Forget(acc);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}
