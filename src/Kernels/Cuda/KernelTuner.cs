@@ -168,6 +168,13 @@ public static class KernelTuner
             return Tables.TryGetValue(acc, out var t) ? new Dictionary<string, TuneEntry>(t.Entries, StringComparer.Ordinal) : new Dictionary<string, TuneEntry>();
     }
 
+    /// <summary>The choices remembered for <paramref name="acc"/>: this process's table, or the cache file's entries when the
+    /// tuner has not run yet (read, not timed; an invalid file throws as <see cref="Pick{T}"/> would).</summary>
+    public static int KnownChoices(Accelerator acc)
+    {
+        lock (Gate) return TableFor(acc).Entries.Count;
+    }
+
     /// <summary>Host waits of the tuner on <paramref name="acc"/> (<see cref="CudaRuntime.Counters"/> adds them).</summary>
     internal static long HostWaits(Accelerator acc)
     {

@@ -17,8 +17,19 @@ public static class InfoCommand
             o.WriteLine($"cpu      : {Environment.ProcessorCount} hardware threads");
             try
             {
-                var backend = Backends.Get(Device.Cuda(0));
-                o.WriteLine($"cuda:0   : {backend}");
+                Backends.Get(Device.Cuda(0));   // opens the device, or says why not
+                var rt = Kernels.Cuda.CudaRuntime.Get(0);
+                var acc = rt.Accelerator;
+                o.WriteLine($"cuda:0   : {acc.Name}{(rt.IsEmulated ? " (CPU emulator: ILGPU's CPU accelerator runs the CUDA kernels)" : "")}, " +
+                            $"{acc.NumMultiprocessors} multiprocessors, {acc.MemorySize / (double)(1L << 30):F1} GiB");
+                string tuning;
+                try { tuning = Kernels.Cuda.KernelTuner.Mode == Kernels.Cuda.TuneMode.On ? "on" : "off"; }
+                catch (ArgumentException e) { tuning = e.Message; }
+                string cache = Kernels.Cuda.KernelTuner.CachePathFor(acc);
+                string known;
+                try { known = $"{Kernels.Cuda.KernelTuner.KnownChoices(acc)} choices"; }
+                catch (InvalidDataException e) { known = e.Message; }
+                o.WriteLine($"tuning   : {tuning} ({Kernels.Cuda.KernelTuner.ModeVariable}); cache {cache}: {(File.Exists(cache) ? known : "none yet")}");
             }
             catch (Exception e) when (e is NotSupportedException or InvalidOperationException)
             {
