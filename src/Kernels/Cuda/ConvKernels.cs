@@ -756,8 +756,10 @@ public static partial class ConvKernels
     }
 
     /// <summary>The fp32 conv versions <see cref="KernelTuner"/> times when the caller asked for <see cref="ConvVersion.Auto"/>:
-    /// v3 (128 tile) and v4 (64 tile), the same bits.</summary>
-    internal static IReadOnlyList<ConvVersion> TunedVersions { get; } = [ConvVersion.Tile128Prefetch, ConvVersion.Tile64Prefetch];
+    /// v3 (128 tile) and v4 (64 tile), and v2 / v1 without register prefetch — all the same bits. v3 and v4 sit at their
+    /// launch bounds' register cap (127 of 128 under ptxas 11.8), so if a device's JIT spills them, the tuner falls back.</summary>
+    internal static IReadOnlyList<ConvVersion> TunedVersions { get; } =
+        [ConvVersion.Tile128Prefetch, ConvVersion.Tile64Prefetch, ConvVersion.Tile128, ConvVersion.Tile64];
 
     /// <summary>What decides a conv GEMM's speed, as the tuner's cache key: mode, precision, GEMM sizes, split, geometry.</summary>
     internal static string TuneKey(in ConvGemmShape s, Precision precision, bool aRounded)

@@ -33,7 +33,7 @@ public readonly record struct TuneStats(int Entries, long Tuned, long FromCache,
 
 /// <summary>
 /// Deterministic autotuning of the tile choices (issue 7). Every place where a rule picks between kernels that give
-/// <b>the same bits</b> — the fp32 SGEMM versions v3/v4/v5, the two tensor-core GEMM tiles, the fp32 conv tiles v3/v4 and the
+/// <b>the same bits</b> — the fp32 SGEMM versions v3/v4/v5, the two tensor-core GEMM tiles, the fp32 conv versions v1–v4 and the
 /// two tensor-core conv tiles — asks <see cref="Pick{T}"/>. Off (the default) it returns the rule's pick at no cost. On
 /// (<c>FVL_TUNE=1</c> or <see cref="Mode"/>), the first call for a shape runs every candidate once (compilation, caches),
 /// then <see cref="Repeats"/> timed rounds with the candidates interleaved (device events; on the CPU accelerator,
