@@ -12,7 +12,8 @@
 # itself runs it on the 11 labelled rows only) so that the MLM ratio compares the same work; MLM_HEAD_ROWS=labelled times
 # what the model trains with instead (a build without the option is run without it, and its log says so).
 # TUNE=on adds `--tune on` to every bench run (KernelTuner: the same-bits tile candidates of each GEMM/conv shape timed in
-# the warm-up, the fastest kept) with the cache in $OUT/tune-cache.json, so the choices come back with the logs.
+# the warm-up, the fastest kept) with the cache in $OUT/tune-cache.json, so the choices come back with the logs, and its
+# report (`bench tuning`: picks away from the rules, time saved per call) in $OUT/tuning.txt.
 # Knobs (environment): TUNE=off  TASKS="itc mlm mpfc"  BATCH=64  STEPS=10  WARMUP=3  MODES="fp32 tf32" (default: fp32, plus tf32
 # when available)  MLM_HEAD_ROWS=all  RUN_TIMEOUT=120 (seconds per bench run)  BUDGET=570 (seconds for the whole call; runs that would
 # not fit are skipped and named)  TORCH_MODES=fp32,default  TORCH=1 (0 skips PyTorch)  TORCH_SCRIPT=path  PYTHON=python3.
@@ -95,6 +96,11 @@ if [ "${TORCH:-1}" != "0" ]; then
   timeout "${TORCH_TIMEOUT:-200}" "${PYTHON:-python3}" "$torch_script" --batch "$batch" --steps "$steps" --tasks "$(echo $tasks | tr ' ' ,)" \
     --modes "${TORCH_MODES:-fp32,default}" ${TORCH_ARGS:-} > "$out/torch.log" 2>&1 || echo "torch: exit $?" >> "$out/torch.log"
   tail -n 3 "$out/torch.log"
+fi
+
+if [ ${#tune_args[@]} -gt 0 ] && [ -f "$out/tune-cache.json" ]; then
+  "${cli[@]}" bench tuning --cache "$out/tune-cache.json" --top 15 > "$out/tuning.txt" 2>&1 || true
+  head -n 30 "$out/tuning.txt"
 fi
 
 python3 - "$out" <<'PY'

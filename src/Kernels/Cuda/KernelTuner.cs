@@ -21,6 +21,9 @@ public enum TuneMode
 /// <summary>One remembered choice: the candidate picked, the rule's pick, and the median milliseconds of each candidate.</summary>
 public sealed record TuneEntry(string Choice, string Rule, IReadOnlyDictionary<string, double> Ms);
 
+/// <summary>A kernel tuning cache file as read by <see cref="KernelTuner.ReadCache"/>.</summary>
+public sealed record TuneCache(string Path, string Device, string? Written, IReadOnlyDictionary<string, TuneEntry> Entries);
+
 /// <summary>What the tuner did on one accelerator since the process started (or since its cache file changed).</summary>
 /// <param name="Entries">choices known (loaded from the cache file or tuned now)</param>
 /// <param name="Tuned">shapes timed in this process</param>
@@ -315,29 +318,40 @@ public static class KernelTuner
     {
         var t = new Table { Path = path, Device = device };
         if (!File.Exists(path)) return t;
+        var cache = ReadCache(path);
+        if (cache.Device != device) throw Bad(path, $"written for device '{cache.Device}', this device is '{device}'");
+        foreach (var (key, e) in cache.Entries) t.Entries[key] = e;
+        return t;
+    }
+
+    /// <summary>A cache file as written: the device it was tuned on, when it was last written, and its choices. Any error
+    /// (missing file, not JSON, another format, an entry without a choice) names the file.</summary>
+    public static TuneCache ReadCache(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"kernel tuning cache {path}: file not found", path);
         JsonNode? root;
         try { root = JsonNode.Parse(File.ReadAllText(path)); }
         catch (JsonException e) { throw Bad(path, $"not valid JSON ({e.Message})"); }
         if (root is not JsonObject o) throw Bad(path, "not a JSON object");
-        string? format = (o["format"] as JsonValue)?.TryGetValue<string>(out var f) == true ? f : null;
+        string? format = Str(o["format"]);
         if (format != Format) throw Bad(path, $"format is '{format ?? "missing"}', expected '{Format}'");
-        string? dev = (o["device"] as JsonValue)?.TryGetValue<string>(out var d) == true ? d : null;
-        if (dev != device) throw Bad(path, $"written for device '{dev ?? "missing"}', this device is '{device}'");
+        string dev = Str(o["device"]) ?? throw Bad(path, "no 'device' string");
         if (o["entries"] is not JsonObject entries) throw Bad(path, "no 'entries' object");
+        var result = new Dictionary<string, TuneEntry>(StringComparer.Ordinal);
         foreach (var (key, node) in entries)
         {
-            string? choice = null;
-            if (node is not JsonObject e || (e["choice"] as JsonValue)?.TryGetValue(out choice) != true || choice is null)
+            if (node is not JsonObject e || Str(e["choice"]) is not { } choice)
                 throw Bad(path, $"entry '{key}' has no 'choice' string");
-            string rule = (e["rule"] as JsonValue)?.TryGetValue<string>(out var r) == true ? r : "";
             var ms = new Dictionary<string, double>(StringComparer.Ordinal);
             if (e["ms"] is JsonObject m)
                 foreach (var (c, v) in m)
                     if ((v as JsonValue)?.TryGetValue<double>(out var x) == true) ms[c] = x;
-            t.Entries[key] = new TuneEntry(choice, rule, ms);
+            result[key] = new TuneEntry(choice, Str(e["rule"]) ?? "", ms);
         }
-        return t;
+        return new TuneCache(path, dev, Str(o["written"]), result);
     }
+
+    private static string? Str(JsonNode? n) => (n as JsonValue)?.TryGetValue<string>(out var s) == true ? s : null;
 
     /// <summary>Writes the table to a temporary file beside the cache file, then renames it over the cache file. Entries another
     /// process added to the file since it was read are merged in first (this process's own choices win for the same key).</summary>

@@ -63,7 +63,48 @@ public static class BenchCommand
                 return 1;
             }
         });
-        return new Command("bench", "Benchmarks (issue 7): `bench step` times FashionViL training steps; `bench ptx` checks the CUDA kernels offline.")
-            { step, BenchPtxCommand.Create() };
+        return new Command("bench", "Benchmarks (issue 7): `bench step` times FashionViL training steps; `bench ptx` checks the CUDA kernels offline; " +
+                                    "`bench tuning` reports a kernel tuning cache.")
+            { step, BenchPtxCommand.Create(), TuningCommand() };
+    }
+
+    /// <summary>`fashionvil bench tuning [--cache FILE] [--top N]`: what a kernel tuning cache says.</summary>
+    private static Command TuningCommand()
+    {
+        var cache = new Option<string?>("--cache") { Description = "the cache file (default: FVL_TUNE_CACHE, else the cuda:0 device's file under ~/.cache/fashionvil/tuning/)" };
+        var top = new Option<int>("--top") { Description = "picks away from the rule to list", DefaultValueFactory = _ => 20 };
+        var cmd = new Command("tuning", "Report a kernel tuning cache (FVL_TUNE=1 / bench step --tune on): shapes per decision, picks away from the " +
+                                        "built-in rules and the time each saves per call.") { cache, top };
+        cmd.SetAction(parse =>
+        {
+            var o = parse.InvocationConfiguration.Output;
+            var err = parse.InvocationConfiguration.Error;
+            try
+            {
+                if (parse.GetValue(top) < 1) throw new ArgumentException($"--top must be at least 1, got {parse.GetValue(top)}");
+                string path = parse.GetValue(cache) ?? Kernels.Cuda.KernelTuner.CacheFile ?? DevicePath();
+                o.Write(TuningReport.Format(Kernels.Cuda.KernelTuner.ReadCache(path), parse.GetValue(top)));
+                return 0;
+            }
+            catch (Exception e) when (PretrainCommand.IsUserError(e))
+            {
+                err.WriteLine($"fashionvil bench tuning: {e.Message}");
+                return 1;
+            }
+        });
+        return cmd;
+
+        static string DevicePath()
+        {
+            try
+            {
+                Backends.Get(Device.Cuda(0));
+                return Kernels.Cuda.KernelTuner.CachePathFor(Kernels.Cuda.CudaRuntime.Get(0).Accelerator);
+            }
+            catch (Exception e) when (e is NotSupportedException or InvalidOperationException)
+            {
+                throw new ArgumentException($"no --cache given and no CUDA device to name the default cache ({e.Message})");
+            }
+        }
     }
 }
