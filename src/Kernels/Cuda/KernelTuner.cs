@@ -32,7 +32,9 @@ public sealed record TuneCache(string Path, string Device, string? Written, IRea
 /// <param name="HostWaits">times the tuner waited for the device (also counted in <see cref="CudaCounters.HostSyncs"/>)</param>
 /// <param name="TuningMs">wall time spent timing candidates</param>
 /// <param name="CacheFile">the cache file in use (null while the tuner is off or has not run)</param>
-public readonly record struct TuneStats(int Entries, long Tuned, long FromCache, long DifferFromRule, long HostWaits, double TuningMs, string? CacheFile);
+/// <param name="SaveError">why the cache file could not be written (the choices then live in memory only), or null</param>
+public readonly record struct TuneStats(int Entries, long Tuned, long FromCache, long DifferFromRule, long HostWaits, double TuningMs, string? CacheFile,
+    string? SaveError = null);
 
 /// <summary>
 /// Deterministic autotuning of the tile choices (issue 7). Every place where a rule picks between kernels that give
@@ -150,7 +152,13 @@ public static class KernelTuner
         public readonly Dictionary<string, TuneEntry> Entries = new(StringComparer.Ordinal);
         public long Tuned, FromCache, DifferFromRule, HostWaits;
         public double TuningMs;
+        /// <summary>Why the cache file could not be written (the first failure), or null.</summary>
+        public string? SaveError;
     }
+
+    /// <summary>Where the tuner says that it could not write its cache file (once per file; default: standard error). The
+    /// choices stay in memory, so the run goes on; they are lost when it ends.</summary>
+    public static Action<string> Warn { get; set; } = m => Console.Error.WriteLine(m);
 
     private static readonly ConditionalWeakTable<Accelerator, Table> Tables = new();
     private static readonly object Gate = new();
@@ -160,7 +168,7 @@ public static class KernelTuner
     {
         lock (Gate)
             return Tables.TryGetValue(acc, out var t)
-                ? new TuneStats(t.Entries.Count, t.Tuned, t.FromCache, t.DifferFromRule, t.HostWaits, t.TuningMs, t.Path)
+                ? new TuneStats(t.Entries.Count, t.Tuned, t.FromCache, t.DifferFromRule, t.HostWaits, t.TuningMs, t.Path, t.SaveError)
                 : default;
     }
 
@@ -230,7 +238,17 @@ public static class KernelTuner
             table.HostWaits += waits;
             table.TuningMs += sw.Elapsed.TotalMilliseconds;
             if (!EqualityComparer<T>.Default.Equals(pick, rule)) table.DifferFromRule++;
-            Save(table);
+            try { Save(table); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // a training run must not die because a cache cannot be written: keep the choices in memory, say so once
+                if (table.SaveError is null)
+                {
+                    table.SaveError = e.Message;
+                    Warn($"kernel tuner: cannot write the cache file {table.Path} ({e.Message}); choices are kept in memory for this run only. " +
+                         $"Point {CacheVariable} at a writable file to keep them.");
+                }
+            }
         }
         return pick;
     }

@@ -125,6 +125,34 @@ public class KernelTunerTests() : EmulatorKernelTestBase(assertions: false)
     }
 
     [Test]
+    public void AnUnwritableCacheWarnsOnceAndKeepsTheChoicesInMemory()
+    {
+        // the cache "file" is an existing directory: the rename over it fails
+        KernelTuner.CacheFile = Path.Combine(_dir, "taken");
+        Directory.CreateDirectory(KernelTuner.CacheFile);
+        var warnings = new List<string>();
+        var saved = KernelTuner.Warn;
+        KernelTuner.Warn = warnings.Add;
+        try
+        {
+            var (runs, run) = Fake(6, 1, 9);
+            Assert.That(Pick("a", GemmVersion.Reg128x8Prefetch, run), Is.EqualTo(GemmVersion.Reg128x8Vec));
+            Assert.That(Pick("b", GemmVersion.Reg128x8Prefetch, run), Is.EqualTo(GemmVersion.Reg128x8Vec));
+            foreach (var v in Three) runs[v] = 0;
+            Assert.That(Pick("a", GemmVersion.Reg128x8Prefetch, run), Is.EqualTo(GemmVersion.Reg128x8Vec), "remembered in memory");
+            Assert.That(runs.Values.Sum(), Is.Zero);
+            Assert.That(warnings, Has.Count.EqualTo(1));
+            Assert.That(warnings[0], Does.Contain(KernelTuner.CacheFile).And.Contain("kept in memory"));
+            Assert.That(KernelTuner.Stats(Acc).SaveError, Is.Not.Null);
+            Assert.That(Directory.GetFiles(_dir), Is.Empty, "no temporary file left behind");
+        }
+        finally
+        {
+            KernelTuner.Warn = saved;
+        }
+    }
+
+    [Test]
     public void AChoiceThatIsNoLongerACandidateIsTimedAgain()
     {
         WriteCache(new JsonObject
