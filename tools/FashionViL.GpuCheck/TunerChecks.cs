@@ -123,17 +123,23 @@ public static partial class Checks
             : new(SameBitsName, "FAIL", double.NaN, 0, string.Join("; ", failures.Take(6)) + (failures.Count > 6 ? $"; … {failures.Count} in all" : ""));
     }
 
-    /// <summary>Ops that reach every tuned decision, forward and backward, with the tuner off and on (a fresh cache file in a
-    /// temporary folder): outputs and gradients must be the same bits.</summary>
+    /// <summary>Ops that reach every tuned decision (fp32 / TF32 / bf16 GEMMs, split-K GEMMs in fp32 and TF32, a GEMM that
+    /// accumulates into its output, fp32 and TF32 convolutions with a split-K weight gradient), forward and backward, with the
+    /// tuner off, on (a fresh cache file in a temporary folder, through the CUDA-event path), and then with every remembered
+    /// shape forced onto each of its candidates in turn (<see cref="KernelTuner.ForceChoices"/>): every output and gradient
+    /// must be the same bits each time.</summary>
     private static CheckResult TunedEqualsUntuned(Device device)
     {
         var acc = CudaRuntime.Get(device.Index).Accelerator;
         var cases = new (string Name, int[][] Shapes, Func<Tensor[], Tensor> F, Precision P)[]
         {
             ("matmul", [[130, 40], [40, 70]], t => t[0].Matmul(t[1]), Precision.Fp32),
-            ("linear, split-K weight gradient", [[1200, 64], [48, 64], [48]], t => Ops.Linear(t[0], t[1], t[2]), Precision.Fp32),
-            ("conv 3x3", [[2, 5, 9, 7], [6, 5, 3, 3], [6]], t => Ops.Conv2d(t[0], t[1], t[2], 1, 1), Precision.Fp32),
+            ("linear, split-K weight gradient", [[600, 64], [48, 64], [48]], t => Ops.Linear(t[0], t[1], t[2]), Precision.Fp32),
+            ("linear, split-K weight gradient tf32", [[600, 64], [48, 64], [48]], t => Ops.Linear(t[0], t[1], t[2]), Precision.Tf32),
+            ("conv 3x3, split-K weight gradient", [[2, 8, 16, 16], [16, 8, 3, 3], [16]], t => Ops.Conv2d(t[0], t[1], t[2], 1, 1), Precision.Fp32),
+            ("conv 3x3 tf32", [[2, 8, 16, 16], [16, 8, 3, 3], [16]], t => Ops.Conv2d(t[0], t[1], t[2], 1, 1), Precision.Tf32),
             ("linear tf32", [[3, 50, 33], [65, 33], [65]], t => Ops.Linear(t[0], t[1], t[2]), Precision.Tf32),
+            ("linear bf16", [[3, 50, 33], [65, 33], [65]], t => Ops.Linear(t[0], t[1], t[2]), Precision.Bf16),
             ("conv 1x1 s2 tf32", [[1, 4, 8, 8], [130, 4, 1, 1]], t => Ops.Conv2d(t[0], t[1], null, new Conv2dParams(2, 2, 0, 0, 0, 0)), Precision.Tf32),
         };
         List<float[]> Bits((string Name, int[][] Shapes, Func<Tensor[], Tensor> F, Precision P) c, ulong seed)
@@ -149,34 +155,64 @@ public static partial class Checks
                 return [y.ToArray<float>(), .. dev.Select(d => d.Grad!.ToArray<float>())];
             }
         }
-        var mode = KernelTuner.Mode;
+        // C ← A·B + 1·C straight on the backend, in fp32 and TF32: the output the timed runs accumulate into is restored
+        List<float[]> Accumulate(Precision p, ulong seed)
+        {
+            using var scope = Tensor.Scope();
+            var g = new Generator(seed);
+            var a = g.Uniform([70, 20], -2, 2).To(device);
+            var b = g.Uniform([20, 90], -2, 2).To(device);
+            var c = g.Uniform([70, 90], -2, 2).To(device);
+            using (MatMulPrecision.Use(p)) Backends.Get(device).MatMul(a, b, c, false, false, 1, 1);
+            return [c.ToArray<float>()];
+        }
+        var all = cases.Select(c => (c.Name, (Func<ulong, List<float[]>>)(seed => Bits(c, seed))))
+            .Append(("accumulating matmul (beta 1)", seed => Accumulate(Precision.Fp32, seed)))
+            .Append(("accumulating matmul (beta 1) tf32", seed => Accumulate(Precision.Tf32, seed))).ToList();
+        var mode = KernelTuner.ModeSetting;
         var file = KernelTuner.CacheFile;
         string dir = Path.Combine(Path.GetTempPath(), $"fvl-gpu-check-tune-{Environment.ProcessId}");
         Directory.CreateDirectory(dir);
         var failures = new List<string>();
-        long tuned0 = KernelTuner.Stats(acc).Tuned, differ0 = KernelTuner.Stats(acc).DifferFromRule;
+        int forcedRuns = 0;
+        long differ = 0;
+        double tuningMs = 0;
         try
         {
             KernelTuner.CacheFile = Path.Combine(dir, "tune.json");
             KernelTuner.Forget(acc);
             ulong seed = 40;
-            foreach (var c in cases)
+            foreach (var (name, run) in all)
             {
+                void Same(List<float[]> want, List<float[]> got, string how)
+                {
+                    for (int i = 0; i < want.Count; i++)
+                        if (Differing(got[i], want[i]) is var d and > 0)
+                            failures.Add($"{name} ({how}): {(i == 0 ? "output" : $"gradient {i - 1}")} differs in {d} elements");
+                }
                 KernelTuner.Mode = TuneMode.Off;
-                var off = Bits(c, seed);
+                var off = run(seed);
                 KernelTuner.Mode = TuneMode.On;
-                var on = Bits(c, seed++);
-                for (int i = 0; i < off.Count; i++)
-                    if (Differing(on[i], off[i]) is var d and > 0)
-                        failures.Add($"{c.Name}: {(i == 0 ? "output" : $"gradient {i - 1}")} differs in {d} elements");
+                Same(off, run(seed), "tuned");
+                int most = KernelTuner.ForceChoices(acc, 0);
+                for (int i = 0; i < most; i++)
+                {
+                    KernelTuner.ForceChoices(acc, i);
+                    Same(off, run(seed), $"every shape on its candidate {i}");
+                    forcedRuns++;
+                }
+                var st = KernelTuner.Stats(acc);
+                differ += st.DifferFromRule;
+                tuningMs += st.TuningMs;
+                KernelTuner.Forget(acc);   // back to the timed choices (the forced ones were never written)
+                seed++;
             }
-            var s = KernelTuner.Stats(acc);
-            string detail = $"{s.Tuned - tuned0} shapes timed, {s.DifferFromRule - differ0} picks away from the rule, {s.TuningMs:F0} ms";
-            return failures.Count == 0 ? new(TunedName, "PASS", 0, 0, detail) : new(TunedName, "FAIL", double.NaN, 0, string.Join("; ", failures) + "; " + detail);
+            string detail = $"{all.Count} ops, {KernelTuner.KnownChoices(acc)} shapes timed ({differ} picks away from the rule, {tuningMs:F0} ms), {forcedRuns} forced runs";
+            return failures.Count == 0 ? new(TunedName, "PASS", 0, 0, detail) : new(TunedName, "FAIL", double.NaN, 0, string.Join("; ", failures.Take(6)) + "; " + detail);
         }
         finally
         {
-            KernelTuner.Mode = mode;
+            KernelTuner.ModeSetting = mode;
             KernelTuner.CacheFile = file;
             KernelTuner.Forget(acc);
             Directory.Delete(dir, recursive: true);

@@ -173,7 +173,7 @@ public static class StepBenchmark
 
         using var precisionScope = MatMulPrecision.Use(MatMulPrecision.Parse(o.Precision, "--precision"));
         var cuda = device.IsCpu ? null : CudaRuntime.Get(device.Index);
-        var savedMode = KernelTuner.Mode;
+        var savedMode = KernelTuner.ModeSetting;   // null: FVL_TUNE decides (not read here: --tune overrides a bad FVL_TUNE)
         if (o.Tune is not null) KernelTuner.Mode = KernelTuner.ParseMode(o.Tune, "bench step: --tune");
         try
         {
@@ -245,7 +245,7 @@ public static class StepBenchmark
         }
         finally
         {
-            KernelTuner.Mode = savedMode;
+            KernelTuner.ModeSetting = savedMode;
         }
     }
 

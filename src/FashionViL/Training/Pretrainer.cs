@@ -241,6 +241,12 @@ public sealed class Pretrainer
 
         if (loader.SkippedCount > 0)
             _out.WriteLine($"skipped {loader.SkippedCount} unreadable image file(s) (dataset_config.fashionall.skip_bad_files), e.g. {string.Join(", ", loader.SkippedPaths.Take(3))}");
+        if (!device.IsCpu && Kernels.Cuda.KernelTuner.Mode == Kernels.Cuda.TuneMode.On)
+        {
+            var ts = Kernels.Cuda.KernelTuner.Stats(Kernels.Cuda.CudaRuntime.Get(device.Index).Accelerator);
+            _out.WriteLine($"kernel tuning (FVL_TUNE): {ts.Tuned} shape(s) timed in this run ({ts.TuningMs / 1000:F1} s), {ts.DifferFromRule} pick(s) away " +
+                           $"from the rules, {ts.Entries} choices in {ts.CacheFile}{(ts.SaveError is null ? "" : " (not written: kept in memory only)")}");
+        }
         var plot = log.Records.Count > 0 ? TrainingPlot.Save(log.Records, Path.Combine(runDir, PlotName), c.GetString("training.experiment_name")) : null;
         double secPerStep = clock.Elapsed.TotalSeconds / Math.Max(1, step - firstStep);
         return new PretrainResult(runDir, step, currentPath, bestPath, plot, lastGeneral, lastKaleido, taskLoss, secPerStep);

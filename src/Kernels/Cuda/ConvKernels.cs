@@ -761,10 +761,11 @@ public static partial class ConvKernels
     internal static IReadOnlyList<ConvVersion> TunedVersions { get; } =
         [ConvVersion.Tile128Prefetch, ConvVersion.Tile64Prefetch, ConvVersion.Tile128, ConvVersion.Tile64];
 
-    /// <summary>What decides a conv GEMM's speed, as the tuner's cache key: mode, precision, GEMM sizes, split, geometry.</summary>
+    /// <summary>What decides a conv GEMM's speed, as the tuner's cache key: mode, precision, GEMM sizes, split, geometry (the
+    /// batch-dependent sizes bucketed as in <see cref="KernelTuner.Bucket"/>, so that sizes a few apart share one choice).</summary>
     internal static string TuneKey(in ConvGemmShape s, Precision precision, bool aRounded)
-        => $"conv {(ConvMode)s.Mode} {precision} m{s.M} n{s.N} k{s.K} splits{s.Splits} in{s.Batch}x{s.Cin}x{s.H}x{s.W} out{s.Cout}x{s.Ho}x{s.Wo} "
-           + $"k{s.Kh}x{s.Kw} s{s.Sh}x{s.Sw} p{s.Pt}x{s.Pl} d{s.Dh}x{s.Dw} bias{s.HasBias} ar{(aRounded ? 1 : 0)}";
+        => $"conv {(ConvMode)s.Mode} {precision} m{s.M} n{KernelTuner.Bucket(s.N)} k{KernelTuner.Bucket(s.K)} splits{s.Splits} in{KernelTuner.Bucket(s.Batch)}x{s.Cin}x{s.H}x{s.W} "
+           + $"out{s.Cout}x{s.Ho}x{s.Wo} k{s.Kh}x{s.Kw} s{s.Sh}x{s.Sw} p{s.Pt}x{s.Pl} d{s.Dh}x{s.Dw} bias{s.HasBias} ar{(aRounded ? 1 : 0)}";
 
     /// <summary>Fp32 → the implicit-GEMM kernel of version <paramref name="v"/>; Tf32/Bf16 → the tensor-core kernel (v is ignored).
     /// <paramref name="tunable"/>: the caller left the choice to the rules (Auto / no tile), so <see cref="KernelTuner"/> may

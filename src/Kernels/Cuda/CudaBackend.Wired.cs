@@ -50,9 +50,7 @@ public sealed partial class CudaBackend
         // products into a workspace from the caching allocator, then an in-order sum with the epilogue.
         // KernelTuner (FVL_TUNE=1): the candidates give the same bits; off, the rule's pick runs at no cost. The split count
         // is the rule's either way (another split would sum in another order).
-        Func<KernelTuner.ISavedOutput>? save = args.Beta != 0
-            ? () => KernelTuner.SaveOutput(Acc, Stream, args.C.SubView(0, Span(args.Batch, args.StrideC, args.M, args.N, args.Ldc)))
-            : null;
+        Func<KernelTuner.ISavedOutput>? save = args.Beta != 0 ? () => SaveOutput(args.C.SubView(0, Span(args.Batch, args.StrideC, args.M, args.N, args.Ldc))) : null;
         int splits = GemmSplitK.Splits(Acc, args, precision);
         if (splits > 1)
         {
@@ -84,6 +82,14 @@ public sealed partial class CudaBackend
         LaunchTensorCoreGemm(args, precision, tile);
     }
 
+    /// <summary>A copy of an output the tuner restores between timed runs, in a block of the caching allocator (stream-ordered,
+    /// counted in the peak like any other temporary).</summary>
+    private KernelTuner.ISavedOutput SaveOutput(ArrayView<float> output)
+    {
+        var scratch = Tensor.Empty([checked((int)Math.Max(1, output.Length))], DType.Float32, Device);
+        return KernelTuner.SaveOutput(Stream, output, View<float>(scratch), scratch);
+    }
+
     /// <summary>The fp32 SGEMM versions the tuner times: v5 (the rule's pick), v4 and the 64×64 v3 (more groups on narrow
     /// shapes). All sum each output's products in k order from zero, so they give the same bits.</summary>
     internal static IReadOnlyList<GemmVersion> TunedGemmVersions { get; } = [GemmVersion.Reg128x8Prefetch, GemmVersion.Reg128x8Vec, GemmVersion.Reg64x4];
@@ -94,14 +100,19 @@ public sealed partial class CudaBackend
         CudaRuntime.CountLaunch();   // the launcher enqueues exactly one kernel when C is not empty
     }
 
-    /// <summary>What decides a GEMM's speed, as the tuner's cache key: precision, sizes, transposes, leading dimensions,
-    /// shared operands, the 128-bit alignment the SGEMM checks, and the epilogue.</summary>
+    /// <summary>What decides a GEMM's speed, as the tuner's cache key: precision, sizes, transposes, shared operands, whether
+    /// each operand takes the SGEMM's 128-bit path (<see cref="GemmKernels.Aligned4"/>), the epilogue, and for tensor cores the
+    /// pre-rounding setting. Sizes from 64 up are rounded up to a multiple of 64 (<see cref="KernelTuner.Bucket"/>): the
+    /// MLM head's rows and MPFC's masked cells change from batch to batch, and an exact key would time them again and again.
+    /// Leading dimensions only count through the alignment.</summary>
     internal static string GemmTuneKey(in GemmArgs g, Precision precision)
     {
-        static int Al(ArrayView<float> v) => v.Length > 0 && v.LoadEffectiveAddressAsPtr().ToInt64() % 16 == 0 ? 1 : 0;
-        return $"gemm {precision} b{g.Batch} m{g.M} n{g.N} k{g.K} {(g.TransA ? 't' : 'n')}{(g.TransB ? 't' : 'n')} "
-            + $"ld{g.Lda}/{g.Ldb}/{g.Ldc} sa{(g.StrideA == 0 ? 0 : 1)} sb{(g.StrideB == 0 ? 0 : 1)} al{Al(g.A)}{Al(g.B)}{Al(g.C)} "
-            + $"beta{(g.Beta != 0 ? 1 : 0)} bias{(g.Bias.Length > 0 ? 1 : 0)} gelu{(g.Gelu ? 1 : 0)}";
+        static int Al(ArrayView<float> v, int ld, long stride) => v.Length > 0 && GemmKernels.Aligned4(v, ld, stride) ? 1 : 0;
+        string pre = precision == Precision.Fp32 ? "" : $" pre{(PreRoundOperands ? MinTilesToPreRound : 0)}";
+        return $"gemm {precision} b{KernelTuner.Bucket(g.Batch)} m{KernelTuner.Bucket(g.M)} n{KernelTuner.Bucket(g.N)} k{KernelTuner.Bucket(g.K)} "
+            + $"{(g.TransA ? 't' : 'n')}{(g.TransB ? 't' : 'n')} sa{(g.StrideA == 0 ? 0 : 1)} sb{(g.StrideB == 0 ? 0 : 1)} "
+            + $"al{Al(g.A, g.Lda, g.StrideA)}{Al(g.B, g.Ldb, g.StrideB)}{Al(g.C, g.Ldc, g.StrideC)} "
+            + $"beta{(g.Beta != 0 ? 1 : 0)} bias{(g.Bias.Length > 0 ? 1 : 0)} gelu{(g.Gelu ? 1 : 0)}{pre}";
     }
 
     /// <summary>One tensor-core GEMM on <paramref name="tile"/>, with the operand pre-rounding that tile takes.</summary>

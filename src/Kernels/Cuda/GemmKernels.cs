@@ -637,7 +637,7 @@ public static class GemmKernels
     }
 
     /// <summary>128-bit accesses are safe when the view starts 16-byte aligned (device buffers are) and rows and batches keep it.</summary>
-    private static bool Aligned4(ArrayView<float> v, int ld, long batchStride) => v.LoadEffectiveAddressAsPtr().ToInt64() % 16 == 0 && ld % 4 == 0 && batchStride % 4 == 0;
+    internal static bool Aligned4(ArrayView<float> v, int ld, long batchStride) => v.LoadEffectiveAddressAsPtr().ToInt64() % 16 == 0 && ld % 4 == 0 && batchStride % 4 == 0;
 
     internal static void Validate(in GemmArgs g)
     {

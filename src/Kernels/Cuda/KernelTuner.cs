@@ -58,23 +58,30 @@ public static class KernelTuner
     /// <summary>The cache file's <c>format</c> field.</summary>
     public const string Format = "fashionvil-kernel-tuning/1";
 
-    private static TuneMode? _mode;
-    private static string? _cacheFile;
-    private static bool _cacheFileSet;
+    private static volatile StrongBox<TuneMode>? _mode;
+    private static volatile string? _cacheFile;
 
-    /// <summary>Tuning on or off for the whole process (default: <c>FVL_TUNE</c>, else off).</summary>
+    /// <summary>Tuning on or off for the whole process (default: <c>FVL_TUNE</c>, else off; an invalid <c>FVL_TUNE</c> throws
+    /// here, naming it).</summary>
     public static TuneMode Mode
     {
-        get => _mode ??= ParseMode(Environment.GetEnvironmentVariable(ModeVariable), ModeVariable);
-        set => _mode = value;
+        get => ModeSetting ?? ParseMode(Environment.GetEnvironmentVariable(ModeVariable), ModeVariable);
+        set => ModeSetting = value;
+    }
+
+    /// <summary>The mode set in code, or null when <c>FVL_TUNE</c> decides (save and restore this to scope a change).</summary>
+    public static TuneMode? ModeSetting
+    {
+        get => _mode?.Value;
+        set => _mode = value is { } v ? new StrongBox<TuneMode>(v) : null;
     }
 
     /// <summary>The cache file (setting null goes back to the default): <c>FVL_TUNE_CACHE</c> if set, else one file per device
     /// under the user's cache folder (<see cref="CachePathFor"/>).</summary>
     public static string? CacheFile
     {
-        get => _cacheFileSet ? _cacheFile : NullIfEmpty(Environment.GetEnvironmentVariable(CacheVariable));
-        set { _cacheFile = value; _cacheFileSet = value is not null; }
+        get => _cacheFile ?? NullIfEmpty(Environment.GetEnvironmentVariable(CacheVariable));
+        set => _cacheFile = value;
     }
 
     /// <summary>Timed runs per candidate (their median decides; default 3).</summary>
@@ -84,13 +91,18 @@ public static class KernelTuner
     /// so timing noise does not flip choices.</summary>
     public static double KeepRuleWithin { get; set; } = 0.03;
 
-    /// <summary>"0"/"off"/unset → Off, "1"/"on" → On; anything else is an error naming <paramref name="source"/>.</summary>
+    /// <summary>"0"/"off"/"false"/"no"/unset → Off, "1"/"on"/"true"/"yes" → On; anything else is an error naming
+    /// <paramref name="source"/>.</summary>
     public static TuneMode ParseMode(string? text, string source) => text?.Trim().ToLowerInvariant() switch
     {
-        null or "" or "0" or "off" => TuneMode.Off,
-        "1" or "on" => TuneMode.On,
-        _ => throw new ArgumentException($"{source}: '{text}' is not a tuning mode (0 or off, 1 or on)"),
+        null or "" or "0" or "off" or "false" or "no" => TuneMode.Off,
+        "1" or "on" or "true" or "yes" => TuneMode.On,
+        _ => throw new ArgumentException($"{source}: '{text}' is not a tuning mode (0/off/false/no or 1/on/true/yes)"),
     };
+
+    /// <summary>A size as it appears in a cache key: exact below 64, else rounded up to a multiple of 64, so that sizes that
+    /// change a little from batch to batch share one choice.</summary>
+    public static long Bucket(long n) => n < 64 ? n : (n + 63) / 64 * 64;
 
     private static string? NullIfEmpty(string? s) => string.IsNullOrWhiteSpace(s) ? null : s.Trim();
 
@@ -112,10 +124,42 @@ public static class KernelTuner
     public interface ISavedOutput : IDisposable
     {
         void Restore();
+
+        /// <summary>Whether disposing waits for the device.</summary>
+        bool Waits { get; }
     }
 
-    /// <summary>Saves <paramref name="output"/> into a buffer of <paramref name="acc"/> (for outputs a kernel accumulates into).</summary>
+    /// <summary>Saves <paramref name="output"/> into a new buffer of <paramref name="acc"/> (for outputs a kernel accumulates
+    /// into). Callers with a caching allocator should pass their own scratch (the other overload).</summary>
     public static ISavedOutput SaveOutput(Accelerator acc, AcceleratorStream stream, ArrayView<float> output) => new SavedView(acc, stream, output);
+
+    /// <summary>Saves <paramref name="output"/> into <paramref name="scratch"/> (at least as long; enqueued on the stream);
+    /// disposing the result disposes <paramref name="owner"/>, which must release the scratch in stream order.</summary>
+    public static ISavedOutput SaveOutput(AcceleratorStream stream, ArrayView<float> output, ArrayView<float> scratch, IDisposable owner)
+        => new SavedInto(stream, output, scratch, owner);
+
+    private sealed class SavedInto : ISavedOutput
+    {
+        private readonly AcceleratorStream _stream;
+        private readonly ArrayView<float> _target, _copy;
+        private readonly IDisposable _owner;
+
+        public SavedInto(AcceleratorStream stream, ArrayView<float> target, ArrayView<float> scratch, IDisposable owner)
+        {
+            if (scratch.Length < target.Length) throw new ArgumentException($"kernel tuner: scratch of {scratch.Length} floats for an output of {target.Length}");
+            (_stream, _target, _copy, _owner) = (stream, target, scratch.SubView(0, target.Length), owner);
+            if (target.Length > 0) _copy.CopyFrom(stream, target);
+        }
+
+        public void Restore()
+        {
+            if (_target.Length > 0) _target.CopyFrom(_stream, _copy);
+        }
+
+        public bool Waits => false;
+
+        public void Dispose() => _owner.Dispose();
+    }
 
     private sealed class SavedView : ISavedOutput
     {
@@ -131,6 +175,8 @@ public static class KernelTuner
             ArrayView<float> copy = _copy.View;
             if (target.Length > 0) copy.SubView(0, target.Length).CopyFrom(stream, target);
         }
+
+        public bool Waits => true;
 
         public void Restore()
         {
@@ -186,10 +232,34 @@ public static class KernelTuner
         lock (Gate) return TableFor(acc).Entries.Count;
     }
 
-    /// <summary>Host waits of the tuner on <paramref name="acc"/> (<see cref="CudaRuntime.Counters"/> adds them).</summary>
-    internal static long HostWaits(Accelerator acc)
+    /// <summary>Host waits of the tuner on <paramref name="acc"/> since the process started (<see cref="CudaRuntime.Counters"/>
+    /// adds them; <see cref="Forget"/> does not reset them, so the counter never goes back).</summary>
+    internal static long HostWaits(Accelerator acc) => Interlocked.Read(ref Waits.GetValue(acc, _ => new StrongBox<long>()).Value);
+
+    private static readonly ConditionalWeakTable<Accelerator, StrongBox<long>> Waits = new();
+
+    /// <summary>
+    /// For checks of the same-bits premise: makes every choice remembered for <paramref name="acc"/> its
+    /// <paramref name="index"/>-th timed candidate (candidate names in ordinal order, the index modulo their number), in this
+    /// process only (the cache file is not written). Returns the largest number of timed candidates of any entry, so that
+    /// indices 0 … result − 1 make every candidate of every shape run once.
+    /// </summary>
+    public static int ForceChoices(Accelerator acc, int index)
     {
-        lock (Gate) return Tables.TryGetValue(acc, out var t) ? t.HostWaits : 0;
+        lock (Gate)
+        {
+            if (!Tables.TryGetValue(acc, out var t)) return 0;
+            int most = 0;
+            foreach (var key in t.Entries.Keys.ToList())
+            {
+                var e = t.Entries[key];
+                if (e.Ms.Count == 0) continue;
+                var names = e.Ms.Keys.Order(StringComparer.Ordinal).ToList();
+                most = Math.Max(most, names.Count);
+                t.Entries[key] = e with { Choice = names[((index % names.Count) + names.Count) % names.Count] };
+            }
+            return most;
+        }
     }
 
     /// <summary>Forgets what was loaded for <paramref name="acc"/> (the next tuned call reads the cache file again).</summary>
@@ -215,7 +285,10 @@ public static class KernelTuner
         lock (Gate)
         {
             table = TableFor(acc);
-            if (table.Entries.TryGetValue(key, out var e) && Enum.TryParse<T>(e.Choice, out var known) && candidates.Contains(known))
+            // a remembered choice counts when it is still a candidate and every current candidate was timed against it (an
+            // entry timed before a candidate was added is timed again; a hand-written entry without medians is taken as is)
+            if (table.Entries.TryGetValue(key, out var e) && Enum.TryParse<T>(e.Choice, out var known) && candidates.Contains(known)
+                && (e.Ms.Count == 0 || candidates.All(c => e.Ms.ContainsKey(c.ToString()))))
             {
                 table.FromCache++;
                 return known;
@@ -236,6 +309,7 @@ public static class KernelTuner
             table.Entries[key] = entry;
             table.Tuned++;
             table.HostWaits += waits;
+            Interlocked.Add(ref Waits.GetValue(acc, _ => new StrongBox<long>()).Value, waits);
             table.TuningMs += sw.Elapsed.TotalMilliseconds;
             if (!EqualityComparer<T>.Default.Equals(pick, rule)) table.DifferFromRule++;
             try { Save(table); }
@@ -310,7 +384,7 @@ public static class KernelTuner
             foreach (var (_, _, b, e) in pending) { b.Dispose(); e.Dispose(); }
         }
         saved?.Restore();
-        if (saved is not null) waits++;   // disposing the copy waits for that restore
+        if (saved is { Waits: true }) waits++;   // disposing the copy waits for that restore
         return samples.Select(Median).ToArray();
     }
 
@@ -378,8 +452,9 @@ public static class KernelTuner
         if (File.Exists(t.Path))
         {
             Table disk;
+            // a file that became foreign or unreadable since it was loaded is somebody else's: never overwrite it
             try { disk = Load(t.Path, t.Device); }
-            catch (InvalidDataException) { disk = new Table { Path = t.Path, Device = t.Device }; }   // replaced below, as a whole
+            catch (InvalidDataException e) { throw new IOException($"the file on disk is no longer this device's cache ({e.Message}); not overwritten", e); }
             foreach (var (key, e) in disk.Entries) t.Entries.TryAdd(key, e);
         }
         var entries = new JsonObject();

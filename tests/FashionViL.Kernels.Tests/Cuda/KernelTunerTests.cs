@@ -153,6 +153,55 @@ public class KernelTunerTests() : EmulatorKernelTestBase(assertions: false)
     }
 
     [Test]
+    public void AChoiceTimedBeforeACandidateWasAddedIsTimedAgain()
+    {
+        WriteCache(new JsonObject
+        {
+            ["old"] = new JsonObject { ["choice"] = "Reg128x8Vec", ["ms"] = new JsonObject { ["Reg128x8Prefetch"] = 2.0, ["Reg128x8Vec"] = 1.0 } },
+        });
+        KernelTuner.Forget(Acc);
+        var (runs, run) = Fake(6, 9, 1);   // the candidate the old entry never saw is the fastest
+        Assert.That(Pick("old", GemmVersion.Reg128x8Prefetch, run), Is.EqualTo(GemmVersion.Reg64x4));
+        Assert.That(runs[GemmVersion.Reg64x4], Is.EqualTo(1 + KernelTuner.Repeats));
+    }
+
+    [Test]
+    public void AFileThatBecameAnotherDevicesIsNotOverwritten()
+    {
+        var warnings = new List<string>();
+        var saved = KernelTuner.Warn;
+        KernelTuner.Warn = warnings.Add;
+        try
+        {
+            var (_, run) = Fake(6, 1, 9);
+            Pick("a", GemmVersion.Reg128x8Prefetch, run);
+            // another device's job now points at the same file
+            string foreign = new JsonObject
+            {
+                ["format"] = KernelTuner.Format, ["device"] = "Cuda NVIDIA A100-SXM4-80GB, 108 multiprocessors",
+                ["entries"] = new JsonObject { ["x"] = new JsonObject { ["choice"] = "Reg64x4" } },
+            }.ToJsonString();
+            File.WriteAllText(KernelTuner.CacheFile!, foreign);
+            Assert.That(Pick("b", GemmVersion.Reg128x8Prefetch, run), Is.EqualTo(GemmVersion.Reg128x8Vec), "the run goes on");
+            Assert.That(File.ReadAllText(KernelTuner.CacheFile!), Is.EqualTo(foreign), "the other device's file is left alone");
+            Assert.That(warnings, Has.Count.EqualTo(1));
+            Assert.That(warnings[0], Does.Contain("A100").And.Contain("not overwritten"));
+        }
+        finally
+        {
+            KernelTuner.Warn = saved;
+        }
+    }
+
+    [TestCase(0, 0)]
+    [TestCase(63, 63)]
+    [TestCase(64, 64)]
+    [TestCase(65, 128)]
+    [TestCase(720, 768)]
+    [TestCase(4800, 4800)]
+    public void SizesFrom64AreBucketedToMultiplesOf64(long n, long bucket) => Assert.That(KernelTuner.Bucket(n), Is.EqualTo(bucket));
+
+    [Test]
     public void AChoiceThatIsNoLongerACandidateIsTimedAgain()
     {
         WriteCache(new JsonObject
@@ -206,6 +255,10 @@ public class KernelTunerTests() : EmulatorKernelTestBase(assertions: false)
     [TestCase("1", TuneMode.On)]
     [TestCase(" on ", TuneMode.On)]
     [TestCase("ON", TuneMode.On)]
+    [TestCase("true", TuneMode.On)]
+    [TestCase("yes", TuneMode.On)]
+    [TestCase("false", TuneMode.Off)]
+    [TestCase("no", TuneMode.Off)]
     [TestCase("0", TuneMode.Off)]
     [TestCase("off", TuneMode.Off)]
     [TestCase("", TuneMode.Off)]
@@ -215,8 +268,8 @@ public class KernelTunerTests() : EmulatorKernelTestBase(assertions: false)
     [Test]
     public void AnUnknownModeNamesItsSource()
     {
-        var e = Assert.Throws<ArgumentException>(() => KernelTuner.ParseMode("yes", "FVL_TUNE"));
-        Assert.That(e!.Message, Does.Contain("FVL_TUNE").And.Contain("'yes'"));
+        var e = Assert.Throws<ArgumentException>(() => KernelTuner.ParseMode("maybe", "FVL_TUNE"));
+        Assert.That(e!.Message, Does.Contain("FVL_TUNE").And.Contain("'maybe'"));
     }
 
     [Test]

@@ -38,19 +38,27 @@ public class TunedBackendTests : CudaTestBase
         return OutputAndGradientBits(f, cpu, p).Bits;
     }
 
+    /// <summary>f's output and gradients with the tuner off, on (timed choices), from the remembered choices, and with every
+    /// remembered shape forced onto each of its candidates in turn (<see cref="KernelTuner.ForceChoices"/>): all the same bits.</summary>
     private static void SameBits(Func<Tensor[], Tensor> f, Tensor[] cpu, Precision p, string what)
     {
         var off = Run(f, cpu, p, TuneMode.Off);
         long tuned0 = KernelTuner.Stats(Rt.Accelerator).Tuned;
-        var on = Run(f, cpu, p, TuneMode.On);
+        var runs = new List<(string How, List<int[]> Bits)> { ("tuned", Run(f, cpu, p, TuneMode.On)) };
         Assert.That(KernelTuner.Stats(Rt.Accelerator).Tuned, Is.GreaterThan(tuned0), $"{what} {p}: the tuner timed something");
-        var again = Run(f, cpu, p, TuneMode.On);
-        for (int i = 0; i < off.Count; i++)
+        runs.Add(("from remembered choices", Run(f, cpu, p, TuneMode.On)));
+        int most = KernelTuner.ForceChoices(Rt.Accelerator, 0);
+        Assert.That(most, Is.GreaterThanOrEqualTo(2));
+        for (int i = 0; i < most; i++)
         {
-            string part = i == 0 ? "output" : $"gradient of input {i - 1}";
-            Assert.That(on[i], Is.EqualTo(off[i]), $"{what} {p}: tuned {part} changed bits");
-            Assert.That(again[i], Is.EqualTo(off[i]), $"{what} {p}: {part} from remembered choices changed bits");
+            KernelTuner.ForceChoices(Rt.Accelerator, i);
+            runs.Add(($"every shape on its candidate {i}", Run(f, cpu, p, TuneMode.On)));
         }
+        KernelTuner.Forget(Rt.Accelerator);   // back to the timed choices: the forced ones were never written
+        KernelTuner.KnownChoices(Rt.Accelerator);
+        foreach (var (how, bits) in runs)
+            for (int i = 0; i < off.Count; i++)
+                Assert.That(bits[i], Is.EqualTo(off[i]), $"{what} {p}, {how}: {(i == 0 ? "output" : $"gradient of input {i - 1}")} changed bits");
     }
 
     [TestCase(Precision.Fp32)]
@@ -61,7 +69,7 @@ public class TunedBackendTests : CudaTestBase
         SameBits(t => t[0].Matmul(t[1]), [Rand([130, 40], 6), Rand([40, 70], 7)], p, "matmul 130x40x70");
         SameBits(t => Ops.Linear(t[0], t[1], t[2]), [Rand([3, 50, 33], 8), Rand([65, 33], 9), Rand([65], 10)], p, "linear [3,50,33] x [65,33]^T");
         var keys = KernelTuner.Entries(Rt.Accelerator).Keys.ToList();
-        Assert.That(keys, Has.Some.StartsWith($"gemm {p} b1 m130 n70 k40 nn"), "the forward GEMM has its own entry");
+        Assert.That(keys, Has.Some.StartsWith($"gemm {p} b1 m{KernelTuner.Bucket(130)} n{KernelTuner.Bucket(70)} k40 nn"), "the forward GEMM has its own entry");
         Assert.That(keys.Count(k => k.StartsWith($"gemm {p} ", StringComparison.Ordinal)), Is.GreaterThanOrEqualTo(5), "forward and gradient GEMMs are told apart");
     }
 
@@ -89,7 +97,7 @@ public class TunedBackendTests : CudaTestBase
             KernelTuner.Mode = TuneMode.On;
             Dev.MatMul(a, b, got, false, false, alpha: 1, beta: 1);
         }
-        Assert.That(KernelTuner.Entries(Rt.Accelerator).Keys, Has.Some.StartsWith($"gemm {p} b1 m{m} n{n} k{k} nn").And.Contains("beta1"));
+        Assert.That(KernelTuner.Entries(Rt.Accelerator).Keys, Has.Some.StartsWith($"gemm {p} b1 m{KernelTuner.Bucket(m)} n{KernelTuner.Bucket(n)} k{KernelTuner.Bucket(k)} nn").And.Contains("beta1"));
         Assert.That(Bits(got), Is.EqualTo(Bits(want)));
     }
 
@@ -106,7 +114,7 @@ public class TunedBackendTests : CudaTestBase
         int splits = GemmSplitK.Splits(Rt.Accelerator, args, p);
         Assert.That(splits, Is.GreaterThan(1), "the emulator splits this GEMM");
         SameBits(t => t[0].Matmul(t[1]), [Rand([20, 600], 21), Rand([600, 20], 22)], p, "matmul 20x600x20 split-K");
-        Assert.That(KernelTuner.Entries(Rt.Accelerator).Keys, Has.Some.StartsWith($"gemm {p} b1 m20 n20 k600 nn").And.EndsWith($"splits{splits}"));
+        Assert.That(KernelTuner.Entries(Rt.Accelerator).Keys, Has.Some.StartsWith($"gemm {p} b1 m20 n20 k{KernelTuner.Bucket(600)} nn").And.EndsWith($"splits{splits}"));
         AccumulatingGemmMatches(p, 20, 600, 20);   // the reduction reads C
     }
 
@@ -141,6 +149,26 @@ public class TunedBackendTests : CudaTestBase
     }
 
     [Test]
+    public void RowCountsThatChangeFromBatchToBatchShareOneChoice()
+    {
+        // the MLM head's rows (the labelled tokens) differ per batch: 130 and 170 fall in one bucket (192), 200 in the next
+        using var scope = Tensor.Scope();
+        var w = Up(Rand([96, 40], 1));
+        KernelTuner.Mode = TuneMode.On;
+        long Tuned(int rows)
+        {
+            long t0 = KernelTuner.Stats(Rt.Accelerator).Tuned;
+            using var x = Up(Rand([rows, 40], (ulong)rows));
+            using var y = Tensor.Empty([rows, 96], DType.Float32, Gpu);
+            Dev.MatMul(x, w, y, false, true);
+            return KernelTuner.Stats(Rt.Accelerator).Tuned - t0;
+        }
+        Assert.That(Tuned(130), Is.EqualTo(1));
+        Assert.That(Tuned(170), Is.Zero, "same bucket: the remembered choice");
+        Assert.That(Tuned(200), Is.EqualTo(1));
+    }
+
+    [Test]
     public void TimingWaitsAreCountedAsHostSyncs()
     {
         using var scope = Tensor.Scope();
@@ -158,6 +186,9 @@ public class TunedBackendTests : CudaTestBase
         Assert.That(d.HostSyncs, Is.EqualTo(waits));
         Assert.That(d.KernelLaunches, Is.EqualTo(CudaBackend.TunedGemmVersions.Count * (1 + KernelTuner.Repeats) + 1),
             "every candidate once untimed and Repeats times timed, then the pick");
+        long syncs = Rt.Counters.HostSyncs;
+        KernelTuner.Forget(Rt.Accelerator);
+        Assert.That(Rt.Counters.HostSyncs, Is.EqualTo(syncs), "forgetting the choices does not take waits back");
     }
 
     [Test]
@@ -182,7 +213,7 @@ public class TunedBackendTests : CudaTestBase
         // what the tuner would record for this call, with the 64×32 tile chosen
         KernelTuner.Mode = TuneMode.On;
         Launches();
-        var key = KernelTuner.Entries(acc).Keys.Single(k => k.StartsWith("gemm Tf32 b1 m130 n70 k40 nn", StringComparison.Ordinal));
+        var key = KernelTuner.Entries(acc).Keys.Single(k => k.StartsWith($"gemm Tf32 b1 m{KernelTuner.Bucket(130)} n{KernelTuner.Bucket(70)} k40 nn", StringComparison.Ordinal));
         var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(KernelTuner.CacheFile!))!;
         json["entries"]![key]!["choice"] = "Tile64x32";
         File.WriteAllText(KernelTuner.CacheFile!, json.ToJsonString());

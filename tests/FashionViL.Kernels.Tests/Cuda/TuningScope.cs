@@ -10,7 +10,7 @@ namespace FashionViL.Kernels.Tests.Cuda;
 internal sealed class TuningScope : IDisposable
 {
     private readonly Accelerator _acc;
-    private readonly TuneMode _mode = KernelTuner.Mode;
+    private readonly TuneMode? _mode = KernelTuner.ModeSetting;
     private readonly double _keep = KernelTuner.KeepRuleWithin;
 
     public TuningScope(Accelerator acc, TuneMode mode)
@@ -27,7 +27,7 @@ internal sealed class TuningScope : IDisposable
 
     public void Dispose()
     {
-        KernelTuner.Mode = _mode;
+        KernelTuner.ModeSetting = _mode;
         KernelTuner.KeepRuleWithin = _keep;
         KernelTuner.CacheFile = null;
         KernelTuner.Forget(_acc);

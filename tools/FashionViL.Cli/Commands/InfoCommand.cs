@@ -28,7 +28,7 @@ public static class InfoCommand
                 string cache = Kernels.Cuda.KernelTuner.CachePathFor(acc);
                 string known;
                 try { known = $"{Kernels.Cuda.KernelTuner.KnownChoices(acc)} choices"; }
-                catch (InvalidDataException e) { known = e.Message; }
+                catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException) { known = e.Message; }
                 o.WriteLine($"tuning   : {tuning} ({Kernels.Cuda.KernelTuner.ModeVariable}); cache {cache}: {(File.Exists(cache) ? known : "none yet")}");
             }
             catch (Exception e) when (e is NotSupportedException or InvalidOperationException)
