@@ -26,6 +26,25 @@ public class CliTests
         }
     }
 
+    /// <summary>The real executable (beside the tests) with an invalid FVL_TUNE: it stops before any command runs, naming the
+    /// variable, instead of failing inside the first GPU matmul of a run.</summary>
+    [Test]
+    public void AnInvalidFvlTuneStopsTheCommandLineAtOnce()
+    {
+        var exe = Path.Combine(AppContext.BaseDirectory, "FashionViL.Cli.dll");
+        Assert.That(File.Exists(exe), Is.True, exe);
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        psi.ArgumentList.Add(exe);
+        psi.ArgumentList.Add("info");
+        psi.Environment["FVL_TUNE"] = "maybe";
+        using var p = Process.Start(psi)!;
+        string err = p.StandardError.ReadToEnd(), output = p.StandardOutput.ReadToEnd();
+        Assert.That(p.WaitForExit(60_000), Is.True);
+        Assert.That(p.ExitCode, Is.EqualTo(2), err + output);
+        Assert.That(err, Does.Contain("fashionvil: FVL_TUNE: 'maybe' is not a tuning mode"));
+        Assert.That(output, Is.Empty, "no command ran");
+    }
+
     [Test]
     public void UnknownCommandFails()
     {

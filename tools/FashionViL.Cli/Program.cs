@@ -5,4 +5,11 @@ using FashionViL.Cli;
 var root = new RootCommand("FashionViL.Native: pre-train, evaluate and use FashionViL on a .NET tensor engine (CPU or CUDA).");
 foreach (var command in CommandCatalog.All())
     root.Subcommands.Add(command);
+// A bad FVL_TUNE is said at once, not from inside the first GPU matmul of a run.
+try { _ = FashionViL.Kernels.Cuda.KernelTuner.Mode; }
+catch (ArgumentException e)
+{
+    Console.Error.WriteLine($"fashionvil: {e.Message}");
+    return 2;
+}
 return await root.Parse(args).InvokeAsync();
