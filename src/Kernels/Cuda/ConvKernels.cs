@@ -782,14 +782,14 @@ public static partial class ConvKernels
         if (precision != Precision.Fp32)
         {
             var tile = tcTile ?? TensorCoreGemm.Choose(acc, s.M, s.N);
-            if (tunable)
+            if (tunable && KernelTuner.IsOn)
                 tile = KernelTuner.Pick(acc, st, TuneKey(s, precision, aRounded), tile, TensorCoreGemm.Tiles,
                     t => LaunchTc(acc, st, a, b, o, bias, s, precision, t, aRounded));
             LaunchTc(acc, stream, a, b, o, bias, s, precision, tile, aRounded);
             return;
         }
         if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
-        if (tunable)
+        if (tunable && KernelTuner.IsOn)
             v = KernelTuner.Pick(acc, st, TuneKey(s, precision, false), v, TunedVersions, c => LaunchFp32(acc, st, a, b, o, bias, s, c));
         LaunchFp32(acc, stream, a, b, o, bias, s, v);
     }

@@ -50,37 +50,45 @@ public sealed partial class CudaBackend
         // products into a workspace from the caching allocator, then an in-order sum with the epilogue.
         // KernelTuner (FVL_TUNE=1): the candidates give the same bits; off, the rule's pick runs at no cost. The split count
         // is the rule's either way (another split would sum in another order).
-        Func<KernelTuner.ISavedOutput>? save = args.Beta != 0 ? () => SaveOutput(args.C.SubView(0, Span(args.Batch, args.StrideC, args.M, args.N, args.Ldc))) : null;
         int splits = GemmSplitK.Splits(Acc, args, precision);
         if (splits > 1)
         {
             using var work = Tensor.Empty([checked((int)GemmSplitK.Workspace(args, splits))], DType.Float32, Device);
             var ws = View<float>(work);
             var sa = args;
-            string key = $"{GemmTuneKey(args, precision)} splits{splits}";
             void Split(GemmVersion v, TensorCoreTile? t)
             {
                 int n = GemmSplitK.Launch(Acc, Stream, sa, precision, ws, splits, v, t);
                 for (int i = 0; i < n; i++) CudaRuntime.CountLaunch();
             }
-            if (precision == Precision.Fp32)
-                Split(KernelTuner.Pick(Acc, Stream, key, GemmKernels.Best, TunedGemmVersions, v => Split(v, null), save), null);
+            if (!KernelTuner.IsOn)
+                Split(GemmKernels.Best, null);
+            else if (precision == Precision.Fp32)
+                Split(KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", GemmKernels.Best, TunedGemmVersions, v => Split(v, null), SaveFor(args)), null);
             else
-                Split(GemmKernels.Best, KernelTuner.Pick(Acc, Stream, key, TensorCoreGemm.Choose(Acc, args.M, args.N), TensorCoreGemm.Tiles, t => Split(GemmKernels.Best, t), save));
+                Split(GemmKernels.Best, KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", TensorCoreGemm.Choose(Acc, args.M, args.N),
+                    TensorCoreGemm.Tiles, t => Split(GemmKernels.Best, t), SaveFor(args)));
             return;
         }
         if (precision == Precision.Fp32)
         {
-            var fa = args;
-            var v = KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, precision), GemmKernels.Best, TunedGemmVersions, ver => LaunchSgemm(fa, ver), save);
-            LaunchSgemm(args, v);
+            LaunchSgemm(args, KernelTuner.IsOn ? PickSgemm(args) : GemmKernels.Best);
             return;
         }
-        var ta = args;
-        var tile = KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, precision), TensorCoreGemm.Choose(Acc, args.M, args.N), TensorCoreGemm.Tiles,
-            t => LaunchTensorCoreGemm(ta, precision, t), save);
+        var tile = TensorCoreGemm.Choose(Acc, args.M, args.N);
+        if (KernelTuner.IsOn) tile = PickTile(args, precision, tile);
         LaunchTensorCoreGemm(args, precision, tile);
     }
+
+    private GemmVersion PickSgemm(GemmArgs args)
+        => KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, Precision.Fp32), GemmKernels.Best, TunedGemmVersions, v => LaunchSgemm(args, v), SaveFor(args));
+
+    private TensorCoreTile PickTile(GemmArgs args, Precision precision, TensorCoreTile rule)
+        => KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, precision), rule, TensorCoreGemm.Tiles, t => LaunchTensorCoreGemm(args, precision, t), SaveFor(args));
+
+    /// <summary>For a GEMM that accumulates (beta ≠ 0, also through the split-K reduction): how the tuner saves C.</summary>
+    private Func<KernelTuner.ISavedOutput>? SaveFor(GemmArgs g)
+        => g.Beta != 0 ? () => SaveOutput(g.C.SubView(0, Span(g.Batch, g.StrideC, g.M, g.N, g.Ldc))) : null;
 
     /// <summary>A copy of an output the tuner restores between timed runs, in a block of the caching allocator (stream-ordered,
     /// counted in the peak like any other temporary).</summary>

@@ -65,9 +65,15 @@ public static class KernelTuner
     /// here, naming it).</summary>
     public static TuneMode Mode
     {
-        get => ModeSetting ?? ParseMode(Environment.GetEnvironmentVariable(ModeVariable), ModeVariable);
+        get => ModeSetting ?? EnvMode.Value;
         set => ModeSetting = value;
     }
+
+    // FVL_TUNE, read once (an invalid value throws on every read, naming it)
+    private static readonly Lazy<TuneMode> EnvMode = new(() => ParseMode(Environment.GetEnvironmentVariable(ModeVariable), ModeVariable));
+
+    /// <summary>Whether tuning is on: the call sites test this first, so with tuning off they build no key and no closure.</summary>
+    public static bool IsOn => Mode == TuneMode.On;
 
     /// <summary>The mode set in code, or null when <c>FVL_TUNE</c> decides (save and restore this to scope a change).</summary>
     public static TuneMode? ModeSetting
