@@ -38,8 +38,10 @@ public class CliTests
         psi.ArgumentList.Add("info");
         psi.Environment["FVL_TUNE"] = "maybe";
         using var p = Process.Start(psi)!;
-        string err = p.StandardError.ReadToEnd(), output = p.StandardOutput.ReadToEnd();
-        Assert.That(p.WaitForExit(60_000), Is.True);
+        var err0 = p.StandardError.ReadToEndAsync();
+        var out0 = p.StandardOutput.ReadToEndAsync();
+        Assert.That(p.WaitForExit(60_000), Is.True, "the command line exits");
+        string err = err0.Result, output = out0.Result;
         Assert.That(p.ExitCode, Is.EqualTo(2), err + output);
         Assert.That(err, Does.Contain("fashionvil: FVL_TUNE: 'maybe' is not a tuning mode"));
         Assert.That(output, Is.Empty, "no command ran");

@@ -195,6 +195,7 @@ public static partial class Checks
                 KernelTuner.Mode = TuneMode.On;
                 Same(off, run(seed), "tuned");
                 int most = KernelTuner.ForceChoices(acc, 0);
+                if (most < 2) failures.Add($"{name}: no remembered shape with two or more candidates to force");
                 for (int i = 0; i < most; i++)
                 {
                     KernelTuner.ForceChoices(acc, i);

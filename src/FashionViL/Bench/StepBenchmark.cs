@@ -173,7 +173,7 @@ public static class StepBenchmark
 
         using var precisionScope = MatMulPrecision.Use(MatMulPrecision.Parse(o.Precision, "--precision"));
         var cuda = device.IsCpu ? null : CudaRuntime.Get(device.Index);
-        var savedMode = KernelTuner.ModeSetting;   // null: FVL_TUNE decides (not read here: --tune overrides a bad FVL_TUNE)
+        var savedMode = KernelTuner.ModeSetting;   // null: FVL_TUNE decides (not read here when --tune is given)
         if (o.Tune is not null) KernelTuner.Mode = KernelTuner.ParseMode(o.Tune, "bench step: --tune");
         try
         {

@@ -782,17 +782,23 @@ public static partial class ConvKernels
         if (precision != Precision.Fp32)
         {
             var tile = tcTile ?? TensorCoreGemm.Choose(acc, s.M, s.N);
-            if (tunable && KernelTuner.IsOn)
-                tile = KernelTuner.Pick(acc, st, TuneKey(s, precision, aRounded), tile, TensorCoreGemm.Tiles,
-                    t => LaunchTc(acc, st, a, b, o, bias, s, precision, t, aRounded));
+            if (tunable && KernelTuner.IsOn) tile = PickTile(acc, st, a, b, o, bias, s, precision, tile, aRounded);
             LaunchTc(acc, stream, a, b, o, bias, s, precision, tile, aRounded);
             return;
         }
         if (v == ConvVersion.Auto) v = Choose(acc, s.M, s.N);
-        if (tunable && KernelTuner.IsOn)
-            v = KernelTuner.Pick(acc, st, TuneKey(s, precision, false), v, TunedVersions, c => LaunchFp32(acc, st, a, b, o, bias, s, c));
+        if (tunable && KernelTuner.IsOn) v = PickVersion(acc, st, a, b, o, bias, s, v);
         LaunchFp32(acc, stream, a, b, o, bias, s, v);
     }
+
+    // The tuned choices live in their own methods, so that with the tuner off LaunchGemm allocates no closure.
+    private static TensorCoreTile PickTile(Accelerator acc, AcceleratorStream st, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
+        ArrayView<float> bias, ConvGemmShape s, Precision precision, TensorCoreTile rule, bool aRounded)
+        => KernelTuner.Pick(acc, st, TuneKey(s, precision, aRounded), rule, TensorCoreGemm.Tiles, t => LaunchTc(acc, st, a, b, o, bias, s, precision, t, aRounded));
+
+    private static ConvVersion PickVersion(Accelerator acc, AcceleratorStream st, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
+        ArrayView<float> bias, ConvGemmShape s, ConvVersion rule)
+        => KernelTuner.Pick(acc, st, TuneKey(s, Precision.Fp32, false), rule, TunedVersions, c => LaunchFp32(acc, st, a, b, o, bias, s, c));
 
     private static void LaunchFp32(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
         ArrayView<float> bias, ConvGemmShape s, ConvVersion v)

@@ -53,21 +53,7 @@ public sealed partial class CudaBackend
         int splits = GemmSplitK.Splits(Acc, args, precision);
         if (splits > 1)
         {
-            using var work = Tensor.Empty([checked((int)GemmSplitK.Workspace(args, splits))], DType.Float32, Device);
-            var ws = View<float>(work);
-            var sa = args;
-            void Split(GemmVersion v, TensorCoreTile? t)
-            {
-                int n = GemmSplitK.Launch(Acc, Stream, sa, precision, ws, splits, v, t);
-                for (int i = 0; i < n; i++) CudaRuntime.CountLaunch();
-            }
-            if (!KernelTuner.IsOn)
-                Split(GemmKernels.Best, null);
-            else if (precision == Precision.Fp32)
-                Split(KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", GemmKernels.Best, TunedGemmVersions, v => Split(v, null), SaveFor(args)), null);
-            else
-                Split(GemmKernels.Best, KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", TensorCoreGemm.Choose(Acc, args.M, args.N),
-                    TensorCoreGemm.Tiles, t => Split(GemmKernels.Best, t), SaveFor(args)));
+            MatMulSplit(args, precision, splits);
             return;
         }
         if (precision == Precision.Fp32)
@@ -78,6 +64,26 @@ public sealed partial class CudaBackend
         var tile = TensorCoreGemm.Choose(Acc, args.M, args.N);
         if (KernelTuner.IsOn) tile = PickTile(args, precision, tile);
         LaunchTensorCoreGemm(args, precision, tile);
+    }
+
+    /// <summary>Split-K: partial products into a workspace from the caching allocator, then the in-order sum; with the tuner
+    /// on, the partial products' kernel is tuned (the split count stays the rule's).</summary>
+    private void MatMulSplit(GemmArgs args, Precision precision, int splits)
+    {
+        using var work = Tensor.Empty([checked((int)GemmSplitK.Workspace(args, splits))], DType.Float32, Device);
+        var ws = View<float>(work);
+        void Split(GemmVersion v, TensorCoreTile? t)
+        {
+            int n = GemmSplitK.Launch(Acc, Stream, args, precision, ws, splits, v, t);
+            for (int i = 0; i < n; i++) CudaRuntime.CountLaunch();
+        }
+        if (!KernelTuner.IsOn)
+            Split(GemmKernels.Best, null);
+        else if (precision == Precision.Fp32)
+            Split(KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", GemmKernels.Best, TunedGemmVersions, v => Split(v, null), SaveFor(args)), null);
+        else
+            Split(GemmKernels.Best, KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", TensorCoreGemm.Choose(Acc, args.M, args.N),
+                TensorCoreGemm.Tiles, t => Split(GemmKernels.Best, t), SaveFor(args)));
     }
 
     private GemmVersion PickSgemm(GemmArgs args)

@@ -202,6 +202,8 @@ public static class KernelTuner
         public required string Path;
         public required string Device;
         public readonly Dictionary<string, TuneEntry> Entries = new(StringComparer.Ordinal);
+        /// <summary>Choices set by <see cref="ForceChoices"/>: consulted first, never written to the file.</summary>
+        public readonly Dictionary<string, string> Forced = new(StringComparer.Ordinal);
         public long Tuned, FromCache, DifferFromRule, HostWaits;
         public double TuningMs;
         /// <summary>Why the cache file could not be written (the first failure), or null.</summary>
@@ -247,7 +249,8 @@ public static class KernelTuner
     /// <summary>
     /// For checks of the same-bits premise: makes every choice remembered for <paramref name="acc"/> its
     /// <paramref name="index"/>-th timed candidate (candidate names in ordinal order, the index modulo their number), in this
-    /// process only (the cache file is not written). Returns the largest number of timed candidates of any entry, so that
+    /// process only (kept apart from the timed choices, so the cache file never holds them; <see cref="Forget"/> drops
+    /// them). Returns the largest number of timed candidates of any entry, so that
     /// indices 0 … result − 1 make every candidate of every shape run once.
     /// </summary>
     public static int ForceChoices(Accelerator acc, int index)
@@ -256,13 +259,12 @@ public static class KernelTuner
         {
             if (!Tables.TryGetValue(acc, out var t)) return 0;
             int most = 0;
-            foreach (var key in t.Entries.Keys.ToList())
+            foreach (var (key, e) in t.Entries)
             {
-                var e = t.Entries[key];
                 if (e.Ms.Count == 0) continue;
                 var names = e.Ms.Keys.Order(StringComparer.Ordinal).ToList();
                 most = Math.Max(most, names.Count);
-                t.Entries[key] = e with { Choice = names[((index % names.Count) + names.Count) % names.Count] };
+                t.Forced[key] = names[((index % names.Count) + names.Count) % names.Count];
             }
             return most;
         }
@@ -291,6 +293,11 @@ public static class KernelTuner
         lock (Gate)
         {
             table = TableFor(acc);
+            if (table.Forced.TryGetValue(key, out var forced) && Enum.TryParse<T>(forced, out var f) && candidates.Contains(f))
+            {
+                table.FromCache++;
+                return f;
+            }
             // a remembered choice counts when it is still a candidate and every current candidate was timed against it (an
             // entry timed before a candidate was added is timed again; a hand-written entry without medians is taken as is)
             if (table.Entries.TryGetValue(key, out var e) && Enum.TryParse<T>(e.Choice, out var known) && candidates.Contains(known)

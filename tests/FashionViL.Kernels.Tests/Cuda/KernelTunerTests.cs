@@ -110,6 +110,24 @@ public class KernelTunerTests() : EmulatorKernelTestBase(assertions: false)
     }
 
     [Test]
+    public void ForcedChoicesRunButAreNeverWritten()
+    {
+        var (runs, run) = Fake(6, 1, 9);
+        Pick("a", GemmVersion.Reg128x8Prefetch, run);   // timed: Reg128x8Vec
+        Assert.That(KernelTuner.ForceChoices(Acc, 1), Is.EqualTo(3));
+        foreach (var v in Three) runs[v] = 0;
+        // names in ordinal order: Reg128x8Prefetch, Reg128x8Vec, Reg64x4 → index 1 is Reg128x8Vec, 2 is Reg64x4
+        KernelTuner.ForceChoices(Acc, 2);
+        Assert.That(Pick("a", GemmVersion.Reg128x8Prefetch, run), Is.EqualTo(GemmVersion.Reg64x4));
+        Assert.That(runs.Values.Sum(), Is.Zero, "a forced choice is not timed");
+        Pick("b", GemmVersion.Reg128x8Prefetch, run);   // a new shape is timed and the table saved
+        var file = JsonNode.Parse(File.ReadAllText(KernelTuner.CacheFile!))!["entries"]!;
+        Assert.That((string?)file["a"]!["choice"], Is.EqualTo("Reg128x8Vec"), "the file keeps the timed choice");
+        KernelTuner.Forget(Acc);
+        Assert.That(Pick("a", GemmVersion.Reg128x8Prefetch, run), Is.EqualTo(GemmVersion.Reg128x8Vec), "forgetting drops the forced choices");
+    }
+
+    [Test]
     public void ChoicesAnotherProcessWroteMeanwhileAreKept()
     {
         var (_, run) = Fake(6, 1, 9);

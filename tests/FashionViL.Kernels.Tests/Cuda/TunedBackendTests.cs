@@ -52,7 +52,11 @@ public class TunedBackendTests : CudaTestBase
         for (int i = 0; i < most; i++)
         {
             KernelTuner.ForceChoices(Rt.Accelerator, i);
+            var before = KernelTuner.Stats(Rt.Accelerator);
             runs.Add(($"every shape on its candidate {i}", Run(f, cpu, p, TuneMode.On)));
+            var after = KernelTuner.Stats(Rt.Accelerator);
+            Assert.That(after.Tuned, Is.EqualTo(before.Tuned), $"{what} {p}: the forced choices ran, nothing was timed again");
+            Assert.That(after.FromCache, Is.GreaterThan(before.FromCache));
         }
         KernelTuner.Forget(Rt.Accelerator);   // back to the timed choices: the forced ones were never written
         KernelTuner.KnownChoices(Rt.Accelerator);
