@@ -88,6 +88,10 @@ public static partial class Checks
             using var merged = o.Permute(0, 2, 1, 3);
             return merged.Reshape(2, 40, 768);
         }, 1e-4);
+        // The VQ-VAE's mid-block attention: one 512-wide head over 7×7 positions, wider than the fused kernel's 128, so the
+        // composed path (GEMM, softmax, GEMM) runs; with dropout to reach the Philox mask of the composed forward and backward.
+        yield return new("attention (head dim 512, composed, dropout)", [[2, 1, 49, 512], [2, 1, 49, 512], [2, 1, 49, 512]],
+            t => Ops.Attention(t[0], t[1], t[2], null, 1 / Math.Sqrt(512), 0.1, true, new Generator(22)), 1e-4);
         yield return new("index_select (dim 1)", [[4, 9, 5]], t =>
         {
             using var idx = Tensor.FromArray(new long[] { 8, 0, 3, 3 }, 4);
@@ -115,6 +119,8 @@ public static partial class Checks
         }, 1e-5);
         yield return new("topk (k=5 of 300)", [[7, 300]], t => t[0].TopK(5).Values, 0);
         yield return new("sort (descending, 2500 wide)", [[3, 2500]], t => t[0].Sort(true).Values, 0);
+        yield return new("sort (ascending, 300 wide)", [[3, 300]], t => t[0].Sort(false).Values, 0);
+        yield return new("topk smallest (k=7 of 33)", [[5, 33]], t => t[0].TopK(7, false).Values, 0);
         yield return new("masked_select", [[9, 33]], t => { using var m = t[0].Gt(Tensor.Zeros([], DType.Float32, t[0].Device)); return t[0].MaskedSelect(m); }, 0);
         yield return new("dropout p=0.1 (Philox)", [[64, 77]], t => Ops.Dropout(t[0], 0.1, true, new Generator(4)), 1e-6);
         // Paths chosen by occupancy (issue 7). Split-K: one output tile and a deep K (the weight gradient of a linear over 1,200
@@ -158,16 +164,18 @@ public static partial class Checks
         yield return new("group_norm + silu (fused, no grad)", [[2, 64, 4, 4], [64], [64]], t => Ops.GroupNorm(t[0], 32, t[1], t[2], 1e-6, silu: true), 1e-4, Grad: false);
         // The precision switch: forward GEMMs with TF32 operands on both sides (the CPU rounds exactly as the tensor cores
         // do; the sums differ in order only, and tensor cores may truncate inside: 1e-4 of the largest value over K ≤ 72).
-        // The 64×32 tile at 129×65; the 128×64 tile once its tiles give every multiprocessor one (N = 64·SMs + 5).
-        yield return new("matmul tf32 129x65x33 (64x32 tile)", [[129, 65], [65, 33]], t => Tf32(() => t[0].Matmul(t[1])), 1e-4);
-        yield return new($"matmul tf32 64x32x{64 * sms + 5} (128x64 tile)", [[64, 32], [32, 64 * sms + 5]], t => Tf32(() => t[0].Matmul(t[1])), 1e-4);
-        yield return new("conv2d tf32 3x3 (128x64 tile)", [[2, 8, 8, 4 * sms + 1], [8, 8, 3, 3]], t => Tf32(() => Ops.Conv2d(t[0], t[1], null, 1, 1)), 1e-4);
+        // GEMMs always run the 128×64 tile (TensorCoreGemm.Choose; the 64×32 GEMM tile is in "tuner candidates: same bits"):
+        // 129×65 (partial tiles) and N = 64·SMs + 5. Convolutions: 128×64 for M > 64 once its tiles fill the SMs.
+        yield return new("matmul tf32 129x65x33", [[129, 65], [65, 33]], t => Tf32(() => t[0].Matmul(t[1])), 1e-4);
+        yield return new($"matmul tf32 64x32x{64 * sms + 5}", [[64, 32], [32, 64 * sms + 5]], t => Tf32(() => t[0].Matmul(t[1])), 1e-4);
+        yield return new("conv2d tf32 3x3 (128x64 tile)", [[2, 8, 8, 4 * sms + 1], [72, 8, 3, 3]], t => Tf32(() => Ops.Conv2d(t[0], t[1], null, 1, 1)), 1e-4);
         // The tensor-core convolutions forward and backward (double-buffered, register-prefetched stages: convtcpf), the whole
         // check under the precision, so all three conv GEMMs take the tensor-core kernels, on both sides with the same
         // rounded operands (sums differ in order only; 1e-4 of the largest value as above, K ≤ 9·cinW). Tiles by
-        // TensorCoreGemm.Choose (128×64 once ⌈M/128⌉·⌈N/64⌉ ≥ SMs):
+        // TensorCoreGemm.ChooseConv (64×32 for M ≤ 64, else 128×64 once ⌈M/128⌉·⌈N/64⌉ ≥ SMs):
         //   a) x [2, 8, 24, 24], w [16, 8, 3, 3]: every GEMM on 64×32; the weight gradient (M 16, N 72, K 1,152) split-K 4;
-        //   b) x [2, 8, 8, 4·SMs + 1]: forward and input gradient (N = 64·SMs + 16) on 128×64, the weight gradient 64×32 split;
+        //   b) x [2, 72, 8, 4·SMs + 1], w [72, 72, 3, 3]: forward and input gradient (M 72, N = 64·SMs + 16) on 128×64, the
+        //      weight gradient (M 72, N 648) 64×32 split;
         //   c) x [1, cinW, 4, 4], w [130, cinW, 3, 3], 9·cinW > 64·SMs: the weight gradient (M 130, N 9·cinW) on 128×64.
         int cinW = (64 * sms + 8) / 9 + 1;
         foreach (var p in new[] { Precision.Tf32, Precision.Bf16 })
@@ -175,7 +183,7 @@ public static partial class Checks
             string n = p == Precision.Tf32 ? "tf32" : "bf16";
             yield return new($"conv2d {n} fwd+bwd 3x3 (64x32 tile, split-K weight grad)", [[2, 8, 24, 24], [16, 8, 3, 3], [16]],
                 t => Ops.Conv2d(t[0], t[1], t[2], 1, 1), 1e-4, Under: p);
-            yield return new($"conv2d {n} fwd+bwd 3x3 (128x64 tile fwd + input grad)", [[2, 8, 8, 4 * sms + 1], [8, 8, 3, 3]],
+            yield return new($"conv2d {n} fwd+bwd 3x3 (128x64 tile fwd + input grad)", [[2, 72, 8, 4 * sms + 1], [72, 72, 3, 3]],
                 t => Ops.Conv2d(t[0], t[1], null, 1, 1), 1e-4, Under: p);
             yield return new($"conv2d {n} fwd+bwd 3x3 s2 Cin {cinW} (128x64 tile weight grad)", [[1, cinW, 5, 4], [130, cinW, 3, 3]],
                 t => Ops.Conv2d(t[0], t[1], null, new Conv2dParams(2, 2, 1, 1, 0, 1)), 1e-4, Under: p);

@@ -720,7 +720,7 @@ public static partial class ConvKernels
     private static long WantedSplits(Accelerator acc, int m, int n, int k, ConvVersion version, Precision precision, TensorCoreTile? tcTile = null)
     {
         if (version == ConvVersion.Auto) version = Choose(acc, m, n);
-        var tc = TensorCoreGemm.TileShape(tcTile ?? TensorCoreGemm.Choose(acc, m, n));
+        var tc = TensorCoreGemm.TileShape(tcTile ?? TensorCoreGemm.ChooseConv(acc, m, n));
         int tileM = precision != Precision.Fp32 ? tc.Rows : TileOf(version);
         int tileN = precision != Precision.Fp32 ? tc.Cols : TileOf(version);
         long tiles = (long)((m + tileM - 1) / tileM) * ((n + tileN - 1) / tileN);
@@ -781,7 +781,7 @@ public static partial class ConvKernels
         var st = stream ?? acc.DefaultStream;
         if (precision != Precision.Fp32)
         {
-            var tile = tcTile ?? TensorCoreGemm.Choose(acc, s.M, s.N);
+            var tile = tcTile ?? TensorCoreGemm.ChooseConv(acc, s.M, s.N);
             if (tunable && KernelTuner.IsOn) tile = PickTile(acc, st, a, b, o, bias, s, precision, tile, aRounded);
             LaunchTc(acc, stream, a, b, o, bias, s, precision, tile, aRounded);
             return;

@@ -70,25 +70,26 @@ public sealed partial class CudaBackend
         int rows = x.Numel / c;
         int p = 1;
         while (p < c) p <<= 1;
-        var s = new SortShape { Rows = rows, C = c, K = k, P = p, Descending = descending ? 1 : 0 };
+        var s = new SortShape { Rows = rows, C = c, K = k, P = p };
+        int desc = descending ? 1 : 0;   // its own parameter, folded into the keys at load
         int gs = Math.Max(1, Math.Min(Math.Min(256, Acc.MaxNumThreadsPerGroup), Math.Max(1, p / 2)));
         using var xc = Dense(x);
         if (p <= MiscKernels.SharedSortCap)
         {
             var kern = Runtime.Kernel(("misc.sort.shared", typeof(void), typeof(void), typeof(void)),
-                acc => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, SortShape>(MiscKernels.SortSharedKernel));
+                acc => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, SortShape, int>(MiscKernels.SortSharedKernel));
             CudaRuntime.CountLaunch();
-            kern(Stream, new KernelConfig(Math.Min(rows, 65535), gs), Dense<float>(xc), Dense<float>(values), Dense<long>(indices), s);
+            kern(Stream, new KernelConfig(Math.Min(rows, 65535), gs), Dense<float>(xc), Dense<float>(values), Dense<long>(indices), s, desc);
         }
         else
         {
             int groups = (int)Math.Clamp((1L << 26) / p, 1, Math.Min(rows, 1024));
-            using var keys = Tensor.Empty([groups * p], DType.Float32, Device);
+            using var keys = Tensor.Empty([groups * p], DType.Int32, Device);
             using var ids = Tensor.Empty([groups * p], DType.Int32, Device);
             var kern = Runtime.Kernel(("misc.sort.global", typeof(void), typeof(void), typeof(void)),
-                acc => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, ArrayView<float>, ArrayView<int>, SortShape>(MiscKernels.SortGlobalKernel));
+                acc => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<long>, ArrayView<uint>, ArrayView<int>, SortShape, int>(MiscKernels.SortGlobalKernel));
             CudaRuntime.CountLaunch();
-            kern(Stream, new KernelConfig(groups, gs), Dense<float>(xc), Dense<float>(values), Dense<long>(indices), Dense<float>(keys), Dense<int>(ids), s);
+            kern(Stream, new KernelConfig(groups, gs), Dense<float>(xc), Dense<float>(values), Dense<long>(indices), Dense<int>(keys).Cast<uint>(), Dense<int>(ids), s, desc);
         }
     }
 

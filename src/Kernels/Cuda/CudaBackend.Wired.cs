@@ -372,6 +372,7 @@ public sealed partial class CudaBackend
             RequireHeadsOutput(op, o, "o");
         }
         if (probs is not null) RequireDense(op, (probs, "probs"));
+        if (d > AttentionKernels.DMax) { AttentionForwardComposed(q, k, v, mask, scale, dropoutP, seed, offset, o, probs, b, h, l, s, d); return; }
         // output only with S > SCap: the kernel keeps the scores in a [B,H,L,S] scratch (not a saving there, still correct)
         using var scratch = probs is null && s > AttentionKernels.SCap ? Tensor.Empty([b, h, l, s], DType.Float32, Device) : null;
         // strided q/k/v/o (e.g. the heads of a [B,L,H·D] projection) are read and written in place through their layouts
@@ -404,6 +405,7 @@ public sealed partial class CudaBackend
         if (!go.Sizes.SequenceEqual(q.Sizes) || !gq.Sizes.SequenceEqual(q.Sizes) || !gk.Sizes.SequenceEqual(k.Sizes) || !gv.Sizes.SequenceEqual(v.Sizes))
             throw new ArgumentException($"cuda: {op}: go {go.ShapeString}, gq {gq.ShapeString}, gk {gk.ShapeString}, gv {gv.ShapeString} must match q {q.ShapeString}, k {k.ShapeString}, v {v.ShapeString}");
         RequireHeadsOutput(op, gq, "gq"); RequireHeadsOutput(op, gk, "gk"); RequireHeadsOutput(op, gv, "gv");
+        if (d > AttentionKernels.DMax) { AttentionBackwardComposed(q, k, v, probs, scale, dropoutP, seed, offset, go, gq, gk, gv, b, h, l, s, d); return; }
         using var qc = HeadsInput(q); using var kc = HeadsInput(k); using var vc = HeadsInput(v); using var pc = Dense(probs); using var goc = HeadsInput(go);
         using var work = Tensor.Empty([(int)Math.Max(AttentionKernels.BackwardWorkspace(b, h, l, s), 1)], DType.Float32, Device);
         var layouts = new AttentionLayouts
@@ -413,5 +415,103 @@ public sealed partial class CudaBackend
         };
         AttentionKernels.Backward(Acc, Stream, View<float>(qc), View<float>(kc), View<float>(vc), View<float>(pc), View<float>(goc),
             View<float>(gq), View<float>(gk), View<float>(gv), View<float>(work), layouts, b, h, l, s, d, scale, dropoutP, seed, offset);
+    }
+
+    // ------------------------------------------------------------------ attention with heads wider than the fused kernel
+
+    /// <summary>
+    /// A [B,H,R,D] operand as a [B·H, R, D] batch of row-major matrices for <see cref="MatMul"/>: a view when its heads can
+    /// be walked with one batch stride (H = 1, B = 1, or B's stride = H × H's stride; unit stride on D), else a contiguous copy.
+    /// </summary>
+    private static Tensor HeadsAsBatch(Tensor t)
+    {
+        int b = t.Sizes[0], h = t.Sizes[1], r = t.Sizes[2], d = t.Sizes[3];
+        int sb = t.Strides[0], sh = t.Strides[1], sr = r <= 1 ? d : t.Strides[2];
+        bool rowsOk = (d <= 1 || t.Strides[3] == 1) && sb >= 0 && sh >= 0 && sr >= d;
+        if (rowsOk && h == 1) return t.AsStrided([b, r, d], [b <= 1 ? r * d : sb, sr, 1], t.Offset);
+        if (rowsOk && b == 1) return t.AsStrided([h, r, d], [sh, sr, 1], t.Offset);
+        if (rowsOk && sb == h * sh) return t.AsStrided([b * h, r, d], [sh, sr, 1], t.Offset);
+        using var c = t.ContiguousRaw();
+        return c.AsStrided([b * h, r, d], [r * d, d, 1], c.Offset);
+    }
+
+    /// <summary>c ← alpha·op(a)·op(b) into the [B,H,R,N] destination: straight into it when it is contiguous, else through a
+    /// contiguous temporary copied into its layout.</summary>
+    private void MatMulIntoHeads(Tensor a3, Tensor b3, Tensor dst, bool transA, bool transB, double alpha)
+    {
+        int bh = dst.Sizes[0] * dst.Sizes[1], r = dst.Sizes[2], n = dst.Sizes[3];
+        if (dst.IsContiguous)
+        {
+            using var c3 = dst.AsStrided([bh, r, n], [r * n, n, 1], dst.Offset);
+            MatMul(a3, b3, c3, transA, transB, alpha);
+            return;
+        }
+        using var tmp = Tensor.Empty(dst.Shape, DType.Float32, Device);
+        using (var t3 = tmp.AsStrided([bh, r, n], [r * n, n, 1], 0)) MatMul(a3, b3, t3, transA, transB, alpha);
+        Copy(tmp, dst);
+    }
+
+    /// <summary>
+    /// Attention with D &gt; <see cref="AttentionKernels.DMax"/> (the VQ-VAE's single 512-wide head): scale·Q·Kᵀ by the GEMM,
+    /// the additive mask, the row softmax, the Philox dropout on the flat [B,H,L,S] index (<see cref="Dropout"/>'s rule, the
+    /// fused kernel's too) and P·V by the GEMM — this backend's own kernels, so they follow <see cref="MatMulPrecision"/>
+    /// like every other GEMM. Same contract as the fused path; the sums run in another order, so the bits differ from it.
+    /// </summary>
+    private void AttentionForwardComposed(Tensor q, Tensor k, Tensor v, Tensor? mask, double scale, double p, ulong seed, ulong offset,
+        Tensor? o, Tensor? probs, int b, int h, int l, int s, int d)
+    {
+        if (mask is not null) RequireHere(mask, "attention");
+        if ((long)b * h * l * s == 0)
+        {
+            if (o is not null && o.Numel > 0) Fill(o, 0);   // no keys: an empty weighted sum
+            return;
+        }
+        using var q3 = HeadsAsBatch(q); using var k3 = HeadsAsBatch(k);
+        using var scores = Tensor.Empty([b, h, l, s], DType.Float32, Device);
+        using (var sc3 = scores.AsStrided([b * h, l, s], [l * s, s, 1], 0)) MatMul(q3, k3, sc3, false, true, scale);
+        if (mask is not null) Binary(BinaryOp.Add, scores, mask, scores);
+        using var own = probs is null ? Tensor.Empty([b, h, l, s], DType.Float32, Device) : null;
+        var pt = probs ?? own!;
+        Softmax(scores, pt, false);
+        if (o is null) return;
+        using var keep = p > 0 ? Tensor.Empty([b, h, l, s], DType.UInt8, Device) : null;
+        if (keep is not null) Dropout(pt, scores, keep, p, seed, offset);   // scores now hold the dropped probabilities
+        var weights = keep is not null ? scores : pt;
+        using var w3 = weights.AsStrided([b * h, l, s], [l * s, s, 1], weights.Offset);
+        using var v3 = HeadsAsBatch(v);
+        MatMulIntoHeads(w3, v3, o, false, false, 1);
+    }
+
+    /// <summary>The backward of <see cref="AttentionForwardComposed"/> from the saved probabilities: gV = P̃ᵀ·gO, gP̃ = gO·Vᵀ,
+    /// gP = the dropout of gP̃ with the same mask and scale, gS = the softmax backward, gQ = scale·gS·K, gK = scale·gSᵀ·Q.</summary>
+    private void AttentionBackwardComposed(Tensor q, Tensor k, Tensor v, Tensor probs, double scale, double p, ulong seed, ulong offset,
+        Tensor go, Tensor gq, Tensor gk, Tensor gv, int b, int h, int l, int s, int d)
+    {
+        if ((long)b * h * l * s == 0)
+        {
+            foreach (var g in new[] { gq, gk, gv }) if (g.Numel > 0) Fill(g, 0);
+            return;
+        }
+        if (!probs.Sizes.SequenceEqual(new[] { b, h, l, s }))
+            throw new ArgumentException($"cuda: attention backward: probs {probs.ShapeString} must be [{b},{h},{l},{s}]");
+        using var pc = Dense(probs);
+        using var keep = p > 0 ? Tensor.Empty([b, h, l, s], DType.UInt8, Device) : null;
+        using var dropped = p > 0 ? Tensor.Empty([b, h, l, s], DType.Float32, Device) : null;
+        if (keep is not null) Dropout(pc, dropped!, keep, p, seed, offset);
+        var pw = dropped ?? pc;
+        using var go3 = HeadsAsBatch(go);
+        using var pw3 = pw.AsStrided([b * h, l, s], [l * s, s, 1], pw.Offset);
+        MatMulIntoHeads(pw3, go3, gv, true, false, 1);
+        using var v3 = HeadsAsBatch(v);
+        using var gpd = Tensor.Empty([b, h, l, s], DType.Float32, Device);
+        using (var g3 = gpd.AsStrided([b * h, l, s], [l * s, s, 1], 0)) MatMul(go3, v3, g3, false, true);
+        using var gp = keep is not null ? Tensor.Empty([b, h, l, s], DType.Float32, Device) : null;
+        if (gp is not null) Dropout(gpd, gp, keep!, p, seed, offset);
+        using var gs = Tensor.Empty([b, h, l, s], DType.Float32, Device);
+        SoftmaxBackward(pc, gp ?? gpd, gs, false);
+        using var gs3 = gs.AsStrided([b * h, l, s], [l * s, s, 1], 0);
+        using var k3 = HeadsAsBatch(k); using var q3 = HeadsAsBatch(q);
+        MatMulIntoHeads(gs3, k3, gq, false, false, scale);
+        MatMulIntoHeads(gs3, q3, gk, true, false, scale);
     }
 }

@@ -79,7 +79,7 @@ public static class UnaryOps
     public struct Tanh : IUnaryOp<float, float>, IUnaryOp<double, double>, IGradOp<float>, IGradOp<double>
     {
         public double P0, P1;
-        public readonly float Apply(float v) => MathF.Tanh(v);
+        public readonly float Apply(float v) => KMath.TanhF(v);
         public readonly double Apply(double v) => Math.Tanh(v);
         public readonly float Grad(float x, float y, float g) => g * (1f - y * y);
         public readonly double Grad(double x, double y, double g) => g * (1.0 - y * y);

@@ -26,6 +26,24 @@ public static class KMath
     public static float SignF(float v) => v > 0f ? 1f : (v < 0f ? -1f : (KMath.IsNaN(v) ? v : 0f));
     public static double Sign(double v) => v > 0.0 ? 1.0 : (v < 0.0 ? -1.0 : (KMath.IsNaN(v) ? v : 0.0));
 
+    /// <summary>
+    /// tanh in float to about 2 ulp without the device's own tanh (whose error near ±1 showed in the gradient 1 − y² on an
+    /// H200, gpu-check 2026-11-28): |x| &lt; 0.625 the odd polynomial x + x³·P(x²) with Cephes' tanhf coefficients, else
+    /// 1 − 2/(e^{2|x|} + 1) with x's sign (an exp error ε moves that by at most ε/2; NaN stays NaN, ±∞ gives ±1).
+    /// </summary>
+    public static float TanhF(float x)
+    {
+        float a = MathF.Abs(x);
+        if (a < 0.625f)
+        {
+            if (a == 0f) return x;   // keeps −0
+            float s = x * x;
+            return ((((-5.70498872745E-3f * s + 2.06390887954E-2f) * s - 5.37397155531E-2f) * s + 1.33314422036E-1f) * s - 3.33332819422E-1f) * s * x + x;
+        }
+        float r = 1f - 2f / (MathF.Exp(2f * a) + 1f);
+        return x < 0f ? -r : r;
+    }
+
     public static float SigmoidF(float x) => x >= 0f ? 1f / (1f + MathF.Exp(-x)) : MathF.Exp(x) / (1f + MathF.Exp(x));
     public static double Sigmoid(double x) => x >= 0.0 ? 1.0 / (1.0 + Math.Exp(-x)) : Math.Exp(x) / (1.0 + Math.Exp(x));
 

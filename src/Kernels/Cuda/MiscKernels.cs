@@ -13,11 +13,11 @@ public struct SgdScalars
 /// <summary>Row-sort launch shape: rows of c elements padded to p (a power of two), the first k written out.</summary>
 public struct SortShape
 {
-    public int Rows, C, K, P, Descending;
+    public int Rows, C, K, P;
 }
 
 /// <summary>
-/// Fused SGD step, per-row stable sort / top-k (bitonic over (value, index) keys: NaN largest, ties by lower index,
+/// Fused SGD step, per-row stable sort / top-k (bitonic over (order key, index) pairs: NaN largest, ties by lower index,
 /// the CPU backend's total order, so the result is identical), and the masked select/scatter count-scan-copy passes.
 /// </summary>
 internal static class MiscKernels
@@ -47,27 +47,36 @@ internal static class MiscKernels
 
     // ================================================================== sort
 
-    /// <summary>Whether (ka, ia) comes strictly before (kb, ib) in the output order; padding (index ≥ c) comes last.</summary>
-    private static bool Before(float ka, int ia, float kb, int ib, int c, int desc)
+    /// <summary>
+    /// The row order as an unsigned key: ascending keys (ties by index) are the CPU backend's total order. NaN (any payload)
+    /// is the largest value, −0 and +0 are equal (both map to +0's key); <paramref name="desc"/> ≠ 0 complements the key, so
+    /// the same ascending network sorts descending with NaN first and ties still by index. Padding gets 0xFFFFFFFF with an
+    /// index ≥ c, so it always sorts last.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static uint SortKey(float v, int desc)
     {
-        if (ia >= c) return false;
-        if (ib >= c) return true;
-        bool na = float.IsNaN(ka), nb = float.IsNaN(kb);
-        int cmp;
-        if (na || nb) cmp = na == nb ? 0 : (na ? 1 : -1);
-        else cmp = ka < kb ? -1 : (ka > kb ? 1 : 0);
-        if (desc != 0) cmp = -cmp;
-        return cmp != 0 ? cmp < 0 : ia < ib;
+        uint u = Interop.FloatAsInt(v);
+        uint b;
+        if ((u & 0x7FFFFFFFu) > 0x7F800000u) b = 0xFFFFFFFFu;          // NaN
+        else if ((u & 0x7FFFFFFFu) == 0) b = 0x80000000u;               // ±0
+        else b = (u & 0x80000000u) != 0 ? ~u : u | 0x80000000u;       // negative: all bits flipped; positive: sign set
+        return desc != 0 ? ~b : b;
     }
 
-    /// <summary>One group sorts one row in (keys, ids) of length s.P: load, bitonic network, write the first s.K.</summary>
-    private static void SortRow(ArrayView<float> x, ArrayView<float> values, ArrayView<long> indices, ArrayView<float> keys, ArrayView<int> ids, int row, SortShape s)
+    /// <summary>
+    /// One group sorts one row: (key, index) pairs of length s.P in (keys, ids), a bitonic network on unsigned keys with
+    /// ties by index (no float compares: the direction is folded into the key), then the first s.K values are read back
+    /// from x by index (their exact bits) with their indices.
+    /// </summary>
+    private static void SortRow(ArrayView<float> x, ArrayView<float> values, ArrayView<long> indices, ArrayView<uint> keys, ArrayView<int> ids,
+        int row, SortShape s, int desc)
     {
         int tid = Group.IdxX, gs = Group.DimX;
         long xBase = (long)row * s.C;
         for (int i = tid; i < s.P; i += gs)
         {
-            keys[i] = i < s.C ? x[xBase + i] : 0f;
+            keys[i] = i < s.C ? SortKey(x[xBase + i], desc) : 0xFFFFFFFFu;
             ids[i] = i;
         }
         Group.Barrier();
@@ -80,10 +89,12 @@ internal static class MiscKernels
                 {
                     int i = 2 * stride * (t / stride) + t % stride;
                     int j = i + stride;
-                    bool up = (i & size) == 0;
-                    float ki = keys[i], kj = keys[j];
+                    uint ki = keys[i], kj = keys[j];
                     int ii = ids[i], ij = ids[j];
-                    bool swap = up ? Before(kj, ij, ki, ii, s.C, s.Descending) : Before(ki, ii, kj, ij, s.C, s.Descending);
+                    // (j before i) in an ascending run, (i before j) in a descending one
+                    bool jFirst = kj < ki || (kj == ki && ij < ii);
+                    bool iFirst = ki < kj || (ki == kj && ii < ij);
+                    bool swap = (i & size) == 0 ? jFirst : iFirst;
                     if (swap)
                     {
                         keys[i] = kj; keys[j] = ki;
@@ -96,28 +107,30 @@ internal static class MiscKernels
         long oBase = (long)row * s.K;
         for (int i = tid; i < s.K; i += gs)
         {
-            values[oBase + i] = keys[i];
-            indices[oBase + i] = ids[i];
+            int id = ids[i];
+            values[oBase + i] = x[xBase + id];
+            indices[oBase + i] = id;
         }
         Group.Barrier();
     }
 
-    internal static void SortSharedKernel(ArrayView<float> x, ArrayView<float> values, ArrayView<long> indices, SortShape s)
+    internal static void SortSharedKernel(ArrayView<float> x, ArrayView<float> values, ArrayView<long> indices, SortShape s, int desc)
     {
-        var keys = SharedMemory.Allocate<float>(SharedSortCap);
+        var keys = SharedMemory.Allocate<uint>(SharedSortCap);
         var ids = SharedMemory.Allocate<int>(SharedSortCap);
         for (int row = Grid.IdxX; row < s.Rows; row += Grid.DimX)
-            SortRow(x, values, indices, keys, ids, row, s);
+            SortRow(x, values, indices, keys, ids, row, s, desc);
     }
 
-    internal static void SortGlobalKernel(ArrayView<float> x, ArrayView<float> values, ArrayView<long> indices, ArrayView<float> keys, ArrayView<int> ids, SortShape s)
+    internal static void SortGlobalKernel(ArrayView<float> x, ArrayView<float> values, ArrayView<long> indices, ArrayView<uint> keys, ArrayView<int> ids,
+        SortShape s, int desc)
     {
         // Scratch holds one padded row per group.
         long at = (long)Grid.IdxX * s.P;
         var k = keys.SubView(at, s.P);
         var d = ids.SubView(at, s.P);
         for (int row = Grid.IdxX; row < s.Rows; row += Grid.DimX)
-            SortRow(x, values, indices, k, d, row, s);
+            SortRow(x, values, indices, k, d, row, s, desc);
     }
 
     // ================================================================== masks

@@ -97,6 +97,28 @@ public class CudaMiscTests : CudaTestBase
         }
     }
 
+    /// <summary>
+    /// −0 and +0 are ties (by index, as on the CPU), NaNs of any payload are equal and largest, and the values come back with
+    /// their own bits (the kernel sorts integer order keys and reads the values back by index).
+    /// </summary>
+    [Test]
+    public void SortKeepsSignedZerosAsTiesAndValueBits([Values(false, true)] bool desc)
+    {
+        float negNaN = BitConverter.Int32BitsToSingle(unchecked((int)0xFFC00001u)), nan2 = BitConverter.Int32BitsToSingle(0x7FA00000);
+        var v = new[] { 0f, -0f, 1f, negNaN, -0f, float.Epsilon, -float.Epsilon, float.NaN, 0f, float.NegativeInfinity, nan2, -1f, float.MaxValue, -float.MaxValue };
+        using var x = Tensor.FromArray(v, [1, v.Length]);
+        using var vc = Tensor.Empty([1, v.Length]); using var ic = Tensor.Empty([1, v.Length], DType.Int64);
+        Cpu.Sort(x, desc, vc, ic);
+        using var xd = Up(x);
+        using var vd = Tensor.Empty([1, v.Length], DType.Float32, Gpu); using var id = Tensor.Empty([1, v.Length], DType.Int64, Gpu);
+        Dev.Sort(xd, desc, vd, id);
+        Assert.That(id.ToArray<long>(), Is.EqualTo(ic.ToArray<long>()), "indices");
+        Assert.That(vd.ToArray<float>().Select(BitConverter.SingleToInt32Bits), Is.EqualTo(vc.ToArray<float>().Select(BitConverter.SingleToInt32Bits)), "value bits");
+        // the zeros keep their index order: 0 (+0), 1 (−0), 4 (−0), 8 (+0)
+        var zeros = id.ToArray<long>().Where(i => v[i] == 0f).ToArray();
+        Assert.That(zeros, Is.EqualTo(new long[] { 0, 1, 4, 8 }));
+    }
+
     [Test]
     public void TopKOnNonContiguousRank3Input()
     {

@@ -3,7 +3,8 @@ using FashionViL.Kernels.Cuda;
 namespace FashionViL.Kernels.Tests.Cuda;
 
 /// <summary>
-/// Which tensor-core tile the CUDA backend runs (<see cref="TensorCoreGemm.Choose"/>): 128×64 once its tiles give every
+/// Which tensor-core tile the CUDA backend runs: always 128×64 for GEMMs (<see cref="TensorCoreGemm.Choose"/>); for
+/// convolutions (<see cref="TensorCoreGemm.ChooseConv"/>) 64×32 when M ≤ 64, else 128×64 once its tiles give every
 /// multiprocessor a group, else 64×32; the wired matmul and convolution follow it (checked through the kernels the
 /// emulated device has loaded) and match the CPU backend under the same precision.
 /// </summary>
@@ -11,13 +12,17 @@ namespace FashionViL.Kernels.Tests.Cuda;
 public class CudaTensorCoreTileTests : CudaTestBase
 {
     [Test]
-    public void TheRuleFillsTheDeviceFirst()
+    public void GemmsTakeTheLargeTileConvolutionsFillTheDeviceFirst()
     {
         var acc = Dev.Runtime.Accelerator;
         int sms = acc.NumMultiprocessors;
-        Assert.That(TensorCoreGemm.Choose(acc, 128 * sms, 64), Is.EqualTo(TensorCoreTile.Tile128x64), "exactly one 128×64 tile per multiprocessor");
-        Assert.That(TensorCoreGemm.Choose(acc, 128 * sms - 128, 64), Is.EqualTo(TensorCoreTile.Tile64x32), "one short");
-        Assert.That(TensorCoreGemm.Choose(acc, 1, 1), Is.EqualTo(TensorCoreTile.Tile64x32));
+        foreach (var (m, n) in new[] { (1, 1), (64, 64), (768, 768), (128 * sms - 128, 64), (4800, 30528) })
+            Assert.That(TensorCoreGemm.Choose(acc, m, n), Is.EqualTo(TensorCoreTile.Tile128x64), $"GEMM {m} x {n}");
+        Assert.That(TensorCoreGemm.ChooseConv(acc, 128 * sms, 64), Is.EqualTo(TensorCoreTile.Tile128x64), "exactly one 128×64 tile per multiprocessor");
+        Assert.That(TensorCoreGemm.ChooseConv(acc, 128 * sms - 128, 64), Is.EqualTo(TensorCoreTile.Tile64x32), "one short");
+        Assert.That(TensorCoreGemm.ChooseConv(acc, 64, 64 * 64 * sms), Is.EqualTo(TensorCoreTile.Tile64x32), "64 rows: half a 128-row tile would idle");
+        Assert.That(TensorCoreGemm.ChooseConv(acc, 65, 64 * 64 * sms), Is.EqualTo(TensorCoreTile.Tile128x64), "65 rows, many tiles");
+        Assert.That(TensorCoreGemm.ChooseConv(acc, 1, 1), Is.EqualTo(TensorCoreTile.Tile64x32));
     }
 
     private static bool Loaded(System.Reflection.MethodInfo kernel)
@@ -49,12 +54,12 @@ public class CudaTensorCoreTileTests : CudaTestBase
     {
         using var scope = Tensor.Scope();
         int sms = Dev.Runtime.Accelerator.NumMultiprocessors;
-        // forward GEMM: M = cout = 8, N = batch·Ho·Wo = 2·16·(8·sms) ≥ 64·sms: 128×64 tiles ≥ SMs
-        int cout = 8, cin = 3, h = 16, w = 8 * sms;
+        // forward GEMM: M = cout = 72 (> 64), N = batch·Ho·Wo = 2·16·(8·sms) ≥ 64·sms: 128×64 tiles ≥ SMs
+        int cout = 72, cin = 3, h = 16, w = 8 * sms;
         var cp = Conv2dParams.Symmetric(1, 1);
         var x = Rand([2, cin, h, w], 83, lo: -1, hi: 1);
         var wt = Rand([cout, cin, 3, 3], 84, lo: -1, hi: 1);
-        Assert.That(TensorCoreGemm.Choose(Dev.Runtime.Accelerator, cout, 2 * h * w), Is.EqualTo(TensorCoreTile.Tile128x64));
+        Assert.That(TensorCoreGemm.ChooseConv(Dev.Runtime.Accelerator, cout, 2 * h * w), Is.EqualTo(TensorCoreTile.Tile128x64));
         var want = Tensor.Empty([2, cout, h, w]);
         var got = Tensor.Empty([2, cout, h, w], DType.Float32, Gpu);
         using (MatMulPrecision.Use(Precision.Tf32))

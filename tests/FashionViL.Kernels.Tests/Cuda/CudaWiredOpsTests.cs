@@ -78,6 +78,32 @@ public class CudaWiredOpsTests : CudaTestBase
             [P([2, 3, 5, 64], 20), P([2, 3, 7, 64], 21), P([2, 3, 7, 64], 22)], 1e-4, 1e-5, $"attention p={p}");
     }
 
+    /// <summary>
+    /// Heads wider than the fused kernel's <see cref="FashionViL.Kernels.Cuda.AttentionKernels.DMax"/> (the VQ-VAE's single
+    /// 512-wide head on a GPU) take the composed path (GEMM, mask add, softmax, Philox dropout, GEMM) and must agree with the
+    /// CPU's fused attention: contiguous heads, and the strided heads of a [B, L, H·D] projection (H = 2: copied; H = 1: read
+    /// in place), with a padding mask and dropout.
+    /// </summary>
+    [TestCase(0.0)]
+    [TestCase(0.2)]
+    public void AttentionWithHeadsWiderThanTheFusedKernel(double p)
+    {
+        int d = FashionViL.Kernels.Cuda.AttentionKernels.DMax + 8;
+        var m = new float[2 * 7];
+        for (int j = 4; j < 7; j++) m[7 + j] = -10000f;
+        using var mask = Tensor.FromArray(m, 2, 1, 1, 7);
+        using var md = Up(mask);
+        Tensor M(Tensor t) => t.Device.IsCpu ? mask : md;
+        SameOnBoth(t => Ops.Attention(t[0], t[1], t[2], M(t[0]), 0.09, p, true, new Generator(3)),
+            [P([2, 3, 5, d], 30), P([2, 3, 7, d], 31), P([2, 3, 7, d], 32)], 1e-4, 1e-5, $"attention D={d} p={p}");
+        foreach (int h in new[] { 2, 1 })
+        {
+            Tensor Heads(Tensor x, int rows) => x.Reshape(2, rows, h, d).Permute(0, 2, 1, 3);
+            SameOnBoth(t => Ops.Attention(Heads(t[0], 5), Heads(t[1], 7), Heads(t[2], 7), M(t[0]), 0.09, p, true, new Generator(4)),
+                [P([2, 5, h * d], 33), P([2, 7, h * d], 34), P([2, 7, h * d], 35)], 1e-4, 1e-5, $"attention strided heads H={h} D={d} p={p}");
+        }
+    }
+
     [Test]
     public void GpuCheckPassesEveryOpTheDeviceHasOnTheEmulator()
     {
