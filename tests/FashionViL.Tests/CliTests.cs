@@ -29,21 +29,23 @@ public class CliTests
     /// <summary>The real executable (beside the tests) with an invalid FVL_TUNE: it stops before any command runs, naming the
     /// variable, instead of failing inside the first GPU matmul of a run.</summary>
     [Test]
-    public void AnInvalidFvlTuneStopsTheCommandLineAtOnce()
+    [TestCase("FVL_TUNE", "maybe", "fashionvil: FVL_TUNE: 'maybe' is not a tuning mode")]
+    [TestCase("FVL_ATTENTION", "flash", "fashionvil: FVL_ATTENTION = 'flash' is not an attention path")]
+    public void AnInvalidSwitchStopsTheCommandLineAtOnce(string variable, string value, string message)
     {
         var exe = Path.Combine(AppContext.BaseDirectory, "FashionViL.Cli.dll");
         Assert.That(File.Exists(exe), Is.True, exe);
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
         psi.ArgumentList.Add(exe);
         psi.ArgumentList.Add("info");
-        psi.Environment["FVL_TUNE"] = "maybe";
+        psi.Environment[variable] = value;
         using var p = Process.Start(psi)!;
         var err0 = p.StandardError.ReadToEndAsync();
         var out0 = p.StandardOutput.ReadToEndAsync();
         Assert.That(p.WaitForExit(60_000), Is.True, "the command line exits");
         string err = err0.Result, output = out0.Result;
         Assert.That(p.ExitCode, Is.EqualTo(2), err + output);
-        Assert.That(err, Does.Contain("fashionvil: FVL_TUNE: 'maybe' is not a tuning mode"));
+        Assert.That(err, Does.Contain(message));
         Assert.That(output, Is.Empty, "no command ran");
     }
 

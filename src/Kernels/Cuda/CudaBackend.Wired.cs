@@ -171,6 +171,27 @@ public sealed partial class CudaBackend
     public static bool PreRoundOperands { get; set; } = Environment.GetEnvironmentVariable("FVL_PREROUND") != "0";
 
     /// <summary>
+    /// Whether attention runs composed (batched GEMMs, row softmax, Philox dropout; the path heads wider than
+    /// <see cref="AttentionKernels.DMax"/> always take) instead of the fused kernel for every head width: <c>FVL_ATTENTION</c>
+    /// = <c>fused</c> (default) or <c>composed</c>, for A/B timing on a device. The two agree within rounding (other sum
+    /// orders), not bit for bit. Read once, at the first use (an invalid value throws there, naming it; the CLI checks it
+    /// at start). Settable for tests.
+    /// </summary>
+    public static bool ComposedAttention
+    {
+        get => _composedAttention ??= ParseAttentionPath(Environment.GetEnvironmentVariable("FVL_ATTENTION"));
+        set => _composedAttention = value;
+    }
+    private static bool? _composedAttention;
+
+    internal static bool ParseAttentionPath(string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "fused" => false,
+        "composed" => true,
+        _ => throw new ArgumentException($"FVL_ATTENTION = '{value}' is not an attention path: fused (default) or composed"),
+    };
+
+    /// <summary>
     /// Under Tf32/Bf16, for the 128×64 tensor-core tile: the first <paramref name="span"/> elements of an operand rounded once
     /// (<see cref="ConvKernels.RoundOperands"/>, one launch into a block from the caching allocator) so the kernel's groups
     /// store their prefetched operands without rounding each again in every stage (one rounding per element instead of one
@@ -372,7 +393,7 @@ public sealed partial class CudaBackend
             RequireHeadsOutput(op, o, "o");
         }
         if (probs is not null) RequireDense(op, (probs, "probs"));
-        if (d > AttentionKernels.DMax) { AttentionForwardComposed(q, k, v, mask, scale, dropoutP, seed, offset, o, probs, b, h, l, s, d); return; }
+        if (d > AttentionKernels.DMax || ComposedAttention) { AttentionForwardComposed(q, k, v, mask, scale, dropoutP, seed, offset, o, probs, b, h, l, s, d); return; }
         // output only with S > SCap: the kernel keeps the scores in a [B,H,L,S] scratch (not a saving there, still correct)
         using var scratch = probs is null && s > AttentionKernels.SCap ? Tensor.Empty([b, h, l, s], DType.Float32, Device) : null;
         // strided q/k/v/o (e.g. the heads of a [B,L,H·D] projection) are read and written in place through their layouts
@@ -405,7 +426,7 @@ public sealed partial class CudaBackend
         if (!go.Sizes.SequenceEqual(q.Sizes) || !gq.Sizes.SequenceEqual(q.Sizes) || !gk.Sizes.SequenceEqual(k.Sizes) || !gv.Sizes.SequenceEqual(v.Sizes))
             throw new ArgumentException($"cuda: {op}: go {go.ShapeString}, gq {gq.ShapeString}, gk {gk.ShapeString}, gv {gv.ShapeString} must match q {q.ShapeString}, k {k.ShapeString}, v {v.ShapeString}");
         RequireHeadsOutput(op, gq, "gq"); RequireHeadsOutput(op, gk, "gk"); RequireHeadsOutput(op, gv, "gv");
-        if (d > AttentionKernels.DMax) { AttentionBackwardComposed(q, k, v, probs, scale, dropoutP, seed, offset, go, gq, gk, gv, b, h, l, s, d); return; }
+        if (d > AttentionKernels.DMax || ComposedAttention) { AttentionBackwardComposed(q, k, v, probs, scale, dropoutP, seed, offset, go, gq, gk, gv, b, h, l, s, d); return; }
         using var qc = HeadsInput(q); using var kc = HeadsInput(k); using var vc = HeadsInput(v); using var pc = Dense(probs); using var goc = HeadsInput(go);
         using var work = Tensor.Empty([(int)Math.Max(AttentionKernels.BackwardWorkspace(b, h, l, s), 1)], DType.Float32, Device);
         var layouts = new AttentionLayouts

@@ -104,6 +104,27 @@ public class CudaWiredOpsTests : CudaTestBase
         }
     }
 
+    /// <summary>FVL_ATTENTION=composed (<see cref="FashionViL.Kernels.Cuda.CudaBackend.ComposedAttention"/>) sends BERT's
+    /// 64-wide heads down the composed path too: it must agree with the CPU, and must not be the fused kernel's bits.</summary>
+    [Test, NonParallelizable]
+    public void ComposedAttentionSwitchTakesTheComposedPathForNarrowHeads()
+    {
+        Tensor[] In() => [P([2, 3, 5, 64], 40), P([2, 3, 7, 64], 41), P([2, 3, 7, 64], 42)];
+        Func<Tensor[], Tensor> f = t => Ops.Attention(t[0], t[1], t[2], null, 0.125, 0.1, true, new Generator(5));
+        var fused = OutputAndGradientBits(f, In(), Precision.Fp32).Bits;
+        try
+        {
+            FashionViL.Kernels.Cuda.CudaBackend.ComposedAttention = true;
+            SameOnBoth(f, In(), 1e-4, 1e-5, "composed attention, D = 64");
+            var composed = OutputAndGradientBits(f, In(), Precision.Fp32).Bits;
+            Assert.That(composed.Zip(fused).Any(p => !p.First.SequenceEqual(p.Second)), Is.True, "the composed path ran (other sum orders)");
+        }
+        finally { FashionViL.Kernels.Cuda.CudaBackend.ComposedAttention = false; }
+        Assert.Throws<ArgumentException>(() => FashionViL.Kernels.Cuda.CudaBackend.ParseAttentionPath("flash"));
+        Assert.That(FashionViL.Kernels.Cuda.CudaBackend.ParseAttentionPath(" Composed "), Is.True);
+        Assert.That(FashionViL.Kernels.Cuda.CudaBackend.ParseAttentionPath(null), Is.False);
+    }
+
     [Test]
     public void GpuCheckPassesEveryOpTheDeviceHasOnTheEmulator()
     {
