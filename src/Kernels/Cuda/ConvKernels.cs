@@ -746,6 +746,21 @@ public static partial class ConvKernels
         return sp < 2 ? 0 : sp * mn;
     }
 
+    /// <summary>
+    /// The precision a convolution's weight gradient (M = cout, N = cin·kh·kw) runs at under the switch <paramref name="requested"/>:
+    /// under Tf32, Fp32 (the exact kernel, so never less precise) where the tensor-core rule (<see cref="TensorCoreGemm.ChooseConv"/>)
+    /// would take the 64×32 tile with M &gt; 64. On an H200 (2026-11-28, kernel tuner caches of both precisions, ResNet-50 at
+    /// batch 64) that tile in weight-gradient mode was slower than the fp32 128 tile with its larger split on 13 of those 17
+    /// shapes (layer2's 128 × 512 × 50,176: 0.68 against 0.28 ms), faster on 4 by at most 0.13 ms; where the 128×64 tile
+    /// or M ≤ 64 applies, the tensor cores were faster. Bf16 (not measured) and Fp32 are returned unchanged.
+    /// </summary>
+    public static Precision WeightGradientPrecision(Accelerator acc, int m, int n, Precision requested)
+    {
+        ArgumentNullException.ThrowIfNull(acc);
+        if (requested != Precision.Tf32 || m <= TensorCoreGemm.BM) return requested;
+        return TensorCoreGemm.ChooseConv(acc, m, n) == TensorCoreTile.Tile64x32 ? Precision.Fp32 : requested;
+    }
+
     private static int GroupSize(Accelerator acc) => Math.Min(GpuGroupSize, acc.MaxNumThreadsPerGroup);
 
     /// <summary>A 1-D grid-stride launch over <paramref name="work"/> items.</summary>

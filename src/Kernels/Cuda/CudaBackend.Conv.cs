@@ -68,8 +68,9 @@ public sealed partial class CudaBackend
         RequireHere(x, op); RequireHere(gy, op);
         RequireDense(op, (gw, "weight gradient"), (gb, "bias gradient"));
         using var xc = Dense(x); using var gyc = Dense(gy);
-        var precision = MatMulPrecision.Current;
         int batch = x.Sizes[0], cin = x.Sizes[1], h = x.Sizes[2], wd = x.Sizes[3], cout = gw.Sizes[0], kh = gw.Sizes[2], kw = gw.Sizes[3];
+        // Under Tf32 the shapes where the 64×32 tensor-core tile lost to the exact kernel run fp32 (WeightGradientPrecision).
+        var precision = ConvKernels.WeightGradientPrecision(Acc, cout, cin * kh * kw, MatMulPrecision.Current);
         // Split-K: the reduction runs over batch·Ho·Wo while the weight gradient is small, so without a workspace the early
         // ResNet layers would run on a handful of multiprocessors. The workspace comes from the caching allocator.
         long ws = ConvKernels.BackwardWeightWorkspace(Acc, batch, cin, h, wd, cout, kh, kw, p, precision: precision);

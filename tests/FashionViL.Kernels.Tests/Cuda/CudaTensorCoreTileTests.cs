@@ -71,4 +71,34 @@ public class CudaTensorCoreTileTests : CudaTestBase
         int terms = cin * 9;
         AssertSame(got, want, 0, 3 * (terms + 3) * Math.Pow(2, -24) * terms, "tf32 conv, 128×64 tile");
     }
+
+    /// <summary>
+    /// Under Tf32 a weight gradient whose tensor-core tile would be 64×32 with M &gt; 64 runs the exact fp32 kernel
+    /// (<see cref="ConvKernels.WeightGradientPrecision"/>, measured faster there on an H200): its bits are the fp32 ones,
+    /// while M = 64 keeps the tensor cores (operands rounded: other bits).
+    /// </summary>
+    [Test]
+    public void Tf32WeightGradientsTakeTheExactKernelWhereTheSmallTileWouldRun()
+    {
+        var acc = Dev.Runtime.Accelerator;
+        int sms = acc.NumMultiprocessors;
+        Assert.That(ConvKernels.WeightGradientPrecision(acc, 72, 63, Precision.Tf32), Is.EqualTo(Precision.Fp32), "one 128×64 tile: the 64×32 tile's shape");
+        Assert.That(ConvKernels.WeightGradientPrecision(acc, 64, 63, Precision.Tf32), Is.EqualTo(Precision.Tf32), "M ≤ 64 keeps the tensor cores");
+        Assert.That(ConvKernels.WeightGradientPrecision(acc, 72, 63, Precision.Bf16), Is.EqualTo(Precision.Bf16), "bf16 unchanged (not measured)");
+        Assert.That(ConvKernels.WeightGradientPrecision(acc, 72, 63, Precision.Fp32), Is.EqualTo(Precision.Fp32));
+        Assert.That(ConvKernels.WeightGradientPrecision(acc, 128 * sms, 64, Precision.Tf32), Is.EqualTo(Precision.Tf32), "128×64 tiles fill the SMs");
+
+        int[] Bits(int cout, Precision p)
+        {
+            using var scope = Tensor.Scope();
+            var cp = Conv2dParams.Symmetric(1, 1);
+            var x = Up(Rand([2, 7, 8, 8], 90, lo: -1, hi: 1));
+            var gy = Up(Rand([2, cout, 8, 8], 91, lo: -1, hi: 1));
+            var gw = Tensor.Empty([cout, 7, 3, 3], DType.Float32, Gpu);
+            using (MatMulPrecision.Use(p)) Dev.Conv2dBackwardWeight(x, gy, gw, null, cp);
+            return gw.ToArray<float>().Select(BitConverter.SingleToInt32Bits).ToArray();
+        }
+        Assert.That(Bits(72, Precision.Tf32), Is.EqualTo(Bits(72, Precision.Fp32)), "M 72, N 63 under Tf32: the fp32 kernel's bits");
+        Assert.That(Bits(64, Precision.Tf32), Is.Not.EqualTo(Bits(64, Precision.Fp32)), "M 64 under Tf32: the tensor cores (rounded operands)");
+    }
 }
