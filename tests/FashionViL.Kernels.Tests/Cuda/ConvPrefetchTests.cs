@@ -251,6 +251,8 @@ public class ConvPrefetchTests() : EmulatorKernelTestBase(assertions: true)
         // Auto on this 2-multiprocessor device: M 130 has two 128 tiles (v3), M 2 one 64 tile (v4)
         Assert.That(ConvKernels.Choose(Acc, 130, 9), Is.EqualTo(ConvVersion.Tile128Prefetch));
         Assert.That(ConvKernels.Choose(Acc, 2, 9), Is.EqualTo(ConvVersion.Tile64Prefetch));
+        Assert.That(ConvKernels.Choose(Acc, 96, 1), Is.EqualTo(ConvVersion.Tile128Prefetch), "M ≥ 96 takes v3 even with one 128 tile");
+        Assert.That(ConvKernels.Choose(Acc, 95, 1 << 20), Is.EqualTo(ConvVersion.Tile64Prefetch), "M < 96 takes v4 however many tiles");
         var c = new Case(1, 2, 3, 3, 130, 1, 1, Conv2dParams.Symmetric(1, 0));
         var d = Make(c, 70);
         var auto = Run(Acc, c, d, ConvVersion.Auto);

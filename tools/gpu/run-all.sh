@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 7 device call in one go (after bash tools/gpu/pack.sh here; run tool, carry [".gpu"], timeout_s ≥ DEADLINE + 60):
+#   DEADLINE=480 bash tools/gpu/run-all.sh
+# 1. gpu-check (~20 s on an H200); 2. run-step.sh: itc, mlm, mpfc in fp32 and tf32 and PyTorch's step (~125 s);
+# 3. the same steps with the kernel tuner in fp32 (TUNE_MODES; its cache holds every candidate's median per GEMM/conv shape);
+# 4. bench ptx with the device's ptxas if time is left. Each stage copies its results into $OUT as soon as it ends
+# (at most 8 files come back), so a call cut short still returns what finished.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+DEADLINE=${DEADLINE:-480}
+O=${OUT:-/tmp/fv-out}; W=$(mktemp -d); mkdir -p "$O"
+export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
+[ -f .gpu/cli.tar.xz ] || { echo "no .gpu/cli.tar.xz: run bash tools/gpu/pack.sh first"; exit 1; }
+mkdir -p "$W/app" && tar -C "$W/app" -xJf .gpu/cli.tar.xz
+cli=$W/app/cli/FashionViL.Cli; check=$W/app/cli/FashionViL.GpuCheck
+stamp(){ echo "[$SECONDS s] $*" | tee -a "$O/timeline.txt"; }
+stamp start
+timeout "${CHECK_TIMEOUT:-90}" "$check" > "$O/check.txt" 2>&1; stamp "gpu-check rc=$?"
+OUT=$W/step BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" STEPS=${STEPS:-8} WARMUP=${WARMUP:-2} RUN_TIMEOUT=${RUN_TIMEOUT:-70} \
+  TORCH_TIMEOUT=${TORCH_TIMEOUT:-130} bash tools/gpu/run-step.sh > "$W/step.txt" 2>&1; stamp "run-step rc=$?"
+cp "$W/step.txt" "$O/"; tar -C "$W" -czf "$O/step.tar.gz" step
+if [ $((DEADLINE - SECONDS)) -gt 80 ]; then
+  OUT=$W/tune BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" TUNE=on TORCH=0 STEPS=4 WARMUP=2 RUN_TIMEOUT=${RUN_TIMEOUT:-70} \
+    TASKS="${TUNE_TASKS:-itc mlm mpfc}" MODES="${TUNE_MODES:-fp32}" bash tools/gpu/run-step.sh > "$W/tune.txt" 2>&1; stamp "tune rc=$?"
+  cp "$W/tune.txt" "$O/"; tar -C "$W" -czf "$O/tune.tar.gz" tune
+fi
+if [ $((DEADLINE - SECONDS)) -gt 40 ]; then
+  ptxas=$(command -v ptxas || ls /usr/local/cuda*/bin/ptxas 2>/dev/null | head -1)
+  timeout $((DEADLINE - SECONDS - 5)) "$cli" bench ptx ${ptxas:+--ptxas "$ptxas"} --json "$W/ptx.json" > "$W/ptx.txt" 2>&1
+  echo "ptx rc=$?" >> "$W/ptx.txt"; stamp "ptx done"
+  tar -C "$W" -czf "$O/ptx.tar.gz" ptx.txt $( [ -f "$W/ptx.json" ] && echo ptx.json )
+fi
+echo "===== tuned (fp32)"; tail -n 12 "$W/tune.txt" 2>/dev/null
+echo "===== gpu-check"; grep -v " PASS " "$O/check.txt" | tail -8
+echo "===== steps vs PyTorch"; tail -n 22 "$W/step.txt"
