@@ -174,8 +174,9 @@ public static partial class Checks
         // rounded operands (sums differ in order only; 1e-4 of the largest value as above, K ≤ 9·cinW). Tiles by
         // TensorCoreGemm.ChooseConv (64×32 for M ≤ 64, else 128×64 once ⌈M/128⌉·⌈N/64⌉ ≥ SMs):
         //   a) x [2, 8, 24, 24], w [16, 8, 3, 3]: every GEMM on 64×32; the weight gradient (M 16, N 72, K 1,152) split-K 4;
-        //   b) x [2, 72, 8, 4·SMs + 1], w [72, 72, 3, 3]: forward and input gradient (M 72, N = 64·SMs + 16) on 128×64, the
-        //      weight gradient (M 72, N 648) 64×32 split;
+        //   b) x [2, cinW, 8, 4·SMs + 1], w [72, cinW, 3, 3]: forward (M 72), input gradient (M cinW) and weight gradient
+        //      (M 72, N 9·cinW > 64·SMs) all on 128×64 — a weight gradient whose tile would be 64×32 with M > 64 runs the
+        //      exact fp32 kernel under Tf32 (ConvKernels.WeightGradientPrecision) and would not match the CPU's TF32 rounding;
         //   c) x [1, cinW, 4, 4], w [130, cinW, 3, 3], 9·cinW > 64·SMs: the weight gradient (M 130, N 9·cinW) on 128×64.
         int cinW = (64 * sms + 8) / 9 + 1;
         foreach (var p in new[] { Precision.Tf32, Precision.Bf16 })
@@ -183,7 +184,7 @@ public static partial class Checks
             string n = p == Precision.Tf32 ? "tf32" : "bf16";
             yield return new($"conv2d {n} fwd+bwd 3x3 (64x32 tile, split-K weight grad)", [[2, 8, 24, 24], [16, 8, 3, 3], [16]],
                 t => Ops.Conv2d(t[0], t[1], t[2], 1, 1), 1e-4, Under: p);
-            yield return new($"conv2d {n} fwd+bwd 3x3 (128x64 tile fwd + input grad)", [[2, 72, 8, 4 * sms + 1], [72, 72, 3, 3]],
+            yield return new($"conv2d {n} fwd+bwd 3x3 (128x64 tile fwd + input grad)", [[2, cinW, 8, 4 * sms + 1], [72, cinW, 3, 3]],
                 t => Ops.Conv2d(t[0], t[1], null, 1, 1), 1e-4, Under: p);
             yield return new($"conv2d {n} fwd+bwd 3x3 s2 Cin {cinW} (128x64 tile weight grad)", [[1, cinW, 5, 4], [130, cinW, 3, 3]],
                 t => Ops.Conv2d(t[0], t[1], null, new Conv2dParams(2, 2, 1, 1, 0, 1)), 1e-4, Under: p);

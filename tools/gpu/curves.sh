@@ -34,7 +34,9 @@ for r in runs:
     loss[r] = {}
     for line in open(os.path.join(out, r + ".jsonl")):
         d = json.loads(line)
-        if d.get("kind") == "train": loss[r][d["step"]] = d["loss"]
+        if d.get("kind") == "train": loss[r][d["step"]] = float(d["loss"])   # a non-finite loss is written as a string
+    bad = [s for s, v in loss[r].items() if v != v or v in (float("inf"), float("-inf"))]
+    if bad: print(f"{r}: non-finite loss at update {bad[0]} ({len(bad)} updates): the run diverged")
 a, b = runs[0], runs[1]
 n = min(len(loss[r]) for r in runs)
 print(f"configs/tiny.yaml, {n} updates, generated data, device run; runs: {', '.join(runs)}")

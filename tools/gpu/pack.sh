@@ -6,8 +6,9 @@
 # Then, on the device (run tool, carry [".gpu"]): bash tools/gpu/run-all.sh   (or tools/gpu/run-step.sh alone)
 set -euo pipefail
 root=$(git rev-parse --show-toplevel); cd "$root"
-pack=../shared/tools/gpu-pack.sh
-[ -x "$pack" ] || pack=$root/../shared/tools/gpu-pack.sh
+pack=../shared/tools/gpu-pack.sh                      # beside the checkout (developers' machines)
+[ -x "$pack" ] || pack=shared/tools/gpu-pack.sh       # or a shared/ folder inside it
+[ -x "$pack" ] || { echo "pack: no gpu-pack.sh in ../shared/tools or shared/tools"; exit 1; }
 "$pack" tools/FashionViL.Cli/FashionViL.Cli.csproj --name cli
 "$pack" tools/FashionViL.GpuCheck/FashionViL.GpuCheck.csproj --name gpu-check
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -173,8 +173,9 @@ public sealed partial class CudaBackend
     /// <summary>
     /// Whether attention runs composed (batched GEMMs, row softmax, Philox dropout; the path heads wider than
     /// <see cref="AttentionKernels.DMax"/> always take) instead of the fused kernel for every head width: <c>FVL_ATTENTION</c>
-    /// = <c>fused</c> (default) or <c>composed</c>, for A/B timing on a device. The two agree within rounding (other sum
-    /// orders), not bit for bit. Read once, at the first use (an invalid value throws there, naming it; the CLI checks it
+    /// = <c>fused</c> (default) or <c>composed</c>, for A/B timing on a device. In fp32 the two agree within rounding (other
+    /// sum orders), not bit for bit; the composed GEMMs follow <see cref="MatMulPrecision"/>, so under Tf32/Bf16 they also
+    /// round Q, K, P, V and the gradients' operands, which the fused kernel (always fp32) does not. Read once, at the first use (an invalid value throws there, naming it; the CLI checks it
     /// at start). Settable for tests.
     /// </summary>
     public static bool ComposedAttention
@@ -393,6 +394,9 @@ public sealed partial class CudaBackend
             RequireHeadsOutput(op, o, "o");
         }
         if (probs is not null) RequireDense(op, (probs, "probs"));
+        if (probs is not null && !probs.Sizes.SequenceEqual(new[] { b, h, l, s }))
+            throw new ArgumentException($"cuda: {op}: probs {probs.ShapeString} must be [{b},{h},{l},{s}] for q {q.ShapeString}, k {k.ShapeString}");
+        RequireProbability(op, dropoutP);
         if (d > AttentionKernels.DMax || ComposedAttention) { AttentionForwardComposed(q, k, v, mask, scale, dropoutP, seed, offset, o, probs, b, h, l, s, d); return; }
         // output only with S > SCap: the kernel keeps the scores in a [B,H,L,S] scratch (not a saving there, still correct)
         using var scratch = probs is null && s > AttentionKernels.SCap ? Tensor.Empty([b, h, l, s], DType.Float32, Device) : null;
@@ -426,6 +430,7 @@ public sealed partial class CudaBackend
         if (!go.Sizes.SequenceEqual(q.Sizes) || !gq.Sizes.SequenceEqual(q.Sizes) || !gk.Sizes.SequenceEqual(k.Sizes) || !gv.Sizes.SequenceEqual(v.Sizes))
             throw new ArgumentException($"cuda: {op}: go {go.ShapeString}, gq {gq.ShapeString}, gk {gk.ShapeString}, gv {gv.ShapeString} must match q {q.ShapeString}, k {k.ShapeString}, v {v.ShapeString}");
         RequireHeadsOutput(op, gq, "gq"); RequireHeadsOutput(op, gk, "gk"); RequireHeadsOutput(op, gv, "gv");
+        RequireProbability(op, dropoutP);
         if (d > AttentionKernels.DMax || ComposedAttention) { AttentionBackwardComposed(q, k, v, probs, scale, dropoutP, seed, offset, go, gq, gk, gv, b, h, l, s, d); return; }
         using var qc = HeadsInput(q); using var kc = HeadsInput(k); using var vc = HeadsInput(v); using var pc = Dense(probs); using var goc = HeadsInput(go);
         using var work = Tensor.Empty([(int)Math.Max(AttentionKernels.BackwardWorkspace(b, h, l, s), 1)], DType.Float32, Device);
@@ -439,6 +444,11 @@ public sealed partial class CudaBackend
     }
 
     // ------------------------------------------------------------------ attention with heads wider than the fused kernel
+
+    private static void RequireProbability(string op, double p)
+    {
+        if (!(p >= 0 && p <= 1)) throw new ArgumentException($"cuda: {op}: dropout probability {p} must be in [0, 1]");
+    }
 
     /// <summary>
     /// A [B,H,R,D] operand as a [B·H, R, D] batch of row-major matrices for <see cref="MatMul"/>: a view when its heads can

@@ -104,6 +104,27 @@ public class CudaWiredOpsTests : CudaTestBase
         }
     }
 
+    /// <summary>The composed path checks what the fused kernel checks: a probs buffer of the wrong shape and a dropout
+    /// probability outside [0, 1] are errors naming them, not an overrun or a silent no-dropout.</summary>
+    [Test]
+    public void WideHeadAttentionRejectsAWrongProbsShapeAndABadProbability()
+    {
+        int d = FashionViL.Kernels.Cuda.AttentionKernels.DMax + 8;
+        using var scope = Tensor.Scope();
+        var q = Up(Rand([1, 2, 5, d], 50)); var k = Up(Rand([1, 2, 7, d], 51)); var v = Up(Rand([1, 2, 7, d], 52));
+        var o = Tensor.Empty([1, 2, 5, d], DType.Float32, Gpu);
+        var small = Tensor.Empty([1, 2, 5, 6], DType.Float32, Gpu);
+        var e = Assert.Throws<ArgumentException>(() => Dev.AttentionForward(q, k, v, null, 0.1, 0, 1, 0, o, small))!;
+        Assert.That(e.Message, Does.Contain("probs [1, 2, 5, 6]").And.Contain("[1,2,5,7]"));
+        e = Assert.Throws<ArgumentException>(() => Dev.AttentionForward(q, k, v, null, 0.1, double.NaN, 1, 0, o, null))!;
+        Assert.That(e.Message, Does.Contain("dropout probability NaN"));
+        var probs = Tensor.Empty([1, 2, 5, 7], DType.Float32, Gpu);
+        Dev.AttentionForward(q, k, v, null, 0.1, 0, 1, 0, o, probs);
+        var g = new[] { Tensor.Empty([1, 2, 5, d], DType.Float32, Gpu), Tensor.Empty([1, 2, 7, d], DType.Float32, Gpu), Tensor.Empty([1, 2, 7, d], DType.Float32, Gpu) };
+        e = Assert.Throws<ArgumentException>(() => Dev.AttentionBackward(q, k, v, probs, 0.1, 1.5, 1, 0, o, g[0], g[1], g[2]))!;
+        Assert.That(e.Message, Does.Contain("dropout probability 1.5"));
+    }
+
     /// <summary>FVL_ATTENTION=composed (<see cref="FashionViL.Kernels.Cuda.CudaBackend.ComposedAttention"/>) sends BERT's
     /// 64-wide heads down the composed path too: it must agree with the CPU, and must not be the fused kernel's bits.</summary>
     [Test, NonParallelizable]
