@@ -5,8 +5,8 @@ using FashionViL.Cli;
 var root = new RootCommand("FashionViL.Native: pre-train, evaluate and use FashionViL on a .NET tensor engine (CPU or CUDA).");
 foreach (var command in CommandCatalog.All())
     root.Subcommands.Add(command);
-// A bad FVL_TUNE or FVL_ATTENTION is said at once, not from inside the first GPU matmul or attention of a run.
-try { _ = FashionViL.Kernels.Cuda.KernelTuner.Mode; _ = FashionViL.Kernels.Cuda.CudaBackend.ComposedAttention; }
+// A bad FVL_TUNE, FVL_ATTENTION or FVL_TC_TILE is said at once, not from inside the first GPU matmul or attention of a run.
+try { _ = FashionViL.Kernels.Cuda.KernelTuner.Mode; _ = FashionViL.Kernels.Cuda.CudaBackend.ComposedAttention; _ = FashionViL.Kernels.Cuda.CudaBackend.GemmTileOverride; }
 catch (ArgumentException e)
 {
     Console.Error.WriteLine($"fashionvil: {e.Message}");

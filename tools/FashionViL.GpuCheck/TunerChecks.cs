@@ -56,7 +56,9 @@ public static partial class Checks
         }
 
         // SGEMM: ragged and aligned (the 128-bit paths of v4/v5), bias + GELU, beta ≠ 0, transposes
-        foreach (var (m, n, k, ta, tb, beta, epi) in new[] { (130, 70, 41, false, false, 0f, true), (128, 128, 64, false, true, 0.5f, false), (96, 200, 48, true, false, 0f, true) })
+        // (the last two: several 128×128 tiles whose stages lie inside both operands, the 128×128 tile's 128-bit stage loop)
+        foreach (var (m, n, k, ta, tb, beta, epi) in new[] { (130, 70, 41, false, false, 0f, true), (128, 128, 64, false, true, 0.5f, false), (96, 200, 48, true, false, 0f, true),
+                     (256, 256, 64, false, false, 0f, false), (128, 256, 48, true, true, 0.5f, true) })
         {
             var a = Noise(rng, (long)m * k); var b = Noise(rng, (long)k * n); var c0 = Noise(rng, (long)m * n); var bias = Noise(rng, n);
             using var ab = acc.Allocate1D(a); using var bb = acc.Allocate1D(b); using var cb = acc.Allocate1D<float>((long)m * n); using var biasB = acc.Allocate1D(bias);
@@ -73,7 +75,7 @@ public static partial class Checks
             string shape = $"gemm {m}x{n}x{k} {(ta ? 't' : 'n')}{(tb ? 't' : 'n')}{(beta != 0 ? " beta" : "")}{(epi ? " bias+gelu" : "")}";
             Group($"{shape} fp32", GemmKernels.Versions.Select(v => ($"v{(int)v}", (Func<float[]>)(() => Gemm(v, Precision.Fp32, null)))).ToList());
             foreach (var p in new[] { Precision.Tf32, Precision.Bf16 })
-                Group($"{shape} {p}", TensorCoreGemm.Tiles.Select(t => (t.ToString(), (Func<float[]>)(() => Gemm(default, p, t)))).ToList());
+                Group($"{shape} {p}", TensorCoreGemm.TilesFor(p).Select(t => (t.ToString(), (Func<float[]>)(() => Gemm(default, p, t)))).ToList());
         }
 
         // Convolutions: forward, input gradient, weight gradient (unsplit and in 3 chunks), per fp32 version and tensor-core tile

@@ -61,7 +61,7 @@ public sealed partial class CudaBackend
             LaunchSgemm(args, KernelTuner.IsOn ? PickSgemm(args) : GemmKernels.Best);
             return;
         }
-        var tile = TensorCoreGemm.Choose(Acc, args.M, args.N);
+        var tile = GemmTile(args, precision);
         if (KernelTuner.IsOn) tile = PickTile(args, precision, tile);
         LaunchTensorCoreGemm(args, precision, tile);
     }
@@ -78,19 +78,51 @@ public sealed partial class CudaBackend
             for (int i = 0; i < n; i++) CudaRuntime.CountLaunch();
         }
         if (!KernelTuner.IsOn)
-            Split(GemmKernels.Best, null);
+            Split(GemmKernels.Best, precision == Precision.Fp32 ? null : GemmTile(args, precision));
         else if (precision == Precision.Fp32)
             Split(KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", GemmKernels.Best, TunedGemmVersions, v => Split(v, null), SaveFor(args)), null);
         else
-            Split(GemmKernels.Best, KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", TensorCoreGemm.Choose(Acc, args.M, args.N),
-                TensorCoreGemm.Tiles, t => Split(GemmKernels.Best, t), SaveFor(args)));
+            Split(GemmKernels.Best, KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", GemmTile(args, precision),
+                TensorCoreGemm.TilesFor(precision), t => Split(GemmKernels.Best, t), SaveFor(args)));
     }
 
     private GemmVersion PickSgemm(GemmArgs args)
         => KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, Precision.Fp32), GemmKernels.Best, TunedGemmVersions, v => LaunchSgemm(args, v), SaveFor(args));
 
     private TensorCoreTile PickTile(GemmArgs args, Precision precision, TensorCoreTile rule)
-        => KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, precision), rule, TensorCoreGemm.Tiles, t => LaunchTensorCoreGemm(args, precision, t), SaveFor(args));
+        => KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, precision), rule, TensorCoreGemm.TilesFor(precision), t => LaunchTensorCoreGemm(args, precision, t), SaveFor(args));
+
+    /// <summary>The tensor-core tile a GEMM runs without the tuner: <see cref="TensorCoreGemm.Choose"/>'s, or the one
+    /// <see cref="GemmTileOverride"/> names where it runs the precision (the 128×128 tile is TF32 only).</summary>
+    private TensorCoreTile GemmTile(in GemmArgs args, Precision precision)
+        => GemmTileOverride is { } t && TensorCoreGemm.TilesFor(precision).Contains(t) ? t : TensorCoreGemm.Choose(Acc, args.M, args.N);
+
+    /// <summary>
+    /// A tensor-core tile every TF32/bf16 GEMM runs instead of the rule's (<c>FVL_TC_TILE</c> = <c>rule</c> (default),
+    /// <c>64x32</c>, <c>128x64</c> or <c>128x128</c>), for A/B timing on a device: the tiles give the same bits, so only the
+    /// speed changes; the split-K count stays the rule's. <c>128x128</c> applies to TF32 only (bf16 keeps the rule). Read
+    /// once, at the first use (an invalid value throws there, naming it; the CLI checks it at start). Settable for tests.
+    /// </summary>
+    public static TensorCoreTile? GemmTileOverride
+    {
+        get
+        {
+            if (!_gemmTileRead) { _gemmTileOverride = ParseGemmTile(Environment.GetEnvironmentVariable("FVL_TC_TILE")); _gemmTileRead = true; }
+            return _gemmTileOverride;
+        }
+        set { _gemmTileOverride = value; _gemmTileRead = true; }
+    }
+    private static TensorCoreTile? _gemmTileOverride;
+    private static bool _gemmTileRead;
+
+    internal static TensorCoreTile? ParseGemmTile(string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "rule" => null,
+        "64x32" => TensorCoreTile.Tile64x32,
+        "128x64" => TensorCoreTile.Tile128x64,
+        "128x128" => TensorCoreTile.Tile128x128,
+        _ => throw new ArgumentException($"FVL_TC_TILE = '{value}' is not a tensor-core GEMM tile: rule (default), 64x32, 128x64 or 128x128"),
+    };
 
     /// <summary>For a GEMM that accumulates (beta ≠ 0, also through the split-K reduction): how the tuner saves C.</summary>
     private Func<KernelTuner.ISavedOutput>? SaveFor(GemmArgs g)
@@ -142,7 +174,7 @@ public sealed partial class CudaBackend
         // MLM head's forward (A over 48 and 477 column tiles), every weight in a BERT forward or input gradient (B over
         // 38–62 row tiles at batch 64); not A of the 768-wide outputs (12 column tiles).
         var (bm, bn) = TensorCoreGemm.TileShape(tile);
-        bool big = tile == TensorCoreTile.Tile128x64 && PreRoundOperands;
+        bool big = tile is TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128 && PreRoundOperands;
         bool preA = big && (args.N + bn - 1) / bn >= MinTilesToPreRound && spanA is > 0 and <= MaxRoundedOperand;
         bool preB = big && (args.M + bm - 1) / bm >= MinTilesToPreRound && spanB is > 0 and <= MaxRoundedOperand;
         using var ra = preA ? RoundedOperand(args.A, spanA, precision) : null;

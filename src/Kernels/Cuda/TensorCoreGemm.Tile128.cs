@@ -15,6 +15,9 @@ public enum TensorCoreTile
     Tile64x32 = 0,
     /// <summary>128×64 C tile per group of 8 warps (256 threads), double-buffered shared tiles with register prefetch.</summary>
     Tile128x64 = 1,
+    /// <summary>128×128 C tile per group of 8 warps (64×32 per warp), one compiled kernel per operand layout, 128-bit staging;
+    /// TF32 only.</summary>
+    Tile128x128 = 2,
 }
 
 // ---------------------------------------------------------------------------------------------------------------------

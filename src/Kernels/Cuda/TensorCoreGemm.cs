@@ -56,7 +56,8 @@ public static partial class TensorCoreGemm
     internal const int AStride = BK + 4;   // As[m·20 + k]: lanes (g, t) read words 20g + t → 32 distinct banks
     internal const int BStride = BN + 8;   // Bs[k·40 + n]: lanes (g, t) read words 40t + g → 32 distinct banks
 
-    internal const int FlagTransA = 1, FlagTransB = 2, FlagBias = 4, FlagGelu = 8, FlagBf16 = 128, FlagRoundedA = 256, FlagRoundedB = 512;
+    internal const int FlagTransA = 1, FlagTransB = 2, FlagBias = 4, FlagGelu = 8, FlagBf16 = 128, FlagRoundedA = 256, FlagRoundedB = 512,
+        FlagVecA = 1024, FlagVecB = 2048;   // 128×128 tile: the operand may be read as 16-byte float4 (GemmKernels.Aligned4)
 
     private static float LoadA(ArrayView<float> a, GemmShape s, long off, int m, int k)
         => (s.Flags & FlagTransA) != 0 ? a[off + (long)k * s.Lda + m] : a[off + (long)m * s.Lda + k];
@@ -345,7 +346,22 @@ public static partial class TensorCoreGemm
     private sealed class Loaded
     {
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>? Kernel, Kernel128;
+        /// <summary>The 128×128 tile's kernels by layout: index TransA·2 + TransB.</summary>
+        public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[] Kernel3 = new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[4];
     }
+
+    /// <summary>The 128×128 tile's kernel for a layout (one compiled kernel per TransA, TransB).</summary>
+    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> Kernel3For(bool ta, bool tb) => (ta, tb) switch
+    {
+        (false, false) => Kernel128x128<TcLayoutNN>,
+        (false, true) => Kernel128x128<TcLayoutNT>,
+        (true, false) => Kernel128x128<TcLayoutTN>,
+        _ => Kernel128x128<TcLayoutTT>,
+    };
+
+    /// <summary>The 128×128 tile's kernel methods, one per layout (NN, NT, TN, TT), for offline PTX compilation.</summary>
+    public static IReadOnlyList<System.Reflection.MethodInfo> Kernel128x128Methods { get; } =
+        [Kernel3For(false, false).Method, Kernel3For(false, true).Method, Kernel3For(true, false).Method, Kernel3For(true, true).Method];
 
     // Holds the typed delegates (ILGPU's own kernel cache is weak) for as long as the accelerator lives.
     private static readonly ConditionalWeakTable<Accelerator, Loaded> Cache = new();
@@ -355,11 +371,21 @@ public static partial class TensorCoreGemm
     {
         TensorCoreTile.Tile64x32 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Kernel).Method,
         TensorCoreTile.Tile128x64 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Kernel128).Method,
+        TensorCoreTile.Tile128x128 => Kernel3For(false, true).Method,
         _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "tensor-core GEMM: unknown tile"),
     };
 
+    /// <summary>Launches per tile since the process started (index: the tile; after <see cref="Runnable"/>), for tests and
+    /// diagnostics: which tile a rule, an override or the tuner really ran.</summary>
+    internal static readonly long[] LaunchCounts = new long[3];
+
     /// <summary>Every tile, for tuners and tests.</summary>
     public static IReadOnlyList<TensorCoreTile> Tiles { get; } = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64];
+
+    /// <summary>Every tile that runs <paramref name="precision"/> (the 128×128 tile is TF32 only), for tuners and tests.</summary>
+    public static IReadOnlyList<TensorCoreTile> TilesFor(Precision precision) => precision == Precision.Tf32 ? Tf32Tiles : Tiles;
+
+    private static readonly IReadOnlyList<TensorCoreTile> Tf32Tiles = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64, TensorCoreTile.Tile128x128];
 
     /// <summary>
     /// The tile the CUDA backend runs for an M × N GEMM: always the 128×64 tile. Measured on an H200 (132 SMs, kernel tuner,
@@ -388,21 +414,31 @@ public static partial class TensorCoreGemm
         return tiles128 >= acc.NumMultiprocessors ? TensorCoreTile.Tile128x64 : TensorCoreTile.Tile64x32;
     }
 
+    /// <summary>The tile a launch on <paramref name="tile"/> runs: itself, except that the 128×128 tile (one C tile per group,
+    /// no grid-stride loops) hands grids past CUDA's 65,535 row tiles or batches to the 128×64 tile, which gives the same bits.</summary>
+    internal static TensorCoreTile Runnable(TensorCoreTile tile, int m, int batch)
+        => tile == TensorCoreTile.Tile128x128 && ((m + BM3 - 1) / BM3 > 65535 || batch > 65535) ? TensorCoreTile.Tile128x64 : tile;
+
     /// <summary>The C tile (rows, columns) a group of <paramref name="tile"/> computes.</summary>
-    public static (int Rows, int Cols) TileShape(TensorCoreTile tile) => tile == TensorCoreTile.Tile128x64 ? (BM2, BN2) : (BM, BN);
+    public static (int Rows, int Cols) TileShape(TensorCoreTile tile) => tile switch
+    {
+        TensorCoreTile.Tile128x64 => (BM2, BN2),
+        TensorCoreTile.Tile128x128 => (BM3, BN3),
+        _ => (BM, BN),
+    };
 
     /// <summary>
-    /// The launch bounds (PTX .maxntid / .minnctapersm) the CUDA loader gives a tile: the 128×64 tile runs 256 threads and
-    /// asks for 2 groups per SM (≤ 128 registers per thread); the 64×32 tile gets none. Other accelerators get none.
+    /// The launch bounds (PTX .maxntid / .minnctapersm) the CUDA loader gives a tile: the 128×64 and 128×128 tiles run 256
+    /// threads and ask for 2 groups per SM (≤ 128 registers per thread); the 64×32 tile gets none. Other accelerators get none.
     /// </summary>
     public static KernelSpecialization CudaLaunchBounds(TensorCoreTile tile)
-        => tile == TensorCoreTile.Tile128x64 ? new KernelSpecialization(GpuGroupSize2, 2) : default;
+        => tile is TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128 ? new KernelSpecialization(GpuGroupSize2, 2) : default;
 
     /// <summary>Threads per group of <paramref name="tile"/> on <paramref name="acc"/>: the warp count the mma path needs on
     /// CUDA; elsewhere (the portable path) the accelerator's largest group up to that.</summary>
     public static int GroupSize(Accelerator acc, TensorCoreTile tile)
     {
-        int gpu = tile == TensorCoreTile.Tile128x64 ? GpuGroupSize2 : GpuGroupSize;
+        int gpu = tile is TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128 ? GpuGroupSize2 : GpuGroupSize;
         return acc.AcceleratorType == AcceleratorType.Cuda ? gpu : Math.Min(gpu, acc.MaxNumThreadsPerGroup);
     }
 
@@ -430,18 +466,25 @@ public static partial class TensorCoreGemm
         ArgumentNullException.ThrowIfNull(acc);
         if (precision is not (Precision.Tf32 or Precision.Bf16))
             throw new ArgumentException($"matmul (tensor cores): precision {precision} has no tensor-core path (Tf32 or Bf16); Fp32 runs GemmKernels", nameof(precision));
-        if (tile is not (TensorCoreTile.Tile64x32 or TensorCoreTile.Tile128x64))
+        if (tile is not (TensorCoreTile.Tile64x32 or TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128))
             throw new ArgumentOutOfRangeException(nameof(tile), tile, "matmul (tensor cores): unknown tile");
+        if (tile == TensorCoreTile.Tile128x128 && precision != Precision.Tf32)
+            throw new ArgumentException($"matmul (tensor cores): the 128×128 tile runs Tf32 only, not {precision}; use Tile128x64 or Tile64x32", nameof(tile));
         GemmKernels.Validate(args);
         RequireTensorCores(acc, precision);
         if (args.M == 0 || args.N == 0 || args.Batch == 0) return;
+        // the 128×128 kernel computes one tile per group (no grid-stride loops: they cost it the registers that kept it at
+        // 2 groups per SM without spills); grids past CUDA's 65,535 row tiles or batches run the 128×64 tile (same bits)
+        tile = Runnable(tile, args.M, args.Batch);
         bool hasBias = args.Bias.Length > 0;
         var s = new GemmShape
         {
             M = args.M, N = args.N, K = args.K, Lda = args.Lda, Ldb = args.Ldb, Ldc = args.Ldc, Batch = args.Batch,
             StrideA = args.StrideA, StrideB = args.StrideB, StrideC = args.StrideC, Alpha = args.Alpha, Beta = args.Beta,
             Flags = (args.TransA ? FlagTransA : 0) | (args.TransB ? FlagTransB : 0) | (hasBias ? FlagBias : 0) | (args.Gelu ? FlagGelu : 0)
-                | (precision == Precision.Bf16 ? FlagBf16 : 0) | (args.ARounded ? FlagRoundedA : 0) | (args.BRounded ? FlagRoundedB : 0),
+                | (precision == Precision.Bf16 ? FlagBf16 : 0) | (args.ARounded ? FlagRoundedA : 0) | (args.BRounded ? FlagRoundedB : 0)
+                | (tile == TensorCoreTile.Tile128x128 && GemmKernels.Aligned4(args.A, args.Lda, args.StrideA) ? FlagVecA : 0)
+                | (tile == TensorCoreTile.Tile128x128 && GemmKernels.Aligned4(args.B, args.Ldb, args.StrideB) ? FlagVecB : 0),
         };
         // The mma path needs exactly 4 (8) warps of 32; other accelerators run the portable path with their largest group.
         int nt = GroupSize(acc, tile);
@@ -449,16 +492,23 @@ public static partial class TensorCoreGemm
         int tilesM = (args.M + bm - 1) / bm, tilesN = (args.N + bn - 1) / bn;
         var grid = new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(args.Batch, 65535));
         // The 128×64 tile's portable path keeps its emulated accumulators in dynamic shared memory; CUDA requests none.
-        var cfg = tile == TensorCoreTile.Tile128x64 && acc.AcceleratorType != AcceleratorType.Cuda
-            ? new KernelConfig(grid, new Index3D(nt, 1, 1), SharedMemoryConfig.RequestDynamic<float>(C2Words))
+        bool cuda = acc.AcceleratorType == AcceleratorType.Cuda;
+        int dynamicWords = cuda ? 0 : tile switch { TensorCoreTile.Tile128x64 => C2Words, TensorCoreTile.Tile128x128 => C3Words, _ => 0 };
+        var cfg = dynamicWords > 0
+            ? new KernelConfig(grid, new Index3D(nt, 1, 1), SharedMemoryConfig.RequestDynamic<float>(dynamicWords))
             : new KernelConfig(grid, new Index3D(nt, 1, 1));
         var loaded = Cache.GetValue(acc, _ => new Loaded());
+        var bounds = cuda ? CudaLaunchBounds(tile) : default;
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> kernel;
         lock (loaded)
-            kernel = tile == TensorCoreTile.Tile128x64
-                ? loaded.Kernel128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel128,
-                    acc.AcceleratorType == AcceleratorType.Cuda ? CudaLaunchBounds(tile) : default)
-                : loaded.Kernel ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel);
+            kernel = tile switch
+            {
+                TensorCoreTile.Tile128x64 => loaded.Kernel128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel128, bounds),
+                TensorCoreTile.Tile128x128 => loaded.Kernel3[(args.TransA ? 2 : 0) + (args.TransB ? 1 : 0)] ??=
+                    acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel3For(args.TransA, args.TransB), bounds),
+                _ => loaded.Kernel ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel),
+            };
+        Interlocked.Increment(ref LaunchCounts[(int)tile]);
         var view = hasBias ? args.Bias : args.C;   // a valid dummy when there is no bias (never read)
         kernel(stream ?? acc.DefaultStream, cfg, args.A, args.B, args.C, view, s);
     }

@@ -36,6 +36,13 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
     /// <summary>Every value rounded for <paramref name="p"/> as the tensor cores see it (ConvKernels.RoundOperands on the host).</summary>
     private static float[] RoundAll(float[] x, Precision p) => x.Select(v => (float)PrecisionRounding.Round(v, p)).ToArray();
 
+    /// <summary>Whether the launcher would give the 128×128 tile 128-bit loads for this operand (uploaded as <see cref="Run"/> does).</summary>
+    private bool Aligned(float[] x, int ld, long stride)
+    {
+        using var buf = Up(Acc, x);
+        return GemmKernels.Aligned4(buf.View, ld, stride);
+    }
+
     private float[] Run(TensorCoreTile tile, Precision p, float[] a, float[] b, float[] c0, float[]? bias, GemmArgs shape, bool gelu)
     {
         using var aBuf = Up(Acc, a);
@@ -75,21 +82,25 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
         };
         var dev = Run(TensorCoreTile.Tile128x64, p, a, b, c0, bias, shape, false);
         var dev64 = Run(TensorCoreTile.Tile64x32, p, a, b, c0, bias, shape, false);
-        // operands rounded by the caller and passed as such (what the CUDA backend does for one or both): the same bits
-        foreach (var (preA, preB) in new[] { (true, true), (true, false), (false, true) })
-        {
-            var rounded = shape;
-            rounded.ARounded = preA; rounded.BRounded = preB;
-            var devPre = Run(TensorCoreTile.Tile128x64, p, preA ? RoundAll(a, p) : a, preB ? RoundAll(b, p) : b, c0, bias, rounded, false);
-            for (long o = 0; o < dev.Length; o++)
-                if (BitConverter.SingleToInt32Bits(dev[o]) != BitConverter.SingleToInt32Bits(devPre[o]))
-                    Assert.Fail($"{what}: pre-rounded A {preA} / B {preB} give {devPre[o]:R}, the kernel's own rounding {dev[o]:R} at buffer index {o}");
-        }
-
         // the 64×32 tile: every element the same bits (the same mma / emulated additions in the same order)
         for (long o = 0; o < dev.Length; o++)
             if (BitConverter.SingleToInt32Bits(dev[o]) != BitConverter.SingleToInt32Bits(dev64[o]))
                 Assert.Fail($"{what}: 128×64 tile {dev[o]:R} vs 64×32 tile {dev64[o]:R} at buffer index {o}");
+        // operands rounded by the caller and passed as such (what the CUDA backend does for one or both), and the 128×128 tile
+        // (TF32 only) with its own rounding and with the caller's: the same bits
+        var aligned = (a: Aligned(a, lda, strideA), b: Aligned(b, ldb, strideB));
+        foreach (var tile in TensorCoreGemm.TilesFor(p).Where(t => t != TensorCoreTile.Tile64x32))
+            foreach (var (preA, preB) in new[] { (false, false), (true, true), (true, false), (false, true) })
+            {
+                if (tile == TensorCoreTile.Tile128x64 && !preA && !preB) continue;   // dev itself
+                var rounded = shape;
+                rounded.ARounded = preA; rounded.BRounded = preB;
+                var other = Run(tile, p, preA ? RoundAll(a, p) : a, preB ? RoundAll(b, p) : b, c0, bias, rounded, false);
+                for (long o = 0; o < dev.Length; o++)
+                    if (BitConverter.SingleToInt32Bits(dev[o]) != BitConverter.SingleToInt32Bits(other[o]))
+                        Assert.Fail($"{what}: {tile} (pre-rounded A {preA} / B {preB}; 128-bit loads possible A {aligned.a} / B {aligned.b}) gives {other[o]:R}, " +
+                            $"the 128×64 tile with its own rounding {dev[o]:R} at buffer index {o}");
+            }
 
         // CPU backend, same precision, on dense copies
         float[] cpu;
@@ -139,6 +150,12 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
             // GELU is applied to the value just checked: within a few ulp of GeluF of it (the GPU's erf may differ in the last bits)
             var g = Run(TensorCoreTile.Tile128x64, p, a, b, c0, bias, shape, true);
             var g64 = Run(TensorCoreTile.Tile64x32, p, a, b, c0, bias, shape, true);
+            if (p == Precision.Tf32)
+            {
+                var g3 = Run(TensorCoreTile.Tile128x128, p, a, b, c0, bias, shape, true);
+                for (long o = 0; o < c0.Length; o++)
+                    Assert.That(BitConverter.SingleToInt32Bits(g3[o]), Is.EqualTo(BitConverter.SingleToInt32Bits(g64[o])), $"{what}: GELU, 128×128 tile differs at {o}");
+            }
             for (long o = 0; o < c0.Length; o++)
             {
                 Assert.That(BitConverter.SingleToInt32Bits(g[o]), Is.EqualTo(BitConverter.SingleToInt32Bits(g64[o])), $"{what}: GELU, tiles differ at {o}");
@@ -161,6 +178,24 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
             yield return new TestCaseData(p, 1, 4, 3, 0, false, false, true, false, 1).SetName($"{p} K = 0: beta C + bias");
         }
     }
+
+    /// <summary>Shapes whose tiles and stages lie inside both operands (M and N multiples of 128, K ≥ 32): the 128×128 tile's
+    /// branch-free stage loop with 128-bit loads when ld % 4 = 0 (pad 0 or 4), the general loop for the last stage, a K tail
+    /// and edge tiles, and the 4-byte path when a leading dimension is odd (pad 1).</summary>
+    public static IEnumerable<TestCaseData> Cases128()
+    {
+        var p = Precision.Tf32;
+        yield return new TestCaseData(p, 1, 256, 128, 64, false, false, false, false, 0).SetName("Tf32 NN 256x128x64 (stage loop, 128-bit)");
+        yield return new TestCaseData(p, 2, 128, 256, 40, true, false, true, false, 4).SetName("Tf32 TN batch 2 128x256x40 alpha beta bias, padded by 4");
+        yield return new TestCaseData(p, 1, 128, 128, 48, false, true, false, false, 0).SetName("Tf32 NT 128x128x48");
+        yield return new TestCaseData(p, 2, 128, 128, 35, true, true, true, true, 0).SetName("Tf32 TT batch 2 shared B 128x128x35 (K tail)");
+        yield return new TestCaseData(p, 1, 200, 136, 64, false, false, false, false, 0).SetName("Tf32 NN 200x136x64 (edge tiles)");
+        yield return new TestCaseData(p, 1, 128, 128, 64, false, true, true, false, 1).SetName("Tf32 NT 128x128x64 odd leading dimensions (4-byte loads)");
+    }
+
+    [TestCaseSource(nameof(Cases128))]
+    public void The128x128TilesStageLoopMatchesTheOtherTilesBitwise(Precision p, int batch, int M, int N, int K, bool ta, bool tb, bool epilogue, bool shareB, int pad)
+        => Check(p, batch, M, N, K, ta, tb, epilogue, shareB, pad);
 
     [TestCaseSource(nameof(Cases))]
     public void MatchesTheCpuBackendAndThe64x32TileBitwise(Precision p, int batch, int M, int N, int K, bool ta, bool tb, bool epilogue, bool shareB, int pad)

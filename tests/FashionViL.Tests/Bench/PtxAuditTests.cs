@@ -106,6 +106,22 @@ public class PtxAuditTests
         Assert.That(tc128.Registers, Is.LessThanOrEqualTo(128), "TensorCoreGemm.Kernel128 registers");
         Assert.That(tc128.SharedBytes, Is.GreaterThan(0).And.LessThanOrEqualTo(48 * 1024), "TensorCoreGemm.Kernel128 static shared memory (the portable path's tile is dynamic, never requested on CUDA)");
         if (tc128.Sass is not null) Assert.That(tc128.SassHmma, Is.EqualTo(24), "TensorCoreGemm.Kernel128: 2 × 8 TF32 HMMA (both k8 steps unrolled) + 8 bf16");
+        // the 128×128 tile, one kernel per operand layout: (256, 2) without spills, and a stage loop of 32 HMMA with at most 8
+        // instructions per HMMA (≈ 235 with both operands' roundings when this was written, ptxas 11.8; the 128×64 tile's
+        // K loop holds 1,345 for 24 HMMA of both precisions)
+        var tc3 = _r.Kernels.Where(k => k.Name.StartsWith("TensorCoreGemm.Kernel128x128", StringComparison.Ordinal)).ToList();
+        Assert.That(tc3, Has.Count.EqualTo(4), "NN, NT, TN, TT");
+        foreach (var k in tc3)
+        {
+            Assert.That(k.Registers, Is.LessThanOrEqualTo(128), k.Name);
+            Assert.That(k.SharedBytes, Is.EqualTo(40 * 1024), k.Name);
+            if (k.Sass is null) continue;
+            Assert.That(k.SassHmma, Is.EqualTo(64), $"{k.Name}: 32 HMMA in the stage loop, 32 in the general loop");
+            var loop = _json.GetProperty("kernels").EnumerateArray().Single(x => x.GetProperty("name").GetString() == k.Name).GetProperty("hot_loop");
+            Assert.That(loop.GetProperty("hmma").GetInt32(), Is.EqualTo(32), $"{k.Name}: the stage loop");
+            Assert.That(loop.GetProperty("instructions").GetInt32(), Is.LessThanOrEqualTo(8 * 32), $"{k.Name}: instructions per stage");
+            Assert.That(loop.GetProperty("shared_loads").GetInt32(), Is.EqualTo(48), $"{k.Name}: 32 A + 16 B fragment words per stage");
+        }
         // the conv tiles' double-buffered stages (convtcpf): the 128×64 tile within the launch bounds (256, 2) with its 32
         // accumulators and 12 prefetched operands, both tiles within the 48 KB of static shared memory, one HMMA per mma.sync
         var conv128 = _r.Kernels.Single(k => k.Name == "ConvKernels.ConvGemmTc128Kernel");

@@ -1,0 +1,65 @@
+using FashionViL.Autograd;
+using FashionViL.Kernels.Cuda;
+
+namespace FashionViL.Kernels.Tests.Cuda;
+
+/// <summary>
+/// <c>FVL_TC_TILE</c> (<see cref="CudaBackend.GemmTileOverride"/>): every tensor-core GEMM of a linear's forward and both
+/// gradients runs the named tile instead of the rule's — seen in <see cref="TensorCoreGemm.LaunchCounts"/> — with every
+/// output and gradient bit the rule's; the 128×128 tile is TF32 only, so bf16 keeps the rule; bad values are refused by name.
+/// </summary>
+[Category("Cuda"), NonParallelizable]
+public class GemmTileOverrideTests : CudaTestBase
+{
+    [TearDown]
+    public void Restore() => CudaBackend.GemmTileOverride = null;
+
+    private static (List<int[]> Bits, long[] Tiles) Run(TensorCoreTile? tile, Precision p, Tensor[] cpu)
+    {
+        CudaBackend.GemmTileOverride = tile;
+        var before = TensorCoreGemm.LaunchCounts.ToArray();
+        var (bits, _) = OutputAndGradientBits(t => Ops.Linear(t[0], t[1], t[2]), cpu, p);
+        return (bits, TensorCoreGemm.LaunchCounts.Select((n, i) => n - before[i]).ToArray());
+    }
+
+    [TestCase(Precision.Tf32, TensorCoreTile.Tile128x128)]
+    [TestCase(Precision.Tf32, TensorCoreTile.Tile64x32)]
+    [TestCase(Precision.Bf16, TensorCoreTile.Tile64x32)]
+    public void TheNamedTileRunsEveryGemmWithTheRulesBits(Precision p, TensorCoreTile tile)
+    {
+        // [2, 70, 48] x [130, 48]^T + bias: forward 140 × 130 × 48, input gradient 140 × 48 × 130, weight gradient 130 × 48 × 140
+        var cpu = new[] { Rand([2, 70, 48], 31), Rand([130, 48], 32), Rand([130], 33) };
+        var rule = Run(null, p, cpu);
+        var forced = Run(tile, p, cpu);
+        Assert.That(forced.Tiles[(int)tile], Is.EqualTo(3), $"{tile} ran the forward and both gradient GEMMs");
+        Assert.That(forced.Tiles.Sum(), Is.EqualTo(3), "and no other tensor-core GEMM ran");
+        Assert.That(rule.Tiles.Sum(), Is.EqualTo(3));
+        for (int i = 0; i < rule.Bits.Count; i++)
+            Assert.That(forced.Bits[i], Is.EqualTo(rule.Bits[i]), $"{p} on {tile}: {(i == 0 ? "output" : $"gradient of input {i - 1}")}");
+    }
+
+    [Test]
+    public void Bf16KeepsTheRuleUnderThe128x128Override()
+    {
+        var cpu = new[] { Rand([2, 70, 48], 34), Rand([130, 48], 35), Rand([130], 36) };
+        var rule = Run(null, Precision.Bf16, cpu);
+        var forced = Run(TensorCoreTile.Tile128x128, Precision.Bf16, cpu);
+        Assert.That(forced.Tiles, Is.EqualTo(rule.Tiles));
+        Assert.That(forced.Tiles[(int)TensorCoreTile.Tile128x128], Is.Zero);
+    }
+
+    [TestCase(null, null)]
+    [TestCase("", null)]
+    [TestCase("rule", null)]
+    [TestCase(" 128X128 ", TensorCoreTile.Tile128x128)]
+    [TestCase("128x64", TensorCoreTile.Tile128x64)]
+    [TestCase("64x32", TensorCoreTile.Tile64x32)]
+    public void ParsesTheSwitch(string? value, TensorCoreTile? want) => Assert.That(CudaBackend.ParseGemmTile(value), Is.EqualTo(want));
+
+    [Test]
+    public void RefusesAnUnknownTileByName()
+    {
+        var e = Assert.Throws<ArgumentException>(() => CudaBackend.ParseGemmTile("256x128"))!;
+        Assert.That(e.Message, Does.Contain("FVL_TC_TILE").And.Contain("256x128").And.Contain("128x128"));
+    }
+}
