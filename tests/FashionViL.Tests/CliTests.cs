@@ -31,7 +31,8 @@ public class CliTests
     [Test]
     [TestCase("FVL_TUNE", "maybe", "fashionvil: FVL_TUNE: 'maybe' is not a tuning mode")]
     [TestCase("FVL_ATTENTION", "flash", "fashionvil: FVL_ATTENTION = 'flash' is not an attention path")]
-    [TestCase("FVL_TC_TILE", "256x128", "fashionvil: FVL_TC_TILE = '256x128' is not a tensor-core GEMM tile")]
+    [TestCase("FVL_TC_TILE", "256x128", "fashionvil: FVL_TC_TILE = '256x128' is not a tensor-core tile")]
+    [TestCase("FVL_TC_CONV_TILE", "big", "fashionvil: FVL_TC_CONV_TILE = 'big' is not a tensor-core tile")]
     public void AnInvalidSwitchStopsTheCommandLineAtOnce(string variable, string value, string message)
     {
         var exe = Path.Combine(AppContext.BaseDirectory, "FashionViL.Cli.dll");

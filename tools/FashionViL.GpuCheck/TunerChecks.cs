@@ -116,9 +116,9 @@ public static partial class Checks
             Group($"{shape} input gradient fp32", fp.Select(v => (v.ToString(), (Func<float[]>)(() => Bin(v, Precision.Fp32, null)))).ToList());
             foreach (int sp in new[] { 1, 3 })
                 Group($"{shape} weight gradient fp32, {sp} split(s)", fp.Select(v => (v.ToString(), (Func<float[]>)(() => Bw(v, Precision.Fp32, null, sp)))).ToList());
-            Group($"{shape} forward Tf32", TensorCoreGemm.Tiles.Select(t => (t.ToString(), (Func<float[]>)(() => Fwd(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
-            Group($"{shape} input gradient Tf32", TensorCoreGemm.Tiles.Select(t => (t.ToString(), (Func<float[]>)(() => Bin(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
-            Group($"{shape} weight gradient Tf32, 3 splits", TensorCoreGemm.Tiles.Select(t => (t.ToString(), (Func<float[]>)(() => Bw(ConvVersion.Auto, Precision.Tf32, t, 3)))).ToList());
+            Group($"{shape} forward Tf32", TensorCoreGemm.TilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Fwd(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
+            Group($"{shape} input gradient Tf32", TensorCoreGemm.TilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Bin(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
+            Group($"{shape} weight gradient Tf32, 3 splits", TensorCoreGemm.TilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Bw(ConvVersion.Auto, Precision.Tf32, t, 3)))).ToList());
         }
         return failures.Count == 0
             ? new(SameBitsName, "PASS", 0, 0, $"{groups} groups of candidates, every pair bit for bit equal")

@@ -310,6 +310,10 @@ public static partial class ConvKernels
         }
     }
 
+    /// <summary>Tensor-core conv launches per tile since the process started (index: the tile that ran), for tests and
+    /// diagnostics.</summary>
+    internal static readonly long[] ConvTileLaunches = new long[3];
+
     /// <summary>The tensor-core kernel method (for offline PTX compilation in tests and tools).</summary>
     public static System.Reflection.MethodInfo TensorCoreKernelMethod => TensorCoreKernelMethodFor(TensorCoreTile.Tile64x32);
 
@@ -318,17 +322,21 @@ public static partial class ConvKernels
     {
         TensorCoreTile.Tile64x32 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>)ConvGemmTcKernel).Method,
         TensorCoreTile.Tile128x64 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>)ConvGemmTc128Kernel).Method,
+        TensorCoreTile.Tile128x128 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>)ConvGemmTc3Kernel).Method,
         _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "tensor-core convolution: unknown tile"),
     };
 
     private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int> TcKernel(Accelerator acc, TensorCoreTile tile)
     {
         var l = For(acc);
+        var bounds = acc.AcceleratorType == AcceleratorType.Cuda ? TensorCoreGemm.CudaLaunchBounds(tile) : default;
         lock (l)
-            return tile == TensorCoreTile.Tile128x64
-                ? l.GemmTc128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(ConvGemmTc128Kernel,
-                    acc.AcceleratorType == AcceleratorType.Cuda ? TensorCoreGemm.CudaLaunchBounds(tile) : default)
-                : l.GemmTc ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(ConvGemmTcKernel);
+            return tile switch
+            {
+                TensorCoreTile.Tile128x64 => l.GemmTc128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(ConvGemmTc128Kernel, bounds),
+                TensorCoreTile.Tile128x128 => l.GemmTc3 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(ConvGemmTc3Kernel, bounds),
+                _ => l.GemmTc ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(ConvGemmTcKernel),
+            };
     }
 
     /// <summary>dst[i] = src[i] rounded as the tensor-core kernels round an operand (<see cref="TensorCoreGemm.Rounded"/>).</summary>
@@ -365,17 +373,25 @@ public static partial class ConvKernels
     private static void LaunchTc(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
         ArrayView<float> bias, ConvGemmShape s, Precision precision, TensorCoreTile tile, bool aRounded)
     {
-        if (tile is not (TensorCoreTile.Tile64x32 or TensorCoreTile.Tile128x64))
+        if (tile is not (TensorCoreTile.Tile64x32 or TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128))
             throw new ArgumentOutOfRangeException(nameof(tile), tile, "conv2d (tensor cores): unknown tile");
+        if (tile == TensorCoreTile.Tile128x128 && precision != Precision.Tf32)
+            throw new ArgumentException($"conv2d (tensor cores): the 128×128 tile runs Tf32 only, not {precision}; use Tile128x64 or Tile64x32", nameof(tile));
         TensorCoreGemm.RequireTensorCores(acc, precision);
+        // the 128×128 kernel runs one tile per group (no grid-stride loops): grids past 65,535 row tiles or split-K chunks
+        // run the 128×64 tile (same bits)
+        tile = TensorCoreGemm.Runnable(tile, s.M, s.Splits);
         var (tm, tn) = TensorCoreGemm.TileShape(tile);
         int tilesM = (s.M + tm - 1) / tm, tilesN = (s.N + tn - 1) / tn;
         var grid = new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(s.Splits, 65535));
         var group = new Index3D(TensorCoreGemm.GroupSize(acc, tile), 1, 1);
-        // the 128×64 tile's portable path keeps its emulated accumulators in dynamic shared memory; CUDA requests none
-        var cfg = tile == TensorCoreTile.Tile128x64 && acc.AcceleratorType != AcceleratorType.Cuda
-            ? new KernelConfig(grid, group, SharedMemoryConfig.RequestDynamic<float>(TensorCoreGemm.C2Words))
+        // the 128×64 / 128×128 tiles' portable path keeps its emulated accumulators in dynamic shared memory; CUDA requests none
+        int dynamicWords = acc.AcceleratorType == AcceleratorType.Cuda ? 0
+            : tile switch { TensorCoreTile.Tile128x64 => TensorCoreGemm.C2Words, TensorCoreTile.Tile128x128 => TensorCoreGemm.C3Words, _ => 0 };
+        var cfg = dynamicWords > 0
+            ? new KernelConfig(grid, group, SharedMemoryConfig.RequestDynamic<float>(dynamicWords))
             : new KernelConfig(grid, group);
+        Interlocked.Increment(ref ConvTileLaunches[(int)tile]);
         var kernel = TcKernel(acc, tile);
         CudaRuntime.CountLaunch();
         kernel(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s, (precision == Precision.Bf16 ? 1 : 0) | (aRounded ? 2 : 0));

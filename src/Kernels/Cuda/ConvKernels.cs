@@ -662,7 +662,7 @@ public static partial class ConvKernels
     private sealed class Loaded
     {
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>? Gemm, Gemm128, GemmPf128, GemmPf64;
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>? GemmTc, GemmTc128;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>? GemmTc, GemmTc128, GemmTc3;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? BiasGrad;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? SplitReduce, RoundOps;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>? MaxFwd;
@@ -798,7 +798,7 @@ public static partial class ConvKernels
         var st = stream ?? acc.DefaultStream;
         if (precision != Precision.Fp32)
         {
-            var tile = tcTile ?? TensorCoreGemm.ChooseConv(acc, s.M, s.N);
+            var tile = tcTile ?? ConvTile(acc, s.M, s.N, precision);
             if (tunable && KernelTuner.IsOn) tile = PickTile(acc, st, a, b, o, bias, s, precision, tile, aRounded);
             LaunchTc(acc, stream, a, b, o, bias, s, precision, tile, aRounded);
             return;
@@ -811,7 +811,31 @@ public static partial class ConvKernels
     // The tuned choices live in their own methods, so that with the tuner off LaunchGemm allocates no closure.
     private static TensorCoreTile PickTile(Accelerator acc, AcceleratorStream st, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
         ArrayView<float> bias, ConvGemmShape s, Precision precision, TensorCoreTile rule, bool aRounded)
-        => KernelTuner.Pick(acc, st, TuneKey(s, precision, aRounded), rule, TensorCoreGemm.Tiles, t => LaunchTc(acc, st, a, b, o, bias, s, precision, t, aRounded));
+        => KernelTuner.Pick(acc, st, TuneKey(s, precision, aRounded), rule, TensorCoreGemm.TilesFor(precision), t => LaunchTc(acc, st, a, b, o, bias, s, precision, t, aRounded));
+
+    /// <summary>The tensor-core tile a convolution's GEMM runs without the tuner: <see cref="TensorCoreGemm.ChooseConv"/>'s,
+    /// or the one <see cref="ConvTileOverride"/> names where it runs the precision (the 128×128 tile is TF32 only).</summary>
+    private static TensorCoreTile ConvTile(Accelerator acc, int m, int n, Precision precision)
+        => ConvTileOverride is { } t && TensorCoreGemm.TilesFor(precision).Contains(t) ? t : TensorCoreGemm.ChooseConv(acc, m, n);
+
+    /// <summary>
+    /// A tensor-core tile every TF32/bf16 convolution GEMM runs instead of the rule's (<c>FVL_TC_CONV_TILE</c> = <c>rule</c>
+    /// (default), <c>64x32</c>, <c>128x64</c> or <c>128x128</c>), for A/B timing on a device: the tiles give the same bits,
+    /// so only the speed changes; split-K counts and the weight gradients' precision stay the rules'. <c>128x128</c> applies
+    /// to TF32 only. Read once, at the first use (an invalid value throws there, naming it; the CLI checks it at start).
+    /// Settable for tests.
+    /// </summary>
+    public static TensorCoreTile? ConvTileOverride
+    {
+        get
+        {
+            if (!_convTileRead) { _convTileOverride = TensorCoreGemm.ParseTile("FVL_TC_CONV_TILE", Environment.GetEnvironmentVariable("FVL_TC_CONV_TILE")); _convTileRead = true; }
+            return _convTileOverride;
+        }
+        set { _convTileOverride = value; _convTileRead = true; }
+    }
+    private static TensorCoreTile? _convTileOverride;
+    private static bool _convTileRead;
 
     private static ConvVersion PickVersion(Accelerator acc, AcceleratorStream st, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
         ArrayView<float> bias, ConvGemmShape s, ConvVersion rule)

@@ -115,14 +115,7 @@ public sealed partial class CudaBackend
     private static TensorCoreTile? _gemmTileOverride;
     private static bool _gemmTileRead;
 
-    internal static TensorCoreTile? ParseGemmTile(string? value) => value?.Trim().ToLowerInvariant() switch
-    {
-        null or "" or "rule" => null,
-        "64x32" => TensorCoreTile.Tile64x32,
-        "128x64" => TensorCoreTile.Tile128x64,
-        "128x128" => TensorCoreTile.Tile128x128,
-        _ => throw new ArgumentException($"FVL_TC_TILE = '{value}' is not a tensor-core GEMM tile: rule (default), 64x32, 128x64 or 128x128"),
-    };
+    internal static TensorCoreTile? ParseGemmTile(string? value) => TensorCoreGemm.ParseTile("FVL_TC_TILE", value);
 
     /// <summary>For a GEMM that accumulates (beta ≠ 0, also through the split-K reduction): how the tuner saves C.</summary>
     private Func<KernelTuner.ISavedOutput>? SaveFor(GemmArgs g)

@@ -100,7 +100,8 @@ public static class KernelAudit
             if (GemmKernels.KernelMethod(v) == kernel) return GemmKernels.CudaLaunchBounds(v);
         foreach (var tile in TensorCoreGemm.Tiles)
             if (TensorCoreGemm.KernelMethod(tile) == kernel || ConvKernels.TensorCoreKernelMethodFor(tile) == kernel) return TensorCoreGemm.CudaLaunchBounds(tile);
-        if (TensorCoreGemm.Kernel128x128Methods.Contains(kernel)) return TensorCoreGemm.CudaLaunchBounds(TensorCoreTile.Tile128x128);
+        if (TensorCoreGemm.Kernel128x128Methods.Contains(kernel) || ConvKernels.TensorCoreKernelMethodFor(TensorCoreTile.Tile128x128) == kernel)
+            return TensorCoreGemm.CudaLaunchBounds(TensorCoreTile.Tile128x128);
         foreach (var v in ConvKernels.Versions)
             if (ConvKernels.KernelMethod(v) == kernel) return ConvKernels.CudaLaunchBounds(v);
         return default;

@@ -127,7 +127,7 @@ public static partial class TensorCoreGemm
     /// <summary>One TF32 k8 step (k offset <paramref name="ks"/>, a constant at each call) of one warp's 64×32 sub-tile: the
     /// four n8 B fragments read once (8 words), then per m16 tile its A fragment (4 words) and its four mma.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Tf32Step3(ArrayView<uint> As, ArrayView<uint> Bs, long al, long bl, bool ta, bool tb, int ks)
+    internal static void Tf32Step3(ArrayView<uint> As, ArrayView<uint> Bs, long al, long bl, bool ta, bool tb, int ks)
     {
         uint b00 = Bs[bl + B3Off(tb, 0, ks, 0)], b01 = Bs[bl + B3Off(tb, 0, ks, 1)], b10 = Bs[bl + B3Off(tb, 1, ks, 0)], b11 = Bs[bl + B3Off(tb, 1, ks, 1)];
         uint b20 = Bs[bl + B3Off(tb, 2, ks, 0)], b21 = Bs[bl + B3Off(tb, 2, ks, 1)], b30 = Bs[bl + B3Off(tb, 3, ks, 0)], b31 = Bs[bl + B3Off(tb, 3, ks, 1)];

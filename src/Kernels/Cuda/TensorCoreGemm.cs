@@ -419,6 +419,17 @@ public static partial class TensorCoreGemm
     internal static TensorCoreTile Runnable(TensorCoreTile tile, int m, int batch)
         => tile == TensorCoreTile.Tile128x128 && ((m + BM3 - 1) / BM3 > 65535 || batch > 65535) ? TensorCoreTile.Tile128x64 : tile;
 
+    /// <summary>A tile override's value (<c>FVL_TC_TILE</c>, <c>FVL_TC_CONV_TILE</c>): <c>rule</c> or empty → null, else
+    /// <c>64x32</c>, <c>128x64</c>, <c>128x128</c> (case and spaces ignored); anything else is an error naming the variable.</summary>
+    internal static TensorCoreTile? ParseTile(string variable, string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "rule" => null,
+        "64x32" => TensorCoreTile.Tile64x32,
+        "128x64" => TensorCoreTile.Tile128x64,
+        "128x128" => TensorCoreTile.Tile128x128,
+        _ => throw new ArgumentException($"{variable} = '{value}' is not a tensor-core tile: rule (default), 64x32, 128x64 or 128x128"),
+    };
+
     /// <summary>The C tile (rows, columns) a group of <paramref name="tile"/> computes.</summary>
     public static (int Rows, int Cols) TileShape(TensorCoreTile tile) => tile switch
     {

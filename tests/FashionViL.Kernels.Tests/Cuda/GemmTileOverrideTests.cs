@@ -63,3 +63,57 @@ public class GemmTileOverrideTests : CudaTestBase
         Assert.That(e.Message, Does.Contain("FVL_TC_TILE").And.Contain("256x128").And.Contain("128x128"));
     }
 }
+
+/// <summary>
+/// <c>FVL_TC_CONV_TILE</c> (<see cref="ConvKernels.ConvTileOverride"/>): a convolution's forward and both gradients run their
+/// tensor-core GEMMs on the named tile — seen in <see cref="ConvKernels.ConvTileLaunches"/> — with every output and gradient
+/// bit the rule's, also where the weight was rounded once before the launch; bf16 keeps the rule under the 128×128 override.
+/// </summary>
+[Category("Cuda"), NonParallelizable]
+public class ConvTileOverrideTests : CudaTestBase
+{
+    [TearDown]
+    public void Restore() => ConvKernels.ConvTileOverride = null;
+
+    private static (List<int[]> Bits, long[] Tiles) Run(TensorCoreTile? tile, Precision p, Tensor[] cpu)
+    {
+        ConvKernels.ConvTileOverride = tile;
+        var before = ConvKernels.ConvTileLaunches.ToArray();
+        var (bits, _) = OutputAndGradientBits(t => Ops.Conv2d(t[0], t[1], null, 1, 1), cpu, p);
+        return (bits, ConvKernels.ConvTileLaunches.Select((n, i) => n - before[i]).ToArray());
+    }
+
+    [TestCase(Precision.Tf32, TensorCoreTile.Tile128x128)]
+    [TestCase(Precision.Tf32, TensorCoreTile.Tile128x64)]
+    [TestCase(Precision.Bf16, TensorCoreTile.Tile128x64)]
+    public void TheNamedTileRunsEveryConvolutionGemmWithTheRulesBits(Precision p, TensorCoreTile tile)
+    {
+        // 3×3 pad 1, [2, 6, 9, 8] → 70 channels: forward M 70, input gradient M 6, weight gradient M 70 (the last may run
+        // fp32 under Tf32 where the rule would take the 64×32 tile: WeightGradientPrecision, unchanged by the override)
+        var cpu = new[] { Rand([2, 6, 9, 8], 41), Rand([70, 6, 3, 3], 42) };
+        var rule = Run(null, p, cpu);
+        var forced = Run(tile, p, cpu);
+        Assert.That(forced.Tiles[(int)tile], Is.EqualTo(rule.Tiles.Sum()), $"{tile} ran every tensor-core conv GEMM the rule ran");
+        Assert.That(forced.Tiles[(int)tile], Is.GreaterThanOrEqualTo(2), "forward and input gradient at least");
+        Assert.That(forced.Tiles.Sum(), Is.EqualTo(rule.Tiles.Sum()));
+        for (int i = 0; i < rule.Bits.Count; i++)
+            Assert.That(forced.Bits[i], Is.EqualTo(rule.Bits[i]), $"{p} on {tile}: {(i == 0 ? "output" : $"gradient of input {i - 1}")}");
+    }
+
+    [Test]
+    public void Bf16KeepsTheRuleUnderThe128x128Override()
+    {
+        var cpu = new[] { Rand([2, 6, 9, 8], 43), Rand([70, 6, 3, 3], 44) };
+        var rule = Run(null, Precision.Bf16, cpu);
+        var forced = Run(TensorCoreTile.Tile128x128, Precision.Bf16, cpu);
+        Assert.That(forced.Tiles, Is.EqualTo(rule.Tiles));
+        Assert.That(forced.Tiles[(int)TensorCoreTile.Tile128x128], Is.Zero);
+    }
+
+    [Test]
+    public void RefusesAnUnknownTileByName()
+    {
+        var e = Assert.Throws<ArgumentException>(() => TensorCoreGemm.ParseTile("FVL_TC_CONV_TILE", "huge"))!;
+        Assert.That(e.Message, Does.Contain("FVL_TC_CONV_TILE").And.Contain("huge").And.Contain("128x128"));
+    }
+}

@@ -173,6 +173,13 @@ public class KernelAuditTests
             Assert.That(ptx.Contains(".minnctapersm 2", StringComparison.Ordinal), Is.EqualTo(bounded), tile.ToString());
             Assert.That(KernelAudit.CudaLaunchBounds(TensorCoreGemm.KernelMethod(tile)), Is.EqualTo(TensorCoreGemm.CudaLaunchBounds(tile)));
         }
+        // the 128×128 tiles (one GEMM kernel per layout, one conv kernel): (256, 2), through the audit's lookup as through the loaders
+        foreach (var m in TensorCoreGemm.Kernel128x128Methods.Append(ConvKernels.TensorCoreKernelMethodFor(TensorCoreTile.Tile128x128)))
+        {
+            var ptx = c.Compile(KernelAudit.Entry(m));
+            Assert.That(ptx, Does.Contain(".maxntid 256, 1, 1").And.Contain(".minnctapersm 2"), m.ToString());
+            Assert.That(KernelAudit.CudaLaunchBounds(m), Is.EqualTo(TensorCoreGemm.CudaLaunchBounds(TensorCoreTile.Tile128x128)), m.ToString());
+        }
     }
 
     [Test]

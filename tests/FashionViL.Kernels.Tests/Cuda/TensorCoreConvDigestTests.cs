@@ -63,7 +63,7 @@ public class TensorCoreConvDigestTests() : EmulatorKernelTestBase(assertions: tr
             using var db = Up(acc, RandF(c.Cout, 3));
             using var dgy = Up(acc, RandF(ny, 4));
             using var ws = acc.Allocate1D<float>(Math.Max(1, c.Splits * nw));
-            foreach (var p in Precisions)
+            foreach (var p in Precisions.Where(x => TensorCoreGemm.TilesFor(x).Contains(tile)))
             {
                 // preRound: the weight rounded once by RoundOperands and passed as such (what the CUDA backend does under
                 // Tf32/Bf16); forward and backward-input must keep their bits, the weight gradient does not read it
@@ -135,6 +135,30 @@ public class TensorCoreConvDigestTests() : EmulatorKernelTestBase(assertions: tr
         Assert.That(got, Has.Count.EqualTo(3 * Precisions.Length));
         var differ = got.Where(g => want[g.Key] != g.Digest).Select(g => g.Key).ToList();
         Assert.That(differ, Is.Empty, $"{tile}, groups of {threads}: outputs whose bits changed");
+    }
+
+    /// <summary>The 128×128 tile (TF32 only): every case's TF32 digests on 2-thread groups, with and without pre-rounded
+    /// weights, and on two cases at the CUDA group size (every slot prefetched).</summary>
+    public static IEnumerable<TestCaseData> Tile128x128Launches()
+    {
+        foreach (var c in Cases)
+            foreach (bool pre in new[] { false, true })
+                yield return new TestCaseData(2, c.Name, pre).SetName($"Tile128x128 groups of 2 {c.Name}{(pre ? " pre-rounded weights" : "")}");
+        foreach (var name in new[] { "3x3-pad1-bias", "1x1-s2-cout130-bias" })
+            yield return new TestCaseData(TensorCoreGemm.GpuGroupSize2, name, true).SetName($"Tile128x128 groups of 256 {name} pre-rounded weights");
+    }
+
+    [TestCaseSource(nameof(Tile128x128Launches))]
+    public void The128x128TileKeepsTheTf32Digests(int threads, string caseName, bool preRound)
+    {
+        var acc = WithGroup(threads);
+        var want = File.ReadAllLines(DigestFixtures.FixturePath("convtc")).Where(x => x.Length > 0).Select(x => x.Split('\t'))
+            .Where(x => x[0].StartsWith(caseName + " Tf32 ", StringComparison.Ordinal)).ToDictionary(x => x[0], x => x[1]);
+        var got = Digests(acc, TensorCoreTile.Tile128x128, Cases.Where(c => c.Name == caseName), preRound).ToList();
+        Assert.That(got, Has.Count.EqualTo(3), "forward, input and weight gradient in TF32");
+        Assert.That(got.Select(g => g.Key), Is.EquivalentTo(want.Keys));
+        var differ = got.Where(g => want[g.Key] != g.Digest).Select(g => g.Key).ToList();
+        Assert.That(differ, Is.Empty, $"128×128 tile, groups of {threads}, pre-rounded {preRound}: outputs whose bits changed");
     }
 
     public static IEnumerable<TestCaseData> PreRoundedLaunches()

@@ -173,6 +173,30 @@ public class TensorCoreConvTests() : EmulatorKernelTestBase(assertions: true, cu
         yield return new TestCaseData(Precision.Bf16, 1, 6, 9, 8, 7, 3, 3, new Conv2dParams(2, 2, 0, 1, 0, 1), false, 20, 2).SetName("Bf16 128x64 tile 3x3 stride 2 asymmetric pad split-K 2");
     }
 
+    /// <summary>The 128×128 tile (<see cref="TensorCoreTile.Tile128x128"/>, TF32 only): forward, input and weight gradient
+    /// against the CPU backend, the float64 reference and bitwise the 64×32 tile, on shapes with several row and column
+    /// tiles, K tails, folded (1×1 stride 1) and gathered B, split-K.</summary>
+    public static IEnumerable<TestCaseData> Tile128x128Cases()
+    {
+        var p = Precision.Tf32;
+        yield return new TestCaseData(p, 2, 5, 7, 6, 9, 3, 3, Conv2dParams.Symmetric(1, 1), true, 10, 1).SetName("Tf32 128x128 tile 3x3 pad 1 batch 2 bias");
+        yield return new TestCaseData(p, 2, 3, 9, 9, 130, 1, 1, Conv2dParams.Symmetric(1, 0), true, 60, 1).SetName("Tf32 128x128 tile 1x1 Cout 130 (two row tiles, two column tiles) bias");
+        yield return new TestCaseData(p, 1, 20, 13, 12, 140, 3, 3, new Conv2dParams(2, 2, 0, 1, 0, 1), false, 70, 2).SetName("Tf32 128x128 tile 3x3 stride 2 Cin 20 Cout 140 split-K 2");
+    }
+
+    [TestCaseSource(nameof(Tile128x128Cases))]
+    public void The128x128TileMatchesTheCpuBackendAndThe64x32TileBitwise(Precision p, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams cp, bool bias, int seed, int splits)
+        => Check(p, batch, cin, h, w, cout, kh, kw, cp, bias, seed, splits, TensorCoreTile.Tile128x128);
+
+    [Test]
+    public void The128x128TileRefusesBf16ByName()
+    {
+        using var buf = Acc.Allocate1D<float>(64);
+        var e = Assert.Throws<ArgumentException>(() => ConvKernels.Conv2dForward(Acc, null, buf.View, buf.View, default, buf.View, 1, 1, 2, 2, 1, 1, 1,
+            Conv2dParams.Symmetric(1, 0), precision: Precision.Bf16, tcTile: TensorCoreTile.Tile128x128))!;
+        Assert.That(e.Message, Does.Contain("128×128").And.Contain("Tf32"));
+    }
+
     [TestCaseSource(nameof(Tile128Cases))]
     public void The128x64TileMatchesTheCpuBackendAndThe64x32TileBitwise(Precision p, int batch, int cin, int h, int w, int cout, int kh, int kw, Conv2dParams cp, bool bias, int seed, int splits)
         => Check(p, batch, cin, h, w, cout, kh, kw, cp, bias, seed, splits, TensorCoreTile.Tile128x64);

@@ -122,6 +122,11 @@ public class PtxAuditTests
             Assert.That(loop.GetProperty("instructions").GetInt32(), Is.LessThanOrEqualTo(8 * 32), $"{k.Name}: instructions per stage");
             Assert.That(loop.GetProperty("shared_loads").GetInt32(), Is.EqualTo(48), $"{k.Name}: 32 A + 16 B fragment words per stage");
         }
+        // the 128×128 conv tile (TF32): the same warp layout within (256, 2) and 48 KB
+        var conv3 = _r.Kernels.Single(k => k.Name == "ConvKernels.ConvGemmTc3Kernel");
+        Assert.That(conv3.Registers, Is.LessThanOrEqualTo(128), conv3.Name);
+        Assert.That(conv3.SharedBytes, Is.GreaterThan(40 * 1024).And.LessThanOrEqualTo(48 * 1024), conv3.Name);
+        if (conv3.Sass is not null) Assert.That(conv3.SassHmma, Is.EqualTo(32), $"{conv3.Name}: 4 m16 × 4 n8 × 2 k8 TF32 HMMA per stage");
         // the conv tiles' double-buffered stages (convtcpf): the 128×64 tile within the launch bounds (256, 2) with its 32
         // accumulators and 12 prefetched operands, both tiles within the 48 KB of static shared memory, one HMMA per mma.sync
         var conv128 = _r.Kernels.Single(k => k.Name == "ConvKernels.ConvGemmTc128Kernel");
