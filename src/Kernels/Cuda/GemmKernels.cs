@@ -472,55 +472,49 @@ public static class GemmKernels
         var Bs = Bs4.Cast<float>();
         int tid = Group.IdxX, nt = Group.DimX;
         int passes = (Micro4 + nt - 1) / nt;
-        int tilesM = (s.M + BM4 - 1) / BM4, tilesN = (s.N + BN4 - 1) / BN4;
         int kTiles = (s.K + BK4 - 1) / BK4;
         bool vecC = (s.Flags & FlagVecC) != 0;
         bool aAlong = (s.Flags & FlagTransA) != 0, bAlong = (s.Flags & FlagTransB) == 0;
         bool ownsSlot = tid < Quads4;
-        for (int bt = Grid.IdxZ; bt < s.Batch; bt += Grid.DimZ)
+        // one C tile per group (the launcher's grid is exact; larger grids run v4): grid-stride loops over the tiles held
+        // their counters across the K loop, and ptxas 12.4 / 13.0 spilled them at the 128-register cap (20 + 24 bytes)
+        int bt = Grid.IdxZ, m0 = Grid.IdxY * BM4, n0 = Grid.IdxX * BN4;
+        long aOff = bt * s.StrideA, bOff = bt * s.StrideB, cOff = bt * s.StrideC;
+        for (int p = 0; p < passes; p++)
         {
-            long aOff = bt * s.StrideA, bOff = bt * s.StrideB, cOff = bt * s.StrideC;
-            for (int tm = Grid.IdxY; tm < tilesM; tm += Grid.DimY)
-            for (int tn = Grid.IdxX; tn < tilesN; tn += Grid.DimX)
+            int mt = p * nt + tid;
+            bool active = mt < Micro4;
+            mt &= Micro4 - 1;
+            int tx = mt & 15, ty = mt >> 4;
+            var acc = default(Acc8x8);
+            if (kTiles > 0) StageTiles(a, b, s, aOff, bOff, m0, n0, 0, As4, As, Bs4, Bs, 0, tid, nt);
+            Group.Barrier();
+            for (int kt = 0; kt < kTiles; kt++)
             {
-                int m0 = tm * BM4, n0 = tn * BN4;
-                for (int p = 0; p < passes; p++)
+                int cur = (kt & 1) * Quads4, nxt = Quads4 - cur;
+                bool more = kt + 1 < kTiles;
+                int k1 = (kt + 1) * BK4;
+                F4 pa = default, pb = default;
+                if (more && ownsSlot)
                 {
-                    int mt = p * nt + tid;
-                    bool active = mt < Micro4;
-                    mt &= Micro4 - 1;
-                    int tx = mt & 15, ty = mt >> 4;
-                    var acc = default(Acc8x8);
-                    if (kTiles > 0) StageTiles(a, b, s, aOff, bOff, m0, n0, 0, As4, As, Bs4, Bs, 0, tid, nt);
-                    Group.Barrier();
-                    for (int kt = 0; kt < kTiles; kt++)
-                    {
-                        int cur = (kt & 1) * Quads4, nxt = Quads4 - cur;
-                        bool more = kt + 1 < kTiles;
-                        int k1 = (kt + 1) * BK4;
-                        F4 pa = default, pb = default;
-                        if (more && ownsSlot)
-                        {
-                            pa = LoadSlotA(a, s, aOff, m0, k1, tid);
-                            pb = LoadSlotB(b, s, bOff, k1, n0, tid);
-                        }
-                        // the 8 k steps unrolled (row kk of a k-major tile is BM4 / 4 = 32 quads further)
-                        Micro8x8.Tile8(ref acc, As4, Bs4, cur + ty, cur + tx, BM4 / 4, BN4 / 4, 16);
-                        if (more)
-                        {
-                            // nobody reads buffer nxt now: its last readers finished before the previous barrier
-                            if (ownsSlot)
-                            {
-                                PutSlot(As4, As, nxt, tid, pa, aAlong);
-                                PutSlot(Bs4, Bs, nxt, tid, pb, bAlong);
-                            }
-                            StageTiles(a, b, s, aOff, bOff, m0, n0, k1, As4, As, Bs4, Bs, nxt, tid + nt, nt);
-                        }
-                        Group.Barrier();
-                    }
-                    if (active) StoreTile(c, bias, s, cOff, m0 + ty * 4, n0 + tx * 4, vecC, acc);
+                    pa = LoadSlotA(a, s, aOff, m0, k1, tid);
+                    pb = LoadSlotB(b, s, bOff, k1, n0, tid);
                 }
+                // the 8 k steps unrolled (row kk of a k-major tile is BM4 / 4 = 32 quads further)
+                Micro8x8.Tile8(ref acc, As4, Bs4, cur + ty, cur + tx, BM4 / 4, BN4 / 4, 16);
+                if (more)
+                {
+                    // nobody reads buffer nxt now: its last readers finished before the previous barrier
+                    if (ownsSlot)
+                    {
+                        PutSlot(As4, As, nxt, tid, pa, aAlong);
+                        PutSlot(Bs4, Bs, nxt, tid, pb, bAlong);
+                    }
+                    StageTiles(a, b, s, aOff, bOff, m0, n0, k1, As4, As, Bs4, Bs, nxt, tid + nt, nt);
+                }
+                Group.Barrier();
             }
+            if (active) StoreTile(c, bias, s, cOff, m0 + ty * 4, n0 + tx * 4, vecC, acc);
         }
     }
 
@@ -620,6 +614,7 @@ public static class GemmKernels
                 | (Aligned4(args.C, args.Ldc, args.StrideC) ? FlagVecC : 0),
         };
         int nt = Math.Min(GpuGroupSize, acc.MaxNumThreadsPerGroup);
+        version = Runnable(version, args.M, args.Batch);
         KernelConfig cfg;
         if (version == GemmVersion.Naive)
         {
@@ -635,6 +630,11 @@ public static class GemmKernels
         var view = args.Bias.Length > 0 ? args.Bias : args.C;   // a valid dummy when there is no bias (never read)
         Kernel(acc, version)(stream ?? acc.DefaultStream, cfg, args.A, args.B, args.C, view, s);
     }
+
+    /// <summary>The version a launch of <paramref name="version"/> runs: itself, except that v5 (one C tile per group, no
+    /// grid-stride loops) hands grids past CUDA's 65,535 row tiles or batches to v4, which gives the same bits.</summary>
+    internal static GemmVersion Runnable(GemmVersion version, int m, int batch)
+        => version == GemmVersion.Reg128x8Prefetch && ((m + BM4 - 1) / BM4 > 65535 || batch > 65535) ? GemmVersion.Reg128x8Vec : version;
 
     /// <summary>128-bit accesses are safe when the view starts 16-byte aligned (device buffers are) and rows and batches keep it.</summary>
     internal static bool Aligned4(ArrayView<float> v, int ld, long batchStride) => v.LoadEffectiveAddressAsPtr().ToInt64() % 16 == 0 && ld % 4 == 0 && batchStride % 4 == 0;

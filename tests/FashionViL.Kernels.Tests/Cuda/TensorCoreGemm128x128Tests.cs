@@ -166,6 +166,11 @@ public class TensorCoreGemm128x128Tests() : EmulatorKernelTestBase(assertions: t
         Assert.That(TensorCoreGemm.Runnable(TensorCoreTile.Tile128x128, 128 * 65535 + 1, 1), Is.EqualTo(TensorCoreTile.Tile128x64));
         Assert.That(TensorCoreGemm.Runnable(TensorCoreTile.Tile128x128, 1, 65536), Is.EqualTo(TensorCoreTile.Tile128x64));
         Assert.That(TensorCoreGemm.Runnable(TensorCoreTile.Tile64x32, 128 * 65535 + 1, 65536), Is.EqualTo(TensorCoreTile.Tile64x32));
+        // the fp32 SGEMM v5 is one tile per group as well: v4 (same bits, grid-strided) takes the grids it cannot
+        Assert.That(GemmKernels.Runnable(GemmVersion.Reg128x8Prefetch, 128 * 65535, 65535), Is.EqualTo(GemmVersion.Reg128x8Prefetch));
+        Assert.That(GemmKernels.Runnable(GemmVersion.Reg128x8Prefetch, 128 * 65535 + 1, 1), Is.EqualTo(GemmVersion.Reg128x8Vec));
+        Assert.That(GemmKernels.Runnable(GemmVersion.Reg128x8Prefetch, 1, 65536), Is.EqualTo(GemmVersion.Reg128x8Vec));
+        Assert.That(GemmKernels.Runnable(GemmVersion.Reg64x4, 1, 65536), Is.EqualTo(GemmVersion.Reg64x4));
     }
 
     [Test]

@@ -6,8 +6,8 @@ namespace FashionViL.Tests.Bench;
 
 /// <summary>
 /// `fashionvil bench ptx`: every kernel the six training steps load (run once each on the CUDA emulator) plus every GEMM and
-/// conv variant, compiled for sm_90 offline. With ptxas (FVL_PTXAS, which .ci/run sets after fetching Debian's CUDA 11.8
-/// ptxas, or a CUDA toolkit on PATH) each is also assembled and its registers, stack and spills checked.
+/// conv variant, compiled for sm_90 offline. With ptxas (FVL_PTXAS, which .ci/run sets after fetching Debian's CUDA 12.4
+/// ptxas (11.8 as a fallback), or a CUDA toolkit on PATH) each is also assembled and its registers, stack and spills checked.
 /// </summary>
 [TestFixture, Category("Cuda"), NonParallelizable]
 public class PtxAuditTests
