@@ -354,8 +354,9 @@ public static partial class TensorCoreGemm
         int sa0 = Place3(ta, tid, 0), saq = Place3(ta, tid, 1) - sa0, sb0 = Op3Words + Place3(!tb, tid, 0), sbq = Op3Words + Place3(!tb, tid, 1) - sb0;
         if (kTiles > 0)
         {
-            // the first stage: on CUDA each thread its own slot (256 threads), elsewhere every slot
-            if (CudaAsm.IsSupported)
+            // the first stage: with 256 threads (always on CUDA) each thread its own slot, as the loops below prefetch them
+            // (so the emulator's 256-thread groups run this path too); smaller groups stage every slot
+            if (CudaAsm.IsSupported || nt == GpuGroupSize2)
             {
                 bool kIn = BK <= s.K;
                 F4 pa0 = Fetch3(a, a4, aOff, s.Lda, ta, m0, 0, s.M, s.K, tid, 0, vecA && mIn && kIn), pa1 = Fetch3(a, a4, aOff, s.Lda, ta, m0, 0, s.M, s.K, tid, 1, vecA && mIn && kIn);
