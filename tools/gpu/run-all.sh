@@ -3,7 +3,8 @@
 #   DEADLINE=480 bash tools/gpu/run-all.sh
 # 1. gpu-check (~20 s on an H200); 2. run-step.sh: itc, mlm, mpfc in fp32 and tf32 and PyTorch's step (~125 s);
 # 3. the tf32 steps with FVL_TC_TILE=128x128, then also FVL_TC_CONV_TILE=128x128 (the 128×128 tensor-core tiles; TILE_TASKS);
-# 4. the same steps with the kernel tuner in fp32 (TUNE_MODES; its cache holds every candidate's median per GEMM/conv shape);
+# 4. the same steps with the kernel tuner in tf32 (TUNE_MODES; its cache holds every candidate's median per GEMM/conv shape,
+#    the 128×128 tiles included: fp32 was tuned in session 17);
 # 5. bench ptx with the device's ptxas if time is left. Each stage copies its results into $OUT as soon as it ends
 # (at most 8 files come back), so a call cut short still returns what finished.
 set -uo pipefail
@@ -34,7 +35,7 @@ for ab in "gemm:FVL_TC_TILE=128x128" "gemm+conv:FVL_TC_TILE=128x128 FVL_TC_CONV_
 done
 if [ $((DEADLINE - SECONDS)) -gt 80 ]; then
   OUT=$W/tune BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" TUNE=on TORCH=0 STEPS=4 WARMUP=2 RUN_TIMEOUT=${RUN_TIMEOUT:-70} \
-    TASKS="${TUNE_TASKS:-itc mlm mpfc}" MODES="${TUNE_MODES:-fp32}" bash tools/gpu/run-step.sh > "$W/tune.txt" 2>&1; stamp "tune rc=$?"
+    TASKS="${TUNE_TASKS:-itc mlm mpfc}" MODES="${TUNE_MODES:-tf32}" bash tools/gpu/run-step.sh > "$W/tune.txt" 2>&1; stamp "tune rc=$?"
   cp "$W/tune.txt" "$O/"; tar -C "$W" -czf "$O/tune.tar.gz" tune
 fi
 if [ $((DEADLINE - SECONDS)) -gt 40 ]; then
@@ -43,7 +44,7 @@ if [ $((DEADLINE - SECONDS)) -gt 40 ]; then
   echo "ptx rc=$?" >> "$W/ptx.txt"; stamp "ptx done"
   tar -C "$W" -czf "$O/ptx.tar.gz" ptx.txt $( [ -f "$W/ptx.json" ] && echo ptx.json )
 fi
-echo "===== tuned (fp32)"; tail -n 12 "$W/tune.txt" 2>/dev/null
+echo "===== tuned (${TUNE_MODES:-tf32})"; tail -n 12 "$W/tune.txt" 2>/dev/null
 echo "===== tf32 with the 128×128 tiles"; cat "$W/tile/tile.txt" 2>/dev/null
 echo "===== gpu-check"; grep -v " PASS " "$O/check.txt" | tail -8
 echo "===== steps vs PyTorch"; tail -n 22 "$W/step.txt"
