@@ -33,6 +33,7 @@ public class CliTests
     [TestCase("FVL_ATTENTION", "flash", "fashionvil: FVL_ATTENTION = 'flash' is not an attention path")]
     [TestCase("FVL_TC_TILE", "256x128", "fashionvil: FVL_TC_TILE = '256x128' is not a tensor-core tile")]
     [TestCase("FVL_TC_CONV_TILE", "big", "fashionvil: FVL_TC_CONV_TILE = 'big' is not a tensor-core tile")]
+    [TestCase("FVL_SGEMM", "v9", "fashionvil: FVL_SGEMM = 'v9' is not an fp32 SGEMM version")]
     public void AnInvalidSwitchStopsTheCommandLineAtOnce(string variable, string value, string message)
     {
         var exe = Path.Combine(AppContext.BaseDirectory, "FashionViL.Cli.dll");

@@ -2,7 +2,8 @@
 # Issue 7 device call in one go (after bash tools/gpu/pack.sh here; run tool, carry [".gpu"], timeout_s ≥ DEADLINE + 60):
 #   DEADLINE=480 bash tools/gpu/run-all.sh
 # 1. gpu-check (~20 s on an H200); 2. run-step.sh: itc, mlm, mpfc in fp32 and tf32 and PyTorch's step (~125 s);
-# 3. the tf32 steps with FVL_TC_TILE=128x128, then also FVL_TC_CONV_TILE=128x128 (the 128×128 tensor-core tiles; TILE_TASKS);
+# 3. A/B: the fp32 steps with FVL_SGEMM=v6, the tf32 steps with FVL_TC_TILE=128x128, then with FVL_TC_CONV_TILE=128x128
+#    too (session 18's candidates; AB_TASKS);
 # 4. the same steps with the kernel tuner in tf32 (TUNE_MODES; its cache holds every candidate's median per GEMM/conv shape,
 #    the 128×128 tiles included: fp32 was tuned in session 17);
 # 5. bench ptx with the device's ptxas if time is left. Each stage copies its results into $OUT as soon as it ends
@@ -21,17 +22,18 @@ timeout "${CHECK_TIMEOUT:-90}" "$check" > "$O/check.txt" 2>&1; stamp "gpu-check 
 OUT=$W/step BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" STEPS=${STEPS:-8} WARMUP=${WARMUP:-2} RUN_TIMEOUT=${RUN_TIMEOUT:-70} \
   TORCH_TIMEOUT=${TORCH_TIMEOUT:-130} bash tools/gpu/run-step.sh > "$W/step.txt" 2>&1; stamp "run-step rc=$?"
 cp "$W/step.txt" "$O/"; tar -C "$W" -czf "$O/step.tar.gz" step
-# the 128×128 TF32 tiles (the rules still pick 128×64): the tf32 steps again with FVL_TC_TILE=128x128 (every tensor-core
-# GEMM), then also FVL_TC_CONV_TILE=128x128 (every tensor-core convolution), to compare with run-step's tf32 steps above
-# (same call, same machine); both land in tile.tar.gz
-mkdir -p "$W/tile"
-for ab in "gemm:FVL_TC_TILE=128x128" "gemm+conv:FVL_TC_TILE=128x128 FVL_TC_CONV_TILE=128x128"; do
-  name=${ab%%:*}; vars=${ab#*:}
-  [ $((DEADLINE - SECONDS)) -gt 100 ] || { echo "tile $name: skipped (time)" >> "$W/tile/tile.txt"; continue; }
-  env $vars OUT="$W/tile/$name" BUDGET=$((DEADLINE - SECONDS - 60)) CLI="$cli" TORCH=0 STEPS=${STEPS:-8} WARMUP=${WARMUP:-2} \
-    RUN_TIMEOUT=${RUN_TIMEOUT:-70} TASKS="${TILE_TASKS:-itc mlm mpfc}" MODES=tf32 bash tools/gpu/run-step.sh > "$W/tile/$name.txt" 2>&1
-  stamp "tile $name rc=$?"; echo "== $name ($vars)" >> "$W/tile/tile.txt"; tail -n 6 "$W/tile/$name.txt" >> "$W/tile/tile.txt"
-  tar -C "$W" -czf "$O/tile.tar.gz" tile
+# A/B runs of session 18's candidates (the rules still pick the old kernels), to compare with run-step's steps above (same
+# call, same machine): the fp32 steps with FVL_SGEMM=v6 (the layout-specialised SGEMM), the tf32 steps with
+# FVL_TC_TILE=128x128 (every tensor-core GEMM), then also FVL_TC_CONV_TILE=128x128 (every tensor-core convolution); all in
+# ab.tar.gz
+mkdir -p "$W/ab"
+for ab in "sgemm-v6:fp32:FVL_SGEMM=v6" "tc-gemm-128x128:tf32:FVL_TC_TILE=128x128" "tc-gemm+conv-128x128:tf32:FVL_TC_TILE=128x128 FVL_TC_CONV_TILE=128x128"; do
+  name=${ab%%:*}; rest=${ab#*:}; mode=${rest%%:*}; vars=${rest#*:}
+  [ $((DEADLINE - SECONDS)) -gt 100 ] || { echo "$name: skipped (time)" >> "$W/ab/ab.txt"; continue; }
+  env $vars OUT="$W/ab/$name" BUDGET=$((DEADLINE - SECONDS - 60)) CLI="$cli" TORCH=0 STEPS=${STEPS:-8} WARMUP=${WARMUP:-2} \
+    RUN_TIMEOUT=${RUN_TIMEOUT:-70} TASKS="${AB_TASKS:-itc mlm mpfc}" MODES=$mode bash tools/gpu/run-step.sh > "$W/ab/$name.txt" 2>&1
+  stamp "$name rc=$?"; echo "== $name ($mode, $vars)" >> "$W/ab/ab.txt"; tail -n 6 "$W/ab/$name.txt" >> "$W/ab/ab.txt"
+  tar -C "$W" -czf "$O/ab.tar.gz" ab
 done
 if [ $((DEADLINE - SECONDS)) -gt 80 ]; then
   OUT=$W/tune BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" TUNE=on TORCH=0 STEPS=4 WARMUP=2 RUN_TIMEOUT=${RUN_TIMEOUT:-70} \
@@ -45,6 +47,6 @@ if [ $((DEADLINE - SECONDS)) -gt 40 ]; then
   tar -C "$W" -czf "$O/ptx.tar.gz" ptx.txt $( [ -f "$W/ptx.json" ] && echo ptx.json )
 fi
 echo "===== tuned (${TUNE_MODES:-tf32})"; tail -n 12 "$W/tune.txt" 2>/dev/null
-echo "===== tf32 with the 128×128 tiles"; cat "$W/tile/tile.txt" 2>/dev/null
+echo "===== A/B: session 18's candidates"; cat "$W/ab/ab.txt" 2>/dev/null
 echo "===== gpu-check"; grep -v " PASS " "$O/check.txt" | tail -8
 echo "===== steps vs PyTorch"; tail -n 22 "$W/step.txt"

@@ -64,7 +64,7 @@ public static class PtxAudit
             log?.WriteLine($"bench ptx: ran a {task} step ({precision.Name()}) on {device}");
         }
         var loaded = KernelAudit.LoadedKernels(CudaRuntime.Get(0).Accelerator);
-        var ladders = GemmKernels.Versions.Select(GemmKernels.KernelMethod)
+        var ladders = GemmKernels.Versions.Select(GemmKernels.KernelMethod).Concat(GemmKernels.Reg128LayoutMethods)
             .Concat(ConvKernels.KernelMethods.Select(k => k.Method))
             .Concat(TensorCoreGemm.Tiles.Select(tile => TensorCoreGemm.KernelMethod(tile))).Concat(TensorCoreGemm.Kernel128x128Methods).Concat(TensorCoreGemm.TilesFor(Precision.Tf32).Select(ConvKernels.TensorCoreKernelMethodFor))
             .Select(KernelAudit.Entry);
@@ -164,6 +164,7 @@ public static class PtxAudit
                 {
                     instructions = l.Instructions, ffma = l.Ffma, hmma = l.Hmma, shared_loads = l.SharedLoads, shared_stores = l.SharedStores,
                     global_loads = l.GlobalLoads, barriers = l.Barriers, enclosing_extra = l.EnclosingExtra, nested_loops = l.NestedLoops,
+                    local_accesses = l.LocalAccesses,
                     math_share = Math.Round(l.MathShare, 4),
                 },
                 uses_local_memory = k.UsesLocalMemory,

@@ -58,7 +58,7 @@ public sealed partial class CudaBackend
         }
         if (precision == Precision.Fp32)
         {
-            LaunchSgemm(args, KernelTuner.IsOn ? PickSgemm(args) : GemmKernels.Best);
+            LaunchSgemm(args, KernelTuner.IsOn ? PickSgemm(args) : Sgemm);
             return;
         }
         var tile = GemmTile(args, precision);
@@ -78,7 +78,7 @@ public sealed partial class CudaBackend
             for (int i = 0; i < n; i++) CudaRuntime.CountLaunch();
         }
         if (!KernelTuner.IsOn)
-            Split(GemmKernels.Best, precision == Precision.Fp32 ? null : GemmTile(args, precision));
+            Split(Sgemm, precision == Precision.Fp32 ? null : GemmTile(args, precision));
         else if (precision == Precision.Fp32)
             Split(KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", GemmKernels.Best, TunedGemmVersions, v => Split(v, null), SaveFor(args)), null);
         else
@@ -131,7 +131,39 @@ public sealed partial class CudaBackend
 
     /// <summary>The fp32 SGEMM versions the tuner times: v5 (the rule's pick), v4 and the 64×64 v3 (more groups on narrow
     /// shapes). All sum each output's products in k order from zero, so they give the same bits.</summary>
-    internal static IReadOnlyList<GemmVersion> TunedGemmVersions { get; } = [GemmVersion.Reg128x8Prefetch, GemmVersion.Reg128x8Vec, GemmVersion.Reg64x4];
+    internal static IReadOnlyList<GemmVersion> TunedGemmVersions { get; } = [GemmVersion.Reg128x8Prefetch, GemmVersion.Reg128x8Layout, GemmVersion.Reg128x8Vec, GemmVersion.Reg64x4];
+
+    /// <summary>The fp32 SGEMM version a GEMM runs without the tuner: <see cref="GemmKernels.Best"/>, or
+    /// <see cref="SgemmOverride"/>.</summary>
+    private static GemmVersion Sgemm => SgemmOverride ?? GemmKernels.Best;
+
+    /// <summary>
+    /// An fp32 SGEMM version every fp32 GEMM runs instead of the rule's (<c>FVL_SGEMM</c> = <c>rule</c> (default), <c>v3</c>,
+    /// <c>v4</c>, <c>v5</c> or <c>v6</c>), for A/B timing on a device: the versions give the same bits, so only the speed
+    /// changes; split-K counts stay the rule's. Read once, at the first use (an invalid value throws there, naming it; the
+    /// CLI checks it at start). Settable for tests.
+    /// </summary>
+    public static GemmVersion? SgemmOverride
+    {
+        get
+        {
+            if (!_sgemmRead) { _sgemmOverride = ParseSgemm(Environment.GetEnvironmentVariable("FVL_SGEMM")); _sgemmRead = true; }
+            return _sgemmOverride;
+        }
+        set { _sgemmOverride = value; _sgemmRead = true; }
+    }
+    private static GemmVersion? _sgemmOverride;
+    private static bool _sgemmRead;
+
+    internal static GemmVersion? ParseSgemm(string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "rule" => null,
+        "v3" => GemmVersion.Reg64x4,
+        "v4" => GemmVersion.Reg128x8Vec,
+        "v5" => GemmVersion.Reg128x8Prefetch,
+        "v6" => GemmVersion.Reg128x8Layout,
+        _ => throw new ArgumentException($"FVL_SGEMM = '{value}' is not an fp32 SGEMM version: rule (default), v3, v4, v5 or v6"),
+    };
 
     private void LaunchSgemm(in GemmArgs args, GemmVersion v)
     {

@@ -1,6 +1,7 @@
 using FashionViL.Kernels.Cpu;
 using ILGPU;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 using System.Runtime.CompilerServices;
 
 namespace FashionViL.Kernels.Cuda;
@@ -18,6 +19,8 @@ public enum GemmVersion
     Reg128x8Vec = 4,
     /// <summary>v5: v4 with double-buffered shared tiles and the next K tile prefetched into registers (one barrier per tile).</summary>
     Reg128x8Prefetch = 5,
+    /// <summary>v6: v5 compiled once per operand layout, with a bounds-free K-tile loop for interior tiles of aligned operands.</summary>
+    Reg128x8Layout = 6,
 }
 
 /// <summary>
@@ -294,10 +297,15 @@ public static class GemmKernels
     /// <summary>Slot e (0..255) of the op(A)[m0.., k0..] tile as a float4 from global memory: one 128-bit load when aligned
     /// and inside, else four bounds-checked scalar loads (zeros outside). TransA: the slot runs along m, else along k.</summary>
     private static F4 LoadSlotA(ArrayView<float> a, GemmShape s, long aOff, int m0, int k0, int e)
+        => LoadSlotA(a, s, aOff, m0, k0, e, (s.Flags & FlagTransA) != 0);
+
+    /// <summary><see cref="LoadSlotA(ArrayView{float}, GemmShape, long, int, int, int)"/> with the layout given (a constant in v5).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static F4 LoadSlotA(ArrayView<float> a, GemmShape s, long aOff, int m0, int k0, int e, bool ta)
     {
         bool vec = (s.Flags & FlagVecA) != 0;
         F4 v;
-        if ((s.Flags & FlagTransA) != 0)
+        if (ta)
         {
             int gk = k0 + (e >> 5), gm = m0 + ((e & 31) << 2);
             long gi = aOff + (long)gk * s.Lda + gm;
@@ -324,10 +332,15 @@ public static class GemmKernels
 
     /// <summary>Slot e of the op(B)[k0.., n0..] tile (see <see cref="LoadSlotA"/>). Not TransB: the slot runs along n, else along k.</summary>
     private static F4 LoadSlotB(ArrayView<float> b, GemmShape s, long bOff, int k0, int n0, int e)
+        => LoadSlotB(b, s, bOff, k0, n0, e, (s.Flags & FlagTransB) != 0);
+
+    /// <summary><see cref="LoadSlotB(ArrayView{float}, GemmShape, long, int, int, int)"/> with the layout given (a constant in v5).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static F4 LoadSlotB(ArrayView<float> b, GemmShape s, long bOff, int k0, int n0, int e, bool tb)
     {
         bool vec = (s.Flags & FlagVecB) != 0;
         F4 v;
-        if ((s.Flags & FlagTransB) == 0)
+        if (!tb)
         {
             int gk = k0 + (e >> 5), gn = n0 + ((e & 31) << 2);
             long gi = bOff + (long)gk * s.Ldb + gn;
@@ -372,12 +385,17 @@ public static class GemmKernels
     /// strided by the group size) at float4 offset <paramref name="base4"/>.</summary>
     private static void StageTiles(ArrayView<float> a, ArrayView<float> b, GemmShape s, long aOff, long bOff, int m0, int n0, int k0,
         ArrayView<F4> As4, ArrayView<float> As, ArrayView<F4> Bs4, ArrayView<float> Bs, int base4, int first, int nt)
+        => StageTiles(a, b, s, aOff, bOff, m0, n0, k0, As4, As, Bs4, Bs, base4, first, nt, (s.Flags & FlagTransA) != 0, (s.Flags & FlagTransB) != 0);
+
+    /// <summary><see cref="StageTiles(ArrayView{float}, ArrayView{float}, GemmShape, long, long, int, int, int, ArrayView{F4}, ArrayView{float}, ArrayView{F4}, ArrayView{float}, int, int, int)"/>
+    /// with the layout given (constants in v5).</summary>
+    private static void StageTiles(ArrayView<float> a, ArrayView<float> b, GemmShape s, long aOff, long bOff, int m0, int n0, int k0,
+        ArrayView<F4> As4, ArrayView<float> As, ArrayView<F4> Bs4, ArrayView<float> Bs, int base4, int first, int nt, bool ta, bool tb)
     {
-        bool aAlong = (s.Flags & FlagTransA) != 0, bAlong = (s.Flags & FlagTransB) == 0;
         for (int e = first; e < Quads4; e += nt)
         {
-            PutSlot(As4, As, base4, e, LoadSlotA(a, s, aOff, m0, k0, e), aAlong);
-            PutSlot(Bs4, Bs, base4, e, LoadSlotB(b, s, bOff, k0, n0, e), bAlong);
+            PutSlot(As4, As, base4, e, LoadSlotA(a, s, aOff, m0, k0, e, ta), ta);
+            PutSlot(Bs4, Bs, base4, e, LoadSlotB(b, s, bOff, k0, n0, e, tb), !tb);
         }
     }
 
@@ -474,46 +492,122 @@ public static class GemmKernels
         int passes = (Micro4 + nt - 1) / nt;
         int kTiles = (s.K + BK4 - 1) / BK4;
         bool vecC = (s.Flags & FlagVecC) != 0;
-        bool aAlong = (s.Flags & FlagTransA) != 0, bAlong = (s.Flags & FlagTransB) == 0;
         bool ownsSlot = tid < Quads4;
         // one C tile per group (the launcher's grid is exact; larger grids run v4): grid-stride loops over the tiles held
         // their counters across the K loop, and ptxas 12.4 / 13.0 spilled them at the 128-register cap (20 + 24 bytes)
         int bt = Grid.IdxZ, m0 = Grid.IdxY * BM4, n0 = Grid.IdxX * BN4;
         long aOff = bt * s.StrideA, bOff = bt * s.StrideB, cOff = bt * s.StrideC;
+        bool ta = (s.Flags & FlagTransA) != 0, tb = (s.Flags & FlagTransB) != 0;
         for (int p = 0; p < passes; p++)
         {
-            int mt = p * nt + tid;
+            int mt = p * nt + tid, tx = mt & 15, ty = (mt & (Micro4 - 1)) >> 4;
             bool active = mt < Micro4;
-            mt &= Micro4 - 1;
-            int tx = mt & 15, ty = mt >> 4;
             var acc = default(Acc8x8);
-            if (kTiles > 0) StageTiles(a, b, s, aOff, bOff, m0, n0, 0, As4, As, Bs4, Bs, 0, tid, nt);
-            Group.Barrier();
+            StageFirst(a, b, s, aOff, bOff, m0, n0, As4, As, Bs4, Bs, tid, nt, kTiles, ta, tb);
             for (int kt = 0; kt < kTiles; kt++)
+                PrefetchedKTile(ref acc, a, b, s, aOff, bOff, m0, n0, As4, As, Bs4, Bs, kt, kTiles, tid, nt, tx, ty, ownsSlot, ta, tb, stageRest: true);
+            if (active) StoreTile(c, bias, s, cOff, m0 + ty * 4, n0 + tx * 4, vecC, acc);
+        }
+    }
+
+    /// <summary>The first K tile of a pass of v5/v6 staged (all slots, strided by the group), then a barrier.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StageFirst(ArrayView<float> a, ArrayView<float> b, GemmShape s, long aOff, long bOff, int m0, int n0,
+        ArrayView<F4> As4, ArrayView<float> As, ArrayView<F4> Bs4, ArrayView<float> Bs, int tid, int nt, int kTiles, bool ta, bool tb)
+    {
+        if (kTiles > 0) StageTiles(a, b, s, aOff, bOff, m0, n0, 0, As4, As, Bs4, Bs, 0, tid, nt, ta, tb);
+        Group.Barrier();
+    }
+
+    /// <summary>
+    /// K tile <paramref name="kt"/> of v5 (and of v6 outside its stage loop): the next K tile's slot loaded into registers
+    /// (bounds-checked, 128-bit where aligned and inside), this tile's 8 k steps of the 8×8 micro-tile, the slot stored into
+    /// the other buffer, one barrier. <paramref name="stageRest"/>: stage the slots no thread prefetched (groups smaller than
+    /// 256, the CPU accelerator).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchedKTile(ref Acc8x8 acc, ArrayView<float> a, ArrayView<float> b, GemmShape s, long aOff, long bOff, int m0, int n0,
+        ArrayView<F4> As4, ArrayView<float> As, ArrayView<F4> Bs4, ArrayView<float> Bs, int kt, int kTiles, int tid, int nt, int tx, int ty,
+        bool ownsSlot, bool ta, bool tb, bool stageRest)
+    {
+        int cur = (kt & 1) * Quads4, nxt = Quads4 - cur;
+        bool more = kt + 1 < kTiles;
+        int k1 = (kt + 1) * BK4;
+        F4 pa = default, pb = default;
+        if (more && ownsSlot)
+        {
+            pa = LoadSlotA(a, s, aOff, m0, k1, tid, ta);
+            pb = LoadSlotB(b, s, bOff, k1, n0, tid, tb);
+        }
+        // the 8 k steps unrolled (row kk of a k-major tile is BM4 / 4 = 32 quads further)
+        Micro8x8.Tile8(ref acc, As4, Bs4, cur + ty, cur + tx, BM4 / 4, BN4 / 4, 16);
+        if (more)
+        {
+            // nobody reads buffer nxt now: its last readers finished before the previous barrier
+            if (ownsSlot)
+            {
+                PutSlot(As4, As, nxt, tid, pa, ta);
+                PutSlot(Bs4, Bs, nxt, tid, pb, !tb);
+            }
+            if (stageRest) StageTiles(a, b, s, aOff, bOff, m0, n0, k1, As4, As, Bs4, Bs, nxt, tid + nt, nt, ta, tb);
+        }
+        Group.Barrier();
+    }
+
+    /// <summary>v6 (vs v5: one compiled kernel per operand layout, and a K-tile loop for the tiles whose next K tile lies inside
+    /// both aligned operands, loading float4 at indices advanced by a constant, without bounds tests or scalar paths; the rest
+    /// run v5's loop). The same micro-tiles, shared tiles and K order as v4 and v5: the same bits.</summary>
+    internal static void Reg128LayoutKernel<TL>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias, GemmShape s)
+        where TL : struct, ITcLayout
+    {
+        var As4 = SharedMemory.Allocate<F4>(2 * Quads4);   // two buffers of As[k·128 + m], as float4
+        var Bs4 = SharedMemory.Allocate<F4>(2 * Quads4);   // two buffers of Bs[k·128 + n], as float4
+        var As = As4.Cast<float>();
+        var Bs = Bs4.Cast<float>();
+        var a4 = a.Cast<F4>();
+        var b4 = b.Cast<F4>();
+        bool ta = TL.TransA, tb = TL.TransB;   // one compiled kernel per layout: no layout test inside the K loop
+        int tid = Group.IdxX, nt = Group.DimX;
+        int passes = CudaAsm.IsSupported ? 1 : (Micro4 + nt - 1) / nt;   // CUDA launches 256 threads: one pass, known to ptxas
+        int kTiles = (s.K + BK4 - 1) / BK4;
+        bool vecC = (s.Flags & FlagVecC) != 0, vecAB = (s.Flags & FlagVecA) != 0 && (s.Flags & FlagVecB) != 0;
+        bool ownsSlot = CudaAsm.IsSupported || tid < Quads4;
+        // one C tile per group (the launcher's grid is exact; larger grids run v4): grid-stride loops over the tiles held
+        // their counters across the K loop, and ptxas 12.4 / 13.0 spilled them at the 128-register cap (20 + 24 bytes)
+        int bt = Grid.IdxZ, m0 = Grid.IdxY * BM4, n0 = Grid.IdxX * BN4;
+        long aOff = bt * s.StrideA, bOff = bt * s.StrideB, cOff = bt * s.StrideC;
+        // K tiles kt < kFast prefetch a next tile that lies inside both operands, both 16-byte aligned: that loop loads
+        // float4 (index fa / fb, advanced by a constant per K tile) without bounds tests or a scalar path
+        int kFast = vecAB && m0 + BM4 <= s.M && n0 + BN4 <= s.N ? Math.Min(s.K / BK4 - 1, kTiles - 1) : 0;
+        for (int p = 0; p < passes; p++)
+        {
+            int mt = p * nt + tid, tx = mt & 15, ty = (mt & (Micro4 - 1)) >> 4;
+            bool active = mt < Micro4;
+            var acc = default(Acc8x8);
+            StageFirst(a, b, s, aOff, bOff, m0, n0, As4, As, Bs4, Bs, tid, nt, kTiles, ta, tb);
+            int kt = 0;
+            // this thread's slot of K tile 0 in float4 (exact: both operands are aligned wherever kFast > 0)
+            long pfa = (aOff + (ta ? (long)(tid >> 5) * s.Lda + m0 + ((tid & 31) << 2) : (long)(m0 + (tid >> 1)) * s.Lda + ((tid & 1) << 2))) >> 2;
+            long pfb = (bOff + (tb ? (long)(n0 + (tid >> 1)) * s.Ldb + ((tid & 1) << 2) : (long)(tid >> 5) * s.Ldb + n0 + ((tid & 31) << 2))) >> 2;
+            for (; kt < kFast; kt++)
             {
                 int cur = (kt & 1) * Quads4, nxt = Quads4 - cur;
-                bool more = kt + 1 < kTiles;
-                int k1 = (kt + 1) * BK4;
+                pfa += ta ? 2 * s.Lda : 2; pfb += tb ? 2 : 2 * s.Ldb;   // one K tile (8 rows of k) further, in float4 (int: ld < 2^30)
                 F4 pa = default, pb = default;
-                if (more && ownsSlot)
-                {
-                    pa = LoadSlotA(a, s, aOff, m0, k1, tid);
-                    pb = LoadSlotB(b, s, bOff, k1, n0, tid);
-                }
+                if (ownsSlot) { pa = a4[pfa]; pb = b4[pfb]; }
                 // the 8 k steps unrolled (row kk of a k-major tile is BM4 / 4 = 32 quads further)
                 Micro8x8.Tile8(ref acc, As4, Bs4, cur + ty, cur + tx, BM4 / 4, BN4 / 4, 16);
-                if (more)
+                // nobody reads buffer nxt now: its last readers finished before the previous barrier
+                if (ownsSlot)
                 {
-                    // nobody reads buffer nxt now: its last readers finished before the previous barrier
-                    if (ownsSlot)
-                    {
-                        PutSlot(As4, As, nxt, tid, pa, aAlong);
-                        PutSlot(Bs4, Bs, nxt, tid, pb, bAlong);
-                    }
-                    StageTiles(a, b, s, aOff, bOff, m0, n0, k1, As4, As, Bs4, Bs, nxt, tid + nt, nt);
+                    PutSlot(As4, As, nxt, tid, pa, ta);
+                    PutSlot(Bs4, Bs, nxt, tid, pb, !tb);
                 }
+                if (!CudaAsm.IsSupported) StageTiles(a, b, s, aOff, bOff, m0, n0, (kt + 1) * BK4, As4, As, Bs4, Bs, nxt, tid + nt, nt, ta, tb);
                 Group.Barrier();
             }
+            for (; kt < kTiles; kt++)
+                PrefetchedKTile(ref acc, a, b, s, aOff, bOff, m0, n0, As4, As, Bs4, Bs, kt, kTiles, tid, nt, tx, ty, ownsSlot, ta, tb, stageRest: !CudaAsm.IsSupported);
             if (active) StoreTile(c, bias, s, cOff, m0 + ty * 4, n0 + tx * 4, vecC, acc);
         }
     }
@@ -544,23 +638,43 @@ public static class GemmKernels
     private sealed class Loaded
     {
         public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[] Kernels = new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[6];
+        /// <summary>v6 by layout: index TransA·2 + TransB.</summary>
+        public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[] V6 = new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[4];
     }
+
+    /// <summary>v6's kernel for a layout (one compiled kernel per TransA, TransB).</summary>
+    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> V6For(bool ta, bool tb) => (ta, tb) switch
+    {
+        (false, false) => Reg128LayoutKernel<TcLayoutNN>,
+        (false, true) => Reg128LayoutKernel<TcLayoutNT>,
+        (true, false) => Reg128LayoutKernel<TcLayoutTN>,
+        _ => Reg128LayoutKernel<TcLayoutTT>,
+    };
+
+    /// <summary>v6's kernel methods, one per layout (NN, NT, TN, TT), for offline PTX compilation.</summary>
+    public static IReadOnlyList<System.Reflection.MethodInfo> Reg128LayoutMethods { get; } =
+        [V6For(false, false).Method, V6For(false, true).Method, V6For(true, false).Method, V6For(true, true).Method];
 
     // Holds the typed delegates (ILGPU's own kernel cache is weak) for as long as the accelerator lives.
     private static readonly ConditionalWeakTable<Accelerator, Loaded> Cache = new();
 
-    private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> Kernel(Accelerator acc, GemmVersion v)
+    private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> Kernel(Accelerator acc, GemmVersion v,
+        bool ta = false, bool tb = false)
     {
         var loaded = Cache.GetValue(acc, _ => new Loaded());
         lock (loaded)
         {
+            if (v == GemmVersion.Reg128x8Layout)
+                return loaded.V6[(ta ? 2 : 0) + (tb ? 1 : 0)] ??=
+                    acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(V6For(ta, tb), Bounds(acc, v));
             return loaded.Kernels[(int)v] ??= v switch
             {
                 GemmVersion.Naive => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(NaiveKernel),
                 GemmVersion.Tiled16 => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(TiledKernel),
                 GemmVersion.Reg64x4 => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg64Kernel),
                 GemmVersion.Reg128x8Vec => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg128Kernel, Bounds(acc, v)),
-                _ => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg128PrefetchKernel, Bounds(acc, v)),
+                GemmVersion.Reg128x8Prefetch => acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Reg128PrefetchKernel, Bounds(acc, v)),
+                _ => throw new ArgumentOutOfRangeException(nameof(v), v, "gemm (ilgpu): unknown version"),
             };
         }
     }
@@ -573,7 +687,7 @@ public static class GemmKernels
     /// Other accelerators get none (the CPU accelerator refuses a bound above its group size).
     /// </summary>
     public static KernelSpecialization CudaLaunchBounds(GemmVersion v)
-        => v is GemmVersion.Reg128x8Vec or GemmVersion.Reg128x8Prefetch ? new KernelSpecialization(GpuGroupSize, 2) : default;
+        => v is GemmVersion.Reg128x8Vec or GemmVersion.Reg128x8Prefetch or GemmVersion.Reg128x8Layout ? new KernelSpecialization(GpuGroupSize, 2) : default;
 
     private static KernelSpecialization Bounds(Accelerator acc, GemmVersion v)
         => acc.AcceleratorType == AcceleratorType.Cuda ? CudaLaunchBounds(v) : default;
@@ -585,11 +699,17 @@ public static class GemmKernels
         GemmVersion.Tiled16 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)TiledKernel).Method,
         GemmVersion.Reg64x4 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Reg64Kernel).Method,
         GemmVersion.Reg128x8Vec => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Reg128Kernel).Method,
-        _ => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Reg128PrefetchKernel).Method,
+        GemmVersion.Reg128x8Prefetch => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Reg128PrefetchKernel).Method,
+        GemmVersion.Reg128x8Layout => V6For(false, true).Method,   // v6 NT (a linear's forward); every layout: Reg128LayoutMethods
+        _ => throw new ArgumentOutOfRangeException(nameof(v), v, "gemm (ilgpu): unknown version"),
     };
 
+    /// <summary>Launches per version since the process started (index: the version that ran, after <see cref="Runnable"/>), for
+    /// tests and diagnostics.</summary>
+    internal static readonly long[] LaunchCounts = new long[7];
+
     /// <summary>Every version, for the lab and the tests.</summary>
-    public static IReadOnlyList<GemmVersion> Versions { get; } = [GemmVersion.Naive, GemmVersion.Tiled16, GemmVersion.Reg64x4, GemmVersion.Reg128x8Vec, GemmVersion.Reg128x8Prefetch];
+    public static IReadOnlyList<GemmVersion> Versions { get; } = [GemmVersion.Naive, GemmVersion.Tiled16, GemmVersion.Reg64x4, GemmVersion.Reg128x8Vec, GemmVersion.Reg128x8Prefetch, GemmVersion.Reg128x8Layout];
 
     /// <summary>Loads (once per accelerator) and enqueues the best version on <paramref name="stream"/> (null: the default stream).</summary>
     public static void Launch(Accelerator acc, AcceleratorStream? stream, in GemmArgs args) => Launch(acc, stream, args, Best);
@@ -628,13 +748,14 @@ public static class GemmKernels
             cfg = new KernelConfig(new Index3D(Math.Min(tilesN, int.MaxValue), Math.Min(tilesM, 65535), Math.Min(args.Batch, 65535)), new Index3D(nt, 1, 1));
         }
         var view = args.Bias.Length > 0 ? args.Bias : args.C;   // a valid dummy when there is no bias (never read)
-        Kernel(acc, version)(stream ?? acc.DefaultStream, cfg, args.A, args.B, args.C, view, s);
+        Interlocked.Increment(ref LaunchCounts[(int)version]);
+        Kernel(acc, version, args.TransA, args.TransB)(stream ?? acc.DefaultStream, cfg, args.A, args.B, args.C, view, s);
     }
 
-    /// <summary>The version a launch of <paramref name="version"/> runs: itself, except that v5 (one C tile per group, no
-    /// grid-stride loops) hands grids past CUDA's 65,535 row tiles or batches to v4, which gives the same bits.</summary>
+    /// <summary>The version a launch of <paramref name="version"/> runs: itself, except that v5 and v6 (one C tile per group,
+    /// no grid-stride loops) hand grids past CUDA's 65,535 row tiles or batches to v4, which gives the same bits.</summary>
     internal static GemmVersion Runnable(GemmVersion version, int m, int batch)
-        => version == GemmVersion.Reg128x8Prefetch && ((m + BM4 - 1) / BM4 > 65535 || batch > 65535) ? GemmVersion.Reg128x8Vec : version;
+        => version is GemmVersion.Reg128x8Prefetch or GemmVersion.Reg128x8Layout && ((m + BM4 - 1) / BM4 > 65535 || batch > 65535) ? GemmVersion.Reg128x8Vec : version;
 
     /// <summary>128-bit accesses are safe when the view starts 16-byte aligned (device buffers are) and rows and batches keep it.</summary>
     internal static bool Aligned4(ArrayView<float> v, int ld, long batchStride) => v.LoadEffectiveAddressAsPtr().ToInt64() % 16 == 0 && ld % 4 == 0 && batchStride % 4 == 0;

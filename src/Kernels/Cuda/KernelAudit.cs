@@ -46,9 +46,11 @@ public sealed record KernelReport(string Name, int PtxLines, int PtxLocalBytes)
 /// <see cref="NestedLoops"/> = loops inside this one (0 for an innermost loop), whose instructions are not counted here:
 /// a loop with the math unrolled into it (a whole K tile) can also hold a loop that rarely runs (e.g. staging for small
 /// groups). Every count is static over the loop's own code: both sides of a branch inside it are counted.
+/// <see cref="LocalAccesses"/> = LDL/STL in it (spill traffic inside the hot loop; a kernel's spills elsewhere cost once per
+/// tile).
 /// </summary>
 public sealed record SassLoop(int Instructions, int Ffma, int Hmma, int SharedLoads, int SharedStores, int GlobalLoads, int Barriers, int? EnclosingExtra,
-    int NestedLoops = 0)
+    int NestedLoops = 0, int LocalAccesses = 0)
 {
     /// <summary>(FFMA + HMMA) / instructions: the fraction of this loop's issue slots that do math.</summary>
     public double MathShare => Instructions == 0 ? 0 : (double)(Ffma + Hmma) / Instructions;
@@ -98,6 +100,7 @@ public static class KernelAudit
     {
         foreach (var v in GemmKernels.Versions)
             if (GemmKernels.KernelMethod(v) == kernel) return GemmKernels.CudaLaunchBounds(v);
+        if (GemmKernels.Reg128LayoutMethods.Contains(kernel)) return GemmKernels.CudaLaunchBounds(GemmVersion.Reg128x8Layout);
         foreach (var tile in TensorCoreGemm.Tiles)
             if (TensorCoreGemm.KernelMethod(tile) == kernel || ConvKernels.TensorCoreKernelMethodFor(tile) == kernel) return TensorCoreGemm.CudaLaunchBounds(tile);
         if (TensorCoreGemm.Kernel128x128Methods.Contains(kernel) || ConvKernels.TensorCoreKernelMethodFor(TensorCoreTile.Tile128x128) == kernel)
@@ -115,7 +118,15 @@ public static class KernelAudit
     {
         ["RandomKernels.Draw"] = "ILGPU.Algorithms' float64 log/sin/cos (CORDIC, for Box–Muller) keep their angle in .local; " +
             "the kernel draws random tensors (weight init, benchmark inputs), never inside a training step",
+        // the fp32 SGEMM v6 (a candidate: the rule runs v5): at the 128-register cap its spills sit in the prologue, the
+        // general K loop (edge tiles, the last K tile) and the epilogue; its stage loop has none, except TN's two stack reloads
+        // per K tile under ptxas 12.4 (PtxAuditTests pins both)
+        ["GemmKernels.Reg128LayoutKernel<TcLayoutNN>"] = V6Spills, ["GemmKernels.Reg128LayoutKernel<TcLayoutNT>"] = V6Spills,
+        ["GemmKernels.Reg128LayoutKernel<TcLayoutTN>"] = V6Spills, ["GemmKernels.Reg128LayoutKernel<TcLayoutTT>"] = V6Spills,
     };
+
+    private const string V6Spills = "SGEMM v6 (an A/B and tuner candidate, not the rule's pick) spills at 128 registers outside its stage loop " +
+        "(prologue, edge-tile loop, epilogue: once per tile); its stage loop holds at most 2 stack reloads per K tile of 8";
 
     /// <summary>A readable name: Type.Method&lt;generic arguments&gt;.</summary>
     public static string NameOf(MethodInfo m)
@@ -261,7 +272,7 @@ public static class KernelAudit
         SassLoop Count((long Start, long End) l, bool own)
         {
             var nested = loops.Where(o => Inside(o, l)).ToList();
-            int n = 0, ffma = 0, hmma = 0, lds = 0, sts = 0, ld = 0, bar = 0;
+            int n = 0, ffma = 0, hmma = 0, lds = 0, sts = 0, ld = 0, bar = 0, local = 0;
             foreach (var (address, op, _) in code)
             {
                 if (address < l.Start || address > l.End) continue;
@@ -275,9 +286,10 @@ public static class KernelAudit
                     case "STS": sts++; break;
                     case "LD" or "LDG": ld++; break;
                     case "BAR": bar++; break;
+                    case "LDL" or "STL": local++; break;
                 }
             }
-            return new SassLoop(n, ffma, hmma, lds, sts, ld, bar, null, own ? nested.Count : 0);
+            return new SassLoop(n, ffma, hmma, lds, sts, ld, bar, null, own ? nested.Count : 0, local);
         }
         var hottest = loops.Select(l => (Range: l, Stats: Count(l, own: true), Depth: loops.Count(o => Inside(l, o))))
             .Where(x => x.Stats.Ffma + x.Stats.Hmma > 0).OrderByDescending(x => x.Depth).ThenByDescending(x => x.Stats.Ffma + x.Stats.Hmma).ThenBy(x => x.Stats.Instructions).ToList();

@@ -136,6 +136,51 @@ public class GemmKernelTests() : EmulatorKernelTestBase(assertions: true)
         }
     }
 
+    /// <summary>v6's stage loop (interior tiles of aligned operands with a next K tile inside: M and N multiples of 128, K ≥ 16)
+    /// in every layout, with batches, an epilogue, a K tail, edge tiles and unaligned operands (its general loop), bit for
+    /// bit v5's result, on 2-thread groups (most slots staged directly) and on 256-thread groups (every slot prefetched).</summary>
+    [Test]
+    public void V6IsV5BitForBitThroughItsStageLoop([Values(false, true)] bool ta, [Values(false, true)] bool tb)
+    {
+        using var ctx = Context.Create(b => b.CPU(new CPUDevice(32, 8, 1)).EnableAlgorithms().Assertions());
+        using var acc256 = ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
+        foreach (var (acc, batch, m, n, k, pad, epilogue) in new (Accelerator, int, int, int, int, int, bool)[]
+                 {
+                     (Acc, 2, 128, 256, 40, 0, false),    // 5 K tiles: 4 through the stage loop, the last through the general one
+                     (Acc, 1, 256, 128, 37, 4, true),     // a K tail; padded by 4 (still 16-byte rows); bias + GELU, beta
+                     (Acc, 1, 200, 136, 32, 0, false),    // edge tiles: the general loop for all but the first
+                     (Acc, 1, 128, 128, 24, 1, false),    // odd leading dimensions: no 128-bit loads, the general loop
+                     (acc256, 1, 128, 128, 32, 0, true),  // the CUDA group size: every slot through the stage loop's loads
+                 })
+        {
+            var a = ta ? Make(batch, k, m, pad, 0, false, 61) : Make(batch, m, k, pad, 0, false, 61);
+            var b = tb ? Make(batch, n, k, pad, 0, false, 62) : Make(batch, k, n, pad, 0, false, 62);
+            using var c0 = OpCheck.Rand([batch * m * n], 63, DType.Float32);
+            using var biasT = OpCheck.Rand([n], 64, DType.Float32);
+            float[] Run(GemmVersion v)
+            {
+                using var ab = acc.Allocate1D(a.Data);
+                using var bb = acc.Allocate1D(b.Data);
+                using var cb = acc.Allocate1D(c0.ToArray<float>());
+                using var biasB = acc.Allocate1D(biasT.ToArray<float>());
+                var g = new GemmArgs
+                {
+                    A = ab.View, B = bb.View, C = cb.View, M = m, N = n, K = k, Batch = batch, Lda = a.Ld, Ldb = b.Ld, Ldc = n,
+                    StrideA = a.BatchStride, StrideB = b.BatchStride, StrideC = (long)m * n, TransA = ta, TransB = tb,
+                    Alpha = epilogue ? 1.5f : 1f, Beta = epilogue ? 0.5f : 0f,
+                };
+                if (epilogue) { g.Bias = biasB.View; g.Gelu = true; }
+                GemmKernels.Launch(acc, null, g, v);
+                acc.Synchronize();
+                return cb.GetAsArray1D();
+            }
+            var v5 = Run(GemmVersion.Reg128x8Prefetch);
+            var v6 = Run(GemmVersion.Reg128x8Layout);
+            Assert.That(v6.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(v5.Select(BitConverter.SingleToInt32Bits)),
+                $"v6 vs v5: batch {batch} {m}x{n}x{k} ta {ta} tb {tb} pad {pad} epilogue {epilogue}, groups of {acc.MaxNumThreadsPerGroup}");
+        }
+    }
+
     [Test]
     public void GeluMatchesCpuFormulaOverWideRange()
     {

@@ -117,3 +117,45 @@ public class ConvTileOverrideTests : CudaTestBase
         Assert.That(e.Message, Does.Contain("FVL_TC_CONV_TILE").And.Contain("huge").And.Contain("128x128"));
     }
 }
+
+/// <summary>
+/// <c>FVL_SGEMM</c> (<see cref="CudaBackend.SgemmOverride"/>): an fp32 linear's forward and both gradient GEMMs on v6 (or v4)
+/// instead of the rule's v5, with every output and gradient bit the rule's; bad values are refused by name.
+/// </summary>
+[Category("Cuda"), NonParallelizable]
+public class SgemmOverrideTests : CudaTestBase
+{
+    [TearDown]
+    public void Restore() => CudaBackend.SgemmOverride = null;
+
+    [TestCase(GemmVersion.Reg128x8Layout)]
+    [TestCase(GemmVersion.Reg128x8Vec)]
+    public void TheNamedVersionGivesTheRulesBits(GemmVersion v)
+    {
+        // [2, 130, 48] x [136, 48]^T + bias: 260 × 136 × 48 forward, both gradients: interior 128-tiles and edges
+        var cpu = new[] { Rand([2, 130, 48], 51), Rand([136, 48], 52), Rand([136], 53) };
+        CudaBackend.SgemmOverride = null;
+        var rule = OutputAndGradientBits(t => Ops.Linear(t[0], t[1], t[2]), cpu, Precision.Fp32).Bits;
+        CudaBackend.SgemmOverride = v;
+        long before = GemmKernels.LaunchCounts[(int)v];
+        var forced = OutputAndGradientBits(t => Ops.Linear(t[0], t[1], t[2]), cpu, Precision.Fp32).Bits;
+        Assert.That(GemmKernels.LaunchCounts[(int)v] - before, Is.GreaterThanOrEqualTo(3), $"{v} ran the forward and both gradient GEMMs");
+        for (int i = 0; i < rule.Count; i++)
+            Assert.That(forced[i], Is.EqualTo(rule[i]), $"{v}: {(i == 0 ? "output" : $"gradient of input {i - 1}")}");
+    }
+
+    [TestCase(null, null)]
+    [TestCase("rule", null)]
+    [TestCase(" V6 ", GemmVersion.Reg128x8Layout)]
+    [TestCase("v5", GemmVersion.Reg128x8Prefetch)]
+    [TestCase("v4", GemmVersion.Reg128x8Vec)]
+    [TestCase("v3", GemmVersion.Reg64x4)]
+    public void ParsesTheSwitch(string? value, GemmVersion? want) => Assert.That(CudaBackend.ParseSgemm(value), Is.EqualTo(want));
+
+    [Test]
+    public void RefusesAnUnknownVersionByName()
+    {
+        var e = Assert.Throws<ArgumentException>(() => CudaBackend.ParseSgemm("v7"))!;
+        Assert.That(e.Message, Does.Contain("FVL_SGEMM").And.Contain("v7").And.Contain("v6"));
+    }
+}

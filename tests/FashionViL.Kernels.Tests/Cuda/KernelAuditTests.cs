@@ -69,6 +69,11 @@ public class KernelAuditTests
         // no loop with math: none reported; a loop without an enclosing one has no extra
         Assert.That(KernelAudit.HotLoop(Sass((0x00, "IADD3 R6, R6, 0x1, RZ"), (0x10, "@P0 BRA 0x0"), (0x20, "FFMA R1, R2, R3, R1"))), Is.Null);
         Assert.That(KernelAudit.HotLoop(Sass((0x00, "HMMA.1688.F32.TF32 R4, R8, R2, R4"), (0x10, "@P0 BRA 0x0")))!.EnclosingExtra, Is.Null);
+        // spill traffic inside the hot loop is counted (LDL and STL), outside it is not
+        var spilled = KernelAudit.HotLoop(Sass((0x00, "STL [R1], R4"), (0x10, "LDL R5, [R1+0x10]"), (0x20, "FFMA R1, R2, R3, R1"),
+            (0x30, "LDL.LU R6, [R1]"), (0x40, "@P0 BRA 0x10"), (0x50, "STL [R1+0x4], R3")))!;
+        Assert.That(spilled.LocalAccesses, Is.EqualTo(2));
+        Assert.That(spilled.Instructions, Is.EqualTo(4));
     }
 
     /// <summary>Math unrolled into a loop that also holds another loop (a whole K tile, plus a staging loop that rarely runs):
@@ -153,7 +158,7 @@ public class KernelAuditTests
         foreach (var v in GemmKernels.Versions)
         {
             var ptx = c.Compile(KernelAudit.Entry(GemmKernels.KernelMethod(v)));
-            bool bounded = v is GemmVersion.Reg128x8Vec or GemmVersion.Reg128x8Prefetch;
+            bool bounded = v is GemmVersion.Reg128x8Vec or GemmVersion.Reg128x8Prefetch or GemmVersion.Reg128x8Layout;
             Assert.That(ptx.Contains(".maxntid 256, 1, 1", StringComparison.Ordinal), Is.EqualTo(bounded), v.ToString());
             Assert.That(ptx.Contains(".minnctapersm 2", StringComparison.Ordinal), Is.EqualTo(bounded), v.ToString());
         }

@@ -122,6 +122,21 @@ public class PtxAuditTests
             Assert.That(loop.GetProperty("instructions").GetInt32(), Is.LessThanOrEqualTo(8 * 32), $"{k.Name}: instructions per stage");
             Assert.That(loop.GetProperty("shared_loads").GetInt32(), Is.EqualTo(48), $"{k.Name}: 32 A + 16 B fragment words per stage");
         }
+        // the fp32 SGEMM v6 (one kernel per layout, a bounds-free K-tile loop): ≥ 80 % FFMA in its stage loop (v5: 56 % static),
+        // and its accepted spills stay out of that loop but for at most two stack reloads per K tile
+        var v6 = _r.Kernels.Where(k => k.Name.StartsWith("GemmKernels.Reg128LayoutKernel", StringComparison.Ordinal)).ToList();
+        Assert.That(v6, Has.Count.EqualTo(4), "NN, NT, TN, TT");
+        foreach (var k in v6)
+        {
+            Assert.That(k.Registers, Is.LessThanOrEqualTo(128), k.Name);
+            if (k.Sass is null) continue;
+            var loop = _json.GetProperty("kernels").EnumerateArray().Single(x => x.GetProperty("name").GetString() == k.Name).GetProperty("hot_loop");
+            Assert.That(loop.GetProperty("ffma").GetInt32(), Is.EqualTo(512), $"{k.Name}: a whole K tile of the 8×8 micro-tile");
+            Assert.That(loop.GetProperty("math_share").GetDouble(), Is.GreaterThanOrEqualTo(0.80), $"{k.Name}: FFMA share of the stage loop");
+            Assert.That(loop.GetProperty("local_accesses").GetInt32(), Is.LessThanOrEqualTo(2), $"{k.Name}: spill traffic in the stage loop");
+            Assert.That(loop.GetProperty("global_loads").GetInt32(), Is.EqualTo(2), $"{k.Name}: one 128-bit load of A and one of B per K tile");
+        }
+
         // the 128×128 conv tile (TF32): the same warp layout within (256, 2) and 48 KB
         var conv3 = _r.Kernels.Single(k => k.Name == "ConvKernels.ConvGemmTc3Kernel");
         Assert.That(conv3.Registers, Is.LessThanOrEqualTo(128), conv3.Name);
