@@ -10,6 +10,27 @@ public class InfoCommandTests
     public void EnableEmulator() =>
         CudaRuntime.EmulatorEnabled = !string.Equals(Environment.GetEnvironmentVariable("FASHIONVIL_TEST_CUDA"), "gpu", StringComparison.OrdinalIgnoreCase);
 
+    /// <summary>The kernel A/B switches in effect are listed, the rule's picks by default.</summary>
+    [Test]
+    public void InfoListsTheKernelSwitches()
+    {
+        try
+        {
+            CudaBackend.SgemmOverride = null; CudaBackend.GemmTileOverride = null; ConvKernels.ConvTileOverride = null;
+            var (code, text) = CliTests.RunCli("info");
+            Assert.That(code, Is.Zero, text);
+            Assert.That(text, Does.Contain("fp32 SGEMM Reg128x8Prefetch (rule; FVL_SGEMM)").And.Contain("tensor-core GEMM tile rule (FVL_TC_TILE)")
+                .And.Contain("conv tile rule (FVL_TC_CONV_TILE)").And.Contain("(FVL_ATTENTION)").And.Contain("(FVL_PREROUND)"));
+            CudaBackend.SgemmOverride = GemmVersion.Reg128x8Layout;
+            CudaBackend.GemmTileOverride = TensorCoreTile.Tile128x128;
+            ConvKernels.ConvTileOverride = TensorCoreTile.Tile64x32;
+            (code, text) = CliTests.RunCli("info");
+            Assert.That(text, Does.Contain("fp32 SGEMM Reg128x8Layout (FVL_SGEMM)").And.Contain("tensor-core GEMM tile Tile128x128 (FVL_TC_TILE)")
+                .And.Contain("conv tile Tile64x32 (FVL_TC_CONV_TILE)"));
+        }
+        finally { CudaBackend.SgemmOverride = null; CudaBackend.GemmTileOverride = null; ConvKernels.ConvTileOverride = null; }
+    }
+
     [Test]
     public void InfoNamesTheDeviceAndTheTuningCache()
     {

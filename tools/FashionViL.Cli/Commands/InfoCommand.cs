@@ -7,6 +7,18 @@ namespace FashionViL.Cli;
 /// <summary>`fashionvil info`: the compute devices this machine offers and the model sizes.</summary>
 public static class InfoCommand
 {
+    /// <summary>The kernel A/B switches in effect (each read from its environment variable; the CLI refused bad values at start).</summary>
+    internal static string KernelChoices()
+    {
+        static string Tile(Kernels.Cuda.TensorCoreTile? t) => t is { } x ? x.ToString() : "rule";
+        var sgemm = Kernels.Cuda.CudaBackend.SgemmOverride;
+        return $"fp32 SGEMM {(sgemm is { } v ? $"{v} (FVL_SGEMM)" : $"{Kernels.Cuda.GemmKernels.Best} (rule; FVL_SGEMM)")}, " +
+               $"tensor-core GEMM tile {Tile(Kernels.Cuda.CudaBackend.GemmTileOverride)} (FVL_TC_TILE), " +
+               $"conv tile {Tile(Kernels.Cuda.ConvKernels.ConvTileOverride)} (FVL_TC_CONV_TILE), " +
+               $"attention {(Kernels.Cuda.CudaBackend.ComposedAttention ? "composed" : "fused")} (FVL_ATTENTION), " +
+               $"operand pre-rounding {(Kernels.Cuda.CudaBackend.PreRoundOperands ? "on" : "off")} (FVL_PREROUND)";
+    }
+
     public static Command Create()
     {
         var command = new Command("info", "List compute devices and the FashionViL model sizes (reference and tiny).");
@@ -30,6 +42,7 @@ public static class InfoCommand
                 try { known = $"{Kernels.Cuda.KernelTuner.KnownChoices(acc)} choices"; }
                 catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException) { known = e.Message; }
                 o.WriteLine($"tuning   : {tuning} ({Kernels.Cuda.KernelTuner.ModeVariable}); cache {cache}: {(File.Exists(cache) ? known : "none yet")}");
+                o.WriteLine($"kernels  : {KernelChoices()}");
             }
             catch (Exception e) when (e is NotSupportedException or InvalidOperationException)
             {
