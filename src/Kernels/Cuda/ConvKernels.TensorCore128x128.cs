@@ -98,13 +98,18 @@ public static partial class ConvKernels
             StoreTcSlot3(sh, stage, FetchTcSlot3(a, b, s, m0, tab, p, cols, rows), p, roundA: true);
     }
 
-    /// <summary>Half <paramref name="h"/> of the C tile on CUDA: its 4 warps write their accumulators into the C half-tile,
-    /// then the group stores it through the column table.</summary>
+    /// <summary>Half <paramref name="h"/> of the C tile: on CUDA its 4 warps write their accumulators into the C half-tile
+    /// (elsewhere the group copies that half of the emulated tile), then the group stores it through the column table.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreTcHalf3(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int zOff, ArrayView<float> Cs, ArrayView<ConvCol> cols,
-        int m0, int h, int warp, int wc, int g, int t, int tid, int nt)
+    private static void StoreTcHalf3(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int zOff, ArrayView<float> Cs, ArrayView<float> Ce,
+        ArrayView<ConvCol> cols, int m0, int h, int warp, int wc, int g, int t, int tid, int nt)
     {
-        if ((warp >> 2) == h) TensorCoreGemm.SpillAccumulators3(Cs, wc, g, t);
+        if (CudaAsm.IsSupported)
+        {
+            if ((warp >> 2) == h) TensorCoreGemm.SpillAccumulators3(Cs, wc, g, t);
+        }
+        else   // the portable path's half of the emulated tile, so the store below runs on the emulator as on CUDA
+            for (int e = tid; e < 64 * 128; e += nt) Cs[(e >> 7) * TensorCoreGemm.C3Stride + (e & 127)] = Ce[(64 * h + (e >> 7)) * TensorCoreGemm.C3Stride + (e & 127)];
         Group.Barrier();
         for (int e = tid; e < 64 * 128; e += nt)
             StoreTc(o, bias, s, zOff, m0 + 64 * h + (e >> 7), cols[e & 127].Out, Cs[(e >> 7) * TensorCoreGemm.C3Stride + (e & 127)]);
@@ -170,17 +175,8 @@ public static partial class ConvKernels
                 for (int e = tid; e < TcBK; e += nt) rows[(kt & 1) * TcBK + e] = FoldedRowOf(s, kLo + (kt + 2) * TcBK + e, kEnd);
             Group.Barrier();
         }
-        if (CudaAsm.IsSupported)
-        {
-            // the last barrier of the k loop (or the prologue's) ends every read of the stage buffers
-            StoreTcHalf3(o, bias, s, zOff, Cs, cols, m0, 0, warp, wc, g, t, tid, nt);
-            StoreTcHalf3(o, bias, s, zOff, Cs, cols, m0, 1, warp, wc, g, t, tid, nt);
-        }
-        else
-        {
-            for (int e = tid; e < 128 * 128; e += nt)
-                StoreTc(o, bias, s, zOff, m0 + (e >> 7), cols[e & 127].Out, Ce[(e >> 7) * TensorCoreGemm.C3Stride + (e & 127)]);
-            Group.Barrier();
-        }
+        // the last barrier of the k loop (or the prologue's) ends every read of the stage buffers
+        StoreTcHalf3(o, bias, s, zOff, Cs, Ce, cols, m0, 0, warp, wc, g, t, tid, nt);
+        StoreTcHalf3(o, bias, s, zOff, Cs, Ce, cols, m0, 1, warp, wc, g, t, tid, nt);
     }
 }

@@ -310,13 +310,19 @@ public static partial class TensorCoreGemm
         else { sh4[sb] = Words3(pb0, false); sh4[sb + sbStep] = Words3(pb1, false); }
     }
 
-    /// <summary>Half <paramref name="h"/> (rows 64h .. 64h + 63) of the C tile, on CUDA: its 4 warps write their accumulators
-    /// into the C half-tile, then the group stores it coalesced with the epilogue.</summary>
+    /// <summary>Half <paramref name="h"/> (rows 64h .. 64h + 63) of the C tile: on CUDA its 4 warps write their accumulators
+    /// into the C half-tile (elsewhere the group copies that half of the emulated tile), then the group stores it coalesced
+    /// with the epilogue.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreHalf3(ArrayView<float> c, ArrayView<float> bias, GemmShape s, long cOff, ArrayView<float> Cs, int m0, int n0, int h,
-        int warp, int wc, int g, int t, int tid, int nt)
+    private static void StoreHalf3(ArrayView<float> c, ArrayView<float> bias, GemmShape s, long cOff, ArrayView<float> Cs, ArrayView<float> Ce,
+        int m0, int n0, int h, int warp, int wc, int g, int t, int tid, int nt)
     {
-        if ((warp >> 2) == h) SpillAccumulators3(Cs, wc, g, t);
+        if (CudaAsm.IsSupported)
+        {
+            if ((warp >> 2) == h) SpillAccumulators3(Cs, wc, g, t);
+        }
+        else   // the portable path's half of the emulated tile, so the store below runs on the emulator as on CUDA
+            for (int e = tid; e < 64 * BN3; e += nt) Cs[(e >> 7) * C3Stride + (e & (BN3 - 1))] = Ce[(64 * h + (e >> 7)) * C3Stride + (e & (BN3 - 1))];
         Group.Barrier();
         for (int e = tid; e < 64 * BN3; e += nt)
             Store(c, bias, s, cOff, m0 + 64 * h + (e >> 7), n0 + (e & (BN3 - 1)), Cs[(e >> 7) * C3Stride + (e & (BN3 - 1))]);
@@ -413,19 +419,10 @@ public static partial class TensorCoreGemm
             }
             Group.Barrier();
         }
-        if (CudaAsm.IsSupported)
-        {
-            // the last barrier of the k loop (or the first stage's) ends every read of the stage buffers; the C tile goes
-            // out in two halves of 64 rows through them (written out twice, not as a loop: the audit's hot loop is the
-            // innermost loop with math, and the epilogue's GELU loop would be nested one deeper than the stage loop)
-            StoreHalf3(c, bias, s, cOff, Cs, m0, n0, 0, warp, wc, g, t, tid, nt);
-            StoreHalf3(c, bias, s, cOff, Cs, m0, n0, 1, warp, wc, g, t, tid, nt);
-        }
-        else
-        {
-            for (int e = tid; e < BM3 * BN3; e += nt)
-                Store(c, bias, s, cOff, m0 + (e >> 7), n0 + (e & (BN3 - 1)), Ce[(e >> 7) * C3Stride + (e & (BN3 - 1))]);
-            Group.Barrier();   // Ce is cleared for the next tile only after every thread has read it
-        }
+        // the last barrier of the k loop (or the first stage's) ends every read of the stage buffers; the C tile goes out in two
+        // halves of 64 rows through them (written out twice, not as a loop: the audit's hot loop is the innermost loop with
+        // math, and the epilogue's GELU loop would be nested one deeper than the stage loop)
+        StoreHalf3(c, bias, s, cOff, Cs, Ce, m0, n0, 0, warp, wc, g, t, tid, nt);
+        StoreHalf3(c, bias, s, cOff, Cs, Ce, m0, n0, 1, warp, wc, g, t, tid, nt);
     }
 }
