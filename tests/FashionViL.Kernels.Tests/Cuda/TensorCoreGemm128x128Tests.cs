@@ -63,6 +63,30 @@ public class TensorCoreGemm128x128Tests() : EmulatorKernelTestBase(assertions: t
         Assert.That(checkedWords, Is.EqualTo(2 * 8 * 2 * 32 * (16 + 8)), "every word: 16 A and 8 B registers per lane and k step");
     }
 
+    /// <summary>Where the CUDA path writes accumulator i of mma tile (mi, nj) of lane (g, t) in a C half-tile
+    /// (<see cref="TensorCoreGemm.CIndex3"/>, SpillAccumulators3's offsets): the PTX ISA's C fragment element (c0 (g, 2t),
+    /// c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1)) of that tile, and the 4 warps of a half cover its 64 × 128 words
+    /// once.</summary>
+    [Test]
+    public void AccumulatorsLandOnTheIsaCLayoutAndCoverAHalfTileOnce()
+    {
+        var seen = new HashSet<int>();
+        for (int wc = 0; wc < 128; wc += 32)
+            for (int lane = 0; lane < 32; lane++)
+                for (int mi = 0; mi < 4; mi++)
+                    for (int nj = 0; nj < 4; nj++)
+                        for (int i = 0; i < 4; i++)
+                        {
+                            int g = lane >> 2, t = lane & 3;
+                            int row = 16 * mi + g + (i >= 2 ? 8 : 0), col = wc + 8 * nj + 2 * t + (i % 2);
+                            int at = TensorCoreGemm.CIndex3(wc, g, t, mi, nj, i);
+                            Assert.That(at, Is.EqualTo(row * TensorCoreGemm.C3Stride + col), $"warp column {wc}, lane {lane}, tile ({mi}, {nj}), c{i}");
+                            Assert.That(seen.Add(at), Is.True, "written twice");
+                        }
+        Assert.That(seen, Has.Count.EqualTo(64 * 128));
+        Assert.That(seen.Max(), Is.LessThan(TensorCoreGemm.Shared3Words), "inside the stage buffers it reuses");
+    }
+
     /// <summary>Each thread's two float4 slots of a stage cover the operand tile (128 rows × 16 k) exactly once, in both
     /// staging layouts, and land 16-byte aligned.</summary>
     [Test]
