@@ -56,9 +56,10 @@ public static partial class Checks
         }
 
         // SGEMM: ragged and aligned (the 128-bit paths of v4/v5), bias + GELU, beta ≠ 0, transposes
-        // (the last two: several 128×128 tiles whose stages lie inside both operands, the 128×128 tile's 128-bit stage loop)
+        // (the last three: several 128-row and -column tiles whose stages lie inside both aligned operands: the bounds-free
+        // stage loops of the 128×128 tensor-core tile and of SGEMM v6, in the NN, TT and TN layouts)
         foreach (var (m, n, k, ta, tb, beta, epi) in new[] { (130, 70, 41, false, false, 0f, true), (128, 128, 64, false, true, 0.5f, false), (96, 200, 48, true, false, 0f, true),
-                     (256, 256, 64, false, false, 0f, false), (128, 256, 48, true, true, 0.5f, true) })
+                     (256, 256, 64, false, false, 0f, false), (128, 256, 48, true, true, 0.5f, true), (256, 128, 48, true, false, 0f, false) })
         {
             var a = Noise(rng, (long)m * k); var b = Noise(rng, (long)k * n); var c0 = Noise(rng, (long)m * n); var bias = Noise(rng, n);
             using var ab = acc.Allocate1D(a); using var bb = acc.Allocate1D(b); using var cb = acc.Allocate1D<float>((long)m * n); using var biasB = acc.Allocate1D(bias);
