@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 using System.Runtime.CompilerServices;
 
 namespace FashionViL.Kernels.Cuda;
@@ -216,8 +217,9 @@ public static partial class ConvKernels
         var rows = SharedMemory.Allocate<ConvRow>(2 * PfBK);                 // K rows of tile u in buffer u & 1
         int size = T.Size, q = size / 8, threads = q * q, aQuads = (size + 4) / 4, bQuads = size / 4;
         int tid = Group.IdxX, nt = Group.DimX;
-        int passes = (threads + nt - 1) / nt;
-        bool ownsSlot = tid < threads;
+        // a CUDA launch is exactly `threads` threads (GroupSizeOf): one pass, every thread owns a slot, known to ptxas
+        int passes = CudaAsm.IsSupported ? 1 : (threads + nt - 1) / nt;
+        bool ownsSlot = CudaAsm.IsSupported || tid < threads;
         int tilesM = (s.M + size - 1) / size, tilesN = (s.N + size - 1) / size;
         for (int kz = Grid.IdxZ; kz < s.Splits; kz += Grid.DimZ)
         for (int tm = Grid.IdxY; tm < tilesM; tm += Grid.DimY)
@@ -256,7 +258,7 @@ public static partial class ConvKernels
                     if (more)
                     {
                         if (ownsSlot) PutSlot<T>(As, Bs, nxt, tid, pa0, pa1, pb0, pb1);
-                        StageSlots<T>(a, b, s, As, Bs, cols, rows, m0, nxt, tid + nt, nt);
+                        if (!CudaAsm.IsSupported) StageSlots<T>(a, b, s, As, Bs, cols, rows, m0, nxt, tid + nt, nt);
                     }
                     if (kt + 2 < kTiles)
                         for (int e = tid; e < PfBK; e += nt) rows[cur * PfBK + e] = FoldedRowOf(s, kLo + (kt + 2) * PfBK + e, kEnd);
