@@ -489,10 +489,10 @@ public static class GemmKernels
         var As = As4.Cast<float>();
         var Bs = Bs4.Cast<float>();
         int tid = Group.IdxX, nt = Group.DimX;
-        int passes = (Micro4 + nt - 1) / nt;
+        int passes = CudaAsm.IsSupported ? 1 : (Micro4 + nt - 1) / nt;   // CUDA launches 256 threads: one pass, known to ptxas
         int kTiles = (s.K + BK4 - 1) / BK4;
         bool vecC = (s.Flags & FlagVecC) != 0;
-        bool ownsSlot = tid < Quads4;
+        bool ownsSlot = CudaAsm.IsSupported || tid < Quads4;
         // one C tile per group (the launcher's grid is exact; larger grids run v4): grid-stride loops over the tiles held
         // their counters across the K loop, and ptxas 12.4 / 13.0 spilled them at the 128-register cap (20 + 24 bytes)
         int bt = Grid.IdxZ, m0 = Grid.IdxY * BM4, n0 = Grid.IdxX * BN4;
@@ -505,7 +505,7 @@ public static class GemmKernels
             var acc = default(Acc8x8);
             StageFirst(a, b, s, aOff, bOff, m0, n0, As4, As, Bs4, Bs, tid, nt, kTiles, ta, tb);
             for (int kt = 0; kt < kTiles; kt++)
-                PrefetchedKTile(ref acc, a, b, s, aOff, bOff, m0, n0, As4, As, Bs4, Bs, kt, kTiles, tid, nt, tx, ty, ownsSlot, ta, tb, stageRest: true);
+                PrefetchedKTile(ref acc, a, b, s, aOff, bOff, m0, n0, As4, As, Bs4, Bs, kt, kTiles, tid, nt, tx, ty, ownsSlot, ta, tb, stageRest: !CudaAsm.IsSupported);
             if (active) StoreTile(c, bias, s, cOff, m0 + ty * 4, n0 + tx * 4, vecC, acc);
         }
     }
