@@ -19,7 +19,7 @@ public class InfoCommandTests
             CudaBackend.SgemmOverride = null; CudaBackend.GemmTileOverride = null; ConvKernels.ConvTileOverride = null;
             var (code, text) = CliTests.RunCli("info");
             Assert.That(code, Is.Zero, text);
-            Assert.That(text, Does.Contain("fp32 SGEMM Reg128x8Prefetch (rule; FVL_SGEMM)").And.Contain("tensor-core GEMM tile rule (FVL_TC_TILE)")
+            Assert.That(text, Does.Contain("fp32 SGEMM Reg128x8Layout (rule; FVL_SGEMM)").And.Contain("tensor-core GEMM tile rule (FVL_TC_TILE)")
                 .And.Contain("conv tile rule (FVL_TC_CONV_TILE)").And.Contain("(FVL_ATTENTION)").And.Contain("(FVL_PREROUND)"));
             CudaBackend.SgemmOverride = GemmVersion.Reg128x8Layout;
             CudaBackend.GemmTileOverride = TensorCoreTile.Tile128x128;

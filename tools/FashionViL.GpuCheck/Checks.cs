@@ -164,15 +164,16 @@ public static partial class Checks
         yield return new("group_norm + silu (fused, no grad)", [[2, 64, 4, 4], [64], [64]], t => Ops.GroupNorm(t[0], 32, t[1], t[2], 1e-6, silu: true), 1e-4, Grad: false);
         // The precision switch: forward GEMMs with TF32 operands on both sides (the CPU rounds exactly as the tensor cores
         // do; the sums differ in order only, and tensor cores may truncate inside: 1e-4 of the largest value over K ≤ 72).
-        // GEMMs always run the 128×64 tile (TensorCoreGemm.Choose; the 64×32 GEMM tile is in "tuner candidates: same bits"):
-        // 129×65 (partial tiles) and N = 64·SMs + 5. Convolutions: 128×64 for M > 64 once its tiles fill the SMs.
+        // GEMMs and convolutions run the 128×128 tile under TF32 (TensorCoreGemm.Choose / ChooseConv; the 64×32 and 128×64
+        // tiles are in "tuner candidates: same bits"): 129×65 (partial tiles) and N = 64·SMs + 5.
         yield return new("matmul tf32 129x65x33", [[129, 65], [65, 33]], t => Tf32(() => t[0].Matmul(t[1])), 1e-4);
         yield return new($"matmul tf32 64x32x{64 * sms + 5}", [[64, 32], [32, 64 * sms + 5]], t => Tf32(() => t[0].Matmul(t[1])), 1e-4);
-        yield return new("conv2d tf32 3x3 (128x64 tile)", [[2, 8, 8, 4 * sms + 1], [72, 8, 3, 3]], t => Tf32(() => Ops.Conv2d(t[0], t[1], null, 1, 1)), 1e-4);
+        yield return new("conv2d tf32 3x3 (128x128 tile)", [[2, 8, 8, 4 * sms + 1], [72, 8, 3, 3]], t => Tf32(() => Ops.Conv2d(t[0], t[1], null, 1, 1)), 1e-4);
         // The tensor-core convolutions forward and backward (double-buffered, register-prefetched stages: convtcpf), the whole
         // check under the precision, so all three conv GEMMs take the tensor-core kernels, on both sides with the same
-        // rounded operands (sums differ in order only; 1e-4 of the largest value as above, K ≤ 9·cinW). Tiles by
-        // TensorCoreGemm.ChooseConv (64×32 for M ≤ 64, else 128×64 once ⌈M/128⌉·⌈N/64⌉ ≥ SMs):
+        // rounded operands (sums differ in order only; 1e-4 of the largest value as above, K ≤ 9·cinW). Under TF32 every conv
+        // GEMM runs the 128×128 tile (TensorCoreGemm.ChooseConv); the tiles named below are bf16's and TF32's split-K sizing
+        // (TensorCoreGemm.ConvSizingTile: 64×32 for M ≤ 64, else 128×64 once ⌈M/128⌉·⌈N/64⌉ ≥ SMs):
         //   a) x [2, 8, 24, 24], w [16, 8, 3, 3]: every GEMM on 64×32; the weight gradient (M 16, N 72, K 1,152) split-K 4;
         //   b) x [2, cinW, 8, 4·SMs + 1], w [72, cinW, 3, 3]: forward (M 72), input gradient (M cinW) and weight gradient
         //      (M 72, N 9·cinW > 64·SMs) all on 128×64 — a weight gradient whose tile would be 64×32 with M > 64 runs the

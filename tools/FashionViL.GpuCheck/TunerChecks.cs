@@ -14,7 +14,7 @@ namespace FashionViL.GpuCheck;
 /// </summary>
 public static partial class Checks
 {
-    private const string SameBitsName = "tuner candidates: same bits (SGEMM v1–v5, conv v1–v4, tensor-core tiles)";
+    private const string SameBitsName = "tuner candidates: same bits (SGEMM v1–v6, conv v1–v4, tensor-core tiles)";
     private const string TunedName = "kernel tuner on == off (bitwise, fresh cache)";
 
     private static float[] Noise(Random r, long n)

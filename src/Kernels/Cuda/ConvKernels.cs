@@ -722,7 +722,7 @@ public static partial class ConvKernels
     private static long WantedSplits(Accelerator acc, int m, int n, int k, ConvVersion version, Precision precision, TensorCoreTile? tcTile = null)
     {
         if (version == ConvVersion.Auto) version = Choose(acc, m, n);
-        var tc = TensorCoreGemm.TileShape(tcTile ?? TensorCoreGemm.ChooseConv(acc, m, n));
+        var tc = TensorCoreGemm.TileShape(tcTile ?? TensorCoreGemm.ConvSizingTile(acc, m, n));
         int tileM = precision != Precision.Fp32 ? tc.Rows : TileOf(version);
         int tileN = precision != Precision.Fp32 ? tc.Cols : TileOf(version);
         long tiles = (long)((m + tileM - 1) / tileM) * ((n + tileN - 1) / tileN);
@@ -750,8 +750,8 @@ public static partial class ConvKernels
 
     /// <summary>
     /// The precision a convolution's weight gradient (M = cout, N = cin·kh·kw) runs at under the switch <paramref name="requested"/>:
-    /// under Tf32, Fp32 (the exact kernel, so never less precise) where the tensor-core rule (<see cref="TensorCoreGemm.ChooseConv"/>)
-    /// would take the 64×32 tile with M &gt; 64. On an H200 (2026-11-28, kernel tuner caches of both precisions, ResNet-50 at
+    /// under Tf32, Fp32 (the exact kernel, so never less precise) where the tensor-core sizing rule (<see cref="TensorCoreGemm.ConvSizingTile"/>)
+    /// gives the 64×32 tile with M &gt; 64. On an H200 (2026-11-28, kernel tuner caches of both precisions, ResNet-50 at
     /// batch 64) that tile in weight-gradient mode was slower than the fp32 128 tile with its larger split on 13 of those 17
     /// shapes (layer2's 128 × 512 × 50,176: 0.68 against 0.28 ms), faster on 4 by at most 0.13 ms; where the 128×64 tile
     /// or M ≤ 64 applies, the tensor cores were faster. Bf16 (not measured) and Fp32 are returned unchanged.
@@ -760,7 +760,7 @@ public static partial class ConvKernels
     {
         ArgumentNullException.ThrowIfNull(acc);
         if (requested != Precision.Tf32 || m <= TensorCoreGemm.BM) return requested;
-        return TensorCoreGemm.ChooseConv(acc, m, n) == TensorCoreTile.Tile64x32 ? Precision.Fp32 : requested;
+        return TensorCoreGemm.ConvSizingTile(acc, m, n) == TensorCoreTile.Tile64x32 ? Precision.Fp32 : requested;
     }
 
     private static int GroupSize(Accelerator acc) => Math.Min(GpuGroupSize, acc.MaxNumThreadsPerGroup);
@@ -816,7 +816,7 @@ public static partial class ConvKernels
     /// <summary>The tensor-core tile a convolution's GEMM runs without the tuner: <see cref="TensorCoreGemm.ChooseConv"/>'s,
     /// or the one <see cref="ConvTileOverride"/> names where it runs the precision (the 128×128 tile is TF32 only).</summary>
     private static TensorCoreTile ConvTile(Accelerator acc, int m, int n, Precision precision)
-        => ConvTileOverride is { } t && TensorCoreGemm.TilesFor(precision).Contains(t) ? t : TensorCoreGemm.ChooseConv(acc, m, n);
+        => ConvTileOverride is { } t && TensorCoreGemm.TilesFor(precision).Contains(t) ? t : TensorCoreGemm.ChooseConv(acc, m, n, precision);
 
     /// <summary>
     /// A tensor-core tile every TF32/bf16 convolution GEMM runs instead of the rule's (<c>FVL_TC_CONV_TILE</c> = <c>rule</c>

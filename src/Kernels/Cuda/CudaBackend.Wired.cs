@@ -95,7 +95,7 @@ public sealed partial class CudaBackend
     /// <summary>The tensor-core tile a GEMM runs without the tuner: <see cref="TensorCoreGemm.Choose"/>'s, or the one
     /// <see cref="GemmTileOverride"/> names where it runs the precision (the 128×128 tile is TF32 only).</summary>
     private TensorCoreTile GemmTile(in GemmArgs args, Precision precision)
-        => GemmTileOverride is { } t && TensorCoreGemm.TilesFor(precision).Contains(t) ? t : TensorCoreGemm.Choose(Acc, args.M, args.N);
+        => GemmTileOverride is { } t && TensorCoreGemm.TilesFor(precision).Contains(t) ? t : TensorCoreGemm.Choose(Acc, args.M, args.N, precision);
 
     /// <summary>
     /// A tensor-core tile every TF32/bf16 GEMM runs instead of the rule's (<c>FVL_TC_TILE</c> = <c>rule</c> (default),
@@ -129,9 +129,9 @@ public sealed partial class CudaBackend
         return KernelTuner.SaveOutput(Stream, output, View<float>(scratch), scratch);
     }
 
-    /// <summary>The fp32 SGEMM versions the tuner times: v5 (the rule's pick), v4 and the 64×64 v3 (more groups on narrow
+    /// <summary>The fp32 SGEMM versions the tuner times: v6 (the rule's pick), v5, v4 and the 64×64 v3 (more groups on narrow
     /// shapes). All sum each output's products in k order from zero, so they give the same bits.</summary>
-    internal static IReadOnlyList<GemmVersion> TunedGemmVersions { get; } = [GemmVersion.Reg128x8Prefetch, GemmVersion.Reg128x8Layout, GemmVersion.Reg128x8Vec, GemmVersion.Reg64x4];
+    internal static IReadOnlyList<GemmVersion> TunedGemmVersions { get; } = [GemmVersion.Reg128x8Layout, GemmVersion.Reg128x8Prefetch, GemmVersion.Reg128x8Vec, GemmVersion.Reg64x4];
 
     /// <summary>The fp32 SGEMM version a GEMM runs without the tuner: <see cref="GemmKernels.Best"/>, or
     /// <see cref="SgemmOverride"/>.</summary>

@@ -22,7 +22,7 @@ public static class GemmSplitK
 
     /// <summary>The tile of C each group of the kernel <see cref="CudaBackend.MatMul"/> would run covers.</summary>
     private static (int M, int N) Tile(Accelerator acc, int m, int n, Precision precision)
-        => precision == Precision.Fp32 ? GemmKernels.TileOf(GemmKernels.Best) : TensorCoreGemm.TileShape(TensorCoreGemm.Choose(acc, m, n));
+        => precision == Precision.Fp32 ? GemmKernels.TileOf(GemmKernels.Best) : TensorCoreGemm.TileShape(TensorCoreGemm.SplitSizingTile);
 
     /// <summary>
     /// How many K chunks to compute <paramref name="args"/> in (1: run it as one GEMM). Only a single (unbatched) GEMM whose
@@ -55,7 +55,7 @@ public static class GemmSplitK
     /// partial products with <see cref="GemmKernels"/>' wired version (Fp32) or <see cref="TensorCoreGemm"/> (Tf32/Bf16):
     /// one batched launch over the whole chunks, one more for a shorter last chunk, then the reduction. Returns the number
     /// of kernels enqueued. <paramref name="version"/> (Fp32; default <see cref="GemmKernels.Best"/>) and
-    /// <paramref name="tile"/> (Tf32/Bf16; default <see cref="TensorCoreGemm.Choose"/>) pick the partial products' kernel:
+    /// <paramref name="tile"/> (Tf32/Bf16; default <see cref="TensorCoreGemm.Choose"/>'s tile for the precision) pick the partial products' kernel:
     /// every choice gives the same bits.
     /// </summary>
     public static int Launch(Accelerator acc, AcceleratorStream? stream, in GemmArgs args, Precision precision, ArrayView<float> workspace, int splits,
@@ -107,7 +107,7 @@ public static class GemmSplitK
     private static void Run(Accelerator acc, AcceleratorStream? stream, in GemmArgs a, Precision precision, GemmVersion version, TensorCoreTile? tile)
     {
         if (precision == Precision.Fp32) GemmKernels.Launch(acc, stream, a, version);
-        else TensorCoreGemm.Launch(acc, stream, a, precision, tile ?? TensorCoreGemm.Choose(acc, a.M, a.N));
+        else TensorCoreGemm.Launch(acc, stream, a, precision, tile ?? TensorCoreGemm.Choose(acc, a.M, a.N, precision));
     }
 
     /// <summary>c[m·ldc + n] ← epilogue(Σ_z ws[z·M·N + m·N + n]) for z = 0..K−1 in order (s.K holds the partial count).</summary>

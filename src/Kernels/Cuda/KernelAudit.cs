@@ -118,14 +118,14 @@ public static class KernelAudit
     {
         ["RandomKernels.Draw"] = "ILGPU.Algorithms' float64 log/sin/cos (CORDIC, for Box–Muller) keep their angle in .local; " +
             "the kernel draws random tensors (weight init, benchmark inputs), never inside a training step",
-        // the fp32 SGEMM v6 (a candidate: the rule runs v5): at the 128-register cap its spills sit in the prologue, the
+        // the fp32 SGEMM v6 (the rule's pick since the H200 A/B of 2026-11-28): at the 128-register cap its spills sit in the prologue, the
         // general K loop (edge tiles, the last K tile) and the epilogue; its stage loop has none, except TN's two stack reloads
         // per K tile under ptxas 12.4 (PtxAuditTests pins both)
         ["GemmKernels.Reg128LayoutKernel<TcLayoutNN>"] = V6Spills, ["GemmKernels.Reg128LayoutKernel<TcLayoutNT>"] = V6Spills,
         ["GemmKernels.Reg128LayoutKernel<TcLayoutTN>"] = V6Spills, ["GemmKernels.Reg128LayoutKernel<TcLayoutTT>"] = V6Spills,
     };
 
-    private const string V6Spills = "SGEMM v6 (an A/B and tuner candidate, not the rule's pick) spills at 128 registers outside its stage loop " +
+    private const string V6Spills = "SGEMM v6 (the rule's pick: faster than v5 on the H200 despite them) spills at 128 registers outside its stage loop " +
         "(prologue, edge-tile loop, epilogue: once per tile); its stage loop holds at most 2 stack reloads per K tile of 8";
 
     /// <summary>A readable name: Type.Method&lt;generic arguments&gt;.</summary>

@@ -388,25 +388,44 @@ public static partial class TensorCoreGemm
     private static readonly IReadOnlyList<TensorCoreTile> Tf32Tiles = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64, TensorCoreTile.Tile128x128];
 
     /// <summary>
-    /// The tile the CUDA backend runs for an M × N GEMM: always the 128×64 tile. Measured on an H200 (132 SMs, kernel tuner,
-    /// 2026-11-28) it was the faster tile for all 28 GEMM shapes of the ITC and MLM steps, 2.4–6.6× faster than 64×32, small
-    /// products included (64 × 64 × 768: 0.030 against 0.079 ms); the earlier rule's 64×32 pick for BERT's 768 × 768 weight
-    /// gradients (72 tiles of 128×64 on 132 SMs) cost 3.20 against 0.49 ms at K = 7,936. Both tiles give the same bits, so
-    /// the choice never changes a result; the split-K count (<see cref="GemmSplitK"/>) is sized on this tile.
+    /// The tile the CUDA backend runs for an M × N GEMM under <paramref name="precision"/>: TF32 → the 128×128 tile (grids
+    /// it cannot launch run 128×64, <see cref="Runnable"/>), bf16 → the 128×64 tile (the 128×128 tile is TF32 only).
+    /// Measured on an H200 (2026-11-28, A/B in one device call, batch 64, every TF32 GEMM forced onto 128×128 with
+    /// <c>FVL_TC_TILE</c>): GEMM time per step 60.3 → 34.8 ms (ITC), 113.5 → 65.4 ms (MLM), 100.1 → 57.2 ms (MPFC), and
+    /// the kernel tuner, free to pick any tile per shape, reached the same totals (34.8, 65.3, 57.2 ms). Before that, 128×64
+    /// was the faster of the two older tiles for all 28 GEMM shapes of ITC and MLM (2.4–6.6× faster than 64×32). All tiles
+    /// give the same bits, so the choice never changes a result; split-K counts are sized on <see cref="SplitSizingTile"/>.
     /// </summary>
-    public static TensorCoreTile Choose(Accelerator acc, int m, int n)
+    public static TensorCoreTile Choose(Accelerator acc, int m, int n, Precision precision)
     {
         ArgumentNullException.ThrowIfNull(acc);
-        return TensorCoreTile.Tile128x64;
+        return precision == Precision.Tf32 ? TensorCoreTile.Tile128x128 : TensorCoreTile.Tile128x64;
     }
 
+    /// <summary>The tile the split-K count of a tensor-core GEMM is sized on (<see cref="GemmSplitK.Splits"/>): 128×64, whichever
+    /// tile runs the partial products (the split count decides the summation order, so it stays what was measured and
+    /// pinned when 128×64 ran every GEMM; the 128×128 tile's runs above kept it).</summary>
+    public const TensorCoreTile SplitSizingTile = TensorCoreTile.Tile128x64;
+
     /// <summary>
-    /// The tile the tensor-core convolution runs for its M × N implicit GEMM (M = output channels forward and in the weight
-    /// gradient, input channels in the input gradient): the 64×32 tile when M ≤ 64 (half a 128-row tile would be idle: on
-    /// the H200 the 64-channel ResNet layers ran 1.2–1.6× faster on it, e.g. the stem 0.65 against 1.00 ms), else the
-    /// 128×64 tile once its tiles give every multiprocessor one group, else 64×32 (measured mixed there, within ±10 %).
+    /// The tile the tensor-core convolution runs for its M × N implicit GEMM under <paramref name="precision"/>: TF32 → the
+    /// 128×128 tile (grids it cannot launch run 128×64); bf16 → <see cref="ConvSizingTile"/>'s. Measured on an H200
+    /// (2026-11-28, A/B in one device call, batch 64, every TF32 conv GEMM forced onto 128×128 with <c>FVL_TC_CONV_TILE</c>,
+    /// GEMMs on 128×128): conv time per step 82.6 → 72.8 ms (ResNet-50, ITC/MLM), 297.4 → 251.5 ms (ResNet-50 + VQ-VAE
+    /// encoder, MPFC); the kernel tuner picking per shape reached 71.1 and 250.2 ms. Split-K counts and the weight gradients'
+    /// precision (<see cref="ConvKernels.WeightGradientPrecision"/>) stay decided on <see cref="ConvSizingTile"/>, as in those
+    /// runs. All tiles give the same bits.
     /// </summary>
-    public static TensorCoreTile ChooseConv(Accelerator acc, int m, int n)
+    public static TensorCoreTile ChooseConv(Accelerator acc, int m, int n, Precision precision)
+        => precision == Precision.Tf32 ? TensorCoreTile.Tile128x128 : ConvSizingTile(acc, m, n);
+
+    /// <summary>
+    /// The tile a tensor-core convolution's split-K count and its weight gradient's precision are decided on (and the tile
+    /// bf16 convolutions run): the 64×32 tile when M ≤ 64 (half a 128-row tile would be idle: on the H200 the 64-channel
+    /// ResNet layers ran 1.2–1.6× faster on it than on 128×64, e.g. the stem 0.65 against 1.00 ms), else the 128×64 tile
+    /// once its tiles give every multiprocessor one group, else 64×32 (measured mixed there, within ±10 %).
+    /// </summary>
+    public static TensorCoreTile ConvSizingTile(Accelerator acc, int m, int n)
     {
         ArgumentNullException.ThrowIfNull(acc);
         if (m <= BM) return TensorCoreTile.Tile64x32;

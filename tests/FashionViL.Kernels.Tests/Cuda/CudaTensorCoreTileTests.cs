@@ -3,54 +3,63 @@ using FashionViL.Kernels.Cuda;
 namespace FashionViL.Kernels.Tests.Cuda;
 
 /// <summary>
-/// Which tensor-core tile the CUDA backend runs: always 128×64 for GEMMs (<see cref="TensorCoreGemm.Choose"/>); for
-/// convolutions (<see cref="TensorCoreGemm.ChooseConv"/>) 64×32 when M ≤ 64, else 128×64 once its tiles give every
-/// multiprocessor a group, else 64×32; the wired matmul and convolution follow it (checked through the kernels the
-/// emulated device has loaded) and match the CPU backend under the same precision.
+/// Which tensor-core tile the CUDA backend runs: for GEMMs (<see cref="TensorCoreGemm.Choose"/>) 128×128 under Tf32 and
+/// 128×64 under Bf16; for convolutions (<see cref="TensorCoreGemm.ChooseConv"/>) 128×128 under Tf32 and, under Bf16, the
+/// sizing rule's tile (<see cref="TensorCoreGemm.ConvSizingTile"/>: 64×32 when M ≤ 64, else 128×64 once its tiles give
+/// every multiprocessor a group, else 64×32), which also sizes split-K under Tf32; the wired matmul and convolution follow
+/// it (counted per tile) and match the CPU backend under the same precision.
 /// </summary>
 [Category("Cuda"), NonParallelizable]
 public class CudaTensorCoreTileTests : CudaTestBase
 {
     [Test]
-    public void GemmsTakeTheLargeTileConvolutionsFillTheDeviceFirst()
+    public void Tf32TakesThe128x128TileBf16TheSizingRulesTile()
     {
         var acc = Dev.Runtime.Accelerator;
         int sms = acc.NumMultiprocessors;
         foreach (var (m, n) in new[] { (1, 1), (64, 64), (768, 768), (128 * sms - 128, 64), (4800, 30528) })
-            Assert.That(TensorCoreGemm.Choose(acc, m, n), Is.EqualTo(TensorCoreTile.Tile128x64), $"GEMM {m} x {n}");
-        Assert.That(TensorCoreGemm.ChooseConv(acc, 128 * sms, 64), Is.EqualTo(TensorCoreTile.Tile128x64), "exactly one 128×64 tile per multiprocessor");
-        Assert.That(TensorCoreGemm.ChooseConv(acc, 128 * sms - 128, 64), Is.EqualTo(TensorCoreTile.Tile64x32), "one short");
-        Assert.That(TensorCoreGemm.ChooseConv(acc, 64, 64 * 64 * sms), Is.EqualTo(TensorCoreTile.Tile64x32), "64 rows: half a 128-row tile would idle");
-        Assert.That(TensorCoreGemm.ChooseConv(acc, 65, 64 * 64 * sms), Is.EqualTo(TensorCoreTile.Tile128x64), "65 rows, many tiles");
-        Assert.That(TensorCoreGemm.ChooseConv(acc, 1, 1), Is.EqualTo(TensorCoreTile.Tile64x32));
+        {
+            Assert.That(TensorCoreGemm.Choose(acc, m, n, Precision.Tf32), Is.EqualTo(TensorCoreTile.Tile128x128), $"GEMM {m} x {n} tf32");
+            Assert.That(TensorCoreGemm.Choose(acc, m, n, Precision.Bf16), Is.EqualTo(TensorCoreTile.Tile128x64), $"GEMM {m} x {n} bf16");
+            Assert.That(TensorCoreGemm.ChooseConv(acc, m, n, Precision.Tf32), Is.EqualTo(TensorCoreTile.Tile128x128), $"conv {m} x {n} tf32");
+            Assert.That(TensorCoreGemm.ChooseConv(acc, m, n, Precision.Bf16), Is.EqualTo(TensorCoreGemm.ConvSizingTile(acc, m, n)), $"conv {m} x {n} bf16");
+        }
+        Assert.That(TensorCoreGemm.SplitSizingTile, Is.EqualTo(TensorCoreTile.Tile128x64));
+        Assert.That(TensorCoreGemm.ConvSizingTile(acc, 128 * sms, 64), Is.EqualTo(TensorCoreTile.Tile128x64), "exactly one 128×64 tile per multiprocessor");
+        Assert.That(TensorCoreGemm.ConvSizingTile(acc, 128 * sms - 128, 64), Is.EqualTo(TensorCoreTile.Tile64x32), "one short");
+        Assert.That(TensorCoreGemm.ConvSizingTile(acc, 64, 64 * 64 * sms), Is.EqualTo(TensorCoreTile.Tile64x32), "64 rows: half a 128-row tile would idle");
+        Assert.That(TensorCoreGemm.ConvSizingTile(acc, 65, 64 * 64 * sms), Is.EqualTo(TensorCoreTile.Tile128x64), "65 rows, many tiles");
+        Assert.That(TensorCoreGemm.ConvSizingTile(acc, 1, 1), Is.EqualTo(TensorCoreTile.Tile64x32));
     }
 
-    private static bool Loaded(System.Reflection.MethodInfo kernel)
-        => KernelAudit.LoadedKernels(Dev.Runtime.Accelerator).Any(e => e.MethodSource == kernel);
-
-    [Test]
-    public void TheWiredMatMulRunsTheChosenTile()
+    [TestCase(Precision.Tf32, TensorCoreTile.Tile128x128)]
+    [TestCase(Precision.Bf16, TensorCoreTile.Tile128x64)]
+    public void TheWiredMatMulRunsTheChosenTile(Precision p, TensorCoreTile tile)
     {
         using var scope = Tensor.Scope();
         int sms = Dev.Runtime.Accelerator.NumMultiprocessors;
-        // M = 128·SMs + 3 rows: 128×64 tiles enough for every multiprocessor (and a partial row tile)
+        // M = 128·SMs + 3 rows: 128-row tiles enough for every multiprocessor (and a partial row tile), so no split-K
         int m = 128 * sms + 3, n = 70, k = 33;
         var a = Rand([m, k], 81, lo: -1, hi: 1);
         var b = Rand([k, n], 82, lo: -1, hi: 1);
         var want = Tensor.Empty([m, n]);
         var got = Tensor.Empty([m, n], DType.Float32, Gpu);
-        using (MatMulPrecision.Use(Precision.Tf32))
+        var before = TensorCoreGemm.LaunchCounts.ToArray();
+        using (MatMulPrecision.Use(p))
         {
             Cpu.MatMul(a, b, want, false, false);
             Dev.MatMul(Up(a), Up(b), got, false, false);
         }
-        Assert.That(Loaded(TensorCoreGemm.KernelMethod(TensorCoreTile.Tile128x64)), Is.True, "the 128×64 kernel ran");
-        // operands in [-1, 1]: (K + 3)·2⁻²⁴·K per backend, 3× between them (as TensorCoreGemmTests)
-        AssertSame(got, want, 0, 3 * (k + 3) * Math.Pow(2, -24) * k, "tf32 matmul, 128×64 tile");
+        var ran = TensorCoreGemm.LaunchCounts.Select((c, i) => c - before[i]).ToArray();
+        Assert.That(ran[(int)tile], Is.EqualTo(1), $"the {tile} kernel ran");
+        Assert.That(ran.Sum(), Is.EqualTo(1), "and no other tensor-core GEMM");
+        // operands in [-1, 1], rounded alike on both sides: (K + 3)·2⁻²⁴·K per backend, 3× between them (as TensorCoreGemmTests)
+        AssertSame(got, want, 0, 3 * (k + 3) * Math.Pow(2, -24) * k, $"{p} matmul, {tile}");
     }
 
-    [Test]
-    public void TheWiredConvolutionRunsTheChosenTile()
+    [TestCase(Precision.Tf32, TensorCoreTile.Tile128x128)]
+    [TestCase(Precision.Bf16, TensorCoreTile.Tile128x64)]
+    public void TheWiredConvolutionRunsTheChosenTile(Precision p, TensorCoreTile tile)
     {
         using var scope = Tensor.Scope();
         int sms = Dev.Runtime.Accelerator.NumMultiprocessors;
@@ -59,17 +68,20 @@ public class CudaTensorCoreTileTests : CudaTestBase
         var cp = Conv2dParams.Symmetric(1, 1);
         var x = Rand([2, cin, h, w], 83, lo: -1, hi: 1);
         var wt = Rand([cout, cin, 3, 3], 84, lo: -1, hi: 1);
-        Assert.That(TensorCoreGemm.ChooseConv(Dev.Runtime.Accelerator, cout, 2 * h * w), Is.EqualTo(TensorCoreTile.Tile128x64));
+        Assert.That(TensorCoreGemm.ConvSizingTile(Dev.Runtime.Accelerator, cout, 2 * h * w), Is.EqualTo(TensorCoreTile.Tile128x64));
         var want = Tensor.Empty([2, cout, h, w]);
         var got = Tensor.Empty([2, cout, h, w], DType.Float32, Gpu);
-        using (MatMulPrecision.Use(Precision.Tf32))
+        var before = ConvKernels.ConvTileLaunches.ToArray();
+        using (MatMulPrecision.Use(p))
         {
             Cpu.Conv2dForward(x, wt, null, want, cp);
             Dev.Conv2dForward(Up(x), Up(wt), null, got, cp);
         }
-        Assert.That(Loaded(ConvKernels.TensorCoreKernelMethodFor(TensorCoreTile.Tile128x64)), Is.True, "the 128×64 conv kernel ran");
+        var ran = ConvKernels.ConvTileLaunches.Select((c, i) => c - before[i]).ToArray();
+        Assert.That(ran[(int)tile], Is.EqualTo(1), $"the {tile} conv kernel ran");
+        Assert.That(ran.Sum(), Is.EqualTo(1), "and no other tensor-core conv kernel");
         int terms = cin * 9;
-        AssertSame(got, want, 0, 3 * (terms + 3) * Math.Pow(2, -24) * terms, "tf32 conv, 128×64 tile");
+        AssertSame(got, want, 0, 3 * (terms + 3) * Math.Pow(2, -24) * terms, $"{p} conv, {tile}");
     }
 
     /// <summary>

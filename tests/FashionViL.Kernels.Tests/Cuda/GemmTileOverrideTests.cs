@@ -22,7 +22,7 @@ public class GemmTileOverrideTests : CudaTestBase
         return (bits, TensorCoreGemm.LaunchCounts.Select((n, i) => n - before[i]).ToArray());
     }
 
-    [TestCase(Precision.Tf32, TensorCoreTile.Tile128x128)]
+    [TestCase(Precision.Tf32, TensorCoreTile.Tile128x64)]
     [TestCase(Precision.Tf32, TensorCoreTile.Tile64x32)]
     [TestCase(Precision.Bf16, TensorCoreTile.Tile64x32)]
     public void TheNamedTileRunsEveryGemmWithTheRulesBits(Precision p, TensorCoreTile tile)
@@ -33,6 +33,8 @@ public class GemmTileOverrideTests : CudaTestBase
         var forced = Run(tile, p, cpu);
         Assert.That(forced.Tiles[(int)tile], Is.EqualTo(3), $"{tile} ran the forward and both gradient GEMMs");
         Assert.That(forced.Tiles.Sum(), Is.EqualTo(3), "and no other tensor-core GEMM ran");
+        var ruleTile = p == Precision.Tf32 ? TensorCoreTile.Tile128x128 : TensorCoreTile.Tile128x64;
+        Assert.That(rule.Tiles[(int)ruleTile], Is.EqualTo(3), $"the rule runs {ruleTile} under {p}");
         Assert.That(rule.Tiles.Sum(), Is.EqualTo(3));
         for (int i = 0; i < rule.Bits.Count; i++)
             Assert.That(forced.Bits[i], Is.EqualTo(rule.Bits[i]), $"{p} on {tile}: {(i == 0 ? "output" : $"gradient of input {i - 1}")}");
@@ -83,7 +85,7 @@ public class ConvTileOverrideTests : CudaTestBase
         return (bits, ConvKernels.ConvTileLaunches.Select((n, i) => n - before[i]).ToArray());
     }
 
-    [TestCase(Precision.Tf32, TensorCoreTile.Tile128x128)]
+    [TestCase(Precision.Tf32, TensorCoreTile.Tile64x32)]
     [TestCase(Precision.Tf32, TensorCoreTile.Tile128x64)]
     [TestCase(Precision.Bf16, TensorCoreTile.Tile128x64)]
     public void TheNamedTileRunsEveryConvolutionGemmWithTheRulesBits(Precision p, TensorCoreTile tile)
@@ -96,6 +98,7 @@ public class ConvTileOverrideTests : CudaTestBase
         Assert.That(forced.Tiles[(int)tile], Is.EqualTo(rule.Tiles.Sum()), $"{tile} ran every tensor-core conv GEMM the rule ran");
         Assert.That(forced.Tiles[(int)tile], Is.GreaterThanOrEqualTo(2), "forward and input gradient at least");
         Assert.That(forced.Tiles.Sum(), Is.EqualTo(rule.Tiles.Sum()));
+        if (p == Precision.Tf32) Assert.That(rule.Tiles[(int)TensorCoreTile.Tile128x128], Is.EqualTo(rule.Tiles.Sum()), "the Tf32 rule runs 128×128");
         for (int i = 0; i < rule.Bits.Count; i++)
             Assert.That(forced.Bits[i], Is.EqualTo(rule.Bits[i]), $"{p} on {tile}: {(i == 0 ? "output" : $"gradient of input {i - 1}")}");
     }
@@ -119,8 +122,8 @@ public class ConvTileOverrideTests : CudaTestBase
 }
 
 /// <summary>
-/// <c>FVL_SGEMM</c> (<see cref="CudaBackend.SgemmOverride"/>): an fp32 linear's forward and both gradient GEMMs on v6 (or v4)
-/// instead of the rule's v5, with every output and gradient bit the rule's; bad values are refused by name.
+/// <c>FVL_SGEMM</c> (<see cref="CudaBackend.SgemmOverride"/>): an fp32 linear's forward and both gradient GEMMs on v5 or v4
+/// instead of the rule's v6, with every output and gradient bit the rule's; bad values are refused by name.
 /// </summary>
 [Category("Cuda"), NonParallelizable]
 public class SgemmOverrideTests : CudaTestBase
@@ -128,14 +131,16 @@ public class SgemmOverrideTests : CudaTestBase
     [TearDown]
     public void Restore() => CudaBackend.SgemmOverride = null;
 
-    [TestCase(GemmVersion.Reg128x8Layout)]
+    [TestCase(GemmVersion.Reg128x8Prefetch)]
     [TestCase(GemmVersion.Reg128x8Vec)]
     public void TheNamedVersionGivesTheRulesBits(GemmVersion v)
     {
         // [2, 130, 48] x [136, 48]^T + bias: 260 × 136 × 48 forward, both gradients: interior 128-tiles and edges
         var cpu = new[] { Rand([2, 130, 48], 51), Rand([136, 48], 52), Rand([136], 53) };
         CudaBackend.SgemmOverride = null;
+        long v6 = GemmKernels.LaunchCounts[(int)GemmVersion.Reg128x8Layout];
         var rule = OutputAndGradientBits(t => Ops.Linear(t[0], t[1], t[2]), cpu, Precision.Fp32).Bits;
+        Assert.That(GemmKernels.LaunchCounts[(int)GemmVersion.Reg128x8Layout] - v6, Is.GreaterThanOrEqualTo(3), "the rule runs v6");
         CudaBackend.SgemmOverride = v;
         long before = GemmKernels.LaunchCounts[(int)v];
         var forced = OutputAndGradientBits(t => Ops.Linear(t[0], t[1], t[2]), cpu, Precision.Fp32).Bits;

@@ -63,14 +63,14 @@ public class PreRoundedOperandsTests : CudaTestBase
     [TestCase(Precision.Bf16)]
     public void MatmulsRoundOperandsWithManyTilesOnTheOtherSideWithTheSameBits(Precision p)
     {
-        // with the threshold at 1, each 128×64-tile GEMM rounds both operands first: forward, and the two gradient GEMMs
-        // when they run on the 128×64 tile (Choose: tiles ≥ the emulator's multiprocessor count)
+        // with the threshold at 1, each GEMM on a large tile (128×128 under Tf32, 128×64 under Bf16: Choose) rounds both
+        // operands first: the forward and the two gradient GEMMs
         var cpu = new[] { Rand([130, 40], 6), Rand([40, 70], 7) };
-        var tiles = new[] { (130, 70), (130, 40), (40, 70) }.Count(mn => TensorCoreGemm.Choose(CudaRuntime.Get(0).Accelerator, mn.Item1, mn.Item2) == TensorCoreTile.Tile128x64);
-        Assert.That(tiles, Is.GreaterThan(0), "at least one of the GEMMs runs on the 128×64 tile here");
+        var tiles = new[] { (130, 70), (130, 40), (40, 70) }.Count(mn => TensorCoreGemm.Choose(CudaRuntime.Get(0).Accelerator, mn.Item1, mn.Item2, p) != TensorCoreTile.Tile64x32);
+        Assert.That(tiles, Is.EqualTo(3), "every GEMM runs on a large tile");
         SameBits(t => t[0].Matmul(t[1]), cpu, p, 2 * tiles, "matmul 130x40x70");
         SameBits(t => Ops.Linear(t[0], t[1], t[2]), [Rand([3, 50, 33], 8), Rand([65, 33], 9), Rand([65], 10)], p,
-            2 * new[] { (150, 65), (150, 33), (65, 33) }.Count(mn => TensorCoreGemm.Choose(CudaRuntime.Get(0).Accelerator, mn.Item1, mn.Item2) == TensorCoreTile.Tile128x64),
+            2 * new[] { (150, 65), (150, 33), (65, 33) }.Count(mn => TensorCoreGemm.Choose(CudaRuntime.Get(0).Accelerator, mn.Item1, mn.Item2, p) != TensorCoreTile.Tile64x32),
             "linear [3,50,33] x [65,33]^T");
     }
 

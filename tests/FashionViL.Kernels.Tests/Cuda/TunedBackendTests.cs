@@ -200,7 +200,7 @@ public class TunedBackendTests : CudaTestBase
     {
         CudaBackend.MinTilesToPreRound = 1;
         var acc = Rt.Accelerator;
-        Assert.That(TensorCoreGemm.Choose(acc, 130, 70), Is.EqualTo(TensorCoreTile.Tile128x64), "the rule takes the 128×64 tile here");
+        Assert.That(TensorCoreGemm.Choose(acc, 130, 70, Precision.Tf32), Is.EqualTo(TensorCoreTile.Tile128x128), "the rule takes the 128×128 tile here");
         using var scope = Tensor.Scope();
         var a = Up(Rand([130, 40], 1));
         var b = Up(Rand([40, 70], 2));
@@ -213,7 +213,7 @@ public class TunedBackendTests : CudaTestBase
             return (Rt.Counters - c0).KernelLaunches;
         }
         KernelTuner.Mode = TuneMode.Off;
-        Assert.That(Launches(), Is.EqualTo(3), "128×64: A and B rounded first, then the GEMM");
+        Assert.That(Launches(), Is.EqualTo(3), "128×128: A and B rounded first, then the GEMM");
         // what the tuner would record for this call, with the 64×32 tile chosen
         KernelTuner.Mode = TuneMode.On;
         Launches();
