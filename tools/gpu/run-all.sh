@@ -2,12 +2,15 @@
 # Issue 7 device call in one go (after bash tools/gpu/pack.sh here; run tool, carry [".gpu"], timeout_s ≥ DEADLINE + 60):
 #   DEADLINE=480 bash tools/gpu/run-all.sh
 # 1. gpu-check (~20 s on an H200); 2. run-step.sh: itc, mlm, mpfc in fp32 and tf32 and PyTorch's step (~125 s);
-# 3. A/B: the fp32 steps with FVL_SGEMM=v6, the tf32 steps with FVL_TC_TILE=128x128, then with FVL_TC_CONV_TILE=128x128
-#    too (session 18's candidates; AB_TASKS);
-# 4. the same steps with the kernel tuner in tf32 (TUNE_MODES; its cache holds every candidate's median per GEMM/conv shape,
-#    the 128×128 tiles included: fp32 was tuned in session 17);
+# 3. A/B runs named in AB ("name:mode:VAR=value ..." entries separated by ";", AB_TASKS): none by default since session 19
+#    made session 18's candidates the rules (v6, the 128×128 TF32 tiles); e.g. the old rules again:
+#    AB="old-sgemm:fp32:FVL_SGEMM=v5;old-tiles:tf32:FVL_TC_TILE=128x64 FVL_TC_CONV_TILE=128x64"
+# 3b. CURVES=1: the 200-update loss curves (tools/gpu/curves.sh);
+# 4. the same steps with the kernel tuner in fp32 and tf32 (TUNE_MODES; its cache holds every candidate's median per
+#    GEMM/conv shape, so the per-shape picks away from the rules come back in tune.tar.gz);
 # 5. bench ptx with the device's ptxas if time is left. Each stage copies its results into $OUT as soon as it ends
-# (at most 8 files come back), so a call cut short still returns what finished.
+# (7 files at most: the device returns 8, and session 19 lost tune.txt and tune.tar.gz past that), so a call cut short still returns
+# what finished.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 DEADLINE=${DEADLINE:-480}
@@ -21,13 +24,11 @@ stamp start
 timeout "${CHECK_TIMEOUT:-90}" "$check" > "$O/check.txt" 2>&1; stamp "gpu-check rc=$?"
 OUT=$W/step BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" STEPS=${STEPS:-8} WARMUP=${WARMUP:-2} RUN_TIMEOUT=${RUN_TIMEOUT:-70} \
   TORCH_TIMEOUT=${TORCH_TIMEOUT:-130} bash tools/gpu/run-step.sh > "$W/step.txt" 2>&1; stamp "run-step rc=$?"
-cp "$W/step.txt" "$O/"; tar -C "$W" -czf "$O/step.tar.gz" step
-# A/B runs of session 18's candidates (the rules still pick the old kernels), to compare with run-step's steps above (same
-# call, same machine): the fp32 steps with FVL_SGEMM=v6 (the layout-specialised SGEMM), the tf32 steps with
-# FVL_TC_TILE=128x128 (every tensor-core GEMM), then also FVL_TC_CONV_TILE=128x128 (every tensor-core convolution); all in
-# ab.tar.gz
+tar -C "$W" -czf "$O/step.tar.gz" step step.txt
 mkdir -p "$W/ab"
-for ab in "sgemm-v6:fp32:FVL_SGEMM=v6" "tc-gemm-128x128:tf32:FVL_TC_TILE=128x128" "tc-gemm+conv-128x128:tf32:FVL_TC_TILE=128x128 FVL_TC_CONV_TILE=128x128"; do
+IFS=';' read -r -a abs <<< "${AB:-}"
+for ab in "${abs[@]}"; do
+  [ -n "$ab" ] || continue
   name=${ab%%:*}; rest=${ab#*:}; mode=${rest%%:*}; vars=${rest#*:}
   [ $((DEADLINE - SECONDS)) -gt 100 ] || { echo "$name: skipped (time)" >> "$W/ab/ab.txt"; continue; }
   env $vars OUT="$W/ab/$name" BUDGET=$((DEADLINE - SECONDS - 60)) CLI="$cli" TORCH=0 STEPS=${STEPS:-8} WARMUP=${WARMUP:-2} \
@@ -35,10 +36,15 @@ for ab in "sgemm-v6:fp32:FVL_SGEMM=v6" "tc-gemm-128x128:tf32:FVL_TC_TILE=128x128
   stamp "$name rc=$?"; echo "== $name ($mode, $vars)" >> "$W/ab/ab.txt"; tail -n 6 "$W/ab/$name.txt" >> "$W/ab/ab.txt"
   tar -C "$W" -czf "$O/ab.tar.gz" ab
 done
+# 3b. CURVES=1: issue 7's loss curves (tools/gpu/curves.sh: tiny config, 200 updates, fp32 seeds 42/43 and tf32 seed 42)
+if [ "${CURVES:-0}" = 1 ] && [ $((DEADLINE - SECONDS)) -gt 60 ]; then
+  OUT=$W/curves CLI="$cli" timeout $((DEADLINE - SECONDS - 10)) bash tools/gpu/curves.sh > "$W/curves.txt" 2>&1; stamp "curves rc=$?"
+  tar -C "$W" -czf "$O/curves.tar.gz" curves curves.txt
+fi
 if [ $((DEADLINE - SECONDS)) -gt 80 ]; then
   OUT=$W/tune BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" TUNE=on TORCH=0 STEPS=4 WARMUP=2 RUN_TIMEOUT=${RUN_TIMEOUT:-70} \
-    TASKS="${TUNE_TASKS:-itc mlm mpfc}" MODES="${TUNE_MODES:-tf32}" bash tools/gpu/run-step.sh > "$W/tune.txt" 2>&1; stamp "tune rc=$?"
-  cp "$W/tune.txt" "$O/"; tar -C "$W" -czf "$O/tune.tar.gz" tune
+    TASKS="${TUNE_TASKS:-itc mlm mpfc}" MODES="${TUNE_MODES:-fp32 tf32}" bash tools/gpu/run-step.sh > "$W/tune.txt" 2>&1; stamp "tune rc=$?"
+  tar -C "$W" -czf "$O/tune.tar.gz" tune tune.txt
 fi
 if [ $((DEADLINE - SECONDS)) -gt 40 ]; then
   ptxas=$(command -v ptxas || ls /usr/local/cuda*/bin/ptxas 2>/dev/null | head -1)
@@ -46,7 +52,8 @@ if [ $((DEADLINE - SECONDS)) -gt 40 ]; then
   echo "ptx rc=$?" >> "$W/ptx.txt"; stamp "ptx done"
   tar -C "$W" -czf "$O/ptx.tar.gz" ptx.txt $( [ -f "$W/ptx.json" ] && echo ptx.json )
 fi
-echo "===== tuned (${TUNE_MODES:-tf32})"; tail -n 12 "$W/tune.txt" 2>/dev/null
-echo "===== A/B: session 18's candidates"; cat "$W/ab/ab.txt" 2>/dev/null
+echo "===== curves"; tail -n 16 "$W/curves.txt" 2>/dev/null
+echo "===== tuned (${TUNE_MODES:-fp32 tf32})"; tail -n 12 "$W/tune.txt" 2>/dev/null
+echo "===== A/B (AB)"; cat "$W/ab/ab.txt" 2>/dev/null
 echo "===== gpu-check"; grep -v " PASS " "$O/check.txt" | tail -8
 echo "===== steps vs PyTorch"; tail -n 22 "$W/step.txt"
