@@ -161,6 +161,12 @@ public static partial class Checks
             using var rv = Tensor.Full([bnC], 1.5, DType.Float32, t[0].Device);
             return Ops.BatchNorm2d(t[0], t[1], t[2], rm, rv, false, residual: t[3], relu: true);
         }, 1e-4);
+        // FVL_WINOGRAD=on's forward (F(2×2, 3×3) through transforms and a 16-way batched GEMM) against the CPU's direct
+        // convolution: other rounding, not other values (fp32 ≈ 1e-6 of the largest output on the emulator); under TF32 the
+        // transformed operands are rounded instead of the raw ones, so the two sides differ by TF32's rounding (≈ 1e-3).
+        // Odd planes (partial tiles) and enough tiles for several GEMM column tiles.
+        yield return new("conv2d 3x3 Winograd fp32 (FVL_WINOGRAD=on)", [[2, 64, 15, 17], [64, 64, 3, 3], [64]], t => Winograd(() => Ops.Conv2d(t[0], t[1], t[2], 1, 1)), 1e-5, Grad: false);
+        yield return new("conv2d 3x3 Winograd tf32 (FVL_WINOGRAD=on)", [[2, 64, 15, 17], [64, 64, 3, 3], [64]], t => Winograd(() => Tf32(() => Ops.Conv2d(t[0], t[1], t[2], 1, 1))), 5e-3, Grad: false);
         yield return new("group_norm + silu (fused, no grad)", [[2, 64, 4, 4], [64], [64]], t => Ops.GroupNorm(t[0], 32, t[1], t[2], 1e-6, silu: true), 1e-4, Grad: false);
         // The precision switch: forward GEMMs with TF32 operands on both sides (the CPU rounds exactly as the tensor cores
         // do; the sums differ in order only, and tensor cores may truncate inside: 1e-4 of the largest value over K ≤ 72).
@@ -227,6 +233,15 @@ public static partial class Checks
             ids[i * l + len - 1] = 102;   // the rest stays 0 = [PAD] (padding index: no gradient)
         }
         return ids;
+    }
+
+    /// <summary>f with <c>FVL_WINOGRAD=on</c> (<see cref="Kernels.Cuda.CudaBackend.WinogradConv"/>; the CPU backend ignores it).</summary>
+    private static Tensor Winograd(Func<Tensor> f)
+    {
+        bool was = Kernels.Cuda.CudaBackend.WinogradConv;
+        Kernels.Cuda.CudaBackend.WinogradConv = true;
+        try { return f(); }
+        finally { Kernels.Cuda.CudaBackend.WinogradConv = was; }
     }
 
     /// <summary>f under the TF32 switch (its backward, run later by the comparison, is fp32 on both sides).</summary>

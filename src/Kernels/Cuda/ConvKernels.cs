@@ -759,9 +759,31 @@ public static partial class ConvKernels
     public static Precision WeightGradientPrecision(Accelerator acc, int m, int n, Precision requested)
     {
         ArgumentNullException.ThrowIfNull(acc);
-        if (requested != Precision.Tf32 || m <= TensorCoreGemm.BM) return requested;
+        if (requested != Precision.Tf32 || m <= TensorCoreGemm.BM || Tf32WeightGradientsOnTensorCores) return requested;
         return TensorCoreGemm.ConvSizingTile(acc, m, n) == TensorCoreTile.Tile64x32 ? Precision.Fp32 : requested;
     }
+
+    /// <summary>
+    /// <c>FVL_TF32_WGRAD</c> = <c>rule</c> (default: <see cref="WeightGradientPrecision"/> sends the weight gradients where
+    /// the 64×32 tensor-core tile lost to the exact kernel) or <c>tc</c> (every TF32 weight gradient on the tensor cores,
+    /// which since session 19 run the 128×128 tile): an A/B switch for a device, as the rule was measured against the
+    /// 64×32 tile. Unlike the tile switches this changes results (TF32-rounded operands instead of the exact kernel), so it
+    /// is not a tuner choice. Read once, at the first use (an invalid value throws there, naming it; the CLI checks it at
+    /// start). Settable for tests.
+    /// </summary>
+    public static bool Tf32WeightGradientsOnTensorCores
+    {
+        get => _tf32WgradTc ??= ParseTf32Wgrad(Environment.GetEnvironmentVariable("FVL_TF32_WGRAD"));
+        set => _tf32WgradTc = value;
+    }
+    private static bool? _tf32WgradTc;
+
+    internal static bool ParseTf32Wgrad(string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "rule" => false,
+        "tc" => true,
+        _ => throw new ArgumentException($"FVL_TF32_WGRAD = '{value}' is not a weight-gradient setting: rule (default) or tc"),
+    };
 
     private static int GroupSize(Accelerator acc) => Math.Min(GpuGroupSize, acc.MaxNumThreadsPerGroup);
 

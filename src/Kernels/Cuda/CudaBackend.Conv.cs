@@ -25,9 +25,70 @@ public sealed partial class CudaBackend
         if (x.Sizes[1] != w.Sizes[1]) throw new ArgumentException($"cuda: {op}: input {x.ShapeString} has {x.Sizes[1]} channels, weight {w.ShapeString} expects {w.Sizes[1]}");
         using var xc = Dense(x); using var wc = Dense(w);
         var precision = MatMulPrecision.Current;
+        if (WinogradConv && WinogradKernels.Applies(w.Sizes[2], w.Sizes[3], p) && x.Sizes[1] >= WinogradMinChannels && w.Sizes[0] >= WinogradMinChannels
+            && (long)x.Sizes[0] * ((x.Sizes[2] + 1) / 2) * ((x.Sizes[3] + 1) / 2) <= int.MaxValue)
+        {
+            WinogradForward(xc, wc, bias, y);
+            return;
+        }
         using var wr = RoundedWeight(wc, precision, (long)y.Sizes[0] * y.Sizes[2] * y.Sizes[3]);
         ConvKernels.Conv2dForward(Acc, Stream, View<float>(xc), View<float>(wr ?? wc), bias is null ? default : View<float>(bias), View<float>(y),
             x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p, precision: precision, weightRounded: wr is not null);
+    }
+
+    /// <summary>
+    /// Whether 3×3, stride-1, padding-1 convolutions with at least <see cref="WinogradMinChannels"/> input and output channels
+    /// run their forward pass as Winograd F(2×2, 3×3) (<see cref="WinogradKernels"/>: weight and input transforms, one
+    /// 16-way batched GEMM through <see cref="MatMul"/>, output transform): <c>FVL_WINOGRAD</c> = <c>off</c> (default) or
+    /// <c>on</c>, an A/B switch for a device (2.25× fewer multiplies, ≈ 4 extra passes over the transformed tiles; not
+    /// timed on a GPU yet). The outputs equal the direct convolution's up to rounding (other sums), not bit for bit; the
+    /// gradients are the direct kernels' either way. Read once, at the first use (an invalid value throws there, naming
+    /// it; the CLI checks it at start). Settable for tests.
+    /// </summary>
+    public static bool WinogradConv
+    {
+        get => _winogradConv ??= ParseWinograd(Environment.GetEnvironmentVariable("FVL_WINOGRAD"));
+        set => _winogradConv = value;
+    }
+    private static bool? _winogradConv;
+
+    internal static bool ParseWinograd(string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "off" or "0" => false,
+        "on" or "1" => true,
+        _ => throw new ArgumentException($"FVL_WINOGRAD = '{value}' is not a Winograd setting: off (default) or on"),
+    };
+
+    /// <summary>Fewest input and output channels for which <see cref="WinogradConv"/> applies (the VQ-VAE's 3-channel stem and
+    /// narrow convolutions keep the direct kernels). Settable for tests.</summary>
+    internal static int WinogradMinChannels { get; set; } = 32;
+
+    /// <summary>Most floats each of the two per-chunk workspaces (transformed input tiles, products) may take: 64 M (256 MB);
+    /// a convolution with more tiles runs in chunks of tiles. Settable for tests.</summary>
+    internal static long WinogradChunkFloats { get; set; } = 64L << 20;
+
+    /// <summary>y ← conv3x3(x, w) + bias, stride 1, padding 1, by Winograd F(2×2, 3×3), in chunks of tiles.</summary>
+    private void WinogradForward(Tensor x, Tensor w, Tensor? bias, Tensor y)
+    {
+        int n = x.Sizes[0], c = x.Sizes[1], h = x.Sizes[2], wd = x.Sizes[3], k = w.Sizes[0];
+        var (th, tw) = WinogradKernels.Tiles(h, wd);
+        long tiles = (long)n * th * tw;
+        if (tiles == 0 || k == 0) return;
+        using var u = Tensor.Empty([16, k, c], DType.Float32, Device);
+        WinogradKernels.TransformWeight(Acc, Stream, View<float>(w), View<float>(u), k, c);
+        // chunks of whole multiples of 128 tiles (the GEMM's column tiles), each workspace within WinogradChunkFloats
+        long fit = WinogradChunkFloats / (16L * Math.Max(c, k));
+        int chunk = (int)Math.Min(tiles, Math.Max(128, fit / 128 * 128));
+        for (long p0 = 0; p0 < tiles; p0 += chunk)
+        {
+            int cnt = (int)Math.Min(chunk, tiles - p0);
+            var s = new WinogradKernels.Shape { N = n, C = c, K = k, H = h, W = wd, TilesH = th, TilesW = tw, P0 = (int)p0, Pc = cnt };
+            using var v = Tensor.Empty([16, c, cnt], DType.Float32, Device);
+            using var m = Tensor.Empty([16, k, cnt], DType.Float32, Device);
+            WinogradKernels.TransformInput(Acc, Stream, View<float>(x), View<float>(v), s);
+            MatMul(u, v, m, false, false);
+            WinogradKernels.TransformOutput(Acc, Stream, View<float>(m), View<float>(y), bias is null ? default : View<float>(bias), s);
+        }
     }
 
     /// <summary>

@@ -112,5 +112,31 @@ public class CudaTensorCoreTileTests : CudaTestBase
         }
         Assert.That(Bits(72, Precision.Tf32), Is.EqualTo(Bits(72, Precision.Fp32)), "M 72, N 63 under Tf32: the fp32 kernel's bits");
         Assert.That(Bits(64, Precision.Tf32), Is.Not.EqualTo(Bits(64, Precision.Fp32)), "M 64 under Tf32: the tensor cores (rounded operands)");
+
+        // FVL_TF32_WGRAD=tc: every TF32 weight gradient on the tensor cores, here the CPU backend's TF32 emulation
+        try
+        {
+            ConvKernels.Tf32WeightGradientsOnTensorCores = true;
+            Assert.That(ConvKernels.WeightGradientPrecision(acc, 72, 63, Precision.Tf32), Is.EqualTo(Precision.Tf32));
+            Assert.That(Bits(72, Precision.Tf32), Is.Not.EqualTo(Bits(72, Precision.Fp32)), "M 72 under Tf32 with the switch: rounded operands");
+            using var scope = Tensor.Scope();
+            var cp = Conv2dParams.Symmetric(1, 1);
+            var x = Rand([2, 7, 8, 8], 90, lo: -1, hi: 1);
+            var gy = Rand([2, 72, 8, 8], 91, lo: -1, hi: 1);
+            var want = Tensor.Empty([72, 7, 3, 3]);
+            var got = Tensor.Empty([72, 7, 3, 3], DType.Float32, Gpu);
+            using (MatMulPrecision.Use(Precision.Tf32))
+            {
+                Cpu.Conv2dBackwardWeight(x, gy, want, null, cp);
+                Dev.Conv2dBackwardWeight(Up(x), Up(gy), got, null, cp);
+            }
+            int terms = 2 * 8 * 8;   // K = batch·Ho·Wo, operands in [-1, 1], rounded alike on both sides
+            AssertSame(got, want, 0, 3 * (terms + 3) * Math.Pow(2, -24) * terms, "tf32 weight gradient on the tensor cores");
+        }
+        finally { ConvKernels.Tf32WeightGradientsOnTensorCores = false; }
+        Assert.That(ConvKernels.ParseTf32Wgrad(" TC "), Is.True);
+        Assert.That(ConvKernels.ParseTf32Wgrad("rule"), Is.False);
+        Assert.That(ConvKernels.ParseTf32Wgrad(null), Is.False);
+        Assert.That(Assert.Throws<ArgumentException>(() => ConvKernels.ParseTf32Wgrad("fast"))!.Message, Does.Contain("FVL_TF32_WGRAD").And.Contain("fast"));
     }
 }

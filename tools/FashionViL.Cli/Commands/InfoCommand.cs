@@ -16,6 +16,8 @@ public static class InfoCommand
                $"tensor-core GEMM tile {Tile(Kernels.Cuda.CudaBackend.GemmTileOverride)} (FVL_TC_TILE), " +
                $"conv tile {Tile(Kernels.Cuda.ConvKernels.ConvTileOverride)} (FVL_TC_CONV_TILE), " +
                $"attention {(Kernels.Cuda.CudaBackend.ComposedAttention ? "composed" : "fused")} (FVL_ATTENTION), " +
+               $"Winograd 3×3 forward {(Kernels.Cuda.CudaBackend.WinogradConv ? "on" : "off")} (FVL_WINOGRAD), " +
+               $"tf32 weight gradients {(Kernels.Cuda.ConvKernels.Tf32WeightGradientsOnTensorCores ? "tc" : "rule")} (FVL_TF32_WGRAD), " +
                $"operand pre-rounding {(Kernels.Cuda.CudaBackend.PreRoundOperands ? "on" : "off")} (FVL_PREROUND)";
     }
 

@@ -1,0 +1,137 @@
+using FashionViL.Autograd;
+using FashionViL.Kernels.Cuda;
+
+namespace FashionViL.Kernels.Tests.Cuda;
+
+/// <summary>
+/// <c>FVL_WINOGRAD=on</c> (<see cref="CudaBackend.WinogradConv"/>): 3×3 stride-1 padding-1 forward convolutions with ≥ 32
+/// channels each side run Winograd F(2×2, 3×3) (<see cref="WinogradKernels"/>). Checked against a float64 direct
+/// convolution within a forward error bound (odd planes: partial tiles; bias; fp32 and TF32), chunked runs bit for bit equal
+/// to unchunked ones, gradients unchanged (the direct kernels), other geometries untouched, bad switch values refused.
+/// </summary>
+[Category("Cuda"), NonParallelizable]
+public class WinogradTests : CudaTestBase
+{
+    private long _savedChunk;
+
+    [SetUp]
+    public void Save() => _savedChunk = CudaBackend.WinogradChunkFloats;
+
+    [TearDown]
+    public void Restore()
+    {
+        CudaBackend.WinogradConv = false;
+        CudaBackend.WinogradChunkFloats = _savedChunk;
+    }
+
+    private static Tensor DevConv(Tensor x, Tensor w, Tensor? b, bool winograd, Precision p)
+    {
+        CudaBackend.WinogradConv = winograd;
+        var y = Tensor.Empty([x.Sizes[0], w.Sizes[0], x.Sizes[2], x.Sizes[3]], DType.Float32, Gpu);
+        using var dx = Up(x); using var dw = Up(w); using var db = b is null ? null : Up(b);
+        using (MatMulPrecision.Use(p)) Dev.Conv2dForward(dx, dw, db, y, Conv2dParams.Symmetric(1, 1));
+        return y;
+    }
+
+    /// <summary>
+    /// |Winograd − exact| ≤ factor · 2⁻²⁴ · S per output, S = Σ|w||x| over its 9·C products (a float64 convolution of |x|
+    /// and |w|): factor 32 for fp32 (about twice √n at n = 9·C = 297 products, the typical growth of a dot product's rounding
+    /// error; the transforms add a few sums of their own), 2¹³ (16·2⁻¹¹ relative) for TF32's rounded transformed operands.
+    /// A wrong transform coefficient or tile offset is off by a sizeable fraction of S (thousands of times the bound).
+    /// </summary>
+    [TestCase(Precision.Fp32, true)]
+    [TestCase(Precision.Fp32, false)]
+    [TestCase(Precision.Tf32, true)]
+    public void ForwardIsTheConvolutionWithinTheErrorBound(Precision p, bool withBias)
+    {
+        using var scope = Tensor.Scope();
+        int n = 2, c = 33, k = 34, h = 7, wd = 9;   // odd planes: the last tile row and column are partial
+        var x = Rand([n, c, h, wd], 501);
+        var w = Rand([k, c, 3, 3], 502, lo: -0.5, hi: 0.5);
+        var b = withBias ? Rand([k], 503) : null;
+        var cp = Conv2dParams.Symmetric(1, 1);
+        // exact (float64) and the magnitude sum S
+        var x64 = x.To(DType.Float64); var w64 = w.To(DType.Float64);
+        var exact = Tensor.Empty([n, k, h, wd], DType.Float64);
+        Cpu.Conv2dForward(x64, w64, b?.To(DType.Float64), exact, cp);
+        var mag = Tensor.Empty([n, k, h, wd], DType.Float64);
+        Cpu.Conv2dForward(x64.Abs(), w64.Abs(), null, mag, cp);
+        var got = DevConv(x, w, b, winograd: true, p).ToArray<float>();
+        var direct = DevConv(x, w, b, winograd: false, p).ToArray<float>();
+        double[] e = exact.ToArray<double>(), s = mag.ToArray<double>();
+        double factor = p == Precision.Fp32 ? 32 : 8192;
+        int bad = 0; double worst = 0;
+        for (int i = 0; i < e.Length; i++)
+        {
+            double err = Math.Abs(got[i] - e[i]), bound = factor * Math.Pow(2, -24) * s[i] + 1e-30;
+            if (err > bound) bad++;
+            worst = Math.Max(worst, err / bound);
+        }
+        TestContext.Out.WriteLine($"{p}: worst error {worst:F4}× the bound");
+        Assert.That(bad, Is.Zero, $"{p}: outputs outside the bound (worst {worst:F2}× it)");
+        Assert.That(got, Is.Not.EqualTo(direct), "the switch routed the convolution through Winograd (other rounding than the direct kernel)");
+    }
+
+    [Test]
+    public void ChunksOfTilesGiveTheUnchunkedBits()
+    {
+        using var scope = Tensor.Scope();
+        // 3 · 10 · 11 = 330 tiles: with a 64 K-float workspace, chunks of 128, 128 and 74 tiles
+        var x = Rand([3, 32, 20, 22], 511);
+        var w = Rand([32, 32, 3, 3], 512, lo: -0.5, hi: 0.5);
+        var b = Rand([32], 513);
+        var whole = Bits(DevConv(x, w, b, winograd: true, Precision.Fp32));
+        CudaBackend.WinogradChunkFloats = 16L * 32 * 128;
+        var rt = CudaRuntime.Get(0);
+        Dev.Synchronize();
+        var c0 = rt.Counters;
+        var chunked = Bits(DevConv(x, w, b, winograd: true, Precision.Fp32));
+        Dev.Synchronize();
+        long launches = (rt.Counters - c0).KernelLaunches;
+        Assert.That(chunked, Is.EqualTo(whole));
+        Assert.That(launches, Is.GreaterThanOrEqualTo(1 + 3 * 3), "the weight transform, then input transform, GEMM and output transform per chunk");
+    }
+
+    [Test]
+    public void GradientsAreTheDirectKernelsAndOtherGeometriesAreUntouched()
+    {
+        var cpu = new[] { Rand([2, 32, 6, 5], 521), Rand([32, 32, 3, 3], 522, lo: -0.5, hi: 0.5), Rand([32], 523) };
+        Func<Tensor[], Tensor> conv = t => Ops.Conv2d(t[0], t[1], t[2], 1, 1);
+        CudaBackend.WinogradConv = false;
+        var off = OutputAndGradientBits(conv, cpu, Precision.Fp32).Bits;
+        CudaBackend.WinogradConv = true;
+        var on = OutputAndGradientBits(conv, cpu, Precision.Fp32).Bits;
+        Assert.That(on[0], Is.Not.EqualTo(off[0]), "the forward took Winograd");
+        for (int i = 1; i < off.Count; i++) Assert.That(on[i], Is.EqualTo(off[i]), $"gradient of input {i - 1}");
+
+        // stride 2, a 1×1 kernel, fewer than 32 channels: the direct kernels' bits with the switch on
+        foreach (var (xs, ws, pr) in new (int[], int[], Conv2dParams)[]
+        {
+            ([2, 32, 8, 8], [32, 32, 3, 3], Conv2dParams.Symmetric(2, 1)),
+            ([2, 32, 8, 8], [32, 32, 1, 1], Conv2dParams.Symmetric(1, 0)),
+            ([2, 16, 8, 8], [32, 16, 3, 3], Conv2dParams.Symmetric(1, 1)),
+        })
+        {
+            var f = new[] { Rand(xs, 531), Rand(ws, 532) };
+            Func<Tensor[], Tensor> g = t => Ops.Conv2d(t[0], t[1], null, pr);
+            CudaBackend.WinogradConv = false;
+            var a = OutputAndGradientBits(g, f, Precision.Fp32).Bits;
+            CudaBackend.WinogradConv = true;
+            var z = OutputAndGradientBits(g, f, Precision.Fp32).Bits;
+            for (int i = 0; i < a.Count; i++) Assert.That(z[i], Is.EqualTo(a[i]), $"x {string.Join("x", xs)}, w {string.Join("x", ws)}: output/gradient {i}");
+        }
+    }
+
+    [TestCase(null, false)]
+    [TestCase("off", false)]
+    [TestCase(" ON ", true)]
+    [TestCase("1", true)]
+    public void ParsesTheSwitch(string? value, bool want) => Assert.That(CudaBackend.ParseWinograd(value), Is.EqualTo(want));
+
+    [Test]
+    public void RefusesABadValueByName()
+    {
+        var e = Assert.Throws<ArgumentException>(() => CudaBackend.ParseWinograd("maybe"))!;
+        Assert.That(e.Message, Does.Contain("FVL_WINOGRAD").And.Contain("maybe"));
+    }
+}
