@@ -167,6 +167,7 @@ public static partial class Checks
         // Odd planes (partial tiles) and enough tiles for several GEMM column tiles.
         yield return new("conv2d 3x3 Winograd fp32 (FVL_WINOGRAD=on)", [[2, 64, 15, 17], [64, 64, 3, 3], [64]], t => Winograd(() => Ops.Conv2d(t[0], t[1], t[2], 1, 1)), 1e-5, Grad: false);
         yield return new("conv2d 3x3 Winograd tf32 (FVL_WINOGRAD=on)", [[2, 64, 15, 17], [64, 64, 3, 3], [64]], t => Winograd(() => Tf32(() => Ops.Conv2d(t[0], t[1], t[2], 1, 1))), 5e-3, Grad: false);
+        yield return new("conv2d 3x3 Winograd input gradient fp32", [[2, 64, 15, 17], [64, 48, 3, 3]], t => Winograd(() => InputGradient(t[0], t[1])), 1e-5, Grad: false);
         yield return new("group_norm + silu (fused, no grad)", [[2, 64, 4, 4], [64], [64]], t => Ops.GroupNorm(t[0], 32, t[1], t[2], 1e-6, silu: true), 1e-4, Grad: false);
         // The precision switch: forward GEMMs with TF32 operands on both sides (the CPU rounds exactly as the tensor cores
         // do; the sums differ in order only, and tensor cores may truncate inside: 1e-4 of the largest value over K ≤ 72).
@@ -233,6 +234,15 @@ public static partial class Checks
             ids[i * l + len - 1] = 102;   // the rest stays 0 = [PAD] (padding index: no gradient)
         }
         return ids;
+    }
+
+    /// <summary>The input gradient of a 3×3 stride-1 padding-1 convolution with weight <paramref name="w"/> [Cout, Cin, 3, 3]
+    /// for the output gradient <paramref name="gy"/>, straight from the tensors' backend.</summary>
+    private static Tensor InputGradient(Tensor gy, Tensor w)
+    {
+        var gx = Tensor.Empty([gy.Sizes[0], w.Sizes[1], gy.Sizes[2], gy.Sizes[3]], DType.Float32, gy.Device);
+        Backends.Get(gy.Device).Conv2dBackwardInput(gy, w, gx, Conv2dParams.Symmetric(1, 1));
+        return gx;
     }
 
     /// <summary>f with <c>FVL_WINOGRAD=on</c> (<see cref="Kernels.Cuda.CudaBackend.WinogradConv"/>; the CPU backend ignores it).</summary>

@@ -25,10 +25,12 @@ public sealed partial class CudaBackend
         if (x.Sizes[1] != w.Sizes[1]) throw new ArgumentException($"cuda: {op}: input {x.ShapeString} has {x.Sizes[1]} channels, weight {w.ShapeString} expects {w.Sizes[1]}");
         using var xc = Dense(x); using var wc = Dense(w);
         var precision = MatMulPrecision.Current;
+        // (shapes that do not match go on to the direct kernels, whose checks name them)
         if (WinogradConv && WinogradKernels.Applies(w.Sizes[2], w.Sizes[3], p) && x.Sizes[1] >= WinogradMinChannels && w.Sizes[0] >= WinogradMinChannels
+            && y.Sizes[0] == x.Sizes[0] && y.Sizes[1] == w.Sizes[0] && y.Sizes[2] == x.Sizes[2] && y.Sizes[3] == x.Sizes[3]
             && (long)x.Sizes[0] * ((x.Sizes[2] + 1) / 2) * ((x.Sizes[3] + 1) / 2) <= int.MaxValue)
         {
-            WinogradForward(xc, wc, bias, y);
+            WinogradForward(xc, wc, bias, y, flipped: false);
             return;
         }
         using var wr = RoundedWeight(wc, precision, (long)y.Sizes[0] * y.Sizes[2] * y.Sizes[3]);
@@ -38,11 +40,11 @@ public sealed partial class CudaBackend
 
     /// <summary>
     /// Whether 3×3, stride-1, padding-1 convolutions with at least <see cref="WinogradMinChannels"/> input and output channels
-    /// run their forward pass as Winograd F(2×2, 3×3) (<see cref="WinogradKernels"/>: weight and input transforms, one
+    /// run their forward pass and their input gradient as Winograd F(2×2, 3×3) (<see cref="WinogradKernels"/>: weight and input transforms, one
     /// 16-way batched GEMM through <see cref="MatMul"/>, output transform): <c>FVL_WINOGRAD</c> = <c>off</c> (default) or
     /// <c>on</c>, an A/B switch for a device (2.25× fewer multiplies, ≈ 4 extra passes over the transformed tiles; not
-    /// timed on a GPU yet). The outputs equal the direct convolution's up to rounding (other sums), not bit for bit; the
-    /// gradients are the direct kernels' either way. Read once, at the first use (an invalid value throws there, naming
+    /// timed on a GPU yet). The outputs and input gradients equal the direct kernels' up to rounding (other sums), not bit
+    /// for bit; weight gradients are the direct kernel's either way. Read once, at the first use (an invalid value throws there, naming
     /// it; the CLI checks it at start). Settable for tests.
     /// </summary>
     public static bool WinogradConv
@@ -67,15 +69,16 @@ public sealed partial class CudaBackend
     /// a convolution with more tiles runs in chunks of tiles. Settable for tests.</summary>
     internal static long WinogradChunkFloats { get; set; } = 64L << 20;
 
-    /// <summary>y ← conv3x3(x, w) + bias, stride 1, padding 1, by Winograd F(2×2, 3×3), in chunks of tiles.</summary>
-    private void WinogradForward(Tensor x, Tensor w, Tensor? bias, Tensor y)
+    /// <summary>y ← conv3x3(x, w) + bias, stride 1, padding 1, by Winograd F(2×2, 3×3), in chunks of tiles; with
+    /// <paramref name="flipped"/>, the input gradient y = gx of a forward weight w [C_in, C_out, 3, 3] from x = gy.</summary>
+    private void WinogradForward(Tensor x, Tensor w, Tensor? bias, Tensor y, bool flipped)
     {
-        int n = x.Sizes[0], c = x.Sizes[1], h = x.Sizes[2], wd = x.Sizes[3], k = w.Sizes[0];
+        int n = x.Sizes[0], c = x.Sizes[1], h = x.Sizes[2], wd = x.Sizes[3], k = flipped ? w.Sizes[1] : w.Sizes[0];
         var (th, tw) = WinogradKernels.Tiles(h, wd);
         long tiles = (long)n * th * tw;
         if (tiles == 0 || k == 0) return;
         using var u = Tensor.Empty([16, k, c], DType.Float32, Device);
-        WinogradKernels.TransformWeight(Acc, Stream, View<float>(w), View<float>(u), k, c);
+        WinogradKernels.TransformWeight(Acc, Stream, View<float>(w), View<float>(u), k, c, flipped);
         // chunks of whole multiples of 128 tiles (the GEMM's column tiles), each workspace within WinogradChunkFloats
         long fit = WinogradChunkFloats / (16L * Math.Max(c, k));
         int chunk = (int)Math.Min(tiles, Math.Max(128, fit / 128 * 128));
@@ -116,6 +119,15 @@ public sealed partial class CudaBackend
         RequireDense(op, (gx, "input gradient"));
         using var gyc = Dense(gy); using var wc = Dense(w);
         var precision = MatMulPrecision.Current;
+        if (WinogradConv && WinogradKernels.Applies(w.Sizes[2], w.Sizes[3], p) && w.Sizes[0] >= WinogradMinChannels && w.Sizes[1] >= WinogradMinChannels
+            && gy.Sizes[0] == gx.Sizes[0] && gy.Sizes[1] == w.Sizes[0] && gx.Sizes[1] == w.Sizes[1] && gy.Sizes[2] == gx.Sizes[2] && gy.Sizes[3] == gx.Sizes[3]
+            && (long)gx.Sizes[0] * ((gx.Sizes[2] + 1) / 2) * ((gx.Sizes[3] + 1) / 2) <= int.MaxValue)
+        {
+            // a 3×3 stride-1 padding-1 convolution's input gradient is one of the output gradient with the kernel transposed
+            // and rotated by 180° (padding 1 again)
+            WinogradForward(gyc, wc, null, gx, flipped: true);
+            return;
+        }
         using var wr = RoundedWeight(wc, precision, (long)gx.Sizes[0] * gx.Sizes[2] * gx.Sizes[3]);
         ConvKernels.Conv2dBackwardInput(Acc, Stream, View<float>(gyc), View<float>(wr ?? wc), View<float>(gx),
             gx.Sizes[0], gx.Sizes[1], gx.Sizes[2], gx.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p, precision: precision, weightRounded: wr is not null);

@@ -6,7 +6,7 @@ using System.Runtime.CompilerServices;
 namespace FashionViL.Kernels.Cuda;
 
 /// <summary>
-/// Winograd F(2×2, 3×3) for the forward pass of 3×3, stride-1, padding-1 convolutions (issue 7; an A/B candidate behind
+/// Winograd F(2×2, 3×3) for the forward pass and the input gradient of 3×3, stride-1, padding-1 convolutions (issue 7; an A/B candidate behind
 /// <see cref="CudaBackend.WinogradConv"/>, off by default until a device times it). Each 2×2 output tile of a plane comes
 /// from a 4×4 input tile: Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A, so a channel pair costs 16 multiplies per 2×2 outputs instead of
 /// 36 (2.25× fewer). With P = N·⌈H/2⌉·⌈W/2⌉ tiles the 16 element-wise products over channels are 16 GEMMs:
@@ -30,14 +30,25 @@ public static class WinogradKernels
         public int N, C, K, H, W, TilesH, TilesW, P0, Pc;
     }
 
-    /// <summary>U = G g Gᵀ for every (k, c): G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].</summary>
-    internal static void WeightKernel(ArrayView<float> w, ArrayView<float> u, int k, int c)
+    /// <summary>U = G g Gᵀ for every (k, c): G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]; g = w[k, c] (w is [K, C, 3, 3]),
+    /// or with <paramref name="flip"/> ≠ 0 the input gradient's kernel g = w[c, k] rotated by 180° (w is [C, K, 3, 3]: the
+    /// forward's weight, whose input gradient is a padding-1 convolution of the output gradient with that kernel).</summary>
+    internal static void WeightKernel(ArrayView<float> w, ArrayView<float> u, int k, int c, int flip)
     {
         long kc = (long)k * c, step = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < kc; i += step)
         {
-            long o = i * 9;
-            float g00 = w[o], g01 = w[o + 1], g02 = w[o + 2], g10 = w[o + 3], g11 = w[o + 4], g12 = w[o + 5], g20 = w[o + 6], g21 = w[o + 7], g22 = w[o + 8];
+            float g00, g01, g02, g10, g11, g12, g20, g21, g22;
+            if (flip == 0)
+            {
+                long o = i * 9;
+                g00 = w[o]; g01 = w[o + 1]; g02 = w[o + 2]; g10 = w[o + 3]; g11 = w[o + 4]; g12 = w[o + 5]; g20 = w[o + 6]; g21 = w[o + 7]; g22 = w[o + 8];
+            }
+            else
+            {
+                long kk = i / c, cc = i - kk * c, o = (cc * k + kk) * 9;
+                g00 = w[o + 8]; g01 = w[o + 7]; g02 = w[o + 6]; g10 = w[o + 5]; g11 = w[o + 4]; g12 = w[o + 3]; g20 = w[o + 2]; g21 = w[o + 1]; g22 = w[o];
+            }
             // t = G g (4 × 3)
             float t00 = g00, t01 = g01, t02 = g02;
             float t10 = 0.5f * (g00 + g10 + g20), t11 = 0.5f * (g01 + g11 + g21), t12 = 0.5f * (g02 + g12 + g22);
@@ -136,7 +147,7 @@ public static class WinogradKernels
 
     private sealed class Loaded
     {
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? Weight;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? Weight;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, Shape>? Input;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>? Output;
     }
@@ -146,7 +157,7 @@ public static class WinogradKernels
     /// <summary>The three kernels' methods, for offline PTX compilation (<c>bench ptx</c>).</summary>
     public static IReadOnlyList<System.Reflection.MethodInfo> KernelMethods { get; } =
     [
-        ((Action<ArrayView<float>, ArrayView<float>, int, int>)WeightKernel).Method,
+        ((Action<ArrayView<float>, ArrayView<float>, int, int, int>)WeightKernel).Method,
         ((Action<ArrayView<float>, ArrayView<float>, Shape>)InputKernel).Method,
         ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>)OutputKernel).Method,
     ];
@@ -164,8 +175,9 @@ public static class WinogradKernels
     /// <summary>Tiles per plane, rows and columns (a last partial tile where H or W is odd).</summary>
     public static (int H, int W) Tiles(int h, int w) => ((h + 1) / 2, (w + 1) / 2);
 
-    /// <summary>u (16·K·C floats) ← the transformed weight w [K, C, 3, 3].</summary>
-    public static void TransformWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> w, ArrayView<float> u, int k, int c)
+    /// <summary>u (16·K·C floats) ← the transformed weight w [K, C, 3, 3]; with <paramref name="flipped"/>, the transformed
+    /// input-gradient kernel of a forward weight w [C, K, 3, 3] (transposed, rotated by 180°).</summary>
+    public static void TransformWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> w, ArrayView<float> u, int k, int c, bool flipped = false)
     {
         ArgumentNullException.ThrowIfNull(acc);
         long kc = (long)k * c;
@@ -173,10 +185,10 @@ public static class WinogradKernels
             throw new ArgumentException($"winograd: weight [{k}, {c}, 3, 3] needs {9 * kc} and {16 * kc} floats, got {w.Length} and {u.Length}");
         if (kc == 0) return;
         var l = Cache.GetValue(acc, _ => new Loaded());
-        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> kern;
-        lock (l) kern = l.Weight ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(WeightKernel);
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int> kern;
+        lock (l) kern = l.Weight ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(WeightKernel);
         CudaRuntime.CountLaunch();
-        kern(stream ?? acc.DefaultStream, Flat(acc, kc), w, u, k, c);
+        kern(stream ?? acc.DefaultStream, Flat(acc, kc), w, u, k, c, flipped ? 1 : 0);
     }
 
     /// <summary>v (16·C·Pc floats) ← the transformed input tiles [P0, P0 + Pc) of x [N, C, H, W].</summary>

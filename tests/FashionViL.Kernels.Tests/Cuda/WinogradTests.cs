@@ -4,10 +4,11 @@ using FashionViL.Kernels.Cuda;
 namespace FashionViL.Kernels.Tests.Cuda;
 
 /// <summary>
-/// <c>FVL_WINOGRAD=on</c> (<see cref="CudaBackend.WinogradConv"/>): 3×3 stride-1 padding-1 forward convolutions with ≥ 32
-/// channels each side run Winograd F(2×2, 3×3) (<see cref="WinogradKernels"/>). Checked against a float64 direct
-/// convolution within a forward error bound (odd planes: partial tiles; bias; fp32 and TF32), chunked runs bit for bit equal
-/// to unchunked ones, gradients unchanged (the direct kernels), other geometries untouched, bad switch values refused.
+/// <c>FVL_WINOGRAD=on</c> (<see cref="CudaBackend.WinogradConv"/>): 3×3 stride-1 padding-1 convolutions with ≥ 32 channels
+/// each side run their forward and input gradient as Winograd F(2×2, 3×3) (<see cref="WinogradKernels"/>). Checked against
+/// float64 direct convolutions within a forward error bound (odd planes: partial tiles; bias; fp32 and TF32), chunked runs
+/// bit for bit equal to unchunked ones, weight gradients unchanged (the direct kernel), other geometries untouched, bad
+/// switch values refused.
 /// </summary>
 [Category("Cuda"), NonParallelizable]
 public class WinogradTests : CudaTestBase
@@ -31,6 +32,21 @@ public class WinogradTests : CudaTestBase
         using var dx = Up(x); using var dw = Up(w); using var db = b is null ? null : Up(b);
         using (MatMulPrecision.Use(p)) Dev.Conv2dForward(dx, dw, db, y, Conv2dParams.Symmetric(1, 1));
         return y;
+    }
+
+    private static void AssertWithinBound(float[] got, Tensor exact, Tensor mag, Precision p, string what)
+    {
+        double[] e = exact.ToArray<double>(), s = mag.ToArray<double>();
+        double factor = p == Precision.Fp32 ? 32 : 8192;
+        int bad = 0; double worst = 0;
+        for (int i = 0; i < e.Length; i++)
+        {
+            double err = Math.Abs(got[i] - e[i]), bound = factor * Math.Pow(2, -24) * s[i] + 1e-30;
+            if (err > bound) bad++;
+            worst = Math.Max(worst, err / bound);
+        }
+        TestContext.Out.WriteLine($"{what} {p}: worst error {worst:F4}× the bound");
+        Assert.That(bad, Is.Zero, $"{what} {p}: outputs outside the bound (worst {worst:F2}× it)");
     }
 
     /// <summary>
@@ -58,18 +74,37 @@ public class WinogradTests : CudaTestBase
         Cpu.Conv2dForward(x64.Abs(), w64.Abs(), null, mag, cp);
         var got = DevConv(x, w, b, winograd: true, p).ToArray<float>();
         var direct = DevConv(x, w, b, winograd: false, p).ToArray<float>();
-        double[] e = exact.ToArray<double>(), s = mag.ToArray<double>();
-        double factor = p == Precision.Fp32 ? 32 : 8192;
-        int bad = 0; double worst = 0;
-        for (int i = 0; i < e.Length; i++)
-        {
-            double err = Math.Abs(got[i] - e[i]), bound = factor * Math.Pow(2, -24) * s[i] + 1e-30;
-            if (err > bound) bad++;
-            worst = Math.Max(worst, err / bound);
-        }
-        TestContext.Out.WriteLine($"{p}: worst error {worst:F4}× the bound");
-        Assert.That(bad, Is.Zero, $"{p}: outputs outside the bound (worst {worst:F2}× it)");
+        AssertWithinBound(got, exact, mag, p, "forward");
         Assert.That(got, Is.Not.EqualTo(direct), "the switch routed the convolution through Winograd (other rounding than the direct kernel)");
+    }
+
+    /// <summary>The input gradient (a padding-1 convolution of the output gradient with the kernel transposed and rotated by
+    /// 180°) within the same bound, S = Σ|w||gy| by the float64 input gradient of |gy| and |w|.</summary>
+    [TestCase(Precision.Fp32)]
+    [TestCase(Precision.Tf32)]
+    public void InputGradientIsTheTransposedConvolutionWithinTheErrorBound(Precision p)
+    {
+        using var scope = Tensor.Scope();
+        int n = 2, cin = 33, cout = 34, h = 7, wd = 9;
+        var gy = Rand([n, cout, h, wd], 541);
+        var w = Rand([cout, cin, 3, 3], 542, lo: -0.5, hi: 0.5);
+        var cp = Conv2dParams.Symmetric(1, 1);
+        var gy64 = gy.To(DType.Float64); var w64 = w.To(DType.Float64);
+        var exact = Tensor.Empty([n, cin, h, wd], DType.Float64);
+        Cpu.Conv2dBackwardInput(gy64, w64, exact, cp);
+        var mag = Tensor.Empty([n, cin, h, wd], DType.Float64);
+        Cpu.Conv2dBackwardInput(gy64.Abs(), w64.Abs(), mag, cp);
+        float[] Gx(bool on)
+        {
+            CudaBackend.WinogradConv = on;
+            var gx = Tensor.Empty([n, cin, h, wd], DType.Float32, Gpu);
+            using var dgy = Up(gy); using var dw = Up(w);
+            using (MatMulPrecision.Use(p)) Dev.Conv2dBackwardInput(dgy, dw, gx, cp);
+            return gx.ToArray<float>();
+        }
+        var got = Gx(true);
+        AssertWithinBound(got, exact, mag, p, "input gradient");
+        Assert.That(got, Is.Not.EqualTo(Gx(false)), "the switch routed the input gradient through Winograd");
     }
 
     [Test]
@@ -93,7 +128,7 @@ public class WinogradTests : CudaTestBase
     }
 
     [Test]
-    public void GradientsAreTheDirectKernelsAndOtherGeometriesAreUntouched()
+    public void WeightGradientsAreTheDirectKernelsAndOtherGeometriesAreUntouched()
     {
         var cpu = new[] { Rand([2, 32, 6, 5], 521), Rand([32, 32, 3, 3], 522, lo: -0.5, hi: 0.5), Rand([32], 523) };
         Func<Tensor[], Tensor> conv = t => Ops.Conv2d(t[0], t[1], t[2], 1, 1);
@@ -102,7 +137,9 @@ public class WinogradTests : CudaTestBase
         CudaBackend.WinogradConv = true;
         var on = OutputAndGradientBits(conv, cpu, Precision.Fp32).Bits;
         Assert.That(on[0], Is.Not.EqualTo(off[0]), "the forward took Winograd");
-        for (int i = 1; i < off.Count; i++) Assert.That(on[i], Is.EqualTo(off[i]), $"gradient of input {i - 1}");
+        Assert.That(on[1], Is.Not.EqualTo(off[1]), "the input gradient took Winograd");
+        Assert.That(on[2], Is.EqualTo(off[2]), "the weight gradient (the direct kernel, from the same input and output gradient)");
+        Assert.That(on[3], Is.EqualTo(off[3]), "the bias gradient");
 
         // stride 2, a 1×1 kernel, fewer than 32 channels: the direct kernels' bits with the switch on
         foreach (var (xs, ws, pr) in new (int[], int[], Conv2dParams)[]
