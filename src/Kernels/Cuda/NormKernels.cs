@@ -450,6 +450,17 @@ internal static class NormKernels
 
     // ================================================================== group norm
 
+    /// <summary>One group-norm output: (x − mean)·rstd (·w[c]) (+ b[c]), then silu when fused.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static float GnOut(float xv, float mu, float r, int c, ArrayView<float> w, ArrayView<float> b, int flags)
+    {
+        float scale = (flags & FWeight) != 0 ? r * w[c] : r;
+        float bias = (flags & FBias) != 0 ? b[c] : 0f;
+        float v = (xv - mu) * scale + bias;
+        // silu as the elementwise kernel computes it (ElementwiseOps.Silu), so the fused op is bit-identical
+        return (flags & FSilu) != 0 ? v * KMath.SigmoidF(v) : v;
+    }
+
     internal static void GroupNormForwardKernel(ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ArrayView<float> y,
         ArrayView<float> mean, ArrayView<float> rstd, GnParams p)
     {
@@ -463,9 +474,21 @@ internal static class NormKernels
             long off = (long)ng * mCount;
             float shift = mCount > 0 ? x[off] : 0f;
             double s = 0, ss = 0;
-            for (int i = Group.IdxX; i < mCount; i += Group.DimX)
+            // four loads in flight per thread (issue 7: the VQ-VAE's group norms read 100–200 K elements per group), summed
+            // in the same order as one element at a time: thread t's elements t, t + nt, t + 2nt, … ascending
+            int nt = Group.DimX, i0 = Group.IdxX;
+            for (; i0 + 3 * nt < mCount; i0 += 4 * nt)
             {
-                float t = x[off + i] - shift;
+                float a0 = x[off + i0], a1 = x[off + i0 + nt], a2 = x[off + i0 + 2 * nt], a3 = x[off + i0 + 3 * nt];
+                float t0 = a0 - shift, t1 = a1 - shift, t2 = a2 - shift, t3 = a3 - shift;
+                s += t0; ss += t0 * t0;
+                s += t1; ss += t1 * t1;
+                s += t2; ss += t2 * t2;
+                s += t3; ss += t3 * t3;
+            }
+            for (; i0 < mCount; i0 += nt)
+            {
+                float t = x[off + i0] - shift;
                 s += t; ss += t * t;
             }
             var tot = BlockReduce.Sum2((float)s, (float)ss, red);
@@ -476,15 +499,22 @@ internal static class NormKernels
             if (Group.IdxX == 0) { mean[ng] = mu; rstd[ng] = r; }
             int c0 = ng % p.G * cg;
             var cur = Start(Group.IdxX, sLen);
-            for (int i = Group.IdxX; i < mCount; i += Group.DimX, cur = Advance(cur, Group.DimX, sLen))
+            int i = Group.IdxX;
+            for (; i + 3 * nt < mCount; i += 4 * nt)
             {
-                int c = c0 + cur.Outer;
-                float scale = (p.Flags & FWeight) != 0 ? r * w[c] : r;
-                float bias = (p.Flags & FBias) != 0 ? b[c] : 0f;
-                float v = (x[off + i] - mu) * scale + bias;
-                // silu as the elementwise kernel computes it (ElementwiseOps.Silu), so the fused op is bit-identical
-                y[off + i] = (p.Flags & FSilu) != 0 ? v * KMath.SigmoidF(v) : v;
+                // four loads first, then the four outputs (each depends on its own element and channel only)
+                float a0 = x[off + i], a1 = x[off + i + nt], a2 = x[off + i + 2 * nt], a3 = x[off + i + 3 * nt];
+                var cur1 = Advance(cur, nt, sLen);
+                var cur2 = Advance(cur1, nt, sLen);
+                var cur3 = Advance(cur2, nt, sLen);
+                y[off + i] = GnOut(a0, mu, r, c0 + cur.Outer, w, b, p.Flags);
+                y[off + i + nt] = GnOut(a1, mu, r, c0 + cur1.Outer, w, b, p.Flags);
+                y[off + i + 2 * nt] = GnOut(a2, mu, r, c0 + cur2.Outer, w, b, p.Flags);
+                y[off + i + 3 * nt] = GnOut(a3, mu, r, c0 + cur3.Outer, w, b, p.Flags);
+                cur = Advance(cur3, nt, sLen);
             }
+            for (; i < mCount; i += nt, cur = Advance(cur, nt, sLen))
+                y[off + i] = GnOut(x[off + i], mu, r, c0 + cur.Outer, w, b, p.Flags);
         }
     }
 
