@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using FashionViL.Kernels.Cuda;
 using ILGPU.Runtime;
 
@@ -24,13 +23,6 @@ public class GroupNormDigestTests() : EmulatorKernelTestBase(assertions: true, m
         new("tiny", 2, 6, 1, 3, true, true),           // 2 per group
     ];
 
-    private static string Hash(float[] a, long n)
-    {
-        var bytes = new byte[n * 4];
-        Buffer.BlockCopy(a, 0, bytes, 0, bytes.Length);
-        return Convert.ToHexString(SHA256.HashData(bytes))[..24];
-    }
-
     private IEnumerable<(string Key, string Digest)> Digests()
     {
         foreach (var c in Cases)
@@ -46,26 +38,18 @@ public class GroupNormDigestTests() : EmulatorKernelTestBase(assertions: true, m
                 NormKernels.GroupNormForward(acc, null, dx.View, c.Affine ? dw.View : null, c.Affine ? db.View : null, c.Groups, 1e-6f,
                     y.View, mean.View, rstd.View, c.N, c.C, c.S, silu: c.Silu);
                 acc.Synchronize();
-                yield return ($"{an} {c.Name} y", Hash(y.GetAsArray1D(), total));
-                yield return ($"{an} {c.Name} mean", Hash(mean.GetAsArray1D(), c.N * c.Groups));
-                yield return ($"{an} {c.Name} rstd", Hash(rstd.GetAsArray1D(), c.N * c.Groups));
+                yield return ($"{an} {c.Name} y", DigestFixtures.Hash(y.GetAsArray1D(), total));
+                yield return ($"{an} {c.Name} mean", DigestFixtures.Hash(mean.GetAsArray1D(), c.N * c.Groups));
+                yield return ($"{an} {c.Name} rstd", DigestFixtures.Hash(rstd.GetAsArray1D(), c.N * c.Groups));
             }
         }
-    }
-
-    private static string FixturePath()
-    {
-        for (var d = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); d is not null; d = d.Parent)
-            if (Directory.Exists(Path.Combine(d.FullName, "tests", "fixtures")))
-                return Path.Combine(d.FullName, "tests", "fixtures", "groupnorm", "digests.txt");
-        throw new DirectoryNotFoundException($"tests/fixtures not found above {TestContext.CurrentContext.TestDirectory}");
     }
 
     [Test]
     public void OutputsAreBitwiseThoseOfTheKernelBeforeTheUnrolling()
     {
         var got = Digests().ToList();
-        string path = FixturePath();
+        string path = DigestFixtures.FixturePath("groupnorm");
         if (Environment.GetEnvironmentVariable("FASHIONVIL_WRITE_GROUPNORM_DIGESTS") == "1")
         {
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
