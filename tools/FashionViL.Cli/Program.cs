@@ -8,7 +8,7 @@ foreach (var command in CommandCatalog.All())
 // A bad FVL_TUNE, FVL_ATTENTION, FVL_TC_TILE, FVL_TC_CONV_TILE, FVL_SGEMM, FVL_WINOGRAD or FVL_TF32_WGRAD is said at once, not from inside the first GPU matmul or attention of a run.
 try { _ = FashionViL.Kernels.Cuda.KernelTuner.Mode; _ = FashionViL.Kernels.Cuda.CudaBackend.ComposedAttention; _ = FashionViL.Kernels.Cuda.CudaBackend.GemmTileOverride;
       _ = FashionViL.Kernels.Cuda.ConvKernels.ConvTileOverride;
-      _ = FashionViL.Kernels.Cuda.CudaBackend.SgemmOverride; _ = FashionViL.Kernels.Cuda.CudaBackend.WinogradConv;
+      _ = FashionViL.Kernels.Cuda.CudaBackend.SgemmOverride; _ = FashionViL.Kernels.Cuda.CudaBackend.Winograd;
       _ = FashionViL.Kernels.Cuda.ConvKernels.Tf32WeightGradientsOnTensorCores; }
 catch (ArgumentException e)
 {

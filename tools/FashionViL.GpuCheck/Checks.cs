@@ -168,6 +168,9 @@ public static partial class Checks
         yield return new("conv2d 3x3 Winograd fp32 (FVL_WINOGRAD=on)", [[2, 64, 15, 17], [64, 64, 3, 3], [64]], t => Winograd(() => Ops.Conv2d(t[0], t[1], t[2], 1, 1)), 1e-5, Grad: false);
         yield return new("conv2d 3x3 Winograd tf32 (FVL_WINOGRAD=on)", [[2, 64, 15, 17], [64, 64, 3, 3], [64]], t => Winograd(() => Tf32(() => Ops.Conv2d(t[0], t[1], t[2], 1, 1))), 5e-3, Grad: false);
         yield return new("conv2d 3x3 Winograd input gradient fp32", [[2, 64, 15, 17], [64, 48, 3, 3]], t => Winograd(() => InputGradient(t[0], t[1])), 1e-5, Grad: false);
+        // F(4×4, 3×3) (FVL_WINOGRAD=f4, fp32 only): its transforms' factors (up to 8 and 1/24) grow the rounding about tenfold
+        yield return new("conv2d 3x3 Winograd F4 fp32 (FVL_WINOGRAD=f4)", [[2, 64, 15, 17], [64, 64, 3, 3], [64]], t => Winograd(() => Ops.Conv2d(t[0], t[1], t[2], 1, 1), Kernels.Cuda.WinogradMode.F4x4), 1e-4, Grad: false);
+        yield return new("conv2d 3x3 Winograd F4 input gradient fp32", [[2, 64, 15, 17], [64, 48, 3, 3]], t => Winograd(() => InputGradient(t[0], t[1]), Kernels.Cuda.WinogradMode.F4x4), 1e-4, Grad: false);
         yield return new("group_norm + silu (fused, no grad)", [[2, 64, 4, 4], [64], [64]], t => Ops.GroupNorm(t[0], 32, t[1], t[2], 1e-6, silu: true), 1e-4, Grad: false);
         // The precision switch: forward GEMMs with TF32 operands on both sides (the CPU rounds exactly as the tensor cores
         // do; the sums differ in order only, and tensor cores may truncate inside: 1e-4 of the largest value over K ≤ 72).
@@ -245,13 +248,14 @@ public static partial class Checks
         return gx;
     }
 
-    /// <summary>f with <c>FVL_WINOGRAD=on</c> (<see cref="Kernels.Cuda.CudaBackend.WinogradConv"/>; the CPU backend ignores it).</summary>
-    private static Tensor Winograd(Func<Tensor> f)
+    /// <summary>f with <c>FVL_WINOGRAD</c> = <paramref name="mode"/> (<see cref="Kernels.Cuda.CudaBackend.Winograd"/>; the CPU
+    /// backend ignores it).</summary>
+    private static Tensor Winograd(Func<Tensor> f, Kernels.Cuda.WinogradMode mode = Kernels.Cuda.WinogradMode.F2x2)
     {
-        bool was = Kernels.Cuda.CudaBackend.WinogradConv;
-        Kernels.Cuda.CudaBackend.WinogradConv = true;
+        var was = Kernels.Cuda.CudaBackend.Winograd;
+        Kernels.Cuda.CudaBackend.Winograd = mode;
         try { return f(); }
-        finally { Kernels.Cuda.CudaBackend.WinogradConv = was; }
+        finally { Kernels.Cuda.CudaBackend.Winograd = was; }
     }
 
     /// <summary>f under the TF32 switch (its backward, run later by the comparison, is fp32 on both sides).</summary>

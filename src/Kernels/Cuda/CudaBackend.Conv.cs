@@ -26,11 +26,11 @@ public sealed partial class CudaBackend
         using var xc = Dense(x); using var wc = Dense(w);
         var precision = MatMulPrecision.Current;
         // (shapes that do not match go on to the direct kernels, whose checks name them)
-        if (WinogradConv && WinogradKernels.Applies(w.Sizes[2], w.Sizes[3], p) && x.Sizes[1] >= WinogradMinChannels && w.Sizes[0] >= WinogradMinChannels
+        if (Winograd != WinogradMode.Off && WinogradKernels.Applies(w.Sizes[2], w.Sizes[3], p) && x.Sizes[1] >= WinogradMinChannels && w.Sizes[0] >= WinogradMinChannels
             && y.Sizes[0] == x.Sizes[0] && y.Sizes[1] == w.Sizes[0] && y.Sizes[2] == x.Sizes[2] && y.Sizes[3] == x.Sizes[3]
             && (long)x.Sizes[0] * ((x.Sizes[2] + 1) / 2) * ((x.Sizes[3] + 1) / 2) <= int.MaxValue)
         {
-            WinogradForward(xc, wc, bias, y, flipped: false);
+            WinogradForward(xc, wc, bias, y, flipped: false, WinogradTile(precision));
             return;
         }
         using var wr = RoundedWeight(wc, precision, (long)y.Sizes[0] * y.Sizes[2] * y.Sizes[3]);
@@ -40,28 +40,34 @@ public sealed partial class CudaBackend
 
     /// <summary>
     /// Whether 3×3, stride-1, padding-1 convolutions with at least <see cref="WinogradMinChannels"/> input and output channels
-    /// run their forward pass and their input gradient as Winograd F(2×2, 3×3) (<see cref="WinogradKernels"/>: weight and input transforms, one
-    /// 16-way batched GEMM through <see cref="MatMul"/>, output transform): <c>FVL_WINOGRAD</c> = <c>off</c> (default) or
-    /// <c>on</c>, an A/B switch for a device (2.25× fewer multiplies, ≈ 4 extra passes over the transformed tiles; not
+    /// run their forward pass and their input gradient as Winograd (<see cref="WinogradKernels"/>: weight and input
+    /// transforms, one batched GEMM through <see cref="MatMul"/>, output transform): <c>FVL_WINOGRAD</c> = <c>off</c>
+    /// (default), <c>on</c> or <c>f2</c> (F(2×2, 3×3): 2.25× fewer multiplies), <c>f4</c> (F(4×4, 3×3): 4× fewer, with
+    /// 36 transformed values per tile and larger rounding; fp32 only — under Tf32/Bf16 it runs F(2×2, 3×3), as the
+    /// transforms' factors up to 5 and 1/24 would magnify the operands' 2⁻¹¹ rounding). A/B switches for a device (not
     /// timed on a GPU yet). The outputs and input gradients equal the direct kernels' up to rounding (other sums), not bit
-    /// for bit; weight gradients are the direct kernel's either way. Read once, at the first use (an invalid value throws there, naming
-    /// it; the CLI checks it at start). Settable for tests.
+    /// for bit; weight gradients are the direct kernel's either way. Read once, at the first use (an invalid value throws
+    /// there, naming it; the CLI checks it at start). Settable for tests.
     /// </summary>
-    public static bool WinogradConv
+    public static WinogradMode Winograd
     {
-        get => _winogradConv ??= ParseWinograd(Environment.GetEnvironmentVariable("FVL_WINOGRAD"));
-        set => _winogradConv = value;
+        get => _winograd ??= ParseWinograd(Environment.GetEnvironmentVariable("FVL_WINOGRAD"));
+        set => _winograd = value;
     }
-    private static bool? _winogradConv;
+    private static WinogradMode? _winograd;
 
-    internal static bool ParseWinograd(string? value) => value?.Trim().ToLowerInvariant() switch
+    internal static WinogradMode ParseWinograd(string? value) => value?.Trim().ToLowerInvariant() switch
     {
-        null or "" or "off" or "0" => false,
-        "on" or "1" => true,
-        _ => throw new ArgumentException($"FVL_WINOGRAD = '{value}' is not a Winograd setting: off (default) or on"),
+        null or "" or "off" or "0" => WinogradMode.Off,
+        "on" or "1" or "f2" => WinogradMode.F2x2,
+        "f4" => WinogradMode.F4x4,
+        _ => throw new ArgumentException($"FVL_WINOGRAD = '{value}' is not a Winograd setting: off (default), on (= f2) or f4"),
     };
 
-    /// <summary>Fewest input and output channels for which <see cref="WinogradConv"/> applies (the VQ-VAE's 3-channel stem and
+    /// <summary>The output tile <see cref="Winograd"/> runs under <paramref name="precision"/>: 4 for F4x4 in fp32, else 2.</summary>
+    private static int WinogradTile(Precision precision) => Winograd == WinogradMode.F4x4 && precision == Precision.Fp32 ? 4 : 2;
+
+    /// <summary>Fewest input and output channels for which <see cref="Winograd"/> applies (the VQ-VAE's 3-channel stem and
     /// narrow convolutions keep the direct kernels). Settable for tests.</summary>
     internal static int WinogradMinChannels { get; set; } = 32;
 
@@ -69,25 +75,26 @@ public sealed partial class CudaBackend
     /// a convolution with more tiles runs in chunks of tiles. Settable for tests.</summary>
     internal static long WinogradChunkFloats { get; set; } = 64L << 20;
 
-    /// <summary>y ← conv3x3(x, w) + bias, stride 1, padding 1, by Winograd F(2×2, 3×3), in chunks of tiles; with
+    /// <summary>y ← conv3x3(x, w) + bias, stride 1, padding 1, by Winograd F(tile×tile, 3×3), in chunks of tiles; with
     /// <paramref name="flipped"/>, the input gradient y = gx of a forward weight w [C_in, C_out, 3, 3] from x = gy.</summary>
-    private void WinogradForward(Tensor x, Tensor w, Tensor? bias, Tensor y, bool flipped)
+    private void WinogradForward(Tensor x, Tensor w, Tensor? bias, Tensor y, bool flipped, int tile)
     {
         int n = x.Sizes[0], c = x.Sizes[1], h = x.Sizes[2], wd = x.Sizes[3], k = flipped ? w.Sizes[1] : w.Sizes[0];
-        var (th, tw) = WinogradKernels.Tiles(h, wd);
+        var (th, tw) = WinogradKernels.Tiles(h, wd, tile);
+        int points = WinogradKernels.Points(tile);
         long tiles = (long)n * th * tw;
         if (tiles == 0 || k == 0) return;
-        using var u = Tensor.Empty([16, k, c], DType.Float32, Device);
-        WinogradKernels.TransformWeight(Acc, Stream, View<float>(w), View<float>(u), k, c, flipped);
+        using var u = Tensor.Empty([points, k, c], DType.Float32, Device);
+        WinogradKernels.TransformWeight(Acc, Stream, View<float>(w), View<float>(u), k, c, flipped, tile);
         // chunks of whole multiples of 128 tiles (the GEMM's column tiles), each workspace within WinogradChunkFloats
-        long fit = WinogradChunkFloats / (16L * Math.Max(c, k));
+        long fit = WinogradChunkFloats / ((long)points * Math.Max(c, k));
         int chunk = (int)Math.Min(tiles, Math.Max(128, fit / 128 * 128));
         for (long p0 = 0; p0 < tiles; p0 += chunk)
         {
             int cnt = (int)Math.Min(chunk, tiles - p0);
-            var s = new WinogradKernels.Shape { N = n, C = c, K = k, H = h, W = wd, TilesH = th, TilesW = tw, P0 = (int)p0, Pc = cnt };
-            using var v = Tensor.Empty([16, c, cnt], DType.Float32, Device);
-            using var m = Tensor.Empty([16, k, cnt], DType.Float32, Device);
+            var s = new WinogradKernels.Shape { N = n, C = c, K = k, H = h, W = wd, Tile = tile, TilesH = th, TilesW = tw, P0 = (int)p0, Pc = cnt };
+            using var v = Tensor.Empty([points, c, cnt], DType.Float32, Device);
+            using var m = Tensor.Empty([points, k, cnt], DType.Float32, Device);
             WinogradKernels.TransformInput(Acc, Stream, View<float>(x), View<float>(v), s);
             MatMul(u, v, m, false, false);
             WinogradKernels.TransformOutput(Acc, Stream, View<float>(m), View<float>(y), bias is null ? default : View<float>(bias), s);
@@ -119,13 +126,13 @@ public sealed partial class CudaBackend
         RequireDense(op, (gx, "input gradient"));
         using var gyc = Dense(gy); using var wc = Dense(w);
         var precision = MatMulPrecision.Current;
-        if (WinogradConv && WinogradKernels.Applies(w.Sizes[2], w.Sizes[3], p) && w.Sizes[0] >= WinogradMinChannels && w.Sizes[1] >= WinogradMinChannels
+        if (Winograd != WinogradMode.Off && WinogradKernels.Applies(w.Sizes[2], w.Sizes[3], p) && w.Sizes[0] >= WinogradMinChannels && w.Sizes[1] >= WinogradMinChannels
             && gy.Sizes[0] == gx.Sizes[0] && gy.Sizes[1] == w.Sizes[0] && gx.Sizes[1] == w.Sizes[1] && gy.Sizes[2] == gx.Sizes[2] && gy.Sizes[3] == gx.Sizes[3]
             && (long)gx.Sizes[0] * ((gx.Sizes[2] + 1) / 2) * ((gx.Sizes[3] + 1) / 2) <= int.MaxValue)
         {
             // a 3×3 stride-1 padding-1 convolution's input gradient is one of the output gradient with the kernel transposed
             // and rotated by 180° (padding 1 again)
-            WinogradForward(gyc, wc, null, gx, flipped: true);
+            WinogradForward(gyc, wc, null, gx, flipped: true, WinogradTile(precision));
             return;
         }
         using var wr = RoundedWeight(wc, precision, (long)gx.Sizes[0] * gx.Sizes[2] * gx.Sizes[3]);

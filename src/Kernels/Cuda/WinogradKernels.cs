@@ -7,7 +7,7 @@ namespace FashionViL.Kernels.Cuda;
 
 /// <summary>
 /// Winograd F(2×2, 3×3) for the forward pass and the input gradient of 3×3, stride-1, padding-1 convolutions (issue 7; an A/B candidate behind
-/// <see cref="CudaBackend.WinogradConv"/>, off by default until a device times it). Each 2×2 output tile of a plane comes
+/// <see cref="CudaBackend.Winograd"/>, off by default until a device times it). Each 2×2 output tile of a plane comes
 /// from a 4×4 input tile: Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A, so a channel pair costs 16 multiplies per 2×2 outputs instead of
 /// 36 (2.25× fewer). With P = N·⌈H/2⌉·⌈W/2⌉ tiles the 16 element-wise products over channels are 16 GEMMs:
 /// M[ξ] (K × P) = U[ξ] (K × C) · V[ξ] (C × P), run as one strided-batched GEMM by the backend's matmul (so they follow
@@ -18,16 +18,81 @@ namespace FashionViL.Kernels.Cuda;
 /// workspace stays bounded), zero outside the input;</item>
 /// <item><see cref="OutputKernel"/>: y[n, k, 2ty + a, 2tx + b] = (Aᵀ m A)[a, b] + bias[k] for the chunk's tiles, inside the plane.</item>
 /// </list>
+/// F(4×4, 3×3) (<see cref="Weight4Kernel"/>, <see cref="Input4Kernel"/>, <see cref="Output4Kernel"/>; fp32 only) does the
+/// same with 6×6 input tiles, 36 transformed values and 4× fewer multiplies, at about ten times F(2×2)'s rounding error.
 /// The results are those of a direct convolution up to fp32 rounding (the transforms add and halve; other sum orders),
 /// not bit for bit — which is why it is a switch and not one of the kernel tuner's same-bits candidates.
 /// </summary>
+/// <summary>Which Winograd algorithm <see cref="CudaBackend.Winograd"/> runs 3×3 stride-1 convolutions with.</summary>
+public enum WinogradMode
+{
+    /// <summary>The direct (implicit-GEMM) kernels.</summary>
+    Off,
+    /// <summary>F(2×2, 3×3): 16 transformed values per 2×2 output tile.</summary>
+    F2x2,
+    /// <summary>F(4×4, 3×3) in fp32 (36 per 4×4 tile), F(2×2, 3×3) under Tf32/Bf16.</summary>
+    F4x4,
+}
+
 public static class WinogradKernels
 {
-    /// <summary>Geometry of one launch: input N × C × H × W, K output channels, tiles TilesH × TilesW per plane, the chunk of
-    /// tiles [P0, P0 + Pc).</summary>
+    /// <summary>Geometry of one launch: input N × C × H × W, K output channels, output tiles of Tile × Tile (2: F(2×2, 3×3),
+    /// 4: F(4×4, 3×3)), TilesH × TilesW of them per plane, the chunk of tiles [P0, P0 + Pc).</summary>
     public struct Shape
     {
-        public int N, C, K, H, W, TilesH, TilesW, P0, Pc;
+        public int N, C, K, H, W, Tile, TilesH, TilesW, P0, Pc;
+    }
+
+    /// <summary>Six floats: a row or column of an F(4×4, 3×3) tile.</summary>
+    public struct F6
+    {
+        public float A, B, C, D, E, F;
+    }
+
+    /// <summary>A 3×3 kernel, row-major.</summary>
+    public struct K9
+    {
+        public float G00, G01, G02, G10, G11, G12, G20, G21, G22;
+    }
+
+    /// <summary>Kernel (k, c) of w [K, C, 3, 3], or with <paramref name="flip"/> ≠ 0 the input gradient's kernel w[c, k]
+    /// rotated by 180° (w is [C, K, 3, 3]).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static K9 ReadKernel(ArrayView<float> w, long i, int k, int c, int flip)
+    {
+        K9 g;
+        if (flip == 0)
+        {
+            long o = i * 9;
+            g.G00 = w[o]; g.G01 = w[o + 1]; g.G02 = w[o + 2]; g.G10 = w[o + 3]; g.G11 = w[o + 4]; g.G12 = w[o + 5]; g.G20 = w[o + 6]; g.G21 = w[o + 7]; g.G22 = w[o + 8];
+        }
+        else
+        {
+            long kk = i / c, cc = i - kk * c, o = (cc * k + kk) * 9;
+            g.G00 = w[o + 8]; g.G01 = w[o + 7]; g.G02 = w[o + 6]; g.G10 = w[o + 5]; g.G11 = w[o + 4]; g.G12 = w[o + 3]; g.G20 = w[o + 2]; g.G21 = w[o + 1]; g.G22 = w[o];
+        }
+        return g;
+    }
+
+    /// <summary>Work item i of a transform over channels × the chunk's tiles: its channel, its index in the chunk, and the
+    /// image and tile row/column of its tile.</summary>
+    private struct Item
+    {
+        public int Channel, Local, N, Ty, Tx;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Item ItemOf(int i, Shape s)
+    {
+        Item it;
+        it.Channel = i / s.Pc;
+        it.Local = i - it.Channel * s.Pc;
+        int p = s.P0 + it.Local, tiles = s.TilesH * s.TilesW;
+        it.N = p / tiles;
+        int r = p - it.N * tiles;
+        it.Ty = r / s.TilesW;
+        it.Tx = r - it.Ty * s.TilesW;
+        return it;
     }
 
     /// <summary>U = G g Gᵀ for every (k, c): G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]; g = w[k, c] (w is [K, C, 3, 3]),
@@ -38,17 +103,8 @@ public static class WinogradKernels
         long kc = (long)k * c, step = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < kc; i += step)
         {
-            float g00, g01, g02, g10, g11, g12, g20, g21, g22;
-            if (flip == 0)
-            {
-                long o = i * 9;
-                g00 = w[o]; g01 = w[o + 1]; g02 = w[o + 2]; g10 = w[o + 3]; g11 = w[o + 4]; g12 = w[o + 5]; g20 = w[o + 6]; g21 = w[o + 7]; g22 = w[o + 8];
-            }
-            else
-            {
-                long kk = i / c, cc = i - kk * c, o = (cc * k + kk) * 9;
-                g00 = w[o + 8]; g01 = w[o + 7]; g02 = w[o + 6]; g10 = w[o + 5]; g11 = w[o + 4]; g12 = w[o + 3]; g20 = w[o + 2]; g21 = w[o + 1]; g22 = w[o];
-            }
+            var kg = ReadKernel(w, i, k, c, flip);
+            float g00 = kg.G00, g01 = kg.G01, g02 = kg.G02, g10 = kg.G10, g11 = kg.G11, g12 = kg.G12, g20 = kg.G20, g21 = kg.G21, g22 = kg.G22;
             // t = G g (4 × 3)
             float t00 = g00, t01 = g01, t02 = g02;
             float t10 = 0.5f * (g00 + g10 + g20), t11 = 0.5f * (g01 + g11 + g21), t12 = 0.5f * (g02 + g12 + g22);
@@ -77,11 +133,10 @@ public static class WinogradKernels
     {
         // C·Pc < 2³¹ (the launcher checks): 32-bit index arithmetic
         int work = s.C * s.Pc, step = Grid.DimX * Group.DimX, plane = s.C * s.Pc;
-        int tiles = s.TilesH * s.TilesW;
         for (int i = Grid.GlobalIndex.X; i < work; i += step)
         {
-            int c = i / s.Pc, pl = i - c * s.Pc, p = s.P0 + pl;
-            int n = p / tiles, r = p - n * tiles, ty = r / s.TilesW, tx = r - ty * s.TilesW;
+            var it = ItemOf(i, s);
+            int c = it.Channel, n = it.N, ty = it.Ty, tx = it.Tx;
             int h0 = 2 * ty - 1, w0 = 2 * tx - 1;
             long xb = ((long)n * s.C + c) * s.H * s.W;
             // rows of Bᵀ d, one input row at a time: q_j = (d0 − d2, d1 + d2, d2 − d1, d1 − d3) in column j
@@ -118,11 +173,10 @@ public static class WinogradKernels
         // K·Pc < 2³¹ (the launcher checks): 32-bit index arithmetic
         int work = s.K * s.Pc, step = Grid.DimX * Group.DimX;
         long plane = work;
-        int tiles = s.TilesH * s.TilesW;
         for (int i = Grid.GlobalIndex.X; i < work; i += step)
         {
-            int k = i / s.Pc, pl = i - k * s.Pc, p = s.P0 + pl;
-            int n = p / tiles, r = p - n * tiles, ty = r / s.TilesW, tx = r - ty * s.TilesW;
+            var it = ItemOf(i, s);
+            int k = it.Channel, n = it.N, ty = it.Ty, tx = it.Tx;
             long o = i;
             float m00 = m[o], m01 = m[o + plane], m02 = m[o + 2 * plane], m03 = m[o + 3 * plane];
             float m10 = m[o + 4 * plane], m11 = m[o + 5 * plane], m12 = m[o + 6 * plane], m13 = m[o + 7 * plane];
@@ -145,11 +199,158 @@ public static class WinogradKernels
         }
     }
 
+    // ---------------------------------------------------------------- F(4×4, 3×3): 6×6 input tiles, 36 products per tile
+    // Bᵀ = [[4, 0, −5, 0, 1, 0], [0, −4, −4, 1, 1, 0], [0, 4, −4, −1, 1, 0], [0, −2, −1, 2, 1, 0], [0, 2, −1, −2, 1, 0],
+    //       [0, 4, 0, −5, 0, 1]]; G = [[¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1]];
+    // Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 0], [0, 1, 1, 4, 4, 0], [0, 1, −1, 8, −8, 1]] (Lavin and Gray's points 0, ±1, ±2, ∞).
+
+    /// <summary>Bᵀ·d for six values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static F6 Bt6(float d0, float d1, float d2, float d3, float d4, float d5)
+    {
+        F6 r;
+        r.A = 4f * d0 - 5f * d2 + d4;
+        r.B = -4f * d1 - 4f * d2 + d3 + d4;
+        r.C = 4f * d1 - 4f * d2 - d3 + d4;
+        r.D = -2f * d1 - d2 + 2f * d3 + d4;
+        r.E = 2f * d1 - d2 - 2f * d3 + d4;
+        r.F = 4f * d1 - 5f * d3 + d5;
+        return r;
+    }
+
+    /// <summary>G·g for three values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static F6 G6(float g0, float g1, float g2)
+    {
+        F6 r;
+        r.A = 0.25f * g0;
+        r.B = -(g0 + g1 + g2) / 6f;
+        r.C = -(g0 - g1 + g2) / 6f;
+        r.D = g0 / 24f + g1 / 12f + g2 / 6f;
+        r.E = g0 / 24f - g1 / 12f + g2 / 6f;
+        r.F = g2;
+        return r;
+    }
+
+    /// <summary>Aᵀ·m for six values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static F4 At6(float m0, float m1, float m2, float m3, float m4, float m5)
+    {
+        F4 r;
+        r.X = m0 + m1 + m2 + m3 + m4;
+        r.Y = m1 - m2 + 2f * m3 - 2f * m4;
+        r.Z = m1 + m2 + 4f * m3 + 4f * m4;
+        r.W = m1 - m2 + 8f * m3 - 8f * m4 + m5;
+        return r;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Put6(ArrayView<float> dst, long o, long plane, int row, F6 v)
+    {
+        long b = 6L * row * plane + o;
+        dst[b] = v.A; dst[b + plane] = v.B; dst[b + 2 * plane] = v.C; dst[b + 3 * plane] = v.D; dst[b + 4 * plane] = v.E; dst[b + 5 * plane] = v.F;
+    }
+
+    /// <summary>U = G g Gᵀ (6×6) for every (k, c), as <see cref="WeightKernel"/>.</summary>
+    internal static void Weight4Kernel(ArrayView<float> w, ArrayView<float> u, int k, int c, int flip)
+    {
+        long kc = (long)k * c, step = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < kc; i += step)
+        {
+            var g = ReadKernel(w, i, k, c, flip);
+            // columns of G g, then each row of it times Gᵀ
+            var c0 = G6(g.G00, g.G10, g.G20);
+            var c1 = G6(g.G01, g.G11, g.G21);
+            var c2 = G6(g.G02, g.G12, g.G22);
+            Put6(u, i, kc, 0, G6(c0.A, c1.A, c2.A));
+            Put6(u, i, kc, 1, G6(c0.B, c1.B, c2.B));
+            Put6(u, i, kc, 2, G6(c0.C, c1.C, c2.C));
+            Put6(u, i, kc, 3, G6(c0.D, c1.D, c2.D));
+            Put6(u, i, kc, 4, G6(c0.E, c1.E, c2.E));
+            Put6(u, i, kc, 5, G6(c0.F, c1.F, c2.F));
+        }
+    }
+
+    /// <summary>V = Bᵀ d B (6×6) for every (c, tile) of the chunk, as <see cref="InputKernel"/>.</summary>
+    internal static void Input4Kernel(ArrayView<float> x, ArrayView<float> v, Shape s)
+    {
+        int work = s.C * s.Pc, step = Grid.DimX * Group.DimX;
+        long plane = work;
+        for (int i = Grid.GlobalIndex.X; i < work; i += step)
+        {
+            var it = ItemOf(i, s);
+            int c = it.Channel, n = it.N, ty = it.Ty, tx = it.Tx;
+            int h0 = 4 * ty - 1, w0 = 4 * tx - 1;
+            long xb = ((long)n * s.C + c) * s.H * s.W;
+            // Bᵀ d column by column (each column's six rows), then each row of the result times B
+            var c0 = Column6(x, s, xb, h0, w0);
+            var c1 = Column6(x, s, xb, h0, w0 + 1);
+            var c2 = Column6(x, s, xb, h0, w0 + 2);
+            var c3 = Column6(x, s, xb, h0, w0 + 3);
+            var c4 = Column6(x, s, xb, h0, w0 + 4);
+            var c5 = Column6(x, s, xb, h0, w0 + 5);
+            Put6(v, i, plane, 0, Bt6(c0.A, c1.A, c2.A, c3.A, c4.A, c5.A));
+            Put6(v, i, plane, 1, Bt6(c0.B, c1.B, c2.B, c3.B, c4.B, c5.B));
+            Put6(v, i, plane, 2, Bt6(c0.C, c1.C, c2.C, c3.C, c4.C, c5.C));
+            Put6(v, i, plane, 3, Bt6(c0.D, c1.D, c2.D, c3.D, c4.D, c5.D));
+            Put6(v, i, plane, 4, Bt6(c0.E, c1.E, c2.E, c3.E, c4.E, c5.E));
+            Put6(v, i, plane, 5, Bt6(c0.F, c1.F, c2.F, c3.F, c4.F, c5.F));
+        }
+    }
+
+    /// <summary>Bᵀ applied to input column <paramref name="w"/>, rows h0 … h0 + 5 (zero outside the plane).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static F6 Column6(ArrayView<float> x, Shape s, long xb, int h0, int w)
+        => Bt6(At(x, s, xb, h0, w), At(x, s, xb, h0 + 1, w), At(x, s, xb, h0 + 2, w), At(x, s, xb, h0 + 3, w), At(x, s, xb, h0 + 4, w), At(x, s, xb, h0 + 5, w));
+
+    /// <summary>Y = Aᵀ m A (4×4) (+ bias) for every (k, tile) of the chunk, as <see cref="OutputKernel"/>.</summary>
+    internal static void Output4Kernel(ArrayView<float> m, ArrayView<float> y, ArrayView<float> bias, Shape s, int hasBias)
+    {
+        int work = s.K * s.Pc, step = Grid.DimX * Group.DimX;
+        long plane = work;
+        for (int i = Grid.GlobalIndex.X; i < work; i += step)
+        {
+            var it = ItemOf(i, s);
+            int k = it.Channel, n = it.N, ty = it.Ty, tx = it.Tx;
+            // Aᵀ m column by column, then each of its four rows times A
+            var a0 = MColumn(m, i, plane, 0);
+            var a1 = MColumn(m, i, plane, 1);
+            var a2 = MColumn(m, i, plane, 2);
+            var a3 = MColumn(m, i, plane, 3);
+            var a4 = MColumn(m, i, plane, 4);
+            var a5 = MColumn(m, i, plane, 5);
+            float bv = hasBias != 0 ? bias[k] : 0f;
+            long yb = ((long)n * s.K + k) * s.H * s.W;
+            int oh = 4 * ty, ow = 4 * tx;
+            PutRow4(y, s, yb, oh, ow, At6(a0.X, a1.X, a2.X, a3.X, a4.X, a5.X), bv);
+            PutRow4(y, s, yb, oh + 1, ow, At6(a0.Y, a1.Y, a2.Y, a3.Y, a4.Y, a5.Y), bv);
+            PutRow4(y, s, yb, oh + 2, ow, At6(a0.Z, a1.Z, a2.Z, a3.Z, a4.Z, a5.Z), bv);
+            PutRow4(y, s, yb, oh + 3, ow, At6(a0.W, a1.W, a2.W, a3.W, a4.W, a5.W), bv);
+        }
+    }
+
+    /// <summary>Aᵀ applied to column <paramref name="j"/> of the 6×6 product tile (planes 6r + j).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static F4 MColumn(ArrayView<float> m, long o, long plane, int j)
+        => At6(m[o + j * plane], m[o + (6 + j) * plane], m[o + (12 + j) * plane], m[o + (18 + j) * plane], m[o + (24 + j) * plane], m[o + (30 + j) * plane]);
+
+    /// <summary>Output row <paramref name="oh"/>, columns ow … ow + 3, inside the plane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PutRow4(ArrayView<float> y, Shape s, long yb, int oh, int ow, F4 v, float bv)
+    {
+        if (oh >= s.H) return;
+        long o = yb + (long)oh * s.W + ow;
+        y[o] = v.X + bv;
+        if (ow + 1 < s.W) y[o + 1] = v.Y + bv;
+        if (ow + 2 < s.W) y[o + 2] = v.Z + bv;
+        if (ow + 3 < s.W) y[o + 3] = v.W + bv;
+    }
+
     private sealed class Loaded
     {
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? Weight;
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, Shape>? Input;
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>? Output;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? Weight, Weight4;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, Shape>? Input, Input4;
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>? Output, Output4;
     }
 
     private static readonly ConditionalWeakTable<Accelerator, Loaded> Cache = new();
@@ -160,6 +361,9 @@ public static class WinogradKernels
         ((Action<ArrayView<float>, ArrayView<float>, int, int, int>)WeightKernel).Method,
         ((Action<ArrayView<float>, ArrayView<float>, Shape>)InputKernel).Method,
         ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>)OutputKernel).Method,
+        ((Action<ArrayView<float>, ArrayView<float>, int, int, int>)Weight4Kernel).Method,
+        ((Action<ArrayView<float>, ArrayView<float>, Shape>)Input4Kernel).Method,
+        ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>)Output4Kernel).Method,
     ];
 
     private static KernelConfig Flat(Accelerator acc, long work)
@@ -172,61 +376,78 @@ public static class WinogradKernels
     public static bool Applies(int kh, int kw, Conv2dParams p)
         => kh == 3 && kw == 3 && p == Conv2dParams.Symmetric(1, 1);
 
-    /// <summary>Tiles per plane, rows and columns (a last partial tile where H or W is odd).</summary>
-    public static (int H, int W) Tiles(int h, int w) => ((h + 1) / 2, (w + 1) / 2);
+    /// <summary>Output tiles of <paramref name="tile"/> × <paramref name="tile"/> per plane, rows and columns (a last partial
+    /// tile where H or W is not a multiple).</summary>
+    public static (int H, int W) Tiles(int h, int w, int tile = 2) => ((h + tile - 1) / tile, (w + tile - 1) / tile);
 
-    /// <summary>u (16·K·C floats) ← the transformed weight w [K, C, 3, 3]; with <paramref name="flipped"/>, the transformed
-    /// input-gradient kernel of a forward weight w [C, K, 3, 3] (transposed, rotated by 180°).</summary>
-    public static void TransformWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> w, ArrayView<float> u, int k, int c, bool flipped = false)
+    /// <summary>Transformed values per tile: (tile + 2)², 16 for F(2×2, 3×3), 36 for F(4×4, 3×3).</summary>
+    public static int Points(int tile) => (tile + 2) * (tile + 2);
+
+    private static void CheckTile(int tile)
+    {
+        if (tile is not (2 or 4)) throw new ArgumentOutOfRangeException(nameof(tile), tile, "winograd: output tiles are 2×2 or 4×4");
+    }
+
+    /// <summary>u (Points(tile)·K·C floats) ← the transformed weight w [K, C, 3, 3]; with <paramref name="flipped"/>, the
+    /// transformed input-gradient kernel of a forward weight w [C, K, 3, 3] (transposed, rotated by 180°).</summary>
+    public static void TransformWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> w, ArrayView<float> u, int k, int c, bool flipped = false, int tile = 2)
     {
         ArgumentNullException.ThrowIfNull(acc);
+        CheckTile(tile);
         long kc = (long)k * c;
-        if (w.Length < 9 * kc || u.Length < 16 * kc)
-            throw new ArgumentException($"winograd: weight [{k}, {c}, 3, 3] needs {9 * kc} and {16 * kc} floats, got {w.Length} and {u.Length}");
+        if (w.Length < 9 * kc || u.Length < Points(tile) * kc)
+            throw new ArgumentException($"winograd: weight [{k}, {c}, 3, 3] needs {9 * kc} and {Points(tile) * kc} floats, got {w.Length} and {u.Length}");
         if (kc == 0) return;
         var l = Cache.GetValue(acc, _ => new Loaded());
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int> kern;
-        lock (l) kern = l.Weight ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(WeightKernel);
+        lock (l) kern = tile == 4
+            ? l.Weight4 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(Weight4Kernel)
+            : l.Weight ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(WeightKernel);
         CudaRuntime.CountLaunch();
         kern(stream ?? acc.DefaultStream, Flat(acc, kc), w, u, k, c, flipped ? 1 : 0);
     }
 
-    /// <summary>v (16·C·Pc floats) ← the transformed input tiles [P0, P0 + Pc) of x [N, C, H, W].</summary>
+    /// <summary>v (Points(Tile)·C·Pc floats) ← the transformed input tiles [P0, P0 + Pc) of x [N, C, H, W].</summary>
     public static void TransformInput(Accelerator acc, AcceleratorStream? stream, ArrayView<float> x, ArrayView<float> v, Shape s)
     {
         ArgumentNullException.ThrowIfNull(acc);
-        Check(s, x.Length, (long)s.N * s.C * s.H * s.W, v.Length, 16L * s.C * s.Pc, "input");
+        Check(s, x.Length, (long)s.N * s.C * s.H * s.W, v.Length, (long)Points(s.Tile) * s.C * s.Pc, "input");
         if ((long)s.C * s.Pc == 0) return;
         var l = Cache.GetValue(acc, _ => new Loaded());
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, Shape> kern;
-        lock (l) kern = l.Input ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, Shape>(InputKernel);
+        lock (l) kern = s.Tile == 4
+            ? l.Input4 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, Shape>(Input4Kernel)
+            : l.Input ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, Shape>(InputKernel);
         CudaRuntime.CountLaunch();
         kern(stream ?? acc.DefaultStream, Flat(acc, (long)s.C * s.Pc), x, v, s);
     }
 
-    /// <summary>The chunk's outputs of y [N, K, H, W] ← Aᵀ m A (+ bias) from m (16·K·Pc floats).</summary>
+    /// <summary>The chunk's outputs of y [N, K, H, W] ← Aᵀ m A (+ bias) from m (Points(Tile)·K·Pc floats).</summary>
     public static void TransformOutput(Accelerator acc, AcceleratorStream? stream, ArrayView<float> m, ArrayView<float> y, ArrayView<float> bias, Shape s)
     {
         ArgumentNullException.ThrowIfNull(acc);
-        Check(s, y.Length, (long)s.N * s.K * s.H * s.W, m.Length, 16L * s.K * s.Pc, "output");
+        Check(s, y.Length, (long)s.N * s.K * s.H * s.W, m.Length, (long)Points(s.Tile) * s.K * s.Pc, "output");
         if (bias.Length > 0 && bias.Length < s.K) throw new ArgumentException($"winograd: bias has {bias.Length} elements for {s.K} channels");
         if ((long)s.K * s.Pc == 0) return;
         var l = Cache.GetValue(acc, _ => new Loaded());
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int> kern;
-        lock (l) kern = l.Output ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>(OutputKernel);
+        lock (l) kern = s.Tile == 4
+            ? l.Output4 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>(Output4Kernel)
+            : l.Output ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>(OutputKernel);
         CudaRuntime.CountLaunch();
         kern(stream ?? acc.DefaultStream, Flat(acc, (long)s.K * s.Pc), m, y, bias.Length > 0 ? bias : m, s, bias.Length > 0 ? 1 : 0);
     }
 
     private static void Check(Shape s, long planeLen, long planeNeed, long workLen, long workNeed, string what)
     {
-        var (th, tw) = Tiles(s.H, s.W);
+        CheckTile(s.Tile);
+        var (th, tw) = Tiles(s.H, s.W, s.Tile);
         if (s.TilesH != th || s.TilesW != tw)
             throw new ArgumentException($"winograd: {s.H}×{s.W} planes have {th}×{tw} tiles, not {s.TilesH}×{s.TilesW}");
         long tiles = (long)s.N * th * tw;
         if (s.P0 < 0 || s.Pc < 0 || s.P0 + (long)s.Pc > tiles)
             throw new ArgumentException($"winograd: tiles [{s.P0}, {s.P0 + (long)s.Pc}) outside the {tiles} tiles of the batch");
-        if (16L * s.C * s.Pc > int.MaxValue || 16L * s.K * s.Pc > int.MaxValue)
+        if ((long)Points(s.Tile) * s.C * s.Pc > int.MaxValue || (long)Points(s.Tile) * s.K * s.Pc > int.MaxValue)
             throw new ArgumentException($"winograd: a chunk of {s.Pc} tiles with {s.C} → {s.K} channels is over 2³¹ transformed values; use smaller chunks");
         if (planeLen < planeNeed || workLen < workNeed)
             throw new ArgumentException($"winograd {what}: needs {planeNeed} and {workNeed} floats, got {planeLen} and {workLen}");

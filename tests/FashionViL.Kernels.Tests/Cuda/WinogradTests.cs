@@ -4,8 +4,8 @@ using FashionViL.Kernels.Cuda;
 namespace FashionViL.Kernels.Tests.Cuda;
 
 /// <summary>
-/// <c>FVL_WINOGRAD=on</c> (<see cref="CudaBackend.WinogradConv"/>): 3×3 stride-1 padding-1 convolutions with ≥ 32 channels
-/// each side run their forward and input gradient as Winograd F(2×2, 3×3) (<see cref="WinogradKernels"/>). Checked against
+/// <c>FVL_WINOGRAD=on|f4</c> (<see cref="CudaBackend.Winograd"/>): 3×3 stride-1 padding-1 convolutions with ≥ 32 channels
+/// each side run their forward and input gradient as Winograd F(2×2, 3×3) or F(4×4, 3×3) (<see cref="WinogradKernels"/>). Checked against
 /// float64 direct convolutions within a forward error bound (odd planes: partial tiles; bias; fp32 and TF32), chunked runs
 /// bit for bit equal to unchunked ones, weight gradients unchanged (the direct kernel), other geometries untouched, bad
 /// switch values refused.
@@ -21,23 +21,23 @@ public class WinogradTests : CudaTestBase
     [TearDown]
     public void Restore()
     {
-        CudaBackend.WinogradConv = false;
+        CudaBackend.Winograd = WinogradMode.Off;
         CudaBackend.WinogradChunkFloats = _savedChunk;
     }
 
-    private static Tensor DevConv(Tensor x, Tensor w, Tensor? b, bool winograd, Precision p)
+    private static Tensor DevConv(Tensor x, Tensor w, Tensor? b, WinogradMode mode, Precision p)
     {
-        CudaBackend.WinogradConv = winograd;
+        CudaBackend.Winograd = mode;
         var y = Tensor.Empty([x.Sizes[0], w.Sizes[0], x.Sizes[2], x.Sizes[3]], DType.Float32, Gpu);
         using var dx = Up(x); using var dw = Up(w); using var db = b is null ? null : Up(b);
         using (MatMulPrecision.Use(p)) Dev.Conv2dForward(dx, dw, db, y, Conv2dParams.Symmetric(1, 1));
         return y;
     }
 
-    private static void AssertWithinBound(float[] got, Tensor exact, Tensor mag, Precision p, string what)
+    private static void AssertWithinBound(float[] got, Tensor exact, Tensor mag, Precision p, WinogradMode mode, string what)
     {
         double[] e = exact.ToArray<double>(), s = mag.ToArray<double>();
-        double factor = p == Precision.Fp32 ? 32 : 8192;
+        double factor = p != Precision.Fp32 ? 8192 : mode == WinogradMode.F4x4 ? 512 : 32;
         int bad = 0; double worst = 0;
         for (int i = 0; i < e.Length; i++)
         {
@@ -45,23 +45,27 @@ public class WinogradTests : CudaTestBase
             if (err > bound) bad++;
             worst = Math.Max(worst, err / bound);
         }
-        TestContext.Out.WriteLine($"{what} {p}: worst error {worst:F4}× the bound");
-        Assert.That(bad, Is.Zero, $"{what} {p}: outputs outside the bound (worst {worst:F2}× it)");
+        TestContext.Out.WriteLine($"{what} {p} {mode}: worst error {worst:F4}× the bound");
+        Assert.That(bad, Is.Zero, $"{what} {p} {mode}: outputs outside the bound (worst {worst:F2}× it)");
     }
 
     /// <summary>
     /// |Winograd − exact| ≤ factor · 2⁻²⁴ · S per output, S = Σ|w||x| over its 9·C products (a float64 convolution of |x|
-    /// and |w|): factor 32 for fp32 (about twice √n at n = 9·C = 297 products, the typical growth of a dot product's rounding
-    /// error; the transforms add a few sums of their own), 2¹³ (16·2⁻¹¹ relative) for TF32's rounded transformed operands.
-    /// A wrong transform coefficient or tile offset is off by a sizeable fraction of S (thousands of times the bound).
+    /// and |w|): factor 32 for F(2×2) in fp32 (about twice √n at n = 9·C = 297 products, the typical growth of a dot
+    /// product's rounding error; the transforms add a few sums of their own), 512 for F(4×4) in fp32 (its transforms'
+    /// factors up to 8 and 1/24 grow the rounding about tenfold — Lavin and Gray 2016 — so 16 times F(2×2)'s), 2¹³
+    /// (16·2⁻¹¹ relative) for TF32's rounded transformed operands. A wrong transform coefficient or tile offset is off by a
+    /// sizeable fraction of S (hundreds to thousands of times the bound).
     /// </summary>
-    [TestCase(Precision.Fp32, true)]
-    [TestCase(Precision.Fp32, false)]
-    [TestCase(Precision.Tf32, true)]
-    public void ForwardIsTheConvolutionWithinTheErrorBound(Precision p, bool withBias)
+    [TestCase(Precision.Fp32, WinogradMode.F2x2, true)]
+    [TestCase(Precision.Fp32, WinogradMode.F2x2, false)]
+    [TestCase(Precision.Tf32, WinogradMode.F2x2, true)]
+    [TestCase(Precision.Fp32, WinogradMode.F4x4, true)]
+    [TestCase(Precision.Fp32, WinogradMode.F4x4, false)]
+    public void ForwardIsTheConvolutionWithinTheErrorBound(Precision p, WinogradMode mode, bool withBias)
     {
         using var scope = Tensor.Scope();
-        int n = 2, c = 33, k = 34, h = 7, wd = 9;   // odd planes: the last tile row and column are partial
+        int n = 2, c = 33, k = 34, h = 11, wd = 13;   // partial last tiles of 2×2 and of 4×4 in both directions
         var x = Rand([n, c, h, wd], 501);
         var w = Rand([k, c, 3, 3], 502, lo: -0.5, hi: 0.5);
         var b = withBias ? Rand([k], 503) : null;
@@ -72,20 +76,21 @@ public class WinogradTests : CudaTestBase
         Cpu.Conv2dForward(x64, w64, b?.To(DType.Float64), exact, cp);
         var mag = Tensor.Empty([n, k, h, wd], DType.Float64);
         Cpu.Conv2dForward(x64.Abs(), w64.Abs(), null, mag, cp);
-        var got = DevConv(x, w, b, winograd: true, p).ToArray<float>();
-        var direct = DevConv(x, w, b, winograd: false, p).ToArray<float>();
-        AssertWithinBound(got, exact, mag, p, "forward");
+        var got = DevConv(x, w, b, mode, p).ToArray<float>();
+        var direct = DevConv(x, w, b, WinogradMode.Off, p).ToArray<float>();
+        AssertWithinBound(got, exact, mag, p, mode, "forward");
         Assert.That(got, Is.Not.EqualTo(direct), "the switch routed the convolution through Winograd (other rounding than the direct kernel)");
     }
 
     /// <summary>The input gradient (a padding-1 convolution of the output gradient with the kernel transposed and rotated by
     /// 180°) within the same bound, S = Σ|w||gy| by the float64 input gradient of |gy| and |w|.</summary>
-    [TestCase(Precision.Fp32)]
-    [TestCase(Precision.Tf32)]
-    public void InputGradientIsTheTransposedConvolutionWithinTheErrorBound(Precision p)
+    [TestCase(Precision.Fp32, WinogradMode.F2x2)]
+    [TestCase(Precision.Tf32, WinogradMode.F2x2)]
+    [TestCase(Precision.Fp32, WinogradMode.F4x4)]
+    public void InputGradientIsTheTransposedConvolutionWithinTheErrorBound(Precision p, WinogradMode mode)
     {
         using var scope = Tensor.Scope();
-        int n = 2, cin = 33, cout = 34, h = 7, wd = 9;
+        int n = 2, cin = 33, cout = 34, h = 11, wd = 13;
         var gy = Rand([n, cout, h, wd], 541);
         var w = Rand([cout, cin, 3, 3], 542, lo: -0.5, hi: 0.5);
         var cp = Conv2dParams.Symmetric(1, 1);
@@ -94,33 +99,48 @@ public class WinogradTests : CudaTestBase
         Cpu.Conv2dBackwardInput(gy64, w64, exact, cp);
         var mag = Tensor.Empty([n, cin, h, wd], DType.Float64);
         Cpu.Conv2dBackwardInput(gy64.Abs(), w64.Abs(), mag, cp);
-        float[] Gx(bool on)
+        float[] Gx(WinogradMode on)
         {
-            CudaBackend.WinogradConv = on;
+            CudaBackend.Winograd = on;
             var gx = Tensor.Empty([n, cin, h, wd], DType.Float32, Gpu);
             using var dgy = Up(gy); using var dw = Up(w);
             using (MatMulPrecision.Use(p)) Dev.Conv2dBackwardInput(dgy, dw, gx, cp);
             return gx.ToArray<float>();
         }
-        var got = Gx(true);
-        AssertWithinBound(got, exact, mag, p, "input gradient");
-        Assert.That(got, Is.Not.EqualTo(Gx(false)), "the switch routed the input gradient through Winograd");
+        var got = Gx(mode);
+        AssertWithinBound(got, exact, mag, p, mode, "input gradient");
+        Assert.That(got, Is.Not.EqualTo(Gx(WinogradMode.Off)), "the switch routed the input gradient through Winograd");
     }
 
+    /// <summary>F(4×4) under Tf32 runs F(2×2) (the larger transforms would magnify TF32's rounding): the same bits.</summary>
     [Test]
-    public void ChunksOfTilesGiveTheUnchunkedBits()
+    public void F4x4UnderTf32IsF2x2()
     {
         using var scope = Tensor.Scope();
-        // 3 · 10 · 11 = 330 tiles: with a 64 K-float workspace, chunks of 128, 128 and 74 tiles
-        var x = Rand([3, 32, 20, 22], 511);
+        var x = Rand([2, 32, 9, 10], 551);
+        var w = Rand([32, 32, 3, 3], 552, lo: -0.5, hi: 0.5);
+        Assert.That(Bits(DevConv(x, w, null, WinogradMode.F4x4, Precision.Tf32)), Is.EqualTo(Bits(DevConv(x, w, null, WinogradMode.F2x2, Precision.Tf32))));
+        Assert.That(Bits(DevConv(x, w, null, WinogradMode.F4x4, Precision.Fp32)), Is.Not.EqualTo(Bits(DevConv(x, w, null, WinogradMode.F2x2, Precision.Fp32))),
+            "in fp32 the two are different algorithms");
+    }
+
+    [TestCase(WinogradMode.F2x2, 20, 22, 330)]
+    [TestCase(WinogradMode.F4x4, 40, 42, 330)]
+    public void ChunksOfTilesGiveTheUnchunkedBits(WinogradMode mode, int h, int wd, int tiles)
+    {
+        using var scope = Tensor.Scope();
+        // 330 tiles (3 images): with a workspace of 128 tiles, chunks of 128, 128 and 74
+        var x = Rand([3, 32, h, wd], 511);
         var w = Rand([32, 32, 3, 3], 512, lo: -0.5, hi: 0.5);
         var b = Rand([32], 513);
-        var whole = Bits(DevConv(x, w, b, winograd: true, Precision.Fp32));
-        CudaBackend.WinogradChunkFloats = 16L * 32 * 128;
+        int tile = mode == WinogradMode.F4x4 ? 4 : 2;
+        Assert.That(3L * WinogradKernels.Tiles(h, wd, tile).H * WinogradKernels.Tiles(h, wd, tile).W, Is.EqualTo(tiles));
+        var whole = Bits(DevConv(x, w, b, mode, Precision.Fp32));
+        CudaBackend.WinogradChunkFloats = (long)WinogradKernels.Points(tile) * 32 * 128;
         var rt = CudaRuntime.Get(0);
         Dev.Synchronize();
         var c0 = rt.Counters;
-        var chunked = Bits(DevConv(x, w, b, winograd: true, Precision.Fp32));
+        var chunked = Bits(DevConv(x, w, b, mode, Precision.Fp32));
         Dev.Synchronize();
         long launches = (rt.Counters - c0).KernelLaunches;
         Assert.That(chunked, Is.EqualTo(whole));
@@ -132,9 +152,9 @@ public class WinogradTests : CudaTestBase
     {
         var cpu = new[] { Rand([2, 32, 6, 5], 521), Rand([32, 32, 3, 3], 522, lo: -0.5, hi: 0.5), Rand([32], 523) };
         Func<Tensor[], Tensor> conv = t => Ops.Conv2d(t[0], t[1], t[2], 1, 1);
-        CudaBackend.WinogradConv = false;
+        CudaBackend.Winograd = WinogradMode.Off;
         var off = OutputAndGradientBits(conv, cpu, Precision.Fp32).Bits;
-        CudaBackend.WinogradConv = true;
+        CudaBackend.Winograd = WinogradMode.F2x2;
         var on = OutputAndGradientBits(conv, cpu, Precision.Fp32).Bits;
         Assert.That(on[0], Is.Not.EqualTo(off[0]), "the forward took Winograd");
         Assert.That(on[1], Is.Not.EqualTo(off[1]), "the input gradient took Winograd");
@@ -151,19 +171,21 @@ public class WinogradTests : CudaTestBase
         {
             var f = new[] { Rand(xs, 531), Rand(ws, 532) };
             Func<Tensor[], Tensor> g = t => Ops.Conv2d(t[0], t[1], null, pr);
-            CudaBackend.WinogradConv = false;
+            CudaBackend.Winograd = WinogradMode.Off;
             var a = OutputAndGradientBits(g, f, Precision.Fp32).Bits;
-            CudaBackend.WinogradConv = true;
+            CudaBackend.Winograd = WinogradMode.F2x2;
             var z = OutputAndGradientBits(g, f, Precision.Fp32).Bits;
             for (int i = 0; i < a.Count; i++) Assert.That(z[i], Is.EqualTo(a[i]), $"x {string.Join("x", xs)}, w {string.Join("x", ws)}: output/gradient {i}");
         }
     }
 
-    [TestCase(null, false)]
-    [TestCase("off", false)]
-    [TestCase(" ON ", true)]
-    [TestCase("1", true)]
-    public void ParsesTheSwitch(string? value, bool want) => Assert.That(CudaBackend.ParseWinograd(value), Is.EqualTo(want));
+    [TestCase(null, WinogradMode.Off)]
+    [TestCase("off", WinogradMode.Off)]
+    [TestCase(" ON ", WinogradMode.F2x2)]
+    [TestCase("1", WinogradMode.F2x2)]
+    [TestCase("f2", WinogradMode.F2x2)]
+    [TestCase("F4", WinogradMode.F4x4)]
+    public void ParsesTheSwitch(string? value, WinogradMode want) => Assert.That(CudaBackend.ParseWinograd(value), Is.EqualTo(want));
 
     [Test]
     public void RefusesABadValueByName()

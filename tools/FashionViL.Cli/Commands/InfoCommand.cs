@@ -16,7 +16,7 @@ public static class InfoCommand
                $"tensor-core GEMM tile {Tile(Kernels.Cuda.CudaBackend.GemmTileOverride)} (FVL_TC_TILE), " +
                $"conv tile {Tile(Kernels.Cuda.ConvKernels.ConvTileOverride)} (FVL_TC_CONV_TILE), " +
                $"attention {(Kernels.Cuda.CudaBackend.ComposedAttention ? "composed" : "fused")} (FVL_ATTENTION), " +
-               $"Winograd 3×3 forward {(Kernels.Cuda.CudaBackend.WinogradConv ? "on" : "off")} (FVL_WINOGRAD), " +
+               $"Winograd 3×3 {Kernels.Cuda.CudaBackend.Winograd switch { Kernels.Cuda.WinogradMode.F2x2 => "f2", Kernels.Cuda.WinogradMode.F4x4 => "f4", _ => "off" }} (FVL_WINOGRAD), " +
                $"tf32 weight gradients {(Kernels.Cuda.ConvKernels.Tf32WeightGradientsOnTensorCores ? "tc" : "rule")} (FVL_TF32_WGRAD), " +
                $"operand pre-rounding {(Kernels.Cuda.CudaBackend.PreRoundOperands ? "on" : "off")} (FVL_PREROUND)";
     }
