@@ -126,6 +126,11 @@ internal static class AttentionKernels
     /// <see cref="SCap"/> probs is the scores' scratch and is written anyway); forward without the output (probabilities only).</summary>
     internal const int FlagMask = 1, FlagDropout = 2, FlagNoProbs = 4, FlagNoOutput = 8;
 
+    /// <summary>Flags: operand rows readable/writable as float4 (D % 4 = 0, a 16-byte aligned view, offset and strides
+    /// multiples of 4 elements; <see cref="VecFlags"/>). Only how the rows move changes, never a value.</summary>
+    internal const int FlagVecQ = 16, FlagVecK = 32, FlagVecV = 64, FlagVecGO = 128, FlagVecO = 256, FlagVecGQ = 512,
+        FlagVecGK = 1024, FlagVecGV = 2048;
+
     // ================================================================== device helpers
 
     private static float WarpSum(float v)
@@ -155,19 +160,13 @@ internal static class AttentionKernels
     // The tile loops below walk flat i = j·D + e over n rows of D with step g (the group size) and keep (j, e) by addition
     // (g = gq·D + gr): one division per call instead of one per element.
 
-    /// <summary>dst[base + j·rowStride + e] ← rows[j·ld + e] for j &lt; n (a shared row tile back to global memory).</summary>
-    private static void StoreRows(ArrayView<float> dst, long baseOff, long rowStride, ArrayView<float> rows, int n, int d, int ld)
-    {
-        int i = Group.IdxX, total = n * d, g = Group.DimX;
-        if (i >= total) return;
-        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d, pad = ld - d;
-        for (; i < total; i += g)
-        {
-            dst[baseOff + j * rowStride + e] = rows[i + j * pad];   // j·ld + e
-            j += gq; e += gr;
-            if (e >= d) { e -= d; j++; }
-        }
-    }
+    /// <summary>
+    /// dst[base + j·rowStride + e] ← rows[j·ld + e] for j &lt; n, e &lt; d (a shared row tile back to global memory): a thread
+    /// reads up to four of its elements before it writes any (<see cref="MoveRows"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRows(ArrayView<float> dst, long baseOff, long rowStride, ArrayView<float> rows, int n, int d, int ld, bool vec)
+        => MoveRows(dst, baseOff, rowStride, rows, n, d, ld, vec, toShared: false);
 
     /// <summary>
     /// Row stride (floats) of the padded K/V tile. D % 4 ≠ 0 (the scalar path): D + 1, odd, so scalar column reads (8 or
@@ -198,18 +197,70 @@ internal static class AttentionKernels
     /// <summary>Floats of the padded K/V tile: KT rows of at most <see cref="PaddedStride"/>(DMax) = DMax + 4.</summary>
     private const int KvFloats = KT * (DMax + 4);
 
-    /// <summary>dst[j·ld + e] ← src[base + j·rowStride + e] for j &lt; n (ld ≥ d: <see cref="PaddedStride"/>(d) for the K/V tile, <see cref="QLd"/> or <see cref="DMax"/> for the row tiles).</summary>
-    private static void LoadPadded(ArrayView<float> dst, ArrayView<float> src, long baseOff, long rowStride, int n, int d, int ld)
+    /// <summary>
+    /// dst[j·ld + e] ← src[base + j·rowStride + e] for j &lt; n, e &lt; d (ld ≥ d: <see cref="PaddedStride"/>(d) for the K/V
+    /// tile, <see cref="QLd"/> or <see cref="DMax"/> for the row tiles). A thread issues up to four global loads before it
+    /// stores any: a load that follows a shared store in program order waits for the store's operand, so a loop of
+    /// load → store keeps one load in flight per thread and pays the memory latency once per element (16 times per K/V tile
+    /// at D = 64 with 128 threads): by a latency model (not a profile), the cause of the attention kernels' ≈ 4 TFLOP/s on
+    /// the H200. When
+    /// <paramref name="vec"/> (d, ld, base and rowStride multiples of 4, src 16-byte aligned) the loads are float4: a
+    /// 32 × 64 tile is then four 128-bit loads per thread, all in flight at once.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LoadPadded(ArrayView<float> dst, ArrayView<float> src, long baseOff, long rowStride, int n, int d, int ld, bool vec)
+        => MoveRows(src, baseOff, rowStride, dst, n, d, ld, vec, toShared: true);
+
+    /// <summary>
+    /// Moves n rows of d elements between global[base + j·rowStride + e] and shared[j·ld + e], toward shared memory when
+    /// <paramref name="toShared"/>: four elements (float4 items when <paramref name="vec"/>) per thread and round, all four
+    /// read before any is written.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MoveRows(ArrayView<float> global, long baseOff, long rowStride, ArrayView<float> shared, int n, int d, int ld, bool vec, bool toShared)
     {
-        int i = Group.IdxX, total = n * d, g = Group.DimX;
-        if (i >= total) return;
-        int gq = g / d, gr = g - gq * d, j = i / d, e = i - j * d, pad = ld - d;
-        for (; i < total; i += g)
+        int g = Group.DimX, w = vec ? d >> 2 : d, sl = vec ? ld >> 2 : ld, total = n * w;
+        long gb = vec ? baseOff >> 2 : baseOff, gr = vec ? rowStride >> 2 : rowStride;
+        var g4 = global.Cast<F4>();
+        var s4 = shared.Cast<F4>();
+        for (int i0 = Group.IdxX; i0 < total; i0 += 4 * g)
         {
-            dst[i + j * pad] = src[baseOff + j * rowStride + e];   // j·ld + e = i + j·(ld − d)
-            j += gq; e += gr;
-            if (e >= d) { e -= d; j++; }
+            int i1 = i0 + g, i2 = i1 + g, i3 = i2 + g;
+            int j0 = i0 / w, j1 = i1 / w, j2 = i2 / w, j3 = i3 / w;
+            int e0 = i0 - j0 * w, e1 = i1 - j1 * w, e2 = i2 - j2 * w, e3 = i3 - j3 * w;
+            long ga0 = gb + j0 * gr + e0, ga1 = gb + j1 * gr + e1, ga2 = gb + j2 * gr + e2, ga3 = gb + j3 * gr + e3;
+            int sa0 = j0 * sl + e0, sa1 = j1 * sl + e1, sa2 = j2 * sl + e2, sa3 = j3 * sl + e3;
+            F4 x0 = Read(global, g4, shared, s4, ga0, sa0, vec, toShared), x1 = default, x2 = default, x3 = default;
+            if (i1 < total) x1 = Read(global, g4, shared, s4, ga1, sa1, vec, toShared);
+            if (i2 < total) x2 = Read(global, g4, shared, s4, ga2, sa2, vec, toShared);
+            if (i3 < total) x3 = Read(global, g4, shared, s4, ga3, sa3, vec, toShared);
+            Write(global, g4, shared, s4, ga0, sa0, vec, toShared, x0);
+            if (i1 < total) Write(global, g4, shared, s4, ga1, sa1, vec, toShared, x1);
+            if (i2 < total) Write(global, g4, shared, s4, ga2, sa2, vec, toShared, x2);
+            if (i3 < total) Write(global, g4, shared, s4, ga3, sa3, vec, toShared, x3);
         }
+    }
+
+    /// <summary>Item (global ga, shared sa) of <see cref="MoveRows"/> from its source: a float4, or a float in X.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static F4 Read(ArrayView<float> g, ArrayView<F4> g4, ArrayView<float> s, ArrayView<F4> s4, long ga, int sa, bool vec, bool toShared)
+    {
+        if (vec) return toShared ? g4[ga] : s4[sa];
+        F4 x = default;
+        x.X = toShared ? g[ga] : s[sa];
+        return x;
+    }
+
+    /// <summary>Item (global ga, shared sa) of <see cref="MoveRows"/> to its destination.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Write(ArrayView<float> g, ArrayView<F4> g4, ArrayView<float> s, ArrayView<F4> s4, long ga, int sa, bool vec, bool toShared, F4 x)
+    {
+        if (vec)
+        {
+            if (toShared) s4[sa] = x; else g4[ga] = x;
+        }
+        else if (toShared) s[sa] = x.X;
+        else g[ga] = x.X;
     }
 
     /// <summary>
@@ -337,6 +388,18 @@ internal static class AttentionKernels
             int rq = q / RG, r0 = q - rq * RG, j = rq * JL + jl;
             if (r0 >= nq || j >= nk) continue;
             // rows past nq read stale (finite or not) shared values; their results are never stored
+            int jj = j0 + j;
+            // the mask's four values first: their loads are then in flight during the dot products (issued after the
+            // scores' shared stores they would each wait for the previous store)
+            float m0 = 0f, m1 = 0f, m2 = 0f, m3 = 0f;
+            if (scaleAndMask && (a.Flags & FlagMask) != 0)
+            {
+                long mb = a.MaskOff + b * a.MaskSB + h * a.MaskSH + (l0 + r0) * a.MaskSL + jj * a.MaskSS, ms = RG * a.MaskSL;
+                m0 = mask[mb];
+                if (r0 + RG < nq) m1 = mask[mb + ms];
+                if (r0 + 2 * RG < nq) m2 = mask[mb + 2 * ms];
+                if (r0 + 3 * RG < nq) m3 = mask[mb + 3 * ms];
+            }
             float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
             if (vec)
             {
@@ -367,11 +430,10 @@ internal static class AttentionKernels
                     s3 += rows[q0 + 3 * RG * QLd + e] * kx;
                 }
             }
-            int jj = j0 + j;
-            StoreScore(s0, r0, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
-            if (r0 + RG < nq) StoreScore(s1, r0 + RG, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
-            if (r0 + 2 * RG < nq) StoreScore(s2, r0 + 2 * RG, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
-            if (r0 + 3 * RG < nq) StoreScore(s3, r0 + 3 * RG, jj, sc, glob, gBase, big, mask, a, b, h, l0, scaleAndMask);
+            StoreScore(s0, m0, r0, jj, sc, glob, gBase, big, a, scaleAndMask);
+            if (r0 + RG < nq) StoreScore(s1, m1, r0 + RG, jj, sc, glob, gBase, big, a, scaleAndMask);
+            if (r0 + 2 * RG < nq) StoreScore(s2, m2, r0 + 2 * RG, jj, sc, glob, gBase, big, a, scaleAndMask);
+            if (r0 + 3 * RG < nq) StoreScore(s3, m3, r0 + 3 * RG, jj, sc, glob, gBase, big, a, scaleAndMask);
         }
     }
 
@@ -391,15 +453,14 @@ internal static class AttentionKernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreScore(float dot, int r, int jj, ArrayView<float> sc, ArrayView<float> glob, long gBase, bool big,
-        ArrayView<float> mask, AttentionParams a, int b, int h, int l0, bool scaleAndMask)
+    private static void StoreScore(float dot, float maskValue, int r, int jj, ArrayView<float> sc, ArrayView<float> glob, long gBase, bool big,
+        AttentionParams a, bool scaleAndMask)
     {
         float v = dot;
         if (scaleAndMask)
         {
             v = a.Scale * dot;
-            if ((a.Flags & FlagMask) != 0)
-                v += mask[a.MaskOff + b * a.MaskSB + h * a.MaskSH + (l0 + r) * a.MaskSL + jj * a.MaskSS];
+            if ((a.Flags & FlagMask) != 0) v += maskValue;
         }
         if (big) glob[gBase + (long)r * a.S + jj] = v;
         else sc[r * SCap + jj] = v;
@@ -444,12 +505,12 @@ internal static class AttentionKernels
             long pBase = ((long)bh * L + l0) * S;
             long kBase = Row(a.X.K, b, h, 0), kSR = a.X.K.R;
 
-            LoadPadded(qs, q, Row(a.X.Q, b, h, l0), a.X.Q.R, nq, D, QLd);
+            LoadPadded(qs, q, Row(a.X.Q, b, h, l0), a.X.Q.R, nq, D, QLd, (a.Flags & FlagVecQ) != 0);
             Group.Barrier();
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, k, kBase + j0 * kSR, kSR, nk, D, ld);
+                LoadPadded(kv, k, kBase + j0 * kSR, kSR, nk, D, ld, (a.Flags & FlagVecK) != 0);
                 Group.Barrier();
                 Scores(qs4, kv4, nq, nk, j0, D, ld, sc, probs, pBase, big, mask, a, b, h, l0, true);
                 Group.Barrier();
@@ -515,13 +576,13 @@ internal static class AttentionKernels
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, v, Row(a.X.V, b, h, j0), a.X.V.R, nk, D, ld);
+                LoadPadded(kv, v, Row(a.X.V, b, h, j0), a.X.V.R, nk, D, ld, (a.Flags & FlagVecV) != 0);
                 if (big) StageTile(sc, probs, pBase, nq, nk, j0, a, true);
                 Group.Barrier();
                 AccumulateRows(qs4, sc4, big ? 0 : j0, kv4, nq, nk, D, ld);
                 Group.Barrier();
             }
-            StoreRows(o, Row(a.X.O, b, h, l0), a.X.O.R, qs, nq, D, QLd);
+            StoreRows(o, Row(a.X.O, b, h, l0), a.X.O.R, qs, nq, D, QLd, (a.Flags & FlagVecO) != 0);
             Group.Barrier();
         }
     }
@@ -562,24 +623,30 @@ internal static class AttentionKernels
             int b = bh / a.H, h = bh - b * a.H;
             long pBase = ((long)bh * L + l0) * S;
 
-            LoadPadded(qs, go, Row(a.X.GO, b, h, l0), a.X.GO.R, nq, D, QLd);
+            LoadPadded(qs, go, Row(a.X.GO, b, h, l0), a.X.GO.R, nq, D, QLd, (a.Flags & FlagVecGO) != 0);
             Group.Barrier();
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, v, Row(a.X.V, b, h, j0), a.X.V.R, nk, D, ld);
+                LoadPadded(kv, v, Row(a.X.V, b, h, j0), a.X.V.R, nk, D, ld, (a.Flags & FlagVecV) != 0);
                 Group.Barrier();
                 Scores(qs4, kv4, nq, nk, j0, D, ld, sc, ws, pBase, big, probs, a, b, h, l0, false);
                 Group.Barrier();
             }
 
-            // gP = keep·drop·(gO·v); gS = P·(gP − Σ P·gP)·scale, one warp per row
+            // gP = keep·drop·(gO·v); gS = P·(gP − Σ P·gP)·scale, one warp per row. A lane takes its elements j = lane +
+            // u·warp four at a time and loads the four probabilities (and, big, the four gP) before it stores anything,
+            // so one memory latency covers four elements; when the row fits in one such batch (S ≤ 4·warp, shared mode)
+            // the probabilities are loaded once, before the dropout's Philox blocks, and kept for the second pass. Each
+            // element's arithmetic and the lane's summation order are those of the one-element loops.
+            bool dropout = (a.Flags & FlagDropout) != 0, regs = !big && S <= 4 * warp;
             for (int r = wi; r < nq; r += nw)
             {
                 long prow = pBase + (long)r * S;
                 int srow = r * SCap;
-                float dot = 0f;
-                if ((a.Flags & FlagDropout) != 0)
+                float p0 = 0f, p1 = 0f, p2 = 0f, p3 = 0f;
+                if (regs) LoadQuad(probs, prow, lane, warp, S, out p0, out p1, out p2, out p3);
+                if (dropout)
                 {
                     // keep·drop one Philox block per four consecutive elements (as the forward), then the dot in the usual
                     // lane order so its rounding is unchanged
@@ -594,30 +661,30 @@ internal static class AttentionKernels
                         DropGradient(sc, ws, big, srow, prow, j + 3, S, w3, a);
                     }
                     Warp.Barrier();
-                    for (int j = lane; j < S; j += warp)
-                    {
-                        long pi = prow + j;
-                        dot += probs[pi] * (big ? ws[pi] : sc[srow + j]);
-                    }
                 }
-                else
+                float dot = 0f;
+                for (int jb = lane; jb < S; jb += 4 * warp)
                 {
-                    for (int j = lane; j < S; j += warp)
-                    {
-                        long pi = prow + j;
-                        float gp = (big ? ws[pi] : sc[srow + j]) * a.Drop;
-                        if (big) ws[pi] = gp; else sc[srow + j] = gp;
-                        dot += probs[pi] * gp;
-                    }
+                    if (!regs) LoadQuad(probs, prow, jb, warp, S, out p0, out p1, out p2, out p3);
+                    float x0, x1, x2, x3;
+                    if (big) LoadQuad(ws, prow, jb, warp, S, out x0, out x1, out x2, out x3);
+                    else LoadQuad(sc, srow, jb, warp, S, out x0, out x1, out x2, out x3);
+                    dot = GradientDot(dot, p0, x0, jb, sc, ws, big, srow, prow, S, a, dropout);
+                    dot = GradientDot(dot, p1, x1, jb + warp, sc, ws, big, srow, prow, S, a, dropout);
+                    dot = GradientDot(dot, p2, x2, jb + 2 * warp, sc, ws, big, srow, prow, S, a, dropout);
+                    dot = GradientDot(dot, p3, x3, jb + 3 * warp, sc, ws, big, srow, prow, S, a, dropout);
                 }
                 dot = WarpSum(dot);
-                for (int j = lane; j < S; j += warp)
+                for (int jb = lane; jb < S; jb += 4 * warp)
                 {
-                    long pi = prow + j;
-                    float gp = big ? ws[pi] : sc[srow + j];
-                    float gs = probs[pi] * (gp - dot) * a.Scale;
-                    ws[pi] = gs;
-                    if (!big) sc[srow + j] = gs;
+                    if (!regs) LoadQuad(probs, prow, jb, warp, S, out p0, out p1, out p2, out p3);
+                    float x0, x1, x2, x3;
+                    if (big) LoadQuad(ws, prow, jb, warp, S, out x0, out x1, out x2, out x3);
+                    else LoadQuad(sc, srow, jb, warp, S, out x0, out x1, out x2, out x3);
+                    ScoreGradient(p0, x0, dot, jb, sc, ws, big, srow, prow, S, a);
+                    ScoreGradient(p1, x1, dot, jb + warp, sc, ws, big, srow, prow, S, a);
+                    ScoreGradient(p2, x2, dot, jb + 2 * warp, sc, ws, big, srow, prow, S, a);
+                    ScoreGradient(p3, x3, dot, jb + 3 * warp, sc, ws, big, srow, prow, S, a);
                 }
             }
             for (int i = tid; i < nq * QLd; i += g) qs[i] = 0f;
@@ -626,15 +693,49 @@ internal static class AttentionKernels
             for (int j0 = 0; j0 < S; j0 += KT)
             {
                 int nk = IntrinsicMath.Min(KT, S - j0);
-                LoadPadded(kv, k, Row(a.X.K, b, h, j0), a.X.K.R, nk, D, ld);
+                LoadPadded(kv, k, Row(a.X.K, b, h, j0), a.X.K.R, nk, D, ld, (a.Flags & FlagVecK) != 0);
                 if (big) StageTile(sc, ws, pBase, nq, nk, j0, a, false);
                 Group.Barrier();
                 AccumulateRows(qs4, sc4, big ? 0 : j0, kv4, nq, nk, D, ld);
                 Group.Barrier();
             }
-            StoreRows(gq, Row(a.X.GQ, b, h, l0), a.X.GQ.R, qs, nq, D, QLd);
+            StoreRows(gq, Row(a.X.GQ, b, h, l0), a.X.GQ.R, qs, nq, D, QLd, (a.Flags & FlagVecGQ) != 0);
             Group.Barrier();
         }
+    }
+
+    /// <summary>x0..x3 ← v[base + j + u·step] for u &lt; 4 (0 past n): four independent loads.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LoadQuad(ArrayView<float> v, long baseOff, int j, int step, int n, out float x0, out float x1, out float x2, out float x3)
+    {
+        x0 = j < n ? v[baseOff + j] : 0f;
+        x1 = j + step < n ? v[baseOff + j + step] : 0f;
+        x2 = j + 2 * step < n ? v[baseOff + j + 2 * step] : 0f;
+        x3 = j + 3 * step < n ? v[baseOff + j + 3 * step] : 0f;
+    }
+
+    /// <summary>Element j (when j &lt; S) of kernel 1's first pass: dot + p·gP, where gP = x (dropout: already times keep·drop)
+    /// or x·drop, stored back (no dropout).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float GradientDot(float dot, float p, float x, int j, ArrayView<float> sc, ArrayView<float> ws, bool big, int srow,
+        long prow, int S, AttentionParams a, bool dropout)
+    {
+        if (j >= S) return dot;
+        if (dropout) return dot + p * x;
+        float gp = x * a.Drop;
+        if (big) ws[prow + j] = gp; else sc[srow + j] = gp;
+        return dot + p * gp;
+    }
+
+    /// <summary>Element j (when j &lt; S) of kernel 1's second pass: gS = p·(gP − dot)·scale to ws (and sc, shared mode).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScoreGradient(float p, float gp, float dot, int j, ArrayView<float> sc, ArrayView<float> ws, bool big, int srow,
+        long prow, int S, AttentionParams a)
+    {
+        if (j >= S) return;
+        float gs = p * (gp - dot) * a.Scale;
+        ws[prow + j] = gs;
+        if (!big) sc[srow + j] = gs;
     }
 
     /// <summary>Element j of a row (when 0 ≤ j &lt; S): gO·vᵀ times keep·drop, keep from <paramref name="word"/>, in place.</summary>
@@ -678,20 +779,8 @@ internal static class AttentionKernels
             for (int l0 = 0; l0 < L; l0 += LT)
             {
                 int nl = IntrinsicMath.Min(LT, L - l0);
-                LoadPadded(qt, q, Row(a.X.Q, b, h, l0), a.X.Q.R, nl, D, DMax);
-                LoadPadded(got, go, Row(a.X.GO, b, h, l0), a.X.GO.R, nl, D, DMax);
-                for (int i = tid; i < LT * KT2; i += g)
-                {
-                    int l = i / KT2, s = i - l * KT2;
-                    float pd = 0f, gs = 0f;   // rows past nl contribute zero
-                    if (l < nl && s < ns)
-                    {
-                        long pi = pBase + (long)(l0 + l) * S + s0 + s;
-                        pd = dropout ? probs[pi] : probs[pi] * a.Drop;
-                        gs = ws[pi];
-                    }
-                    pdt[i] = pd; gst[i] = gs;
-                }
+                LoadQueryTile(qt4, got4, pdt, gst, q, go, probs, ws, Row(a.X.Q, b, h, l0), a.X.Q.R, (a.Flags & FlagVecQ) != 0,
+                    Row(a.X.GO, b, h, l0), a.X.GO.R, (a.Flags & FlagVecGO) != 0, pBase + (long)l0 * S + s0, nl, ns, a, dropout);
                 if (dropout)
                 {
                     // P·keep·drop with one Philox block per four consecutive elements of a row's ns keys (≤ KB2 blocks)
@@ -716,10 +805,70 @@ internal static class AttentionKernels
                 else KeyValueProductsScalar(accK, accV, qt, got, pdt, gst, ns, nl, D);
                 Group.Barrier();
             }
-            StoreRows(gk, Row(a.X.GK, b, h, s0), a.X.GK.R, accK, ns, D, DMax);
-            StoreRows(gv, Row(a.X.GV, b, h, s0), a.X.GV.R, accV, ns, D, DMax);
+            StoreRows(gk, Row(a.X.GK, b, h, s0), a.X.GK.R, accK, ns, D, DMax, (a.Flags & FlagVecGK) != 0);
+            StoreRows(gv, Row(a.X.GV, b, h, s0), a.X.GV.R, accV, ns, D, DMax, (a.Flags & FlagVecGV) != 0);
             Group.Barrier();
         }
+    }
+
+    /// <summary>
+    /// Kernel 2's operands for query rows l0 .. l0 + nl − 1 in one round of loads per thread: the nl × d rows of q and gO
+    /// (at qBase / goBase, row strides qR / goR; float4 when vecQ / vecGO) into qt and got (row stride <see cref="DMax"/>),
+    /// and the LT × KT2 tile of P (times drop when dropout is off) and gS at pRow (element (l, s) at pRow + l·S + s) into
+    /// pdt and gst, zero past nl or ns. Each thread takes two items of each and issues all eight loads before its first
+    /// store (see <see cref="LoadPadded"/>): one memory latency per query tile instead of one per element.
+    /// </summary>
+    private static void LoadQueryTile(ArrayView<F4> qt4, ArrayView<F4> got4, ArrayView<float> pdt, ArrayView<float> gst,
+        ArrayView<float> q, ArrayView<float> go, ArrayView<float> probs, ArrayView<float> ws,
+        long qBase, long qR, bool vecQ, long goBase, long goR, bool vecGO, long pRow, int nl, int ns, AttentionParams a, bool dropout)
+    {
+        int g = Group.DimX, d = a.D;
+        int wq = vecQ ? d >> 2 : d, wg = vecGO ? d >> 2 : d;
+        int nQ = nl * wq, nG = nl * wg;
+        const int nP = LT * KT2;
+        int total = IntrinsicMath.Max(nP, IntrinsicMath.Max(nQ, nG));
+        for (int i0 = Group.IdxX; i0 < total; i0 += 2 * g)
+        {
+            int i1 = i0 + g;
+            F4 q0 = default, q1 = default, g0 = default, g1 = default;
+            if (i0 < nQ) q0 = LoadItem(q, qBase, qR, i0, wq, vecQ);
+            if (i1 < nQ) q1 = LoadItem(q, qBase, qR, i1, wq, vecQ);
+            if (i0 < nG) g0 = LoadItem(go, goBase, goR, i0, wg, vecGO);
+            if (i1 < nG) g1 = LoadItem(go, goBase, goR, i1, wg, vecGO);
+            float p0 = 0f, p1 = 0f, s0 = 0f, s1 = 0f;   // rows past nl, keys past ns contribute zero
+            int l0 = i0 / KT2, c0 = i0 - l0 * KT2, l1 = i1 / KT2, c1 = i1 - l1 * KT2;
+            bool in0 = i0 < nP && l0 < nl && c0 < ns, in1 = i1 < nP && l1 < nl && c1 < ns;
+            long pi0 = pRow + (long)l0 * a.S + c0, pi1 = pRow + (long)l1 * a.S + c1;
+            if (in0) { p0 = probs[pi0]; s0 = ws[pi0]; }
+            if (in1) { p1 = probs[pi1]; s1 = ws[pi1]; }
+            if (!dropout) { p0 *= a.Drop; p1 *= a.Drop; }
+            if (i0 < nQ) StoreItem(qt4, i0, wq, q0, vecQ);
+            if (i1 < nQ) StoreItem(qt4, i1, wq, q1, vecQ);
+            if (i0 < nG) StoreItem(got4, i0, wg, g0, vecGO);
+            if (i1 < nG) StoreItem(got4, i1, wg, g1, vecGO);
+            if (i0 < nP) { pdt[i0] = p0; gst[i0] = s0; }
+            if (i1 < nP) { pdt[i1] = p1; gst[i1] = s1; }
+        }
+    }
+
+    /// <summary>Item i of a row tile of w items per row (w = d/4 float4 when vec, else d floats; only X used then) at base + row·rowStride.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static F4 LoadItem(ArrayView<float> src, long baseOff, long rowStride, int i, int w, bool vec)
+    {
+        int j = i / w, e = i - j * w;
+        if (vec) return src.Cast<F4>()[(baseOff >> 2) + j * (rowStride >> 2) + e];
+        F4 x = default;
+        x.X = src[baseOff + j * rowStride + e];
+        return x;
+    }
+
+    /// <summary>Item i of <see cref="LoadItem"/> into a shared row tile of row stride <see cref="DMax"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreItem(ArrayView<F4> dst4, int i, int w, F4 x, bool vec)
+    {
+        int j = i / w, e = i - j * w;
+        if (vec) dst4[j * R4 + e] = x;
+        else dst4.Cast<float>()[j * DMax + e] = x.X;
     }
 
     /// <summary>
@@ -844,6 +993,28 @@ internal static class AttentionKernels
         };
     }
 
+    /// <summary>Whether the rows of an operand laid out by <paramref name="x"/> in <paramref name="view"/> can move as float4:
+    /// D, the view's address (16-byte aligned), the layout's offset and strides all multiples of 4 elements.</summary>
+    internal static bool Vec(ArrayView<float> view, AttentionHeadsLayout x, int d)
+        => (d & 3) == 0 && view.Length > 0 && view.LoadEffectiveAddressAsPtr().ToInt64() % 16 == 0
+           && ((x.Offset | x.B | x.H | x.R) & 3) == 0;
+
+    /// <summary>The <c>FlagVec*</c> bits of the operands given (null: not used by the launch).</summary>
+    private static int VecFlags(int d, AttentionLayouts x, ArrayView<float>? q = null, ArrayView<float>? k = null, ArrayView<float>? v = null,
+        ArrayView<float>? go = null, ArrayView<float>? o = null, ArrayView<float>? gq = null, ArrayView<float>? gk = null, ArrayView<float>? gv = null)
+    {
+        int f = 0;
+        if (q is { } a && Vec(a, x.Q, d)) f |= FlagVecQ;
+        if (k is { } b && Vec(b, x.K, d)) f |= FlagVecK;
+        if (v is { } c && Vec(c, x.V, d)) f |= FlagVecV;
+        if (go is { } e && Vec(e, x.GO, d)) f |= FlagVecGO;
+        if (o is { } g && Vec(g, x.O, d)) f |= FlagVecO;
+        if (gq is { } h && Vec(h, x.GQ, d)) f |= FlagVecGQ;
+        if (gk is { } i && Vec(i, x.GK, d)) f |= FlagVecGK;
+        if (gv is { } j && Vec(j, x.GV, d)) f |= FlagVecGV;
+        return f;
+    }
+
     private static void Need(string op, string name, ArrayView<float> view, long n, string shape)
     {
         if (view.Length < n) throw new ArgumentException($"{op}: {name} has {view.Length} elements, needs {n} for {shape}");
@@ -906,6 +1077,7 @@ internal static class AttentionKernels
             a.MaskOff = m.Offset; a.MaskSB = m.B; a.MaskSH = m.H; a.MaskSL = m.L; a.MaskSS = m.S;
         }
         if ((long)b * h * l == 0) return;
+        a.Flags |= VecFlags(d, layouts, q: q, k: k, v: v, o: o);
         int gs = GroupSize(acc, op, groupSize);
         var kern = For(acc).Fwd ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionParams>(ForwardKernel);
         long tiles = (long)b * h * ((l + QT - 1) / QT);
@@ -943,6 +1115,7 @@ internal static class AttentionKernels
         Need(op, "q", q, x.Q, b, h, l, d, shape); Need(op, "k", k, x.K, b, h, s, d, shape); Need(op, "v", v, x.V, b, h, s, d, shape);
         Need(op, "probs", probs, np, shape); Need(op, "go", go, x.GO, b, h, l, d, shape); Need(op, "gq", gq, x.GQ, b, h, l, d, shape);
         Need(op, "gk", gk, x.GK, b, h, s, d, shape); Need(op, "gv", gv, x.GV, b, h, s, d, shape); Need(op, "workspace", workspace, np, shape);
+        a.Flags |= VecFlags(d, layouts, q: q, k: k, v: v, go: go, gq: gq, gk: gk, gv: gv);
         int gs = GroupSize(acc, op, groupSize);
         var st = stream ?? acc.DefaultStream;
         var loaded = For(acc);
