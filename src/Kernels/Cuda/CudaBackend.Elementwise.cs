@@ -89,33 +89,73 @@ public struct CastOp<TS, TD, TIn, TOut> : IUnaryOp<TS, TD>
 /// </summary>
 internal static class ElementwiseKernels
 {
+    // Each thread takes its grid-stride elements four at a time (i, i + s, i + 2s, i + 3s: the same elements in the same
+    // order as one at a time) and loads all four before it stores any. One element per iteration keeps one load per operand
+    // in flight per thread, because the next iteration's load issues only after this iteration's store, which waits for its
+    // load: with 2,048 threads per SM that is 8 KB of 4-byte loads per SM, about a quarter of what an H200 needs in flight
+    // to reach its bandwidth. Every element is still computed by itself, so the values are those of the one-at-a-time loop.
+
     public static void Map<T, TR, TOp>(ArrayView<T> x, ArrayView<TR> y, Strided3 l, int n, TOp op)
         where T : unmanaged where TR : unmanaged where TOp : struct, IUnaryOp<T, TR>
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
+        for (int i0 = Grid.GlobalIndex.X; i0 < n;)
         {
-            l.Offsets(i, out int o0, out int o1, out _);
-            y[o1] = op.Apply(x[o0]);
+            int i1 = KMath.NextGridStride(i0, n), i2 = KMath.NextGridStride(i1, n), i3 = KMath.NextGridStride(i2, n);
+            l.Offsets(i0, out int a0, out int y0, out _);
+            int a1 = 0, a2 = 0, a3 = 0, y1 = 0, y2 = 0, y3 = 0;
+            T x0 = x[a0], x1 = default, x2 = default, x3 = default;
+            if (i1 < n) { l.Offsets(i1, out a1, out y1, out _); x1 = x[a1]; }
+            if (i2 < n) { l.Offsets(i2, out a2, out y2, out _); x2 = x[a2]; }
+            if (i3 < n) { l.Offsets(i3, out a3, out y3, out _); x3 = x[a3]; }
+            y[y0] = op.Apply(x0);
+            if (i1 < n) y[y1] = op.Apply(x1);
+            if (i2 < n) y[y2] = op.Apply(x2);
+            if (i3 < n) y[y3] = op.Apply(x3);
+            i0 = KMath.NextGridStride(i3, n);
         }
     }
 
     public static void Zip<T, TR, TOp>(ArrayView<T> a, ArrayView<T> b, ArrayView<TR> y, Strided3 l, int n, TOp op)
         where T : unmanaged where TR : unmanaged where TOp : struct, IBinaryOp<T, TR>
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
+        for (int i0 = Grid.GlobalIndex.X; i0 < n;)
         {
-            l.Offsets(i, out int o0, out int o1, out int o2);
-            y[o2] = op.Apply(a[o0], b[o1]);
+            int i1 = KMath.NextGridStride(i0, n), i2 = KMath.NextGridStride(i1, n), i3 = KMath.NextGridStride(i2, n);
+            l.Offsets(i0, out int a0, out int b0, out int y0);
+            int a1 = 0, a2 = 0, a3 = 0, b1 = 0, b2 = 0, b3 = 0, y1 = 0, y2 = 0, y3 = 0;
+            T u0 = a[a0], v0 = b[b0], u1 = default, v1 = default, u2 = default, v2 = default, u3 = default, v3 = default;
+            if (i1 < n) { l.Offsets(i1, out a1, out b1, out y1); u1 = a[a1]; v1 = b[b1]; }
+            if (i2 < n) { l.Offsets(i2, out a2, out b2, out y2); u2 = a[a2]; v2 = b[b2]; }
+            if (i3 < n) { l.Offsets(i3, out a3, out b3, out y3); u3 = a[a3]; v3 = b[b3]; }
+            y[y0] = op.Apply(u0, v0);
+            if (i1 < n) y[y1] = op.Apply(u1, v1);
+            if (i2 < n) y[y2] = op.Apply(u2, v2);
+            if (i3 < n) y[y3] = op.Apply(u3, v3);
+            i0 = KMath.NextGridStride(i3, n);
         }
     }
 
     /// <summary>y (contiguous, from yOff) ← c ? a : b.</summary>
     public static void Where<T>(ArrayView<byte> c, ArrayView<T> a, ArrayView<T> b, ArrayView<T> y, Strided3 l, int n, int yOff) where T : unmanaged
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
+        for (int i0 = Grid.GlobalIndex.X; i0 < n;)
         {
-            l.Offsets(i, out int o0, out int o1, out int o2);
-            y[yOff + i] = c[o0] != 0 ? a[o1] : b[o2];
+            int i1 = KMath.NextGridStride(i0, n), i2 = KMath.NextGridStride(i1, n), i3 = KMath.NextGridStride(i2, n);
+            l.Offsets(i0, out int c0, out int a0, out int b0);
+            int c1 = 0, c2 = 0, c3 = 0, a1 = 0, a2 = 0, a3 = 0, b1 = 0, b2 = 0, b3 = 0;
+            if (i1 < n) l.Offsets(i1, out c1, out a1, out b1);
+            if (i2 < n) l.Offsets(i2, out c2, out a2, out b2);
+            if (i3 < n) l.Offsets(i3, out c3, out a3, out b3);
+            byte k0 = c[c0], k1 = i1 < n ? c[c1] : (byte)0, k2 = i2 < n ? c[c2] : (byte)0, k3 = i3 < n ? c[c3] : (byte)0;
+            T v0 = k0 != 0 ? a[a0] : b[b0], v1 = default, v2 = default, v3 = default;
+            if (i1 < n) v1 = k1 != 0 ? a[a1] : b[b1];
+            if (i2 < n) v2 = k2 != 0 ? a[a2] : b[b2];
+            if (i3 < n) v3 = k3 != 0 ? a[a3] : b[b3];
+            y[yOff + i0] = v0;
+            if (i1 < n) y[yOff + i1] = v1;
+            if (i2 < n) y[yOff + i2] = v2;
+            if (i3 < n) y[yOff + i3] = v3;
+            i0 = KMath.NextGridStride(i3, n);
         }
     }
 
@@ -132,8 +172,20 @@ internal static class ElementwiseKernels
     public static void Grad<T, TOp>(ArrayView<T> x, ArrayView<T> y, ArrayView<T> gy, ArrayView<T> gx, int n, TOp op)
         where T : unmanaged where TOp : struct, IGradOp<T>
     {
-        for (int i = Grid.GlobalIndex.X; i < n; i = KMath.NextGridStride(i, n))
-            gx[i] = op.Grad(x[i], y[i], gy[i]);
+        for (int i0 = Grid.GlobalIndex.X; i0 < n;)
+        {
+            int i1 = KMath.NextGridStride(i0, n), i2 = KMath.NextGridStride(i1, n), i3 = KMath.NextGridStride(i2, n);
+            T x0 = x[i0], y0 = y[i0], g0 = gy[i0], x1 = default, y1 = default, g1 = default;
+            T x2 = default, y2 = default, g2 = default, x3 = default, y3 = default, g3 = default;
+            if (i1 < n) { x1 = x[i1]; y1 = y[i1]; g1 = gy[i1]; }
+            if (i2 < n) { x2 = x[i2]; y2 = y[i2]; g2 = gy[i2]; }
+            if (i3 < n) { x3 = x[i3]; y3 = y[i3]; g3 = gy[i3]; }
+            gx[i0] = op.Grad(x0, y0, g0);
+            if (i1 < n) gx[i1] = op.Grad(x1, y1, g1);
+            if (i2 < n) gx[i2] = op.Grad(x2, y2, g2);
+            if (i3 < n) gx[i3] = op.Grad(x3, y3, g3);
+            i0 = KMath.NextGridStride(i3, n);
+        }
     }
 }
 
