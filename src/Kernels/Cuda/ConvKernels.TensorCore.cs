@@ -33,10 +33,51 @@ public static partial class ConvKernels
     private const int TcBM = TensorCoreGemm.BM, TcBN = TensorCoreGemm.BN, TcBK = TensorCoreGemm.BK;
     private const int TcAStride = TensorCoreGemm.AStride, TcBStride = TensorCoreGemm.BStride;
 
-    private static void StoreTc(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int zOff, int m, int col, float v)
+    /// <summary>Element e of a shared C block headed for <see cref="StoreTcBlock"/>: its value, bias and output index, loaded.</summary>
+    private struct TcPending
     {
-        if (m >= s.M || col < 0) return;
-        o[col + m * s.OutStride + zOff] = v + (s.HasBias != 0 ? bias[m] : 0f);
+        public float V, B;
+        public int O;
+        public bool Live;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TcPending LoadTcPending(ArrayView<float> bias, ConvGemmShape s, int zOff, ArrayView<float> shared, ArrayView<ConvCol> cols,
+        int e, int end, int width, int stride, int row0)
+    {
+        var p = default(TcPending);
+        if (e >= end) return p;
+        int r = e / width, c = e - r * width, m = row0 + r;
+        int col = cols[c].Out;
+        if (m >= s.M || col < 0) return p;
+        p.Live = true;
+        p.V = shared[r * stride + c];
+        p.O = col + m * s.OutStride + zOff;
+        if (s.HasBias != 0) p.B = bias[m];
+        return p;
+    }
+
+    /// <summary>
+    /// o[cols[c].Out + m·OutStride + zOff] ← v (+ bias[m]) over a shared C block (elements e &lt; <paramref name="end"/>: row
+    /// m = <paramref name="row0"/> + e / width, column table entry c = e % width, shared word (e / width)·stride + c; rows
+    /// past M and columns whose entry is negative skipped), four elements per thread at a time with their loads (shared
+    /// value, column entry, bias) issued before the first store. Same values as one at a time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTcBlock(ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int zOff, ArrayView<float> shared,
+        ArrayView<ConvCol> cols, int end, int width, int stride, int row0, int tid, int nt)
+    {
+        for (int e = tid; e < end; e += 4 * nt)
+        {
+            var p0 = LoadTcPending(bias, s, zOff, shared, cols, e, end, width, stride, row0);
+            var p1 = LoadTcPending(bias, s, zOff, shared, cols, e + nt, end, width, stride, row0);
+            var p2 = LoadTcPending(bias, s, zOff, shared, cols, e + 2 * nt, end, width, stride, row0);
+            var p3 = LoadTcPending(bias, s, zOff, shared, cols, e + 3 * nt, end, width, stride, row0);
+            if (p0.Live) o[p0.O] = p0.V + (s.HasBias != 0 ? p0.B : 0f);
+            if (p1.Live) o[p1.O] = p1.V + (s.HasBias != 0 ? p1.B : 0f);
+            if (p2.Live) o[p2.O] = p2.V + (s.HasBias != 0 ? p2.B : 0f);
+            if (p3.Live) o[p3.O] = p3.V + (s.HasBias != 0 ? p3.B : 0f);
+        }
     }
 
     // -----------------------------------------------------------------------------------------------------------------
@@ -224,7 +265,7 @@ public static partial class ConvKernels
                 if (warp < TcBM / 16) TensorCoreGemm.SpillAccumulators(Cs, r0, g, t);
                 Group.Barrier();
             }
-            for (int e = tid; e < TcBM * TcBN; e += nt) StoreTc(o, bias, s, zOff, m0 + e / TcBN, cols[e % TcBN].Out, Cs[e]);
+            StoreTcBlock(o, bias, s, zOff, Cs, cols, TcBM * TcBN, TcBN, TcBN, m0, tid, nt);
             Group.Barrier();   // the tables (and Cs) are rewritten for the next tile only after every thread has read them
         }
     }
@@ -302,10 +343,10 @@ public static partial class ConvKernels
                 // the last barrier of the k loop (or the prologue's) ends every read of the stage buffers, which Cs overlaps
                 TensorCoreGemm.SpillAccumulators128(Cs, r0, c0, g, t);
                 Group.Barrier();
-                for (int e = tid; e < bm * bn; e += nt) StoreTc(o, bias, s, zOff, m0 + e / bn, cols[e % bn].Out, Cs[e / bn * cStride + e % bn]);
+                StoreTcBlock(o, bias, s, zOff, Cs, cols, bm * bn, bn, cStride, m0, tid, nt);
             }
             else
-                for (int e = tid; e < bm * bn; e += nt) StoreTc(o, bias, s, zOff, m0 + e / bn, cols[e % bn].Out, Ce[e / bn * cStride + e % bn]);
+                StoreTcBlock(o, bias, s, zOff, Ce, cols, bm * bn, bn, cStride, m0, tid, nt);
             Group.Barrier();   // the tables and the C tile are rewritten for the next tile only after every thread has read them
         }
     }

@@ -111,8 +111,7 @@ public static partial class ConvKernels
         else   // the portable path's half of the emulated tile, so the store below runs on the emulator as on CUDA
             for (int e = tid; e < 64 * 128; e += nt) Cs[(e >> 7) * TensorCoreGemm.C3Stride + (e & 127)] = Ce[(64 * h + (e >> 7)) * TensorCoreGemm.C3Stride + (e & 127)];
         Group.Barrier();
-        for (int e = tid; e < 64 * 128; e += nt)
-            StoreTc(o, bias, s, zOff, m0 + 64 * h + (e >> 7), cols[e & 127].Out, Cs[(e >> 7) * TensorCoreGemm.C3Stride + (e & 127)]);
+        StoreTcBlock(o, bias, s, zOff, Cs, cols, 64 * 128, 128, TensorCoreGemm.C3Stride, m0 + 64 * h, tid, nt);
         Group.Barrier();
     }
 

@@ -453,9 +453,7 @@ public static partial class ConvKernels
         long step = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < count; i += step)
         {
-            float acc = 0f;
-            for (int z = 0; z < splits; z++) acc += ws[(long)z * count + i];
-            o[i] = acc;
+            o[i] = KMath.SumStrided(ws, i, count, splits);
         }
     }
 

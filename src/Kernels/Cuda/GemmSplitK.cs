@@ -116,8 +116,7 @@ public static class GemmSplitK
         long mn = (long)s.M * s.N, step = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < mn; i += step)
         {
-            float acc = 0f;
-            for (int z = 0; z < s.K; z++) acc += ws[z * mn + i];
+            float acc = KMath.SumStrided(ws, i, mn, s.K);
             int m = (int)(i / s.N), n = (int)(i - (long)m * s.N);
             long ci = (long)m * s.Ldc + n;
             float r = s.Alpha * acc;

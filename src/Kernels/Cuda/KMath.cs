@@ -1,3 +1,4 @@
+using ILGPU;
 namespace FashionViL.Kernels.Cuda;
 
 /// <summary>
@@ -18,6 +19,26 @@ public static class KMath
     {
         long j = (long)i + (long)ILGPU.Grid.DimX * ILGPU.Group.DimX;
         return j < n ? (int)j : n;
+    }
+
+    /// <summary>
+    /// Σ_z v[i + z·stride] for z = 0 .. count − 1, added in that order to a float that starts at +0 — the bits of the
+    /// one-at-a-time loop — with four loads issued before their four adds. (A loop that adds each load as it arrives issues
+    /// the next load only after the add, so it keeps one load in flight and pays one memory latency per term: the split-K
+    /// reductions.)
+    /// </summary>
+    public static float SumStrided(ArrayView<float> v, long i, long stride, int count)
+    {
+        float acc = 0f;
+        int z = 0;
+        for (; z + 4 <= count; z += 4)
+        {
+            long p = i + z * stride;
+            float a = v[p], b = v[p + stride], c = v[p + 2 * stride], d = v[p + 3 * stride];
+            acc += a; acc += b; acc += c; acc += d;
+        }
+        for (; z < count; z++) acc += v[i + z * stride];
+        return acc;
     }
 
     public static bool IsNaN(float v) => float.IsNaN(v);

@@ -411,13 +411,11 @@ public static partial class TensorCoreGemm
                     // the last barrier of the k loop (or of the previous tile) ends every read of the stage buffers
                     if (warp < 8) SpillAccumulators128(Cs, r0, c0, g, t);
                     Group.Barrier();
-                    for (int e = tid; e < BM2 * BN2; e += nt)
-                        Store(c, bias, s, cOff, m0 + e / BN2, n0 + e % BN2, Cs[e / BN2 * C2Stride + e % BN2]);
+                    StoreBlock(c, bias, s, cOff, Cs, BM2 * BN2, BN2, C2Stride, m0, n0, tid, nt);
                 }
                 else
                 {
-                    for (int e = tid; e < BM2 * BN2; e += nt)
-                        Store(c, bias, s, cOff, m0 + e / BN2, n0 + e % BN2, Ce[e / BN2 * C2Stride + e % BN2]);
+                    StoreBlock(c, bias, s, cOff, Ce, BM2 * BN2, BN2, C2Stride, m0, n0, tid, nt);
                 }
                 Group.Barrier();   // the buffer is rewritten for the next tile only after every thread has read it
             }

@@ -324,8 +324,7 @@ public static partial class TensorCoreGemm
         else   // the portable path's half of the emulated tile, so the store below runs on the emulator as on CUDA
             for (int e = tid; e < 64 * BN3; e += nt) Cs[(e >> 7) * C3Stride + (e & (BN3 - 1))] = Ce[(64 * h + (e >> 7)) * C3Stride + (e & (BN3 - 1))];
         Group.Barrier();
-        for (int e = tid; e < 64 * BN3; e += nt)
-            Store(c, bias, s, cOff, m0 + 64 * h + (e >> 7), n0 + (e & (BN3 - 1)), Cs[(e >> 7) * C3Stride + (e & (BN3 - 1))]);
+        StoreBlock(c, bias, s, cOff, Cs, 64 * BN3, BN3, C3Stride, m0 + 64 * h, n0, tid, nt);
         Group.Barrier();
     }
 

@@ -75,20 +75,69 @@ public static partial class TensorCoreGemm
     /// <summary>Two bf16 operands (already rounded, in the upper halves) packed as one b32 register: lo = first (lower k).</summary>
     private static uint Pack(uint lo, uint hi) => (lo >> 16) | (hi & 0xFFFF0000u);
 
-    private static float Epilogue(float acc, ArrayView<float> c, ArrayView<float> bias, GemmShape s, long ci, int n)
+    /// <summary>The epilogue from values already loaded: α·acc (+ β·old) (+ b), then GELU when asked.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float EpilogueOf(float acc, float old, float b, GemmShape s)
     {
         float r = s.Alpha * acc;
-        if (s.Beta != 0f) r += s.Beta * c[ci];
-        if ((s.Flags & FlagBias) != 0) r += bias[n];
+        if (s.Beta != 0f) r += s.Beta * old;
+        if ((s.Flags & FlagBias) != 0) r += b;
         if ((s.Flags & FlagGelu) != 0) r = ScalarMath.GeluF(r);
         return r;
     }
 
-    private static void Store(ArrayView<float> c, ArrayView<float> bias, GemmShape s, long cOff, int row, int col, float v)
+    /// <summary>
+    /// Element e &lt; <paramref name="end"/> of a row-major shared C block of <paramref name="width"/> columns (row stride
+    /// <paramref name="stride"/>), C row <paramref name="row0"/> + e / width, column <paramref name="n0"/> + e % width: its
+    /// accumulator and the operands of its epilogue (bias, and C when β ≠ 0), loaded; <see cref="StoreLoaded"/> stores it.
+    /// </summary>
+    private struct Pending
     {
-        if (row >= s.M || col >= s.N) return;
-        long ci = cOff + (long)row * s.Ldc + col;
-        c[ci] = Epilogue(v, c, bias, s, ci, col);
+        public float V, Old, B;
+        public long Ci;
+        public bool Live;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Pending LoadPending(ArrayView<float> c, ArrayView<float> bias, GemmShape s, long cOff, ArrayView<float> shared,
+        int e, int end, int width, int stride, int row0, int n0)
+    {
+        var p = default(Pending);
+        if (e >= end) return p;
+        int r = e / width, col = e - r * width, row = row0 + r, n = n0 + col;
+        if (row >= s.M || n >= s.N) return p;
+        p.Live = true;
+        p.V = shared[r * stride + col];
+        p.Ci = cOff + (long)row * s.Ldc + n;
+        if (s.Beta != 0f) p.Old = c[p.Ci];
+        if ((s.Flags & FlagBias) != 0) p.B = bias[n];
+        return p;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreLoaded(ArrayView<float> c, GemmShape s, Pending p)
+    {
+        if (p.Live) c[p.Ci] = EpilogueOf(p.V, p.Old, p.B, s);
+    }
+
+    /// <summary>
+    /// Writes a shared C block (elements e &lt; <paramref name="end"/>, see <see cref="LoadPending"/>) to C through the
+    /// epilogue, each thread four elements (e, e + nt, e + 2nt, e + 3nt) at a time with all their loads issued before the
+    /// first store: a loop that loads and stores one element at a time waits a load latency (the bias, C when β ≠ 0, the
+    /// shared value) per element. The values are those of that loop.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void StoreBlock(ArrayView<float> c, ArrayView<float> bias, GemmShape s, long cOff, ArrayView<float> shared,
+        int end, int width, int stride, int row0, int n0, int tid, int nt)
+    {
+        for (int e = tid; e < end; e += 4 * nt)
+        {
+            var p0 = LoadPending(c, bias, s, cOff, shared, e, end, width, stride, row0, n0);
+            var p1 = LoadPending(c, bias, s, cOff, shared, e + nt, end, width, stride, row0, n0);
+            var p2 = LoadPending(c, bias, s, cOff, shared, e + 2 * nt, end, width, stride, row0, n0);
+            var p3 = LoadPending(c, bias, s, cOff, shared, e + 3 * nt, end, width, stride, row0, n0);
+            StoreLoaded(c, s, p0); StoreLoaded(c, s, p1); StoreLoaded(c, s, p2); StoreLoaded(c, s, p3);
+        }
     }
 
     // ---------------------------------------------------------------- the warp's accumulators and mma (CUDA only)
@@ -335,7 +384,7 @@ public static partial class TensorCoreGemm
                     if (warp < BM / 16) SpillAccumulators(Cs, r0, g, t);
                     Group.Barrier();
                 }
-                for (int e = tid; e < BM * BN; e += nt) Store(c, bias, s, cOff, m0 + e / BN, n0 + e % BN, Cs[e]);
+                StoreBlock(c, bias, s, cOff, Cs, BM * BN, BN, BN, m0, n0, tid, nt);
                 Group.Barrier();   // Cs is rewritten for the next tile only after every thread has read it
             }
         }
