@@ -88,6 +88,13 @@ public static partial class Checks
             using var merged = o.Permute(0, 2, 1, 3);
             return merged.Reshape(2, 40, 768);
         }, 1e-4);
+        // Rows the kernels cannot move as float4 (row stride 65, offset 1: AttentionKernels.Vec is false for every operand), so
+        // the scalar row path runs on the device too; S = 37 and 21 query rows: key and query tiles with tails; dropout.
+        yield return new("attention (rows at odd offsets: scalar row path, dropout)", [[2, 2, 21, 65], [2, 2, 37, 65], [2, 2, 37, 65]], t =>
+        {
+            using var q = t[0].Narrow(3, 1, 64); using var k = t[1].Narrow(3, 1, 64); using var v = t[2].Narrow(3, 1, 64);
+            return Ops.Attention(q, k, v, null, 0.125, 0.1, true, new Generator(23));
+        }, 1e-4);
         // The VQ-VAE's mid-block attention: one 512-wide head over 7×7 positions, wider than the fused kernel's 128, so the
         // composed path (GEMM, softmax, GEMM) runs; with dropout to reach the Philox mask of the composed forward and backward.
         yield return new("attention (head dim 512, composed, dropout)", [[2, 1, 49, 512], [2, 1, 49, 512], [2, 1, 49, 512]],
