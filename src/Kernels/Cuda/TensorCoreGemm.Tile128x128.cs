@@ -324,7 +324,7 @@ public static partial class TensorCoreGemm
         else   // the portable path's half of the emulated tile, so the store below runs on the emulator as on CUDA
             for (int e = tid; e < 64 * BN3; e += nt) Cs[(e >> 7) * C3Stride + (e & (BN3 - 1))] = Ce[(64 * h + (e >> 7)) * C3Stride + (e & (BN3 - 1))];
         Group.Barrier();
-        StoreBlock(c, bias, s, cOff, Cs, 64 * BN3, BN3, C3Stride, m0 + 64 * h, n0, tid, nt);
+        StoreBlock2(c, bias, s, cOff, Cs, 64 * BN3, BN3, C3Stride, m0 + 64 * h, n0, tid, nt);
         Group.Barrier();
     }
 

@@ -140,6 +140,20 @@ public static partial class TensorCoreGemm
         }
     }
 
+    /// <summary><see cref="StoreBlock"/> two elements at a time: for the 128×128 tile, whose second half's warps still hold
+    /// their 64 accumulators while the first half is stored (four pending elements cost it a 4-byte spill at 128 registers).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void StoreBlock2(ArrayView<float> c, ArrayView<float> bias, GemmShape s, long cOff, ArrayView<float> shared,
+        int end, int width, int stride, int row0, int n0, int tid, int nt)
+    {
+        for (int e = tid; e < end; e += 2 * nt)
+        {
+            var p0 = LoadPending(c, bias, s, cOff, shared, e, end, width, stride, row0, n0);
+            var p1 = LoadPending(c, bias, s, cOff, shared, e + nt, end, width, stride, row0, n0);
+            StoreLoaded(c, s, p0); StoreLoaded(c, s, p1);
+        }
+    }
+
     // ---------------------------------------------------------------- the warp's accumulators and mma (CUDA only)
     //
     // The 16 accumulators of a lane live in PTX registers the inline assembly names itself (fvlc0..fvlc15, declared once by
