@@ -299,7 +299,58 @@ public static partial class Checks
         catch (Exception e) { Add(new(SameBitsName, "FAIL", double.NaN, 0, $"{e.GetType().Name}: {e.Message}")); }
         try { Add(TunedEqualsUntuned(device)); }
         catch (Exception e) { Add(new(TunedName, "FAIL", double.NaN, 0, $"{e.GetType().Name}: {e.Message}")); }
+        using (Tensor.Scope())
+        {
+            try { Add(Conv1x1GemmSameBits(device)); }
+            catch (Exception e) { Add(new(Conv1x1Name, "FAIL", double.NaN, 0, $"{e.GetType().Name}: {e.Message}")); }
+        }
         return results;
+    }
+
+    private const string Conv1x1Name = "conv 1x1 s1 as GEMM (FVL_CONV1X1=gemm) == direct kernels (bitwise, fp32/tf32)";
+
+    /// <summary>
+    /// <see cref="FashionViL.Kernels.Cuda.CudaBackend.Conv1x1AsGemm"/> on the device: a ResNet-50 layer1-shaped 1×1 convolution (256 → 64 channels
+    /// at 56², batch 2) forward and input gradient through the batched GEMM and through the direct kernels, in fp32 and tf32:
+    /// the same bits (as on the emulator), so that the switch is a pure speed choice.
+    /// </summary>
+    private static CheckResult Conv1x1GemmSameBits(Device device)
+    {
+        var be = (FashionViL.Kernels.Cuda.CudaBackend)Backends.Get(device);
+        var rng = new Random(41);
+        float[] R(int n) { var a = new float[n]; for (int i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 2 - 1); return a; }
+        using var x = Tensor.FromArray(R(2 * 256 * 56 * 56), 2, 256, 56, 56).To(device);
+        using var w = Tensor.FromArray(R(64 * 256), 64, 256, 1, 1).To(device);
+        using var gy = Tensor.FromArray(R(2 * 64 * 56 * 56), 2, 64, 56, 56).To(device);
+        var p = Conv2dParams.Symmetric(1, 0);
+        var failures = new List<string>();
+        bool was = FashionViL.Kernels.Cuda.CudaBackend.Conv1x1AsGemm;
+        try
+        {
+            foreach (var pr in new[] { Precision.Fp32, Precision.Tf32 })
+            {
+                float[][] Run(bool gemm)
+                {
+                    FashionViL.Kernels.Cuda.CudaBackend.Conv1x1AsGemm = gemm;
+                    using var y = Tensor.Empty([2, 64, 56, 56], DType.Float32, device);
+                    using var gx = Tensor.Empty([2, 256, 56, 56], DType.Float32, device);
+                    using (MatMulPrecision.Use(pr))
+                    {
+                        be.Conv2dForward(x, w, null, y, p);
+                        be.Conv2dBackwardInput(gy, w, gx, p);
+                    }
+                    return [y.To(Device.Cpu).ToArray<float>(), gx.To(Device.Cpu).ToArray<float>()];
+                }
+                var d = Run(false);
+                var g = Run(true);
+                int fy = Differing(g[0], d[0]), fx = Differing(g[1], d[1]);
+                if (fy > 0) failures.Add($"{pr} forward: {fy} of {d[0].Length} differ");
+                if (fx > 0) failures.Add($"{pr} input gradient: {fx} of {d[1].Length} differ");
+            }
+        }
+        finally { FashionViL.Kernels.Cuda.CudaBackend.Conv1x1AsGemm = was; }
+        return failures.Count == 0 ? new(Conv1x1Name, "PASS", 0, 0, "forward and input gradient bit for bit, fp32 and tf32")
+            : new(Conv1x1Name, "FAIL", double.NaN, 0, string.Join("; ", failures));
     }
 
     private const string AdamWManyName = "adamw multi-tensor (32 per launch)";

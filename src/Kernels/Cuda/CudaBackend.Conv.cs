@@ -33,6 +33,12 @@ public sealed partial class CudaBackend
             WinogradForward(xc, wc, bias, y, flipped: false, WinogradTile(precision));
             return;
         }
+        if (Conv1x1Gemm(w, x.Sizes[2], x.Sizes[3], p, bias) && y.Sizes[0] == x.Sizes[0] && y.Sizes[1] == w.Sizes[0]
+            && y.Sizes[2] == x.Sizes[2] && y.Sizes[3] == x.Sizes[3])
+        {
+            Conv1x1Batched(wc, xc, y, transposed: false);   // y[n] (C_out × HW) = W (C_out × C_in) · x[n] (C_in × HW)
+            return;
+        }
         using var wr = RoundedWeight(wc, precision, (long)y.Sizes[0] * y.Sizes[2] * y.Sizes[3]);
         ConvKernels.Conv2dForward(Acc, Stream, View<float>(xc), View<float>(wr ?? wc), bias is null ? default : View<float>(bias), View<float>(y),
             x.Sizes[0], x.Sizes[1], x.Sizes[2], x.Sizes[3], w.Sizes[0], w.Sizes[2], w.Sizes[3], p, precision: precision, weightRounded: wr is not null);
@@ -55,6 +61,49 @@ public sealed partial class CudaBackend
         set => _winograd = value;
     }
     private static WinogradMode? _winograd;
+
+    /// <summary>
+    /// Whether 1×1, stride-1, padding-0 convolutions without bias whose planes hold at least <see cref="Conv1x1MinPlane"/>
+    /// positions run their forward pass and input gradient as one strided-batched GEMM through <see cref="MatMul"/>:
+    /// y[n] = W·x[n] and gx[n] = Wᵀ·gy[n], the NCHW planes being the GEMM's columns, so no im2col gather and 16-byte
+    /// operand loads (ResNet-50's 1×1 convolutions at 56² and 28²: about a fifth of its convolution FLOPs).
+    /// <c>FVL_CONV1X1</c> = <c>direct</c> (default) or <c>gemm</c>; an A/B switch for a device (not timed on a GPU yet). The
+    /// weight gradients keep the direct kernel. Read once, at the first use (an invalid value throws there, naming it; the
+    /// CLI checks it at start). Settable for tests.
+    /// </summary>
+    public static bool Conv1x1AsGemm
+    {
+        get => _conv1x1 ??= ParseConv1x1(Environment.GetEnvironmentVariable("FVL_CONV1X1"));
+        set => _conv1x1 = value;
+    }
+    private static bool? _conv1x1;
+
+    /// <summary>output[n] = op(W)·input[n] over contiguous NCHW planes, W [C_out, C_in, 1, 1] (transposed: Wᵀ, the input
+    /// gradient): one strided-batched GEMM through <see cref="MatMul"/>, W shared by every image.</summary>
+    private void Conv1x1Batched(Tensor w, Tensor input, Tensor output, bool transposed)
+    {
+        int n = input.Sizes[0], ci = input.Sizes[1], co = output.Sizes[1], hw = input.Sizes[2] * input.Sizes[3];
+        using var w2 = w.AsStrided([w.Sizes[0], w.Sizes[1]], [w.Sizes[1], 1], w.Offset);
+        using var in3 = input.AsStrided([n, ci, hw], [ci * hw, hw, 1], input.Offset);
+        using var out3 = output.AsStrided([n, co, hw], [co * hw, hw, 1], output.Offset);
+        MatMul(w2, in3, out3, transposed, false);
+    }
+
+    internal static bool ParseConv1x1(string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "direct" => false,
+        "gemm" => true,
+        _ => throw new ArgumentException($"FVL_CONV1X1 = '{value}' is not a 1×1 convolution setting: direct (default) or gemm"),
+    };
+
+    /// <summary>Fewest positions per plane for <see cref="Conv1x1AsGemm"/> (each image's plane is a row of 128-wide column
+    /// tiles: at 14² or 7² most of a tile would be idle, where the direct kernel tiles batch × plane). Settable for tests.</summary>
+    internal static int Conv1x1MinPlane { get; set; } = 512;
+
+    private static bool Conv1x1Gemm(Tensor w, int h, int wd, Conv2dParams p, Tensor? bias)
+        => Conv1x1AsGemm && bias is null && w.Sizes[2] == 1 && w.Sizes[3] == 1 && p.StrideH == 1 && p.StrideW == 1
+           && p.PadTop == 0 && p.PadBottom == 0 && p.PadLeft == 0 && p.PadRight == 0 && (long)h * wd >= Conv1x1MinPlane
+           && (long)h * wd * Math.Max(w.Sizes[0], w.Sizes[1]) <= int.MaxValue;
 
     internal static WinogradMode ParseWinograd(string? value) => value?.Trim().ToLowerInvariant() switch
     {
@@ -133,6 +182,12 @@ public sealed partial class CudaBackend
             // a 3×3 stride-1 padding-1 convolution's input gradient is one of the output gradient with the kernel transposed
             // and rotated by 180° (padding 1 again)
             WinogradForward(gyc, wc, null, gx, flipped: true, WinogradTile(precision));
+            return;
+        }
+        if (Conv1x1Gemm(w, gx.Sizes[2], gx.Sizes[3], p, null) && gy.Sizes[0] == gx.Sizes[0] && gy.Sizes[1] == w.Sizes[0]
+            && gx.Sizes[1] == w.Sizes[1] && gy.Sizes[2] == gx.Sizes[2] && gy.Sizes[3] == gx.Sizes[3])
+        {
+            Conv1x1Batched(wc, gyc, gx, transposed: true);   // gx[n] (C_in × HW) = Wᵀ (C_in × C_out) · gy[n] (C_out × HW)
             return;
         }
         using var wr = RoundedWeight(wc, precision, (long)gx.Sizes[0] * gx.Sizes[2] * gx.Sizes[3]);

@@ -18,6 +18,7 @@ public static class InfoCommand
                $"attention {(Kernels.Cuda.CudaBackend.ComposedAttention ? "composed" : "fused")} (FVL_ATTENTION), " +
                $"Winograd 3×3 {Kernels.Cuda.CudaBackend.Winograd switch { Kernels.Cuda.WinogradMode.F2x2 => "f2", Kernels.Cuda.WinogradMode.F4x4 => "f4", _ => "off" }} (FVL_WINOGRAD), " +
                $"tf32 weight gradients {(Kernels.Cuda.ConvKernels.Tf32WeightGradientsOnTensorCores ? "tc" : "rule")} (FVL_TF32_WGRAD), " +
+               $"1×1 convolutions {(Kernels.Cuda.CudaBackend.Conv1x1AsGemm ? "gemm" : "direct")} (FVL_CONV1X1), " +
                $"operand pre-rounding {(Kernels.Cuda.CudaBackend.PreRoundOperands ? "on" : "off")} (FVL_PREROUND)";
     }
 
