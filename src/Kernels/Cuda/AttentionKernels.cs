@@ -98,9 +98,18 @@ public struct AttentionParams
 /// formed in the same order from zero (e ascending for a score; j, then l, ascending within a tile, the tile's sum then
 /// added to the accumulator), so results are bitwise those of the scalar loops, on every path and group size.
 /// </para>
+/// <para>
+/// Loads in flight (issue 7, session 20): rows move between global and shared memory four items per thread at a time, all
+/// four read before any is written (<see cref="MoveRows"/>; float4 items where <see cref="Vec"/> allows), kernel 2 loads a
+/// query tile's q, gO, P and gS in one round, kernel 1's row passes four elements per lane, and the scores load their mask
+/// values before the dot products: a load issued after a store waits for that store's operand, so one-at-a-time loops held
+/// one load per thread in flight. Values and order are unchanged, so are the bits.
+/// </para>
+/// <para>
 /// Tile sizes are constants, the group size a launch parameter (a multiple of the warp size: 128 on a GPU, 2 on the CPU
 /// accelerator), reductions use <see cref="Warp.WarpSize"/>. Shared memory: 41 728 bytes per group (forward and kernel 1),
 /// 34 816 (kernel 2), under the 48 KiB ILGPU can launch. Kernels never throw; the launchers validate every size first.
+/// </para>
 /// </summary>
 internal static class AttentionKernels
 {
