@@ -304,6 +304,22 @@ internal static class IndexKernels
     /// tile's distances in ascending k, so the running argmin sees codes in index order. Every code's dot product and
     /// norm are summed in the same order whatever its position, so equal codebook rows give bit-equal distances.
     /// </summary>
+    /// <summary>Element q of the z chunk (row r0 + q / VqDims, feature d0 + q % VqDims), 0 past the rows, the features or the chunk.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static float VqZ(ArrayView<float> z, int q, int r0, int n, int d, int d0)
+    {
+        int r = q / VqDims, f = q - r * VqDims;
+        return q < VqRows * VqDims && r0 + r < n && d0 + f < d ? z[(long)(r0 + r) * d + d0 + f] : 0f;
+    }
+
+    /// <summary>Element q of the codebook chunk (code k0 + q / VqDims, feature d0 + q % VqDims), 0 past the codes, the features or the chunk.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static float VqE(ArrayView<float> e, int q, int k0, int kCount, int d, int d0)
+    {
+        int kk = q / VqDims, f = q - kk * VqDims;
+        return q < VqCodes * VqDims && k0 + kk < kCount && d0 + f < d ? e[(long)(k0 + kk) * d + d0 + f] : 0f;
+    }
+
     internal static void VqLookupKernel(ArrayView<float> z, ArrayView<float> e, ArrayView<long> ids, int n, int kCount, int d)
     {
         var zs = SharedMemory.Allocate<float>(VqRows * VqDims);
@@ -336,15 +352,25 @@ internal static class IndexKernels
                 for (int d0 = 0; d0 < d; d0 += VqDims)
                 {
                     Group.Barrier();   // previous chunk's readers are done (and the zeroing above is visible)
-                    for (int q = tid; q < VqRows * VqDims; q += gs)
+                    // four elements per thread at a time, all loaded before any is stored (a load issued after a store waits
+                    // for that store's operand: one at a time, each chunk cost 12 memory latencies per thread, not 3)
+                    for (int q = tid; q < VqRows * VqDims; q += 4 * gs)
                     {
-                        int r = q / VqDims, f = q - r * VqDims;
-                        zs[q] = r0 + r < n && d0 + f < d ? z[(long)(r0 + r) * d + d0 + f] : 0f;
+                        float v0 = VqZ(z, q, r0, n, d, d0), v1 = VqZ(z, q + gs, r0, n, d, d0);
+                        float v2 = VqZ(z, q + 2 * gs, r0, n, d, d0), v3 = VqZ(z, q + 3 * gs, r0, n, d, d0);
+                        zs[q] = v0;
+                        if (q + gs < VqRows * VqDims) zs[q + gs] = v1;
+                        if (q + 2 * gs < VqRows * VqDims) zs[q + 2 * gs] = v2;
+                        if (q + 3 * gs < VqRows * VqDims) zs[q + 3 * gs] = v3;
                     }
-                    for (int q = tid; q < VqCodes * VqDims; q += gs)
+                    for (int q = tid; q < VqCodes * VqDims; q += 4 * gs)
                     {
-                        int kk = q / VqDims, f = q - kk * VqDims;
-                        es[kk * VqEsStride + f] = k0 + kk < kCount && d0 + f < d ? e[(long)(k0 + kk) * d + d0 + f] : 0f;
+                        float v0 = VqE(e, q, k0, kCount, d, d0), v1 = VqE(e, q + gs, k0, kCount, d, d0);
+                        float v2 = VqE(e, q + 2 * gs, k0, kCount, d, d0), v3 = VqE(e, q + 3 * gs, k0, kCount, d, d0);
+                        es[q / VqDims * VqEsStride + q % VqDims] = v0;
+                        if (q + gs < VqCodes * VqDims) es[(q + gs) / VqDims * VqEsStride + (q + gs) % VqDims] = v1;
+                        if (q + 2 * gs < VqCodes * VqDims) es[(q + 2 * gs) / VqDims * VqEsStride + (q + 2 * gs) % VqDims] = v2;
+                        if (q + 3 * gs < VqCodes * VqDims) es[(q + 3 * gs) / VqDims * VqEsStride + (q + 3 * gs) % VqDims] = v3;
                     }
                     Group.Barrier();
                     // a thread owns row r and codes j, j+Q, j+2Q, j+3Q: one z load per four FMAs; across a warp the
