@@ -380,12 +380,22 @@ public static partial class ConvKernels
             };
     }
 
-    /// <summary>dst[i] = src[i] rounded as the tensor-core kernels round an operand (<see cref="TensorCoreGemm.Rounded"/>).</summary>
+    /// <summary>dst[i] = src[i] rounded as the tensor-core kernels round an operand (<see cref="TensorCoreGemm.Rounded"/>): each
+    /// thread takes its grid-stride elements four at a time and loads all four before it stores any (one at a time kept one
+    /// load in flight per thread, like the elementwise kernels did).</summary>
     internal static void RoundOperandsKernel(ArrayView<float> src, ArrayView<float> dst, int count, int bf16)
     {
         long step = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < count; i += step)
-            dst[i] = Interop.IntAsFloat(TensorCoreGemm.Rounded(src[i], bf16 != 0));
+        bool b = bf16 != 0;
+        for (long i = Grid.GlobalIndex.X; i < count; i += 4 * step)
+        {
+            long i1 = i + step, i2 = i1 + step, i3 = i2 + step;
+            float x0 = src[i], x1 = i1 < count ? src[i1] : 0f, x2 = i2 < count ? src[i2] : 0f, x3 = i3 < count ? src[i3] : 0f;
+            dst[i] = Interop.IntAsFloat(TensorCoreGemm.Rounded(x0, b));
+            if (i1 < count) dst[i1] = Interop.IntAsFloat(TensorCoreGemm.Rounded(x1, b));
+            if (i2 < count) dst[i2] = Interop.IntAsFloat(TensorCoreGemm.Rounded(x2, b));
+            if (i3 < count) dst[i3] = Interop.IntAsFloat(TensorCoreGemm.Rounded(x3, b));
+        }
     }
 
     /// <summary>
@@ -408,7 +418,9 @@ public static partial class ConvKernels
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> k;
         lock (l) k = l.RoundOps ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(RoundOperandsKernel);
         CudaRuntime.CountLaunch();
-        k(stream ?? acc.DefaultStream, Flat(acc, src.Length), src, dst, (int)src.Length, precision == Precision.Bf16 ? 1 : 0);
+        // a quarter of the threads of a one-element-per-thread grid: each thread rounds four elements with its four loads in
+        // flight together (with one element per thread, a multiprocessor's resident threads held one 4-byte load each)
+        k(stream ?? acc.DefaultStream, Flat(acc, (src.Length + 3) / 4), src, dst, (int)src.Length, precision == Precision.Bf16 ? 1 : 0);
     }
 
     private static void LaunchTc(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
