@@ -29,20 +29,22 @@ internal static class DropoutKernels
         int blocks = (n + 3) >> 2;
         for (int c = Grid.GlobalIndex.X; c < blocks; c += Grid.DimX * Group.DimX)
         {
-            Philox.Block(seed, offset + (ulong)c, out uint w0, out uint w1, out uint w2, out uint w3);
             int i = c << 2;
-            Write(x, y, mask, i, w0, thr, scale);
-            if (i + 1 < n) Write(x, y, mask, i + 1, w1, thr, scale);
-            if (i + 2 < n) Write(x, y, mask, i + 2, w2, thr, scale);
-            if (i + 3 < n) Write(x, y, mask, i + 3, w3, thr, scale);
+            // the block's four inputs loaded before any output is stored (a load after a store waits for its operand)
+            float x0 = x[i], x1 = i + 1 < n ? x[i + 1] : 0f, x2 = i + 2 < n ? x[i + 2] : 0f, x3 = i + 3 < n ? x[i + 3] : 0f;
+            Philox.Block(seed, offset + (ulong)c, out uint w0, out uint w1, out uint w2, out uint w3);
+            Write(y, mask, i, x0, w0, thr, scale);
+            if (i + 1 < n) Write(y, mask, i + 1, x1, w1, thr, scale);
+            if (i + 2 < n) Write(y, mask, i + 2, x2, w2, thr, scale);
+            if (i + 3 < n) Write(y, mask, i + 3, x3, w3, thr, scale);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Write(ArrayView<float> x, ArrayView<float> y, ArrayView<byte> mask, int i, uint w, uint thr, float scale)
+    private static void Write(ArrayView<float> y, ArrayView<byte> mask, int i, float xi, uint w, uint thr, float scale)
     {
         bool keep = (w >> 8) >= thr;
-        y[i] = keep ? x[i] * scale : 0f;
+        y[i] = keep ? xi * scale : 0f;
         mask[i] = keep ? (byte)1 : (byte)0;
     }
 
