@@ -295,6 +295,8 @@ public static partial class Checks
             try { Add(AdamWMany(device, sms)); }
             catch (Exception e) { Add(new(AdamWManyName, "FAIL", double.NaN, AdamWManyTol, $"{e.GetType().Name}: {e.Message}")); }
         }
+        try { Add(AsyncStagesSameBits(device)); }
+        catch (Exception e) { Add(new(AsyncName, "FAIL", double.NaN, 0, $"{e.GetType().Name}: {e.Message}")); }
         try { Add(SameBitsCandidates(device)); }
         catch (Exception e) { Add(new(SameBitsName, "FAIL", double.NaN, 0, $"{e.GetType().Name}: {e.Message}")); }
         try { Add(TunedEqualsUntuned(device)); }

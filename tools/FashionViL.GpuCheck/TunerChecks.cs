@@ -33,6 +33,77 @@ public static partial class Checks
         return d;
     }
 
+    /// <summary>Runs <paramref name="f"/> with <see cref="TensorCoreGemm.AsyncStages"/> on, then restores the setting.</summary>
+    private static T WithAsyncStages<T>(Func<T> f)
+    {
+        bool was = TensorCoreGemm.AsyncStages;
+        TensorCoreGemm.AsyncStages = true;
+        try { return f(); }
+        finally { TensorCoreGemm.AsyncStages = was; }
+    }
+
+    private const string AsyncName = "tf32 GEMM: cp.async 128x128 stages (FVL_TC_ASYNC=on) == register prefetch (bitwise)";
+
+    /// <summary>
+    /// The asynchronous 128×128 tile (<see cref="TensorCoreGemm.AsyncStages"/>) against the register-prefetch one on BERT-sized
+    /// products: forward (NT), FFN (NN), a weight gradient (TN, K = 992), an edge-and-K-tail shape and a batched strided
+    /// product, with operands rounded by the kernel, by the caller, or one of each: the same bits, and the asynchronous
+    /// kernel really ran. Its first run on a device is the check of its inline PTX (cp.async, the dynamic-shared symbol).
+    /// </summary>
+    private static CheckResult AsyncStagesSameBits(Device device)
+    {
+        var rt = CudaRuntime.Get(device.Index);
+        var acc = rt.Accelerator;
+        var st = rt.Stream;
+        var rng = new Random(23);
+        var failures = new List<string>();
+        int runs = 0;
+        // on the emulator (CI) the same layouts at sizes its emulated warps finish in seconds
+        var shapes = rt.IsEmulated
+            ? new[] { (1, 136, 128, 72, false, true), (1, 128, 136, 36, false, false), (1, 128, 128, 52, true, false), (2, 40, 132, 20, true, true) }
+            : new[] { (1, 992, 768, 768, false, true), (1, 992, 3072, 768, false, false), (1, 768, 768, 992, true, false),
+                      (1, 1000, 776, 772, false, false), (3, 124, 124, 64, false, true), (1, 130, 260, 36, true, true) };
+        foreach (var (batch, m, n, k, ta, tb) in shapes)
+        {
+            int aRows = ta ? k : m, aCols = ta ? m : k, bRows = tb ? n : k, bCols = tb ? k : n;
+            var a = Noise(rng, (long)batch * aRows * aCols); var b = Noise(rng, (long)batch * bRows * bCols);
+            var aR = a.Select(v => (float)PrecisionRounding.Round(v, Precision.Tf32)).ToArray();
+            var bR = b.Select(v => (float)PrecisionRounding.Round(v, Precision.Tf32)).ToArray();
+            using var ab = acc.Allocate1D(a); using var bb = acc.Allocate1D(b); using var abR = acc.Allocate1D(aR); using var bbR = acc.Allocate1D(bR);
+            using var cb = acc.Allocate1D<float>((long)batch * m * n);
+            foreach (var (preA, preB) in new[] { (false, false), (true, true), (false, true) })
+            {
+                float[] Run(bool async)
+                {
+                    var g = new GemmArgs
+                    {
+                        A = preA ? abR.View : ab.View, B = preB ? bbR.View : bb.View, C = cb.View, M = m, N = n, K = k, Batch = batch,
+                        Lda = aCols, Ldb = bCols, Ldc = n, StrideA = (long)aRows * aCols, StrideB = (long)bRows * bCols, StrideC = (long)m * n,
+                        TransA = ta, TransB = tb, Alpha = 1f, Beta = 0f, ARounded = preA, BRounded = preB,
+                    };
+                    bool was = TensorCoreGemm.AsyncStages;
+                    long before = TensorCoreGemm.AsyncLaunches;
+                    try
+                    {
+                        TensorCoreGemm.AsyncStages = async;
+                        TensorCoreGemm.Launch(acc, st, g, Precision.Tf32, TensorCoreTile.Tile128x128);
+                        st.Synchronize();
+                    }
+                    finally { TensorCoreGemm.AsyncStages = was; }
+                    if (async && TensorCoreGemm.AsyncLaunches == before) failures.Add($"{m}x{n}x{k}: the asynchronous kernel did not run");
+                    return cb.GetAsArray1D();
+                }
+                var sync = Run(false);
+                var asy = Run(true);
+                runs++;
+                int d = Differing(asy, sync);
+                if (d > 0) failures.Add($"batch {batch} {m}x{n}x{k} {(ta ? 't' : 'n')}{(tb ? 't' : 'n')} pre-rounded A {preA} B {preB}: {d} of {sync.Length} differ");
+            }
+        }
+        return failures.Count == 0 ? new(AsyncName, "PASS", 0, 0, $"{runs} products bit for bit")
+            : new(AsyncName, "FAIL", double.NaN, 0, string.Join("; ", failures.Take(4)) + (failures.Count > 4 ? $"; … {failures.Count} in all" : ""));
+    }
+
     private static CheckResult SameBitsCandidates(Device device)
     {
         var rt = CudaRuntime.Get(device.Index);
@@ -76,7 +147,12 @@ public static partial class Checks
             string shape = $"gemm {m}x{n}x{k} {(ta ? 't' : 'n')}{(tb ? 't' : 'n')}{(beta != 0 ? " beta" : "")}{(epi ? " bias+gelu" : "")}";
             Group($"{shape} fp32", GemmKernels.Versions.Select(v => ($"v{(int)v}", (Func<float[]>)(() => Gemm(v, Precision.Fp32, null)))).ToList());
             foreach (var p in new[] { Precision.Tf32, Precision.Bf16 })
-                Group($"{shape} {p}", TensorCoreGemm.TilesFor(p).Select(t => (t.ToString(), (Func<float[]>)(() => Gemm(default, p, t)))).ToList());
+            {
+                var runs = TensorCoreGemm.TilesFor(p).Select(t => (t.ToString(), (Func<float[]>)(() => Gemm(default, p, t)))).ToList();
+                if (p == Precision.Tf32)   // the 128×128 tile's cp.async variant (FVL_TC_ASYNC=on; aligned operands only)
+                    runs.Add(("Tile128x128 async", () => WithAsyncStages(() => Gemm(default, p, TensorCoreTile.Tile128x128))));
+                Group($"{shape} {p}", runs);
+            }
         }
 
         // Convolutions: forward, input gradient, weight gradient (unsplit and in 3 chunks), per fp32 version and tensor-core tile

@@ -176,8 +176,9 @@ public static partial class TensorCoreGemm
     /// layout's element (row g + 8·(i ≥ 2), column 2t + i%2) of that tile, summed in k order from the A/B elements read back
     /// out of the fragment words (<see cref="Lane3"/> + <see cref="A3Off"/> / <see cref="B3Off"/>: what the CUDA path loads) of
     /// the lane and register the ISA assigns them; accumulated into <paramref name="Ce"/> (C[r·136 + n], all 128 rows).
+    /// <paramref name="swizzled"/>: the tiles are the asynchronous tile's swizzled ones, read through LaneBase4 + Imm4.
     /// </summary>
-    internal static void EmuStage3(ArrayView<uint> As, ArrayView<uint> Bs, ArrayView<float> Ce, bool ta, bool tb, int tid, int nt)
+    internal static void EmuStage3(ArrayView<uint> As, ArrayView<uint> Bs, ArrayView<float> Ce, bool ta, bool tb, int tid, int nt, bool swizzled = false)
     {
         for (int e = tid; e < 8 * 32 * 64; e += nt)
         {
@@ -191,8 +192,13 @@ public static partial class TensorCoreGemm
                 {
                     // m16n8k8 tf32 (PTX ISA): A element (row, k) is register (row ≥ 8) + 2·(k ≥ 4) of lane (row % 8, k % 4);
                     // B element (k, n) is register (k ≥ 4) of lane (n, k % 4)
-                    uint av = As[Lane3(ta, wr, row & 7, k & 3) + A3Off(ta, mi, ks, (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0))];
-                    uint bv = Bs[Lane3(!tb, wc, col, k & 3) + B3Off(tb, nj, ks, k >= 4 ? 1 : 0)];
+                    // (swizzled: the asynchronous tile's stage layout, TensorCoreGemm.Async.cs: the same element at row offset
+                    // 16·mi + 8·(row ≥ 8) (A) or 8·nj (B) and k offset ks + 4·(k ≥ 4) from that lane's bases)
+                    int adr = 16 * mi + (row >= 8 ? 8 : 0), dk = ks + (k >= 4 ? 4 : 0);
+                    uint av = As[swizzled ? LaneBase4(ta, wr, row & 7, k & 3, Sel4(ta, adr, dk)) + Imm4(ta, adr, dk)
+                        : Lane3(ta, wr, row & 7, k & 3) + A3Off(ta, mi, ks, (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0))];
+                    uint bv = Bs[swizzled ? LaneBase4(!tb, wc, col, k & 3, Sel4(!tb, 8 * nj, dk)) + Imm4(!tb, 8 * nj, dk)
+                        : Lane3(!tb, wc, col, k & 3) + B3Off(tb, nj, ks, k >= 4 ? 1 : 0)];
                     sum += Interop.IntAsFloat(av) * Interop.IntAsFloat(bv);
                 }
             Ce[ci] = sum;

@@ -411,7 +411,50 @@ public static partial class TensorCoreGemm
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>? Kernel, Kernel128;
         /// <summary>The 128×128 tile's kernels by layout: index TransA·2 + TransB.</summary>
         public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[] Kernel3 = new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[4];
+        /// <summary>The asynchronous 128×128 tile's kernels by layout (<see cref="AsyncStages"/>).</summary>
+        public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long>?[] Kernel4 = new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long>?[4];
     }
+
+    /// <summary>The asynchronous 128×128 tile's kernel for a layout.</summary>
+    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long> Kernel4For(bool ta, bool tb) => (ta, tb) switch
+    {
+        (false, false) => Kernel128x128Async<TcLayoutNN>,
+        (false, true) => Kernel128x128Async<TcLayoutNT>,
+        (true, false) => Kernel128x128Async<TcLayoutTN>,
+        _ => Kernel128x128Async<TcLayoutTT>,
+    };
+
+    /// <summary>The asynchronous 128×128 tile's kernel methods (NN, NT, TN, TT), for offline PTX compilation.</summary>
+    public static IReadOnlyList<System.Reflection.MethodInfo> Kernel128x128AsyncMethods { get; } =
+        [Kernel4For(false, false).Method, Kernel4For(false, true).Method, Kernel4For(true, false).Method, Kernel4For(true, true).Method];
+
+    /// <summary>
+    /// Whether TF32 GEMMs on the 128×128 tile whose operands both take 128-bit loads (16-byte aligned, leading dimensions and
+    /// batch strides multiples of 4) run its asynchronous variant (<c>TensorCoreGemm.Async.cs</c>: cp.async copies two stages
+    /// ahead into three swizzled stage buffers) instead of the register-prefetch one: <c>FVL_TC_ASYNC</c> = <c>off</c>
+    /// (default) or <c>on</c>, an A/B switch for a device (session 21: not yet run on a GPU). Same bits either way. Read once,
+    /// at the first use (an invalid value throws there, naming it; the CLI checks it at start). Settable for tests.
+    /// </summary>
+    public static bool AsyncStages
+    {
+        get => _asyncStages ??= ParseAsync(Environment.GetEnvironmentVariable("FVL_TC_ASYNC"));
+        set => _asyncStages = value;
+    }
+    private static bool? _asyncStages;
+
+    internal static bool ParseAsync(string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "off" => false,
+        "on" => true,
+        _ => throw new ArgumentException($"FVL_TC_ASYNC = '{value}' is not a tensor-core staging setting: off (default) or on"),
+    };
+
+    /// <summary>Launches of the asynchronous 128×128 kernel since the process started (they also count as 128×128 launches in
+    /// <see cref="LaunchCounts"/>), for tests and diagnostics.</summary>
+    internal static long AsyncLaunchCount;
+
+    /// <summary><see cref="AsyncLaunchCount"/> for tools (gpu-check: the asynchronous kernel really ran).</summary>
+    public static long AsyncLaunches => Interlocked.Read(ref AsyncLaunchCount);
 
     /// <summary>The 128×128 tile's kernel for a layout (one compiled kernel per TransA, TransB).</summary>
     private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> Kernel3For(bool ta, bool tb) => (ta, tb) switch
@@ -586,12 +629,27 @@ public static partial class TensorCoreGemm
         var grid = new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(args.Batch, 65535));
         // The 128×64 tile's portable path keeps its emulated accumulators in dynamic shared memory; CUDA requests none.
         bool cuda = acc.AcceleratorType == AcceleratorType.Cuda;
-        int dynamicWords = cuda ? 0 : tile switch { TensorCoreTile.Tile128x64 => C2Words, TensorCoreTile.Tile128x128 => C3Words, _ => 0 };
+        bool async = tile == TensorCoreTile.Tile128x128 && AsyncStages && (s.Flags & FlagVecA) != 0 && (s.Flags & FlagVecB) != 0;
+        int dynamicWords = async ? (cuda ? Shared4Words : Shared4Words + C3Words)
+            : cuda ? 0 : tile switch { TensorCoreTile.Tile128x64 => C2Words, TensorCoreTile.Tile128x128 => C3Words, _ => 0 };
         var cfg = dynamicWords > 0
             ? new KernelConfig(grid, new Index3D(nt, 1, 1), SharedMemoryConfig.RequestDynamic<float>(dynamicWords))
             : new KernelConfig(grid, new Index3D(nt, 1, 1));
         var loaded = Cache.GetValue(acc, _ => new Loaded());
         var bounds = cuda ? CudaLaunchBounds(tile) : default;
+        if (async)
+        {
+            Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long> k4;
+            lock (loaded)
+                k4 = loaded.Kernel4[(args.TransA ? 2 : 0) + (args.TransB ? 1 : 0)] ??=
+                    acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long>(Kernel4For(args.TransA, args.TransB), bounds);
+            Interlocked.Increment(ref LaunchCounts[(int)tile]);
+            Interlocked.Increment(ref AsyncLaunchCount);
+            // the operands' device addresses for cp.async (K = 0 reads nothing; the views are still valid)
+            k4(stream ?? acc.DefaultStream, cfg, args.A, args.B, args.C, hasBias ? args.Bias : args.C, s,
+                args.A.LoadEffectiveAddressAsPtr().ToInt64(), args.B.LoadEffectiveAddressAsPtr().ToInt64());
+            return;
+        }
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> kernel;
         lock (loaded)
             kernel = tile switch

@@ -95,11 +95,27 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
                 if (tile == TensorCoreTile.Tile128x64 && !preA && !preB) continue;   // dev itself
                 var rounded = shape;
                 rounded.ARounded = preA; rounded.BRounded = preB;
-                var other = Run(tile, p, preA ? RoundAll(a, p) : a, preB ? RoundAll(b, p) : b, c0, bias, rounded, false);
-                for (long o = 0; o < dev.Length; o++)
-                    if (BitConverter.SingleToInt32Bits(dev[o]) != BitConverter.SingleToInt32Bits(other[o]))
-                        Assert.Fail($"{what}: {tile} (pre-rounded A {preA} / B {preB}; 128-bit loads possible A {aligned.a} / B {aligned.b}) gives {other[o]:R}, " +
-                            $"the 128×64 tile with its own rounding {dev[o]:R} at buffer index {o}");
+                // the 128×128 tile also with FVL_TC_ASYNC=on: its cp.async variant (TensorCoreGemm.Async.cs) where both operands
+                // take 128-bit loads, the register-prefetch kernel otherwise
+                foreach (bool async in tile == TensorCoreTile.Tile128x128 ? new[] { false, true } : new[] { false })
+                {
+                    bool was = TensorCoreGemm.AsyncStages;
+                    long before = TensorCoreGemm.AsyncLaunchCount;
+                    float[] other;
+                    try
+                    {
+                        TensorCoreGemm.AsyncStages = async;
+                        other = Run(tile, p, preA ? RoundAll(a, p) : a, preB ? RoundAll(b, p) : b, c0, bias, rounded, false);
+                    }
+                    finally { TensorCoreGemm.AsyncStages = was; }
+                    bool ranAsync = TensorCoreGemm.AsyncLaunchCount > before;
+                    Assert.That(ranAsync, Is.EqualTo(async && aligned.a && aligned.b && M > 0 && N > 0 && batch > 0),
+                        $"{what}: the asynchronous kernel runs exactly when switched on and both operands take 128-bit loads");
+                    for (long o = 0; o < dev.Length; o++)
+                        if (BitConverter.SingleToInt32Bits(dev[o]) != BitConverter.SingleToInt32Bits(other[o]))
+                            Assert.Fail($"{what}: {tile}{(ranAsync ? " (asynchronous stages)" : "")} (pre-rounded A {preA} / B {preB}; 128-bit loads possible A {aligned.a} / B {aligned.b}) gives {other[o]:R}, " +
+                                $"the 128×64 tile with its own rounding {dev[o]:R} at buffer index {o}");
+                }
             }
 
         // CPU backend, same precision, on dense copies

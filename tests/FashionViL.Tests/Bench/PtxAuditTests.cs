@@ -109,7 +109,7 @@ public class PtxAuditTests
         // the 128×128 tile, one kernel per operand layout: (256, 2) without spills, and a stage loop of 32 HMMA with at most 8
         // instructions per HMMA (≈ 235 with both operands' roundings when this was written, ptxas 11.8; the 128×64 tile's
         // K loop holds 1,345 for 24 HMMA of both precisions)
-        var tc3 = _r.Kernels.Where(k => k.Name.StartsWith("TensorCoreGemm.Kernel128x128", StringComparison.Ordinal)).ToList();
+        var tc3 = _r.Kernels.Where(k => k.Name.StartsWith("TensorCoreGemm.Kernel128x128<", StringComparison.Ordinal)).ToList();
         Assert.That(tc3, Has.Count.EqualTo(4), "NN, NT, TN, TT");
         foreach (var k in tc3)
         {
@@ -121,6 +121,24 @@ public class PtxAuditTests
             Assert.That(loop.GetProperty("hmma").GetInt32(), Is.EqualTo(32), $"{k.Name}: the stage loop");
             Assert.That(loop.GetProperty("instructions").GetInt32(), Is.LessThanOrEqualTo(8 * 32), $"{k.Name}: instructions per stage");
             Assert.That(loop.GetProperty("shared_loads").GetInt32(), Is.EqualTo(48), $"{k.Name}: 32 A + 16 B fragment words per stage");
+        }
+        // its asynchronous variant (FVL_TC_ASYNC=on): (256, 2) without spills and without static shared memory (its three
+        // stages are the launch's 48 KB of dynamic shared memory), one stage loop of 32 HMMA whose operands arrive by cp.async
+        // (LDGSTS: no global loads in the loop) with at most 12 instructions per HMMA counting both roundings' branches (≈ 330
+        // with ptxas 12.4 when this was written; ≈ 150 run per stage when the caller rounded both operands)
+        var tc4 = _r.Kernels.Where(k => k.Name.StartsWith("TensorCoreGemm.Kernel128x128Async<", StringComparison.Ordinal)).ToList();
+        Assert.That(tc4, Has.Count.EqualTo(4), "NN, NT, TN, TT");
+        foreach (var k in tc4)
+        {
+            Assert.That(k.Registers, Is.LessThanOrEqualTo(128), k.Name);
+            Assert.That(k.SharedBytes, Is.Zero, k.Name);
+            Assert.That(k.UsesLocalMemory, Is.False, k.Name);
+            if (k.Sass is null) continue;
+            Assert.That(k.SassHmma, Is.EqualTo(32), $"{k.Name}: one stage loop");
+            var loop = _json.GetProperty("kernels").EnumerateArray().Single(x => x.GetProperty("name").GetString() == k.Name).GetProperty("hot_loop");
+            Assert.That(loop.GetProperty("hmma").GetInt32(), Is.EqualTo(32), $"{k.Name}: the stage loop");
+            Assert.That(loop.GetProperty("global_loads").GetInt32(), Is.Zero, $"{k.Name}: operands by cp.async only");
+            Assert.That(loop.GetProperty("instructions").GetInt32(), Is.LessThanOrEqualTo(12 * 32), $"{k.Name}: instructions per stage");
         }
         // the fp32 SGEMM v6 (one kernel per layout, a bounds-free K-tile loop): ≥ 80 % FFMA in its stage loop (v5: 56 % static),
         // and its accepted spills stay out of that loop but for at most two stack reloads per K tile

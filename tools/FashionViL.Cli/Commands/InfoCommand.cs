@@ -14,6 +14,7 @@ public static class InfoCommand
         var sgemm = Kernels.Cuda.CudaBackend.SgemmOverride;
         return $"fp32 SGEMM {(sgemm is { } v ? $"{v} (FVL_SGEMM)" : $"{Kernels.Cuda.GemmKernels.Best} (rule; FVL_SGEMM)")}, " +
                $"tensor-core GEMM tile {Tile(Kernels.Cuda.CudaBackend.GemmTileOverride)} (FVL_TC_TILE), " +
+               $"128×128 stages {(Kernels.Cuda.TensorCoreGemm.AsyncStages ? "cp.async" : "register prefetch")} (FVL_TC_ASYNC), " +
                $"conv tile {Tile(Kernels.Cuda.ConvKernels.ConvTileOverride)} (FVL_TC_CONV_TILE), " +
                $"attention {(Kernels.Cuda.CudaBackend.ComposedAttention ? "composed" : "fused")} (FVL_ATTENTION), " +
                $"Winograd 3×3 {Kernels.Cuda.CudaBackend.Winograd switch { Kernels.Cuda.WinogradMode.F2x2 => "f2", Kernels.Cuda.WinogradMode.F4x4 => "f4", _ => "off" }} (FVL_WINOGRAD), " +
