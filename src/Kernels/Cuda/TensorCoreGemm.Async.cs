@@ -130,14 +130,22 @@ public static partial class TensorCoreGemm
         }
     }
 
-    /// <summary>A 16-byte chunk wholly inside the operand, global → shared with cp.async (CUDA only).</summary>
+    /// <summary>A 16-byte chunk wholly inside the operand, global → shared: cp.async on CUDA, four loads and stores elsewhere.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ChunkFull4(long addr, long gi, int dstWord)
-        => CudaAsm.Emit("{ .reg .u64 fvlg; .reg .u32 fvls; mov.u32 fvls, __dyn_shared_alloca; mad.lo.u32 fvls, %0, 4, fvls; " +
-            "cvta.to.global.u64 fvlg, %1; cp.async.cg.shared.global [fvls], [fvlg], 16; }", (uint)dstWord, addr + 4 * gi);
+    private static void ChunkFull4(ArrayView<float> x, ArrayView<uint> sh, long addr, long gi, int dstWord)
+    {
+        if (CudaAsm.IsSupported)
+            CudaAsm.Emit("{ .reg .u64 fvlg; .reg .u32 fvls; mov.u32 fvls, __dyn_shared_alloca; mad.lo.u32 fvls, %0, 4, fvls; " +
+                "cvta.to.global.u64 fvlg, %1; cp.async.cg.shared.global [fvls], [fvlg], 16; }", (uint)dstWord, addr + 4 * gi);
+        else
+        {
+            for (int j = 0; j < 4; j++) sh[dstWord + j] = Interop.FloatAsInt(x[gi + j]);
+        }
+    }
 
-    /// <summary>This thread's four chunks of the stage at k0 into the stage buffer at word <paramref name="buf"/> (CUDA): plain
-    /// 16-byte copies when the stage lies inside both operands, else each with its elements inside counted.</summary>
+    /// <summary>This thread's four chunks of the stage at k0 into the stage buffer at word <paramref name="buf"/> (one slot per
+    /// thread: 256-thread groups): plain 16-byte copies when the stage lies inside both operands, else each with its elements
+    /// inside counted.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void IssueSlot4(ArrayView<float> a, ArrayView<float> b, ArrayView<uint> sh, long aAddr, long bAddr, GemmShape s, bool ta, bool tb,
         bool inner, int m0, int n0, int k0, int buf, long gA0, long gA1, long gB0, long gB1, int dA0, int dA1, int dB0, int dB1,
@@ -145,8 +153,8 @@ public static partial class TensorCoreGemm
     {
         if (inner && k0 + BK <= s.K)
         {
-            ChunkFull4(aAddr, gA0, buf + dA0); ChunkFull4(aAddr, gA1, buf + dA1);
-            ChunkFull4(bAddr, gB0, buf + dB0); ChunkFull4(bAddr, gB1, buf + dB1);
+            ChunkFull4(a, sh, aAddr, gA0, buf + dA0); ChunkFull4(a, sh, aAddr, gA1, buf + dA1);
+            ChunkFull4(b, sh, bAddr, gB0, buf + dB0); ChunkFull4(b, sh, bAddr, gB1, buf + dB1);
         }
         else
         {
@@ -265,10 +273,11 @@ public static partial class TensorCoreGemm
         // the lane's fragment bases (A: k-outer when transposed; B: k-outer when not transposed)
         long a0b = LaneBase4(ta, wr, g, t, 0), a1b = LaneBase4(ta, wr, g, t, 1), a2b = LaneBase4(ta, wr, g, t, 2), a3b = LaneBase4(ta, wr, g, t, 3);
         long b0b = LaneBase4(!tb, wc, g, t, 0), b1b = LaneBase4(!tb, wc, g, t, 1), b2b = LaneBase4(!tb, wc, g, t, 2), b3b = LaneBase4(!tb, wc, g, t, 3);
-        if (CudaAsm.IsSupported)
+        if (CudaAsm.IsSupported || nt == GpuGroupSize2)
         {
-            // one slot per thread (256 threads): its four chunks' shared words and element indices, computed once; the
-            // indices advance one stage (16 k) per issue
+            // one slot per thread (256 threads: always on CUDA; the emulator's 256-thread groups run this path too, with
+            // plain copies for cp.async and the emulated warps for the mma): its four chunks' shared words and element
+            // indices, computed once; the indices advance one stage (16 k) per issue
             int rA0 = Slot3R(ta, tid, 0), kA0 = Slot3K(ta, tid, 0), rA1 = Slot3R(ta, tid, 1), kA1 = Slot3K(ta, tid, 1);
             int rB0 = Slot3R(!tb, tid, 0), kB0 = Slot3K(!tb, tid, 0), rB1 = Slot3R(!tb, tid, 1), kB1 = Slot3K(!tb, tid, 1);
             int dA0 = Swz4(ta, rA0, kA0), dA1 = Swz4(ta, rA1, kA1), dB0 = Op4Words + Swz4(!tb, rB0, kB0), dB1 = Op4Words + Swz4(!tb, rB1, kB1);
@@ -305,16 +314,21 @@ public static partial class TensorCoreGemm
                     gA0 += stepA; gA1 += stepA; gB0 += stepB; gB1 += stepB;
                 }
                 CommitGroup4();
-                Tf32Step4(sh, cur, cur + Op4Words, ta, tb, a0b, a1b, a2b, a3b, b0b, b1b, b2b, b3b, 0);
-                Tf32Step4(sh, cur, cur + Op4Words, ta, tb, a0b, a1b, a2b, a3b, b0b, b1b, b2b, b3b, 8);
+                if (CudaAsm.IsSupported)
+                {
+                    Tf32Step4(sh, cur, cur + Op4Words, ta, tb, a0b, a1b, a2b, a3b, b0b, b1b, b2b, b3b, 0);
+                    Tf32Step4(sh, cur, cur + Op4Words, ta, tb, a0b, a1b, a2b, a3b, b0b, b1b, b2b, b3b, 8);
+                }
+                else
+                    EmuStage3(sh.SubView(cur, Op4Words), sh.SubView(cur + Op4Words, Op4Words), Ce, ta, tb, tid, nt, swizzled: true);
                 cur = cur == 2 * Stage4Words ? 0 : cur + Stage4Words;
                 nxt = nxt == 2 * Stage4Words ? 0 : nxt + Stage4Words;
             }
         }
         else
         {
-            // the portable path: every slot by the group's threads in turn, copies done at once; the same words, rounding
-            // and barriers
+            // smaller groups (the emulator): every slot by the group's threads in turn, copies done at once; the same words,
+            // rounding and barriers
             if (kTiles > 0) IssueStage4(a, b, sh, aAddr, bAddr, s, aOff, bOff, m0, n0, 0, 0, ta, tb, tid, nt);
             if (kTiles > 1) IssueStage4(a, b, sh, aAddr, bAddr, s, aOff, bOff, m0, n0, BK, Stage4Words, ta, tb, tid, nt);
             int cur = 0, nxt = 2 * Stage4Words;
