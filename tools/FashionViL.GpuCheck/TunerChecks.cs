@@ -33,19 +33,10 @@ public static partial class Checks
         return d;
     }
 
-    /// <summary>Runs <paramref name="f"/> with <see cref="TensorCoreGemm.AsyncStages"/> on, then restores the setting.</summary>
-    private static T WithAsyncStages<T>(Func<T> f)
-    {
-        bool was = TensorCoreGemm.AsyncStages;
-        TensorCoreGemm.AsyncStages = true;
-        try { return f(); }
-        finally { TensorCoreGemm.AsyncStages = was; }
-    }
-
-    private const string AsyncName = "tf32 GEMM: cp.async 128x128 stages (FVL_TC_ASYNC=on) == register prefetch (bitwise)";
+    private const string AsyncName = "tf32 GEMM: cp.async 128x128 tile (128x128a) == register prefetch (bitwise)";
 
     /// <summary>
-    /// The asynchronous 128×128 tile (<see cref="TensorCoreGemm.AsyncStages"/>) against the register-prefetch one on BERT-sized
+    /// The asynchronous 128×128 tile (<see cref="TensorCoreTile.Tile128x128Async"/>) against the register-prefetch one on BERT-sized
     /// products: forward (NT), FFN (NN), a weight gradient (TN, K = 992), an edge-and-K-tail shape and a batched strided
     /// product, with operands rounded by the kernel, by the caller, or one of each: the same bits, and the asynchronous
     /// kernel really ran. Its first run on a device is the check of its inline PTX (cp.async, the dynamic-shared symbol).
@@ -81,15 +72,9 @@ public static partial class Checks
                         Lda = aCols, Ldb = bCols, Ldc = n, StrideA = (long)aRows * aCols, StrideB = (long)bRows * bCols, StrideC = (long)m * n,
                         TransA = ta, TransB = tb, Alpha = 1f, Beta = 0f, ARounded = preA, BRounded = preB,
                     };
-                    bool was = TensorCoreGemm.AsyncStages;
                     long before = TensorCoreGemm.AsyncLaunches;
-                    try
-                    {
-                        TensorCoreGemm.AsyncStages = async;
-                        TensorCoreGemm.Launch(acc, st, g, Precision.Tf32, TensorCoreTile.Tile128x128);
-                        st.Synchronize();
-                    }
-                    finally { TensorCoreGemm.AsyncStages = was; }
+                    TensorCoreGemm.Launch(acc, st, g, Precision.Tf32, async ? TensorCoreTile.Tile128x128Async : TensorCoreTile.Tile128x128);
+                    st.Synchronize();
                     if (async && TensorCoreGemm.AsyncLaunches == before) failures.Add($"{m}x{n}x{k}: the asynchronous kernel did not run");
                     return cb.GetAsArray1D();
                 }
@@ -148,10 +133,8 @@ public static partial class Checks
             Group($"{shape} fp32", GemmKernels.Versions.Select(v => ($"v{(int)v}", (Func<float[]>)(() => Gemm(v, Precision.Fp32, null)))).ToList());
             foreach (var p in new[] { Precision.Tf32, Precision.Bf16 })
             {
-                var runs = TensorCoreGemm.TilesFor(p).Select(t => (t.ToString(), (Func<float[]>)(() => Gemm(default, p, t)))).ToList();
-                if (p == Precision.Tf32)   // the 128×128 tile's cp.async variant (FVL_TC_ASYNC=on; aligned operands only)
-                    runs.Add(("Tile128x128 async", () => WithAsyncStages(() => Gemm(default, p, TensorCoreTile.Tile128x128))));
-                Group($"{shape} {p}", runs);
+                // (TF32: the 128×128 tile's cp.async variant among them, where both operands take 128-bit loads)
+                Group($"{shape} {p}", TensorCoreGemm.TilesFor(p).Select(t => (t.ToString(), (Func<float[]>)(() => Gemm(default, p, t)))).ToList());
             }
         }
 
@@ -193,9 +176,9 @@ public static partial class Checks
             Group($"{shape} input gradient fp32", fp.Select(v => (v.ToString(), (Func<float[]>)(() => Bin(v, Precision.Fp32, null)))).ToList());
             foreach (int sp in new[] { 1, 3 })
                 Group($"{shape} weight gradient fp32, {sp} split(s)", fp.Select(v => (v.ToString(), (Func<float[]>)(() => Bw(v, Precision.Fp32, null, sp)))).ToList());
-            Group($"{shape} forward Tf32", TensorCoreGemm.TilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Fwd(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
-            Group($"{shape} input gradient Tf32", TensorCoreGemm.TilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Bin(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
-            Group($"{shape} weight gradient Tf32, 3 splits", TensorCoreGemm.TilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Bw(ConvVersion.Auto, Precision.Tf32, t, 3)))).ToList());
+            Group($"{shape} forward Tf32", TensorCoreGemm.ConvTilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Fwd(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
+            Group($"{shape} input gradient Tf32", TensorCoreGemm.ConvTilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Bin(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
+            Group($"{shape} weight gradient Tf32, 3 splits", TensorCoreGemm.ConvTilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Bw(ConvVersion.Auto, Precision.Tf32, t, 3)))).ToList());
         }
         return failures.Count == 0
             ? new(SameBitsName, "PASS", 0, 0, $"{groups} groups of candidates, every pair bit for bit equal")

@@ -66,7 +66,7 @@ public static class PtxAudit
         var loaded = KernelAudit.LoadedKernels(CudaRuntime.Get(0).Accelerator);
         var ladders = GemmKernels.Versions.Select(GemmKernels.KernelMethod).Concat(GemmKernels.Reg128LayoutMethods)
             .Concat(ConvKernels.KernelMethods.Select(k => k.Method))
-            .Concat(TensorCoreGemm.Tiles.Select(tile => TensorCoreGemm.KernelMethod(tile))).Concat(TensorCoreGemm.Kernel128x128Methods).Concat(TensorCoreGemm.Kernel128x128AsyncMethods).Concat(TensorCoreGemm.TilesFor(Precision.Tf32).Select(ConvKernels.TensorCoreKernelMethodFor)).Concat(WinogradKernels.KernelMethods)
+            .Concat(TensorCoreGemm.Tiles.Select(tile => TensorCoreGemm.KernelMethod(tile))).Concat(TensorCoreGemm.Kernel128x128Methods).Concat(TensorCoreGemm.Kernel128x128AsyncMethods).Concat(TensorCoreGemm.ConvTilesFor(Precision.Tf32).Select(ConvKernels.TensorCoreKernelMethodFor)).Concat(WinogradKernels.KernelMethods)
             .Select(KernelAudit.Entry);
         return loaded.Concat(ladders).DistinctBy(e => e.MethodSource).OrderBy(e => KernelAudit.NameOf(e.MethodSource), StringComparer.Ordinal).ToList();
     }

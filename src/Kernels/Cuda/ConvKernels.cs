@@ -831,12 +831,12 @@ public static partial class ConvKernels
     // The tuned choices live in their own methods, so that with the tuner off LaunchGemm allocates no closure.
     private static TensorCoreTile PickTile(Accelerator acc, AcceleratorStream st, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
         ArrayView<float> bias, ConvGemmShape s, Precision precision, TensorCoreTile rule, bool aRounded)
-        => KernelTuner.Pick(acc, st, TuneKey(s, precision, aRounded), rule, TensorCoreGemm.TilesFor(precision), t => LaunchTc(acc, st, a, b, o, bias, s, precision, t, aRounded));
+        => KernelTuner.Pick(acc, st, TuneKey(s, precision, aRounded), rule, TensorCoreGemm.ConvTilesFor(precision), t => LaunchTc(acc, st, a, b, o, bias, s, precision, t, aRounded));
 
     /// <summary>The tensor-core tile a convolution's GEMM runs without the tuner: <see cref="TensorCoreGemm.ChooseConv"/>'s,
     /// or the one <see cref="ConvTileOverride"/> names where it runs the precision (the 128×128 tile is TF32 only).</summary>
     private static TensorCoreTile ConvTile(Accelerator acc, int m, int n, Precision precision)
-        => ConvTileOverride is { } t && TensorCoreGemm.TilesFor(precision).Contains(t) ? t : TensorCoreGemm.ChooseConv(acc, m, n, precision);
+        => ConvTileOverride is { } t && TensorCoreGemm.ConvTilesFor(precision).Contains(t) ? t : TensorCoreGemm.ChooseConv(acc, m, n, precision);
 
     /// <summary>
     /// A tensor-core tile every TF32/bf16 convolution GEMM runs instead of the rule's (<c>FVL_TC_CONV_TILE</c> = <c>rule</c>

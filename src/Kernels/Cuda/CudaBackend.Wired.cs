@@ -99,8 +99,9 @@ public sealed partial class CudaBackend
 
     /// <summary>
     /// A tensor-core tile every TF32/bf16 GEMM runs instead of the rule's (<c>FVL_TC_TILE</c> = <c>rule</c> (default),
-    /// <c>64x32</c>, <c>128x64</c> or <c>128x128</c>), for A/B timing on a device: the tiles give the same bits, so only the
-    /// speed changes; the split-K count stays the rule's. <c>128x128</c> applies to TF32 only (bf16 keeps the rule). Read
+    /// <c>64x32</c>, <c>128x64</c>, <c>128x128</c> or <c>128x128a</c>, the cp.async variant), for A/B timing on a device: the
+    /// tiles give the same bits, so only the speed changes; the split-K count stays the rule's. <c>128x128</c> and
+    /// <c>128x128a</c> apply to TF32 only (bf16 keeps the rule). Read
     /// once, at the first use (an invalid value throws there, naming it; the CLI checks it at start). Settable for tests.
     /// </summary>
     public static TensorCoreTile? GemmTileOverride
@@ -115,7 +116,7 @@ public sealed partial class CudaBackend
     private static TensorCoreTile? _gemmTileOverride;
     private static bool _gemmTileRead;
 
-    internal static TensorCoreTile? ParseGemmTile(string? value) => TensorCoreGemm.ParseTile("FVL_TC_TILE", value);
+    internal static TensorCoreTile? ParseGemmTile(string? value) => TensorCoreGemm.ParseTile("FVL_TC_TILE", value, gemm: true);
 
     /// <summary>For a GEMM that accumulates (beta ≠ 0, also through the split-K reduction): how the tuner saves C.</summary>
     private Func<KernelTuner.ISavedOutput>? SaveFor(GemmArgs g)
@@ -199,7 +200,7 @@ public sealed partial class CudaBackend
         // MLM head's forward (A over 48 and 477 column tiles), every weight in a BERT forward or input gradient (B over
         // 38–62 row tiles at batch 64); not A of the 768-wide outputs (12 column tiles).
         var (bm, bn) = TensorCoreGemm.TileShape(tile);
-        bool big = tile is TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128 && PreRoundOperands;
+        bool big = tile is TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128 or TensorCoreTile.Tile128x128Async && PreRoundOperands;
         bool preA = big && (args.N + bn - 1) / bn >= MinTilesToPreRound && spanA is > 0 and <= MaxRoundedOperand;
         bool preB = big && (args.M + bm - 1) / bm >= MinTilesToPreRound && spanB is > 0 and <= MaxRoundedOperand;
         using var ra = preA ? RoundedOperand(args.A, spanA, precision) : null;

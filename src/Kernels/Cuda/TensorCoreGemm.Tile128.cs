@@ -18,6 +18,9 @@ public enum TensorCoreTile
     /// <summary>128×128 C tile per group of 8 warps (64×32 per warp), one compiled kernel per operand layout, 128-bit staging;
     /// TF32 only.</summary>
     Tile128x128 = 2,
+    /// <summary>The 128×128 tile with cp.async stages (TensorCoreGemm.Async.cs: three swizzled stage buffers filled two stages
+    /// ahead); TF32 GEMMs only, operands that take 128-bit loads (others run <see cref="Tile128x128"/>). Not a conv tile.</summary>
+    Tile128x128Async = 3,
 }
 
 // ---------------------------------------------------------------------------------------------------------------------

@@ -429,11 +429,13 @@ public static partial class TensorCoreGemm
         [Kernel4For(false, false).Method, Kernel4For(false, true).Method, Kernel4For(true, false).Method, Kernel4For(true, true).Method];
 
     /// <summary>
-    /// Whether TF32 GEMMs on the 128×128 tile whose operands both take 128-bit loads (16-byte aligned, leading dimensions and
-    /// batch strides multiples of 4) run its asynchronous variant (<c>TensorCoreGemm.Async.cs</c>: cp.async copies two stages
-    /// ahead into three swizzled stage buffers) instead of the register-prefetch one: <c>FVL_TC_ASYNC</c> = <c>off</c>
-    /// (default) or <c>on</c>, an A/B switch for a device (session 21: not yet run on a GPU). Same bits either way. Read once,
-    /// at the first use (an invalid value throws there, naming it; the CLI checks it at start). Settable for tests.
+    /// Whether the TF32 GEMM rule (<see cref="Choose"/>) takes <see cref="TensorCoreTile.Tile128x128Async"/> — the 128×128 tile
+    /// with cp.async stages (<c>TensorCoreGemm.Async.cs</c>: copies two stages ahead into three swizzled stage buffers), which
+    /// runs where both operands take 128-bit loads (16-byte aligned, leading dimensions and batch strides multiples of 4) and
+    /// hands the rest to the register-prefetch kernel — instead of <see cref="TensorCoreTile.Tile128x128"/>:
+    /// <c>FVL_TC_ASYNC</c> = <c>off</c> (default) or <c>on</c>, an A/B switch for a device (session 21: not yet run on a GPU).
+    /// Same bits either way; the kernel tuner times both tiles per shape regardless. Read once, at the first use (an invalid
+    /// value throws there, naming it; the CLI checks it at start). Settable for tests.
     /// </summary>
     public static bool AsyncStages
     {
@@ -449,8 +451,9 @@ public static partial class TensorCoreGemm
         _ => throw new ArgumentException($"FVL_TC_ASYNC = '{value}' is not a tensor-core staging setting: off (default) or on"),
     };
 
-    /// <summary>Launches of the asynchronous 128×128 kernel since the process started (they also count as 128×128 launches in
-    /// <see cref="LaunchCounts"/>), for tests and diagnostics.</summary>
+    /// <summary>Launches of the asynchronous 128×128 kernel since the process started (a <see cref="TensorCoreTile.Tile128x128Async"/>
+    /// launch whose operands do not take 128-bit loads runs the register-prefetch kernel and is not counted here), for tests
+    /// and diagnostics.</summary>
     internal static long AsyncLaunchCount;
 
     /// <summary><see cref="AsyncLaunchCount"/> for tools (gpu-check: the asynchronous kernel really ran).</summary>
@@ -478,20 +481,26 @@ public static partial class TensorCoreGemm
         TensorCoreTile.Tile64x32 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Kernel).Method,
         TensorCoreTile.Tile128x64 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>)Kernel128).Method,
         TensorCoreTile.Tile128x128 => Kernel3For(false, true).Method,
+        TensorCoreTile.Tile128x128Async => Kernel4For(false, true).Method,
         _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "tensor-core GEMM: unknown tile"),
     };
 
     /// <summary>Launches per tile since the process started (index: the tile; after <see cref="Runnable"/>), for tests and
     /// diagnostics: which tile a rule, an override or the tuner really ran.</summary>
-    internal static readonly long[] LaunchCounts = new long[3];
+    internal static readonly long[] LaunchCounts = new long[4];
 
     /// <summary>Every tile, for tuners and tests.</summary>
     public static IReadOnlyList<TensorCoreTile> Tiles { get; } = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64];
 
-    /// <summary>Every tile that runs <paramref name="precision"/> (the 128×128 tile is TF32 only), for tuners and tests.</summary>
+    /// <summary>Every GEMM tile that runs <paramref name="precision"/> (the 128×128 tiles are TF32 only), for tuners and tests.</summary>
     public static IReadOnlyList<TensorCoreTile> TilesFor(Precision precision) => precision == Precision.Tf32 ? Tf32Tiles : Tiles;
 
-    private static readonly IReadOnlyList<TensorCoreTile> Tf32Tiles = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64, TensorCoreTile.Tile128x128];
+    /// <summary>Every convolution tile that runs <paramref name="precision"/> (the 128×128 tile is TF32 only; the cp.async
+    /// variant is a GEMM tile only).</summary>
+    public static IReadOnlyList<TensorCoreTile> ConvTilesFor(Precision precision) => precision == Precision.Tf32 ? Tf32ConvTiles : Tiles;
+
+    private static readonly IReadOnlyList<TensorCoreTile> Tf32Tiles = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64, TensorCoreTile.Tile128x128, TensorCoreTile.Tile128x128Async];
+    private static readonly IReadOnlyList<TensorCoreTile> Tf32ConvTiles = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64, TensorCoreTile.Tile128x128];
 
     /// <summary>
     /// The tile the CUDA backend runs for an M × N GEMM under <paramref name="precision"/>: TF32 → the 128×128 tile (grids
@@ -505,7 +514,7 @@ public static partial class TensorCoreGemm
     public static TensorCoreTile Choose(Accelerator acc, int m, int n, Precision precision)
     {
         ArgumentNullException.ThrowIfNull(acc);
-        return precision == Precision.Tf32 ? TensorCoreTile.Tile128x128 : TensorCoreTile.Tile128x64;
+        return precision != Precision.Tf32 ? TensorCoreTile.Tile128x64 : AsyncStages ? TensorCoreTile.Tile128x128Async : TensorCoreTile.Tile128x128;
     }
 
     /// <summary>The tile the split-K count of a tensor-core GEMM is sized on (<see cref="GemmSplitK.Splits"/>): 128×64, whichever
@@ -542,24 +551,26 @@ public static partial class TensorCoreGemm
     /// <summary>The tile a launch on <paramref name="tile"/> runs: itself, except that the 128×128 tile (one C tile per group,
     /// no grid-stride loops) hands grids past CUDA's 65,535 row tiles or batches to the 128×64 tile, which gives the same bits.</summary>
     internal static TensorCoreTile Runnable(TensorCoreTile tile, int m, int batch)
-        => tile == TensorCoreTile.Tile128x128 && ((m + BM3 - 1) / BM3 > 65535 || batch > 65535) ? TensorCoreTile.Tile128x64 : tile;
+        => tile is TensorCoreTile.Tile128x128 or TensorCoreTile.Tile128x128Async && ((m + BM3 - 1) / BM3 > 65535 || batch > 65535) ? TensorCoreTile.Tile128x64 : tile;
 
     /// <summary>A tile override's value (<c>FVL_TC_TILE</c>, <c>FVL_TC_CONV_TILE</c>): <c>rule</c> or empty → null, else
-    /// <c>64x32</c>, <c>128x64</c>, <c>128x128</c> (case and spaces ignored); anything else is an error naming the variable.</summary>
-    internal static TensorCoreTile? ParseTile(string variable, string? value) => value?.Trim().ToLowerInvariant() switch
+    /// <c>64x32</c>, <c>128x64</c>, <c>128x128</c>, and for GEMMs (<paramref name="gemm"/>) <c>128x128a</c> (the cp.async
+    /// variant) (case and spaces ignored); anything else is an error naming the variable.</summary>
+    internal static TensorCoreTile? ParseTile(string variable, string? value, bool gemm = false) => value?.Trim().ToLowerInvariant() switch
     {
         null or "" or "rule" => null,
         "64x32" => TensorCoreTile.Tile64x32,
         "128x64" => TensorCoreTile.Tile128x64,
         "128x128" => TensorCoreTile.Tile128x128,
-        _ => throw new ArgumentException($"{variable} = '{value}' is not a tensor-core tile: rule (default), 64x32, 128x64 or 128x128"),
+        "128x128a" when gemm => TensorCoreTile.Tile128x128Async,
+        _ => throw new ArgumentException($"{variable} = '{value}' is not a tensor-core tile: rule (default), 64x32, 128x64{(gemm ? ", 128x128 or 128x128a" : " or 128x128")}"),
     };
 
     /// <summary>The C tile (rows, columns) a group of <paramref name="tile"/> computes.</summary>
     public static (int Rows, int Cols) TileShape(TensorCoreTile tile) => tile switch
     {
         TensorCoreTile.Tile128x64 => (BM2, BN2),
-        TensorCoreTile.Tile128x128 => (BM3, BN3),
+        TensorCoreTile.Tile128x128 or TensorCoreTile.Tile128x128Async => (BM3, BN3),
         _ => (BM, BN),
     };
 
@@ -568,13 +579,13 @@ public static partial class TensorCoreGemm
     /// threads and ask for 2 groups per SM (≤ 128 registers per thread); the 64×32 tile gets none. Other accelerators get none.
     /// </summary>
     public static KernelSpecialization CudaLaunchBounds(TensorCoreTile tile)
-        => tile is TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128 ? new KernelSpecialization(GpuGroupSize2, 2) : default;
+        => tile is TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128 or TensorCoreTile.Tile128x128Async ? new KernelSpecialization(GpuGroupSize2, 2) : default;
 
     /// <summary>Threads per group of <paramref name="tile"/> on <paramref name="acc"/>: the warp count the mma path needs on
     /// CUDA; elsewhere (the portable path) the accelerator's largest group up to that.</summary>
     public static int GroupSize(Accelerator acc, TensorCoreTile tile)
     {
-        int gpu = tile is TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128 ? GpuGroupSize2 : GpuGroupSize;
+        int gpu = tile is TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128 or TensorCoreTile.Tile128x128Async ? GpuGroupSize2 : GpuGroupSize;
         return acc.AcceleratorType == AcceleratorType.Cuda ? gpu : Math.Min(gpu, acc.MaxNumThreadsPerGroup);
     }
 
@@ -602,10 +613,10 @@ public static partial class TensorCoreGemm
         ArgumentNullException.ThrowIfNull(acc);
         if (precision is not (Precision.Tf32 or Precision.Bf16))
             throw new ArgumentException($"matmul (tensor cores): precision {precision} has no tensor-core path (Tf32 or Bf16); Fp32 runs GemmKernels", nameof(precision));
-        if (tile is not (TensorCoreTile.Tile64x32 or TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128))
+        if (tile is not (TensorCoreTile.Tile64x32 or TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128 or TensorCoreTile.Tile128x128Async))
             throw new ArgumentOutOfRangeException(nameof(tile), tile, "matmul (tensor cores): unknown tile");
-        if (tile == TensorCoreTile.Tile128x128 && precision != Precision.Tf32)
-            throw new ArgumentException($"matmul (tensor cores): the 128×128 tile runs Tf32 only, not {precision}; use Tile128x64 or Tile64x32", nameof(tile));
+        if (tile is TensorCoreTile.Tile128x128 or TensorCoreTile.Tile128x128Async && precision != Precision.Tf32)
+            throw new ArgumentException($"matmul (tensor cores): the 128×128 tiles run Tf32 only, not {precision}; use Tile128x64 or Tile64x32", nameof(tile));
         GemmKernels.Validate(args);
         RequireTensorCores(acc, precision);
         if (args.M == 0 || args.N == 0 || args.Batch == 0) return;
@@ -619,8 +630,8 @@ public static partial class TensorCoreGemm
             StrideA = args.StrideA, StrideB = args.StrideB, StrideC = args.StrideC, Alpha = args.Alpha, Beta = args.Beta,
             Flags = (args.TransA ? FlagTransA : 0) | (args.TransB ? FlagTransB : 0) | (hasBias ? FlagBias : 0) | (args.Gelu ? FlagGelu : 0)
                 | (precision == Precision.Bf16 ? FlagBf16 : 0) | (args.ARounded ? FlagRoundedA : 0) | (args.BRounded ? FlagRoundedB : 0)
-                | (tile == TensorCoreTile.Tile128x128 && GemmKernels.Aligned4(args.A, args.Lda, args.StrideA) ? FlagVecA : 0)
-                | (tile == TensorCoreTile.Tile128x128 && GemmKernels.Aligned4(args.B, args.Ldb, args.StrideB) ? FlagVecB : 0),
+                | (tile is TensorCoreTile.Tile128x128 or TensorCoreTile.Tile128x128Async && GemmKernels.Aligned4(args.A, args.Lda, args.StrideA) ? FlagVecA : 0)
+                | (tile is TensorCoreTile.Tile128x128 or TensorCoreTile.Tile128x128Async && GemmKernels.Aligned4(args.B, args.Ldb, args.StrideB) ? FlagVecB : 0),
         };
         // The mma path needs exactly 4 (8) warps of 32; other accelerators run the portable path with their largest group.
         int nt = GroupSize(acc, tile);
@@ -629,7 +640,9 @@ public static partial class TensorCoreGemm
         var grid = new Index3D(tilesN, Math.Min(tilesM, 65535), Math.Min(args.Batch, 65535));
         // The 128×64 tile's portable path keeps its emulated accumulators in dynamic shared memory; CUDA requests none.
         bool cuda = acc.AcceleratorType == AcceleratorType.Cuda;
-        bool async = tile == TensorCoreTile.Tile128x128 && AsyncStages && (s.Flags & FlagVecA) != 0 && (s.Flags & FlagVecB) != 0;
+        // the cp.async tile needs 16-byte copies of both operands; otherwise the register-prefetch kernel (same bits)
+        if (tile == TensorCoreTile.Tile128x128Async && ((s.Flags & FlagVecA) == 0 || (s.Flags & FlagVecB) == 0)) tile = TensorCoreTile.Tile128x128;
+        bool async = tile == TensorCoreTile.Tile128x128Async;
         int dynamicWords = async ? (cuda ? Shared4Words : Shared4Words + C3Words)
             : cuda ? 0 : tile switch { TensorCoreTile.Tile128x64 => C2Words, TensorCoreTile.Tile128x128 => C3Words, _ => 0 };
         var cfg = dynamicWords > 0

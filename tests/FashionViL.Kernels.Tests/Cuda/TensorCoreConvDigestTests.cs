@@ -63,7 +63,7 @@ public class TensorCoreConvDigestTests() : EmulatorKernelTestBase(assertions: tr
             using var db = Up(acc, RandF(c.Cout, 3));
             using var dgy = Up(acc, RandF(ny, 4));
             using var ws = acc.Allocate1D<float>(Math.Max(1, c.Splits * nw));
-            foreach (var p in Precisions.Where(x => TensorCoreGemm.TilesFor(x).Contains(tile)))
+            foreach (var p in Precisions.Where(x => TensorCoreGemm.ConvTilesFor(x).Contains(tile)))
             {
                 // preRound: the weight rounded once by RoundOperands and passed as such (what the CUDA backend does under
                 // Tf32/Bf16); forward and backward-input must keep their bits, the weight gradient does not read it

@@ -95,27 +95,16 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
                 if (tile == TensorCoreTile.Tile128x64 && !preA && !preB) continue;   // dev itself
                 var rounded = shape;
                 rounded.ARounded = preA; rounded.BRounded = preB;
-                // the 128×128 tile also with FVL_TC_ASYNC=on: its cp.async variant (TensorCoreGemm.Async.cs) where both operands
-                // take 128-bit loads, the register-prefetch kernel otherwise
-                foreach (bool async in tile == TensorCoreTile.Tile128x128 ? new[] { false, true } : new[] { false })
-                {
-                    bool was = TensorCoreGemm.AsyncStages;
-                    long before = TensorCoreGemm.AsyncLaunchCount;
-                    float[] other;
-                    try
-                    {
-                        TensorCoreGemm.AsyncStages = async;
-                        other = Run(tile, p, preA ? RoundAll(a, p) : a, preB ? RoundAll(b, p) : b, c0, bias, rounded, false);
-                    }
-                    finally { TensorCoreGemm.AsyncStages = was; }
-                    bool ranAsync = TensorCoreGemm.AsyncLaunchCount > before;
-                    Assert.That(ranAsync, Is.EqualTo(async && aligned.a && aligned.b && M > 0 && N > 0 && batch > 0),
-                        $"{what}: the asynchronous kernel runs exactly when switched on and both operands take 128-bit loads");
-                    for (long o = 0; o < dev.Length; o++)
-                        if (BitConverter.SingleToInt32Bits(dev[o]) != BitConverter.SingleToInt32Bits(other[o]))
-                            Assert.Fail($"{what}: {tile}{(ranAsync ? " (asynchronous stages)" : "")} (pre-rounded A {preA} / B {preB}; 128-bit loads possible A {aligned.a} / B {aligned.b}) gives {other[o]:R}, " +
-                                $"the 128×64 tile with its own rounding {dev[o]:R} at buffer index {o}");
-                }
+                long before = TensorCoreGemm.AsyncLaunchCount;
+                var other = Run(tile, p, preA ? RoundAll(a, p) : a, preB ? RoundAll(b, p) : b, c0, bias, rounded, false);
+                // the cp.async variant runs exactly where both operands take 128-bit loads (else the register-prefetch kernel)
+                bool ranAsync = TensorCoreGemm.AsyncLaunchCount > before;
+                Assert.That(ranAsync, Is.EqualTo(tile == TensorCoreTile.Tile128x128Async && aligned.a && aligned.b && M > 0 && N > 0 && batch > 0),
+                    $"{what}: {tile}: whether the asynchronous kernel ran");
+                for (long o = 0; o < dev.Length; o++)
+                    if (BitConverter.SingleToInt32Bits(dev[o]) != BitConverter.SingleToInt32Bits(other[o]))
+                        Assert.Fail($"{what}: {tile}{(ranAsync ? " (cp.async stages)" : "")} (pre-rounded A {preA} / B {preB}; 128-bit loads possible A {aligned.a} / B {aligned.b}) gives {other[o]:R}, " +
+                            $"the 128×64 tile with its own rounding {dev[o]:R} at buffer index {o}");
             }
 
         // CPU backend, same precision, on dense copies
@@ -168,9 +157,12 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
             var g64 = Run(TensorCoreTile.Tile64x32, p, a, b, c0, bias, shape, true);
             if (p == Precision.Tf32)
             {
-                var g3 = Run(TensorCoreTile.Tile128x128, p, a, b, c0, bias, shape, true);
-                for (long o = 0; o < c0.Length; o++)
-                    Assert.That(BitConverter.SingleToInt32Bits(g3[o]), Is.EqualTo(BitConverter.SingleToInt32Bits(g64[o])), $"{what}: GELU, 128×128 tile differs at {o}");
+                foreach (var t3 in new[] { TensorCoreTile.Tile128x128, TensorCoreTile.Tile128x128Async })
+                {
+                    var g3 = Run(t3, p, a, b, c0, bias, shape, true);
+                    for (long o = 0; o < c0.Length; o++)
+                        Assert.That(BitConverter.SingleToInt32Bits(g3[o]), Is.EqualTo(BitConverter.SingleToInt32Bits(g64[o])), $"{what}: GELU, {t3} differs at {o}");
+                }
             }
             for (long o = 0; o < c0.Length; o++)
             {

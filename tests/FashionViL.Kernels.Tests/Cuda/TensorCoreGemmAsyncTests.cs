@@ -5,10 +5,11 @@ using ILGPU.Runtime;
 namespace FashionViL.Kernels.Tests.Cuda;
 
 /// <summary>
-/// The asynchronous 128×128 tensor-core tile (<see cref="TensorCoreGemm.AsyncStages"/>, <c>FVL_TC_ASYNC=on</c>;
-/// TensorCoreGemm.Async.cs) piece by piece: its swizzled stage layout, the fragment words its lanes read (against the PTX
-/// ISA, without bank conflicts), its portable path for any group size and edge, and its PTX. TensorCoreGemm128Tests runs it
-/// bitwise against the other tiles on every 128×128 case.
+/// The asynchronous 128×128 tensor-core tile (<see cref="TensorCoreTile.Tile128x128Async"/>: the TF32 rule's pick under
+/// <c>FVL_TC_ASYNC=on</c>, <c>FVL_TC_TILE=128x128a</c>, a tuner candidate; TensorCoreGemm.Async.cs) piece by piece: its
+/// swizzled stage layout, the fragment words its lanes read (against the PTX ISA, without bank conflicts), its portable path
+/// for any group size and edge, its selection, and its PTX. TensorCoreGemm128Tests runs it bitwise against the other tiles
+/// on every case.
 /// </summary>
 [TestFixture, Category("Cuda"), NonParallelizable]   // tests switch the process-wide AsyncStages
 public class TensorCoreGemmAsyncTests() : EmulatorKernelTestBase(assertions: true, cudaVariable: NormIndexKernelTests.CudaVariable)
@@ -139,20 +140,44 @@ public class TensorCoreGemmAsyncTests() : EmulatorKernelTestBase(assertions: tru
                     using var cBuf = acc.Allocate1D<float>((long)m * n);
                     var args = shape; args.A = aBuf.View; args.B = bBuf.View; args.C = cBuf.View; args.ARounded = preA; args.BRounded = preB;
                     long before = TensorCoreGemm.AsyncLaunchCount;
-                    bool was = TensorCoreGemm.AsyncStages;
-                    try
-                    {
-                        TensorCoreGemm.AsyncStages = true;
-                        TensorCoreGemm.Launch(acc, null, args, Precision.Tf32, TensorCoreTile.Tile128x128);
-                        acc.Synchronize();
-                    }
-                    finally { TensorCoreGemm.AsyncStages = was; }
+                    TensorCoreGemm.Launch(acc, null, args, Precision.Tf32, TensorCoreTile.Tile128x128Async);
+                    acc.Synchronize();
                     string what = $"{m}x{n}x{k} {(ta ? 't' : 'n')}{(tb ? 't' : 'n')}, group {warp}×{warps}, A rounded by the caller {args.ARounded}, B {args.BRounded}";
                     Assert.That(TensorCoreGemm.AsyncLaunchCount, Is.EqualTo(before + 1), $"{what}: the asynchronous kernel ran");
                     Assert.That(cBuf.GetAsArray1D().Select(BitConverter.SingleToInt32Bits), Is.EqualTo(want.Select(BitConverter.SingleToInt32Bits)), what);
                 }
             }
         }
+    }
+
+    /// <summary>FVL_TC_ASYNC=on makes the cp.async tile the TF32 rule's pick (bf16 keeps its tile); FVL_TC_TILE=128x128a names
+    /// it; it is a GEMM tile only (FVL_TC_CONV_TILE refuses it, the conv tuner never times it) and runs TF32 only.</summary>
+    [Test]
+    public void TheRuleTheOverrideAndTheTunerSeeIt()
+    {
+        bool was = TensorCoreGemm.AsyncStages;
+        try
+        {
+            TensorCoreGemm.AsyncStages = false;
+            Assert.That(TensorCoreGemm.Choose(Acc, 4096, 768, Precision.Tf32), Is.EqualTo(TensorCoreTile.Tile128x128));
+            TensorCoreGemm.AsyncStages = true;
+            Assert.That(TensorCoreGemm.Choose(Acc, 4096, 768, Precision.Tf32), Is.EqualTo(TensorCoreTile.Tile128x128Async));
+            Assert.That(TensorCoreGemm.Choose(Acc, 4096, 768, Precision.Bf16), Is.EqualTo(TensorCoreTile.Tile128x64));
+            Assert.That(TensorCoreGemm.ChooseConv(Acc, 4096, 768, Precision.Tf32), Is.EqualTo(TensorCoreTile.Tile128x128), "not a conv tile");
+        }
+        finally { TensorCoreGemm.AsyncStages = was; }
+        Assert.That(CudaBackend.ParseGemmTile(" 128X128A "), Is.EqualTo(TensorCoreTile.Tile128x128Async));
+        var e = Assert.Throws<ArgumentException>(() => TensorCoreGemm.ParseTile("FVL_TC_CONV_TILE", "128x128a"))!;
+        Assert.That(e.Message, Does.Contain("FVL_TC_CONV_TILE").And.Contain("128x128a").And.Not.Contain("or 128x128a"));
+        Assert.That(TensorCoreGemm.TilesFor(Precision.Tf32), Does.Contain(TensorCoreTile.Tile128x128Async), "a tuner candidate for TF32 GEMMs");
+        Assert.That(TensorCoreGemm.TilesFor(Precision.Bf16), Does.Not.Contain(TensorCoreTile.Tile128x128Async));
+        Assert.That(TensorCoreGemm.ConvTilesFor(Precision.Tf32), Does.Not.Contain(TensorCoreTile.Tile128x128Async));
+        Assert.That(TensorCoreGemm.TileShape(TensorCoreTile.Tile128x128Async), Is.EqualTo((128, 128)));
+        Assert.That(TensorCoreGemm.Runnable(TensorCoreTile.Tile128x128Async, 128 * 65535 + 1, 1), Is.EqualTo(TensorCoreTile.Tile128x64));
+        using var buf = Acc.Allocate1D<float>(4);
+        var args = GemmArgs.Dense(buf.View, buf.View, buf.View, 1, 2, 2, 1);
+        var bf = Assert.Throws<ArgumentException>(() => TensorCoreGemm.Launch(Acc, null, args, Precision.Bf16, TensorCoreTile.Tile128x128Async))!;
+        Assert.That(bf.Message, Does.Contain("Tf32"));
     }
 
     [Test]
