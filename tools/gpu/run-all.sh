@@ -3,7 +3,9 @@
 #   DEADLINE=480 bash tools/gpu/run-all.sh
 # 1. gpu-check (~20 s on an H200); 2. run-step.sh: itc, mlm, mpfc in fp32 and tf32 and PyTorch's step (~125 s);
 # 3. A/B runs named in AB ("name:mode:VAR=value ..." entries separated by ";", AB_TASKS; AB="" for none): by default
-#    first session 21's cp.async stages for the 128×128 TF32 GEMM tile (FVL_TC_ASYNC=on, tf32), then session 19's candidates: Winograd for 3×3 stride-1 convolutions (forward and input gradient), F(2×2, 3×3) in fp32
+#    first every offline candidate at once in tf32 (combo-tf32: FVL_TC_ASYNC=on FVL_WINOGRAD=on FVL_CONV1X1=gemm
+#    FVL_TF32_WGRAD=tc), session 21's cp.async stages for the 128×128 TF32 GEMM tile alone (FVL_TC_ASYNC=on, tf32), the
+#    fp32 candidates at once (combo-fp32: FVL_WINOGRAD=f4 FVL_CONV1X1=gemm), then one by one session 19's candidates: Winograd for 3×3 stride-1 convolutions (forward and input gradient), F(2×2, 3×3) in fp32
 #    and tf32 and F(4×4, 3×3) in fp32, and every tf32 weight gradient on the tensor cores (FVL_TF32_WGRAD=tc); then
 #    session 20's 1×1 stride-1 convolutions as batched GEMMs (FVL_CONV1X1=gemm) in tf32 and fp32 (skipped when time is short)
 #    (session 18's candidates became the rules in session 19; to see the old rules again:
@@ -29,7 +31,7 @@ OUT=$W/step BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" STEPS=${STEPS:-8} WARMUP=$
   TORCH_TIMEOUT=${TORCH_TIMEOUT:-130} bash tools/gpu/run-step.sh > "$W/step.txt" 2>&1; stamp "run-step rc=$?"
 tar -C "$W" -czf "$O/step.tar.gz" step step.txt
 mkdir -p "$W/ab"
-IFS=';' read -r -a abs <<< "${AB-async-tf32:tf32:FVL_TC_ASYNC=on;winograd-fp32:fp32:FVL_WINOGRAD=on;winograd-f4-fp32:fp32:FVL_WINOGRAD=f4;winograd-tf32:tf32:FVL_WINOGRAD=on;wgrad-tc:tf32:FVL_TF32_WGRAD=tc;conv1x1-tf32:tf32:FVL_CONV1X1=gemm;conv1x1-fp32:fp32:FVL_CONV1X1=gemm}"
+IFS=';' read -r -a abs <<< "${AB-combo-tf32:tf32:FVL_TC_ASYNC=on FVL_WINOGRAD=on FVL_CONV1X1=gemm FVL_TF32_WGRAD=tc;async-tf32:tf32:FVL_TC_ASYNC=on;combo-fp32:fp32:FVL_WINOGRAD=f4 FVL_CONV1X1=gemm;winograd-fp32:fp32:FVL_WINOGRAD=on;winograd-f4-fp32:fp32:FVL_WINOGRAD=f4;winograd-tf32:tf32:FVL_WINOGRAD=on;wgrad-tc:tf32:FVL_TF32_WGRAD=tc;conv1x1-tf32:tf32:FVL_CONV1X1=gemm;conv1x1-fp32:fp32:FVL_CONV1X1=gemm}"
 for ab in "${abs[@]}"; do
   [ -n "$ab" ] || continue
   name=${ab%%:*}; rest=${ab#*:}; mode=${rest%%:*}; vars=${rest#*:}
