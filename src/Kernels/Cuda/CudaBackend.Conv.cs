@@ -116,6 +116,10 @@ public sealed partial class CudaBackend
     /// <summary>The output tile <see cref="Winograd"/> runs under <paramref name="precision"/>: 4 for F4x4 in fp32, else 2.</summary>
     private static int WinogradTile(Precision precision) => Winograd == WinogradMode.F4x4 && precision == Precision.Fp32 ? 4 : 2;
 
+    /// <summary>Whether, under Tf32, the Winograd transforms round U and V themselves (default) instead of leaving it to the
+    /// GEMM; settable for tests, which compare the two (the same bits).</summary>
+    internal static bool WinogradRoundsInTransforms { get; set; } = true;
+
     /// <summary>Fewest input and output channels for which <see cref="Winograd"/> applies (the VQ-VAE's 3-channel stem and
     /// narrow convolutions keep the direct kernels). Settable for tests.</summary>
     internal static int WinogradMinChannels { get; set; } = 32;
@@ -134,18 +138,21 @@ public sealed partial class CudaBackend
         long tiles = (long)n * th * tw;
         if (tiles == 0 || k == 0) return;
         using var u = Tensor.Empty([points, k, c], DType.Float32, Device);
-        WinogradKernels.TransformWeight(Acc, Stream, View<float>(w), View<float>(u), k, c, flipped, tile);
+        // under Tf32 the transforms write U and V rounded, as the GEMM would round them, and the GEMM takes them as they are
+        // (no rounded copy of U, no rounding of V in every stage): the same bits (WinogradRoundsInTransforms, for tests)
+        bool round = tile == 2 && MatMulPrecision.Current == Precision.Tf32 && WinogradRoundsInTransforms;
+        WinogradKernels.TransformWeight(Acc, Stream, View<float>(w), View<float>(u), k, c, flipped, tile, roundTf32: round);
         // chunks of whole multiples of 128 tiles (the GEMM's column tiles), each workspace within WinogradChunkFloats
         long fit = WinogradChunkFloats / ((long)points * Math.Max(c, k));
         int chunk = (int)Math.Min(tiles, Math.Max(128, fit / 128 * 128));
         for (long p0 = 0; p0 < tiles; p0 += chunk)
         {
             int cnt = (int)Math.Min(chunk, tiles - p0);
-            var s = new WinogradKernels.Shape { N = n, C = c, K = k, H = h, W = wd, Tile = tile, TilesH = th, TilesW = tw, P0 = (int)p0, Pc = cnt };
+            var s = new WinogradKernels.Shape { N = n, C = c, K = k, H = h, W = wd, Tile = tile, TilesH = th, TilesW = tw, P0 = (int)p0, Pc = cnt, Round = round ? 1 : 0 };
             using var v = Tensor.Empty([points, c, cnt], DType.Float32, Device);
             using var m = Tensor.Empty([points, k, cnt], DType.Float32, Device);
             WinogradKernels.TransformInput(Acc, Stream, View<float>(x), View<float>(v), s);
-            MatMul(u, v, m, false, false);
+            MatMul(u, v, m, false, false, 1, 0, null, aRounded: round, bRounded: round);
             WinogradKernels.TransformOutput(Acc, Stream, View<float>(m), View<float>(y), bias is null ? default : View<float>(bias), s);
         }
     }

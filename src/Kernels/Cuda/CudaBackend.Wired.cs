@@ -33,6 +33,12 @@ public sealed partial class CudaBackend
     private ArrayView<float>? ViewOrNull(Tensor? t) => t is null ? null : View<float>(t);
 
     public void MatMul(Tensor a, Tensor b, Tensor c, bool transA, bool transB, double alpha = 1, double beta = 0, Tensor? bias = null)
+        => MatMul(a, b, c, transA, transB, alpha, beta, bias, aRounded: false, bRounded: false);
+
+    /// <summary><see cref="MatMul(Tensor, Tensor, Tensor, bool, bool, double, double, Tensor?)"/> for operands the caller already
+    /// rounded to TF32 (<paramref name="aRounded"/>, <paramref name="bRounded"/>; honoured under Tf32 only: the tensor-core
+    /// GEMM then neither rounds them again nor makes a rounded copy; the same bits, as rounding is idempotent).</summary>
+    internal void MatMul(Tensor a, Tensor b, Tensor c, bool transA, bool transB, double alpha, double beta, Tensor? bias, bool aRounded, bool bRounded)
     {
         RequireF32("matmul", a, b, c, bias);
         var p = MatMulPlan.Create(a, b, c, transA, transB, bias);
@@ -46,6 +52,7 @@ public sealed partial class CudaBackend
         };
         // MatMulPrecision: Fp32 runs the exact SGEMM; Tf32/Bf16 the tensor-core kernel (rounded operands, fp32 accumulation).
         var precision = MatMulPrecision.Current;
+        if (precision == Precision.Tf32) { args.ARounded = aRounded; args.BRounded = bRounded; }
         // Split-K when C has fewer tiles than the device has multiprocessors (BERT's 768 × 768 weight gradients): partial
         // products into a workspace from the caching allocator, then an in-order sum with the epilogue.
         // KernelTuner (FVL_TUNE=1): the candidates give the same bits; off, the rule's pick runs at no cost. The split count
@@ -201,8 +208,8 @@ public sealed partial class CudaBackend
         // 38–62 row tiles at batch 64); not A of the 768-wide outputs (12 column tiles).
         var (bm, bn) = TensorCoreGemm.TileShape(tile);
         bool big = tile is TensorCoreTile.Tile128x64 or TensorCoreTile.Tile128x128 or TensorCoreTile.Tile128x128Async && PreRoundOperands;
-        bool preA = big && (args.N + bn - 1) / bn >= MinTilesToPreRound && spanA is > 0 and <= MaxRoundedOperand;
-        bool preB = big && (args.M + bm - 1) / bm >= MinTilesToPreRound && spanB is > 0 and <= MaxRoundedOperand;
+        bool preA = big && !args.ARounded && (args.N + bn - 1) / bn >= MinTilesToPreRound && spanA is > 0 and <= MaxRoundedOperand;
+        bool preB = big && !args.BRounded && (args.M + bm - 1) / bm >= MinTilesToPreRound && spanB is > 0 and <= MaxRoundedOperand;
         using var ra = preA ? RoundedOperand(args.A, spanA, precision) : null;
         using var rb = preB ? RoundedOperand(args.B, spanB, precision) : null;
         if (ra is not null) { args.A = View<float>(ra); args.ARounded = true; }

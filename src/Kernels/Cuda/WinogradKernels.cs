@@ -41,7 +41,14 @@ public static class WinogradKernels
     public struct Shape
     {
         public int N, C, K, H, W, Tile, TilesH, TilesW, P0, Pc;
+        /// <summary>1: write the transformed input tiles rounded to TF32 (F(2×2) only), as the tensor-core GEMM would round them.</summary>
+        public int Round;
     }
+
+    /// <summary><paramref name="x"/> rounded to TF32 when <paramref name="round"/> (<see cref="TensorCoreGemm.Tf32Word"/>'s bits:
+    /// the value the tensor-core GEMM would round it to; rounding a rounded value keeps it).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Rnd(float x, bool round) => round ? Interop.IntAsFloat(TensorCoreGemm.Tf32Word(x)) : x;
 
     /// <summary>Six floats: a row or column of an F(4×4, 3×3) tile.</summary>
     public struct F6
@@ -96,10 +103,13 @@ public static class WinogradKernels
     }
 
     /// <summary>U = G g Gᵀ for every (k, c): G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]; g = w[k, c] (w is [K, C, 3, 3]),
-    /// or with <paramref name="flip"/> ≠ 0 the input gradient's kernel g = w[c, k] rotated by 180° (w is [C, K, 3, 3]: the
-    /// forward's weight, whose input gradient is a padding-1 convolution of the output gradient with that kernel).</summary>
-    internal static void WeightKernel(ArrayView<float> w, ArrayView<float> u, int k, int c, int flip)
+    /// or with <paramref name="mode"/> bit 0 the input gradient's kernel g = w[c, k] rotated by 180° (w is [C, K, 3, 3]: the
+    /// forward's weight, whose input gradient is a padding-1 convolution of the output gradient with that kernel); bit 1: U
+    /// written rounded to TF32.</summary>
+    internal static void WeightKernel(ArrayView<float> w, ArrayView<float> u, int k, int c, int mode)
     {
+        int flip = mode & 1;
+        bool round = (mode & 2) != 0;
         long kc = (long)k * c, step = (long)Grid.DimX * Group.DimX;
         for (long i = Grid.GlobalIndex.X; i < kc; i += step)
         {
@@ -110,22 +120,22 @@ public static class WinogradKernels
             float t10 = 0.5f * (g00 + g10 + g20), t11 = 0.5f * (g01 + g11 + g21), t12 = 0.5f * (g02 + g12 + g22);
             float t20 = 0.5f * (g00 - g10 + g20), t21 = 0.5f * (g01 - g11 + g21), t22 = 0.5f * (g02 - g12 + g22);
             float t30 = g20, t31 = g21, t32 = g22;
-            WeightRow(u, i, kc, 0, t00, t01, t02);
-            WeightRow(u, i, kc, 1, t10, t11, t12);
-            WeightRow(u, i, kc, 2, t20, t21, t22);
-            WeightRow(u, i, kc, 3, t30, t31, t32);
+            WeightRow(u, i, kc, 0, t00, t01, t02, round);
+            WeightRow(u, i, kc, 1, t10, t11, t12, round);
+            WeightRow(u, i, kc, 2, t20, t21, t22, round);
+            WeightRow(u, i, kc, 3, t30, t31, t32, round);
         }
     }
 
     /// <summary>Row r of U = t Gᵀ.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void WeightRow(ArrayView<float> u, long i, long kc, int r, float a, float b, float c)
+    private static void WeightRow(ArrayView<float> u, long i, long kc, int r, float a, float b, float c, bool round)
     {
         long o = 4 * r * kc + i;
-        u[o] = a;
-        u[o + kc] = 0.5f * (a + b + c);
-        u[o + 2 * kc] = 0.5f * (a - b + c);
-        u[o + 3 * kc] = c;
+        u[o] = Rnd(a, round);
+        u[o + kc] = Rnd(0.5f * (a + b + c), round);
+        u[o + 2 * kc] = Rnd(0.5f * (a - b + c), round);
+        u[o + 3 * kc] = Rnd(c, round);
     }
 
     /// <summary>V = Bᵀ d B for every (c, tile) of the chunk: Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].</summary>
@@ -145,10 +155,11 @@ public static class WinogradKernels
             float d20 = At(x, s, xb, h0 + 2, w0), d21 = At(x, s, xb, h0 + 2, w0 + 1), d22 = At(x, s, xb, h0 + 2, w0 + 2), d23 = At(x, s, xb, h0 + 2, w0 + 3);
             float d30 = At(x, s, xb, h0 + 3, w0), d31 = At(x, s, xb, h0 + 3, w0 + 1), d32 = At(x, s, xb, h0 + 3, w0 + 2), d33 = At(x, s, xb, h0 + 3, w0 + 3);
             int o = i;
-            InputRow(v, o, plane, 0, d00 - d20, d01 - d21, d02 - d22, d03 - d23);
-            InputRow(v, o, plane, 1, d10 + d20, d11 + d21, d12 + d22, d13 + d23);
-            InputRow(v, o, plane, 2, d20 - d10, d21 - d11, d22 - d12, d23 - d13);
-            InputRow(v, o, plane, 3, d10 - d30, d11 - d31, d12 - d32, d13 - d33);
+            bool round = s.Round != 0;
+            InputRow(v, o, plane, 0, d00 - d20, d01 - d21, d02 - d22, d03 - d23, round);
+            InputRow(v, o, plane, 1, d10 + d20, d11 + d21, d12 + d22, d13 + d23, round);
+            InputRow(v, o, plane, 2, d20 - d10, d21 - d11, d22 - d12, d23 - d13, round);
+            InputRow(v, o, plane, 3, d10 - d30, d11 - d31, d12 - d32, d13 - d33, round);
         }
     }
 
@@ -158,13 +169,13 @@ public static class WinogradKernels
 
     /// <summary>Row r of V = (Bᵀ d) B.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void InputRow(ArrayView<float> v, int o, int plane, int r, float q0, float q1, float q2, float q3)
+    private static void InputRow(ArrayView<float> v, int o, int plane, int r, float q0, float q1, float q2, float q3, bool round)
     {
         long b = 4L * r * plane + o;
-        v[b] = q0 - q2;
-        v[b + plane] = q1 + q2;
-        v[b + 2 * plane] = q2 - q1;
-        v[b + 3 * plane] = q1 - q3;
+        v[b] = Rnd(q0 - q2, round);
+        v[b + plane] = Rnd(q1 + q2, round);
+        v[b + 2 * plane] = Rnd(q2 - q1, round);
+        v[b + 3 * plane] = Rnd(q1 - q3, round);
     }
 
     /// <summary>Y = Aᵀ m A (+ bias) for every (k, tile) of the chunk: Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].</summary>
@@ -389,11 +400,14 @@ public static class WinogradKernels
     }
 
     /// <summary>u (Points(tile)·K·C floats) ← the transformed weight w [K, C, 3, 3]; with <paramref name="flipped"/>, the
-    /// transformed input-gradient kernel of a forward weight w [C, K, 3, 3] (transposed, rotated by 180°).</summary>
-    public static void TransformWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> w, ArrayView<float> u, int k, int c, bool flipped = false, int tile = 2)
+    /// transformed input-gradient kernel of a forward weight w [C, K, 3, 3] (transposed, rotated by 180°); with
+    /// <paramref name="roundTf32"/> (F(2×2) only), u rounded to TF32 as the tensor-core GEMM would round it.</summary>
+    public static void TransformWeight(Accelerator acc, AcceleratorStream? stream, ArrayView<float> w, ArrayView<float> u, int k, int c, bool flipped = false, int tile = 2,
+        bool roundTf32 = false)
     {
         ArgumentNullException.ThrowIfNull(acc);
         CheckTile(tile);
+        if (roundTf32 && tile != 2) throw new ArgumentException("winograd: TF32 rounding in the transforms is F(2×2)'s (F(4×4) runs fp32 only)", nameof(roundTf32));
         long kc = (long)k * c;
         if (w.Length < 9 * kc || u.Length < Points(tile) * kc)
             throw new ArgumentException($"winograd: weight [{k}, {c}, 3, 3] needs {9 * kc} and {Points(tile) * kc} floats, got {w.Length} and {u.Length}");
@@ -404,7 +418,7 @@ public static class WinogradKernels
             ? l.Weight4 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(Weight4Kernel)
             : l.Weight ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(WeightKernel);
         CudaRuntime.CountLaunch();
-        kern(stream ?? acc.DefaultStream, Flat(acc, kc), w, u, k, c, flipped ? 1 : 0);
+        kern(stream ?? acc.DefaultStream, Flat(acc, kc), w, u, k, c, (flipped ? 1 : 0) | (roundTf32 ? 2 : 0));
     }
 
     /// <summary>v (Points(Tile)·C·Pc floats) ← the transformed input tiles [P0, P0 + Pc) of x [N, C, H, W].</summary>
@@ -412,6 +426,7 @@ public static class WinogradKernels
     {
         ArgumentNullException.ThrowIfNull(acc);
         Check(s, x.Length, (long)s.N * s.C * s.H * s.W, v.Length, (long)Points(s.Tile) * s.C * s.Pc, "input");
+        if (s.Round != 0 && s.Tile != 2) throw new ArgumentException("winograd: TF32 rounding in the transforms is F(2×2)'s (F(4×4) runs fp32 only)", nameof(s));
         if ((long)s.C * s.Pc == 0) return;
         var l = Cache.GetValue(acc, _ => new Loaded());
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, Shape> kern;

@@ -1,4 +1,6 @@
 using FashionViL.Autograd;
+using ILGPU;
+using ILGPU.Runtime;
 using FashionViL.Kernels.Cuda;
 
 namespace FashionViL.Kernels.Tests.Cuda;
@@ -110,6 +112,78 @@ public class WinogradTests : CudaTestBase
         var got = Gx(mode);
         AssertWithinBound(got, exact, mag, p, mode, "input gradient");
         Assert.That(got, Is.Not.EqualTo(Gx(WinogradMode.Off)), "the switch routed the input gradient through Winograd");
+    }
+
+    /// <summary>Under Tf32 the transforms write U and V already rounded and the GEMM takes them as rounded
+    /// (<see cref="CudaBackend.WinogradRoundsInTransforms"/>): forward and input gradient keep the bits of the GEMM rounding
+    /// them itself (rounding is idempotent), without the GEMM's rounded copies of the operands.</summary>
+    [Test]
+    public void UnderTf32TheTransformsRoundingGivesTheGemmsBits()
+    {
+        using var scope = Tensor.Scope();
+        var x = Rand([2, 40, 19, 17], 561);
+        var w = Rand([36, 40, 3, 3], 562, lo: -0.5, hi: 0.5);
+        var b = Rand([36], 563);
+        var gy = Rand([2, 36, 19, 17], 564);
+        int savedMin = CudaBackend.MinTilesToPreRound;
+        try
+        {
+            CudaBackend.MinTilesToPreRound = 1;   // the GEMM would round its operands in copies first (at full size: U)
+            (int[] Y, int[] Gx, long Launches) Run(bool inTransforms)
+            {
+                CudaBackend.WinogradRoundsInTransforms = inTransforms;
+                var rt = CudaRuntime.Get(0);
+                Dev.Synchronize();
+                var c0 = rt.Counters;
+                var y = DevConv(x, w, b, WinogradMode.F2x2, Precision.Tf32);
+                var gx = Tensor.Empty([2, 40, 19, 17], DType.Float32, Gpu);
+                using (var dgy = Up(gy)) using (var dw = Up(w))
+                using (MatMulPrecision.Use(Precision.Tf32)) Dev.Conv2dBackwardInput(dgy, dw, gx, Conv2dParams.Symmetric(1, 1));
+                Dev.Synchronize();
+                return (Bits(y), Bits(gx), (rt.Counters - c0).KernelLaunches);
+            }
+            var gemm = Run(false);
+            var transforms = Run(true);
+            Assert.That(transforms.Y, Is.EqualTo(gemm.Y), "forward");
+            Assert.That(transforms.Gx, Is.EqualTo(gemm.Gx), "input gradient");
+            // with the threshold at 1 the GEMM would copy both U and V rounded (at full size: U only): 2 launches fewer per GEMM
+            Assert.That(transforms.Launches, Is.EqualTo(gemm.Launches - 4), "no rounded copies of U and V, forward and input gradient");
+        }
+        finally
+        {
+            CudaBackend.WinogradRoundsInTransforms = true;
+            CudaBackend.MinTilesToPreRound = savedMin;
+        }
+    }
+
+    /// <summary>The transforms' TF32 rounding itself: every U and V value is <see cref="TensorCoreGemm.Tf32Word"/> of the
+    /// unrounded transform's value (F(2×2); F(4×4), fp32 only, refuses it).</summary>
+    [Test]
+    public void TheTransformsRoundToTf32Words()
+    {
+        var acc = CudaRuntime.Get(0).Accelerator;
+        var r = new Random(57);
+        int k = 5, c = 6, n = 1, h = 7, wd = 6;
+        var w = Enumerable.Range(0, k * c * 9).Select(_ => (float)(r.NextDouble() * 4 - 2)).ToArray();
+        var x = Enumerable.Range(0, n * c * h * wd).Select(_ => (float)(r.NextDouble() * 4 - 2)).ToArray();
+        using var wb = acc.Allocate1D(w); using var xb = acc.Allocate1D(x);
+        using var u0 = acc.Allocate1D<float>(16 * k * c); using var u1 = acc.Allocate1D<float>(16 * k * c);
+        var (th, tw) = WinogradKernels.Tiles(h, wd, 2);
+        var s = new WinogradKernels.Shape { N = n, C = c, K = k, H = h, W = wd, Tile = 2, TilesH = th, TilesW = tw, P0 = 0, Pc = n * th * tw };
+        using var v0 = acc.Allocate1D<float>(16L * c * s.Pc); using var v1 = acc.Allocate1D<float>(16L * c * s.Pc);
+        WinogradKernels.TransformWeight(acc, null, wb.View, u0.View, k, c);
+        WinogradKernels.TransformWeight(acc, null, wb.View, u1.View, k, c, roundTf32: true);
+        WinogradKernels.TransformInput(acc, null, xb.View, v0.View, s);
+        s.Round = 1;
+        WinogradKernels.TransformInput(acc, null, xb.View, v1.View, s);
+        acc.Synchronize();
+        foreach (var (raw, rounded, what) in new[] { (u0.GetAsArray1D(), u1.GetAsArray1D(), "U"), (v0.GetAsArray1D(), v1.GetAsArray1D(), "V") })
+        {
+            for (int i = 0; i < raw.Length; i++)
+                Assert.That(BitConverter.SingleToUInt32Bits(rounded[i]), Is.EqualTo(TensorCoreGemm.Tf32Word(raw[i])), $"{what}[{i}]");
+            Assert.That(raw.Select(BitConverter.SingleToUInt32Bits).Count(u => (u & 0x1FFF) != 0), Is.GreaterThan(raw.Length / 2), $"{what}: the test needs unrounded values");
+        }
+        Assert.Throws<ArgumentException>(() => WinogradKernels.TransformWeight(acc, null, wb.View, u0.View, k, c, tile: 4, roundTf32: true));
     }
 
     /// <summary>F(4×4) under Tf32 runs F(2×2) (the larger transforms would magnify TF32's rounding): the same bits.</summary>
