@@ -43,6 +43,9 @@ public static class WinogradKernels
         public int N, C, K, H, W, Tile, TilesH, TilesW, P0, Pc;
         /// <summary>1: write the transformed input tiles rounded to TF32 (F(2×2) only), as the tensor-core GEMM would round them.</summary>
         public int Round;
+        /// <summary>Channel groups of the F(2×2) input and output transforms (set by their launchers): a work item is one tile
+        /// and every Groups-th channel from its group's first.</summary>
+        public int Groups;
     }
 
     /// <summary><paramref name="x"/> rounded to TF32 when <paramref name="round"/> (<see cref="TensorCoreGemm.Tf32Word"/>'s bits:
@@ -138,28 +141,62 @@ public static class WinogradKernels
         u[o + 3 * kc] = Rnd(c, round);
     }
 
-    /// <summary>V = Bᵀ d B for every (c, tile) of the chunk: Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].</summary>
+    /// <summary>V = Bᵀ d B for every (c, tile) of the chunk: Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
+    /// Work item (g, tile): the tile's position found once (two divisions), then channels g, g + G, … (G =
+    /// <see cref="Shape.Groups"/>); tiles wholly inside the plane read their 4×4 patch from four row offsets without bounds
+    /// tests. Consecutive threads take consecutive tiles of one channel (coalesced stores). The arithmetic per (c, tile) is
+    /// the same additions in the same order whatever the indexing.</summary>
     internal static void InputKernel(ArrayView<float> x, ArrayView<float> v, Shape s)
     {
-        // C·Pc < 2³¹ (the launcher checks): 32-bit index arithmetic
-        int work = s.C * s.Pc, step = Grid.DimX * Group.DimX, plane = s.C * s.Pc;
+        // G·Pc and C·Pc < 2³¹ (the launcher checks): 32-bit work indices
+        int groups = s.Groups, work = groups * s.Pc, step = Grid.DimX * Group.DimX, plane = s.C * s.Pc;
+        long hw = (long)s.H * s.W;
+        bool round = s.Round != 0;
         for (int i = Grid.GlobalIndex.X; i < work; i += step)
         {
-            var it = ItemOf(i, s);
-            int c = it.Channel, n = it.N, ty = it.Ty, tx = it.Tx;
+            int g = i / s.Pc, local = i - g * s.Pc;
+            int p = s.P0 + local, tiles = s.TilesH * s.TilesW, n = p / tiles, r = p - n * tiles, ty = r / s.TilesW, tx = r - ty * s.TilesW;
             int h0 = 2 * ty - 1, w0 = 2 * tx - 1;
-            long xb = ((long)n * s.C + c) * s.H * s.W;
-            // rows of Bᵀ d, one input row at a time: q_j = (d0 − d2, d1 + d2, d2 − d1, d1 − d3) in column j
-            float d00 = At(x, s, xb, h0, w0), d01 = At(x, s, xb, h0, w0 + 1), d02 = At(x, s, xb, h0, w0 + 2), d03 = At(x, s, xb, h0, w0 + 3);
-            float d10 = At(x, s, xb, h0 + 1, w0), d11 = At(x, s, xb, h0 + 1, w0 + 1), d12 = At(x, s, xb, h0 + 1, w0 + 2), d13 = At(x, s, xb, h0 + 1, w0 + 3);
-            float d20 = At(x, s, xb, h0 + 2, w0), d21 = At(x, s, xb, h0 + 2, w0 + 1), d22 = At(x, s, xb, h0 + 2, w0 + 2), d23 = At(x, s, xb, h0 + 2, w0 + 3);
-            float d30 = At(x, s, xb, h0 + 3, w0), d31 = At(x, s, xb, h0 + 3, w0 + 1), d32 = At(x, s, xb, h0 + 3, w0 + 2), d33 = At(x, s, xb, h0 + 3, w0 + 3);
-            int o = i;
-            bool round = s.Round != 0;
-            InputRow(v, o, plane, 0, d00 - d20, d01 - d21, d02 - d22, d03 - d23, round);
-            InputRow(v, o, plane, 1, d10 + d20, d11 + d21, d12 + d22, d13 + d23, round);
-            InputRow(v, o, plane, 2, d20 - d10, d21 - d11, d22 - d12, d23 - d13, round);
-            InputRow(v, o, plane, 3, d10 - d30, d11 - d31, d12 - d32, d13 - d33, round);
+            bool inner = h0 >= 0 && w0 >= 0 && h0 + 3 < s.H && w0 + 3 < s.W;
+            long xb = ((long)n * s.C + g) * hw, step4 = groups * hw;
+            int o = g * s.Pc + local, oStep = groups * s.Pc;
+            for (int c = g; c < s.C; c += groups)
+            {
+                float d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33;
+                if (inner)
+                {
+                    long r0 = xb + (long)h0 * s.W + w0, r1 = r0 + s.W, r2 = r1 + s.W, r3 = r2 + s.W;
+                    d00 = x[r0]; d01 = x[r0 + 1]; d02 = x[r0 + 2]; d03 = x[r0 + 3];
+                    d10 = x[r1]; d11 = x[r1 + 1]; d12 = x[r1 + 2]; d13 = x[r1 + 3];
+                    d20 = x[r2]; d21 = x[r2 + 1]; d22 = x[r2 + 2]; d23 = x[r2 + 3];
+                    d30 = x[r3]; d31 = x[r3 + 1]; d32 = x[r3 + 2]; d33 = x[r3 + 3];
+                }
+                else
+                {
+                    d00 = At(x, s, xb, h0, w0); d01 = At(x, s, xb, h0, w0 + 1); d02 = At(x, s, xb, h0, w0 + 2); d03 = At(x, s, xb, h0, w0 + 3);
+                    d10 = At(x, s, xb, h0 + 1, w0); d11 = At(x, s, xb, h0 + 1, w0 + 1); d12 = At(x, s, xb, h0 + 1, w0 + 2); d13 = At(x, s, xb, h0 + 1, w0 + 3);
+                    d20 = At(x, s, xb, h0 + 2, w0); d21 = At(x, s, xb, h0 + 2, w0 + 1); d22 = At(x, s, xb, h0 + 2, w0 + 2); d23 = At(x, s, xb, h0 + 2, w0 + 3);
+                    d30 = At(x, s, xb, h0 + 3, w0); d31 = At(x, s, xb, h0 + 3, w0 + 1); d32 = At(x, s, xb, h0 + 3, w0 + 2); d33 = At(x, s, xb, h0 + 3, w0 + 3);
+                }
+                // rows of Bᵀ d, one input row at a time: q_j = (d0 − d2, d1 + d2, d2 − d1, d1 − d3) in column j (the rounding
+                // a separate path: a flag tested per value would cost every store its predicated instructions)
+                if (round)
+                {
+                    InputRow(v, o, plane, 0, d00 - d20, d01 - d21, d02 - d22, d03 - d23, true);
+                    InputRow(v, o, plane, 1, d10 + d20, d11 + d21, d12 + d22, d13 + d23, true);
+                    InputRow(v, o, plane, 2, d20 - d10, d21 - d11, d22 - d12, d23 - d13, true);
+                    InputRow(v, o, plane, 3, d10 - d30, d11 - d31, d12 - d32, d13 - d33, true);
+                }
+                else
+                {
+                    InputRow(v, o, plane, 0, d00 - d20, d01 - d21, d02 - d22, d03 - d23, false);
+                    InputRow(v, o, plane, 1, d10 + d20, d11 + d21, d12 + d22, d13 + d23, false);
+                    InputRow(v, o, plane, 2, d20 - d10, d21 - d11, d22 - d12, d23 - d13, false);
+                    InputRow(v, o, plane, 3, d10 - d30, d11 - d31, d12 - d32, d13 - d33, false);
+                }
+                xb += step4;
+                o += oStep;
+            }
         }
     }
 
@@ -171,41 +208,47 @@ public static class WinogradKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void InputRow(ArrayView<float> v, int o, int plane, int r, float q0, float q1, float q2, float q3, bool round)
     {
-        long b = 4L * r * plane + o;
+        int b = 4 * r * plane + o;   // < Points·C·Pc ≤ 2³¹ − 1 (the launcher checks): one 32-bit add per store
         v[b] = Rnd(q0 - q2, round);
         v[b + plane] = Rnd(q1 + q2, round);
         v[b + 2 * plane] = Rnd(q2 - q1, round);
         v[b + 3 * plane] = Rnd(q1 - q3, round);
     }
 
-    /// <summary>Y = Aᵀ m A (+ bias) for every (k, tile) of the chunk: Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].</summary>
+    /// <summary>Y = Aᵀ m A (+ bias) for every (k, tile) of the chunk: Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]. Work item
+    /// (g, tile) as in <see cref="InputKernel"/>: the tile's position once, then output channels g, g + G, ….</summary>
     internal static void OutputKernel(ArrayView<float> m, ArrayView<float> y, ArrayView<float> bias, Shape s, int hasBias)
     {
-        // K·Pc < 2³¹ (the launcher checks): 32-bit index arithmetic
-        int work = s.K * s.Pc, step = Grid.DimX * Group.DimX;
-        long plane = work;
+        // G·Pc and K·Pc < 2³¹ (the launcher checks): 32-bit work indices
+        int groups = s.Groups, work = groups * s.Pc, step = Grid.DimX * Group.DimX, plane = s.K * s.Pc;
+        long hw = (long)s.H * s.W;
         for (int i = Grid.GlobalIndex.X; i < work; i += step)
         {
-            var it = ItemOf(i, s);
-            int k = it.Channel, n = it.N, ty = it.Ty, tx = it.Tx;
-            long o = i;
-            float m00 = m[o], m01 = m[o + plane], m02 = m[o + 2 * plane], m03 = m[o + 3 * plane];
-            float m10 = m[o + 4 * plane], m11 = m[o + 5 * plane], m12 = m[o + 6 * plane], m13 = m[o + 7 * plane];
-            float m20 = m[o + 8 * plane], m21 = m[o + 9 * plane], m22 = m[o + 10 * plane], m23 = m[o + 11 * plane];
-            float m30 = m[o + 12 * plane], m31 = m[o + 13 * plane], m32 = m[o + 14 * plane], m33 = m[o + 15 * plane];
-            // Aᵀ m: row 0 = m0 + m1 + m2, row 1 = m1 − m2 − m3 (rows of m)
-            float s00 = m00 + m10 + m20, s01 = m01 + m11 + m21, s02 = m02 + m12 + m22, s03 = m03 + m13 + m23;
-            float s10 = m10 - m20 - m30, s11 = m11 - m21 - m31, s12 = m12 - m22 - m32, s13 = m13 - m23 - m33;
-            float bv = hasBias != 0 ? bias[k] : 0f;
+            int g = i / s.Pc, local = i - g * s.Pc;
+            int p = s.P0 + local, tiles = s.TilesH * s.TilesW, n = p / tiles, r = p - n * tiles, ty = r / s.TilesW, tx = r - ty * s.TilesW;
             int oh = 2 * ty, ow = 2 * tx;
-            long yb = ((long)n * s.K + k) * s.H * s.W + (long)oh * s.W + ow;
             bool right = ow + 1 < s.W, down = oh + 1 < s.H;
-            y[yb] = s00 + s01 + s02 + bv;
-            if (right) y[yb + 1] = s01 - s02 - s03 + bv;
-            if (down)
+            long yb = ((long)n * s.K + g) * hw + (long)oh * s.W + ow, yStep = groups * hw;
+            int o = g * s.Pc + local, oStep = groups * s.Pc;   // m's indices < 16·K·Pc ≤ 2³¹ − 1 (the launcher checks)
+            for (int k = g; k < s.K; k += groups)
             {
-                y[yb + s.W] = s10 + s11 + s12 + bv;
-                if (right) y[yb + s.W + 1] = s11 - s12 - s13 + bv;
+                float m00 = m[o], m01 = m[o + plane], m02 = m[o + 2 * plane], m03 = m[o + 3 * plane];
+                float m10 = m[o + 4 * plane], m11 = m[o + 5 * plane], m12 = m[o + 6 * plane], m13 = m[o + 7 * plane];
+                float m20 = m[o + 8 * plane], m21 = m[o + 9 * plane], m22 = m[o + 10 * plane], m23 = m[o + 11 * plane];
+                float m30 = m[o + 12 * plane], m31 = m[o + 13 * plane], m32 = m[o + 14 * plane], m33 = m[o + 15 * plane];
+                float bv = hasBias != 0 ? bias[k] : 0f;
+                // Aᵀ m: row 0 = m0 + m1 + m2, row 1 = m1 − m2 − m3 (rows of m)
+                float s00 = m00 + m10 + m20, s01 = m01 + m11 + m21, s02 = m02 + m12 + m22, s03 = m03 + m13 + m23;
+                float s10 = m10 - m20 - m30, s11 = m11 - m21 - m31, s12 = m12 - m22 - m32, s13 = m13 - m23 - m33;
+                y[yb] = s00 + s01 + s02 + bv;
+                if (right) y[yb + 1] = s01 - s02 - s03 + bv;
+                if (down)
+                {
+                    y[yb + s.W] = s10 + s11 + s12 + bv;
+                    if (right) y[yb + s.W + 1] = s11 - s12 - s13 + bv;
+                }
+                yb += yStep;
+                o += oStep;
             }
         }
     }
@@ -377,6 +420,16 @@ public static class WinogradKernels
         ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>)Output4Kernel).Method,
     ];
 
+    /// <summary>Channel groups of an F(2×2) transform over <paramref name="channels"/> × <paramref name="tiles"/>: enough work items
+    /// to fill a large GPU (≈ 2¹⁸: 132 SMs × 2,048 threads), each looping over its channels with the tile's position found
+    /// once — at 224² with 128 channels and 32,768 tiles per chunk, 8 groups of 16 channels.</summary>
+    internal static int ChannelGroups(int channels, int tiles)
+        => tiles <= 0 ? 1 : (int)Math.Clamp((TransformWorkTarget + tiles - 1) / tiles, 1, Math.Max(1, channels));
+
+    /// <summary>Work items an F(2×2) transform aims for (<see cref="ChannelGroups"/>); settable for tests, which reach the
+    /// channel loops with small shapes.</summary>
+    internal static long TransformWorkTarget { get; set; } = 1L << 18;
+
     private static KernelConfig Flat(Accelerator acc, long work)
     {
         int nt = Math.Min(256, acc.MaxNumThreadsPerGroup);
@@ -434,7 +487,12 @@ public static class WinogradKernels
             ? l.Input4 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, Shape>(Input4Kernel)
             : l.Input ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, Shape>(InputKernel);
         CudaRuntime.CountLaunch();
-        kern(stream ?? acc.DefaultStream, Flat(acc, (long)s.C * s.Pc), x, v, s);
+        if (s.Tile == 2)
+        {
+            s.Groups = ChannelGroups(s.C, s.Pc);
+            kern(stream ?? acc.DefaultStream, Flat(acc, (long)s.Groups * s.Pc), x, v, s);
+        }
+        else kern(stream ?? acc.DefaultStream, Flat(acc, (long)s.C * s.Pc), x, v, s);
     }
 
     /// <summary>The chunk's outputs of y [N, K, H, W] ← Aᵀ m A (+ bias) from m (Points(Tile)·K·Pc floats).</summary>
@@ -450,7 +508,12 @@ public static class WinogradKernels
             ? l.Output4 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>(Output4Kernel)
             : l.Output ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>(OutputKernel);
         CudaRuntime.CountLaunch();
-        kern(stream ?? acc.DefaultStream, Flat(acc, (long)s.K * s.Pc), m, y, bias.Length > 0 ? bias : m, s, bias.Length > 0 ? 1 : 0);
+        if (s.Tile == 2)
+        {
+            s.Groups = ChannelGroups(s.K, s.Pc);
+            kern(stream ?? acc.DefaultStream, Flat(acc, (long)s.Groups * s.Pc), m, y, bias.Length > 0 ? bias : m, s, bias.Length > 0 ? 1 : 0);
+        }
+        else kern(stream ?? acc.DefaultStream, Flat(acc, (long)s.K * s.Pc), m, y, bias.Length > 0 ? bias : m, s, bias.Length > 0 ? 1 : 0);
     }
 
     private static void Check(Shape s, long planeLen, long planeNeed, long workLen, long workNeed, string what)

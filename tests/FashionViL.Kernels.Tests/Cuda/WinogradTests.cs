@@ -186,6 +186,83 @@ public class WinogradTests : CudaTestBase
         Assert.Throws<ArgumentException>(() => WinogradKernels.TransformWeight(acc, null, wb.View, u0.View, k, c, tile: 4, roundTf32: true));
     }
 
+    /// <summary>The F(2×2) input and output transforms bit for bit against a host transcription of their arithmetic (the same
+    /// additions in the same order: no products to contract), on a chunk that starts inside an image and crosses into the
+    /// next, odd planes (partial edge tiles), several channel counts: what any rewrite of their indexing must keep.</summary>
+    [TestCase(3, 5, 9, 7, 0)]
+    [TestCase(3, 5, 9, 7, 2)]
+    [TestCase(2, 11, 6, 13, 1)]
+    [TestCase(2, 11, 6, 13, 3)]
+    [TestCase(2, 1, 4, 4, 0)]
+    public void F2x2TransformsMatchTheirArithmeticBitForBit(int n, int c, int h, int wd, int groupsTarget)
+    {
+        var acc = CudaRuntime.Get(0).Accelerator;
+        long savedTarget = WinogradKernels.TransformWorkTarget;
+        var r = new Random(71 + c);
+        int k = c + 2;
+        var (th, tw) = WinogradKernels.Tiles(h, wd, 2);
+        int tiles = n * th * tw, p0 = tw + 1, pc = tiles - p0 - 1;   // from inside image 0 to the last image's last-but-one tile
+        var x = Enumerable.Range(0, n * c * h * wd).Select(_ => (float)(r.NextDouble() * 4 - 2)).ToArray();
+        var m = Enumerable.Range(0, 16 * k * pc).Select(_ => (float)(r.NextDouble() * 4 - 2)).ToArray();
+        var bias = Enumerable.Range(0, k).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
+        var y0 = Enumerable.Range(0, n * k * h * wd).Select(_ => -7f).ToArray();
+        using var xb = acc.Allocate1D(x); using var mb = acc.Allocate1D(m); using var bb = acc.Allocate1D(bias); using var yb = acc.Allocate1D(y0);
+        using var vb = acc.Allocate1D<float>(16L * c * pc);
+        var s = new WinogradKernels.Shape { N = n, C = c, K = k, H = h, W = wd, Tile = 2, TilesH = th, TilesW = tw, P0 = p0, Pc = pc };
+        try
+        {
+            // groupsTarget > 0: that many channel groups (each work item loops over several channels); 0: the default target
+            if (groupsTarget > 0) WinogradKernels.TransformWorkTarget = (long)groupsTarget * pc;
+            Assert.That(WinogradKernels.ChannelGroups(c, pc), Is.EqualTo(groupsTarget > 0 ? Math.Min(groupsTarget, c) : c));
+            WinogradKernels.TransformInput(acc, null, xb.View, vb.View, s);
+            WinogradKernels.TransformOutput(acc, null, mb.View, yb.View, bb.View, s);
+            acc.Synchronize();
+        }
+        finally { WinogradKernels.TransformWorkTarget = savedTarget; }
+        var v = vb.GetAsArray1D();
+        var y = yb.GetAsArray1D();
+        float X(int nn, int cc, int hh, int ww) => hh < 0 || ww < 0 || hh >= h || ww >= wd ? 0f : x[((nn * c + cc) * h + hh) * wd + ww];
+        var wantY = (float[])y0.Clone();
+        for (int local = 0; local < pc; local++)
+        {
+            int p = p0 + local, nn = p / (th * tw), ty = p % (th * tw) / tw, tx = p % tw;
+            for (int cc = 0; cc < c; cc++)
+            {
+                var d = new float[4, 4];
+                for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) d[i, j] = X(nn, cc, 2 * ty - 1 + i, 2 * tx - 1 + j);
+                for (int row = 0; row < 4; row++)
+                {
+                    var q = new float[4];
+                    for (int j = 0; j < 4; j++)
+                        q[j] = row switch { 0 => d[0, j] - d[2, j], 1 => d[1, j] + d[2, j], 2 => d[2, j] - d[1, j], _ => d[1, j] - d[3, j] };
+                    float[] want = [q[0] - q[2], q[1] + q[2], q[2] - q[1], q[1] - q[3]];
+                    for (int j = 0; j < 4; j++)
+                    {
+                        long at = (4L * row + j) * c * pc + (long)cc * pc + local;
+                        Assert.That(BitConverter.SingleToInt32Bits(v[at]), Is.EqualTo(BitConverter.SingleToInt32Bits(want[j])), $"V[{4 * row + j}] channel {cc} tile {p}");
+                    }
+                }
+            }
+            for (int kk = 0; kk < k; kk++)
+            {
+                long o = (long)kk * pc + local, plane = (long)k * pc;
+                float M(int xi) => m[o + xi * plane];
+                float s00 = M(0) + M(4) + M(8), s01 = M(1) + M(5) + M(9), s02 = M(2) + M(6) + M(10), s03 = M(3) + M(7) + M(11);
+                float s10 = M(4) - M(8) - M(12), s11 = M(5) - M(9) - M(13), s12 = M(6) - M(10) - M(14), s13 = M(7) - M(11) - M(15);
+                int oh = 2 * ty, ow = 2 * tx;
+                long yb0 = ((long)(nn * k + kk) * h + oh) * wd + ow;
+                wantY[yb0] = s00 + s01 + s02 + bias[kk];
+                if (ow + 1 < wd) wantY[yb0 + 1] = s01 - s02 - s03 + bias[kk];
+                if (oh + 1 < h)
+                {
+                    wantY[yb0 + wd] = s10 + s11 + s12 + bias[kk];
+                    if (ow + 1 < wd) wantY[yb0 + wd + 1] = s11 - s12 - s13 + bias[kk];
+                }
+            }
+        }
+        Assert.That(y.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(wantY.Select(BitConverter.SingleToInt32Bits)), "outputs (and the untouched rest)");
+    }
+
     /// <summary>F(4×4) under Tf32 runs F(2×2) (the larger transforms would magnify TF32's rounding): the same bits.</summary>
     [Test]
     public void F4x4UnderTf32IsF2x2()
