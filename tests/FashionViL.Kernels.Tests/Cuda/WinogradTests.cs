@@ -263,6 +263,77 @@ public class WinogradTests : CudaTestBase
         Assert.That(y.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(wantY.Select(BitConverter.SingleToInt32Bits)), "outputs (and the untouched rest)");
     }
 
+    /// <summary>The F(4×4) input and output transforms bit for bit against a host transcription of their indexing (the row and
+    /// column algebra through WinogradKernels.Bt6 / At6, the kernels' own expressions), on a chunk starting inside an image,
+    /// odd planes (partial edge tiles) and 1–3 channel groups.</summary>
+    [TestCase(2, 5, 11, 9, 0)]
+    [TestCase(2, 5, 11, 9, 2)]
+    [TestCase(3, 7, 6, 14, 3)]
+    public void F4x4TransformsMatchTheirIndexingBitForBit(int n, int c, int h, int wd, int groupsTarget)
+    {
+        var acc = CudaRuntime.Get(0).Accelerator;
+        long savedTarget = WinogradKernels.TransformWorkTarget;
+        var r = new Random(91 + c);
+        int k = c + 1;
+        var (th, tw) = WinogradKernels.Tiles(h, wd, 4);
+        int tiles = n * th * tw, p0 = tw + 1, pc = tiles - p0 - 1;
+        var x = Enumerable.Range(0, n * c * h * wd).Select(_ => (float)(r.NextDouble() * 4 - 2)).ToArray();
+        var m = Enumerable.Range(0, 36 * k * pc).Select(_ => (float)(r.NextDouble() * 4 - 2)).ToArray();
+        var bias = Enumerable.Range(0, k).Select(_ => (float)(r.NextDouble() * 2 - 1)).ToArray();
+        var y0 = Enumerable.Range(0, n * k * h * wd).Select(_ => -7f).ToArray();
+        using var xb = acc.Allocate1D(x); using var mb = acc.Allocate1D(m); using var bb = acc.Allocate1D(bias); using var yb = acc.Allocate1D(y0);
+        using var vb = acc.Allocate1D<float>(36L * c * pc);
+        var s = new WinogradKernels.Shape { N = n, C = c, K = k, H = h, W = wd, Tile = 4, TilesH = th, TilesW = tw, P0 = p0, Pc = pc };
+        try
+        {
+            if (groupsTarget > 0) WinogradKernels.TransformWorkTarget = (long)groupsTarget * pc;
+            WinogradKernels.TransformInput(acc, null, xb.View, vb.View, s);
+            WinogradKernels.TransformOutput(acc, null, mb.View, yb.View, bb.View, s);
+            acc.Synchronize();
+        }
+        finally { WinogradKernels.TransformWorkTarget = savedTarget; }
+        var v = vb.GetAsArray1D();
+        var y = yb.GetAsArray1D();
+        float X(int nn, int cc, int hh, int ww) => hh < 0 || ww < 0 || hh >= h || ww >= wd ? 0f : x[((nn * c + cc) * h + hh) * wd + ww];
+        static float F(WinogradKernels.F6 f, int i) => i switch { 0 => f.A, 1 => f.B, 2 => f.C, 3 => f.D, 4 => f.E, _ => f.F };
+        static float G(F4 f, int i) => i switch { 0 => f.X, 1 => f.Y, 2 => f.Z, _ => f.W };
+        var wantY = (float[])y0.Clone();
+        for (int local = 0; local < pc; local++)
+        {
+            int p = p0 + local, nn = p / (th * tw), ty = p % (th * tw) / tw, tx = p % tw;
+            for (int cc = 0; cc < c; cc++)
+            {
+                // Bᵀ d column by column, then each row of that times B
+                var cols = Enumerable.Range(0, 6).Select(j => WinogradKernels.Bt6(X(nn, cc, 4 * ty - 1, 4 * tx - 1 + j), X(nn, cc, 4 * ty, 4 * tx - 1 + j),
+                    X(nn, cc, 4 * ty + 1, 4 * tx - 1 + j), X(nn, cc, 4 * ty + 2, 4 * tx - 1 + j), X(nn, cc, 4 * ty + 3, 4 * tx - 1 + j), X(nn, cc, 4 * ty + 4, 4 * tx - 1 + j))).ToArray();
+                for (int row = 0; row < 6; row++)
+                {
+                    var want = WinogradKernels.Bt6(F(cols[0], row), F(cols[1], row), F(cols[2], row), F(cols[3], row), F(cols[4], row), F(cols[5], row));
+                    for (int j = 0; j < 6; j++)
+                    {
+                        long at = (6L * row + j) * c * pc + (long)cc * pc + local;
+                        Assert.That(BitConverter.SingleToInt32Bits(v[at]), Is.EqualTo(BitConverter.SingleToInt32Bits(F(want, j))), $"V[{6 * row + j}] channel {cc} tile {p}");
+                    }
+                }
+            }
+            for (int kk = 0; kk < k; kk++)
+            {
+                long o = (long)kk * pc + local, plane = (long)k * pc;
+                float M(int xi) => m[o + xi * plane];
+                var a = Enumerable.Range(0, 6).Select(j => WinogradKernels.At6(M(j), M(6 + j), M(12 + j), M(18 + j), M(24 + j), M(30 + j))).ToArray();
+                for (int row = 0; row < 4; row++)
+                {
+                    var vrow = WinogradKernels.At6(G(a[0], row), G(a[1], row), G(a[2], row), G(a[3], row), G(a[4], row), G(a[5], row));
+                    int oh = 4 * ty + row;
+                    if (oh >= h) continue;
+                    for (int j = 0; j < 4; j++)
+                        if (4 * tx + j < wd) wantY[((long)(nn * k + kk) * h + oh) * wd + 4 * tx + j] = G(vrow, j) + bias[kk];
+                }
+            }
+        }
+        Assert.That(y.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(wantY.Select(BitConverter.SingleToInt32Bits)), "outputs (and the untouched rest)");
+    }
+
     /// <summary>F(4×4) under Tf32 runs F(2×2) (the larger transforms would magnify TF32's rounding): the same bits.</summary>
     [Test]
     public void F4x4UnderTf32IsF2x2()
