@@ -5,14 +5,17 @@
 # 3. A/B runs named in AB ("name:mode:VAR=value ..." entries separated by ";", AB_TASKS; AB="" for none): by default
 #    first every offline candidate at once in tf32 (combo-tf32: FVL_TC_ASYNC=on FVL_WINOGRAD=on FVL_CONV1X1=gemm
 #    FVL_TF32_WGRAD=tc), session 21's cp.async stages for the 128×128 TF32 GEMM tile alone (FVL_TC_ASYNC=on, tf32), the
-#    fp32 candidates at once (combo-fp32: FVL_WINOGRAD=f4 FVL_CONV1X1=gemm), then one by one session 19's candidates: Winograd for 3×3 stride-1 convolutions (forward and input gradient), F(2×2, 3×3) in fp32
+#    fp32 candidates at once (combo-fp32: FVL_WINOGRAD=f4 FVL_CONV1X1=gemm), then one by one (Winograd tf32, F(4×4) fp32,
+#    tf32 weight gradients on the tensor cores, 1×1 as GEMM tf32, Winograd F(2×2) fp32, 1×1 fp32); at DEADLINE=480 about
+#    the first five run, the rest are skipped in order (each ≈ 45 s). The candidates: Winograd for 3×3 stride-1 convolutions (forward and input gradient), F(2×2, 3×3) in fp32
 #    and tf32 and F(4×4, 3×3) in fp32, and every tf32 weight gradient on the tensor cores (FVL_TF32_WGRAD=tc); then
 #    session 20's 1×1 stride-1 convolutions as batched GEMMs (FVL_CONV1X1=gemm) in tf32 and fp32 (skipped when time is short)
 #    (session 18's candidates became the rules in session 19; to see the old rules again:
 #    AB="old-sgemm:fp32:FVL_SGEMM=v5;old-tiles:tf32:FVL_TC_TILE=128x64 FVL_TC_CONV_TILE=128x64")
 # 3b. CURVES=1: the 200-update loss curves (tools/gpu/curves.sh);
 # 4. the same steps with the kernel tuner in fp32 and tf32 (TUNE_MODES; its cache holds every candidate's median per
-#    GEMM/conv shape, so the per-shape picks away from the rules come back in tune.tar.gz);
+#    GEMM/conv shape, so the per-shape picks away from the rules come back in tune.tar.gz; FVL_TC_ASYNC=on (TUNE_ASYNC)
+#    makes the cp.async GEMM tile one of the candidates);
 # 5. bench ptx with the device's ptxas if time is left. Each stage copies its results into $OUT as soon as it ends
 # (7 files at most: the device returns 8, and session 19 lost tune.txt and tune.tar.gz past that), so a call cut short still returns
 # what finished.
@@ -31,7 +34,7 @@ OUT=$W/step BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" STEPS=${STEPS:-8} WARMUP=$
   TORCH_TIMEOUT=${TORCH_TIMEOUT:-130} bash tools/gpu/run-step.sh > "$W/step.txt" 2>&1; stamp "run-step rc=$?"
 tar -C "$W" -czf "$O/step.tar.gz" step step.txt
 mkdir -p "$W/ab"
-IFS=';' read -r -a abs <<< "${AB-combo-tf32:tf32:FVL_TC_ASYNC=on FVL_WINOGRAD=on FVL_CONV1X1=gemm FVL_TF32_WGRAD=tc;async-tf32:tf32:FVL_TC_ASYNC=on;combo-fp32:fp32:FVL_WINOGRAD=f4 FVL_CONV1X1=gemm;winograd-fp32:fp32:FVL_WINOGRAD=on;winograd-f4-fp32:fp32:FVL_WINOGRAD=f4;winograd-tf32:tf32:FVL_WINOGRAD=on;wgrad-tc:tf32:FVL_TF32_WGRAD=tc;conv1x1-tf32:tf32:FVL_CONV1X1=gemm;conv1x1-fp32:fp32:FVL_CONV1X1=gemm}"
+IFS=';' read -r -a abs <<< "${AB-combo-tf32:tf32:FVL_TC_ASYNC=on FVL_WINOGRAD=on FVL_CONV1X1=gemm FVL_TF32_WGRAD=tc;async-tf32:tf32:FVL_TC_ASYNC=on;combo-fp32:fp32:FVL_WINOGRAD=f4 FVL_CONV1X1=gemm;winograd-tf32:tf32:FVL_WINOGRAD=on;winograd-f4-fp32:fp32:FVL_WINOGRAD=f4;wgrad-tc:tf32:FVL_TF32_WGRAD=tc;conv1x1-tf32:tf32:FVL_CONV1X1=gemm;winograd-fp32:fp32:FVL_WINOGRAD=on;conv1x1-fp32:fp32:FVL_CONV1X1=gemm}"
 for ab in "${abs[@]}"; do
   [ -n "$ab" ] || continue
   name=${ab%%:*}; rest=${ab#*:}; mode=${rest%%:*}; vars=${rest#*:}
@@ -47,7 +50,7 @@ if [ "${CURVES:-0}" = 1 ] && [ $((DEADLINE - SECONDS)) -gt 60 ]; then
   tar -C "$W" -czf "$O/curves.tar.gz" curves curves.txt
 fi
 if [ $((DEADLINE - SECONDS)) -gt 80 ]; then
-  OUT=$W/tune BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" TUNE=on TORCH=0 STEPS=4 WARMUP=2 RUN_TIMEOUT=${RUN_TIMEOUT:-70} \
+  OUT=$W/tune BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" TUNE=on FVL_TC_ASYNC=${TUNE_ASYNC:-on} TORCH=0 STEPS=4 WARMUP=2 RUN_TIMEOUT=${RUN_TIMEOUT:-70} \
     TASKS="${TUNE_TASKS:-itc mlm mpfc}" MODES="${TUNE_MODES:-fp32 tf32}" bash tools/gpu/run-step.sh > "$W/tune.txt" 2>&1; stamp "tune rc=$?"
   tar -C "$W" -czf "$O/tune.tar.gz" tune tune.txt
 fi

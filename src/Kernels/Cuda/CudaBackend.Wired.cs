@@ -89,20 +89,28 @@ public sealed partial class CudaBackend
         else if (precision == Precision.Fp32)
             Split(KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", GemmKernels.Best, TunedGemmVersions, v => Split(v, null), SaveFor(args)), null);
         else
-            Split(GemmKernels.Best, KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", GemmTile(args, precision),
-                TensorCoreGemm.TilesFor(precision), t => Split(GemmKernels.Best, t), SaveFor(args)));
+        {
+            var rule = GemmTile(args, precision);
+            Split(GemmKernels.Best, KernelTuner.Pick(Acc, Stream, $"{GemmTuneKey(args, precision)} splits{splits}", rule,
+                TunedTiles(precision, rule), t => Split(GemmKernels.Best, t), SaveFor(args)));
+        }
     }
+
+    /// <summary>The tiles the tuner times for a GEMM: <see cref="TensorCoreGemm.TilesFor"/>, and every tile when the rule's pick is
+    /// not among them (FVL_TC_TILE=128x128a with FVL_TC_ASYNC off: the override opted into the cp.async tile).</summary>
+    private static IReadOnlyList<TensorCoreTile> TunedTiles(Precision precision, TensorCoreTile rule)
+        => TensorCoreGemm.TilesFor(precision).Contains(rule) ? TensorCoreGemm.TilesFor(precision) : TensorCoreGemm.AllTilesFor(precision);
 
     private GemmVersion PickSgemm(GemmArgs args)
         => KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, Precision.Fp32), GemmKernels.Best, TunedGemmVersions, v => LaunchSgemm(args, v), SaveFor(args));
 
     private TensorCoreTile PickTile(GemmArgs args, Precision precision, TensorCoreTile rule)
-        => KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, precision), rule, TensorCoreGemm.TilesFor(precision), t => LaunchTensorCoreGemm(args, precision, t), SaveFor(args));
+        => KernelTuner.Pick(Acc, Stream, GemmTuneKey(args, precision), rule, TunedTiles(precision, rule), t => LaunchTensorCoreGemm(args, precision, t), SaveFor(args));
 
     /// <summary>The tensor-core tile a GEMM runs without the tuner: <see cref="TensorCoreGemm.Choose"/>'s, or the one
     /// <see cref="GemmTileOverride"/> names where it runs the precision (the 128×128 tile is TF32 only).</summary>
     private TensorCoreTile GemmTile(in GemmArgs args, Precision precision)
-        => GemmTileOverride is { } t && TensorCoreGemm.TilesFor(precision).Contains(t) ? t : TensorCoreGemm.Choose(Acc, args.M, args.N, precision);
+        => GemmTileOverride is { } t && TensorCoreGemm.AllTilesFor(precision).Contains(t) ? t : TensorCoreGemm.Choose(Acc, args.M, args.N, precision);
 
     /// <summary>
     /// A tensor-core tile every TF32/bf16 GEMM runs instead of the rule's (<c>FVL_TC_TILE</c> = <c>rule</c> (default),
@@ -191,7 +199,7 @@ public sealed partial class CudaBackend
         return $"gemm {precision} b{KernelTuner.Bucket(g.Batch)} m{KernelTuner.Bucket(g.M)} n{KernelTuner.Bucket(g.N)} k{KernelTuner.Bucket(g.K)} "
             + $"{(g.TransA ? 't' : 'n')}{(g.TransB ? 't' : 'n')} sa{(g.StrideA == 0 ? 0 : 1)} sb{(g.StrideB == 0 ? 0 : 1)} "
             + $"al{Al(g.A, g.Lda, g.StrideA)}{Al(g.B, g.Ldb, g.StrideB)}{Al(g.C, g.Ldc, g.StrideC)} "
-            + $"beta{(g.Beta != 0 ? 1 : 0)} bias{(g.Bias.Length > 0 ? 1 : 0)} gelu{(g.Gelu ? 1 : 0)}{pre}";
+            + $"beta{(g.Beta != 0 ? 1 : 0)} bias{(g.Bias.Length > 0 ? 1 : 0)} gelu{(g.Gelu ? 1 : 0)}{pre}{(g.ARounded || g.BRounded ? $" r{(g.ARounded ? 1 : 0)}{(g.BRounded ? 1 : 0)}" : "")}";
     }
 
     /// <summary>One tensor-core GEMM on <paramref name="tile"/>, with the operand pre-rounding that tile takes.</summary>

@@ -434,7 +434,7 @@ public static partial class TensorCoreGemm
     /// runs where both operands take 128-bit loads (16-byte aligned, leading dimensions and batch strides multiples of 4) and
     /// hands the rest to the register-prefetch kernel — instead of <see cref="TensorCoreTile.Tile128x128"/>:
     /// <c>FVL_TC_ASYNC</c> = <c>off</c> (default) or <c>on</c>, an A/B switch for a device (session 21: not yet run on a GPU).
-    /// Same bits either way; the kernel tuner times both tiles per shape regardless. Read once, at the first use (an invalid
+    /// Same bits either way; with it on, the kernel tuner also times the cp.async tile per shape (<see cref="TilesFor"/>). Read once, at the first use (an invalid
     /// value throws there, naming it; the CLI checks it at start). Settable for tests.
     /// </summary>
     public static bool AsyncStages
@@ -492,15 +492,22 @@ public static partial class TensorCoreGemm
     /// <summary>Every tile, for tuners and tests.</summary>
     public static IReadOnlyList<TensorCoreTile> Tiles { get; } = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64];
 
-    /// <summary>Every GEMM tile that runs <paramref name="precision"/> (the 128×128 tiles are TF32 only), for tuners and tests.</summary>
-    public static IReadOnlyList<TensorCoreTile> TilesFor(Precision precision) => precision == Precision.Tf32 ? Tf32Tiles : Tiles;
+    /// <summary>The GEMM tiles the kernel tuner times for <paramref name="precision"/> (the 128×128 tiles are TF32 only): the
+    /// cp.async tile only once <see cref="AsyncStages"/> opts in (no GPU has checked its bits yet, and the tuner does not
+    /// compare bits on the device; gpu-check does).</summary>
+    public static IReadOnlyList<TensorCoreTile> TilesFor(Precision precision)
+        => precision != Precision.Tf32 ? Tiles : AsyncStages ? Tf32TilesAll : Tf32Tiles;
+
+    /// <summary>Every GEMM tile that runs <paramref name="precision"/>, the cp.async tile included (overrides, tests, gpu-check).</summary>
+    public static IReadOnlyList<TensorCoreTile> AllTilesFor(Precision precision) => precision == Precision.Tf32 ? Tf32TilesAll : Tiles;
 
     /// <summary>Every convolution tile that runs <paramref name="precision"/> (the 128×128 tile is TF32 only; the cp.async
     /// variant is a GEMM tile only).</summary>
     public static IReadOnlyList<TensorCoreTile> ConvTilesFor(Precision precision) => precision == Precision.Tf32 ? Tf32ConvTiles : Tiles;
 
-    private static readonly IReadOnlyList<TensorCoreTile> Tf32Tiles = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64, TensorCoreTile.Tile128x128, TensorCoreTile.Tile128x128Async];
-    private static readonly IReadOnlyList<TensorCoreTile> Tf32ConvTiles = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64, TensorCoreTile.Tile128x128];
+    private static readonly IReadOnlyList<TensorCoreTile> Tf32TilesAll = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64, TensorCoreTile.Tile128x128, TensorCoreTile.Tile128x128Async];
+    private static readonly IReadOnlyList<TensorCoreTile> Tf32Tiles = [TensorCoreTile.Tile64x32, TensorCoreTile.Tile128x64, TensorCoreTile.Tile128x128];
+    private static readonly IReadOnlyList<TensorCoreTile> Tf32ConvTiles = Tf32Tiles;
 
     /// <summary>
     /// The tile the CUDA backend runs for an M × N GEMM under <paramref name="precision"/>: TF32 → the 128×128 tile (grids

@@ -428,9 +428,10 @@ public static class WinogradKernels
         ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, Shape, int>)Output4Kernel).Method,
     ];
 
-    /// <summary>Channel groups of an F(2×2) transform over <paramref name="channels"/> × <paramref name="tiles"/>: enough work items
-    /// to fill a large GPU (≈ 2¹⁸: 132 SMs × 2,048 threads), each looping over its channels with the tile's position found
-    /// once — at 224² with 128 channels and 32,768 tiles per chunk, 8 groups of 16 channels.</summary>
+    /// <summary>Channel groups of a transform over <paramref name="channels"/> × <paramref name="tiles"/>: about 2¹⁸ work items (a
+    /// large GPU's resident threads at full occupancy; the F(2×2) input transform's 102 registers allow a quarter of that, so
+    /// every item is resident in a few waves), each looping over its channels with the tile's position found once — at 224²
+    /// with 128 channels and 32,768 tiles per chunk, 8 groups of 16 channels.</summary>
     internal static int ChannelGroups(int channels, int tiles)
         => tiles <= 0 ? 1 : (int)Math.Clamp((TransformWorkTarget + tiles - 1) / tiles, 1, Math.Max(1, channels));
 

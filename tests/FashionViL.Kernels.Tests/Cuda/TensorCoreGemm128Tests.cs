@@ -89,7 +89,7 @@ public class TensorCoreGemm128Tests() : EmulatorKernelTestBase(assertions: true,
         // operands rounded by the caller and passed as such (what the CUDA backend does for one or both), and the 128×128 tile
         // (TF32 only) with its own rounding and with the caller's: the same bits
         var aligned = (a: Aligned(a, lda, strideA), b: Aligned(b, ldb, strideB));
-        foreach (var tile in TensorCoreGemm.TilesFor(p).Where(t => t != TensorCoreTile.Tile64x32))
+        foreach (var tile in TensorCoreGemm.AllTilesFor(p).Where(t => t != TensorCoreTile.Tile64x32))
             foreach (var (preA, preB) in new[] { (false, false), (true, true), (true, false), (false, true) })
             {
                 if (tile == TensorCoreTile.Tile128x64 && !preA && !preB) continue;   // dev itself

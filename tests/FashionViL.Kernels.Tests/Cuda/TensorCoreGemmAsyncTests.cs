@@ -150,8 +150,9 @@ public class TensorCoreGemmAsyncTests() : EmulatorKernelTestBase(assertions: tru
         }
     }
 
-    /// <summary>FVL_TC_ASYNC=on makes the cp.async tile the TF32 rule's pick (bf16 keeps its tile); FVL_TC_TILE=128x128a names
-    /// it; it is a GEMM tile only (FVL_TC_CONV_TILE refuses it, the conv tuner never times it) and runs TF32 only.</summary>
+    /// <summary>FVL_TC_ASYNC=on makes the cp.async tile the TF32 rule's pick (bf16 keeps its tile) and a tuner candidate (off,
+    /// the tuner never times it: no device has checked its bits); FVL_TC_TILE=128x128a names it; it is a GEMM tile only
+    /// (FVL_TC_CONV_TILE refuses it, the conv tuner never times it) and runs TF32 only.</summary>
     [Test]
     public void TheRuleTheOverrideAndTheTunerSeeIt()
     {
@@ -164,13 +165,16 @@ public class TensorCoreGemmAsyncTests() : EmulatorKernelTestBase(assertions: tru
             Assert.That(TensorCoreGemm.Choose(Acc, 4096, 768, Precision.Tf32), Is.EqualTo(TensorCoreTile.Tile128x128Async));
             Assert.That(TensorCoreGemm.Choose(Acc, 4096, 768, Precision.Bf16), Is.EqualTo(TensorCoreTile.Tile128x64));
             Assert.That(TensorCoreGemm.ChooseConv(Acc, 4096, 768, Precision.Tf32), Is.EqualTo(TensorCoreTile.Tile128x128), "not a conv tile");
+            Assert.That(TensorCoreGemm.TilesFor(Precision.Tf32), Does.Contain(TensorCoreTile.Tile128x128Async), "a tuner candidate once opted in");
+            TensorCoreGemm.AsyncStages = false;
+            Assert.That(TensorCoreGemm.TilesFor(Precision.Tf32), Does.Not.Contain(TensorCoreTile.Tile128x128Async), "not timed by the tuner unless opted in");
         }
         finally { TensorCoreGemm.AsyncStages = was; }
         Assert.That(CudaBackend.ParseGemmTile(" 128X128A "), Is.EqualTo(TensorCoreTile.Tile128x128Async));
         var e = Assert.Throws<ArgumentException>(() => TensorCoreGemm.ParseTile("FVL_TC_CONV_TILE", "128x128a"))!;
         Assert.That(e.Message, Does.Contain("FVL_TC_CONV_TILE").And.Contain("128x128a").And.Not.Contain("or 128x128a"));
-        Assert.That(TensorCoreGemm.TilesFor(Precision.Tf32), Does.Contain(TensorCoreTile.Tile128x128Async), "a tuner candidate for TF32 GEMMs");
-        Assert.That(TensorCoreGemm.TilesFor(Precision.Bf16), Does.Not.Contain(TensorCoreTile.Tile128x128Async));
+        Assert.That(TensorCoreGemm.AllTilesFor(Precision.Tf32), Does.Contain(TensorCoreTile.Tile128x128Async));
+        Assert.That(TensorCoreGemm.AllTilesFor(Precision.Bf16), Does.Not.Contain(TensorCoreTile.Tile128x128Async));
         Assert.That(TensorCoreGemm.ConvTilesFor(Precision.Tf32), Does.Not.Contain(TensorCoreTile.Tile128x128Async));
         Assert.That(TensorCoreGemm.TileShape(TensorCoreTile.Tile128x128Async), Is.EqualTo((128, 128)));
         Assert.That(TensorCoreGemm.Runnable(TensorCoreTile.Tile128x128Async, 128 * 65535 + 1, 1), Is.EqualTo(TensorCoreTile.Tile128x64));

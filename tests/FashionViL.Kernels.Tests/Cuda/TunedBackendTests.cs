@@ -84,6 +84,37 @@ public class TunedBackendTests : CudaTestBase
         SameBits(t => t[0].Matmul(t[1]), [Rand([130, 40], 16), Rand([40, 70], 17)], p, "matmul 130x40x70 pre-rounded");
     }
 
+    /// <summary>The cp.async 128×128 tile is a tuner candidate only once FVL_TC_ASYNC opts in (no device has checked its bits,
+    /// and the tuner does not compare bits): off, tuning never launches it; on, it is timed and forced like the others with
+    /// the same bits; and FVL_TC_TILE=128x128a with the switch off still tunes (the override's tile joins the candidates).</summary>
+    [Test]
+    public void TheCpAsyncTileIsATunerCandidateOnlyWhenOptedIn()
+    {
+        bool was = TensorCoreGemm.AsyncStages;
+        var overridden = CudaBackend.GemmTileOverride;
+        try
+        {
+            TensorCoreGemm.AsyncStages = false;
+            CudaBackend.GemmTileOverride = null;
+            long before = TensorCoreGemm.AsyncLaunchCount;
+            SameBits(t => t[0].Matmul(t[1]), [Rand([132, 40], 31), Rand([40, 72], 32)], Precision.Tf32, "matmul 132x40x72, FVL_TC_ASYNC off");
+            Assert.That(TensorCoreGemm.AsyncLaunchCount, Is.EqualTo(before), "tuning with the switch off never runs the cp.async tile");
+            TensorCoreGemm.AsyncStages = true;
+            SameBits(t => t[0].Matmul(t[1]), [Rand([136, 44], 33), Rand([44, 76], 34)], Precision.Tf32, "matmul 136x44x76, FVL_TC_ASYNC on");
+            Assert.That(TensorCoreGemm.AsyncLaunchCount, Is.GreaterThan(before), "timed and forced as a candidate");
+            TensorCoreGemm.AsyncStages = false;
+            CudaBackend.GemmTileOverride = TensorCoreTile.Tile128x128Async;
+            long forced = TensorCoreGemm.AsyncLaunchCount;
+            SameBits(t => t[0].Matmul(t[1]), [Rand([140, 48], 35), Rand([48, 80], 36)], Precision.Tf32, "matmul 140x48x80, FVL_TC_TILE=128x128a");
+            Assert.That(TensorCoreGemm.AsyncLaunchCount, Is.GreaterThan(forced));
+        }
+        finally
+        {
+            TensorCoreGemm.AsyncStages = was;
+            CudaBackend.GemmTileOverride = overridden;
+        }
+    }
+
     /// <summary>C ← A·B + 1·C (m × k × n) tuned and untuned: the timed runs add A·B to C again and again, so the real run
     /// must start from the caller's C.</summary>
     private static void AccumulatingGemmMatches(Precision p, int m, int k, int n)
