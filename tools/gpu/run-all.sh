@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 7 device call in one go (after bash tools/gpu/pack.sh here; run tool, carry [".gpu"], timeout_s ≥ DEADLINE + 60):
 #   DEADLINE=480 bash tools/gpu/run-all.sh
-# 1. gpu-check (~20 s on an H200); 2. run-step.sh: itc, mlm, mpfc in fp32 and tf32 and PyTorch's step (~125 s);
+# 1. gpu-check (~20 s on an H200); 1b. bench dissect (~40 s; DISSECT=0 skips it); 2. run-step.sh: itc, mlm, mpfc in fp32 and tf32 and PyTorch's step (~125 s);
 # 3. A/B runs named in AB ("name:mode:VAR=value ..." entries separated by ";", AB_TASKS; AB="" for none): by default
 #    first every offline candidate at once in tf32 (combo-tf32: FVL_TC_ASYNC=on FVL_WINOGRAD=on FVL_CONV1X1=gemm
 #    FVL_TF32_WGRAD=tc), session 21's cp.async stages for the 128×128 TF32 GEMM tile alone (FVL_TC_ASYNC=on, tf32), the
@@ -17,7 +17,7 @@
 #    GEMM/conv shape, so the per-shape picks away from the rules come back in tune.tar.gz; FVL_TC_ASYNC=on (TUNE_ASYNC)
 #    makes the cp.async GEMM tile one of the candidates);
 # 5. bench ptx with the device's ptxas if time is left. Each stage copies its results into $OUT as soon as it ends
-# (7 files at most: the device returns 8, and session 19 lost tune.txt and tune.tar.gz past that), so a call cut short still returns
+# (8 files at most with CURVES=1, 7 without: the device returns 8, and session 19 lost tune.txt and tune.tar.gz past that), so a call cut short still returns
 # what finished.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,6 +30,11 @@ cli=$W/app/cli/FashionViL.Cli; check=$W/app/cli/FashionViL.GpuCheck
 stamp(){ echo "[$SECONDS s] $*" | tee -a "$O/timeline.txt"; }
 stamp start
 timeout "${CHECK_TIMEOUT:-90}" "$check" > "$O/check.txt" 2>&1; stamp "gpu-check rc=$?"
+# 1b. bench dissect (~40 s, mostly compiling): the 128×128 TF32 tiles whole / without their loop's global loads / without
+# their mma, and the mma.sync peak — where the tiles' time goes (DISSECT=0 skips it)
+if [ "${DISSECT:-1}" = 1 ]; then
+  timeout "${DISSECT_TIMEOUT:-90}" "$cli" bench dissect --json "$W/dissect.json" > "$O/dissect.txt" 2>&1; stamp "dissect rc=$?"
+fi
 OUT=$W/step BUDGET=$((DEADLINE - SECONDS)) CLI="$cli" STEPS=${STEPS:-8} WARMUP=${WARMUP:-2} RUN_TIMEOUT=${RUN_TIMEOUT:-70} \
   TORCH_TIMEOUT=${TORCH_TIMEOUT:-130} bash tools/gpu/run-step.sh > "$W/step.txt" 2>&1; stamp "run-step rc=$?"
 tar -C "$W" -czf "$O/step.tar.gz" step step.txt
@@ -63,5 +68,6 @@ fi
 echo "===== curves"; tail -n 16 "$W/curves.txt" 2>/dev/null
 echo "===== tuned (${TUNE_MODES:-fp32 tf32})"; tail -n 12 "$W/tune.txt" 2>/dev/null
 echo "===== A/B (AB)"; cat "$W/ab/ab.txt" 2>/dev/null
+echo "===== dissect"; tail -n 16 "$O/dissect.txt" 2>/dev/null
 echo "===== gpu-check"; grep -v " PASS " "$O/check.txt" | tail -8
 echo "===== steps vs PyTorch"; tail -n 22 "$W/step.txt"

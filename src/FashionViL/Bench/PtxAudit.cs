@@ -67,6 +67,7 @@ public static class PtxAudit
         var ladders = GemmKernels.Versions.Select(GemmKernels.KernelMethod).Concat(GemmKernels.Reg128LayoutMethods)
             .Concat(ConvKernels.KernelMethods.Select(k => k.Method))
             .Concat(TensorCoreGemm.Tiles.Select(tile => TensorCoreGemm.KernelMethod(tile))).Concat(TensorCoreGemm.Kernel128x128Methods).Concat(TensorCoreGemm.Kernel128x128AsyncMethods).Concat(TensorCoreGemm.ConvTilesFor(Precision.Tf32).Select(ConvKernels.TensorCoreKernelMethodFor)).Concat(WinogradKernels.KernelMethods)
+            .Append(TensorCoreGemm.MmaPeakMethod)   // bench dissect's mma.sync peak
             .Select(KernelAudit.Entry);
         return loaded.Concat(ladders).DistinctBy(e => e.MethodSource).OrderBy(e => KernelAudit.NameOf(e.MethodSource), StringComparer.Ordinal).ToList();
     }
@@ -144,9 +145,6 @@ public static class PtxAudit
     /// <summary>The result as JSON, written atomically (temp file, then rename).</summary>
     public static void WriteJson(string path, PtxAuditResult r)
     {
-        var full = Path.GetFullPath(path);
-        var dir = Path.GetDirectoryName(full)!;
-        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"bench ptx: --json: folder not found: {dir}");
         var doc = new
         {
             target = r.Target,
@@ -171,8 +169,6 @@ public static class PtxAudit
                 local_memory_accepted = KernelAudit.AcceptedLocalMemory.ContainsKey(k.Name),
             }),
         };
-        var tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
-        File.WriteAllText(tmp, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }) + "\n");
-        File.Move(tmp, full, overwrite: true);
+        BenchFiles.WriteAtomically("bench ptx", path, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
     }
 }

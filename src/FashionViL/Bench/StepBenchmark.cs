@@ -337,14 +337,7 @@ public static class StepBenchmark
 
     /// <summary>Writes the JSON atomically (temp file in the same folder, then rename).</summary>
     public static void WriteJson(string path, StepBenchResult r)
-    {
-        var full = Path.GetFullPath(path);
-        var dir = Path.GetDirectoryName(full)!;
-        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"bench step: --json: folder not found: {dir}");
-        var tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
-        File.WriteAllText(tmp, ToJson(r) + "\n");
-        File.Move(tmp, full, overwrite: true);
-    }
+        => BenchFiles.WriteAtomically("bench step", path, ToJson(r));
 
     /// <summary>The human-readable report.</summary>
     public static string Format(StepBenchResult r)

@@ -363,19 +363,31 @@ public static partial class ConvKernels
     {
         TensorCoreTile.Tile64x32 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>)ConvGemmTcKernel).Method,
         TensorCoreTile.Tile128x64 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>)ConvGemmTc128Kernel).Method,
-        TensorCoreTile.Tile128x128 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>)ConvGemmTc3Kernel).Method,
+        TensorCoreTile.Tile128x128 => Tc3KernelFor(TcPart.Full).Method,
         _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "tensor-core convolution: unknown tile"),
+    };
+
+    /// <summary>The 128×128 conv tile's kernel method for <paramref name="part"/> (offline PTX checks).</summary>
+    internal static System.Reflection.MethodInfo Tc3PartMethod(TcPart part) => Tc3KernelFor(part).Method;
+
+    /// <summary>The 128×128 conv tile's kernel running <paramref name="part"/> of its stage loop (<see cref="TcPart"/>).</summary>
+    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int> Tc3KernelFor(TcPart part) => part switch
+    {
+        TcPart.NoGlobalLoads => ConvGemmTc3Kernel<TcNoCopy>,
+        TcPart.NoMath => ConvGemmTc3Kernel<TcNoMath>,
+        _ => ConvGemmTc3Kernel<TcFull>,
     };
 
     private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int> TcKernel(Accelerator acc, TensorCoreTile tile)
     {
+        var part = TensorCoreGemm.Part;
         var l = For(acc);
         var bounds = acc.AcceleratorType == AcceleratorType.Cuda ? TensorCoreGemm.CudaLaunchBounds(tile) : default;
         lock (l)
             return tile switch
             {
                 TensorCoreTile.Tile128x64 => l.GemmTc128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(ConvGemmTc128Kernel, bounds),
-                TensorCoreTile.Tile128x128 => l.GemmTc3 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(ConvGemmTc3Kernel, bounds),
+                TensorCoreTile.Tile128x128 => l.GemmTc3[TensorCoreGemm.PartIndex(part)] ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(Tc3KernelFor(part), bounds),
                 _ => l.GemmTc ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(ConvGemmTcKernel),
             };
     }

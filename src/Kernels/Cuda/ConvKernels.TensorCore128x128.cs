@@ -120,7 +120,8 @@ public static partial class ConvKernels
     /// z = split-K chunks, one tile per group. <paramref name="flags"/> bit 1: A pre-rounded (stored as it is). On CUDA
     /// the group is 256 threads; elsewhere any size ≤ 256 (the portable path emulates the warps' mma, as the other tiles do).
     /// </summary>
-    internal static void ConvGemmTc3Kernel(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int flags)
+    internal static void ConvGemmTc3Kernel<TP>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int flags)
+        where TP : struct, ITcPart
     {
         const int stageWords = TensorCoreGemm.Stage3Words, opWords = TensorCoreGemm.Op3Words;
         var sh = SharedMemory.Allocate<uint>(TensorCoreGemm.Shared3Words);
@@ -144,6 +145,8 @@ public static partial class ConvKernels
         Group.Barrier();
         if (kTiles > 0)
             StageTcSlots3(a, b, s, sh, 0, m0, 0, tid, nt, cols, rows);
+        if (!TP.Copy)   // TcPart.NoGlobalLoads: stage 0 stays in its buffer, the other one holds zeros
+            for (int e = tid; e < stageWords; e += nt) sh[stageWords + e] = 0u;
         Group.Barrier();
         for (int kt = 0; kt < kTiles; kt++)
         {
@@ -151,17 +154,17 @@ public static partial class ConvKernels
             bool more = kt + 1 < kTiles;
             // the next stage's operands of this thread's slot, into registers before this stage's mma
             var pre = default(TcSlot3);
-            if (more) pre = FetchTcSlot3(a, b, s, m0, tabNxt, tid, cols, rows);
-            if (CudaAsm.IsSupported)
+            if (more && TP.Copy) pre = FetchTcSlot3(a, b, s, m0, tabNxt, tid, cols, rows);
+            if (TP.Math && CudaAsm.IsSupported)
             {
                 var As = sh.SubView(cur, opWords);
                 var Bs = sh.SubView(cur + opWords, opWords);
                 TensorCoreGemm.Tf32Step3(As, Bs, al, bl, false, false, 0);
                 TensorCoreGemm.Tf32Step3(As, Bs, al, bl, false, false, 8);
             }
-            else
+            else if (TP.Math)
                 TensorCoreGemm.EmuStage3(sh.SubView(cur, opWords), sh.SubView(cur + opWords, opWords), Ce, false, false, tid, nt);
-            if (more)
+            if (more && TP.Copy)
             {
                 // nobody reads the other buffers now: their last readers finished before the previous barrier
                 if (aRaw) StoreTcSlot3(sh, nxt, pre, tid, roundA: false);

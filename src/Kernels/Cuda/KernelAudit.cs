@@ -103,7 +103,8 @@ public static class KernelAudit
         if (GemmKernels.Reg128LayoutMethods.Contains(kernel)) return GemmKernels.CudaLaunchBounds(GemmVersion.Reg128x8Layout);
         foreach (var tile in TensorCoreGemm.Tiles)
             if (TensorCoreGemm.KernelMethod(tile) == kernel || ConvKernels.TensorCoreKernelMethodFor(tile) == kernel) return TensorCoreGemm.CudaLaunchBounds(tile);
-        if (TensorCoreGemm.Kernel128x128Methods.Contains(kernel) || TensorCoreGemm.Kernel128x128AsyncMethods.Contains(kernel) || ConvKernels.TensorCoreKernelMethodFor(TensorCoreTile.Tile128x128) == kernel)
+        if (TensorCoreGemm.Kernel128x128Methods.Contains(kernel) || TensorCoreGemm.Kernel128x128AsyncMethods.Contains(kernel) || ConvKernels.TensorCoreKernelMethodFor(TensorCoreTile.Tile128x128) == kernel
+            || TensorCoreGemm.MmaPeakMethod == kernel)
             return TensorCoreGemm.CudaLaunchBounds(TensorCoreTile.Tile128x128);
         foreach (var v in ConvKernels.Versions)
             if (ConvKernels.KernelMethod(v) == kernel) return ConvKernels.CudaLaunchBounds(v);

@@ -246,9 +246,10 @@ public static partial class TensorCoreGemm
     /// shared memory: <see cref="Shared4Words"/> words on CUDA, plus <see cref="C3Words"/> for the emulated accumulators
     /// elsewhere. On CUDA the group must be 256 threads; elsewhere any size ≤ 256.
     /// </summary>
-    internal static void Kernel128x128Async<TL>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias, GemmShape s,
+    internal static void Kernel128x128Async<TL, TP>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias, GemmShape s,
         long aAddr, long bAddr)
         where TL : struct, ITcLayout
+        where TP : struct, ITcPart
     {
         var dyn = SharedMemory.GetDynamic<float>();
         var sh = dyn.Cast<uint>();
@@ -273,6 +274,12 @@ public static partial class TensorCoreGemm
         // the lane's fragment bases (A: k-outer when transposed; B: k-outer when not transposed)
         long a0b = LaneBase4(ta, wr, g, t, 0), a1b = LaneBase4(ta, wr, g, t, 1), a2b = LaneBase4(ta, wr, g, t, 2), a3b = LaneBase4(ta, wr, g, t, 3);
         long b0b = LaneBase4(!tb, wc, g, t, 0), b1b = LaneBase4(!tb, wc, g, t, 1), b2b = LaneBase4(!tb, wc, g, t, 2), b3b = LaneBase4(!tb, wc, g, t, 3);
+        if (!TP.Copy)
+        {
+            // TcPart.NoGlobalLoads: only stage 0 is copied; the other two buffers hold zeros
+            for (int e = tid; e < Shared4Words; e += nt) sh[e] = 0u;
+            Group.Barrier();
+        }
         if (CudaAsm.IsSupported || nt == GpuGroupSize2)
         {
             // one slot per thread (256 threads: always on CUDA; the emulator's 256-thread groups run this path too, with
@@ -291,7 +298,7 @@ public static partial class TensorCoreGemm
             // that "all but the newest group done" always means "this stage's copies have landed"
             for (int j = 0; j < 2; j++)
             {
-                if (j < kTiles)
+                if (j < kTiles && (TP.Copy || j == 0))
                 {
                     IssueSlot4(a, b, sh, aAddr, bAddr, s, ta, tb, inner, m0, n0, j * BK, j * Stage4Words, gA0, gA1, gB0, gB1, dA0, dA1, dB0, dB1,
                         rA0, kA0, rA1, kA1, rB0, kB0, rB1, kB1);
@@ -307,19 +314,19 @@ public static partial class TensorCoreGemm
                 if (roundB) { RoundChunk4(sh4, cur + dB0); RoundChunk4(sh4, cur + dB1); }
                 // publishes stage kt; every warp is done with stage kt − 1, whose buffer the copies below refill
                 Group.Barrier();
-                if (kt + 2 < kTiles)
+                if (kt + 2 < kTiles && TP.Copy)
                 {
                     IssueSlot4(a, b, sh, aAddr, bAddr, s, ta, tb, inner, m0, n0, (kt + 2) * BK, nxt, gA0, gA1, gB0, gB1, dA0, dA1, dB0, dB1,
                         rA0, kA0, rA1, kA1, rB0, kB0, rB1, kB1);
                     gA0 += stepA; gA1 += stepA; gB0 += stepB; gB1 += stepB;
                 }
                 CommitGroup4();
-                if (CudaAsm.IsSupported)
+                if (TP.Math && CudaAsm.IsSupported)
                 {
                     Tf32Step4(sh, cur, cur + Op4Words, ta, tb, a0b, a1b, a2b, a3b, b0b, b1b, b2b, b3b, 0);
                     Tf32Step4(sh, cur, cur + Op4Words, ta, tb, a0b, a1b, a2b, a3b, b0b, b1b, b2b, b3b, 8);
                 }
-                else
+                else if (TP.Math)
                     EmuStage3(sh.SubView(cur, Op4Words), sh.SubView(cur + Op4Words, Op4Words), Ce, ta, tb, tid, nt, swizzled: true);
                 cur = cur == 2 * Stage4Words ? 0 : cur + Stage4Words;
                 nxt = nxt == 2 * Stage4Words ? 0 : nxt + Stage4Words;
@@ -330,14 +337,14 @@ public static partial class TensorCoreGemm
             // smaller groups (the emulator): every slot by the group's threads in turn, copies done at once; the same words,
             // rounding and barriers
             if (kTiles > 0) IssueStage4(a, b, sh, aAddr, bAddr, s, aOff, bOff, m0, n0, 0, 0, ta, tb, tid, nt);
-            if (kTiles > 1) IssueStage4(a, b, sh, aAddr, bAddr, s, aOff, bOff, m0, n0, BK, Stage4Words, ta, tb, tid, nt);
+            if (kTiles > 1 && TP.Copy) IssueStage4(a, b, sh, aAddr, bAddr, s, aOff, bOff, m0, n0, BK, Stage4Words, ta, tb, tid, nt);
             int cur = 0, nxt = 2 * Stage4Words;
             for (int kt = 0; kt < kTiles; kt++)
             {
                 if (roundA || roundB) RoundStage4(sh4, cur, ta, tb, roundA, roundB, tid, nt);
                 Group.Barrier();
-                if (kt + 2 < kTiles) IssueStage4(a, b, sh, aAddr, bAddr, s, aOff, bOff, m0, n0, (kt + 2) * BK, nxt, ta, tb, tid, nt);
-                EmuStage3(sh.SubView(cur, Op4Words), sh.SubView(cur + Op4Words, Op4Words), Ce, ta, tb, tid, nt, swizzled: true);
+                if (kt + 2 < kTiles && TP.Copy) IssueStage4(a, b, sh, aAddr, bAddr, s, aOff, bOff, m0, n0, (kt + 2) * BK, nxt, ta, tb, tid, nt);
+                if (TP.Math) EmuStage3(sh.SubView(cur, Op4Words), sh.SubView(cur + Op4Words, Op4Words), Ce, ta, tb, tid, nt, swizzled: true);
                 cur = cur == 2 * Stage4Words ? 0 : cur + Stage4Words;
                 nxt = nxt == 2 * Stage4Words ? 0 : nxt + Stage4Words;
             }

@@ -337,8 +337,9 @@ public static partial class TensorCoreGemm
     /// <summary>The 128×128 kernel for the layout <typeparamref name="TL"/> (TF32 only; explicitly grouped; one C tile per group:
     /// grid x = column tiles, y = row tiles, z = batches, exactly; the launcher keeps larger grids on the 128×64 tile). On CUDA
     /// the group must be 256 threads; elsewhere any size ≤ 256.</summary>
-    internal static void Kernel128x128<TL>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias, GemmShape s)
+    internal static void Kernel128x128<TL, TP>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias, GemmShape s)
         where TL : struct, ITcLayout
+        where TP : struct, ITcPart
     {
         var sh4 = SharedMemory.Allocate<U4>(Shared3Words / 4);
         var sh = sh4.Cast<uint>();
@@ -377,6 +378,8 @@ public static partial class TensorCoreGemm
             else
                 StageSlots3(a, a4, b, b4, s, aOff, bOff, m0, n0, 0, sh4, 0, Op3Words, tid, nt, ta, tb);
         }
+        if (!TP.Copy)   // TcPart.NoGlobalLoads: stage 0 stays in its buffer, the other one holds zeros
+            for (int e = tid; e < Stage3Words; e += nt) sh[Stage3Words + e] = 0u;
         Group.Barrier();
         // this thread's slot in float4 units for the 128-bit path (exact when the operand is 16-byte aligned, which
         // vecA / vecB say): stage 1's first float4, the second float4's distance, and one stage's step, so the loop
@@ -393,11 +396,15 @@ public static partial class TensorCoreGemm
         {
             int cur = (kt & 1) * Stage3Words;
             fa += fak; fb += fbk;
-            F4 pa0 = a4[fa], pa1 = a4[fa + faq], pb0 = b4[fb], pb1 = b4[fb + fbq];
-            Compute3(sh, Ce, cur, al, bl, ta, tb, tid, nt);
-            Put3(sh4, Stage3Words - cur, sa0, saq, sb0, sbq, roundA, roundB, pa0, pa1, pb0, pb1);
-            if (!CudaAsm.IsSupported)
-                StageSlots3(a, a4, b, b4, s, aOff, bOff, m0, n0, (kt + 1) * BK, sh4, Stage3Words - cur, Stage3Words - cur + Op3Words, tid + nt, nt, ta, tb);
+            F4 pa0 = default, pa1 = default, pb0 = default, pb1 = default;
+            if (TP.Copy) { pa0 = a4[fa]; pa1 = a4[fa + faq]; pb0 = b4[fb]; pb1 = b4[fb + fbq]; }
+            if (TP.Math) Compute3(sh, Ce, cur, al, bl, ta, tb, tid, nt);
+            if (TP.Copy)
+            {
+                Put3(sh4, Stage3Words - cur, sa0, saq, sb0, sbq, roundA, roundB, pa0, pa1, pb0, pb1);
+                if (!CudaAsm.IsSupported)
+                    StageSlots3(a, a4, b, b4, s, aOff, bOff, m0, n0, (kt + 1) * BK, sh4, Stage3Words - cur, Stage3Words - cur + Op3Words, tid + nt, nt, ta, tb);
+            }
             Group.Barrier();
         }
         for (; kt < kTiles; kt++)
@@ -407,7 +414,7 @@ public static partial class TensorCoreGemm
             int k1 = (kt + 1) * BK;
             // the next stage's float4s of this thread's slot, into registers before this stage's mma
             F4 pa0 = default, pa1 = default, pb0 = default, pb1 = default;
-            if (more)
+            if (more && TP.Copy)
             {
                 bool kIn = k1 + BK <= s.K, fastA = vecA && mIn && kIn, fastB = vecB && nIn && kIn;
                 pa0 = Fetch3(a, a4, aOff, s.Lda, ta, m0, k1, s.M, s.K, tid, 0, fastA);
@@ -415,8 +422,8 @@ public static partial class TensorCoreGemm
                 pb0 = Fetch3(b, b4, bOff, s.Ldb, !tb, n0, k1, s.N, s.K, tid, 0, fastB);
                 pb1 = Fetch3(b, b4, bOff, s.Ldb, !tb, n0, k1, s.N, s.K, tid, 1, fastB);
             }
-            Compute3(sh, Ce, cur, al, bl, ta, tb, tid, nt);
-            if (more)
+            if (TP.Math) Compute3(sh, Ce, cur, al, bl, ta, tb, tid, nt);
+            if (more && TP.Copy)
             {
                 Put3(sh4, Stage3Words - cur, sa0, saq, sb0, sbq, roundA, roundB, pa0, pa1, pb0, pb1);
                 if (!CudaAsm.IsSupported)

@@ -410,18 +410,28 @@ public static partial class TensorCoreGemm
     {
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>? Kernel, Kernel128;
         /// <summary>The 128×128 tile's kernels by layout: index TransA·2 + TransB.</summary>
-        public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[] Kernel3 = new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[4];
-        /// <summary>The asynchronous 128×128 tile's kernels by layout (<see cref="AsyncStages"/>).</summary>
-        public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long>?[] Kernel4 = new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long>?[4];
+        public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[] Kernel3 = new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>?[12];
+        /// <summary>The asynchronous 128×128 tile's kernels by layout (<see cref="AsyncStages"/>). Both tiles' arrays: index
+        /// 4·part + TransA·2 + TransB (<see cref="TcPart"/>: only Full outside <c>bench dissect</c>).</summary>
+        public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long>?[] Kernel4 = new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long>?[12];
     }
 
     /// <summary>The asynchronous 128×128 tile's kernel for a layout.</summary>
-    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long> Kernel4For(bool ta, bool tb) => (ta, tb) switch
+    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long> Kernel4For(bool ta, bool tb, TcPart part = TcPart.Full)
+        => part switch
+        {
+            TcPart.NoGlobalLoads => Kernel4For<TcNoCopy>(ta, tb),
+            TcPart.NoMath => Kernel4For<TcNoMath>(ta, tb),
+            _ => Kernel4For<TcFull>(ta, tb),
+        };
+
+    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long> Kernel4For<TP>(bool ta, bool tb)
+        where TP : struct, ITcPart => (ta, tb) switch
     {
-        (false, false) => Kernel128x128Async<TcLayoutNN>,
-        (false, true) => Kernel128x128Async<TcLayoutNT>,
-        (true, false) => Kernel128x128Async<TcLayoutTN>,
-        _ => Kernel128x128Async<TcLayoutTT>,
+        (false, false) => Kernel128x128Async<TcLayoutNN, TP>,
+        (false, true) => Kernel128x128Async<TcLayoutNT, TP>,
+        (true, false) => Kernel128x128Async<TcLayoutTN, TP>,
+        _ => Kernel128x128Async<TcLayoutTT, TP>,
     };
 
     /// <summary>The asynchronous 128×128 tile's kernel methods (NN, NT, TN, TT), for offline PTX compilation.</summary>
@@ -460,12 +470,21 @@ public static partial class TensorCoreGemm
     public static long AsyncLaunches => Interlocked.Read(ref AsyncLaunchCount);
 
     /// <summary>The 128×128 tile's kernel for a layout (one compiled kernel per TransA, TransB).</summary>
-    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> Kernel3For(bool ta, bool tb) => (ta, tb) switch
+    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> Kernel3For(bool ta, bool tb, TcPart part = TcPart.Full)
+        => part switch
+        {
+            TcPart.NoGlobalLoads => Kernel3For<TcNoCopy>(ta, tb),
+            TcPart.NoMath => Kernel3For<TcNoMath>(ta, tb),
+            _ => Kernel3For<TcFull>(ta, tb),
+        };
+
+    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> Kernel3For<TP>(bool ta, bool tb)
+        where TP : struct, ITcPart => (ta, tb) switch
     {
-        (false, false) => Kernel128x128<TcLayoutNN>,
-        (false, true) => Kernel128x128<TcLayoutNT>,
-        (true, false) => Kernel128x128<TcLayoutTN>,
-        _ => Kernel128x128<TcLayoutTT>,
+        (false, false) => Kernel128x128<TcLayoutNN, TP>,
+        (false, true) => Kernel128x128<TcLayoutNT, TP>,
+        (true, false) => Kernel128x128<TcLayoutTN, TP>,
+        _ => Kernel128x128<TcLayoutTT, TP>,
     };
 
     /// <summary>The 128×128 tile's kernel methods, one per layout (NN, NT, TN, TT), for offline PTX compilation.</summary>
@@ -657,12 +676,14 @@ public static partial class TensorCoreGemm
             : new KernelConfig(grid, new Index3D(nt, 1, 1));
         var loaded = Cache.GetValue(acc, _ => new Loaded());
         var bounds = cuda ? CudaLaunchBounds(tile) : default;
+        var part = Part;
+        int slot = 4 * PartIndex(part) + (args.TransA ? 2 : 0) + (args.TransB ? 1 : 0);
         if (async)
         {
             Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long> k4;
             lock (loaded)
-                k4 = loaded.Kernel4[(args.TransA ? 2 : 0) + (args.TransB ? 1 : 0)] ??=
-                    acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long>(Kernel4For(args.TransA, args.TransB), bounds);
+                k4 = loaded.Kernel4[slot] ??=
+                    acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape, long, long>(Kernel4For(args.TransA, args.TransB, part), bounds);
             Interlocked.Increment(ref LaunchCounts[(int)tile]);
             Interlocked.Increment(ref AsyncLaunchCount);
             // the operands' device addresses for cp.async (K = 0 reads nothing; the views are still valid)
@@ -675,8 +696,8 @@ public static partial class TensorCoreGemm
             kernel = tile switch
             {
                 TensorCoreTile.Tile128x64 => loaded.Kernel128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel128, bounds),
-                TensorCoreTile.Tile128x128 => loaded.Kernel3[(args.TransA ? 2 : 0) + (args.TransB ? 1 : 0)] ??=
-                    acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel3For(args.TransA, args.TransB), bounds),
+                TensorCoreTile.Tile128x128 => loaded.Kernel3[slot] ??=
+                    acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel3For(args.TransA, args.TransB, part), bounds),
                 _ => loaded.Kernel ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(Kernel),
             };
         Interlocked.Increment(ref LaunchCounts[(int)tile]);

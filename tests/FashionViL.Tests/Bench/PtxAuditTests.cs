@@ -140,6 +140,19 @@ public class PtxAuditTests
             Assert.That(loop.GetProperty("global_loads").GetInt32(), Is.Zero, $"{k.Name}: operands by cp.async only");
             Assert.That(loop.GetProperty("instructions").GetInt32(), Is.LessThanOrEqualTo(12 * 32), $"{k.Name}: instructions per stage");
         }
+        // bench dissect's mma.sync peak kernel: (256, 2), no local or shared memory, its loop nothing but the 16 HMMA and the
+        // loop's own counter arithmetic
+        var peak = _r.Kernels.Single(k => k.Name == "TensorCoreGemm.MmaPeakKernel");
+        Assert.That(peak.Registers, Is.LessThanOrEqualTo(128));
+        Assert.That(peak.SharedBytes, Is.Zero);
+        Assert.That(peak.UsesLocalMemory, Is.False);
+        if (peak.Sass is not null)
+        {
+            var loop = _json.GetProperty("kernels").EnumerateArray().Single(x => x.GetProperty("name").GetString() == peak.Name).GetProperty("hot_loop");
+            int hmma = loop.GetProperty("hmma").GetInt32();   // ptxas may unroll the loop
+            Assert.That(hmma, Is.Positive.And.Matches<int>(h => h % TensorCoreGemm.MmaPeakMmaPerIteration == 0), "whole iterations of 16 mma");
+            Assert.That(loop.GetProperty("instructions").GetInt32(), Is.LessThanOrEqualTo(hmma + hmma / 2), "hardly anything but the mma in the loop");
+        }
         // the fp32 SGEMM v6 (one kernel per layout, a bounds-free K-tile loop): ≥ 80 % FFMA in its stage loop (v5: 56 % static),
         // and its accepted spills stay out of that loop but for at most two stack reloads per K tile
         var v6 = _r.Kernels.Where(k => k.Name.StartsWith("GemmKernels.Reg128LayoutKernel", StringComparison.Ordinal)).ToList();

@@ -64,8 +64,8 @@ public static class BenchCommand
             }
         });
         return new Command("bench", "Benchmarks (issue 7): `bench step` times FashionViL training steps; `bench ptx` checks the CUDA kernels offline; " +
-                                    "`bench tuning` reports a kernel tuning cache.")
-            { step, BenchPtxCommand.Create(), TuningCommand() };
+                                    "`bench tuning` reports a kernel tuning cache; `bench dissect` times the TF32 tiles whole and in parts.")
+            { step, BenchPtxCommand.Create(), TuningCommand(), BenchDissectCommand.Create() };
     }
 
     /// <summary>`fashionvil bench tuning [--cache FILE] [--top N]`: what a kernel tuning cache says.</summary>
