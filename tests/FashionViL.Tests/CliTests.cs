@@ -35,6 +35,7 @@ public class CliTests
     [TestCase("FVL_TF32_WGRAD", "fast", "fashionvil: FVL_TF32_WGRAD = 'fast' is not a weight-gradient setting")]
     [TestCase("FVL_CONV1X1", "fast", "fashionvil: FVL_CONV1X1 = 'fast' is not a 1×1 convolution setting")]
     [TestCase("FVL_TC_ASYNC", "yes", "fashionvil: FVL_TC_ASYNC = 'yes' is not a tensor-core staging setting")]
+    [TestCase("FVL_TC_CONV_FWD", "fast", "fashionvil: FVL_TC_CONV_FWD = 'fast' is not a forward-convolution staging")]
     [TestCase("FVL_TC_TILE", "256x128", "fashionvil: FVL_TC_TILE = '256x128' is not a tensor-core tile")]
     [TestCase("FVL_TC_CONV_TILE", "big", "fashionvil: FVL_TC_CONV_TILE = 'big' is not a tensor-core tile")]
     [TestCase("FVL_SGEMM", "v9", "fashionvil: FVL_SGEMM = 'v9' is not an fp32 SGEMM version")]

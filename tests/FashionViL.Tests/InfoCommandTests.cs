@@ -20,7 +20,7 @@ public class InfoCommandTests
             var (code, text) = CliTests.RunCli("info");
             Assert.That(code, Is.Zero, text);
             Assert.That(text, Does.Contain("fp32 SGEMM Reg128x8Layout (rule; FVL_SGEMM)").And.Contain("tensor-core GEMM tile rule (FVL_TC_TILE)")
-                .And.Contain("conv tile rule (FVL_TC_CONV_TILE)").And.Contain("(FVL_ATTENTION)").And.Contain("Winograd 3×3 off (FVL_WINOGRAD)").And.Contain("tf32 weight gradients rule (FVL_TF32_WGRAD)").And.Contain("1×1 convolutions direct (FVL_CONV1X1)").And.Contain("128×128 stages register prefetch (FVL_TC_ASYNC)").And.Contain("(FVL_PREROUND)"));
+                .And.Contain("conv tile rule (FVL_TC_CONV_TILE)").And.Contain("(FVL_ATTENTION)").And.Contain("Winograd 3×3 off (FVL_WINOGRAD)").And.Contain("tf32 weight gradients rule (FVL_TF32_WGRAD)").And.Contain("1×1 convolutions direct (FVL_CONV1X1)").And.Contain("128×128 stages register prefetch (FVL_TC_ASYNC)").And.Contain("128×128 conv forward staging vec (FVL_TC_CONV_FWD)").And.Contain("(FVL_PREROUND)"));
             CudaBackend.SgemmOverride = GemmVersion.Reg128x8Layout;
             CudaBackend.GemmTileOverride = TensorCoreTile.Tile128x128;
             ConvKernels.ConvTileOverride = TensorCoreTile.Tile64x32;

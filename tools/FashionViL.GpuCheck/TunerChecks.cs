@@ -144,6 +144,8 @@ public static partial class Checks
                  {
                      (2, 5, 9, 7, 6, 3, new Conv2dParams(1, 1, 1, 1, 1, 1)),
                      (1, 4, 8, 8, 130, 1, new Conv2dParams(2, 2, 0, 0, 0, 0)),
+                     // K 144, Cout 136: the 128×128 tile's forward path with 128-bit weight loads (a whole row tile)
+                     (2, 16, 10, 9, 136, 3, new Conv2dParams(1, 1, 1, 1, 1, 1)),
                  })
         {
             var (ho, wo) = ConvKernels.OutputSize(h, w, kk, kk, p);
@@ -177,7 +179,15 @@ public static partial class Checks
             Group($"{shape} input gradient fp32", fp.Select(v => (v.ToString(), (Func<float[]>)(() => Bin(v, Precision.Fp32, null)))).ToList());
             foreach (int sp in new[] { 1, 3 })
                 Group($"{shape} weight gradient fp32, {sp} split(s)", fp.Select(v => (v.ToString(), (Func<float[]>)(() => Bw(v, Precision.Fp32, null, sp)))).ToList());
-            Group($"{shape} forward Tf32", TensorCoreGemm.ConvTilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Fwd(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
+            float[] FwdTable()   // the 128×128 tile's forward convolution through the coordinate tables (FVL_TC_CONV_FWD=table)
+            {
+                bool was = ConvKernels.Tc3ForwardPath;
+                ConvKernels.Tc3ForwardPath = false;
+                try { return Fwd(ConvVersion.Auto, Precision.Tf32, TensorCoreTile.Tile128x128); }
+                finally { ConvKernels.Tc3ForwardPath = was; }
+            }
+            Group($"{shape} forward Tf32", TensorCoreGemm.ConvTilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Fwd(ConvVersion.Auto, Precision.Tf32, t))))
+                .Append(("Tile128x128 table", (Func<float[]>)FwdTable)).ToList());
             Group($"{shape} input gradient Tf32", TensorCoreGemm.ConvTilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Bin(ConvVersion.Auto, Precision.Tf32, t)))).ToList());
             Group($"{shape} weight gradient Tf32, 3 splits", TensorCoreGemm.ConvTilesFor(Precision.Tf32).Select(t => (t.ToString(), (Func<float[]>)(() => Bw(ConvVersion.Auto, Precision.Tf32, t, 3)))).ToList());
         }

@@ -67,7 +67,7 @@ public static class PtxAudit
         var ladders = GemmKernels.Versions.Select(GemmKernels.KernelMethod).Concat(GemmKernels.Reg128LayoutMethods)
             .Concat(ConvKernels.KernelMethods.Select(k => k.Method))
             .Concat(TensorCoreGemm.Tiles.Select(tile => TensorCoreGemm.KernelMethod(tile))).Concat(TensorCoreGemm.Kernel128x128Methods).Concat(TensorCoreGemm.Kernel128x128AsyncMethods).Concat(TensorCoreGemm.ConvTilesFor(Precision.Tf32).Select(ConvKernels.TensorCoreKernelMethodFor)).Concat(WinogradKernels.KernelMethods)
-            .Append(TensorCoreGemm.MmaPeakMethod)   // bench dissect's mma.sync peak
+            .Append(ConvKernels.TensorCoreForwardKernelMethod).Append(TensorCoreGemm.MmaPeakMethod)   // the 128×128 tile's forward path; bench dissect's mma.sync peak
             .Select(KernelAudit.Entry);
         return loaded.Concat(ladders).DistinctBy(e => e.MethodSource).OrderBy(e => KernelAudit.NameOf(e.MethodSource), StringComparer.Ordinal).ToList();
     }

@@ -122,8 +122,21 @@ public static class TileDissect
                     precision: Precision.Tf32, tcTile: TensorCoreTile.Tile128x128)
                 : () => ConvKernels.Conv2dForward(acc, stream, x.View, w.View, default, y.View, cv.Batch, cv.Cin, cv.H, cv.W, cv.Cout, cv.Kh, cv.Kw, p,
                     precision: Precision.Tf32, tcTile: TensorCoreTile.Tile128x128);
-            var ms = Parts(acc, stream, o.Reps, run);
-            rows.Add(new DissectRow("conv 128×128", cv.Name, gflop, ms[0], ms[1], ms[2]));
+            // forward convolutions: the forward path (FVL_TC_CONV_FWD=vec, the default) and the coordinate tables (table)
+            foreach (bool vec in cv.InputGradient ? [true] : new[] { true, false })
+            {
+                bool was = ConvKernels.Tc3ForwardPath;
+                ConvKernels.Tc3ForwardPath = vec;
+                try
+                {
+                    var ms = Parts(acc, stream, o.Reps, run);
+                    rows.Add(new DissectRow(cv.InputGradient ? "conv 128×128" : vec ? "conv 128×128 fwd vec" : "conv 128×128 fwd table", cv.Name, gflop, ms[0], ms[1], ms[2]));
+                }
+                finally
+                {
+                    ConvKernels.Tc3ForwardPath = was;
+                }
+            }
         }
         return new DissectReport(acc.Name, rt.IsEmulated, o.Reps, peak, peakMs, peakGflop, rows);
     }

@@ -363,22 +363,31 @@ public static partial class ConvKernels
     {
         TensorCoreTile.Tile64x32 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>)ConvGemmTcKernel).Method,
         TensorCoreTile.Tile128x64 => ((Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>)ConvGemmTc128Kernel).Method,
-        TensorCoreTile.Tile128x128 => Tc3KernelFor(TcPart.Full).Method,
+        TensorCoreTile.Tile128x128 => Tc3KernelFor(false, TcPart.Full).Method,
         _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "tensor-core convolution: unknown tile"),
     };
 
-    /// <summary>The 128×128 conv tile's kernel method for <paramref name="part"/> (offline PTX checks).</summary>
-    internal static System.Reflection.MethodInfo Tc3PartMethod(TcPart part) => Tc3KernelFor(part).Method;
+    /// <summary>The 128×128 conv tile's kernel method for <paramref name="part"/> (offline PTX checks): the table path, or the
+    /// forward convolutions' own (<see cref="ConvTc3Forward"/>).</summary>
+    internal static System.Reflection.MethodInfo Tc3PartMethod(TcPart part, bool forward = false) => Tc3KernelFor(forward, part).Method;
 
-    /// <summary>The 128×128 conv tile's kernel running <paramref name="part"/> of its stage loop (<see cref="TcPart"/>).</summary>
-    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int> Tc3KernelFor(TcPart part) => part switch
+    /// <summary>The kernel method the 128×128 tile runs for forward convolutions (for offline PTX compilation in tests and tools).</summary>
+    public static System.Reflection.MethodInfo TensorCoreForwardKernelMethod { get; } = Tc3KernelFor(true, TcPart.Full).Method;
+
+    /// <summary>The 128×128 conv tile's kernel for the mode (forward or any) running <paramref name="part"/> of its stage loop
+    /// (<see cref="TcPart"/>).</summary>
+    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int> Tc3KernelFor(bool forward, TcPart part)
+        => forward ? Tc3KernelFor<ConvTc3Forward>(part) : Tc3KernelFor<ConvTc3AnyMode>(part);
+
+    private static Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int> Tc3KernelFor<TM>(TcPart part)
+        where TM : struct, IConvTc3Mode => part switch
     {
-        TcPart.NoGlobalLoads => ConvGemmTc3Kernel<TcNoCopy>,
-        TcPart.NoMath => ConvGemmTc3Kernel<TcNoMath>,
-        _ => ConvGemmTc3Kernel<TcFull>,
+        TcPart.NoGlobalLoads => ConvGemmTc3Kernel<TM, TcNoCopy>,
+        TcPart.NoMath => ConvGemmTc3Kernel<TM, TcNoMath>,
+        _ => ConvGemmTc3Kernel<TM, TcFull>,
     };
 
-    private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int> TcKernel(Accelerator acc, TensorCoreTile tile)
+    private static Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int> TcKernel(Accelerator acc, TensorCoreTile tile, bool forward)
     {
         var part = TensorCoreGemm.Part;
         var l = For(acc);
@@ -387,7 +396,8 @@ public static partial class ConvKernels
             return tile switch
             {
                 TensorCoreTile.Tile128x64 => l.GemmTc128 ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(ConvGemmTc128Kernel, bounds),
-                TensorCoreTile.Tile128x128 => l.GemmTc3[TensorCoreGemm.PartIndex(part)] ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(Tc3KernelFor(part), bounds),
+                TensorCoreTile.Tile128x128 => l.GemmTc3[2 * TensorCoreGemm.PartIndex(part) + (forward ? 1 : 0)] ??=
+                    acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(Tc3KernelFor(forward, part), bounds),
                 _ => l.GemmTc ??= acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>(ConvGemmTcKernel),
             };
     }
@@ -435,6 +445,9 @@ public static partial class ConvKernels
         k(stream ?? acc.DefaultStream, Flat(acc, (src.Length + 3) / 4), src, dst, (int)src.Length, precision == Precision.Bf16 ? 1 : 0);
     }
 
+    /// <summary>Forward convolutions launched on the 128×128 tile's forward path (tests: which path ran).</summary>
+    internal static long Tc3ForwardLaunches;
+
     private static void LaunchTc(Accelerator acc, AcceleratorStream? stream, ArrayView<float> a, ArrayView<float> b, ArrayView<float> o,
         ArrayView<float> bias, ConvGemmShape s, Precision precision, TensorCoreTile tile, bool aRounded)
     {
@@ -457,8 +470,13 @@ public static partial class ConvKernels
             ? new KernelConfig(grid, group, SharedMemoryConfig.RequestDynamic<float>(dynamicWords))
             : new KernelConfig(grid, group);
         Interlocked.Increment(ref ConvTileLaunches[(int)tile]);
-        var kernel = TcKernel(acc, tile);
+        // the 128×128 tile stages a forward convolution's weight as a row-major matrix (ConvTc3Forward), with 128-bit loads
+        // when it is 16-byte aligned and its rows and K chunks are multiples of 4 floats
+        bool forward = tile == TensorCoreTile.Tile128x128 && s.Mode == (int)ConvMode.Forward && Tc3ForwardPath;
+        bool vecA = forward && GemmKernels.Aligned4(a, s.AStride, 0) && (s.Splits == 1 || s.KChunk % 4 == 0);
+        if (forward) Interlocked.Increment(ref Tc3ForwardLaunches);
+        var kernel = TcKernel(acc, tile, forward);
         CudaRuntime.CountLaunch();
-        kernel(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s, (precision == Precision.Bf16 ? 1 : 0) | (aRounded ? 2 : 0));
+        kernel(stream ?? acc.DefaultStream, cfg, a, b, o, bias.Length > 0 ? bias : o, s, (precision == Precision.Bf16 ? 1 : 0) | (aRounded ? 2 : 0) | (vecA ? 4 : 0));
     }
 }

@@ -21,8 +21,79 @@ namespace FashionViL.Kernels.Cuda;
 //   chunks on the 128×64 tile.
 // ---------------------------------------------------------------------------------------------------------------------
 
+/// <summary>The compile-time mode of <see cref="ConvKernels.ConvGemmTc3Kernel{TM, TP}"/>: any mode through the coordinate
+/// tables, or the forward convolution's own staging (its A is the weight, a plain row-major M × K matrix).</summary>
+internal interface IConvTc3Mode
+{
+    static abstract bool Forward { get; }
+}
+
+internal struct ConvTc3AnyMode : IConvTc3Mode { public static bool Forward => false; }
+internal struct ConvTc3Forward : IConvTc3Mode { public static bool Forward => true; }
+
 public static partial class ConvKernels
 {
+    /// <summary>The forward tile's operands of one slot of one stage: A as the GEMM tile's two float4 of k-contiguous weight
+    /// (<see cref="TensorCoreGemm.Slot3R"/> / <see cref="TensorCoreGemm.Slot3K"/>), B as 8 consecutive K rows of one column.</summary>
+    private struct TcSlotF
+    {
+        public F4 A0, A1;
+        public float B0, B1, B2, B3, B4, B5, B6, B7;
+    }
+
+    /// <summary>Loads slot <paramref name="p"/>'s operands of the forward stage at <paramref name="k0"/> whose K-row table is at
+    /// <paramref name="tab"/>: A (the weight, row m at m·AStride, element k at k) as two float4 — 128-bit loads when
+    /// <paramref name="vecA"/> and the stage's 128 × 16 block lies inside [m &lt; M, k &lt; kEnd], else bounds-checked scalars
+    /// (zeros outside, as the table path's kA &lt; 0 and m ≥ M give); B: column p mod 128, K rows 8·(p / 128) .. +7 (folded).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TcSlotF FetchFwdSlot(ArrayView<float> a, ArrayView<F4> a4, ArrayView<float> b, ConvGemmShape s, int m0, int k0, int kEnd, int tab,
+        int p, bool vecA, ArrayView<ConvCol> cols, ArrayView<ConvRow> rows)
+    {
+        var r = default(TcSlotF);
+        bool fast = vecA && m0 + 128 <= s.M && k0 + TcBK <= kEnd;
+        r.A0 = TensorCoreGemm.Fetch3(a, a4, 0, s.AStride, false, m0, k0, s.M, kEnd, p, 0, fast);
+        r.A1 = TensorCoreGemm.Fetch3(a, a4, 0, s.AStride, false, m0, k0, s.M, kEnd, p, 1, fast);
+        int kr = tab + 8 * (p >> 7);
+        var col = cols[p & 127];
+        r.B0 = FoldedB(b, s, col, rows[kr]); r.B1 = FoldedB(b, s, col, rows[kr + 1]);
+        r.B2 = FoldedB(b, s, col, rows[kr + 2]); r.B3 = FoldedB(b, s, col, rows[kr + 3]);
+        r.B4 = FoldedB(b, s, col, rows[kr + 4]); r.B5 = FoldedB(b, s, col, rows[kr + 5]);
+        r.B6 = FoldedB(b, s, col, rows[kr + 6]); r.B7 = FoldedB(b, s, col, rows[kr + 7]);
+        return r;
+    }
+
+    /// <summary>Stores a forward slot into the stage at word <paramref name="stage"/>: A k-contiguous at
+    /// <see cref="TensorCoreGemm.Place3"/> (rounded unless <paramref name="roundA"/> is false: a pre-rounded weight), B
+    /// k-contiguous too (B[n·20 + k], the GEMM tile's layout for a transposed B): two 128-bit stores per operand.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreFwdSlot(ArrayView<U4> sh4, int stage, TcSlotF r, int p, bool roundA)
+    {
+        sh4[(stage + TensorCoreGemm.Place3(false, p, 0)) >> 2] = TensorCoreGemm.Words3(r.A0, roundA);
+        sh4[(stage + TensorCoreGemm.Place3(false, p, 1)) >> 2] = TensorCoreGemm.Words3(r.A1, roundA);
+        int sb = (stage + TensorCoreGemm.Op3Words + FwdBWord(8 * (p >> 7), p & 127)) >> 2;
+        U4 lo, hi;
+        lo.X = TensorCoreGemm.Tf32Word(r.B0); lo.Y = TensorCoreGemm.Tf32Word(r.B1); lo.Z = TensorCoreGemm.Tf32Word(r.B2); lo.W = TensorCoreGemm.Tf32Word(r.B3);
+        hi.X = TensorCoreGemm.Tf32Word(r.B4); hi.Y = TensorCoreGemm.Tf32Word(r.B5); hi.Z = TensorCoreGemm.Tf32Word(r.B6); hi.W = TensorCoreGemm.Tf32Word(r.B7);
+        sh4[sb] = lo;
+        sh4[sb + 1] = hi;
+    }
+
+    /// <summary>Word of B element (k, n) in the forward path's B buffer: k-contiguous, B[n·20 + k].</summary>
+    internal static int FwdBWord(int k, int n) => n * TensorCoreGemm.KcStride + k;
+
+    /// <summary>Where lane (g, t) of the warp at column <paramref name="wc"/> starts reading its B fragments: the GEMM tile's
+    /// k-outer B (the table path's B[k·136 + n]) or its transposed, k-contiguous B (the forward path).</summary>
+    internal static long Tc3LaneB(bool forward, int wc, int g, int t) => TensorCoreGemm.Lane3(!forward, wc, g, t);
+
+    /// <summary>Stages forward slots slot0, slot0 + step, … (&lt; 256) directly (the first stage; the slots no thread prefetches
+    /// on smaller groups).</summary>
+    private static void StageFwdSlots(ArrayView<float> a, ArrayView<F4> a4, ArrayView<float> b, ConvGemmShape s, ArrayView<U4> sh4, int stage, int m0,
+        int k0, int kEnd, int tab, int slot0, int step, bool vecA, bool roundA, ArrayView<ConvCol> cols, ArrayView<ConvRow> rows)
+    {
+        for (int p = slot0; p < TensorCoreGemm.GpuGroupSize2; p += step)
+            StoreFwdSlot(sh4, stage, FetchFwdSlot(a, a4, b, s, m0, k0, kEnd, tab, p, vecA, cols, rows), p, roundA);
+    }
+
     /// <summary>The 16 operands of one slot of one stage of the 128×128 tile, as loaded (rounded when stored).</summary>
     private struct TcSlot3
     {
@@ -117,22 +188,32 @@ public static partial class ConvKernels
 
     /// <summary>
     /// The 128×128 tensor-core tile for all three modes (TF32 only): grid x = column tiles of 128, y = row tiles of 128,
-    /// z = split-K chunks, one tile per group. <paramref name="flags"/> bit 1: A pre-rounded (stored as it is). On CUDA
-    /// the group is 256 threads; elsewhere any size ≤ 256 (the portable path emulates the warps' mma, as the other tiles do).
+    /// z = split-K chunks, one tile per group. <paramref name="flags"/> bit 1: A pre-rounded (stored as it is); bit 2 (forward
+    /// only): A is 16-byte aligned with AStride and the K chunks multiples of 4 (128-bit weight loads). On CUDA the group is
+    /// 256 threads; elsewhere any size ≤ 256 (the portable path emulates the warps' mma, as the other tiles do).
+    /// <typeparamref name="TM"/> = <see cref="ConvTc3Forward"/> (forward convolutions only) stages the weight as the GEMM
+    /// tile stages a row-major A (two float4 per thread and stage instead of 8 table-addressed scalars) and B as 8
+    /// consecutive K rows of one column, stored k-contiguous (two 128-bit stores instead of 8 scalar ones); the mma read
+    /// B through the GEMM tile's transposed-B fragments. Every output sees the same operands in the same mma order: the same
+    /// bits as the table path.
     /// </summary>
-    internal static void ConvGemmTc3Kernel<TP>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int flags)
+    internal static void ConvGemmTc3Kernel<TM, TP>(ArrayView<float> a, ArrayView<float> b, ArrayView<float> o, ArrayView<float> bias, ConvGemmShape s, int flags)
+        where TM : struct, IConvTc3Mode
         where TP : struct, ITcPart
     {
         const int stageWords = TensorCoreGemm.Stage3Words, opWords = TensorCoreGemm.Op3Words;
-        var sh = SharedMemory.Allocate<uint>(TensorCoreGemm.Shared3Words);
+        var sh4 = SharedMemory.Allocate<U4>(TensorCoreGemm.Shared3Words / 4);   // 16-byte aligned: the forward tile stores U4
+        var sh = sh4.Cast<uint>();
+        var a4 = a.Cast<F4>();
         var Cs = sh.Cast<float>();                    // a C half-tile after the k loop (CUDA path)
         var Ce = SharedMemory.GetDynamic<float>();    // the portable path's emulated accumulators (never requested on CUDA)
         var cols = SharedMemory.Allocate<ConvCol>(128);          // the tile's columns (folded), Out for the epilogue
         var rows = SharedMemory.Allocate<ConvRow>(2 * TcBK);     // K rows of stage j at (j & 1)·16 (folded)
-        bool aRaw = (flags & 2) != 0;
+        bool aRaw = (flags & 2) != 0, vecA = (flags & 4) != 0, fwd = TM.Forward;
         int tid = Group.IdxX, nt = Group.DimX;
         int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3, wr = 64 * (warp >> 2), wc = 32 * (warp & 3);
-        long al = TensorCoreGemm.Lane3(false, wr, g, t), bl = TensorCoreGemm.Lane3(true, wc, g, t);
+        // B k-outer (B[k·136 + n]) on the table path, k-contiguous (B[n·20 + k]) on the forward path
+        long al = TensorCoreGemm.Lane3(false, wr, g, t), bl = Tc3LaneB(fwd, wc, g, t);
         if (CudaAsm.IsSupported) TensorCoreGemm.DeclareAccumulators3();
         int kz = Grid.IdxZ, m0 = Grid.IdxY * 128, n0 = Grid.IdxX * 128;
         int kLo = kz * s.KChunk, kEnd = XMin(s.K, kLo + s.KChunk), zOff = kz * s.SplitStride;
@@ -143,7 +224,9 @@ public static partial class ConvKernels
         for (int e = tid; e < 128; e += nt) cols[e] = FoldedColumnOf(s, n0 + e);
         for (int e = tid; e < 2 * TcBK; e += nt) rows[e] = FoldedRowOf(s, kLo + e, kEnd);   // stages 0 and 1
         Group.Barrier();
-        if (kTiles > 0)
+        if (kTiles > 0 && fwd)
+            StageFwdSlots(a, a4, b, s, sh4, 0, m0, kLo, kEnd, 0, tid, nt, vecA, !aRaw, cols, rows);
+        else if (kTiles > 0)
             StageTcSlots3(a, b, s, sh, 0, m0, 0, tid, nt, cols, rows);
         if (!TP.Copy)   // TcPart.NoGlobalLoads: stage 0 stays in its buffer, the other one holds zeros
             for (int e = tid; e < stageWords; e += nt) sh[stageWords + e] = 0u;
@@ -154,17 +237,27 @@ public static partial class ConvKernels
             bool more = kt + 1 < kTiles;
             // the next stage's operands of this thread's slot, into registers before this stage's mma
             var pre = default(TcSlot3);
-            if (more && TP.Copy) pre = FetchTcSlot3(a, b, s, m0, tabNxt, tid, cols, rows);
+            var preF = default(TcSlotF);
+            if (more && TP.Copy && fwd) preF = FetchFwdSlot(a, a4, b, s, m0, kLo + (kt + 1) * TcBK, kEnd, tabNxt, tid, vecA, cols, rows);
+            else if (more && TP.Copy) pre = FetchTcSlot3(a, b, s, m0, tabNxt, tid, cols, rows);
             if (TP.Math && CudaAsm.IsSupported)
             {
                 var As = sh.SubView(cur, opWords);
                 var Bs = sh.SubView(cur + opWords, opWords);
-                TensorCoreGemm.Tf32Step3(As, Bs, al, bl, false, false, 0);
-                TensorCoreGemm.Tf32Step3(As, Bs, al, bl, false, false, 8);
+                TensorCoreGemm.Tf32Step3(As, Bs, al, bl, false, fwd, 0);
+                TensorCoreGemm.Tf32Step3(As, Bs, al, bl, false, fwd, 8);
             }
             else if (TP.Math)
-                TensorCoreGemm.EmuStage3(sh.SubView(cur, opWords), sh.SubView(cur + opWords, opWords), Ce, false, false, tid, nt);
-            if (more && TP.Copy)
+                TensorCoreGemm.EmuStage3(sh.SubView(cur, opWords), sh.SubView(cur + opWords, opWords), Ce, false, fwd, tid, nt);
+            if (more && TP.Copy && fwd)
+            {
+                // nobody reads the other buffers now: their last readers finished before the previous barrier
+                if (aRaw) StoreFwdSlot(sh4, nxt, preF, tid, roundA: false);
+                else StoreFwdSlot(sh4, nxt, preF, tid, roundA: true);
+                if (!CudaAsm.IsSupported)
+                    StageFwdSlots(a, a4, b, s, sh4, nxt, m0, kLo + (kt + 1) * TcBK, kEnd, tabNxt, tid + nt, nt, vecA, !aRaw, cols, rows);
+            }
+            else if (more && TP.Copy)
             {
                 // nobody reads the other buffers now: their last readers finished before the previous barrier
                 if (aRaw) StoreTcSlot3(sh, nxt, pre, tid, roundA: false);

@@ -661,9 +661,9 @@ public static partial class ConvKernels
     {
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape>? Gemm, Gemm128, GemmPf128, GemmPf64;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>? GemmTc, GemmTc128;
-        /// <summary>The 128×128 tile by <see cref="TcPart"/> (only Full outside <c>bench dissect</c>).</summary>
+        /// <summary>The 128×128 tile by 2·<see cref="TcPart"/> + forward (parts other than Full only in <c>bench dissect</c>).</summary>
         public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>?[] GemmTc3 =
-            new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>?[3];
+            new Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvGemmShape, int>?[6];
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? BiasGrad;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>? SplitReduce, RoundOps;
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<long>, PoolShape>? MaxFwd;
@@ -784,6 +784,28 @@ public static partial class ConvKernels
         null or "" or "rule" => false,
         "tc" => true,
         _ => throw new ArgumentException($"FVL_TF32_WGRAD = '{value}' is not a weight-gradient setting: rule (default) or tc"),
+    };
+
+    /// <summary>
+    /// <c>FVL_TC_CONV_FWD</c> = <c>vec</c> (default) or <c>table</c>: whether the 128×128 tile stages a forward convolution
+    /// through its forward path (<see cref="ConvTc3Forward"/>: the weight as a row-major matrix with 128-bit loads, B as 8
+    /// consecutive K rows with 128-bit shared stores; session 22: ≈ 520 static SASS instructions per stage loop instead of
+    /// 1,404, not yet timed) or through the coordinate tables as the gradients do. Same bits either way, so an A/B switch
+    /// for a device, not a result choice. Read once, at the first use (an invalid value throws there, naming it; the CLI
+    /// checks it at start). Settable for tests.
+    /// </summary>
+    public static bool Tc3ForwardPath
+    {
+        get => _tc3Forward ??= ParseTc3Forward(Environment.GetEnvironmentVariable("FVL_TC_CONV_FWD"));
+        set => _tc3Forward = value;
+    }
+    private static bool? _tc3Forward;
+
+    internal static bool ParseTc3Forward(string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "vec" => true,
+        "table" => false,
+        _ => throw new ArgumentException($"FVL_TC_CONV_FWD = '{value}' is not a forward-convolution staging: vec (default) or table"),
     };
 
     private static int GroupSize(Accelerator acc) => Math.Min(GpuGroupSize, acc.MaxNumThreadsPerGroup);

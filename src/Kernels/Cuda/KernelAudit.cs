@@ -104,7 +104,7 @@ public static class KernelAudit
         foreach (var tile in TensorCoreGemm.Tiles)
             if (TensorCoreGemm.KernelMethod(tile) == kernel || ConvKernels.TensorCoreKernelMethodFor(tile) == kernel) return TensorCoreGemm.CudaLaunchBounds(tile);
         if (TensorCoreGemm.Kernel128x128Methods.Contains(kernel) || TensorCoreGemm.Kernel128x128AsyncMethods.Contains(kernel) || ConvKernels.TensorCoreKernelMethodFor(TensorCoreTile.Tile128x128) == kernel
-            || TensorCoreGemm.MmaPeakMethod == kernel)
+            || ConvKernels.TensorCoreForwardKernelMethod == kernel || TensorCoreGemm.MmaPeakMethod == kernel)
             return TensorCoreGemm.CudaLaunchBounds(TensorCoreTile.Tile128x128);
         foreach (var v in ConvKernels.Versions)
             if (ConvKernels.KernelMethod(v) == kernel) return ConvKernels.CudaLaunchBounds(v);

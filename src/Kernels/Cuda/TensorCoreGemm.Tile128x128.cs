@@ -227,7 +227,7 @@ public static partial class TensorCoreGemm
     /// 16-byte aligned and the whole stage lies inside it), else four loads with zero padding outside the matrix.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static F4 Fetch3(ArrayView<float> x, ArrayView<F4> x4, long off, int ld, bool kOuter, int r0, int k0, int rows, int kMax, int p, int q, bool fast)
+    internal static F4 Fetch3(ArrayView<float> x, ArrayView<F4> x4, long off, int ld, bool kOuter, int r0, int k0, int rows, int kMax, int p, int q, bool fast)
     {
         int r = r0 + Slot3R(kOuter, p, q), k = k0 + Slot3K(kOuter, p, q);
         long gi = off + (kOuter ? (long)k * ld + r : (long)r * ld + k);
@@ -250,7 +250,7 @@ public static partial class TensorCoreGemm
 
     /// <summary>A float4 as the tensor cores' operand words: TF32-rounded, or as it is when the caller rounded it already.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static U4 Words3(F4 v, bool round)
+    internal static U4 Words3(F4 v, bool round)
     {
         U4 u;
         if (round) { u.X = Tf32Word(v.X); u.Y = Tf32Word(v.Y); u.Z = Tf32Word(v.Z); u.W = Tf32Word(v.W); }

@@ -22,7 +22,10 @@ public class BenchDissectCliTests
         string[] rows = text.Split('\n').Where(l => l.StartsWith("| GEMM", StringComparison.Ordinal) || l.StartsWith("| conv", StringComparison.Ordinal)).ToArray();
         Assert.That(rows.Count(l => l.StartsWith("| GEMM 128×128 |", StringComparison.Ordinal)), Is.EqualTo(2), text);
         Assert.That(rows.Count(l => l.StartsWith("| GEMM 128×128 cp.async |", StringComparison.Ordinal)), Is.EqualTo(2), $"the cp.async tile ran on both shapes: {text}");
-        Assert.That(rows.Count(l => l.StartsWith("| conv 128×128 |", StringComparison.Ordinal)), Is.EqualTo(2), text);
+        Assert.That(rows.Count(l => l.StartsWith("| conv 128×128 fwd vec |", StringComparison.Ordinal)), Is.EqualTo(1), text);
+        Assert.That(rows.Count(l => l.StartsWith("| conv 128×128 fwd table |", StringComparison.Ordinal)), Is.EqualTo(1), text);
+        Assert.That(rows.Count(l => l.StartsWith("| conv 128×128 |", StringComparison.Ordinal)), Is.EqualTo(1), $"the input gradient: {text}");
+        Assert.That(ConvKernels.Tc3ForwardPath, Is.True, "the command restores the forward path switch");
         foreach (var row in rows)
         {
             var cells = row.Split('|', StringSplitOptions.TrimEntries).Where(c => c.Length > 0).ToArray();

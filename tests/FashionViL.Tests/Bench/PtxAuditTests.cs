@@ -168,11 +168,27 @@ public class PtxAuditTests
             Assert.That(loop.GetProperty("global_loads").GetInt32(), Is.EqualTo(2), $"{k.Name}: one 128-bit load of A and one of B per K tile");
         }
 
-        // the 128×128 conv tile (TF32): the same warp layout within (256, 2) and 48 KB
-        var conv3 = _r.Kernels.Single(k => k.Name == "ConvKernels.ConvGemmTc3Kernel");
-        Assert.That(conv3.Registers, Is.LessThanOrEqualTo(128), conv3.Name);
-        Assert.That(conv3.SharedBytes, Is.GreaterThan(40 * 1024).And.LessThanOrEqualTo(48 * 1024), conv3.Name);
-        if (conv3.Sass is not null) Assert.That(conv3.SassHmma, Is.EqualTo(32), $"{conv3.Name}: 4 m16 × 4 n8 × 2 k8 TF32 HMMA per stage");
+        // the 128×128 conv tile (TF32), its table path and its forward path: the same warp layout within (256, 2) and 48 KB;
+        // the forward path's stage loop loads the weight as float4 and stores both operands as 128-bit words (session 22:
+        // 520 instructions, 18 global loads, 8 shared stores against 1,404, 32, 32 on the table path, ptxas 12.4)
+        var conv3s = _r.Kernels.Where(k => k.Name.StartsWith("ConvKernels.ConvGemmTc3Kernel<", StringComparison.Ordinal)).ToList();
+        Assert.That(conv3s.Select(k => k.Name), Is.EquivalentTo(new[] { "ConvKernels.ConvGemmTc3Kernel<ConvTc3AnyMode,TcFull>", "ConvKernels.ConvGemmTc3Kernel<ConvTc3Forward,TcFull>" }));
+        foreach (var conv3 in conv3s)
+        {
+            Assert.That(conv3.Registers, Is.LessThanOrEqualTo(128), conv3.Name);
+            Assert.That(conv3.SharedBytes, Is.GreaterThan(40 * 1024).And.LessThanOrEqualTo(48 * 1024), conv3.Name);
+            Assert.That(conv3.UsesLocalMemory, Is.False, conv3.Name);
+            if (conv3.Sass is not null) Assert.That(conv3.SassHmma, Is.EqualTo(32), $"{conv3.Name}: 4 m16 × 4 n8 × 2 k8 TF32 HMMA per stage");
+        }
+        if (conv3s.All(k => k.Sass is not null))
+        {
+            JsonElement Loop(string name) => _json.GetProperty("kernels").EnumerateArray().Single(x => x.GetProperty("name").GetString() == name).GetProperty("hot_loop");
+            var fwd = Loop("ConvKernels.ConvGemmTc3Kernel<ConvTc3Forward,TcFull>");
+            var table = Loop("ConvKernels.ConvGemmTc3Kernel<ConvTc3AnyMode,TcFull>");
+            Assert.That(fwd.GetProperty("shared_stores").GetInt32(), Is.LessThanOrEqualTo(8), "forward path: 128-bit stage stores");
+            Assert.That(fwd.GetProperty("global_loads").GetInt32(), Is.LessThan(table.GetProperty("global_loads").GetInt32()), "forward path: float4 weight loads");
+            Assert.That(fwd.GetProperty("instructions").GetInt32(), Is.LessThan(table.GetProperty("instructions").GetInt32() / 2), "forward path: the stage loop");
+        }
         // the conv tiles' double-buffered stages (convtcpf): the 128×64 tile within the launch bounds (256, 2) with its 32
         // accumulators and 12 prefetched operands, both tiles within the 48 KB of static shared memory, one HMMA per mma.sync
         var conv128 = _r.Kernels.Single(k => k.Name == "ConvKernels.ConvGemmTc128Kernel");

@@ -16,6 +16,7 @@ public static class InfoCommand
                $"tensor-core GEMM tile {Tile(Kernels.Cuda.CudaBackend.GemmTileOverride)} (FVL_TC_TILE), " +
                $"128×128 stages {(Kernels.Cuda.TensorCoreGemm.AsyncStages ? "cp.async" : "register prefetch")} (FVL_TC_ASYNC), " +
                $"conv tile {Tile(Kernels.Cuda.ConvKernels.ConvTileOverride)} (FVL_TC_CONV_TILE), " +
+               $"128×128 conv forward staging {(Kernels.Cuda.ConvKernels.Tc3ForwardPath ? "vec" : "table")} (FVL_TC_CONV_FWD), " +
                $"attention {(Kernels.Cuda.CudaBackend.ComposedAttention ? "composed" : "fused")} (FVL_ATTENTION), " +
                $"Winograd 3×3 {Kernels.Cuda.CudaBackend.Winograd switch { Kernels.Cuda.WinogradMode.F2x2 => "f2", Kernels.Cuda.WinogradMode.F4x4 => "f4", _ => "off" }} (FVL_WINOGRAD), " +
                $"tf32 weight gradients {(Kernels.Cuda.ConvKernels.Tf32WeightGradientsOnTensorCores ? "tc" : "rule")} (FVL_TF32_WGRAD), " +
