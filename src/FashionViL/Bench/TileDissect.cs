@@ -40,7 +40,8 @@ public static class TileDissect
 {
     private sealed record GemmCase(string Name, int M, int N, int K, bool TransA, bool TransB, bool Rounded = false);
 
-    private sealed record ConvCase(string Name, int Batch, int Cin, int H, int W, int Cout, int Kh, int Kw, int Stride, int Pad, bool InputGradient = false);
+    private sealed record ConvCase(string Name, int Batch, int Cin, int H, int W, int Cout, int Kh, int Kw, int Stride, int Pad, bool InputGradient = false,
+        bool WeightGradient = false);
 
     private static readonly GemmCase[] FullGemms =
     [
@@ -57,6 +58,7 @@ public static class TileDissect
         new("ResNet layer1 3×3 64→64 @56², batch 64", 64, 64, 56, 56, 64, 3, 3, 1, 1),
         new("ResNet layer3 3×3 256→256 @14², batch 64", 64, 256, 14, 14, 256, 3, 3, 1, 1),
         new("ResNet layer3 3×3 input gradient, batch 64", 64, 256, 14, 14, 256, 3, 3, 1, 1, InputGradient: true),
+        new("ResNet layer3 3×3 weight gradient (split-K), batch 64", 64, 256, 14, 14, 256, 3, 3, 1, 1, WeightGradient: true),
         new("ResNet layer2 1×1 128→512 @28², batch 64", 64, 128, 28, 28, 512, 1, 1, 1, 0),
     ];
 
@@ -70,6 +72,7 @@ public static class TileDissect
     [
         new("small 3×3", 2, 6, 10, 10, 8, 3, 3, 1, 1),
         new("small 3×3 input gradient", 2, 6, 10, 10, 8, 3, 3, 1, 1, InputGradient: true),
+        new("small 3×3 weight gradient", 2, 6, 10, 10, 8, 3, 3, 1, 1, WeightGradient: true),
     ];
 
     public static DissectReport Run(DissectOptions o)
@@ -116,21 +119,26 @@ public static class TileDissect
             using var x = Upload(acc, rng, (long)cv.Batch * cv.Cin * cv.H * cv.W, false);
             using var w = Upload(acc, rng, (long)cv.Cout * cv.Cin * cv.Kh * cv.Kw, false);
             using var y = Upload(acc, rng, (long)cv.Batch * cv.Cout * ho * wo, false);
+            using var ws = acc.Allocate1D<float>(cv.WeightGradient ? 2L * cv.Cout * cv.Cin * cv.Kh * cv.Kw : 1);
             double gflop = 2.0 * cv.Cout * cv.Batch * ho * wo * cv.Cin * cv.Kh * cv.Kw / 1e9;
             Action run = cv.InputGradient
                 ? () => ConvKernels.Conv2dBackwardInput(acc, stream, y.View, w.View, x.View, cv.Batch, cv.Cin, cv.H, cv.W, cv.Cout, cv.Kh, cv.Kw, p,
                     precision: Precision.Tf32, tcTile: TensorCoreTile.Tile128x128)
+                : cv.WeightGradient
+                ? () => ConvKernels.Conv2dBackwardWeight(acc, stream, x.View, y.View, w.View, default, cv.Batch, cv.Cin, cv.H, cv.W, cv.Cout, cv.Kh, cv.Kw, p,
+                    workspace: ws.View, precision: Precision.Tf32, tcTile: TensorCoreTile.Tile128x128)
                 : () => ConvKernels.Conv2dForward(acc, stream, x.View, w.View, default, y.View, cv.Batch, cv.Cin, cv.H, cv.W, cv.Cout, cv.Kh, cv.Kw, p,
                     precision: Precision.Tf32, tcTile: TensorCoreTile.Tile128x128);
             // forward convolutions: the forward path (FVL_TC_CONV_FWD=vec, the default) and the coordinate tables (table)
-            foreach (bool vec in cv.InputGradient ? [true] : new[] { true, false })
+            bool forward = !cv.InputGradient && !cv.WeightGradient;
+            foreach (bool vec in forward ? new[] { true, false } : [true])
             {
                 bool was = ConvKernels.Tc3ForwardPath;
                 ConvKernels.Tc3ForwardPath = vec;
                 try
                 {
                     var ms = Parts(acc, stream, o.Reps, run);
-                    rows.Add(new DissectRow(cv.InputGradient ? "conv 128×128" : vec ? "conv 128×128 fwd vec" : "conv 128×128 fwd table", cv.Name, gflop, ms[0], ms[1], ms[2]));
+                    rows.Add(new DissectRow(!forward ? "conv 128×128" : vec ? "conv 128×128 fwd vec" : "conv 128×128 fwd table", cv.Name, gflop, ms[0], ms[1], ms[2]));
                 }
                 finally
                 {
