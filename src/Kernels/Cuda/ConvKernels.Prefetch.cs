@@ -11,6 +11,13 @@ internal struct ConvRow
     public int A, Base, H, W;
 }
 
+/// <summary>A K row's index and its mixed-radix digits (ConvKernels.DigitsOf), kept per table slot so that the next row of the
+/// slot follows by carries instead of divisions (one 16-byte value).</summary>
+internal struct ConvDigits
+{
+    public int Hi, Mid, Lo, K;
+}
+
 /// <summary>One GEMM column: B base, top-left input coordinate, output offset (one 16-byte load; Out is the fourth int).</summary>
 internal struct ConvCol
 {

@@ -113,29 +113,67 @@ public static partial class ConvKernels
     internal static int Udiv(int a, int b) => (int)((uint)a / (uint)b);
 
     /// <summary>The four K-row entries of GEMM row k (k ≥ kEnd: invalid, A and Base −1, H and W 0), as one 16-byte value.</summary>
-    private static ConvRow RowOf(ConvGemmShape s, int k, int kEnd)
+    private static ConvRow RowOf(ConvGemmShape s, int k, int kEnd) => RowOfDigits(s, DigitsOf(s, k), kEnd);
+
+    /// <summary>The radices of a K row's mixed-radix digits (<see cref="ConvDigits"/>): (Ho, Wo) for the weight gradient (its K
+    /// rows are image, output row, output column), else (Kh, Kw) (input channel or output channel, kernel row, kernel column).</summary>
+    private static int RadixMid(ConvGemmShape s) => s.Mode == (int)ConvMode.BackwardWeight ? s.Ho : s.Kh;
+
+    /// <summary>See <see cref="RadixMid"/>.</summary>
+    private static int RadixLo(ConvGemmShape s) => s.Mode == (int)ConvMode.BackwardWeight ? s.Wo : s.Kw;
+
+    /// <summary>The digits of GEMM row k ≥ 0: k = Hi·(R1·R2) + Mid·R2 + Lo with R1, R2 from <see cref="RadixMid"/> / <see cref="RadixLo"/>.</summary>
+    private static ConvDigits DigitsOf(ConvGemmShape s, int k)
+    {
+        int r1 = RadixMid(s), r2 = RadixLo(s), r12 = r1 * r2;
+        ConvDigits d;
+        d.Hi = Udiv(k, r12);
+        int rem = k - d.Hi * r12;
+        d.Mid = Udiv(rem, r2);
+        d.Lo = rem - d.Mid * r2;
+        d.K = k;
+        return d;
+    }
+
+    /// <summary>The digits of k + Σ step's k, without a division: adds <paramref name="step"/>'s digits (step.Lo &lt; R2,
+    /// step.Mid &lt; R1: a <see cref="DigitsOf"/> result) with one carry per digit.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ConvDigits Advance(ConvDigits d, ConvDigits step, int r1, int r2)
+    {
+        int lo = d.Lo + step.Lo, c1 = lo >= r2 ? 1 : 0;
+        int mid = d.Mid + step.Mid + c1, c2 = mid >= r1 ? 1 : 0;
+        ConvDigits r;
+        r.Lo = lo - c1 * r2;
+        r.Mid = mid - c2 * r1;
+        r.Hi = d.Hi + step.Hi + c2;
+        r.K = d.K + step.K;
+        return r;
+    }
+
+    /// <summary><see cref="RowOf"/> from the row's digits.</summary>
+    private static ConvRow RowOfDigits(ConvGemmShape s, ConvDigits d, int kEnd)
     {
         ConvRow r;
-        if (k >= kEnd)
+        if (d.K >= kEnd)
         {
             r.A = -1; r.Base = -1; r.H = 0; r.W = 0;
             return r;
         }
         if (s.Mode == (int)ConvMode.BackwardWeight)
         {
-            int P = s.Ho * s.Wo;
-            int img = Udiv(k, P), p = k - img * P, oh = Udiv(p, s.Wo), ow = p - oh * s.Wo;
-            r.A = img * s.Cout * P + p;
-            r.Base = img * s.Cin * s.H * s.W;
-            r.H = oh * s.Sh;
-            r.W = ow * s.Sw;
+            // digits: image, output row oh, output column ow
+            int P = s.Ho * s.Wo, p = d.K - d.Hi * P;
+            r.A = d.Hi * s.Cout * P + p;
+            r.Base = d.Hi * s.Cin * s.H * s.W;
+            r.H = d.Mid * s.Sh;
+            r.W = d.Lo * s.Sw;
             return r;
         }
-        int kk2 = s.Kh * s.Kw;
-        int c = Udiv(k, kk2), rem = k - c * kk2, kh = Udiv(rem, s.Kw), kw = rem - kh * s.Kw;
+        // digits: channel c, kernel row, kernel column
+        int kk2 = s.Kh * s.Kw, c = d.Hi, rem = d.K - c * kk2;
         if (s.Mode == (int)ConvMode.Forward)
         {
-            r.A = k;
+            r.A = d.K;
             r.Base = c * s.H * s.W;
         }
         else
@@ -143,8 +181,8 @@ public static partial class ConvKernels
             r.A = c * s.Cin * kk2 + rem;
             r.Base = c * s.Ho * s.Wo;
         }
-        r.H = kh * s.Dh;
-        r.W = kw * s.Dw;
+        r.H = d.Mid * s.Dh;
+        r.W = d.Lo * s.Dw;
         return r;
     }
 
@@ -251,9 +289,13 @@ public static partial class ConvKernels
     private static int FoldedLimitW(ConvGemmShape s) => s.Mode == (int)ConvMode.BackwardInput ? s.Wo : s.W;
 
     /// <summary><see cref="RowOf"/> with the offsets folded when <see cref="Folded"/> (A unchanged: −1 past the range).</summary>
-    private static ConvRow FoldedRowOf(ConvGemmShape s, int k, int kEnd)
+    private static ConvRow FoldedRowOf(ConvGemmShape s, int k, int kEnd) => Fold(s, RowOf(s, k, kEnd));
+
+    /// <summary><see cref="FoldedRowOf"/> from the row's digits.</summary>
+    private static ConvRow FoldedRowOfDigits(ConvGemmShape s, ConvDigits d, int kEnd) => Fold(s, RowOfDigits(s, d, kEnd));
+
+    private static ConvRow Fold(ConvGemmShape s, ConvRow r)
     {
-        var r = RowOf(s, k, kEnd);
         if (!Folded(s)) return r;
         if (r.Base < 0)
         {
