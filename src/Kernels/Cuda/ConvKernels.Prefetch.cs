@@ -222,6 +222,7 @@ public static partial class ConvKernels
         var Bs = Bs4.Cast<float>();
         var cols = SharedMemory.Allocate<ConvCol>(T.Size);
         var rows = SharedMemory.Allocate<ConvRow>(2 * PfBK);                 // K rows of tile u in buffer u & 1
+        var digits = SharedMemory.Allocate<ConvDigits>(PfBK + 1);            // the rows the next refill computes ([8]: the step)
         int size = T.Size, q = size / 8, threads = q * q, aQuads = (size + 4) / 4, bQuads = size / 4;
         int tid = Group.IdxX, nt = Group.DimX;
         // a CUDA launch is exactly `threads` threads (GroupSizeOf): one pass, every thread owns a slot, known to ptxas
@@ -244,6 +245,8 @@ public static partial class ConvKernels
                 var acc = default(Acc8x8);
                 for (int e = tid; e < size; e += nt) cols[e] = FoldedColumnOf(s, n0 + e);
                 for (int e = tid; e < 2 * PfBK; e += nt) rows[e] = FoldedRowOf(s, kLo + e, kEnd);   // tiles 0 and 1
+                if (tid == 0) digits[PfBK] = DigitsOf(s, PfBK);
+                StartDigits(s, digits, PfBK, kLo + 2 * PfBK, tid, nt);
                 Group.Barrier();
                 if (kTiles > 0) StageSlots<T>(a, b, s, As, Bs, cols, rows, m0, 0, tid, nt);
                 Group.Barrier();
@@ -268,7 +271,7 @@ public static partial class ConvKernels
                         if (!CudaAsm.IsSupported) StageSlots<T>(a, b, s, As, Bs, cols, rows, m0, nxt, tid + nt, nt);
                     }
                     if (kt + 2 < kTiles)
-                        for (int e = tid; e < PfBK; e += nt) rows[cur * PfBK + e] = FoldedRowOf(s, kLo + (kt + 2) * PfBK + e, kEnd);
+                        RefillRows(s, rows, cur * PfBK, digits, PfBK, kEnd, tid, nt);
                     Group.Barrier();
                 }
                 if (active) Store8x8(o, bias, s, zOff, m0 + ty * 4, size / 2, cols.Cast<int>(), 4, 3, tx * 4, size / 2 + tx * 4, acc);

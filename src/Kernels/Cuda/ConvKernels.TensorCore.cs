@@ -290,6 +290,7 @@ public static partial class ConvKernels
         var Ce = SharedMemory.GetDynamic<float>();    // the portable path's emulated accumulators (never requested on CUDA)
         var cols = SharedMemory.Allocate<ConvCol>(bn);       // the tile's columns (folded), Out for the epilogue
         var rows = SharedMemory.Allocate<ConvRow>(2 * TcBK);     // K rows of stage j at (j & 1)·16 (folded)
+        var digits = SharedMemory.Allocate<ConvDigits>(TcBK + 1);   // the rows the next refill computes ([16]: the step)
         bool isBf16 = (flags & 1) != 0, aRaw = (flags & 2) != 0;   // flags: bit 0 bf16 (else TF32), bit 1 A pre-rounded
         int tid = Group.IdxX, nt = Group.DimX;
         int warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3;
@@ -308,6 +309,8 @@ public static partial class ConvKernels
                 for (int e = tid; e < TensorCoreGemm.C2Words; e += nt) Ce[e] = 0f;
             for (int e = tid; e < bn; e += nt) cols[e] = FoldedColumnOf(s, n0 + e);
             for (int e = tid; e < 2 * TcBK; e += nt) rows[e] = FoldedRowOf(s, kLo + e, kEnd);   // stages 0 and 1
+            if (tid == 0) digits[TcBK] = DigitsOf(s, TcBK);
+            StartDigits(s, digits, TcBK, kLo + 2 * TcBK, tid, nt);
             Group.Barrier();
             if (kTiles > 0)
                 StageTcSlots(a, b, s, sh.SubView(0, aWords), sh.SubView(bBase, bWords), m0, 0, tid, nt, group, 6, bStride, isBf16, cols, rows);
@@ -335,7 +338,7 @@ public static partial class ConvKernels
                 }
                 // stage kt + 2's K rows into the slot stage kt's rows held (see the hazard argument above)
                 if (kt + 2 < kTiles)
-                    for (int e = tid; e < TcBK; e += nt) rows[cur * TcBK + e] = FoldedRowOf(s, kLo + (kt + 2) * TcBK + e, kEnd);
+                    RefillRows(s, rows, cur * TcBK, digits, TcBK, kEnd, tid, nt);
                 Group.Barrier();
             }
             if (CudaAsm.IsSupported)

@@ -209,7 +209,7 @@ public static partial class ConvKernels
         var Ce = SharedMemory.GetDynamic<float>();    // the portable path's emulated accumulators (never requested on CUDA)
         var cols = SharedMemory.Allocate<ConvCol>(128);          // the tile's columns (folded), Out for the epilogue
         var rows = SharedMemory.Allocate<ConvRow>(2 * TcBK);     // K rows of stage j at (j & 1)·16 (folded)
-        var digits = SharedMemory.Allocate<ConvDigits>(TcBK);    // the digits of the rows the next refill computes
+        var digits = SharedMemory.Allocate<ConvDigits>(TcBK + 1);   // the digits of the rows the next refill computes; [16]: the step
         bool aRaw = (flags & 2) != 0, vecA = (flags & 4) != 0, fwd = TM.Forward;
         int tid = Group.IdxX, nt = Group.DimX;
         int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3, wr = 64 * (warp >> 2), wc = 32 * (warp & 3);
@@ -226,9 +226,8 @@ public static partial class ConvKernels
         for (int e = tid; e < 2 * TcBK; e += nt) rows[e] = FoldedRowOf(s, kLo + e, kEnd);   // stages 0 and 1
         // the digits of the rows each refill computes next (stage 2 first), advanced by one stage per refill: the refill
         // finds its rows by carries instead of divisions (each slot is read and written by the same thread only)
-        int r1 = RadixMid(s), r2 = RadixLo(s);
-        var step = DigitsOf(s, TcBK);
-        for (int e = tid; e < TcBK; e += nt) digits[e] = DigitsOf(s, kLo + 2 * TcBK + e);
+        if (tid == 0) digits[TcBK] = DigitsOf(s, TcBK);
+        StartDigits(s, digits, TcBK, kLo + 2 * TcBK, tid, nt);
         Group.Barrier();
         if (kTiles > 0 && fwd)
             StageFwdSlots(a, a4, b, s, sh4, 0, m0, kLo, kEnd, 0, tid, nt, vecA, !aRaw, cols, rows);
@@ -273,12 +272,7 @@ public static partial class ConvKernels
             }
             // stage kt + 2's K rows into the slot stage kt's rows held (the hazard argument above ConvGemmTcKernel)
             if (kt + 2 < kTiles)
-                for (int e = tid; e < TcBK; e += nt)
-                {
-                    var d = digits[e];   // row kLo + (kt + 2)·16 + e
-                    rows[(kt & 1) * TcBK + e] = FoldedRowOfDigits(s, d, kEnd);
-                    digits[e] = Advance(d, step, r1, r2);
-                }
+                RefillRows(s, rows, (kt & 1) * TcBK, digits, TcBK, kEnd, tid, nt);   // rows kLo + (kt + 2)·16 + e
             Group.Barrier();
         }
         // the last barrier of the k loop (or the prologue's) ends every read of the stage buffers

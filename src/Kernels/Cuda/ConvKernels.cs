@@ -150,6 +150,30 @@ public static partial class ConvKernels
         return r;
     }
 
+    /// <summary>Starts a group's refill digits: slot e &lt; <paramref name="count"/> at row <paramref name="kFirst"/> + e, each
+    /// slot written (and later refilled) by thread e mod nt only. <paramref name="digits"/>[count] must hold the step's
+    /// digits (<see cref="DigitsOf"/>(s, count), written once per group before a barrier).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StartDigits(ConvGemmShape s, ArrayView<ConvDigits> digits, int count, int kFirst, int tid, int nt)
+    {
+        for (int e = tid; e < count; e += nt) digits[e] = DigitsOf(s, kFirst + e);
+    }
+
+    /// <summary>The K-row refill of the double-buffered conv kernels: rows[at + e] ← the folded row of slot e's digits, then
+    /// the digits advance by one tile (<paramref name="count"/> rows, <paramref name="digits"/>[count]) with carries — no
+    /// division per row (a <see cref="FoldedRowOf"/> refill divides two or three times per row).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RefillRows(ConvGemmShape s, ArrayView<ConvRow> rows, int at, ArrayView<ConvDigits> digits, int count, int kEnd, int tid, int nt)
+    {
+        int r1 = RadixMid(s), r2 = RadixLo(s);
+        for (int e = tid; e < count; e += nt)
+        {
+            var d = digits[e];
+            rows[at + e] = FoldedRowOfDigits(s, d, kEnd);
+            digits[e] = Advance(d, digits[count], r1, r2);
+        }
+    }
+
     /// <summary><see cref="RowOf"/> from the row's digits.</summary>
     private static ConvRow RowOfDigits(ConvGemmShape s, ConvDigits d, int kEnd)
     {

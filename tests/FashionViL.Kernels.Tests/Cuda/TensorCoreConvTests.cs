@@ -261,7 +261,8 @@ public class TensorCoreConvTests() : EmulatorKernelTestBase(assertions: true, cu
         Assert.That(ptx, Does.Not.Contain(".local"), "no local memory in the tensor-core kernel");
         Assert.That(ptx, Does.Contain(".reg .f32 fvlc<16>;"));
         Assert.That(System.Text.RegularExpressions.Regex.Count(ptx, @"mma\.sync"), Is.EqualTo(12), "one mma per n8 tile and k step: 4 bf16, and 2 × 4 TF32 (both k8 steps unrolled)");
-        // double-buffered stages: A 2·64·20 and B 2·16·40 words, the C tile 64·32 floats, 8 tables of 32 ints
+        // double-buffered stages: A 2·64·20 and B 2·16·40 words, the C tile 64·32 floats, 8 tables of 32 ints (its K-row refill
+        // still divides: carried digits cost it 16 registers under ptxas 12.4, 76 → 92)
         Assert.That(StaticSharedBytes(ptx), Is.EqualTo(4 * (2 * 64 * 20 + 2 * 16 * 40 + 64 * 32 + 8 * 32)), "static shared memory per group");
         Assert.That(ptx, Does.Not.Contain("__dyn_shared_alloca"), "the 64×32 tile requests no dynamic shared memory");
     }
@@ -282,8 +283,9 @@ public class TensorCoreConvTests() : EmulatorKernelTestBase(assertions: true, cu
         Assert.That(System.Text.RegularExpressions.Regex.Count(ptx, @"mma\.sync"), Is.EqualTo(24), "8 bf16 mma, and 2 × 8 TF32 (both k8 steps unrolled)");
         Assert.That(ptx, Does.Contain(".maxntid 256, 1, 1").And.Contain(".minnctapersm 2"), "launch bounds (256, 2)");
         // one buffer for both stages' A (2·128·20 words) and B (2·16·72) or, after the k loop, the 128×72 C tile (the larger),
-        // plus 8 tables (4 of 64 column ints, 4 of 2·16 K-row ints): within the 48 KiB a group may have statically
-        Assert.That(StaticSharedBytes(ptx), Is.EqualTo(4 * (Math.Max(2 * 128 * 20 + 2 * 16 * 72, 128 * 72) + 4 * 64 + 4 * 32)), "static shared memory per group");
+        // plus 8 tables (4 of 64 column ints, 4 of 2·16 K-row ints) and the K-row refill's digits (17 × 4 ints): within the
+        // 48 KiB a group may have statically
+        Assert.That(StaticSharedBytes(ptx), Is.EqualTo(4 * (Math.Max(2 * 128 * 20 + 2 * 16 * 72, 128 * 72) + 4 * 64 + 4 * 32 + 17 * 4)), "static shared memory per group");
         Assert.That(StaticSharedBytes(ptx), Is.LessThanOrEqualTo(48 * 1024));
     }
 }
