@@ -104,7 +104,8 @@ public static class KernelAudit
         foreach (var tile in TensorCoreGemm.Tiles)
             if (TensorCoreGemm.KernelMethod(tile) == kernel || ConvKernels.TensorCoreKernelMethodFor(tile) == kernel) return TensorCoreGemm.CudaLaunchBounds(tile);
         if (TensorCoreGemm.Kernel128x128Methods.Contains(kernel) || TensorCoreGemm.Kernel128x128AsyncMethods.Contains(kernel) || ConvKernels.TensorCoreKernelMethodFor(TensorCoreTile.Tile128x128) == kernel
-            || ConvKernels.TensorCoreForwardKernelMethod == kernel || TensorCoreGemm.MmaPeakMethod == kernel)
+            || ConvKernels.TensorCoreForwardKernelMethod == kernel || TensorCoreGemm.MmaPeakMethod == kernel
+            || kernel.IsGenericMethod && TensorCoreGemm.Tile128x128GenericKernels.Contains(kernel.GetGenericMethodDefinition()))   // bench dissect's parts too
             return TensorCoreGemm.CudaLaunchBounds(TensorCoreTile.Tile128x128);
         foreach (var v in ConvKernels.Versions)
             if (ConvKernels.KernelMethod(v) == kernel) return ConvKernels.CudaLaunchBounds(v);

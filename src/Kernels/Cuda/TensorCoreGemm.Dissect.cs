@@ -80,6 +80,15 @@ public static partial class TensorCoreGemm
         _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "tile parts: the 128×128 TF32 tiles only"),
     };
 
+    /// <summary>The generic definitions of the 128×128 TF32 kernels (GEMM, cp.async GEMM, conv): every layout, mode and
+    /// <see cref="TcPart"/> instantiation gets their launch bounds (<see cref="KernelAudit.CudaLaunchBounds"/>).</summary>
+    internal static IReadOnlyList<System.Reflection.MethodInfo> Tile128x128GenericKernels { get; } =
+    [
+        KernelMethod(TensorCoreTile.Tile128x128).GetGenericMethodDefinition(),
+        KernelMethod(TensorCoreTile.Tile128x128Async).GetGenericMethodDefinition(),
+        ConvKernels.TensorCoreKernelMethodFor(TensorCoreTile.Tile128x128).GetGenericMethodDefinition(),
+    ];
+
     /// <summary>The mma.sync peak kernel's method (offline PTX checks and <c>bench ptx</c>).</summary>
     public static System.Reflection.MethodInfo MmaPeakMethod { get; } = ((Action<ArrayView<float>, int>)MmaPeakKernel).Method;
 

@@ -215,6 +215,12 @@ public class TileDissectTests() : EmulatorKernelTestBase(assertions: true)
         Assert.That(Count(async[TcPart.NoGlobalLoads], @"cp\.async\.cg"), Is.LessThan(Count(async[TcPart.Full], @"cp\.async\.cg")), "async: only the prologue copies");
         Assert.That(Count(async[TcPart.NoMath], @"cp\.async\.cg"), Is.EqualTo(Count(async[TcPart.Full], @"cp\.async\.cg")), "async: no math keeps every copy");
 
+        // every part gets the production kernels' launch bounds (256, 2) in the offline audit, as the loader gives them
+        foreach (var part in Enum.GetValues<TcPart>())
+            foreach (var m in new[] { TensorCoreGemm.PartMethod(TensorCoreTile.Tile128x128, part), TensorCoreGemm.PartMethod(TensorCoreTile.Tile128x128Async, part),
+                                      ConvKernels.Tc3PartMethod(part), ConvKernels.Tc3PartMethod(part, forward: true) })
+                Assert.That(KernelAudit.CudaLaunchBounds(m), Is.EqualTo(TensorCoreGemm.CudaLaunchBounds(TensorCoreTile.Tile128x128)), $"{m}: launch bounds");
+
         var peak = c.Compile(TensorCoreGemm.MmaPeakMethod, "mma-peak");
         Assert.That(Count(peak, mma), Is.EqualTo(TensorCoreGemm.MmaPeakMmaPerIteration));
         Assert.That(Count(peak, @"\bld\.(?!param)|\.shared|\.local|cp\.async"), Is.Zero, "the peak kernel reads no memory and has no local or shared state");
